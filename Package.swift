@@ -1,0 +1,53 @@
+// swift-tools-version: 6.0
+// AmusedKit: read → map → bind → run → quantize → verify → pack, for aMUSEd checkpoints.
+import PackageDescription
+
+let package = Package(
+    name: "AmusedKit",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "AmusedKit", targets: ["AmusedTensors", "AmusedRead", "AmusedKernels"]),
+        .executable(name: "amused", targets: ["amused"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+    ],
+    targets: [
+        // C libraries from Debian's -dev packages, found through pkg-config.
+        .systemLibrary(name: "CJSONC", path: "Sources/C/CJSONC", pkgConfig: "json-c",
+                       providers: [.apt(["libjson-c-dev"]), .brew(["json-c"])]),
+        .systemLibrary(name: "CZstd", path: "Sources/C/CZstd", pkgConfig: "libzstd",
+                       providers: [.apt(["libzstd-dev"]), .brew(["zstd"])]),
+        .systemLibrary(name: "CHDF5", path: "Sources/C/CHDF5", pkgConfig: "hdf5",
+                       providers: [.apt(["libhdf5-dev"]), .brew(["hdf5"])]),
+        .systemLibrary(name: "COpenBLAS", path: "Sources/C/COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+
+        // Stage 0: the tensor type every stage shares.
+        .target(name: "AmusedTensors", path: "Sources/0-Tensors"),
+        // Stage 1: read weights from files (safetensors today; PyTorch, HDF5, NumPy, GGUF next).
+        .target(name: "AmusedRead",
+                dependencies: ["AmusedTensors", "CJSONC", "CHDF5",
+                               .product(name: "Crypto", package: "swift-crypto")],
+                path: "Sources/1-Read"),
+        // The one door to BLAS and the numeric kernels (OpenBLAS on Linux, Accelerate on Apple platforms).
+        .target(name: "AmusedKernels",
+                dependencies: [.target(name: "COpenBLAS", condition: .when(platforms: [.linux]))],
+                path: "Sources/Kernels"),
+        // The command line: a thin skin over the libraries.
+        .executableTarget(name: "amused",
+                          dependencies: ["AmusedTensors", "AmusedRead", "AmusedKernels", "CZstd",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          path: "Sources/amused"),
+
+        .testTarget(name: "AmusedTensorsTests", dependencies: ["AmusedTensors"],
+                    path: "Tests/AmusedTensorsTests"),
+        .testTarget(name: "AmusedReadTests", dependencies: ["AmusedRead", "AmusedTensors"],
+                    path: "Tests/AmusedReadTests"),
+        .testTarget(name: "AmusedKernelsTests", dependencies: ["AmusedKernels"],
+                    path: "Tests/AmusedKernelsTests"),
+        .testTarget(name: "AmusedCLITests", dependencies: ["AmusedRead"],
+                    path: "Tests/AmusedCLITests"),
+    ]
+)

@@ -1,0 +1,150 @@
+// Small, checked file primitives: bounded positional reads and all-or-nothing writes.
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A read-only file handle for bounded positional reads (headers, indexes) without mapping the data.
+public final class ReadOnlyFile: @unchecked Sendable {
+    /// The path, for messages.
+    public let path: String
+    /// The size when opened.
+    public let byteCount: Int
+    private let fd: Int32
+
+    /// Opens `path` for reading; fails unless it is a regular file.
+    public init(path: String) throws(TensorError) {
+        self.path = path
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .io(path: path, message: "cannot open (\(MappedFile.errnoText()))") }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            throw .io(path: path, message: "not a readable regular file")
+        }
+        self.fd = fd
+        self.byteCount = Int(st.st_size)
+    }
+
+    deinit { close(fd) }
+
+    /// Reads exactly `count` bytes at `offset`; the caller has checked the range lies inside the file.
+    public func read(at offset: Int, count: Int) throws(TensorError) -> [UInt8] {
+        guard offset >= 0, count >= 0, let end = SizeMath.add(offset, count), end <= byteCount else {
+            throw .invalidView("read of \(count) bytes at \(offset) is outside \(path) (\(byteCount) bytes)")
+        }
+        var out = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let n = out.withUnsafeMutableBytes { buf in
+                pread(fd, buf.baseAddress! + done, count - done, off_t(offset + done))
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .io(path: path, message: "read failed (\(MappedFile.errnoText()))")
+            }
+            if n == 0 { throw .fileChanged(path: path, expectedBytes: byteCount, actualBytes: offset + done) }
+            done += n
+        }
+        return out
+    }
+}
+
+/// Writes a file all-or-nothing: bytes go to a fresh temporary file beside the destination (created with O_EXCL),
+/// which is fsynced, renamed over the destination and followed by an fsync of the folder. Until `commit()` the
+/// destination is untouched; a writer dropped without committing removes its temporary file.
+public final class AtomicFileWriter {
+    /// The final path.
+    public let destination: String
+    /// The temporary path being written.
+    public let temporaryPath: String
+    private var fd: Int32
+    private var committed = false
+
+    /// Creates the temporary file next to `destination`.
+    public init(destination: String) throws(TensorError) {
+        self.destination = destination
+        let dir = AtomicFileWriter.folder(of: destination)
+        let base = destination.split(separator: "/").last.map(String.init) ?? destination
+        var attempt = 0
+        while true {
+            let candidate = dir + "/." + base + ".\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp"
+            let fd = open(candidate, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
+            if fd >= 0 {
+                self.fd = fd
+                self.temporaryPath = candidate
+                return
+            }
+            attempt += 1
+            if errno != EEXIST || attempt > 16 {
+                throw .io(path: candidate, message: "cannot create temporary file (\(MappedFile.errnoText()))")
+            }
+        }
+    }
+
+    deinit {
+        if !committed {
+            if fd >= 0 { close(fd) }
+            unlink(temporaryPath)
+        }
+    }
+
+    /// Appends `bytes`.
+    public func write(_ bytes: UnsafeRawBufferPointer) throws(TensorError) {
+        var done = 0
+        while done < bytes.count {
+            let n = Glibc_write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .io(path: temporaryPath, message: "write failed (\(MappedFile.errnoText()))")
+            }
+            done += n
+        }
+    }
+
+    /// Appends `bytes`.
+    public func write(_ bytes: [UInt8]) throws(TensorError) {
+        var failure: TensorError?
+        bytes.withUnsafeBytes { raw in
+            do throws(TensorError) { try write(raw) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Makes the file durable and puts it in place of the destination.
+    public func commit() throws(TensorError) {
+        guard fsync(fd) == 0 else {
+            throw .io(path: temporaryPath, message: "fsync failed (\(MappedFile.errnoText()))")
+        }
+        close(fd)
+        fd = -1
+        guard rename(temporaryPath, destination) == 0 else {
+            throw .io(path: destination, message: "rename failed (\(MappedFile.errnoText()))")
+        }
+        committed = true
+        let dfd = open(AtomicFileWriter.folder(of: destination), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dfd >= 0 {
+            defer { close(dfd) }
+            guard fsync(dfd) == 0 else {
+                throw .io(path: destination, message: "fsync of the folder failed (\(MappedFile.errnoText()))")
+            }
+        }
+    }
+
+    static func folder(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        let dir = String(path[..<slash])
+        return dir.isEmpty ? "/" : dir
+    }
+}
+
+@inline(__always)
+private func Glibc_write(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int) -> Int {
+    #if canImport(Glibc)
+    return Glibc.write(fd, p, n)
+    #else
+    return Darwin.write(fd, p, n)
+    #endif
+}

@@ -1,0 +1,148 @@
+// Tensor bytes: owned memory, or a read-only view into a memory-mapped file that is never copied.
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Errors from the tensor layer: conversions, views and mapped files.
+public enum TensorError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// A file could not be opened, measured or mapped (errno text included).
+    case io(path: String, message: String)
+    /// A mapped file changed size after it was opened: its tensors can no longer be trusted.
+    case fileChanged(path: String, expectedBytes: Int, actualBytes: Int)
+    /// A conversion between these types is not supported.
+    case unsupportedConversion(from: DType, to: DType)
+    /// A view does not fit inside its storage or does not match its shape.
+    case invalidView(String)
+
+    /// A message that names the problem and says what to do.
+    public var description: String {
+        switch self {
+        case let .io(path, message):
+            "\(path): \(message). Check that the file exists and is readable."
+        case let .fileChanged(path, expected, actual):
+            "\(path): the file changed size while it was open (\(expected) bytes when opened, \(actual) now). "
+                + "Another process is rewriting it; wait for it to finish and run again."
+        case let .unsupportedConversion(from, to):
+            "cannot convert \(from.rawValue) elements to \(to.rawValue); convert packed or complex tensors explicitly."
+        case let .invalidView(message):
+            "invalid tensor view: \(message)"
+        }
+    }
+}
+
+/// A read-only, private memory mapping of a whole file. The mapping lives as long as any tensor that views it.
+public final class MappedFile: @unchecked Sendable {
+    /// The path the file was opened from, for messages.
+    public let path: String
+    /// Bytes mapped (the file's size when it was opened).
+    public let byteCount: Int
+    private let fd: Int32
+    private let base: UnsafeRawPointer?
+
+    /// Maps `path` read-only. An empty file maps to no memory.
+    public init(path: String) throws(TensorError) {
+        self.path = path
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .io(path: path, message: "cannot open (\(Self.errnoText()))") }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            let message = Self.errnoText()
+            close(fd)
+            throw .io(path: path, message: "cannot stat (\(message))")
+        }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            throw .io(path: path, message: "not a regular file")
+        }
+        let size = Int(st.st_size)
+        var base: UnsafeRawPointer? = nil
+        if size > 0 {
+            let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
+            guard let p, p != MAP_FAILED else {
+                let message = Self.errnoText()
+                close(fd)
+                throw .io(path: path, message: "cannot map \(size) bytes (\(message))")
+            }
+            base = UnsafeRawPointer(p)
+        }
+        self.fd = fd
+        self.byteCount = size
+        self.base = base
+    }
+
+    deinit {
+        if let base { munmap(UnsafeMutableRawPointer(mutating: base), byteCount) }
+        close(fd)
+    }
+
+    /// Fails when the file no longer has the size it had when mapped. A mapping of a file that another process
+    /// truncated faults (SIGBUS) when touched past the new end, so every reader calls this before it touches bytes.
+    public func checkIntact() throws(TensorError) {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            throw .io(path: path, message: "cannot stat (\(Self.errnoText()))")
+        }
+        if Int(st.st_size) != byteCount {
+            throw .fileChanged(path: path, expectedBytes: byteCount, actualBytes: Int(st.st_size))
+        }
+    }
+
+    /// The mapped bytes `range`, which the caller has checked lies inside the file.
+    func pointer(at offset: Int) -> UnsafeRawPointer {
+        guard let base else { return UnsafeRawPointer(bitPattern: 0x1)! }  // empty file: only empty views exist
+        return base + offset
+    }
+
+    static func errnoText() -> String { String(cString: strerror(errno)) }
+}
+
+/// The bytes behind a tensor: owned (freed with the last reference) or a range of a mapped file.
+public final class Storage: @unchecked Sendable {
+    /// First byte.
+    public let baseAddress: UnsafeRawPointer
+    /// Number of bytes.
+    public let byteCount: Int
+    /// The mapped file this storage views, if any (kept alive by this reference).
+    public let mappedFile: MappedFile?
+    private let owned: UnsafeMutableRawPointer?
+
+    /// Owned, zero-filled storage of `byteCount` bytes, 64-byte aligned.
+    public init(zeroedByteCount byteCount: Int) {
+        let p = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(byteCount, 1), alignment: 64)
+        p.initializeMemory(as: UInt8.self, repeating: 0, count: Swift.max(byteCount, 1))
+        self.owned = p
+        self.baseAddress = UnsafeRawPointer(p)
+        self.byteCount = byteCount
+        self.mappedFile = nil
+    }
+
+    /// Owned storage holding a copy of `bytes`.
+    public convenience init(copying bytes: UnsafeRawBufferPointer) {
+        self.init(zeroedByteCount: bytes.count)
+        if bytes.count > 0, let src = bytes.baseAddress {
+            owned!.copyMemory(from: src, byteCount: bytes.count)
+        }
+    }
+
+    /// A view of `byteCount` bytes at `offset` in `file`; fails when the range is not inside the file.
+    public init(file: MappedFile, offset: Int, byteCount: Int) throws(TensorError) {
+        guard offset >= 0, byteCount >= 0, let end = SizeMath.add(offset, byteCount), end <= file.byteCount else {
+            throw .invalidView("bytes \(offset)..<\(offset &+ byteCount) lie outside \(file.path) (\(file.byteCount) bytes)")
+        }
+        self.baseAddress = file.pointer(at: offset)
+        self.byteCount = byteCount
+        self.mappedFile = file
+        self.owned = nil
+    }
+
+    deinit { owned?.deallocate() }
+
+    /// True when the bytes are a view into a mapped file (zero-copy).
+    public var isMapped: Bool { mappedFile != nil }
+
+    /// Mutable access to owned storage; nil for mapped (read-only) storage.
+    public var mutableBaseAddress: UnsafeMutableRawPointer? { owned }
+}

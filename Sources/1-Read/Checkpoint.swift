@@ -1,0 +1,230 @@
+// Finds the weights in what a user points at: one file, a sharded index, one component folder, or a whole
+// diffusers pipeline folder (model_index.json with transformer/, vqvae/, text_encoder/, tokenizer/, scheduler/).
+
+import AmusedTensors
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The on-disk format of a weights file, detected from its first bytes and its name.
+public enum WeightFormat: String, Sendable {
+    /// safetensors, one file.
+    case safetensors
+    /// safetensors shards behind a `*.safetensors.index*.json`.
+    case shardedSafetensors = "safetensors-sharded"
+    /// A zip archive (PyTorch `.bin`/`.pt` since torch 1.6, or NumPy `.npz`).
+    case zip
+    /// HDF5.
+    case hdf5
+    /// GGUF.
+    case gguf
+    /// A pickle stream without a zip container (legacy torch.save).
+    case legacyPickle = "legacy-pickle"
+
+    /// Detects the format of `path` from its magic bytes (and `.index.json` names for sharded safetensors).
+    public static func detect(path: String) throws(ReadError) -> WeightFormat {
+        if path.hasSuffix(".json") && path.contains(".safetensors.index") { return .shardedSafetensors }
+        let file: ReadOnlyFile
+        do { file = try ReadOnlyFile(path: path) } catch { throw ReadError.from(error, path: path) }
+        let head: [UInt8]
+        do { head = try file.read(at: 0, count: min(16, file.byteCount)) } catch {
+            throw ReadError.from(error, path: path)
+        }
+        if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) { return .zip }
+        if head.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) { return .hdf5 }
+        if head.starts(with: Array("GGUF".utf8)) { return .gguf }
+        if head.first == 0x80 { return .legacyPickle }
+        if path.hasSuffix(".safetensors") || (head.count >= 9 && head[8] == UInt8(ascii: "{")) { return .safetensors }
+        throw ReadError(.unsupported, path: path, offset: 0, "not a recognised weights format "
+            + "(safetensors, a safetensors index, PyTorch zip, HDF5, NumPy .npz or GGUF)")
+    }
+}
+
+/// Opens a weights file or sharded index as a `TensorSource`.
+public func openWeights(path: String, mapData: Bool = true) throws(ReadError) -> any TensorSource {
+    switch try WeightFormat.detect(path: path) {
+    case .safetensors: return try SafetensorsFile(path: path, mapData: mapData)
+    case .shardedSafetensors: return try ShardedSafetensors(indexPath: path, mapData: mapData)
+    case let other:
+        throw ReadError(.unsupported, path: path, offset: 0,
+                        "\(other.rawValue) files are recognised but not read yet; convert to safetensors first "
+                            + "(the PyTorch, HDF5, NumPy and GGUF readers are on the roadmap)")
+    }
+}
+
+/// One component of a checkpoint: its folder, config and weights.
+public struct CheckpointComponent: Sendable {
+    /// The component's name (`transformer`, `vqvae`, `text_encoder`, … or the file name for a lone file).
+    public let name: String
+    /// The class the config or model_index names (`UVit2DModel`, `VQModel`, `CLIPTextModelWithProjection`, …).
+    public let className: String?
+    /// The component's config, when it has one.
+    public let config: JSONValue?
+    /// Path of that config.
+    public let configPath: String?
+    /// The weights, when the component has any (a tokenizer or scheduler has none).
+    public let weights: (any TensorSource)?
+    /// Other files the component carries (tokenizer vocabularies, scheduler configs).
+    public let files: [String]
+}
+
+/// A checkpoint as found on disk.
+public struct Checkpoint: Sendable {
+    /// How the checkpoint is laid out.
+    public enum Layout: String, Sendable {
+        /// A diffusers pipeline folder with `model_index.json`.
+        case pipeline
+        /// One component folder with `config.json` and weights.
+        case component
+        /// A single weights file.
+        case file
+    }
+
+    /// The path given.
+    public let path: String
+    /// The layout detected.
+    public let layout: Layout
+    /// The pipeline's `model_index.json`, for a pipeline folder.
+    public let modelIndex: JSONValue?
+    /// Components, in model_index order (or the one component/file).
+    public let components: [CheckpointComponent]
+
+    /// Opens what `path` points at. `variant` selects `*.{variant}.safetensors` files (for example `fp16`);
+    /// `mapData` false reads headers only (listing a 2.4 GB file then reads a few kilobytes).
+    public init(path: String, variant: String? = nil, mapData: Bool = true) throws(ReadError) {
+        let path = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
+        self.path = path
+        guard let kind = Self.fileKind(path) else {
+            throw ReadError(.io, path: path, "no such file or folder")
+        }
+        if kind == .file {
+            layout = .file
+            modelIndex = nil
+            let name = path.split(separator: "/").last.map(String.init) ?? path
+            components = [CheckpointComponent(name: name, className: nil, config: nil, configPath: nil,
+                                              weights: try openWeights(path: path, mapData: mapData), files: [])]
+            return
+        }
+        if Self.fileKind(path + "/model_index.json") == .file {
+            layout = .pipeline
+            let index = try Self.readJSON(path + "/model_index.json")
+            modelIndex = index
+            guard let entries = index.objectValue else {
+                throw ReadError(.malformed, path: path + "/model_index.json", "model_index.json is not an object")
+            }
+            var components: [CheckpointComponent] = []
+            for (key, value) in entries.entries where !key.hasPrefix("_") {
+                guard let spec = value.arrayValue, spec.count == 2, let cls = spec[1].stringValue else { continue }
+                let folder = path + "/" + key
+                guard Self.fileKind(folder) == .folder else {
+                    throw ReadError(.inconsistent, path: path + "/model_index.json", field: key,
+                                    "model_index.json names component \(key) but \(folder) is not a folder")
+                }
+                components.append(try Self.component(name: key, folder: folder, className: cls, variant: variant,
+                                                      mapData: mapData))
+            }
+            self.components = components
+            return
+        }
+        layout = .component
+        modelIndex = nil
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        components = [try Self.component(name: name, folder: path, className: nil, variant: variant, mapData: mapData)]
+    }
+
+    /// The component called `name`.
+    public func component(_ name: String) -> CheckpointComponent? { components.first { $0.name == name } }
+
+    private static func component(name: String, folder: String, className: String?, variant: String?,
+                                  mapData: Bool) throws(ReadError) -> CheckpointComponent
+    {
+        var configPath: String? = nil
+        var config: JSONValue? = nil
+        for candidate in ["config.json", "scheduler_config.json"] where fileKind(folder + "/" + candidate) == .file {
+            configPath = folder + "/" + candidate
+            config = try readJSON(folder + "/" + candidate)
+            break
+        }
+        let listing = listFolder(folder)
+        let weightsPath = try findWeights(in: folder, listing: listing, variant: variant)
+        let weights: (any TensorSource)? = try weightsPath.map { (p) throws(ReadError) in
+            try openWeights(path: p, mapData: mapData)
+        }
+        let cls = className ?? config?["_class_name"]?.stringValue
+            ?? config?["architectures"]?.arrayValue?.first?.stringValue
+        let others = listing.filter { !$0.hasSuffix(".safetensors") && !$0.contains(".safetensors.index")
+            && $0 != "config.json" && $0 != "scheduler_config.json" }
+        return CheckpointComponent(name: name, className: cls, config: config, configPath: configPath,
+                                   weights: weights, files: others)
+    }
+
+    /// The weights file of a component folder: the diffusers/transformers names first, then a lone safetensors file.
+    private static func findWeights(in folder: String, listing: [String], variant: String?) throws(ReadError)
+        -> String?
+    {
+        let infix = variant.map { ".\($0)" } ?? ""
+        let preferred = ["diffusion_pytorch_model\(infix).safetensors", "model\(infix).safetensors",
+                         "diffusion_pytorch_model.safetensors.index\(infix).json",
+                         "diffusion_pytorch_model\(infix).safetensors.index.json",
+                         "model.safetensors.index\(infix).json", "model\(infix).safetensors.index.json"]
+        for name in preferred where listing.contains(name) { return folder + "/" + name }
+        let safetensors = listing.filter { name in
+            name.hasSuffix(".safetensors") && (variant == nil
+                ? !name.dropLast(".safetensors".count).contains(".") : name.hasSuffix("\(infix).safetensors"))
+        }
+        if safetensors.count == 1 { return folder + "/" + safetensors[0] }
+        if safetensors.count > 1 {
+            throw ReadError(.inconsistent, path: folder, "several weights files (\(safetensors.joined(separator: ", ")))"
+                + " and no index; point at one file")
+        }
+        if variant != nil, listing.contains(where: { $0.hasSuffix(".safetensors") }) {
+            throw ReadError(.inconsistent, path: folder, "no \(variant!) variant weights here; drop --variant "
+                + "or choose one of: " + listing.filter { $0.hasSuffix(".safetensors") }.joined(separator: ", "))
+        }
+        let other = listing.filter { [".bin", ".pt", ".pth", ".ckpt", ".h5", ".npz", ".gguf"].contains(where: $0.hasSuffix) }
+        if let first = other.first {
+            throw ReadError(.unsupported, path: folder + "/" + first,
+                            "weights in this format are recognised but not read yet; convert to safetensors first")
+        }
+        return nil
+    }
+
+    enum FileKind { case file, folder }
+
+    static func fileKind(_ path: String) -> FileKind? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        switch st.st_mode & S_IFMT {
+        case S_IFREG: return .file
+        case S_IFDIR: return .folder
+        default: return nil
+        }
+    }
+
+    static func listFolder(_ path: String) -> [String] {
+        guard let dir = opendir(path) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name != "." && name != ".." && fileKind(path + "/" + name) == .file { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    /// Reads a JSON config (at most 16 MiB) strictly.
+    public static func readJSON(_ path: String) throws(ReadError) -> JSONValue {
+        let file: ReadOnlyFile
+        do { file = try ReadOnlyFile(path: path) } catch { throw ReadError.from(error, path: path) }
+        guard file.byteCount <= 16 << 20 else {
+            throw ReadError(.limitExceeded, path: path, "config is \(file.byteCount) bytes (limit 16 MiB)")
+        }
+        do { return try StrictJSONParser(path: path).parse(try file.read(at: 0, count: file.byteCount)) } catch let e
+            as ReadError { throw e } catch { throw ReadError(.io, path: path, "\(error)") }
+    }
+}

@@ -1,0 +1,42 @@
+// The `amused` command line: a thin skin over the AmusedKit libraries.
+
+import ArgumentParser
+import AmusedRead
+import Foundation
+
+/// Exit codes `amused` documents (also in the README).
+enum ExitCodes {
+    /// Bad input: a file that cannot be read, parsed or validated.
+    static let badInput: Int32 = 1
+    /// Parity failed (reserved for `verify`).
+    static let parityFailed: Int32 = 3
+}
+
+@main
+struct Amused: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "amused",
+        abstract: "Take an aMUSEd checkpoint to an edge device and prove nothing was lost on the way.",
+        discussion: """
+            Exit codes: 0 success; 1 bad input (the message names the file, key or byte offset); \
+            3 parity failed; 64 usage error.
+            """,
+        version: AmusedVersion.toolkit,
+        subcommands: [Inspect.self, Version.self]
+    )
+}
+
+/// Runs `body`, printing a read error to stderr and exiting with the bad-input code.
+func runReporting(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as ReadError {
+        FileHandle.standardError.write(Data(("error: " + (error.errorDescription ?? "\(error)") + "\n").utf8))
+        throw ExitCode(ExitCodes.badInput)
+    }
+}
+
+/// Writes `text` to stdout.
+func emit(_ text: String) {
+    FileHandle.standardOutput.write(Data(text.utf8))
+}

@@ -1,0 +1,127 @@
+// `amused inspect PATH`: what a checkpoint holds, read from headers only.
+
+import AmusedRead
+import AmusedTensors
+import ArgumentParser
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List every tensor of a checkpoint (file, component folder or pipeline folder) without reading data.",
+        discussion: """
+            Detects the layout (a diffusers pipeline folder with model_index.json, one component folder with \
+            config.json, a sharded index, or one weights file), validates every header strictly, and prints each \
+            tensor's dtype, shape and bytes, totals per component and the config found. Tensor data is never read.
+            """)
+
+    @Argument(help: "A weights file, a *.safetensors.index.json, a component folder or a pipeline folder.")
+    var path: String
+
+    @Option(help: "Choose variant weight files, e.g. 'fp16' for *.fp16.safetensors.")
+    var variant: String?
+
+    @Flag(help: "Print one JSON document instead of tables.")
+    var json = false
+
+    func run() throws {
+        try runReporting {
+            let checkpoint = try Checkpoint(path: path, variant: variant, mapData: false)
+            emit(json ? Self.jsonReport(checkpoint).serialized + "\n" : Self.textReport(checkpoint))
+        }
+    }
+
+    static func jsonReport(_ c: Checkpoint) -> JSONValue {
+        var root = JSONObject()
+        root.insert("path", .string(c.path))
+        root.insert("layout", .string(c.layout.rawValue))
+        if let index = c.modelIndex { root.insert("model_index", index) }
+        var totals = (tensors: 0, parameters: 0, bytes: 0)
+        var components: [JSONValue] = []
+        for component in c.components {
+            var o = JSONObject()
+            o.insert("name", .string(component.name))
+            o.insert("class", component.className.map(JSONValue.string) ?? .null)
+            o.insert("config_path", component.configPath.map(JSONValue.string) ?? .null)
+            o.insert("config", component.config ?? .null)
+            if let w = component.weights {
+                var wo = JSONObject()
+                wo.insert("path", .string(w.path))
+                wo.insert("format", .string(w.format.rawValue))
+                wo.insert("tensors", .array(w.infos.map { info in
+                    var t = JSONObject()
+                    t.insert("name", .string(info.name))
+                    t.insert("dtype", .string(info.dtype.rawValue))
+                    t.insert("shape", .array(info.shape.map { .number(String($0)) }))
+                    t.insert("bytes", .number(String(info.byteCount)))
+                    return .object(t)
+                }))
+                wo.insert("tensor_count", .number(String(w.infos.count)))
+                wo.insert("parameters", .number(String(w.totalElements)))
+                wo.insert("bytes", .number(String(w.totalBytes)))
+                o.insert("weights", .object(wo))
+                totals.tensors += w.infos.count
+                totals.parameters += w.totalElements
+                totals.bytes += w.totalBytes
+            } else {
+                o.insert("weights", .null)
+            }
+            o.insert("files", .array(component.files.map(JSONValue.string)))
+            components.append(.object(o))
+        }
+        root.insert("components", .array(components))
+        var t = JSONObject()
+        t.insert("tensors", .number(String(totals.tensors)))
+        t.insert("parameters", .number(String(totals.parameters)))
+        t.insert("bytes", .number(String(totals.bytes)))
+        root.insert("totals", .object(t))
+        return .object(root)
+    }
+
+    static func textReport(_ c: Checkpoint) -> String {
+        var out = "checkpoint: \(c.path)\nlayout: \(c.layout.rawValue)"
+        if let cls = c.modelIndex?["_class_name"]?.stringValue { out += " (\(cls))" }
+        out += "\n"
+        var totals = (tensors: 0, parameters: 0, bytes: 0)
+        for component in c.components {
+            out += "\n== \(component.name)" + (component.className.map { ": \($0)" } ?? "") + "\n"
+            if let path = component.configPath, let config = component.config?.objectValue {
+                out += "config: \(path)\n"
+                for (key, value) in config.entries where !key.hasPrefix("_") {
+                    out += "  \(key) = \(value.serialized)\n"
+                }
+            }
+            if !component.files.isEmpty { out += "files: " + component.files.joined(separator: ", ") + "\n" }
+            guard let w = component.weights else { continue }
+            out += "weights: \(w.path) (\(w.format.rawValue))\n"
+            let nameWidth = min(max(w.infos.map(\.name.count).max() ?? 4, 4), 72)
+            out += "  " + pad("name", nameWidth) + "  " + pad("dtype", 7) + "  " + pad("shape", 24) + "  bytes\n"
+            for info in w.infos {
+                out += "  " + pad(info.name, nameWidth) + "  " + pad(info.dtype.rawValue, 7) + "  "
+                    + pad(describeShape(info.shape), 24) + "  \(grouped(info.byteCount))\n"
+            }
+            out += "total: \(w.infos.count) tensors, \(grouped(w.totalElements)) parameters, "
+                + "\(grouped(w.totalBytes)) bytes\n"
+            totals.tensors += w.infos.count
+            totals.parameters += w.totalElements
+            totals.bytes += w.totalBytes
+        }
+        if c.components.count > 1 {
+            out += "\ncheckpoint total: \(totals.tensors) tensors, \(grouped(totals.parameters)) parameters, "
+                + "\(grouped(totals.bytes)) bytes\n"
+        }
+        return out
+    }
+
+    static func pad(_ s: String, _ width: Int) -> String {
+        s.count >= width ? s : s + String(repeating: " ", count: width - s.count)
+    }
+
+    static func grouped(_ n: Int) -> String {
+        let digits = Array(String(n))
+        var out = ""
+        for (i, d) in digits.enumerated() {
+            if i > 0 && (digits.count - i) % 3 == 0 { out += "," }
+            out.append(d)
+        }
+        return out
+    }
+}
