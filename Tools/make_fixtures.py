@@ -1,0 +1,281 @@
+#!/usr/bin/env python3
+"""Writes every committed fixture under Fixtures/ from the pinned PyTorch reference, byte-identically on every run.
+
+    Tools/.venv/bin/python Tools/make_fixtures.py
+
+- Fixtures/records/tiny-256, tiny-512: tiny aMUSEd pipelines with random weights in the released layout
+  (save_pretrained) plus reference records covering every case kind (shared/spec/reference-record.md).
+- Fixtures/safetensors/dtypes.safetensors (+ dtypes.json): one tensor of every dtype Python's safetensors writes,
+  with the values torch reads back, for the reader's conformance tests.
+- Fixtures/tokenizer/prompts.json: prompts and the ids transformers' CLIPTokenizer gives them.
+- Fixtures/MANIFEST.json: file, size, sha256, generator command, library versions, seed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from amused_reference import (  # noqa: E402
+    REPO, VERSIONS, RecordWriter, build_pipeline, clip_tokenizer, encode_prompts, save_pipeline, sha256,
+    tiny_text_config, tiny_transformer_config, tiny_vq_config,
+)
+from diffusers import AmusedImg2ImgPipeline, AmusedInpaintPipeline  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+SEED = 20240101
+FIXTURES = REPO / "Fixtures"
+COMMAND = "Tools/.venv/bin/python Tools/make_fixtures.py"
+
+TEXT_PROMPTS = [
+    "a photo of a cat", "", "A painting of a squirrel eating a burger", "dog",
+    "winter mountains, HDR, 8k!!!", "Ünïcödé café — naïve façade 🍕🐱", "   many    spaces   here   ",
+    "the quick brown fox jumps over the lazy dog " * 8,
+]
+
+# Transformer logits are scaled up (mlm conv2 gain) so the token distributions are peaked enough for sampling to be
+# a real test; the VQ decoder's conv_out is biased towards 0.5 so pixels land inside [0, 1] instead of clipping.
+TRANSFORMER_GAINS = {"mlm_layer.conv2": 4.0}
+VQ_GAINS = {"decoder.conv_out.weight": 0.25, "decoder.conv_out.bias": 0.5}
+
+
+def smooth_images(batch: int, height: int, width: int, seed: int) -> np.ndarray:
+    """Deterministic smooth RGB images (uint8, B×H×W×3) with some structure for the VQ encoder to see."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    out = np.zeros((batch, height, width, 3), dtype=np.uint8)
+    for b in range(batch):
+        img = np.zeros((height, width, 3))
+        for c in range(3):
+            fx, fy, ph = rng.uniform(0.5, 3.0), rng.uniform(0.5, 3.0), rng.uniform(0, 2 * np.pi)
+            img[..., c] = 0.5 + 0.45 * np.sin(2 * np.pi * (fx * x / width + fy * y / height) + ph)
+        out[b] = np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
+    return out
+
+
+def record_pipeline(name: str, pipe, folder: Path, seed: int) -> None:
+    rec = RecordWriter(folder)
+    transformer, vqvae = pipe.transformer, pipe.vqvae
+    grid = transformer.config.sample_size
+    scale = 2 ** (len(vqvae.config.block_out_channels) - 1)
+    size = grid * scale
+    mask_id = pipe.scheduler.config.mask_token_id
+    codebook = vqvae.config.num_vq_embeddings
+    gen = torch.Generator().manual_seed(seed)
+
+    with torch.no_grad():
+        # Text encoder: many prompts at once, and the batch-1 and batch-2 shapes.
+        for case, prompts in (("text_many", TEXT_PROMPTS), ("text_b1", ["a photo of a cat"]),
+                              ("text_b2", ["", "An astronaut riding a horse, 4k"])):
+            ids, hidden, embeds = encode_prompts(pipe, prompts)
+            rec.add(case, "text_encoder", {"input_ids": ids, "hidden_states_penultimate": hidden,
+                                           "text_embeds": embeds}, prompts=prompts)
+
+        # Transformer: ids with masked positions, real text features, micro-conditioning.
+        for b in (1, 2):
+            ids = torch.randint(0, codebook, (b, grid, grid), generator=gen)
+            ids[torch.rand((b, grid, grid), generator=gen) < 0.5] = mask_id
+            prompts = ["a photo of a cat", "winter mountains"][:b]
+            _, hidden, embeds = encode_prompts(pipe, prompts)
+            micro = torch.tensor([[size, size, 0, 0, 6.0], [size + 16, size - 16, 8, 4, 5.5]][:b])
+            logits = transformer(ids, micro_conds=micro, pooled_text_emb=embeds, encoder_hidden_states=hidden)
+            rec.add(f"transformer_b{b}", "transformer", {"input_ids": ids, "encoder_hidden_states": hidden,
+                                                        "pooled_text_emb": embeds, "micro_conds": micro,
+                                                        "logits": logits})
+
+        # VQ decode and encode.
+        for b in (1, 2):
+            ids = torch.randint(0, codebook, (b, grid, grid), generator=gen)
+            image = vqvae.decode(ids, force_not_quantize=True,
+                                 shape=(b, grid, grid, vqvae.config.latent_channels)).sample.clip(0, 1)
+            rec.add(f"vq_decode_b{b}", "vq_decode", {"ids": ids, "image": image})
+        for b in (1, 2):
+            pixels = torch.from_numpy(smooth_images(b, size, size, seed + b)).permute(0, 3, 1, 2).float() / 255
+            latents = vqvae.encode(pixels).latents
+            ids = vqvae.quantize(latents)[2][2].reshape(b, grid, grid)
+            rec.add(f"vq_encode_b{b}", "vq_encode", {"image": pixels, "ids": ids})
+
+    def run(kind, pipeline, case, tensors_in=None, **kw):
+        steps: list[torch.Tensor] = []
+        keys = {k: v for k, v in kw.items() if k not in ("image", "mask_image")}
+        generator = torch.Generator().manual_seed(kw["seed"])
+        args = dict(prompt=kw["prompts"], negative_prompt=kw["negative_prompts"], generator=generator,
+                    num_inference_steps=kw["steps"], guidance_scale=kw["guidance_scale"],
+                    temperature=tuple(kw["temperature"]), micro_conditioning_aesthetic_score=kw["aesthetic_score"],
+                    micro_conditioning_crop_coord=tuple(kw["crop_coord"]), output_type="pil",
+                    callback=lambda i, t, latents: steps.append(latents.clone()), callback_steps=1)
+        if kind == "text_to_image":
+            args.update(height=kw["height"], width=kw["width"])
+        else:
+            args.update(image=kw["image"], strength=kw["strength"])
+        if kind == "inpaint":
+            args["mask_image"] = kw["mask_image"]
+        with torch.no_grad():
+            images = pipeline(**args).images
+        pixels = torch.from_numpy(np.stack([np.asarray(im, dtype=np.uint8) for im in images]))
+        rec.add(case, kind, {**(tensors_in or {}), "tokens": torch.stack(steps), "image": pixels}, **keys)
+
+    common = dict(temperature=[2.0, 0.0], height=size, width=size, aesthetic_score=6.0, crop_coord=[0, 0])
+    run("text_to_image", pipe, "t2i_b1_cfg", prompts=["a photo of a cat"], negative_prompts=None, seed=0,
+        steps=12, guidance_scale=10.0, **common)
+    run("text_to_image", pipe, "t2i_b2_nocfg", prompts=["dog", "a red car"], negative_prompts=None, seed=1,
+        steps=8, guidance_scale=1.0, **common)
+    run("text_to_image", pipe, "t2i_b2_cfg_neg", prompts=["winter mountains", "a bowl of fruit"],
+        negative_prompts=["blurry", "low quality, watermark"], seed=2, steps=12, guidance_scale=4.0,
+        temperature=[3.0, 0.5], height=size, width=size, aesthetic_score=5.5, crop_coord=[8, 4])
+
+    img2img = AmusedImg2ImgPipeline(**pipe.components)
+    img2img.set_progress_bar_config(disable=True)
+    for case, b, strength, guidance, s in (("i2i_b1_s03", 1, 0.3, 10.0, 3), ("i2i_b2_s07", 2, 0.7, 10.0, 4),
+                                           ("i2i_b1_s10_nocfg", 1, 1.0, 1.0, 5)):
+        init = smooth_images(b, size, size, seed + 10 + s)
+        run("image_to_image", img2img, case, {"init_image": torch.from_numpy(init)},
+            prompts=["a photo of a cat", "dog"][:b], negative_prompts=None, seed=s, steps=12,
+            guidance_scale=guidance, strength=strength, image=[Image.fromarray(i) for i in init], **common)
+
+    inpaint = AmusedInpaintPipeline(**pipe.components)  # note: switches the shared scheduler to "linear"
+    inpaint.set_progress_bar_config(disable=True)
+    for case, b, guidance, s in (("inpaint_b1_cfg", 1, 10.0, 6), ("inpaint_b2_nocfg", 2, 1.0, 7)):
+        init = smooth_images(b, size, size, seed + 20 + s)
+        mask = np.zeros((b, grid, grid), dtype=np.uint8)
+        mask[:, grid // 4 : 3 * grid // 4, grid // 4 :] = 255
+        if b == 2:
+            mask[1, :, : grid // 2] = 255
+        run("inpaint", inpaint, case, {"init_image": torch.from_numpy(init), "mask": torch.from_numpy(mask)},
+            prompts=["a photo of a cat", "dog"][:b], negative_prompts=None, seed=s, steps=12,
+            guidance_scale=guidance, strength=1.0, image=[Image.fromarray(i) for i in init],
+            mask_image=[Image.fromarray(m, mode="L") for m in mask], **common)
+    pipe.scheduler.register_to_config(masking_schedule="cosine")
+    rec.write()
+
+
+def write_dtype_fixture(folder: Path) -> None:
+    """One tensor per dtype, with edge values, and what torch reads back (exact values as float64 or int)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    floats = torch.tensor([0.0, -0.0, 1.0, -2.5, 3.140625, 65504.0, 1e-8, 6.1e-5, 1e30, float("inf"),
+                           float("-inf"), 1.0 / 3.0], dtype=torch.float64)
+    tensors = {
+        "f64": floats.clone(),
+        "f32": floats.to(torch.float32),
+        "f16": floats.to(torch.float16),
+        "bf16": floats.to(torch.bfloat16),
+        "f8_e4m3": torch.tensor([0.0, 1.0, -2.5, 448.0, 0.001953125, -0.1], dtype=torch.float32).to(torch.float8_e4m3fn),
+        "f8_e5m2": torch.tensor([0.0, 1.0, -2.5, 57344.0, 1.52587890625e-05, -0.1], dtype=torch.float32).to(torch.float8_e5m2),
+        "i64": torch.tensor([0, -1, 2**62, -(2**63), 2**63 - 1], dtype=torch.int64),
+        "i32": torch.tensor([0, -1, 2**31 - 1, -(2**31)], dtype=torch.int32),
+        "i16": torch.tensor([0, -1, 32767, -32768], dtype=torch.int16),
+        "i8": torch.tensor([0, -1, 127, -128], dtype=torch.int8),
+        "u8": torch.tensor([0, 1, 128, 255], dtype=torch.uint8),
+        "u16": torch.tensor([0, 1, 65535], dtype=torch.uint16),
+        "u32": torch.tensor([0, 1, 2**32 - 1], dtype=torch.uint32),
+        "u64": torch.tensor([0, 1, 2**63 - 1], dtype=torch.uint64),
+        "bool": torch.tensor([True, False, True]),
+        "f32_matrix": torch.arange(24, dtype=torch.float32).reshape(2, 3, 4) / 7,
+        "scalar": torch.tensor(1.5, dtype=torch.float32),
+        "empty": torch.zeros((0, 3), dtype=torch.float32),
+    }
+    save_file(tensors, str(folder / "dtypes.safetensors"), metadata={"format": "pt", "purpose": "dtype conformance"})
+    from safetensors.torch import load_file
+
+    back = load_file(str(folder / "dtypes.safetensors"))
+    expected = {}
+    for name, t in back.items():
+        if t.dtype.is_floating_point:
+            values = [float(v) for v in t.to(torch.float64).flatten().tolist()]
+            values = ["inf" if v == float("inf") else "-inf" if v == float("-inf") else v for v in values]
+        elif t.dtype == torch.bool:
+            values = [int(v) for v in t.flatten().tolist()]
+        else:
+            values = [str(int(v)) for v in t.flatten().tolist()]  # strings keep 64-bit integers exact
+        expected[name] = {"dtype": str(t.dtype), "shape": list(t.shape), "values": values}
+    (folder / "dtypes.json").write_text(json.dumps(expected, indent=1) + "\n")
+
+
+def tokenizer_prompts() -> list[str]:
+    """At least 300 prompts: unicode, emoji, accents, punctuation runs, numbers, spaces, case, overlong, empty."""
+    rng = random.Random(SEED)
+    base = [
+        "", " ", "a photo of a cat", "A PHOTO OF A CAT", "a  photo   of\ta\ncat", "dog", "Dogs!!!", "it's", "I'M",
+        "don't stop", "we'll've", "hello...world", "?!?!?!", "----", "*** bold ***", "e-mail@example.com",
+        "https://huggingface.co/amused/amused-256", "3.14159", "1,000,000 dollars", "year 2024", "4k 8K 16k",
+        "100%", "#hashtag @mention", "C++ & C#", "naïve café", "Ünïcödé", "façade", "crème brûlée", "smörgåsbord",
+        "Straße", "İstanbul", "ǅemal", "東京タワー", "北京", "서울", "Ελληνικά", "Русский текст", "עברית", "العربية",
+        "हिन्दी", "ไทย", "🍕", "🐱‍👤", "👩‍👩‍👧‍👦", "🏳️‍🌈", "a 🐱 in a 🎩", "emoji🙂without🙂spaces", "♥♦♣♠",
+        "fi ﬁ ligature", "ｆｕｌｌｗｉｄｔｈ", "zero\u200bwidth", "tab\tseparated", "line\nbreaks\r\nhere",
+        "mojibake: Ã©tÃ©", "&amp; &lt;tag&gt;", "<|startoftext|>", "<|endoftext|>", "a <|endoftext|> b",
+        "trailing space ", " leading space", "MiXeD CaSe WoRdS", "camelCaseWords", "snake_case_words",
+        "under_score__double", "....", "!!!", "'''", '"quoted"', "(parens) [brackets] {braces}", "a/b\\c",
+        "½ ¼ ¾", "x² y³", "™ © ®", "€100 £50 ¥1000", "°C", "µm", "Ω", "ß", "ﬀ", "Ⅻ", "①②③",
+        "the quick brown fox jumps over the lazy dog " * 10,
+        "word " * 100, "a" * 300, "🍕" * 100, ", " * 80, "supercalifragilisticexpialidocious " * 5,
+    ]
+    words = ["cat", "dog", "photo", "painting", "of", "a", "the", "astronaut", "horse", "riding", "mountains",
+             "winter", "HDR", "8k", "cinematic", "lighting", "portrait", "Van", "Gogh", "style", "café", "naïve",
+             "🐱", "🍕", "!!!", "...", "2024", "3.5", "x", "Über", "東京", "high-quality", "ultra-detailed",
+             "trending", "on", "artstation", "(masterpiece)", "[best]", "{quality}", "don't", "it's", "RED", "Blue"]
+    seps = [" ", "  ", ", ", ",", " - ", "\t", "   ", "_", "/"]
+    while len(base) < 330:
+        n = rng.randint(1, 40)
+        text = ""
+        for i in range(n):
+            text += rng.choice(words) + (rng.choice(seps) if i < n - 1 else "")
+        if rng.random() < 0.2:
+            text = text.upper()
+        base.append(text)
+    return base
+
+
+def write_tokenizer_fixture(folder: Path, tok) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    prompts = tokenizer_prompts()
+    cases = []
+    for p in prompts:
+        ids = tok(p, padding="max_length", truncation=True, max_length=77).input_ids
+        cases.append({"prompt": p, "input_ids": ids})
+    (folder / "prompts.json").write_text(json.dumps({"tokenizer": "CLIPTokenizer (slow, ftfy installed)",
+                                                     "cases": cases}, ensure_ascii=False, indent=0) + "\n",
+                                         encoding="utf-8")
+
+
+def write_manifest() -> None:
+    files = sorted(p for p in FIXTURES.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
+    manifest = {
+        "generator": COMMAND,
+        "versions": VERSIONS,
+        "seed": SEED,
+        "torch_threads": 1,
+        "files": [{"file": str(p.relative_to(FIXTURES)), "size": p.stat().st_size, "sha256": sha256(p)}
+                  for p in files],
+    }
+    (FIXTURES / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def main() -> None:
+    for sub in ("records", "safetensors", "tokenizer"):
+        shutil.rmtree(FIXTURES / sub, ignore_errors=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        tok = clip_tokenizer(Path(scratch))
+    write_tokenizer_fixture(FIXTURES / "tokenizer", tok)
+    write_dtype_fixture(FIXTURES / "safetensors")
+    for name, is512, seed in (("tiny-256", False, SEED), ("tiny-512", True, SEED + 1)):
+        pipe = build_pipeline(tiny_transformer_config(resolution_512=is512), tiny_vq_config(), tiny_text_config(), tok,
+                              seed, transformer_gains=TRANSFORMER_GAINS, vq_gains=VQ_GAINS)
+        folder = FIXTURES / "records" / name
+        save_pipeline(pipe, folder / "model")
+        record_pipeline(name, pipe, folder, seed)
+        print(f"wrote {folder}")
+    write_manifest()
+    print("wrote", FIXTURES / "MANIFEST.json")
+
+
+if __name__ == "__main__":
+    main()
