@@ -183,7 +183,7 @@ def write_dtype_fixture(folder: Path) -> None:
         "scalar": torch.tensor(1.5, dtype=torch.float32),
         "empty": torch.zeros((0, 3), dtype=torch.float32),
     }
-    save_file(tensors, str(folder / "dtypes.safetensors"), metadata={"format": "pt", "purpose": "dtype conformance"})
+    save_file(tensors, str(folder / "dtypes.safetensors"), metadata={"format": "pt"})  # one key: Rust writes metadata in HashMap order
     from safetensors.torch import load_file
 
     back = load_file(str(folder / "dtypes.safetensors"))
