@@ -28,8 +28,7 @@ let package = Package(
         .target(name: "AmusedTensors", path: "Sources/0-Tensors"),
         // Stage 1: read weights from files (safetensors today; PyTorch, HDF5, NumPy, GGUF next).
         .target(name: "AmusedRead",
-                dependencies: ["AmusedTensors", "CJSONC", "CHDF5",
-                               .product(name: "Crypto", package: "swift-crypto")],
+                dependencies: ["AmusedTensors", "CJSONC", "CHDF5"],
                 path: "Sources/1-Read"),
         // The one door to BLAS and the numeric kernels (OpenBLAS on Linux, Accelerate on Apple platforms).
         .target(name: "AmusedKernels",
@@ -41,13 +40,17 @@ let package = Package(
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "Sources/amused"),
 
-        .testTarget(name: "AmusedTensorsTests", dependencies: ["AmusedTensors"],
+        // Fixture paths and temporary folders shared by the test targets.
+        .target(name: "AmusedTestSupport", dependencies: ["AmusedRead"], path: "Tests/Support"),
+        .testTarget(name: "AmusedTensorsTests", dependencies: ["AmusedTensors", "AmusedTestSupport"],
                     path: "Tests/AmusedTensorsTests"),
-        .testTarget(name: "AmusedReadTests", dependencies: ["AmusedRead", "AmusedTensors"],
+        .testTarget(name: "AmusedReadTests",
+                    dependencies: ["AmusedRead", "AmusedTensors", "AmusedTestSupport",
+                                   .product(name: "Crypto", package: "swift-crypto")],
                     path: "Tests/AmusedReadTests"),
         .testTarget(name: "AmusedKernelsTests", dependencies: ["AmusedKernels"],
                     path: "Tests/AmusedKernelsTests"),
-        .testTarget(name: "AmusedCLITests", dependencies: ["AmusedRead"],
+        .testTarget(name: "AmusedCLITests", dependencies: ["AmusedRead", "AmusedTestSupport"],
                     path: "Tests/AmusedCLITests"),
     ]
 )

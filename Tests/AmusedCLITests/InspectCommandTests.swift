@@ -1,0 +1,74 @@
+// The `amused` executable end to end: exit codes, stdout/stderr, JSON output.
+
+import AmusedRead
+import AmusedTestSupport
+import Foundation
+import Testing
+
+/// Runs the built `amused` with `arguments`; returns exit status, stdout and stderr.
+func runAmused(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+    let candidates = [
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("amused").path,
+        FixturePaths.repo + "/.build/debug/amused",
+    ]
+    let binary = try #require(candidates.first { FileManager.default.isExecutableFile(atPath: $0) },
+                              "build the amused executable first (swift build)")
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: binary)
+    process.arguments = arguments
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let stdout = out.fileHandleForReading.readDataToEndOfFile()
+    let stderr = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+}
+
+@Suite("amused inspect", .serialized)
+struct InspectCommandTests {
+    @Test func jsonReportOfThePipelineFixture() throws {
+        let model = FixturePaths.path("records/tiny-512/model")
+        let result = try runAmused(["inspect", model, "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let report = try StrictJSONParser(path: "stdout").parse(Array(result.stdout.utf8))
+        #expect(report["layout"]?.stringValue == "pipeline")
+        let components = try #require(report["components"]?.arrayValue)
+        #expect(components.compactMap { $0["name"]?.stringValue }.sorted()
+            == ["scheduler", "text_encoder", "tokenizer", "transformer", "vqvae"])
+        // Totals agree with the file headers, read independently here.
+        let checkpoint = try Checkpoint(path: model, mapData: false)
+        let bytes = checkpoint.components.compactMap(\.weights).reduce(0) { $0 + $1.totalBytes }
+        #expect(report["totals"]?["bytes"]?.intValue == bytes)
+        let transformer = try #require(components.first { $0["name"]?.stringValue == "transformer" })
+        #expect(transformer["config"]?["downsample"]?.boolValue == true)
+        let first = try #require(transformer["weights"]?["tensors"]?.arrayValue?.first)
+        #expect(first["dtype"]?.stringValue == "F32")
+    }
+
+    @Test func textReportListsTensorsAndConfig() throws {
+        let result = try runAmused(["inspect", FixturePaths.path("records/tiny-256/model/transformer")])
+        #expect(result.status == 0)
+        #expect(result.stdout.contains("UVit2DModel"))
+        #expect(result.stdout.contains("mlm_layer.conv2.weight"))
+        #expect(result.stdout.contains("[64, 12, 1, 1]"))
+        #expect(result.stdout.contains("sample_size = 8"))
+    }
+
+    @Test func badInputExitsOneNamingTheFile() throws {
+        let scratch = try ScratchFolder()
+        let path = try scratch.write("bad.safetensors", [8, 0, 0, 0, 0, 0, 0, 0] + Array("{\"a\":1,}".utf8))
+        let result = try runAmused(["inspect", path])
+        #expect(result.status == 1)
+        #expect(result.stdout.isEmpty)
+        #expect(result.stderr.contains(path))
+        #expect(result.stderr.contains("at byte"))
+    }
+
+    @Test func versionNamesTheLinkedLibraries() throws {
+        let result = try runAmused(["version"])
+        #expect(result.status == 0)
+        for library in ["json-c", "zstd", "hdf5", "blas"] { #expect(result.stdout.contains(library)) }
+    }
+}

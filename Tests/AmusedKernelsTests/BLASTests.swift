@@ -1,0 +1,19 @@
+// The BLAS door computes what a matrix product is, with and without a transposed right operand.
+
+import AmusedKernels
+import Testing
+
+@Suite("BLAS")
+struct BLASTests {
+    @Test func sgemmWithTransposedWeight() {
+        // x (2×3) · Wᵀ where W is 4×3 (a Linear weight): exact in float32, small integers.
+        let x: [Float] = [1, 2, 3, 4, 5, 6]
+        let w: [Float] = [1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 1, 1]
+        var y = [Float](repeating: -1, count: 8)
+        Kernels.sgemm(m: 2, n: 4, k: 3, a: x, lda: 3, b: w, ldb: 3, transposeB: true, c: &y, ldc: 4)
+        #expect(y == [1, 2, 3, 6, 4, 5, 6, 15])
+        var z = [Float](repeating: 0, count: 4)
+        Kernels.sgemm(m: 2, n: 2, k: 3, a: x, lda: 3, b: [1, 0, 0, 1, 1, 1], ldb: 2, transposeB: false, c: &z, ldc: 2)
+        #expect(z == [4, 5, 10, 11])
+    }
+}

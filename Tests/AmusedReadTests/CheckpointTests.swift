@@ -1,0 +1,126 @@
+// Layout detection over the committed tiny pipelines, strict JSON, and the fixture manifest.
+
+import AmusedRead
+import AmusedTensors
+import AmusedTestSupport
+import Crypto
+import Foundation
+import Testing
+
+@Suite("checkpoint layout")
+struct CheckpointTests {
+    @Test(arguments: FixturePaths.records)
+    func pipelineFolderHasEveryComponent(_ record: String) throws {
+        let checkpoint = try Checkpoint(path: FixturePaths.path("records/\(record)/model"))
+        #expect(checkpoint.layout == .pipeline)
+        #expect(checkpoint.modelIndex?["_class_name"]?.stringValue == "AmusedPipeline")
+        let classes = Dictionary(uniqueKeysWithValues: checkpoint.components.map { ($0.name, $0.className ?? "") })
+        #expect(classes == ["scheduler": "AmusedScheduler", "text_encoder": "CLIPTextModelWithProjection",
+                            "tokenizer": "CLIPTokenizer", "transformer": "UVit2DModel", "vqvae": "VQModel"])
+        #expect(checkpoint.component("tokenizer")?.files.contains("vocab.json") == true)
+        #expect(checkpoint.component("tokenizer")?.files.contains("merges.txt") == true)
+        #expect(checkpoint.component("scheduler")?.config?["mask_token_id"]?.intValue == 64)
+        let transformer = try #require(checkpoint.component("transformer")?.weights)
+        #expect(transformer.infos.allSatisfy { $0.dtype == .f32 })
+        // The 512-shaped model has exactly the four extra down/up-sampling tensors (spec §2.7).
+        let extra = transformer.names.filter { $0.contains("downsample") || $0.contains("upsample") }
+        #expect(extra.count == (record == "tiny-512" ? 4 : 0))
+    }
+
+    @Test func componentFolderAndSingleFile() throws {
+        let folder = FixturePaths.path("records/tiny-256/model/vqvae")
+        let component = try Checkpoint(path: folder)
+        #expect(component.layout == .component)
+        #expect(component.components.first?.className == "VQModel")
+        let file = try Checkpoint(path: folder + "/diffusion_pytorch_model.safetensors", mapData: false)
+        #expect(file.layout == .file)
+        #expect(file.components.first?.weights?.infos.count == component.components.first?.weights?.infos.count)
+    }
+
+    @Test func missingVariantIsAClearError() throws {
+        let error = try #require(throws: ReadError.self) {
+            try Checkpoint(path: FixturePaths.path("records/tiny-256/model"), variant: "fp16")
+        }
+        #expect(error.errorDescription!.contains("fp16"))
+    }
+
+    @Test func missingPathIsAnIOError() throws {
+        let error = try #require(throws: ReadError.self) { try Checkpoint(path: "/nonexistent/amused") }
+        #expect(error.family == .io)
+        #expect(error.path == "/nonexistent/amused")
+    }
+
+    @Test func recognisedButUnreadFormatsSaySo() throws {
+        let scratch = try ScratchFolder()
+        let path = try scratch.write("weights.bin", [0x50, 0x4B, 0x03, 0x04] + [UInt8](repeating: 0, count: 32))
+        let error = try #require(throws: ReadError.self) { try openWeights(path: path) }
+        #expect(error.family == .unsupported)
+        #expect(try WeightFormat.detect(path: path) == .zip)
+    }
+}
+
+@Suite("strict JSON")
+struct StrictJSONTests {
+    func parse(_ s: String) throws -> JSONValue { try StrictJSONParser(path: "t.json", baseOffset: 100).parse(Array(s.utf8)) }
+
+    @Test func valuesAndExactNumbers() throws {
+        let v = try parse(#" {"a":[1,-2,3.5e-3,true,false,null],"b":"x\u00e9\ud83d\ude00\n","c":18446744073709551615} "#)
+        #expect(v["a"]?.arrayValue?.count == 6)
+        #expect(v["a"]?.arrayValue?[2].doubleValue == 3.5e-3)
+        #expect(v["b"]?.stringValue == "xé😀\n")
+        #expect(v["c"]?.uint64Value == UInt64.max)
+        #expect(v["a"]?.arrayValue?[1].uint64Value == nil)
+    }
+
+    @Test(arguments: [("{\"a\":1,\"a\":2}", 107), ("{\"a\":01}", 105), ("[1,]", 103), ("{\"a\":1} x", 108),
+                      ("\"\\ud800\"", 101), ("\"\\x\"", 101), ("[1 2]", 103), ("\"a\u{01}\"", 102)])
+    func rejectedWithFileOffset(text: String, offset: Int) throws {
+        let error = try #require(throws: ReadError.self) { try parse(text) }
+        #expect(error.family == .malformed)
+        #expect(error.offset == offset, "\(error.errorDescription!)")
+    }
+
+    @Test func duplicateKeysAreComparedAfterUnescaping() throws {
+        let error = try #require(throws: ReadError.self) { try parse(#"{"a":1,"\u0061":2}"#) }
+        #expect(error.field == "a")
+    }
+}
+
+@Suite("fixtures")
+struct FixtureManifestTests {
+    /// The set of fixture files is pinned: every file is in MANIFEST.json with its size and SHA-256, and no file
+    /// is unlisted. Re-record on purpose with Tools/make_fixtures.py.
+    @Test func manifestPinsEveryFixture() throws {
+        let manifest = try FixturePaths.json("MANIFEST.json")
+        #expect(manifest["generator"]?.stringValue?.contains("Tools/make_fixtures.py") == true)
+        #expect(manifest["versions"]?["torch"]?.stringValue == "2.9.1")
+        #expect(manifest["versions"]?["diffusers"]?.stringValue == "0.35.2")
+        #expect(manifest["versions"]?["transformers"]?.stringValue == "4.57.1")
+        let files = try #require(manifest["files"]?.arrayValue)
+        var listed = Set<String>()
+        for entry in files {
+            let name = try #require(entry["file"]?.stringValue)
+            listed.insert(name)
+            let data = try Data(contentsOf: URL(fileURLWithPath: FixturePaths.path(name)))
+            #expect(data.count == entry["size"]?.intValue, "\(name)")
+            let digest = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+            #expect(digest == entry["sha256"]?.stringValue, "\(name) changed; re-record with Tools/make_fixtures.py")
+        }
+        let root = FixturePaths.path("")
+        let onDisk = FileManager.default.enumerator(atPath: root)!.compactMap { $0 as? String }
+            .filter { name in
+                var isDir: ObjCBool = false
+                return FileManager.default.fileExists(atPath: root + name, isDirectory: &isDir) && !isDir.boolValue
+                    && name != "MANIFEST.json"
+            }
+        #expect(Set(onDisk) == listed)
+    }
+
+    /// Each committed fixture stays small (the issue's budget: under 4 MiB each, 30 MiB in all).
+    @Test func fixturesStaySmall() throws {
+        let files = try #require(FixturePaths.json("MANIFEST.json")["files"]?.arrayValue)
+        let sizes = files.compactMap { $0["size"]?.intValue }
+        #expect(sizes.allSatisfy { $0 < 4 << 20 })
+        #expect(sizes.reduce(0, +) < 30 << 20)
+    }
+}
