@@ -6,7 +6,8 @@ let package = Package(
     name: "AmusedKit",
     platforms: [.macOS(.v14)],
     products: [
-        .library(name: "AmusedKit", targets: ["AmusedTensors", "AmusedRead", "AmusedKernels"]),
+        .library(name: "AmusedKit", targets: ["AmusedTensors", "AmusedRead", "AmusedBind", "AmusedModel",
+                                              "AmusedVerify", "AmusedKernels"]),
         .executable(name: "amused", targets: ["amused"]),
     ],
     dependencies: [
@@ -30,13 +31,22 @@ let package = Package(
         .target(name: "AmusedRead",
                 dependencies: ["AmusedTensors", "CJSONC", "CHDF5"],
                 path: "Sources/1-Read"),
+        // Stage 3: bind a checkpoint's tensors to the graph's parameters, strictly; configs and tokenizer files.
+        .target(name: "AmusedBind", dependencies: ["AmusedTensors", "AmusedRead", "AmusedModel"],
+                path: "Sources/3-Bind"),
+        // Stage 4: run. The canonical aMUSEd graph (diffusers names), the tokenizer; never imports formats.
+        .target(name: "AmusedModel", dependencies: ["AmusedTensors", "AmusedKernels"], path: "Sources/4-Run"),
+        // Stage 6: verify parity against reference records made by the PyTorch reference.
+        .target(name: "AmusedVerify", dependencies: ["AmusedTensors", "AmusedRead", "AmusedBind", "AmusedModel"],
+                path: "Sources/6-Verify", resources: [.copy("tolerance-profiles.json")]),
         // The one door to BLAS and the numeric kernels (OpenBLAS on Linux, Accelerate on Apple platforms).
         .target(name: "AmusedKernels",
                 dependencies: [.target(name: "COpenBLAS", condition: .when(platforms: [.linux]))],
                 path: "Sources/Kernels"),
         // The command line: a thin skin over the libraries.
         .executableTarget(name: "amused",
-                          dependencies: ["AmusedTensors", "AmusedRead", "AmusedKernels", "CZstd",
+                          dependencies: ["AmusedTensors", "AmusedRead", "AmusedBind", "AmusedModel", "AmusedVerify",
+                                         "AmusedKernels", "CZstd",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "Sources/amused"),
 

@@ -9,11 +9,11 @@ import COpenBLAS
 /// Matrix kernels over row-major float32 buffers.
 public enum Kernels {
     /// C[m×n] = alpha · op(A) · op(B) + beta · C, row-major; `transposeB` treats B as stored n×k (a PyTorch
-    /// Linear weight), so `x · Wᵀ` needs no copy.
+    /// Linear weight), so `x · Wᵀ` needs no copy; `transposeA` treats A as stored k×m.
     public static func sgemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
-                             b: UnsafePointer<Float>, ldb: Int, transposeB: Bool,
+                             b: UnsafePointer<Float>, ldb: Int, transposeB: Bool, transposeA: Bool = false,
                              c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float = 1, beta: Float = 0) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+        cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
                     blasInt(m), blasInt(n), blasInt(k), alpha, a, blasInt(lda), b, blasInt(ldb), beta, c, blasInt(ldc))
     }
 

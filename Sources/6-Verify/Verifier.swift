@@ -1,0 +1,312 @@
+// Runs a record's component cases through the Swift graph and compares with the PyTorch outputs.
+
+import AmusedBind
+import AmusedModel
+import AmusedRead
+import AmusedTensors
+import Foundation
+
+/// Thresholds a check passes against, from `tolerance-profiles.json` (each with the reason for its value).
+public struct ToleranceProfile: Sendable {
+    /// The profile's name (`fp32`, …).
+    public let name: String
+    /// Threshold by key (`transformer_max_abs_relative`, …).
+    public let thresholds: [String: Double]
+
+    /// The threshold `key`.
+    public func value(_ key: String) throws -> Double {
+        guard let v = thresholds[key] else { throw VerifyError(path: "tolerance-profiles.json", field: key, "profile \(name) lacks it") }
+        return v
+    }
+
+    /// Loads profile `name` from the shipped profiles file, or from `file` when given.
+    public static func load(_ name: String, file: String? = nil) throws -> ToleranceProfile {
+        let path = file ?? Bundle.module.path(forResource: "tolerance-profiles", ofType: "json") ?? "tolerance-profiles.json"
+        let root = try Checkpoint.readJSON(path)
+        guard let profile = root["profiles"]?[name]?.objectValue else {
+            let known = root["profiles"]?.objectValue?.keys.joined(separator: ", ") ?? ""
+            throw VerifyError(path: path, field: name, "no such tolerance profile (known: \(known))")
+        }
+        var thresholds: [String: Double] = [:]
+        for (key, entry) in profile.entries {
+            if let v = entry["value"]?.doubleValue { thresholds[key] = v }
+        }
+        return ToleranceProfile(name: name, thresholds: thresholds)
+    }
+}
+
+/// Error statistics of one output tensor against its reference.
+public struct TensorMetrics: Sendable {
+    /// The record tensor compared (`<case>/<field>`).
+    public let tensor: String
+    /// max |ours − reference|.
+    public let maxAbs: Double
+    /// mean |ours − reference|.
+    public let meanAbs: Double
+    /// Cosine similarity of the two flattened tensors.
+    public let cosine: Double
+    /// max |reference|.
+    public let maxReference: Double
+    /// For integer outputs: the fraction of equal elements.
+    public let agreement: Double?
+    /// Whether this tensor is within tolerance.
+    public let pass: Bool
+    /// The tolerance that decided it, in words.
+    public let criterion: String
+
+    static func floats(_ name: String, ours: [Float], reference: [Float], tolerance: Double, relative: Bool,
+                       minCosine: Double? = nil) -> TensorMetrics {
+        var maxAbs = 0.0, sumAbs = 0.0, dot = 0.0, na = 0.0, nb = 0.0, maxRef = 0.0
+        let n = min(ours.count, reference.count)
+        for i in 0..<n {
+            let a = Double(ours[i]), b = Double(reference[i])
+            let d = abs(a - b)
+            if d > maxAbs || d.isNaN { maxAbs = d.isNaN ? .infinity : d }
+            sumAbs += d
+            dot += a * b
+            na += a * a
+            nb += b * b
+            maxRef = max(maxRef, abs(b))
+        }
+        let cosine = na == 0 && nb == 0 ? 1 : dot / ((na * nb).squareRoot() + 1e-300)
+        let bound = relative ? tolerance * maxRef : tolerance
+        var pass = ours.count == reference.count && maxAbs <= bound
+        var criterion = relative ? "max abs ≤ \(tolerance) × max|ref| = \(bound)" : "max abs ≤ \(tolerance)"
+        if let minCosine {
+            pass = pass && cosine >= minCosine
+            criterion += ", cosine ≥ \(minCosine)"
+        }
+        return TensorMetrics(tensor: name, maxAbs: maxAbs, meanAbs: n > 0 ? sumAbs / Double(n) : 0, cosine: cosine,
+                             maxReference: maxRef, agreement: nil, pass: pass, criterion: criterion)
+    }
+
+    static func ids(_ name: String, ours: [Int64], reference: [Int64], minAgreement: Double) -> TensorMetrics {
+        let n = min(ours.count, reference.count)
+        let same = (0..<n).filter { ours[$0] == reference[$0] }.count
+        let agreement = reference.isEmpty ? 1 : Double(same) / Double(reference.count)
+        let maxDiff = (0..<n).map { Double(abs(ours[$0] - reference[$0])) }.max() ?? 0
+        return TensorMetrics(tensor: name, maxAbs: maxDiff, meanAbs: 0, cosine: 1, maxReference: 0,
+                             agreement: agreement, pass: ours.count == reference.count && agreement >= minAgreement,
+                             criterion: "agreement ≥ \(minAgreement)")
+    }
+}
+
+/// The outcome of one case.
+public struct CaseResult: Sendable {
+    /// pass, fail or skipped.
+    public enum Status: String, Sendable {
+        /// Every tensor within tolerance.
+        case pass
+        /// At least one tensor out of tolerance.
+        case fail
+        /// Not run (a kind this version does not check, or a component the checkpoint lacks).
+        case skipped
+    }
+
+    /// The case name.
+    public let name: String
+    /// The case kind.
+    public let kind: String
+    /// The outcome.
+    public let status: Status
+    /// Metrics per compared tensor, in order.
+    public let metrics: [TensorMetrics]
+    /// Why the case was skipped, or which tensor failed first.
+    public let note: String?
+    /// Wall time of the Swift side, seconds.
+    public let seconds: Double
+}
+
+/// The result of checking a record.
+public struct VerifyReport: Sendable {
+    /// The record folder.
+    public let record: String
+    /// The checkpoint checked.
+    public let model: String
+    /// The tolerance profile used.
+    public let profile: String
+    /// Per case.
+    public let cases: [CaseResult]
+
+    /// True when no case failed and at least one ran.
+    public var pass: Bool { !cases.contains { $0.status == .fail } && cases.contains { $0.status == .pass } }
+
+    /// The report as one JSON document: `{"pass", "record", "model", "profile", "cases": [{"name", "kind", "pass",
+    /// "status", "metrics", "note"}]}`.
+    public var json: JSONValue {
+        func number(_ d: Double) -> JSONValue {
+            d.isFinite ? .number(d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : "\(d)") : .string("\(d)")
+        }
+        var root = JSONObject()
+        root.insert("pass", .bool(pass))
+        root.insert("record", .string(record))
+        root.insert("model", .string(model))
+        root.insert("profile", .string(profile))
+        root.insert("cases", .array(cases.map { c in
+            var o = JSONObject()
+            o.insert("name", .string(c.name))
+            o.insert("kind", .string(c.kind))
+            o.insert("pass", c.status == .skipped ? .null : .bool(c.status == .pass))
+            o.insert("status", .string(c.status.rawValue))
+            o.insert("metrics", .array(c.metrics.map { m in
+                var t = JSONObject()
+                t.insert("tensor", .string(m.tensor))
+                t.insert("pass", .bool(m.pass))
+                t.insert("max_abs", number(m.maxAbs))
+                t.insert("mean_abs", number(m.meanAbs))
+                t.insert("cosine", number(m.cosine))
+                t.insert("max_reference", number(m.maxReference))
+                if let a = m.agreement { t.insert("agreement", number(a)) }
+                t.insert("criterion", .string(m.criterion))
+                return .object(t)
+            }))
+            o.insert("note", c.note.map(JSONValue.string) ?? .null)
+            o.insert("seconds", number(c.seconds))
+            return .object(o)
+        }))
+        return .object(root)
+    }
+
+    /// A human-readable table.
+    public var text: String {
+        var out = "record: \(record)\nmodel:  \(model)\nprofile: \(profile)\n\n"
+        for c in cases {
+            out += "\(c.status.rawValue.uppercased().padding(toLength: 7, withPad: " ", startingAt: 0)) \(c.name) (\(c.kind))"
+            if c.status == .skipped { out += ": \(c.note ?? "")\n"; continue }
+            out += String(format: "  %.2f s\n", c.seconds)
+            for m in c.metrics {
+                if let a = m.agreement {
+                    out += String(format: "    %@ %@  agreement %.6f\n", m.pass ? "ok  " : "FAIL", m.tensor, a)
+                } else {
+                    out += String(format: "    %@ %@  max abs %.3e  mean abs %.3e  cosine %.9f  (max |ref| %.3g)\n",
+                                  m.pass ? "ok  " : "FAIL", m.tensor, m.maxAbs, m.meanAbs, m.cosine, m.maxReference)
+                }
+            }
+            if let note = c.note, c.status == .fail { out += "    first tensor out of tolerance: \(note)\n" }
+        }
+        let ran = cases.filter { $0.status != .skipped }
+        out += "\n\(ran.filter { $0.status == .pass }.count) passed, \(ran.filter { $0.status == .fail }.count) failed"
+        let skipped = cases.count - ran.count
+        if skipped > 0 { out += ", \(skipped) skipped" }
+        return out + "\n"
+    }
+}
+
+/// Checks the component cases of a record against a checkpoint.
+public struct Verifier {
+    /// The record.
+    public let record: ReferenceRecord
+    /// The components under test.
+    public let components: AmusedComponents
+    /// The thresholds.
+    public let profile: ToleranceProfile
+    /// Where to write per-case traces (`verify --trace`), if anywhere.
+    public let traceFolder: String?
+
+    /// A verifier of `record` against the checkpoint at `modelPath` (default: the record's own model).
+    public init(record: ReferenceRecord, modelPath: String? = nil, profile: ToleranceProfile,
+                traceFolder: String? = nil) throws {
+        self.record = record
+        self.components = try AmusedComponents(path: modelPath ?? record.modelPath)
+        self.profile = profile
+        self.traceFolder = traceFolder
+    }
+
+    /// Runs every case.
+    public func run() throws -> VerifyReport {
+        var results: [CaseResult] = []
+        for c in record.cases { results.append(try check(c)) }
+        return VerifyReport(record: record.folder, model: components.checkpoint.path, profile: profile.name,
+                            cases: results)
+    }
+
+    func skipped(_ c: RecordCase, _ why: String) -> CaseResult {
+        CaseResult(name: c.name, kind: c.kind, status: .skipped, metrics: [], note: why, seconds: 0)
+    }
+
+    /// Runs one case.
+    public func check(_ c: RecordCase) throws -> CaseResult {
+        let start = Date()
+        let trace = traceFolder.map { _ in Trace() }
+        var metrics: [TensorMetrics] = []
+        switch c.kind {
+        case "text_encoder":
+            guard let encoder = components.textEncoder else { return skipped(c, "the checkpoint has no text encoder") }
+            let ids = try record.tensor(c, "input_ids", rank: 2)
+            let batch = ids.shape[0]
+            let refIds = try ids.int64s()
+            if let tokenizer = components.tokenizer, let prompts = c.json["prompts"]?.arrayValue {
+                let ours = prompts.compactMap(\.stringValue).flatMap { tokenizer.encode($0) }
+                metrics.append(.ids("\(c.name)/input_ids", ours: ours, reference: refIds,
+                                    minAgreement: try profile.value("tokenizer_min_agreement")))
+            }
+            let out = try encoder(refIds, batch: batch, trace: trace)
+            let tol = try profile.value("text_encoder_max_abs")
+            metrics.append(.floats("\(c.name)/hidden_states_penultimate", ours: out.penultimateHiddenStates,
+                                   reference: try record.tensor(c, "hidden_states_penultimate", rank: 3).floats(),
+                                   tolerance: tol, relative: false))
+            metrics.append(.floats("\(c.name)/text_embeds", ours: out.textEmbeds,
+                                   reference: try record.tensor(c, "text_embeds", rank: 2).floats(),
+                                   tolerance: tol, relative: false))
+        case "transformer":
+            guard let transformer = components.transformer else { return skipped(c, "the checkpoint has no transformer") }
+            let ids = try record.tensor(c, "input_ids", rank: 3)
+            let batch = ids.shape[0]
+            let cond = try transformer.conditioning(
+                encoderHiddenStates: try record.tensor(c, "encoder_hidden_states", rank: 3).floats(),
+                pooledTextEmb: try record.tensor(c, "pooled_text_emb", rank: 2).floats(),
+                microConds: try record.tensor(c, "micro_conds", rank: 2).floats(), batch: batch, trace: trace)
+            let logits = try transformer(try ids.int64s(), height: ids.shape[1], width: ids.shape[2], conditioning: cond,
+                                         trace: trace)
+            metrics.append(.floats("\(c.name)/logits", ours: logits,
+                                   reference: try record.tensor(c, "logits", rank: 4).floats(),
+                                   tolerance: try profile.value("transformer_max_abs_relative"), relative: true,
+                                   minCosine: try profile.value("transformer_min_cosine")))
+        case "vq_decode":
+            guard let vq = components.vqvae else { return skipped(c, "the checkpoint has no VQ model") }
+            let ids = try record.tensor(c, "ids", rank: 3)
+            let image = try vq.decode(try ids.int64s(), batch: ids.shape[0], height: ids.shape[1], width: ids.shape[2],
+                                      trace: trace)
+            metrics.append(.floats("\(c.name)/image", ours: image, reference: try record.tensor(c, "image", rank: 4).floats(),
+                                   tolerance: try profile.value("vq_decode_max_abs"), relative: false))
+        case "vq_encode":
+            guard let vq = components.vqvae else { return skipped(c, "the checkpoint has no VQ model") }
+            let image = try record.tensor(c, "image", rank: 4)
+            let ids = try vq.encode(try image.floats(), batch: image.shape[0], height: image.shape[2],
+                                    width: image.shape[3], trace: trace)
+            metrics.append(.ids("\(c.name)/ids", ours: ids, reference: try record.tensor(c, "ids", rank: 3).int64s(),
+                                minAgreement: try profile.value("vq_encode_min_agreement")))
+        case "text_to_image", "image_to_image", "inpaint":
+            return skipped(c, "pipeline cases are not checked by this version (the sampler is not implemented yet)")
+        default:
+            return skipped(c, "unknown case kind \(c.kind)")
+        }
+        if let trace, let folder = traceFolder { try writeTrace(trace, case: c.name, folder: folder) }
+        let failed = metrics.first { !$0.pass }
+        return CaseResult(name: c.name, kind: c.kind, status: failed == nil ? .pass : .fail, metrics: metrics,
+                          note: failed.map { "\($0.tensor) (\($0.criterion))" },
+                          seconds: Date().timeIntervalSince(start))
+    }
+
+    /// Writes the Swift activations of a case to `<folder>/<case>.swift.safetensors`.
+    func writeTrace(_ trace: Trace, case name: String, folder: String) throws {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let tensors = try trace.entries.map { entry in (entry.name, try Tensor(floats: entry.values, shape: entry.shape)) }
+        try SafetensorsWriter.write(tensors, metadata: [("trace_order", trace.entries.map(\.name).joined(separator: ","))],
+                                    to: "\(folder)/\(name).swift.safetensors")
+    }
+}
+
+/// Compares a Swift trace with a PyTorch trace of the same case (same names, same layouts) and returns, in the
+/// Swift trace's order, each activation's max abs error relative to the reference's largest magnitude.
+public func compareTraces(swift: String, torch: String) throws -> [(name: String, relative: Double, maxAbs: Double)] {
+    let ours = try SafetensorsFile(path: swift), theirs = try SafetensorsFile(path: torch)
+    let order = ours.metadataValue("trace_order")?.split(separator: ",").map(String.init) ?? ours.names
+    var rows: [(String, Double, Double)] = []
+    for name in order where theirs.names.contains(name) {
+        let a = try ours.tensor(named: name).floats(), b = try theirs.tensor(named: name).floats()
+        let m = TensorMetrics.floats(name, ours: a, reference: b, tolerance: 0, relative: false)
+        rows.append((name, m.maxReference > 0 ? m.maxAbs / m.maxReference : m.maxAbs, m.maxAbs))
+    }
+    return rows
+}

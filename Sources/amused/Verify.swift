@@ -1,0 +1,70 @@
+// `amused verify MODEL --reference RECORD`: parity of the Swift graph against PyTorch reference records.
+
+import AmusedBind
+import AmusedModel
+import AmusedRead
+import AmusedVerify
+import ArgumentParser
+import Foundation
+
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check a checkpoint against a PyTorch reference record, case by case.",
+        discussion: """
+            Runs every text_encoder, transformer, vq_decode and vq_encode case of the record (format: \
+            shared/spec/reference-record.md) through the Swift graph and prints, per case, pass/fail, max and mean \
+            absolute error, cosine similarity, and the first tensor out of tolerance. Pipeline cases are reported \
+            as skipped in this version. Exit codes: 0 all cases pass, 3 parity failed, 1 bad input.
+            With --trace DIR, each case's named intermediate activations are written to DIR/<case>.swift.safetensors; \
+            when DIR also holds DIR/<case>.torch.safetensors (from Tools/trace_reference.py) the first layer that \
+            diverges is printed.
+            """)
+
+    @Argument(help: "The checkpoint to check (a pipeline or component folder). Default: the record's own model.")
+    var model: String?
+
+    @Option(name: .long, help: "The reference record folder (holding record.json and record.safetensors).")
+    var reference: String
+
+    @Option(help: "Tolerance profile (see tolerance-profiles.json).")
+    var profile = "fp32"
+
+    @Option(help: "A tolerance profiles file to use instead of the shipped one.")
+    var profileFile: String?
+
+    @Option(help: "Write per-case activation traces to this folder (and compare with PyTorch traces found there).")
+    var trace: String?
+
+    @Flag(help: "Print one JSON document instead of a table.")
+    var json = false
+
+    func run() throws {
+        let report: VerifyReport
+        do {
+            let record = try ReferenceRecord(path: reference)
+            let verifier = try Verifier(record: record, modelPath: model, profile: try ToleranceProfile.load(profile, file: profileFile),
+                                        traceFolder: trace)
+            report = try verifier.run()
+        } catch {
+            let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"
+            FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+            throw ExitCode(ExitCodes.badInput)
+        }
+        emit(json ? report.json.serialized + "\n" : report.text)
+        if let trace { try printBisection(report, folder: trace) }
+        if !report.pass { throw ExitCode(ExitCodes.parityFailed) }
+    }
+
+    /// For each case with both traces, the first activation whose error exceeds 1e-4 of its magnitude.
+    func printBisection(_ report: VerifyReport, folder: String) throws {
+        for c in report.cases where c.status != .skipped {
+            let ours = "\(folder)/\(c.name).swift.safetensors", theirs = "\(folder)/\(c.name).torch.safetensors"
+            guard FileManager.default.fileExists(atPath: theirs) else { continue }
+            let rows = try compareTraces(swift: ours, torch: theirs)
+            let first = rows.first { $0.relative > 1e-4 }
+            FileHandle.standardError.write(Data(("trace \(c.name): \(rows.count) layers compared; "
+                + (first.map { "first divergence at \($0.name) (max abs \($0.maxAbs), \($0.relative) of max |ref|)" }
+                    ?? "no layer diverges beyond 1e-4 relative") + "\n").utf8))
+        }
+    }
+}
