@@ -62,7 +62,7 @@ def smooth_images(batch: int, height: int, width: int, seed: int) -> np.ndarray:
     return out
 
 
-def record_pipeline(name: str, pipe, folder: Path, seed: int) -> None:
+def record_pipeline(name: str, pipe, folder: Path, seed: int, *, pipelines: bool = True) -> None:
     rec = RecordWriter(folder)
     transformer, vqvae = pipe.transformer, pipe.vqvae
     grid = transformer.config.sample_size
@@ -103,6 +103,10 @@ def record_pipeline(name: str, pipe, folder: Path, seed: int) -> None:
             latents = vqvae.encode(pixels).latents
             ids = vqvae.quantize(latents)[2][2].reshape(b, grid, grid)
             rec.add(f"vq_encode_b{b}", "vq_encode", {"image": pixels, "ids": ids})
+
+    if not pipelines:
+        rec.write()
+        return
 
     def run(kind, pipeline, case, tensors_in=None, **kw):
         steps: list[torch.Tensor] = []
@@ -246,6 +250,46 @@ def write_tokenizer_fixture(folder: Path, tok) -> None:
                                          encoding="utf-8")
 
 
+def write_key_lists(folder: Path) -> None:
+    """The parameter names and shapes diffusers/transformers instantiate for a set of configs (on the meta
+    device), so that the graph's own parameter lists can be checked against them without any weights."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from make_fullsize import released_text_config, released_transformer_config, released_vq_config
+    from diffusers import UVit2DModel, VQModel
+    from transformers import CLIPTextModelWithProjection
+
+    def uvit(**kw):
+        return ("UVit2DModel", {**tiny_transformer_config(resolution_512=False), **kw})
+
+    configs = [
+        ("amused-256-transformer", ("UVit2DModel", released_transformer_config(256))),
+        ("amused-512-transformer", ("UVit2DModel", released_transformer_config(512))),
+        ("amused-vqvae", ("VQModel", released_vq_config())),
+        ("amused-text-encoder", ("CLIPTextModelWithProjection", released_text_config().to_dict())),
+        ("uvit-bias-affine", uvit(use_bias=True)),
+        ("uvit-bias-no-affine-512", uvit(use_bias=True, ln_elementwise_affine=False, downsample=True, upsample=True)),
+        ("uvit-no-affine", uvit(ln_elementwise_affine=False)),
+        ("uvit-hidden-equals-block", uvit(hidden_size=24, num_attention_heads=3)),
+        ("vq-mid-attention", ("VQModel", {**tiny_vq_config(), "mid_block_add_attention": True})),
+        ("vq-defaults", ("VQModel", {})),
+    ]
+    out = []
+    for name, (cls, cfg) in configs:
+        with torch.device("meta"):
+            if cls == "UVit2DModel":
+                model = UVit2DModel(**cfg)
+            elif cls == "VQModel":
+                model = VQModel(**cfg)
+            else:
+                model = CLIPTextModelWithProjection(tiny_text_config().__class__(**cfg))
+        keys = [[k, list(v.shape)] for k, v in model.state_dict().items()]
+        cfg = {k: v for k, v in (model.config.to_dict() if hasattr(model.config, "to_dict") else dict(model.config)).items()
+               if not k.startswith("_") and k not in ("transformers_version", "architectures")}
+        out.append({"name": name, "class": cls, "config": cfg, "keys": keys})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "parameter-lists.json").write_text(json.dumps({"generator": COMMAND, "configs": out}, indent=0) + "\n")
+
+
 def write_manifest() -> None:
     files = sorted(p for p in FIXTURES.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
     manifest = {
@@ -260,12 +304,13 @@ def write_manifest() -> None:
 
 
 def main() -> None:
-    for sub in ("records", "safetensors", "tokenizer"):
+    for sub in ("records", "safetensors", "tokenizer", "keys"):
         shutil.rmtree(FIXTURES / sub, ignore_errors=True)
     with tempfile.TemporaryDirectory() as scratch:
         tok = clip_tokenizer(Path(scratch))
     write_tokenizer_fixture(FIXTURES / "tokenizer", tok)
     write_dtype_fixture(FIXTURES / "safetensors")
+    write_key_lists(FIXTURES / "keys")
     for name, is512, seed in (("tiny-256", False, SEED), ("tiny-512", True, SEED + 1)):
         pipe = build_pipeline(tiny_transformer_config(resolution_512=is512), tiny_vq_config(), tiny_text_config(), tok,
                               seed, transformer_gains=TRANSFORMER_GAINS, vq_gains=VQ_GAINS)
@@ -273,6 +318,24 @@ def main() -> None:
         save_pipeline(pipe, folder / "model")
         record_pipeline(name, pipe, folder, seed)
         print(f"wrote {folder}")
+    # Away from the released configs (spec §9.14): biases everywhere, norms without gains, hidden_size equal to
+    # block_out_channels (no kv_mapper), a VQ mid-block attention, exact-GELU CLIP with one layer and the modern
+    # eos_token_id (pooling at the first <|endoftext|> instead of argmax).
+    text = tiny_text_config()
+    text.hidden_size, text.intermediate_size, text.num_hidden_layers, text.projection_dim = 8, 16, 1, 12
+    text.hidden_act, text.eos_token_id, text.num_attention_heads = "gelu", 49407, 2
+    variant = tiny_transformer_config(resolution_512=True)
+    variant.update(use_bias=True, ln_elementwise_affine=False, hidden_size=24, block_out_channels=24, in_channels=16,
+                   encoder_hidden_size=8, cond_embed_dim=12, num_res_blocks=1, num_hidden_layers=1,
+                   num_attention_heads=3, block_num_heads=3, intermediate_size=20)
+    vq = tiny_vq_config()
+    vq.update(mid_block_add_attention=True, norm_num_groups=2, layers_per_block=2, block_out_channels=[4, 8, 8],
+              latent_channels=6)
+    pipe = build_pipeline(variant, vq, text, tok, SEED + 2, transformer_gains=TRANSFORMER_GAINS, vq_gains=VQ_GAINS)
+    folder = FIXTURES / "records" / "tiny-variant"
+    save_pipeline(pipe, folder / "model")
+    record_pipeline("tiny-variant", pipe, folder, SEED + 2, pipelines=False)
+    print(f"wrote {folder}")
     write_manifest()
     print("wrote", FIXTURES / "MANIFEST.json")
 

@@ -1,0 +1,58 @@
+// `amused verify` from the command line: exit 0 on parity, 3 when parity fails, 1 on bad input; JSON output.
+
+import AmusedRead
+import AmusedTensors
+import AmusedTestSupport
+import Foundation
+import Testing
+
+@Suite("amused verify", .serialized)
+struct VerifyCommandTests {
+    @Test(arguments: ["tiny-256", "tiny-512", "tiny-variant"])
+    func passesOnCommittedRecords(_ record: String) throws {
+        let result = try runAmused(["verify", "--reference", FixturePaths.path("records/\(record)"), "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let report = try StrictJSONParser(path: "stdout").parse(Array(result.stdout.utf8))
+        #expect(report["pass"]?.boolValue == true)
+        let cases = try #require(report["cases"]?.arrayValue)
+        #expect(cases.allSatisfy { $0["name"] != nil && $0["kind"] != nil && $0["metrics"] != nil && $0["pass"] != nil })
+        // Pipeline cases are reported as skipped, never as passes.
+        for c in cases where ["text_to_image", "image_to_image", "inpaint"].contains(c["kind"]?.stringValue ?? "") {
+            #expect(c["status"]?.stringValue == "skipped")
+            #expect(c["pass"] == .null)
+        }
+    }
+
+    /// A checkpoint whose weights differ from the reference's fails with exit code 3 and names the first tensor
+    /// out of tolerance.
+    @Test func perturbedWeightsFailWithExitThree() throws {
+        let scratch = try ScratchFolder()
+        let source = FixturePaths.path("records/tiny-256/model")
+        let model = scratch.path + "/model"
+        try FileManager.default.copyItem(atPath: source, toPath: model)
+        let path = model + "/transformer/diffusion_pytorch_model.safetensors"
+        let file = try SafetensorsFile(path: path)
+        let tensors: [(name: String, tensor: Tensor)] = try file.names.map { name in
+            let t = try file.tensor(named: name)
+            guard name == "mlm_layer.conv2.weight" else { return (name, try t.contiguous()) }
+            return (name, try Tensor(floats: try t.floats().map { $0 * 1.01 }, shape: t.shape))
+        }
+        try SafetensorsWriter.write(tensors, metadata: [("format", "pt")], to: path)
+        let result = try runAmused(["verify", model, "--reference", FixturePaths.path("records/tiny-256")])
+        #expect(result.status == 3)
+        #expect(result.stdout.contains("FAIL"))
+        #expect(result.stdout.contains("first tensor out of tolerance: transformer_b1/logits"))
+    }
+
+    @Test func missingRecordIsBadInput() throws {
+        let result = try runAmused(["verify", "--reference", "/nonexistent/record"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("/nonexistent/record"))
+    }
+
+    @Test func unknownProfileIsBadInput() throws {
+        let result = try runAmused(["verify", "--reference", FixturePaths.path("records/tiny-256"), "--profile", "nope"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("nope"))
+    }
+}

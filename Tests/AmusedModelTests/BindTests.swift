@@ -1,0 +1,81 @@
+// Strict binding: a tensor missing, an extra tensor, or a wrong shape is an error that names the key.
+
+import AmusedBind
+import AmusedModel
+import AmusedRead
+import AmusedTensors
+import AmusedTestSupport
+import Foundation
+import Testing
+
+@Suite("strict binding")
+struct BindTests {
+    let folder = FixturePaths.path("records/tiny-256/model/transformer")
+
+    /// Writes the tiny transformer's tensors, edited by `edit`, to a scratch file and binds it.
+    func bindEdited(_ edit: (inout [(name: String, tensor: Tensor)]) throws -> Void) throws -> BindError? {
+        let file = try SafetensorsFile(path: folder + "/diffusion_pytorch_model.safetensors")
+        var tensors: [(name: String, tensor: Tensor)] = try file.names.map { ($0, try file.tensor(named: $0)) }
+        try edit(&tensors)
+        let scratch = try ScratchFolder()
+        let path = scratch.path + "/edited.safetensors"
+        try SafetensorsWriter.write(tensors, to: path)
+        let config = try UVit2DConfig(json: Checkpoint.readJSON(folder + "/config.json"), path: "config.json")
+        do {
+            _ = try bind(SafetensorsFile(path: path), to: UVit2DModel.parameterSpecs(config))
+            return nil
+        } catch let error as BindError {
+            return error
+        }
+    }
+
+    @Test func unchangedBinds() throws {
+        #expect(try bindEdited { _ in } == nil)
+    }
+
+    @Test func missingTensorIsNamed() throws {
+        let error = try #require(try bindEdited { $0.removeAll { $0.name == "mlm_layer.conv2.weight" } })
+        #expect(error.kind == .missing)
+        #expect(error.key == "mlm_layer.conv2.weight")
+    }
+
+    @Test func unusedTensorIsNamed() throws {
+        let error = try #require(try bindEdited { $0.append(("transformer_layers.9.extra.weight", try Tensor(floats: [1], shape: [1]))) })
+        #expect(error.kind == .unused)
+        #expect(error.key == "transformer_layers.9.extra.weight")
+    }
+
+    @Test func wrongShapeIsNamed() throws {
+        let error = try #require(try bindEdited { tensors in
+            let i = tensors.firstIndex { $0.name == "encoder_proj.weight" }!
+            tensors[i].tensor = try tensors[i].tensor.reshaped([tensors[i].tensor.elementCount])
+        })
+        #expect(error.kind == .shape)
+        #expect(error.key == "encoder_proj.weight")
+        #expect(error.errorDescription!.contains("[32, 16]"))
+    }
+
+    /// float16 weights are widened to float32 on binding; float32 weights stay views of the mapped file.
+    @Test func float32IsZeroCopyAndHalfIsWidened() throws {
+        let file = try SafetensorsFile(path: folder + "/diffusion_pytorch_model.safetensors")
+        let config = try UVit2DConfig(json: Checkpoint.readJSON(folder + "/config.json"), path: "config.json")
+        let specs = try UVit2DModel.parameterSpecs(config)
+        let bound = try bind(file, to: specs)
+        #expect(bound.zeroCopy == specs.count)
+        let scratch = try ScratchFolder()
+        let half = try file.names.map { ($0, try file.tensor(named: $0).converted(to: .f16)) }
+        try SafetensorsWriter.write(half, to: scratch.path + "/half.safetensors")
+        let widened = try bind(SafetensorsFile(path: scratch.path + "/half.safetensors"), to: specs)
+        #expect(widened.zeroCopy == 0)
+        #expect(widened.weights.tensors.values.allSatisfy { $0.dtype == .f32 })
+    }
+
+    @Test func unsupportedConfigValueIsNamed() throws {
+        var object = try #require(Checkpoint.readJSON(FixturePaths.path("records/tiny-256/model/vqvae/config.json")).objectValue)
+        var copy = JSONObject()
+        for (k, v) in object.entries { copy.insert(k, k == "act_fn" ? .string("relu") : v) }
+        object = copy
+        let error = try #require(throws: BindError.self) { try VQModelConfig(json: .object(object), path: "config.json") }
+        #expect(error.key == "act_fn")
+    }
+}
