@@ -6,6 +6,7 @@ Everything here runs on the CPU with one torch thread, so that regenerating give
 
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
 import json
@@ -215,10 +216,12 @@ def sha256(path: Path) -> str:
 def save_pipeline(pipe: AmusedPipeline, folder: Path, *, variant_fp16: bool = False) -> None:
     pipe.save_pretrained(str(folder), safe_serialization=True)
     if variant_fp16:
+        # Convert a copy: a round trip through float16 in place would leave the in-memory model (and every record
+        # computed from it afterwards) with float16-rounded weights that the fp32 files do not have.
         for name in ("transformer", "vqvae", "text_encoder"):
-            component = getattr(pipe, name)
-            component.to(torch.float16).save_pretrained(str(folder / name), safe_serialization=True, variant="fp16")
-            component.to(torch.float32)
+            half = copy.deepcopy(getattr(pipe, name)).to(torch.float16)
+            half.save_pretrained(str(folder / name), safe_serialization=True, variant="fp16")
+            del half
     # transformers writes the tokenizer's files with the absolute path of nothing machine-specific, but drop the
     # added_tokens.json that some versions emit for specials already in vocab.json, so the layout matches the repos.
     extra = folder / "tokenizer" / "added_tokens.json"

@@ -25,14 +25,27 @@ public struct AmusedComponents: Sendable {
     /// Tensors dropped by a rule while binding, per component.
     public let dropped: [String: [(key: String, reason: String)]]
 
-    /// Loads every component `path` holds (a pipeline folder or one component folder); `variant` picks
-    /// `*.{variant}.safetensors` files.
-    public init(path: String, variant: String? = nil) throws {
+    /// The components a caller may ask for.
+    public enum Part: String, CaseIterable, Sendable {
+        /// The CLIP text encoder.
+        case textEncoder = "text_encoder"
+        /// The UVit2D transformer.
+        case transformer
+        /// The VQ-GAN.
+        case vqvae
+        /// The tokenizer.
+        case tokenizer
+    }
+
+    /// Loads the components `path` holds (a pipeline folder or one component folder), all of them or only those in
+    /// `only`; `variant` picks `*.{variant}.safetensors` files.
+    public init(path: String, variant: String? = nil, only: Set<Part> = Set(Part.allCases)) throws {
         let checkpoint = try Checkpoint(path: path, variant: variant)
         self.checkpoint = checkpoint
         var dropped: [String: [(String, String)]] = [:]
         func component(_ names: [String], classes: [String]) -> CheckpointComponent? {
-            checkpoint.components.first { names.contains($0.name) || classes.contains($0.className ?? "") }
+            guard let part = Part(rawValue: names[0]), only.contains(part) else { return nil }
+            return checkpoint.components.first { names.contains($0.name) || classes.contains($0.className ?? "") }
         }
         func bound(_ c: CheckpointComponent, _ specs: [ParameterSpec], drop: [DropRule] = []) throws -> Weights {
             guard let weights = c.weights else {
@@ -69,7 +82,7 @@ public struct AmusedComponents: Sendable {
         } else {
             tokenizer = nil
         }
-        let scheduler = component(["scheduler"], classes: ["AmusedScheduler"])?.config
+        let scheduler = checkpoint.components.first { $0.name == "scheduler" || $0.className == "AmusedScheduler" }?.config
         maskTokenId = scheduler?["mask_token_id"]?.intValue ?? transformer.map { $0.config.vocabSize - 1 }
         maskingSchedule = scheduler?["masking_schedule"]?.stringValue ?? "cosine"
         self.dropped = dropped

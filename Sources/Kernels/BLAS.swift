@@ -10,19 +10,69 @@ import COpenBLAS
 public enum Kernels {
     /// C[m×n] = alpha · op(A) · op(B) + beta · C, row-major; `transposeB` treats B as stored n×k (a PyTorch
     /// Linear weight), so `x · Wᵀ` needs no copy; `transposeA` treats A as stored k×m.
+    ///
+    /// Large products are split into column blocks (or row blocks when M is larger), one per core, each computed by
+    /// a single-threaded BLAS call: BLAS's own threads would spin between calls while the element-wise kernels need
+    /// the same cores.
     public static func sgemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
                              b: UnsafePointer<Float>, ldb: Int, transposeB: Bool, transposeA: Bool = false,
                              c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float = 1, beta: Float = 0) {
+        _ = singleThreadedBLAS
+        let pieces = Parallel.width
+        if pieces > 1 && m * n * k >= 1 << 22 && max(m, n) >= 64 * pieces {
+            let out = SharedPointer(c)
+            let aa = UncheckedSendable(a), bb = UncheckedSendable(b)
+            if n >= m {
+                // Column block [n0, n1): B's rows (transposed) or columns (not transposed) for that block.
+                Parallel.chunks(pieces, cost: 1 << 20) { range in
+                    for i in range {
+                        let n0 = (n * i / pieces) & ~15, n1 = i == pieces - 1 ? n : (n * (i + 1) / pieces) & ~15
+                        guard n1 > n0 else { continue }
+                        let bBlock = transposeB ? bb.value + n0 * ldb : bb.value + n0
+                        gemmCall(m: m, n: n1 - n0, k: k, a: aa.value, lda: lda, b: bBlock, ldb: ldb,
+                                 transposeB: transposeB, transposeA: transposeA, c: out.p + n0, ldc: ldc,
+                                 alpha: alpha, beta: beta)
+                    }
+                }
+            } else {
+                Parallel.chunks(pieces, cost: 1 << 20) { range in
+                    for i in range {
+                        let m0 = m * i / pieces, m1 = m * (i + 1) / pieces
+                        guard m1 > m0 else { continue }
+                        let aBlock = transposeA ? aa.value + m0 : aa.value + m0 * lda
+                        gemmCall(m: m1 - m0, n: n, k: k, a: aBlock, lda: lda, b: bb.value, ldb: ldb,
+                                 transposeB: transposeB, transposeA: transposeA, c: out.p + m0 * ldc, ldc: ldc,
+                                 alpha: alpha, beta: beta)
+                    }
+                }
+            }
+            return
+        }
+        gemmCall(m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, transposeB: transposeB, transposeA: transposeA,
+                 c: c, ldc: ldc, alpha: alpha, beta: beta)
+    }
+
+    @inline(__always)
+    static func gemmCall(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                         transposeB: Bool, transposeA: Bool, c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float,
+                         beta: Float) {
         cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
                     blasInt(m), blasInt(n), blasInt(k), alpha, a, blasInt(lda), b, blasInt(ldb), beta, c, blasInt(ldc))
     }
+
+    /// BLAS runs on the calling thread only; AmusedKit splits the work itself (set once, on first use).
+    static let singleThreadedBLAS: Void = {
+        #if !canImport(Accelerate)
+        openblas_set_num_threads(1)
+        #endif
+    }()
 
     /// The BLAS library in use and how it was built, for `amused version` and benchmark reports.
     public static var blasDescription: String {
         #if canImport(Accelerate)
         return "Accelerate"
         #else
-        return String(cString: openblas_get_config()) + ", \(openblas_get_num_threads()) threads"
+        return String(cString: openblas_get_config()) + ", single-threaded calls split over \(Parallel.width) cores"
         #endif
     }
 

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Speed of the Swift graph against PyTorch, in one run on the same machine, on a full-size checkpoint:
+one transformer forward at batch 2 (what one guided sampling step costs) and one VQ decode of a 256×256 image.
+Prints both times, the ratio (Swift / PyTorch) and the GFLOP/s each side reaches (FLOPs counted by torch's
+FlopCounterMode: matmul/conv/bmm, 2 per multiply-add, as in spec §7).
+
+    swift build -c release
+    Tools/.venv/bin/python Tools/bench.py [--model .fullsize/amused-256/model] [--runs 3] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def timed(fn, runs: int) -> list[float]:
+    fn()  # warm-up
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def flops(fn) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=str(REPO / ".fullsize/amused-256/model"))
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--batch", type=int, default=2)
+    args = ap.parse_args()
+    model = Path(args.model)
+    if not (model / "transformer").exists():
+        sys.exit(f"{model} has no transformer/: run Tools/.venv/bin/python Tools/make_fullsize.py first")
+    binary = REPO / ".build/release/amused"
+    if not binary.exists():
+        sys.exit("build the release binary first: swift build -c release")
+
+    torch.set_num_threads(args.threads)
+    from diffusers import UVit2DModel, VQModel
+
+    results = {}
+    with torch.no_grad():
+        t = UVit2DModel.from_pretrained(str(model / "transformer")).eval()
+        c = t.config
+        grid, b = c.sample_size, args.batch
+        ids = (torch.arange(b * grid * grid) * 7919 % c.codebook_size).reshape(b, grid, grid)
+        text = torch.sin(torch.arange(b * 77 * c.encoder_hidden_size, dtype=torch.float64)).float().reshape(b, 77, -1)
+        pooled = torch.cos(torch.arange(b * c.cond_embed_dim, dtype=torch.float64)).float().reshape(b, -1)
+        size = grid * 16
+        micro = torch.tensor([[size, size, 0, 0, 6.0]] * b)
+
+        def forward():
+            t(ids, micro_conds=micro, pooled_text_emb=pooled, encoder_hidden_states=text)
+
+        results["transformer"] = {"torch": timed(forward, args.runs), "flops": flops(forward)}
+        del t
+        vq = VQModel.from_pretrained(str(model / "vqvae")).eval()
+        vids = (torch.arange(16 * 16) * 7919 % vq.config.num_vq_embeddings).reshape(1, 16, 16)
+
+        def decode():
+            vq.decode(vids, force_not_quantize=True, shape=(1, 16, 16, vq.config.latent_channels))
+
+        results["vq_decode"] = {"torch": timed(decode, args.runs), "flops": flops(decode)}
+        del vq
+
+    swift = json.loads(subprocess.run([str(binary), "bench", str(model), "--batch", str(args.batch), "--runs",
+                                       str(args.runs), "--json"], check=True, capture_output=True, text=True).stdout)
+    print(f"model {model}, {args.threads} threads, torch {torch.__version__}, best of {args.runs} runs after a warm-up")
+    print(f"{'part':<28}{'PyTorch s':>11}{'Swift s':>10}{'ratio':>8}{'GFLOP':>9}{'torch GF/s':>12}{'Swift GF/s':>12}"
+          f"{'Swift peak RSS':>16}")
+    for name, label in (("transformer", f"transformer forward, batch {args.batch}"), ("vq_decode", "VQ decode 256×256")):
+        tt = min(results[name]["torch"])
+        st = float(swift[name]["best_seconds"])
+        gf = results[name]["flops"] / 1e9
+        print(f"{label:<28}{tt:>11.2f}{st:>10.2f}{st / tt:>8.2f}{gf:>9.1f}{gf / tt:>12.1f}{gf / st:>12.1f}"
+              f"{swift[name]['peak_rss_mib']:>12} MiB")
+
+
+if __name__ == "__main__":
+    main()
