@@ -346,10 +346,9 @@ struct UVitTransformerLayer: Sendable {
                 Parallel.chunks(batch * tokens, cost: n * 30) { range in
                     for r in range {
                         let a = src + r * 2 * n, gate = a + n, o = shared.p + r * n
-                        for i in 0..<n {
-                            let v = gate[i]
-                            o[i] = a[i] * (0.5 * v * (1 + erff(v * 0.70710678118654752)))
-                        }
+                        o.update(from: gate, count: n)
+                        FastMath.apply(o, n, .gelu)
+                        for i in 0..<n { o[i] *= a[i] }
                     }
                 }
             }

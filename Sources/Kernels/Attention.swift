@@ -9,23 +9,29 @@ extension Kernels {
                                  heads: Int, headDim: Int, causal: Bool = false,
                                  output: UnsafeMutablePointer<Float>, outStride: Int) {
         let scale = 1 / Float(headDim).squareRoot()
-        let scores = UnsafeMutablePointer<Float>.allocate(capacity: queries * keys)
-        defer { scores.deallocate() }
-        for b in 0..<batch {
-            for hd in 0..<heads {
-                let qb = q + b * queries * qStride + hd * headDim
-                let kb = k + b * keys * kStride + hd * headDim
-                let vb = v + b * keys * vStride + hd * headDim
-                sgemm(m: queries, n: keys, k: headDim, a: qb, lda: qStride, b: kb, ldb: kStride, transposeB: true,
-                      c: scores, ldc: keys, alpha: scale)
+        let qs = UncheckedSendable(q), ks = UncheckedSendable(k), vs = UncheckedSendable(v)
+        let out = SharedPointer(output)
+        // One (batch item, head) pair per task: each product is small, so the pairs run side by side on the cores
+        // with single-threaded BLAS calls rather than each product being split.
+        Parallel.chunks(batch * heads, cost: queries * keys * headDim) { range in
+            let scores = UnsafeMutablePointer<Float>.allocate(capacity: queries * keys)
+            defer { scores.deallocate() }
+            for pair in range {
+                let b = pair / heads, hd = pair % heads
+                let qb = qs.value + b * queries * qStride + hd * headDim
+                let kb = ks.value + b * keys * kStride + hd * headDim
+                let vb = vs.value + b * keys * vStride + hd * headDim
+                gemmCall(m: queries, n: keys, k: headDim, a: qb, lda: qStride, b: kb, ldb: kStride, transposeB: true,
+                         transposeA: false, c: scores, ldc: keys, alpha: scale, beta: 0)
                 if causal {
                     for i in 0..<queries where i + 1 < keys {
                         (scores + i * keys + i + 1).update(repeating: -.infinity, count: keys - i - 1)
                     }
                 }
-                softmax(scores, rows: queries, dim: keys)
-                sgemm(m: queries, n: headDim, k: keys, a: scores, lda: keys, b: vb, ldb: vStride, transposeB: false,
-                      c: output + b * queries * outStride + hd * headDim, ldc: outStride)
+                for i in 0..<queries { softmaxRow(scores + i * keys, keys) }
+                gemmCall(m: queries, n: headDim, k: keys, a: scores, lda: keys, b: vb, ldb: vStride, transposeB: false,
+                         transposeA: false, c: out.p + b * queries * outStride + hd * headDim, ldc: outStride,
+                         alpha: 1, beta: 0)
             }
         }
     }

@@ -1,7 +1,17 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 // Convolutions over float32 images: im2col + GEMM in row tiles (NCHW), direct depthwise 3×3 (NHWC), and the
 // 2×2 stride-2 convolution and transposed convolution the 512 transformer uses (NHWC, one GEMM each).
 
 extension Kernels {
+    /// Whether 3×3 stride-1 convolutions use Winograd F(4×4, 3×3) (default) rather than im2col + GEMM.
+    /// `AMUSED_CONV=im2col` in the environment turns it off, for comparisons.
+    public static let useWinograd: Bool = getenv("AMUSED_CONV").map { String(cString: $0) != "im2col" } ?? true
+
     /// Zero padding on each side of an image, as `F.pad(x, (left, right, top, bottom))` / `Conv2d(padding:)` give.
     public struct Padding: Sendable, Equatable {
         /// Rows added above.
@@ -39,13 +49,19 @@ extension Kernels {
         let ho = convOutputSize(h, kernel: k, stride: stride, padBefore: padding.top, padAfter: padding.bottom)
         let wo = convOutputSize(w, kernel: k, stride: stride, padBefore: padding.left, padAfter: padding.right)
         let n = ho * wo
+        if k == 3 && stride == 1 && padding == .same(1) && useWinograd && winogradPays(height: h, width: w) {
+            conv3x3Winograd(input: input, channels: cin, height: h, width: w, weight: weight, outChannels: cout,
+                            bias: bias, output: output)
+            return
+        }
         if k == 1 && stride == 1 && padding == .same(0) {
             sgemm(m: cout, n: n, k: cin, a: weight, lda: cin, b: input, ldb: n, transposeB: false, c: output, ldc: n)
         } else {
             let kk = cin * k * k
             let rowsPerTile = max(1, min(ho, (2 << 20) / max(1, kk * wo)))
-            let col = UnsafeMutablePointer<Float>.allocate(capacity: kk * rowsPerTile * wo)
-            defer { col.deallocate() }
+            let colCount = kk * rowsPerTile * wo
+            let col = ScratchPool.shared.borrow(colCount)
+            defer { ScratchPool.shared.giveBack(col, colCount) }
             var y0 = 0
             while y0 < ho {
                 let rows = min(rowsPerTile, ho - y0)
