@@ -115,6 +115,10 @@ public struct CaseResult: Sendable {
     public let note: String?
     /// Wall time of the Swift side, seconds.
     public let seconds: Double
+    /// Pipeline cases: the fraction of identical tokens after each step.
+    public var tokenAgreementPerStep: [Double]? = nil
+    /// Pipeline cases: the first step (0-based) whose tokens differ, if any.
+    public var firstDivergingStep: Int? = nil
 }
 
 /// The result of checking a record.
@@ -161,6 +165,10 @@ public struct VerifyReport: Sendable {
                 return .object(t)
             }))
             o.insert("note", c.note.map(JSONValue.string) ?? .null)
+            if let steps = c.tokenAgreementPerStep {
+                o.insert("token_agreement_per_step", .array(steps.map(number)))
+                o.insert("first_diverging_step", c.firstDivergingStep.map { .number(String($0)) } ?? .null)
+            }
             o.insert("seconds", number(c.seconds))
             return .object(o)
         }))
@@ -181,6 +189,10 @@ public struct VerifyReport: Sendable {
                     out += String(format: "    %@ %@  max abs %.3e  mean abs %.3e  cosine %.9f  (max |ref| %.3g)\n",
                                   m.pass ? "ok  " : "FAIL", m.tensor, m.maxAbs, m.meanAbs, m.cosine, m.maxReference)
                 }
+            }
+            if let steps = c.tokenAgreementPerStep {
+                out += "    token agreement per step: " + steps.map { String(format: "%.4f", $0) }.joined(separator: " ")
+                out += c.firstDivergingStep.map { "  (first divergence at step \($0))\n" } ?? "  (identical at every step)\n"
             }
             if let note = c.note, c.status == .fail { out += "    first tensor out of tolerance: \(note)\n" }
         }
@@ -277,7 +289,7 @@ public struct Verifier {
             metrics.append(.ids("\(c.name)/ids", ours: ids, reference: try record.tensor(c, "ids", rank: 3).int64s(),
                                 minAgreement: try profile.value("vq_encode_min_agreement")))
         case "text_to_image", "image_to_image", "inpaint":
-            return skipped(c, "pipeline cases are not checked by this version (the sampler is not implemented yet)")
+            return try checkPipeline(c, start: start)
         default:
             return skipped(c, "unknown case kind \(c.kind)")
         }
@@ -286,6 +298,80 @@ public struct Verifier {
         return CaseResult(name: c.name, kind: c.kind, status: failed == nil ? .pass : .fail, metrics: metrics,
                           note: failed.map { "\($0.tensor) (\($0.criterion))" },
                           seconds: Date().timeIntervalSince(start))
+    }
+
+    /// Runs a pipeline case seed for seed and compares the tokens after every step and the final pixels.
+    func checkPipeline(_ c: RecordCase, start: Date) throws -> CaseResult {
+        guard let tokenizer = components.tokenizer, let encoder = components.textEncoder,
+              let transformer = components.transformer, let vq = components.vqvae, let mask = components.maskTokenId
+        else { return skipped(c, "the checkpoint lacks a component the pipeline needs") }
+        let pipeline = AmusedPipeline(tokenizer: tokenizer, textEncoder: encoder, transformer: transformer, vqvae: vq,
+                                      maskTokenId: mask)
+        let j = c.json
+        guard let prompts = j["prompts"]?.arrayValue?.compactMap(\.stringValue), let seed = j["seed"]?.uint64Value,
+              let steps = j["steps"]?.intValue, let guidance = j["guidance_scale"]?.doubleValue
+        else { throw VerifyError(path: record.folder + "/record.json", field: c.name, "pipeline case lacks prompts, seed, steps or guidance_scale") }
+        let expectedTokens = try record.tensor(c, "tokens", rank: 4)
+        let expectedImage = try record.tensor(c, "image", rank: 4)
+        var request = GenerationRequest(prompts: prompts, height: j["height"]?.intValue ?? expectedImage.shape[1],
+                                        width: j["width"]?.intValue ?? expectedImage.shape[2])
+        request.negativePrompts = j["negative_prompts"]?.arrayValue?.compactMap(\.stringValue)
+        request.seed = seed
+        request.steps = steps
+        request.guidanceScale = Float(guidance)
+        if let t = j["temperature"]?.arrayValue, t.count == 2, let t0 = t[0].doubleValue, let t1 = t[1].doubleValue {
+            request.temperature = (Float(t0), Float(t1))
+        }
+        request.aestheticScore = Float(j["aesthetic_score"]?.doubleValue ?? 6)
+        if let crop = j["crop_coord"]?.arrayValue, crop.count == 2 {
+            request.cropCoord = (crop[0].intValue ?? 0, crop[1].intValue ?? 0)
+        }
+        if c.kind != "text_to_image" {
+            let image = try record.tensor(c, "init_image", rank: 4)
+            request.height = image.shape[1]
+            request.width = image.shape[2]
+            request.initImages = try image.int64s().map { UInt8(truncatingIfNeeded: $0) }
+            request.strength = j["strength"]?.doubleValue
+            if c.kind == "inpaint" {
+                request.mask = try record.tensor(c, "mask", rank: 3).int64s().map { UInt8(truncatingIfNeeded: $0) }
+            }
+        }
+        let result = try pipeline.generate(request)
+        let reference = try expectedTokens.int64s()
+        let perStep = expectedTokens.shape[1] * expectedTokens.shape[2] * expectedTokens.shape[3]
+        var agreement: [Double] = []
+        var firstDivergence: Int? = nil
+        var where_: String? = nil
+        for (s, ours) in result.tokens.enumerated() where s < expectedTokens.shape[0] {
+            let theirs = reference[(s * perStep)..<((s + 1) * perStep)]
+            let same = zip(ours, theirs).filter { $0 == $1 }.count
+            agreement.append(Double(same) / Double(perStep))
+            if same != perStep && firstDivergence == nil {
+                firstDivergence = s
+                let i = zip(ours, theirs).enumerated().first { $1.0 != $1.1 }!.offset
+                let grid = expectedTokens.shape[2] * expectedTokens.shape[3]
+                where_ = "step \(s), image \(i / grid), token (\((i % grid) / expectedTokens.shape[3]), "
+                    + "\(i % expectedTokens.shape[3])): \(ours[i]) vs \(theirs[theirs.startIndex + i])"
+            }
+        }
+        let stepsMatch = result.tokens.count == expectedTokens.shape[0]
+        let tokensPass = stepsMatch && firstDivergence == nil
+        var metrics = [TensorMetrics.ids("\(c.name)/tokens", ours: Array(result.tokens.joined()), reference: reference,
+                                         minAgreement: try profile.value("pipeline_min_token_agreement"))]
+        let ourPixels = result.images.map { Float($0) }, theirPixels = try expectedImage.floats()
+        // Pixels are compared only where the tokens agree; a different token legitimately changes its patch.
+        metrics.append(.floats("\(c.name)/image", ours: ourPixels, reference: theirPixels,
+                               tolerance: tokensPass ? try profile.value("pipeline_image_max_levels") : .infinity,
+                               relative: false))
+        var result_ = CaseResult(
+            name: c.name, kind: c.kind, status: metrics.allSatisfy(\.pass) && stepsMatch ? .pass : .fail,
+            metrics: metrics,
+            note: !stepsMatch ? "ran \(result.tokens.count) steps, the record has \(expectedTokens.shape[0])"
+                : where_.map { "tokens diverge at \($0)" } ?? metrics.first { !$0.pass }.map { "\($0.tensor) (\($0.criterion))" },
+            seconds: Date().timeIntervalSince(start))
+        result_.tokenAgreementPerStep = agreement
+        result_.firstDivergingStep = firstDivergence
+        return result_
     }
 
     /// Writes the Swift activations of a case to `<folder>/<case>.swift.safetensors`.
