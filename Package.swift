@@ -7,7 +7,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "AmusedKit", targets: ["AmusedTensors", "AmusedRead", "AmusedBind", "AmusedModel",
-                                              "AmusedVerify", "AmusedKernels"]),
+                                              "AmusedVerify", "AmusedImage", "AmusedKernels"]),
         .executable(name: "amused", targets: ["amused"]),
     ],
     dependencies: [
@@ -39,6 +39,8 @@ let package = Package(
         // Stage 6: verify parity against reference records made by the PyTorch reference.
         .target(name: "AmusedVerify", dependencies: ["AmusedTensors", "AmusedRead", "AmusedBind", "AmusedModel"],
                 path: "Sources/6-Verify", resources: [.copy("tolerance-profiles.json")]),
+        // Images in and out of the pipelines: PNG, Pillow-compatible Lanczos resampling, bounded inflate.
+        .target(name: "AmusedImage", path: "Sources/Image"),
         // The one door to BLAS and the numeric kernels (OpenBLAS on Linux, Accelerate on Apple platforms).
         .target(name: "AmusedKernels",
                 dependencies: [.target(name: "COpenBLAS", condition: .when(platforms: [.linux]))],
@@ -46,7 +48,7 @@ let package = Package(
         // The command line: a thin skin over the libraries.
         .executableTarget(name: "amused",
                           dependencies: ["AmusedTensors", "AmusedRead", "AmusedBind", "AmusedModel", "AmusedVerify",
-                                         "AmusedKernels", "CZstd",
+                                         "AmusedImage", "AmusedKernels", "CZstd",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "Sources/amused"),
 
@@ -62,9 +64,11 @@ let package = Package(
                     dependencies: ["AmusedModel", "AmusedBind", "AmusedVerify", "AmusedRead", "AmusedTensors",
                                    "AmusedTestSupport"],
                     path: "Tests/AmusedModelTests"),
+        .testTarget(name: "AmusedImageTests", dependencies: ["AmusedImage", "AmusedRead", "AmusedTestSupport"],
+                    path: "Tests/AmusedImageTests"),
         .testTarget(name: "AmusedKernelsTests", dependencies: ["AmusedKernels"],
                     path: "Tests/AmusedKernelsTests"),
-        .testTarget(name: "AmusedCLITests", dependencies: ["AmusedRead", "AmusedTestSupport"],
+        .testTarget(name: "AmusedCLITests", dependencies: ["AmusedRead", "AmusedImage", "AmusedTestSupport"],
                     path: "Tests/AmusedCLITests"),
     ]
 )

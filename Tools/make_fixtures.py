@@ -290,6 +290,35 @@ def write_key_lists(folder: Path) -> None:
     (folder / "parameter-lists.json").write_text(json.dumps({"generator": COMMAND, "configs": out}, indent=0) + "\n")
 
 
+def write_image_fixtures(folder: Path) -> None:
+    """PNG files in the colour types and bit depths PIL writes, and what PIL reads back; Lanczos resizes of an RGB
+    and a grayscale image to several sizes as PIL computes them (the pipelines' preprocessing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(SEED)
+    base = smooth_images(1, 37, 29, SEED)[0]  # odd sizes: resizing and row filters get exercised
+    base[5:9, 3:20] = rng.integers(0, 256, (4, 17, 3), dtype=np.uint8)  # some noise for the filters
+    variants = {
+        "rgb": Image.fromarray(base, "RGB"),
+        "rgba": Image.fromarray(np.dstack([base, rng.integers(0, 256, base.shape[:2], dtype=np.uint8)]), "RGBA"),
+        "gray": Image.fromarray(base[..., 0], "L"),
+        "palette": Image.fromarray(base, "RGB").quantize(colors=37),
+        "gray16": Image.fromarray((base[..., 1].astype(np.uint16) * 257 + 3), "I;16"),
+    }
+    tensors = {}
+    for name, im in variants.items():
+        path = folder / f"{name}.png"
+        im.save(path, optimize=(name == "rgb"), compress_level=9)
+        back = Image.open(path)
+        tensors[f"{name}/rgb"] = torch.from_numpy(np.asarray(back.convert("RGB"), dtype=np.uint8).copy())
+    src = Image.open(folder / "rgb.png").convert("RGB")
+    gray = Image.open(folder / "gray.png")
+    for (w, h) in ((16, 32), (29, 16), (64, 80), (8, 8), (29, 37)):
+        tensors[f"lanczos/rgb_{w}x{h}"] = torch.from_numpy(np.asarray(src.resize((w, h), Image.LANCZOS)).copy())
+        tensors[f"lanczos/gray_{w}x{h}"] = torch.from_numpy(np.asarray(gray.resize((w, h), Image.LANCZOS)).copy())
+    tensors["convert_l/from_rgb"] = torch.from_numpy(np.asarray(src.convert("L")).copy())
+    save_file(tensors, str(folder / "expected.safetensors"))
+
+
 def write_manifest() -> None:
     files = sorted(p for p in FIXTURES.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
     manifest = {
@@ -304,13 +333,14 @@ def write_manifest() -> None:
 
 
 def main() -> None:
-    for sub in ("records", "safetensors", "tokenizer", "keys"):
+    for sub in ("records", "safetensors", "tokenizer", "keys", "images"):
         shutil.rmtree(FIXTURES / sub, ignore_errors=True)
     with tempfile.TemporaryDirectory() as scratch:
         tok = clip_tokenizer(Path(scratch))
     write_tokenizer_fixture(FIXTURES / "tokenizer", tok)
     write_dtype_fixture(FIXTURES / "safetensors")
     write_key_lists(FIXTURES / "keys")
+    write_image_fixtures(FIXTURES / "images")
     for name, is512, seed in (("tiny-256", False, SEED), ("tiny-512", True, SEED + 1)):
         pipe = build_pipeline(tiny_transformer_config(resolution_512=is512), tiny_vq_config(), tiny_text_config(), tok,
                               seed, transformer_gains=TRANSFORMER_GAINS, vq_gains=VQ_GAINS)

@@ -16,10 +16,11 @@ struct VerifyCommandTests {
         #expect(report["pass"]?.boolValue == true)
         let cases = try #require(report["cases"]?.arrayValue)
         #expect(cases.allSatisfy { $0["name"] != nil && $0["kind"] != nil && $0["metrics"] != nil && $0["pass"] != nil })
-        // Pipeline cases are reported as skipped, never as passes.
+        // Every case runs, pipelines included, and they report per-step token agreement.
+        #expect(cases.allSatisfy { $0["status"]?.stringValue == "pass" && $0["pass"]?.boolValue == true })
         for c in cases where ["text_to_image", "image_to_image", "inpaint"].contains(c["kind"]?.stringValue ?? "") {
-            #expect(c["status"]?.stringValue == "skipped")
-            #expect(c["pass"] == .null)
+            #expect(c["token_agreement_per_step"]?.arrayValue?.isEmpty == false)
+            #expect(c["first_diverging_step"] == .null)
         }
     }
 

@@ -1,0 +1,58 @@
+// `amused generate` end to end on the tiny fixture model: the PNG it writes holds the pixels diffusers produced
+// for the same prompt and seed (record tiny-256, case t2i_b1_cfg, and inpainting from PNG inputs).
+
+import AmusedImage
+import AmusedRead
+import AmusedTestSupport
+import Foundation
+import Testing
+
+@Suite("amused generate", .serialized)
+struct GenerateCommandTests {
+    func recordPixels(_ record: String, _ name: String) throws -> [UInt8] {
+        let file = try SafetensorsFile(path: FixturePaths.path("records/\(record)/record.safetensors"))
+        return try file.tensor(named: name).int64s().map { UInt8($0) }
+    }
+
+    func maxDifference(_ a: [UInt8], _ b: [UInt8]) -> Int {
+        zip(a, b).map { abs(Int($0) - Int($1)) }.max() ?? 0
+    }
+
+    @Test func textToImageMatchesDiffusers() throws {
+        let scratch = try ScratchFolder()
+        let out = scratch.path + "/cat.png"
+        let result = try runAmused(["generate", "--model", FixturePaths.path("records/tiny-256/model"),
+                                    "--prompt", "a photo of a cat", "--seed", "0", "--out", out])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("s/step"))
+        let image = try PNG.decode([UInt8](try Data(contentsOf: URL(fileURLWithPath: out))))
+        #expect(image.width == 32 && image.height == 32)
+        // Same tokens at every step (checked in the parity tests); pixels within one uint8 level.
+        #expect(maxDifference(image.pixels, try recordPixels("tiny-256", "t2i_b1_cfg/image")) <= 1)
+    }
+
+    @Test func inpaintingFromPNGFilesMatchesDiffusers() throws {
+        let scratch = try ScratchFolder()
+        let file = try SafetensorsFile(path: FixturePaths.path("records/tiny-512/record.safetensors"))
+        let initImage = try file.tensor(named: "inpaint_b1_cfg/init_image")
+        let mask = try file.tensor(named: "inpaint_b1_cfg/mask")
+        try scratch.write("init.png", PNG.encode(Image8(width: initImage.shape[2], height: initImage.shape[1], channels: 3,
+                                                        pixels: try initImage.int64s().map { UInt8($0) })))
+        try scratch.write("mask.png", PNG.encode(Image8(width: mask.shape[2], height: mask.shape[1], channels: 1,
+                                                        pixels: try mask.int64s().map { UInt8($0) })))
+        let out = scratch.path + "/out.png"
+        let result = try runAmused(["generate", "--model", FixturePaths.path("records/tiny-512/model"),
+                                    "--prompt", "a photo of a cat", "--seed", "6", "--init-image",
+                                    scratch.path + "/init.png", "--mask", scratch.path + "/mask.png", "--out", out])
+        #expect(result.status == 0, "\(result.stderr)")
+        let image = try PNG.decode([UInt8](try Data(contentsOf: URL(fileURLWithPath: out))))
+        #expect(maxDifference(image.pixels, try recordPixels("tiny-512", "inpaint_b1_cfg/image")) <= 1)
+    }
+
+    @Test func maskWithoutInitImageIsAUsageError() throws {
+        let result = try runAmused(["generate", "--model", FixturePaths.path("records/tiny-256/model"), "--prompt", "x",
+                                    "--mask", "m.png", "--out", "/tmp/never.png"])
+        #expect(result.status == 64)
+        #expect(!FileManager.default.fileExists(atPath: "/tmp/never.png"))
+    }
+}
