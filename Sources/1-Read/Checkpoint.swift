@@ -33,11 +33,14 @@ public enum WeightFormat: String, Sendable {
         do { head = try file.read(at: 0, count: min(16, file.byteCount)) } catch {
             throw ReadError.from(error, path: path)
         }
+        // The name decides first: a safetensors file starts with its header length, whose bytes can be anything
+        // (a length of 128 + 256k starts with 0x80, the pickle protocol opcode).
+        if path.hasSuffix(".safetensors") { return .safetensors }
         if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) { return .zip }
         if head.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) { return .hdf5 }
         if head.starts(with: Array("GGUF".utf8)) { return .gguf }
+        if head.count >= 9 && [UInt8(ascii: "{"), 0x20, 0x0A, 0x09, 0x0D].contains(head[8]) { return .safetensors }
         if head.first == 0x80 { return .legacyPickle }
-        if path.hasSuffix(".safetensors") || (head.count >= 9 && head[8] == UInt8(ascii: "{")) { return .safetensors }
         throw ReadError(.unsupported, path: path, offset: 0, "not a recognised weights format "
             + "(safetensors, a safetensors index, PyTorch zip, HDF5, NumPy .npz or GGUF)")
     }

@@ -124,3 +124,21 @@ struct FixtureManifestTests {
         #expect(sizes.reduce(0, +) < 30 << 20)
     }
 }
+
+@Suite("format detection")
+struct FormatDetectionTests {
+    /// A safetensors header length whose first byte is 0x80 (the pickle PROTO opcode) is still safetensors: found by
+    /// a random record whose transformer header was 0x...80 bytes long.
+    @Test func safetensorsWhoseLengthStartsLikeAPickle() throws {
+        let scratch = try ScratchFolder()
+        var header = #"{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#
+        header += String(repeating: " ", count: 128 - header.utf8.count)
+        var bytes: [UInt8] = [0x80, 0, 0, 0, 0, 0, 0, 0] + Array(header.utf8) + [7]
+        let named = try scratch.write("a.safetensors", bytes)
+        #expect(try WeightFormat.detect(path: named) == .safetensors)
+        let unnamed = try scratch.write("weights", bytes)
+        #expect(try WeightFormat.detect(path: unnamed) == .safetensors)
+        bytes[8] = 0x7D  // no JSON after the length: the pickle guess stands
+        #expect(try WeightFormat.detect(path: try scratch.write("other", bytes)) == .legacyPickle)
+    }
+}
