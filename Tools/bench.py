@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--pipeline", action="store_true",
+                    help="also time a full 12-step guided text-to-image generation (diffusers vs amused generate)")
     args = ap.parse_args()
     model = Path(args.model)
     if not (model / "transformer").exists():
@@ -95,6 +97,34 @@ def main() -> None:
         gf = results[name]["flops"] / 1e9
         print(f"{label:<28}{tt:>11.2f}{st:>10.2f}{st / tt:>8.2f}{gf:>9.1f}{gf / tt:>12.1f}{gf / st:>12.1f}"
               f"{swift[name]['peak_rss_mib']:>12} MiB")
+    if args.pipeline:
+        bench_pipeline(model, binary, args.threads)
+
+
+def bench_pipeline(model: Path, binary: Path, threads: int) -> None:
+    """A whole 12-step, guidance-10 text-to-image generation at the model's size, seed 0: diffusers' AmusedPipeline
+    against `amused generate` (each timed end to end after loading; the Swift figure is its own summary line)."""
+    from diffusers import AmusedPipeline
+
+    torch.set_num_threads(threads)
+    pipe = AmusedPipeline.from_pretrained(str(model))
+    pipe.set_progress_bar_config(disable=True)
+    prompt = "a photo of a cat"
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        pipe(prompt, num_inference_steps=12, guidance_scale=10.0, generator=torch.Generator().manual_seed(0))
+    torch_seconds = time.perf_counter() - t0
+    del pipe
+    out = subprocess.run([str(binary), "generate", "--model", str(model), "--prompt", prompt, "--seed", "0",
+                          "--out", "/tmp/amused-bench.png"], check=True, capture_output=True, text=True).stderr
+    # "generated 1 image(s) 256×256 in T s: 12 steps at S s/step, text+VQ V s → …"; the load time is excluded by
+    # taking steps × S + V.
+    parts = out.split("steps at ")[1]
+    per_step = float(parts.split(" s/step")[0])
+    other = float(parts.split("text+VQ ")[1].split(" s")[0])
+    swift_seconds = 12 * per_step + other
+    print(f"{'12-step guided text-to-image':<28}{torch_seconds:>11.2f}{swift_seconds:>10.2f}"
+          f"{swift_seconds / torch_seconds:>8.2f}   (Swift: {per_step:.2f} s/step + {other:.2f} s text/VQ)")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,12 @@ struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check a checkpoint against a PyTorch reference record, case by case.",
         discussion: """
-            Runs every text_encoder, transformer, vq_decode and vq_encode case of the record (format: \
-            shared/spec/reference-record.md) through the Swift graph and prints, per case, pass/fail, max and mean \
-            absolute error, cosine similarity, and the first tensor out of tolerance. Pipeline cases are reported \
-            as skipped in this version. Exit codes: 0 all cases pass, 3 parity failed, 1 bad input.
+            Runs every case of the record (format: shared/spec/reference-record.md) through the Swift graph and \
+            prints, per case, pass/fail, max and mean absolute error, cosine similarity, and the first tensor out of \
+            tolerance. text_encoder, transformer, vq_decode and vq_encode cases compare outputs; text_to_image, \
+            image_to_image and inpaint cases replay the sampler seed for seed and report the token agreement after \
+            every step, the first diverging step and position, and the final pixel difference in uint8 levels. \
+            Unknown kinds are reported as skipped. Exit codes: 0 all cases pass, 3 parity failed, 1 bad input.
             With --trace DIR, each case's named intermediate activations are written to DIR/<case>.swift.safetensors; \
             when DIR also holds DIR/<case>.torch.safetensors (from Tools/trace_reference.py) the first layer that \
             diverges is printed.
