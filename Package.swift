@@ -22,6 +22,8 @@ let package = Package(
                        providers: [.apt(["libzstd-dev"]), .brew(["zstd"])]),
         .systemLibrary(name: "CHDF5", path: "Sources/C/CHDF5", pkgConfig: "hdf5",
                        providers: [.apt(["libhdf5-dev"]), .brew(["hdf5"])]),
+        // JPEG decoding through libjpeg-turbo (libjpeg-dev), the decoder Pillow uses.
+        .target(name: "CJPEG", path: "Sources/C/CJPEG", linkerSettings: [.linkedLibrary("jpeg")]),
         .systemLibrary(name: "COpenBLAS", path: "Sources/C/COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
 
@@ -40,7 +42,7 @@ let package = Package(
         .target(name: "AmusedVerify", dependencies: ["AmusedTensors", "AmusedRead", "AmusedBind", "AmusedModel"],
                 path: "Sources/6-Verify", resources: [.copy("tolerance-profiles.json")]),
         // Images in and out of the pipelines: PNG, Pillow-compatible Lanczos resampling, bounded inflate.
-        .target(name: "AmusedImage", path: "Sources/Image"),
+        .target(name: "AmusedImage", dependencies: ["CJPEG"], path: "Sources/Image"),
         // The one door to BLAS and the numeric kernels (OpenBLAS on Linux, Accelerate on Apple platforms).
         .target(name: "AmusedKernels",
                 dependencies: [.target(name: "COpenBLAS", condition: .when(platforms: [.linux]))],

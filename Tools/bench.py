@@ -86,8 +86,17 @@ def main() -> None:
         results["vq_decode"] = {"torch": timed(decode, args.runs), "flops": flops(decode)}
         del vq
 
-    swift = json.loads(subprocess.run([str(binary), "bench", str(model), "--batch", str(args.batch), "--runs",
-                                       str(args.runs), "--json"], check=True, capture_output=True, text=True).stdout)
+    def swift_bench(env=None):
+        return json.loads(subprocess.run([str(binary), "bench", str(model), "--batch", str(args.batch), "--runs",
+                                          str(args.runs), "--json"], check=True, capture_output=True, text=True,
+                                         env=env).stdout)
+
+    swift = swift_bench()
+    # The workplace pins OPENBLAS_CORETYPE (older OpenBLAS misbehaves on some CPUs); also measure this command with
+    # both OpenBLAS variables unset, so OpenBLAS picks its kernels itself, as on a user's machine.
+    pinned = os.environ.get("OPENBLAS_CORETYPE")
+    auto = swift_bench({k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}) \
+        if pinned else None
     print(f"model {model}, {args.threads} threads, torch {torch.__version__}, best of {args.runs} runs after a warm-up")
     print(f"{'part':<28}{'PyTorch s':>11}{'Swift s':>10}{'ratio':>8}{'GFLOP':>9}{'torch GF/s':>12}{'Swift GF/s':>12}"
           f"{'Swift peak RSS':>16}")
@@ -97,6 +106,10 @@ def main() -> None:
         gf = results[name]["flops"] / 1e9
         print(f"{label:<28}{tt:>11.2f}{st:>10.2f}{st / tt:>8.2f}{gf:>9.1f}{gf / tt:>12.1f}{gf / st:>12.1f}"
               f"{swift[name]['peak_rss_mib']:>12} MiB")
+        if auto:
+            at = float(auto[name]["best_seconds"])
+            print(f"{'  same, OpenBLAS auto kernels':<28}{tt:>11.2f}{at:>10.2f}{at / tt:>8.2f}{gf:>9.1f}{gf / tt:>12.1f}"
+                  f"{gf / at:>12.1f}{auto[name]['peak_rss_mib']:>12} MiB")
     if args.pipeline:
         bench_pipeline(model, binary, args.threads)
 
@@ -115,15 +128,25 @@ def bench_pipeline(model: Path, binary: Path, threads: int) -> None:
         pipe(prompt, num_inference_steps=12, guidance_scale=10.0, generator=torch.Generator().manual_seed(0))
     torch_seconds = time.perf_counter() - t0
     del pipe
-    out = subprocess.run([str(binary), "generate", "--model", str(model), "--prompt", prompt, "--seed", "0",
-                          "--out", "/tmp/amused-bench.png"], check=True, capture_output=True, text=True).stderr
+    def swift_generate(env=None):
+        return subprocess.run([str(binary), "generate", "--model", str(model), "--prompt", prompt, "--seed", "0",
+                               "--out", "/tmp/amused-bench.png"], check=True, capture_output=True, text=True,
+                              env=env).stderr
+
+    report(torch_seconds, swift_generate(), "12-step guided text-to-image")
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+        report(torch_seconds, swift_generate(env), "  same, OpenBLAS auto kernels")
+
+
+def report(torch_seconds: float, out: str, label: str) -> None:
     # "generated 1 image(s) 256×256 in T s: 12 steps at S s/step, text+VQ V s → …"; the load time is excluded by
     # taking steps × S + V.
     parts = out.split("steps at ")[1]
     per_step = float(parts.split(" s/step")[0])
     other = float(parts.split("text+VQ ")[1].split(" s")[0])
     swift_seconds = 12 * per_step + other
-    print(f"{'12-step guided text-to-image':<28}{torch_seconds:>11.2f}{swift_seconds:>10.2f}"
+    print(f"{label:<28}{torch_seconds:>11.2f}{swift_seconds:>10.2f}"
           f"{swift_seconds / torch_seconds:>8.2f}   (Swift: {per_step:.2f} s/step + {other:.2f} s text/VQ)")
 
 

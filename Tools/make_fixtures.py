@@ -310,6 +310,13 @@ def write_image_fixtures(folder: Path) -> None:
         im.save(path, optimize=(name == "rgb"), compress_level=9)
         back = Image.open(path)
         tensors[f"{name}/rgb"] = torch.from_numpy(np.asarray(back.convert("RGB"), dtype=np.uint8).copy())
+    # JPEGs as cameras and PIL write them (4:2:0 chroma subsampling, and 4:4:4), decoded by PIL.
+    for name, subsampling, quality in (("photo420", 2, 85), ("photo444", 0, 95)):
+        path = folder / f"{name}.jpg"
+        Image.fromarray(base, "RGB").save(path, quality=quality, subsampling=subsampling)
+        tensors[f"{name}/rgb"] = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.uint8).copy())
+    Image.fromarray(base[..., 0], "L").save(folder / "gray.jpg", quality=90)
+    tensors["grayjpg/rgb"] = torch.from_numpy(np.asarray(Image.open(folder / "gray.jpg").convert("RGB")).copy())
     src = Image.open(folder / "rgb.png").convert("RGB")
     gray = Image.open(folder / "gray.png")
     for (w, h) in ((16, 32), (29, 16), (64, 80), (8, 8), (29, 37)):

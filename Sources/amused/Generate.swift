@@ -43,13 +43,13 @@ struct Generate: ParsableCommand {
     @Option(help: "Images per prompt.")
     var imagesPerPrompt = 1
 
-    @Option(help: "An init image (PNG) for image-to-image or inpainting.")
+    @Option(help: "An init image (PNG or JPEG) for image-to-image or inpainting.")
     var initImage: String?
 
     @Option(help: "How much of the schedule to run on the init image (0–1).")
     var strength: Double?
 
-    @Option(help: "Inpainting mask (PNG, white = repaint); needs --init-image.")
+    @Option(help: "Inpainting mask (PNG or JPEG, white = repaint); needs --init-image.")
     var mask: String?
 
     @Option(help: "Micro-conditioning aesthetic score.")
@@ -103,7 +103,7 @@ struct Generate: ParsableCommand {
         request.reproducible = !fastRng
         request.strength = strength
         if let initImage {
-            var image = try PNG.decode(try readBytes(initImage), path: initImage)
+            var image = try decodeImage(try readBytes(initImage), path: initImage)
             // diffusers floors each side to a multiple of the VQ scale and resizes with Lanczos when it changed.
             let w = image.width - image.width % f, h = image.height - image.height % f
             guard w > 0, h > 0 else { throw ImageError(path: initImage, "image is smaller than \(f)×\(f)") }
@@ -120,7 +120,7 @@ struct Generate: ParsableCommand {
                     throw ImageError(path: mask, "the token grid \(gw)×\(gh) is not a multiple of \(f), which "
                         + "diffusers' inpainting cannot handle either; use an image whose sides are multiples of \(f * f)")
                 }
-                let m = try PNG.decode(try readBytes(mask), path: mask, grayscale: true).resized(width: gw, height: gh)
+                let m = try decodeImage(try readBytes(mask), path: mask, grayscale: true).resized(width: gw, height: gh)
                 request.mask = Array((0..<prompt.count).map { _ in m.pixels }.joined())
             }
         }

@@ -29,6 +29,25 @@ struct ImageTests {
         #expect(mismatches == 0 && image.pixels.count == expected.count)
     }
 
+    /// JPEGs decode to exactly the pixels Pillow gives (both use libjpeg-turbo's default islow IDCT and fancy
+    /// upsampling): 4:2:0 and 4:4:4 colour, and grayscale.
+    @Test(arguments: [("photo420", "photo420"), ("photo444", "photo444"), ("gray", "grayjpg")])
+    func jpegDecodesLikePIL(file: String, key: String) throws {
+        let data = [UInt8](try Data(contentsOf: URL(fileURLWithPath: FixturePaths.path("images/\(file).jpg"))))
+        let image = try decodeImage(data, path: file)
+        let (expected, shape) = try pixels("\(key)/rgb")
+        #expect([image.height, image.width, image.channels] == shape)
+        let mismatches = zip(image.pixels, expected).filter { $0 != $1 }.count
+        #expect(mismatches == 0 && image.pixels.count == expected.count, "\(mismatches) differing samples")
+    }
+
+    @Test func damagedJPEGIsAnErrorNotACrash() throws {
+        let data = [UInt8](try Data(contentsOf: URL(fileURLWithPath: FixturePaths.path("images/photo420.jpg"))))
+        let error = try #require(throws: ImageError.self) { try JPEG.decode(Array(data.prefix(300)), path: "cut.jpg") }
+        #expect(error.path == "cut.jpg")
+        #expect(throws: ImageError.self) { try decodeImage([1, 2, 3, 4], path: "x") }
+    }
+
     /// 16-bit samples keep their high byte, as PIL does for 16-bit RGB. (PIL clips 16-bit grayscale to 255 instead,
     /// which turns almost every pixel white; that difference is deliberate.) gray16.png holds G·257 + 3.
     @Test func sixteenBitKeepsTheHighByte() throws {
