@@ -42,7 +42,7 @@ let package = Package(
         .target(name: "AmusedVerify", dependencies: ["AmusedTensors", "AmusedRead", "AmusedBind", "AmusedModel"],
                 path: "Sources/6-Verify", resources: [.copy("tolerance-profiles.json")]),
         // Images in and out of the pipelines: PNG, Pillow-compatible Lanczos resampling, bounded inflate.
-        .target(name: "AmusedImage", dependencies: ["CJPEG"], path: "Sources/Image"),
+        .target(name: "AmusedImage", dependencies: ["AmusedTensors", "CJPEG"], path: "Sources/Image"),
         // The one door to BLAS and the numeric kernels (OpenBLAS on Linux, Accelerate on Apple platforms).
         .target(name: "AmusedKernels",
                 dependencies: [.target(name: "COpenBLAS", condition: .when(platforms: [.linux]))],
@@ -66,7 +66,7 @@ let package = Package(
                     dependencies: ["AmusedModel", "AmusedBind", "AmusedVerify", "AmusedRead", "AmusedTensors",
                                    "AmusedTestSupport"],
                     path: "Tests/AmusedModelTests"),
-        .testTarget(name: "AmusedImageTests", dependencies: ["AmusedImage", "AmusedRead", "AmusedTestSupport"],
+        .testTarget(name: "AmusedImageTests", dependencies: ["AmusedImage", "AmusedRead", "AmusedTensors", "AmusedTestSupport"],
                     path: "Tests/AmusedImageTests"),
         .testTarget(name: "AmusedKernelsTests", dependencies: ["AmusedKernels"],
                     path: "Tests/AmusedKernelsTests"),

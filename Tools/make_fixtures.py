@@ -326,6 +326,95 @@ def write_image_fixtures(folder: Path) -> None:
     save_file(tensors, str(folder / "expected.safetensors"))
 
 
+def write_format_fixtures(folder: Path) -> None:
+    """Weights written by the real Python writers — torch.save (zip + pickle), numpy.savez / savez_compressed,
+    gguf-py — and the values those libraries read back, for the readers' conformance tests."""
+    import gguf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(SEED)
+    expected: dict[str, torch.Tensor] = {}
+
+    # PyTorch: a module's state_dict (OrderedDict + _metadata BUILD), shared storages, transposed and sliced views,
+    # every float and integer dtype, a scalar and an empty tensor.
+    lin = torch.nn.Linear(3, 4)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(4, 3, generator=g))
+        lin.bias.copy_(torch.randn(4, generator=g))
+    sd = lin.state_dict()
+    base = torch.randn(6, 5, generator=g)
+    sd["shared.a"] = base
+    sd["shared.b"] = base  # the same storage twice
+    sd["view.transposed"] = base.t()  # strides (1, 5)
+    sd["view.slice"] = base[2:5, 1:4]  # offset 11, strides (5, 1)
+    sd["view.row"] = base[3]  # offset 15
+    for name, dt in (("f16", torch.float16), ("bf16", torch.bfloat16), ("f64", torch.float64)):
+        sd[f"dtype.{name}"] = torch.randn(2, 3, generator=g).to(dt)
+    sd["dtype.i64"] = torch.tensor([0, -1, 2**40, -(2**63), 2**63 - 1])
+    sd["dtype.i32"] = torch.tensor([0, -1, 2**31 - 1], dtype=torch.int32)
+    sd["dtype.i16"] = torch.tensor([0, -1, 32767], dtype=torch.int16)
+    sd["dtype.i8"] = torch.tensor([0, -1, 127, -128], dtype=torch.int8)
+    sd["dtype.u8"] = torch.tensor([0, 255], dtype=torch.uint8)
+    sd["dtype.bool"] = torch.tensor([True, False])
+    sd["scalar"] = torch.tensor(2.5)
+    sd["empty"] = torch.zeros(0, 3)
+    torch.save(sd, folder / "state_dict.pt")
+    back = torch.load(folder / "state_dict.pt", weights_only=True)
+    for k, v in back.items():
+        expected[f"torch/{k}"] = v.contiguous().clone()
+    # The pre-1.6 format is a bare pickle stream (torch's own legacy writer embeds object ids, so it is not
+    # reproducible; its first bytes are these).
+    import pickle
+    (folder / "legacy.pt").write_bytes(pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2))
+
+    # NumPy .npz, stored and deflated: Fortran order, big-endian, 0-d, bool, ints.
+    arrays = {
+        "f32": np.arange(12, dtype=np.float32).reshape(3, 4) / 3,
+        "f64": np.linspace(-1, 1, 5),
+        "fortran": np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3)),
+        "big_endian": np.arange(4, dtype=">f4") * 1.5,
+        "i64": np.array([-(2**62), 7], dtype=np.int64),
+        "u8": np.array([[1, 2], [3, 255]], dtype=np.uint8),
+        "flag": np.array([True, False, True]),
+        "zero_d": np.array(3.25, dtype=np.float32),
+    }
+    np.savez(folder / "stored.npz", **arrays)
+    np.savez_compressed(folder / "compressed.npz", **arrays)
+    for k, v in np.load(folder / "stored.npz").items():
+        expected[f"npz/{k}"] = torch.from_numpy(v.astype(v.dtype.newbyteorder("="), order="C"))  # keeps 0-d
+
+    # GGUF v3 by gguf-py: F32, F16, Q8_0, Q4_0 tensors, metadata of several types, custom alignment.
+    writer = gguf.GGUFWriter(str(folder / "model.gguf"), "amused-test")
+    writer.add_uint32("test.count", 7)
+    writer.add_float32("test.scale", 0.5)
+    writer.add_string("test.name", "tiny")
+    writer.add_array("test.ids", [3, 1, 4, 1, 5])
+    writer.add_bool("test.flag", True)
+    writer.add_custom_alignment(64)
+    values = {
+        "f32": torch.randn(4, 8, generator=g).numpy(),
+        "f16": torch.randn(3, 32, generator=g).numpy().astype(np.float16),
+        "q8": torch.randn(2, 64, generator=g).numpy(),
+        "q4": torch.randn(2, 64, generator=g).numpy(),
+    }
+    writer.add_tensor("f32", values["f32"])
+    writer.add_tensor("f16", values["f16"])
+    writer.add_tensor("q8", gguf.quants.quantize(values["q8"], gguf.GGMLQuantizationType.Q8_0),
+                      raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    writer.add_tensor("q4", gguf.quants.quantize(values["q4"], gguf.GGMLQuantizationType.Q4_0),
+                      raw_dtype=gguf.GGMLQuantizationType.Q4_0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    reader = gguf.GGUFReader(str(folder / "model.gguf"))
+    for t in reader.tensors:
+        shape = list(reversed([int(d) for d in t.shape]))  # GGUF lists dims fastest first
+        deq = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32).reshape(shape)
+        expected[f"gguf/{t.name}"] = torch.from_numpy(deq.copy())
+    save_file(expected, str(folder / "expected.safetensors"))
+
+
 def write_manifest() -> None:
     files = sorted(p for p in FIXTURES.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
     manifest = {
@@ -340,7 +429,7 @@ def write_manifest() -> None:
 
 
 def main() -> None:
-    for sub in ("records", "safetensors", "tokenizer", "keys", "images"):
+    for sub in ("records", "safetensors", "tokenizer", "keys", "images", "formats"):
         shutil.rmtree(FIXTURES / sub, ignore_errors=True)
     with tempfile.TemporaryDirectory() as scratch:
         tok = clip_tokenizer(Path(scratch))
@@ -348,6 +437,7 @@ def main() -> None:
     write_dtype_fixture(FIXTURES / "safetensors")
     write_key_lists(FIXTURES / "keys")
     write_image_fixtures(FIXTURES / "images")
+    write_format_fixtures(FIXTURES / "formats")
     for name, is512, seed in (("tiny-256", False, SEED), ("tiny-512", True, SEED + 1)):
         pipe = build_pipeline(tiny_transformer_config(resolution_512=is512), tiny_vq_config(), tiny_text_config(), tok,
                               seed, transformer_gains=TRANSFORMER_GAINS, vq_gains=VQ_GAINS)

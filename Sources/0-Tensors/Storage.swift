@@ -90,8 +90,8 @@ public final class MappedFile: @unchecked Sendable {
         }
     }
 
-    /// The mapped bytes `range`, which the caller has checked lies inside the file.
-    func pointer(at offset: Int) -> UnsafeRawPointer {
+    /// The address of byte `offset`, which the caller has checked lies inside the file.
+    public func pointer(at offset: Int) -> UnsafeRawPointer {
         guard let base else { return UnsafeRawPointer(bitPattern: 0x1)! }  // empty file: only empty views exist
         return base + offset
     }

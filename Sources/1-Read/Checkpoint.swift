@@ -51,10 +51,18 @@ public func openWeights(path: String, mapData: Bool = true) throws(ReadError) ->
     switch try WeightFormat.detect(path: path) {
     case .safetensors: return try SafetensorsFile(path: path, mapData: mapData)
     case .shardedSafetensors: return try ShardedSafetensors(indexPath: path, mapData: mapData)
+    case .zip:
+        // torch.save archives hold `<dir>/data.pkl`; numpy.savez archives hold only `.npy` members.
+        let names = try ZipArchive(path: path).entries.map(\.name)
+        if names.contains(where: { $0.hasSuffix("/data.pkl") || $0 == "data.pkl" }) { return try PyTorchCheckpoint(path: path) }
+        if !names.isEmpty && names.allSatisfy({ $0.hasSuffix(".npy") }) { return try NumpyArchive(path: path) }
+        throw ReadError(.unsupported, path: path, offset: 0, "a zip archive that is neither torch.save's nor numpy.savez's")
+    case .gguf: return try GGUFFile(path: path)
     case let other:
         throw ReadError(.unsupported, path: path, offset: 0,
-                        "\(other.rawValue) files are recognised but not read yet; convert to safetensors first "
-                            + "(the PyTorch, HDF5, NumPy and GGUF readers are on the roadmap)")
+                        other == .legacyPickle
+                            ? "a pre-1.6 torch.save file (bare pickle) is not read; re-save it with a current torch.save"
+                            : "\(other.rawValue) files are recognised but not read yet; convert to safetensors first")
     }
 }
 
@@ -187,11 +195,10 @@ public struct Checkpoint: Sendable {
             throw ReadError(.inconsistent, path: folder, "no \(variant!) variant weights here; drop --variant "
                 + "or choose one of: " + listing.filter { $0.hasSuffix(".safetensors") }.joined(separator: ", "))
         }
+        for candidate in ["diffusion_pytorch_model\(infix).bin", "pytorch_model\(infix).bin", "model\(infix).bin"]
+            where listing.contains(candidate) { return folder + "/" + candidate }
         let other = listing.filter { [".bin", ".pt", ".pth", ".ckpt", ".h5", ".npz", ".gguf"].contains(where: $0.hasSuffix) }
-        if let first = other.first {
-            throw ReadError(.unsupported, path: folder + "/" + first,
-                            "weights in this format are recognised but not read yet; convert to safetensors first")
-        }
+        if other.count == 1 { return folder + "/" + other[0] }
         return nil
     }
 

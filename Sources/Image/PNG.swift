@@ -1,3 +1,5 @@
+import AmusedTensors
+
 // PNG (ISO/IEC 15948) reading and writing for the pipelines' inputs and outputs. Reading validates every chunk's
 // length and CRC, caps the image size before allocating, and inflates with a bound; writing uses stored DEFLATE
 // blocks (no compression library needed) and is byte-for-byte deterministic.
@@ -31,18 +33,8 @@ public enum PNG {
     public static let maxPixels = 1 << 26
     static let signature: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]
 
-    /// CRC-32 (ISO 3309) of `bytes`.
-    public static func crc32<C: Collection>(_ bytes: C, initial: UInt32 = 0) -> UInt32 where C.Element == UInt8 {
-        var crc = ~initial
-        for b in bytes { crc = crcTable[Int((crc ^ UInt32(b)) & 0xFF)] ^ (crc >> 8) }
-        return ~crc
-    }
-
-    static let crcTable: [UInt32] = (0..<256).map { n -> UInt32 in
-        var c = UInt32(n)
-        for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
-        return c
-    }
+    /// CRC-32 (ISO 3309) of `bytes`, as PNG chunks carry it.
+    public static func crc32<C: Collection>(_ bytes: C) -> UInt32 where C.Element == UInt8 { CRC32.checksum(bytes) }
 
     /// Decodes `data` (from `path`, for messages) to 8-bit RGB, or to grayscale when `grayscale` is set (PIL's
     /// `convert("L")` of the RGB image for colour inputs). Alpha is dropped, as PIL's `convert("RGB")` does.
