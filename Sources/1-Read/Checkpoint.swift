@@ -36,6 +36,7 @@ public enum WeightFormat: String, Sendable {
         // The name decides first: a safetensors file starts with its header length, whose bytes can be anything
         // (a length of 128 + 256k starts with 0x80, the pickle protocol opcode).
         if path.hasSuffix(".safetensors") { return .safetensors }
+        if path.hasSuffix(".gguf") { return .gguf }
         if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) { return .zip }
         if head.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) { return .hdf5 }
         if head.starts(with: Array("GGUF".utf8)) { return .gguf }
@@ -52,7 +53,10 @@ public func openWeights(path: String, mapData: Bool = true) throws(ReadError) ->
     case .safetensors: return try SafetensorsFile(path: path, mapData: mapData)
     case .shardedSafetensors: return try ShardedSafetensors(indexPath: path, mapData: mapData)
     case .zip:
-        // torch.save archives hold `<dir>/data.pkl`; numpy.savez archives hold only `.npy` members.
+        // By name first, then by content: torch.save archives hold `<dir>/data.pkl`; numpy.savez archives hold
+        // only `.npy` members.
+        if [".pt", ".pth", ".bin", ".ckpt"].contains(where: path.hasSuffix) { return try PyTorchCheckpoint(path: path) }
+        if path.hasSuffix(".npz") { return try NumpyArchive(path: path) }
         let names = try ZipArchive(path: path).entries.map(\.name)
         if names.contains(where: { $0.hasSuffix("/data.pkl") || $0 == "data.pkl" }) { return try PyTorchCheckpoint(path: path) }
         if !names.isEmpty && names.allSatisfy({ $0.hasSuffix(".npy") }) { return try NumpyArchive(path: path) }
