@@ -412,6 +412,7 @@ def write_format_fixtures(folder: Path) -> None:
         shape = list(reversed([int(d) for d in t.shape]))  # GGUF lists dims fastest first
         deq = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32).reshape(shape)
         expected[f"gguf/{t.name}"] = torch.from_numpy(deq.copy())
+    expected["gguf_source/q8"] = torch.from_numpy(values["q8"].copy())  # before gguf-py quantized it
     save_file(expected, str(folder / "expected.safetensors"))
 
 

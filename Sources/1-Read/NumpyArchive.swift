@@ -16,44 +16,48 @@ public struct NumpyArchive: TensorSource {
     public var format: WeightFormat { .zip }
     /// Arrays in archive order.
     public let infos: [TensorInfo]
-    private let tensors: [String: Tensor]
+    private let zip: ZipArchive
+    private let members: [String: ZipEntry]
 
-    /// Opens `path` and decodes every member's header (and the data of compressed or big-endian members).
+    /// Opens `path` and validates every member's header. Data is decoded only when a tensor is asked for, so
+    /// reading a compressed archive takes memory on the order of one array, not the file.
     public init(path: String) throws(ReadError) {
         let zip = try ZipArchive(path: path)
         var infos: [TensorInfo] = []
-        var tensors: [String: Tensor] = [:]
+        var members: [String: ZipEntry] = [:]
         for entry in zip.entries {
             guard entry.name.hasSuffix(".npy") else {
                 throw ReadError(.unsupported, path: path, field: entry.name, "member is not a .npy array")
             }
             let name = String(entry.name.dropLast(4))
-            let t: Tensor
-            if entry.method == 0 {
-                let storage = try zip.storedData(entry)
-                t = try Self.array(UnsafeRawBufferPointer(start: storage.baseAddress, count: storage.byteCount),
-                                   storage: storage, path: path, member: entry.name, fileOffset: entry.dataOffset)
-            } else {
-                let bytes = try zip.data(entry)
-                let storage = bytes.withUnsafeBytes { Storage(copying: $0) }
-                t = try Self.array(UnsafeRawBufferPointer(start: storage.baseAddress, count: storage.byteCount),
-                                   storage: storage, path: path, member: entry.name, fileOffset: entry.dataOffset)
-            }
-            tensors[name] = t
+            let t = try Self.load(entry, from: zip, path: path)
+            members[name] = entry
             infos.append(TensorInfo(name: name, dtype: t.dtype, shape: t.shape, fileOffset: entry.dataOffset,
                                     byteCount: t.byteCount, path: path))
         }
         self.path = path
         self.infos = infos
-        self.tensors = tensors
+        self.zip = zip
+        self.members = members
     }
 
-    /// The array called `name`.
+    /// The array called `name` (a view of the file for stored little-endian C-order members; decoded otherwise).
     public func tensor(named name: String) throws(ReadError) -> Tensor {
-        guard let t = tensors[name] else {
+        guard let entry = members[name] else {
             throw ReadError(.inconsistent, path: path, field: name, "no array of this name in the archive")
         }
-        return t
+        return try Self.load(entry, from: zip, path: path)
+    }
+
+    static func load(_ entry: ZipEntry, from zip: ZipArchive, path: String) throws(ReadError) -> Tensor {
+        let storage: Storage
+        if entry.method == 0 {
+            storage = try zip.storedData(entry)
+        } else {
+            storage = try zip.data(entry).withUnsafeBytes { Storage(copying: $0) }
+        }
+        return try array(UnsafeRawBufferPointer(start: storage.baseAddress, count: storage.byteCount),
+                         storage: storage, path: path, member: entry.name, fileOffset: entry.dataOffset)
     }
 
     static let dtypes: [String: DType] = [
