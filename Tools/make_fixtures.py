@@ -326,6 +326,14 @@ def write_image_fixtures(folder: Path) -> None:
     save_file(tensors, str(folder / "expected.safetensors"))
 
 
+def _datasets(f):
+    import h5py
+
+    out = []
+    f.visititems(lambda n, o: out.append(n) if isinstance(o, h5py.Dataset) else None)
+    return out
+
+
 def write_format_fixtures(folder: Path) -> None:
     """Weights written by the real Python writers — torch.save (zip + pickle), numpy.savez / savez_compressed,
     gguf-py — and the values those libraries read back, for the readers' conformance tests."""
@@ -413,6 +421,46 @@ def write_format_fixtures(folder: Path) -> None:
         deq = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32).reshape(shape)
         expected[f"gguf/{t.name}"] = torch.from_numpy(deq.copy())
     expected["gguf_source/q8"] = torch.from_numpy(values["q8"].copy())  # before gguf-py quantized it
+
+    # HDF5 by h5py, as Keras-style weight files are laid out: nested groups, contiguous and chunked + gzip + shuffle
+    # datasets, float32/float64/int32/bool and a big-endian float.
+    import h5py
+
+    # libhdf5 stamps object headers with the time even with track_times off for the root group, so the file is
+    # written to a scratch path and kept only if its contents differ from the committed one (regeneration then
+    # reproduces the committed bytes).
+    target = folder / "weights.h5"
+    committed = REPO / "Fixtures" / "formats" / "weights.h5.keep"
+    with h5py.File(target, "w", libver="earliest", track_order=True) as f:
+        f.attrs["backend"] = "tensorflow"
+        layer = f.create_group("model_weights").create_group("dense")
+        still = dict(track_times=False)  # no timestamps: regenerating gives the same bytes
+        layer.create_dataset("kernel:0", data=torch.randn(3, 4, generator=g).numpy(), **still)
+        layer.create_dataset("bias:0", data=torch.randn(4, generator=g).numpy(), chunks=(2,), compression="gzip",
+                             shuffle=True, **still)
+        f.create_dataset("stats/f64", data=np.linspace(0, 1, 7), **still)
+        f.create_dataset("stats/i32", data=np.array([[1, -2], [3, 2**31 - 1]], dtype=np.int32), **still)
+        f.create_dataset("stats/flag", data=np.array([True, False, True]), **still)
+        f.create_dataset("stats/big_endian", data=np.arange(5, dtype=">f4") / 4, **still)
+    if committed.exists():
+        with h5py.File(target, "r") as new, h5py.File(committed, "r") as old:
+            same = []
+            new.visititems(lambda n, o: same.append(isinstance(o, h5py.Dataset) and n in old
+                                                    and np.array_equal(o[()], old[n][()]) and o.dtype == old[n].dtype
+                                                    and o.chunks == old[n].chunks and o.compression == old[n].compression)
+                           if isinstance(o, h5py.Dataset) else None)
+            keep = all(same) and len(same) == sum(1 for _ in _datasets(old))
+        if keep:
+            shutil.copyfile(committed, target)
+    with h5py.File(folder / "weights.h5", "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                v = obj[()]
+                expected["h5/" + name.replace("/", ".")] = torch.from_numpy(
+                    np.ascontiguousarray(v.astype(v.dtype.newbyteorder("="))))
+        f.visititems(visit)
+    save_file(expected, str(folder / "expected.safetensors"))
+    return
     save_file(expected, str(folder / "expected.safetensors"))
 
 
@@ -430,8 +478,15 @@ def write_manifest() -> None:
 
 
 def main() -> None:
+    h5 = FIXTURES / "formats" / "weights.h5"
+    if h5.exists():
+        shutil.copyfile(h5, FIXTURES / "formats" / "weights.h5.keep")
+        shutil.move(FIXTURES / "formats" / "weights.h5.keep", REPO / "Fixtures" / ".weights.h5.keep")
     for sub in ("records", "safetensors", "tokenizer", "keys", "images", "formats"):
         shutil.rmtree(FIXTURES / sub, ignore_errors=True)
+    (FIXTURES / "formats").mkdir(parents=True, exist_ok=True)
+    if (REPO / "Fixtures" / ".weights.h5.keep").exists():
+        shutil.move(REPO / "Fixtures" / ".weights.h5.keep", FIXTURES / "formats" / "weights.h5.keep")
     with tempfile.TemporaryDirectory() as scratch:
         tok = clip_tokenizer(Path(scratch))
     write_tokenizer_fixture(FIXTURES / "tokenizer", tok)
@@ -464,6 +519,7 @@ def main() -> None:
     save_pipeline(pipe, folder / "model")
     record_pipeline("tiny-variant", pipe, folder, SEED + 2, pipelines=False)
     print(f"wrote {folder}")
+    (FIXTURES / "formats" / "weights.h5.keep").unlink(missing_ok=True)
     write_manifest()
     print("wrote", FIXTURES / "MANIFEST.json")
 

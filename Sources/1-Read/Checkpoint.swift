@@ -62,6 +62,7 @@ public func openWeights(path: String, mapData: Bool = true) throws(ReadError) ->
         if !names.isEmpty && names.allSatisfy({ $0.hasSuffix(".npy") }) { return try NumpyArchive(path: path) }
         throw ReadError(.unsupported, path: path, offset: 0, "a zip archive that is neither torch.save's nor numpy.savez's")
     case .gguf: return try GGUFFile(path: path)
+    case .hdf5: return try HDF5File(path: path)
     case let other:
         throw ReadError(.unsupported, path: path, offset: 0,
                         other == .legacyPickle
