@@ -1,0 +1,113 @@
+// HDF5: h5py's datasets decode to what h5py reads; and the HDF5 part of the hostile-inputs catalogue (§6.4), with
+// the hostile files made here through libhdf5 itself (links, external storage, virtual datasets, plugin filters,
+// compound types), each refused before any data is read.
+
+import AmusedRead
+import AmusedTensors
+import AmusedTestSupport
+import CHDF5
+import Foundation
+import Testing
+
+@Suite("HDF5", .serialized)
+struct HDF5Tests {
+    @Test func h5pyDatasetsMatch() throws {
+        let file = try HDF5File(path: FixturePaths.path("formats/weights.h5"))
+        let expected = try SafetensorsFile(path: FixturePaths.path("formats/expected.safetensors"))
+        let names = expected.names.filter { $0.hasPrefix("h5/") }.map { String($0.dropFirst(3)) }
+        #expect(Set(file.names) == Set(names))
+        for name in names {
+            let ours = try file.tensor(named: name), theirs = try expected.tensor(named: "h5/" + name)
+            #expect(ours.shape == theirs.shape && ours.dtype == theirs.dtype, "\(name)")
+            #expect(try ours.doubles() == theirs.doubles(), "\(name)")
+        }
+    }
+
+    /// Creates an HDF5 file with one float dataset "w" and lets `configure` add the hostile part.
+    func make(_ path: String, dcpl configure: ((hid_t) -> Void)? = nil, extra: ((hid_t) -> Void)? = nil,
+              type: hid_t? = nil) {
+        H5open()
+        let file = H5Fcreate(path, 2 /* H5F_ACC_TRUNC */, 0, 0)
+        var dims: [hsize_t] = [4]
+        let space = H5Screate_simple(1, &dims, nil)
+        let dcpl = H5Pcreate(H5P_CLS_DATASET_CREATE_ID_g)
+        if let configure { configure(dcpl) }
+        let t = type ?? H5Tcopy(H5T_IEEE_F32LE_g)
+        let ds = H5Dcreate2(file, "w", t, space, 0, dcpl, 0)
+        if ds >= 0 { H5Dclose(ds) }
+        if let extra { extra(file) }
+        H5Pclose(dcpl)
+        H5Sclose(space)
+        H5Fclose(file)
+    }
+
+    func family(_ path: String) -> ReadError.Family? {
+        do {
+            let f = try HDF5File(path: path)
+            for n in f.names { _ = try f.tensor(named: n) }
+            return nil
+        } catch {
+            return error.family
+        }
+    }
+
+    @Test func externalLinkIsForbidden() throws {
+        let scratch = try ScratchFolder()
+        let path = scratch.path + "/a.h5"
+        make(path, extra: { file in H5Lcreate_external("/etc/passwd", "/x", file, "evil", 0, 0) })
+        #expect(family(path) == .forbidden)
+    }
+
+    @Test func softLinkIsNotFollowed() throws {
+        let scratch = try ScratchFolder()
+        let path = scratch.path + "/a.h5"
+        make(path, extra: { file in H5Lcreate_soft("/", file, "loop", 0, 0) })
+        #expect(family(path) == .unsupported)
+    }
+
+    @Test func externalStorageIsForbidden() throws {
+        let scratch = try ScratchFolder()
+        let path = scratch.path + "/a.h5"
+        make(path, dcpl: { dcpl in H5Pset_external(dcpl, "/etc/passwd", 0, 16) })
+        #expect(family(path) == .forbidden)
+    }
+
+    @Test func virtualDatasetIsForbidden() throws {
+        let scratch = try ScratchFolder()
+        let path = scratch.path + "/a.h5"
+        make(path, dcpl: { dcpl in
+            var dims: [hsize_t] = [4]
+            let space = H5Screate_simple(1, &dims, nil)
+            H5Pset_virtual(dcpl, space, "other.h5", "/w", space)
+            H5Sclose(space)
+        })
+        #expect(family(path) == .forbidden)
+    }
+
+    @Test func pluginFilterIsRefused() throws {
+        let scratch = try ScratchFolder()
+        let path = scratch.path + "/a.h5"
+        make(path, dcpl: { dcpl in
+            var chunk: [hsize_t] = [4]
+            H5Pset_chunk(dcpl, 1, &chunk)
+            H5Pset_filter(dcpl, 32015, 1 /* H5Z_FLAG_OPTIONAL */, 0, nil)  // Zstandard: a plugin filter
+        })
+        #expect(family(path) == .unsupported)
+    }
+
+    @Test func compoundTypeIsRefused() throws {
+        let scratch = try ScratchFolder()
+        let path = scratch.path + "/a.h5"
+        let compound = H5Tcreate(H5T_COMPOUND, 8)
+        H5Tinsert(compound, "a", 0, H5T_IEEE_F32LE_g)
+        H5Tinsert(compound, "b", 4, H5T_IEEE_F32LE_g)
+        make(path, type: compound)
+        #expect(family(path) == .unsupported)
+    }
+
+    @Test func notHDF5IsMalformed() throws {
+        let scratch = try ScratchFolder()
+        let path = try scratch.write("a.h5", [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A] + [UInt8](repeating: 0xAB, count: 200))
+        #expect(family(path) == .malformed)
+    }
+}
