@@ -50,11 +50,11 @@ struct CheckpointTests {
         #expect(error.path == "/nonexistent/amused")
     }
 
-    @Test func recognisedButUnreadFormatsSaySo() throws {
+    @Test func signaturesWithGarbageBehindThemAreMalformed() throws {
         let scratch = try ScratchFolder()
         let hdf5 = try scratch.write("weights.h5", [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A] + [UInt8](repeating: 0, count: 32))
         let error = try #require(throws: ReadError.self) { try openWeights(path: hdf5) }
-        #expect(error.family == .unsupported)
+        #expect(error.family == .malformed)
         #expect(try WeightFormat.detect(path: hdf5) == .hdf5)
         // A zip signature with no archive behind it is malformed, not a crash.
         let zip = try scratch.write("weights.bin", [0x50, 0x4B, 0x03, 0x04] + [UInt8](repeating: 0, count: 32))
