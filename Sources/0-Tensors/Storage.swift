@@ -90,6 +90,19 @@ public final class MappedFile: @unchecked Sendable {
         }
     }
 
+    /// Drops the pages of `offset ..< offset + count` from this process's memory (they are read again from the file
+    /// if touched later), so that streaming through a large file keeps the resident set near one tensor.
+    public func release(offset: Int, count: Int) {
+        guard let base, count > 0, offset >= 0, offset < byteCount else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (offset / page) * page
+        let end = min(byteCount, offset + count)
+        // Only whole pages inside the range are dropped (never a neighbour's partly used page… which is harmless
+        // anyway for a read-only private mapping: it would just be read again).
+        guard end > start else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, Int32(MADV_DONTNEED))
+    }
+
     /// The address of byte `offset`, which the caller has checked lies inside the file.
     public func pointer(at offset: Int) -> UnsafeRawPointer {
         guard let base else { return UnsafeRawPointer(bitPattern: 0x1)! }  // empty file: only empty views exist
@@ -139,6 +152,12 @@ public final class Storage: @unchecked Sendable {
     }
 
     deinit { owned?.deallocate() }
+
+    /// Drops this storage's pages from memory if it views a mapped file (see `MappedFile.release`).
+    public func releasePages() {
+        guard let file = mappedFile else { return }
+        file.release(offset: baseAddress - file.pointer(at: 0), count: byteCount)
+    }
 
     /// True when the bytes are a view into a mapped file (zero-copy).
     public var isMapped: Bool { mappedFile != nil }

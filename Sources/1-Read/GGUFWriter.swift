@@ -24,20 +24,20 @@ public enum GGUFWriteType: String, Sendable, CaseIterable {
 
 /// Writes GGUF files.
 public enum GGUFWriter {
-    /// The bytes of a GGUF file holding `tensors` (converted to `type`; Q8_0 needs the innermost dimension to be a
-    /// multiple of 32, others fall back to F16) and string `metadata`.
-    public static func encode(_ tensors: [(name: String, tensor: Tensor)], type: GGUFWriteType,
-                              metadata: [(String, String)] = []) throws -> [UInt8] {
-        var out: [UInt8] = []
-        func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
-        func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
+    /// Writes the tensors of `source` (converted to `type`; Q8_0 needs the innermost dimension to be a multiple of
+    /// 32, others fall back to F16) and string `metadata` to `path` atomically, one tensor in memory at a time.
+    public static func write(source: any TensorSource, type: GGUFWriteType, metadata: [(String, String)] = [],
+                             to path: String) throws {
+        var header: [UInt8] = []
+        func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { header += $0 } }
+        func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { header += $0 } }
         func string(_ s: String) {
             u64(UInt64(s.utf8.count))
-            out += Array(s.utf8)
+            header += Array(s.utf8)
         }
-        out += Array("GGUF".utf8)
+        header += Array("GGUF".utf8)
         u32(3)
-        u64(UInt64(tensors.count))
+        u64(UInt64(source.infos.count))
         u64(UInt64(metadata.count + 1))
         string("general.alignment")
         u32(4)  // UINT32
@@ -47,37 +47,51 @@ public enum GGUFWriter {
             u32(8)  // STRING
             string(v)
         }
-        var blobs: [[UInt8]] = []
+        var plan: [(name: String, type: GGUFWriteType, bytes: Int)] = []
         var offset: UInt64 = 0
-        for (name, t) in tensors {
-            guard name.utf8.count <= GGUFFile.maxNameBytes else {
-                throw ReadError(.limitExceeded, path: "<gguf>", field: name, "GGUF tensor names are at most 64 bytes")
+        for info in source.infos {
+            guard info.name.utf8.count <= GGUFFile.maxNameBytes else {
+                throw ReadError(.limitExceeded, path: path, field: info.name, "GGUF tensor names are at most 64 bytes")
             }
-            let values = try t.floats()
-            let innermost = t.shape.last ?? 1
-            let chosen: GGUFWriteType = type == .q8_0 && innermost % 32 != 0 ? .f16 : type
-            var blob: [UInt8] = []
-            switch chosen {
-            case .f32: values.withUnsafeBytes { blob = Array($0) }
-            case .f16:
-                for v in values { withUnsafeBytes(of: FloatBits.floatToHalf(v).littleEndian) { blob += $0 } }
-            case .q8_0: blob = quantizeQ8_0(values)
-            }
-            string(name)
-            let dims = t.shape.isEmpty ? [1] : t.shape
+            let count = info.elementCount
+            let chosen: GGUFWriteType = type == .q8_0 && (info.shape.last ?? 1) % 32 != 0 ? .f16 : type
+            let bytes = chosen == .f32 ? 4 * count : chosen == .f16 ? 2 * count : count / 32 * 34
+            string(info.name)
+            let dims = info.shape.isEmpty ? [1] : info.shape
             u32(UInt32(dims.count))
             for d in dims.reversed() { u64(UInt64(d)) }
             u32(chosen.id)
             u64(offset)
-            offset += UInt64((blob.count + 31) / 32 * 32)
-            blobs.append(blob)
+            offset += UInt64((bytes + 31) / 32 * 32)
+            plan.append((info.name, chosen, bytes))
         }
-        out += [UInt8](repeating: 0, count: (32 - out.count % 32) % 32)
-        for blob in blobs {
-            out += blob
-            out += [UInt8](repeating: 0, count: (32 - blob.count % 32) % 32)
+        header += [UInt8](repeating: 0, count: (32 - header.count % 32) % 32)
+        let out = try AtomicFileWriter(destination: path)
+        try out.write(header)
+        for entry in plan {
+            let t = try source.tensor(named: entry.name)
+            let values = try t.floats()
+            t.storage.releasePages()
+            var blob: [UInt8] = []
+            switch entry.type {
+            case .f32: values.withUnsafeBytes { blob = Array($0) }
+            case .f16:
+                blob.reserveCapacity(values.count * 2)
+                for v in values { withUnsafeBytes(of: FloatBits.floatToHalf(v).littleEndian) { blob += $0 } }
+            case .q8_0: blob = quantizeQ8_0(values)
+            }
+            guard blob.count == entry.bytes else {
+                throw ReadError(.inconsistent, path: source.path, field: entry.name, "tensor differs from its description")
+            }
+            try out.write(blob + [UInt8](repeating: 0, count: (32 - blob.count % 32) % 32))
         }
-        return out
+        try out.commit()
+    }
+
+    /// Writes `tensors` as a GGUF file (see `write(source:type:metadata:to:)`).
+    public static func write(_ tensors: [(name: String, tensor: Tensor)], type: GGUFWriteType,
+                             metadata: [(String, String)] = [], to path: String) throws {
+        try write(source: InMemoryTensors(tensors), type: type, metadata: metadata, to: path)
     }
 
     /// gguf-py's Q8_0: per block d = max|x| / 127, q = round-half-away(x / d) (0 when d = 0), d stored as f16.
@@ -100,12 +114,29 @@ public enum GGUFWriter {
         return out
     }
 
-    /// Writes `tensors` to `path` atomically.
-    public static func write(_ tensors: [(name: String, tensor: Tensor)], type: GGUFWriteType,
-                             metadata: [(String, String)] = [], to path: String) throws {
-        let bytes = try encode(tensors, type: type, metadata: metadata)
-        let writer = try AtomicFileWriter(destination: path)
-        try writer.write(bytes)
-        try writer.commit()
+}
+
+/// Tensors held in memory, as a `TensorSource`.
+public struct InMemoryTensors: TensorSource {
+    /// A name for messages.
+    public let path: String
+    /// Treated as safetensors (the format they would be written in).
+    public var format: WeightFormat { .safetensors }
+    /// The tensors' descriptions, in the given order.
+    public let infos: [TensorInfo]
+    private let tensors: [String: Tensor]
+
+    /// Wraps `tensors`.
+    public init(_ tensors: [(name: String, tensor: Tensor)], path: String = "<memory>") {
+        self.path = path
+        infos = tensors.map { TensorInfo(name: $0.name, dtype: $0.tensor.dtype, shape: $0.tensor.shape, fileOffset: 0,
+                                         byteCount: $0.tensor.byteCount, path: path) }
+        self.tensors = Dictionary(tensors.map { ($0.name, $0.tensor) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    /// The tensor called `name`.
+    public func tensor(named name: String) throws(ReadError) -> Tensor {
+        guard let t = tensors[name] else { throw ReadError(.inconsistent, path: path, field: name, "no such tensor") }
+        return t
     }
 }

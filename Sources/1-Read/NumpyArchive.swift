@@ -30,7 +30,7 @@ public struct NumpyArchive: TensorSource {
                 throw ReadError(.unsupported, path: path, field: entry.name, "member is not a .npy array")
             }
             let name = String(entry.name.dropLast(4))
-            let t = try Self.load(entry, from: zip, path: path)
+            let t = try Self.load(entry, from: zip, path: path, verify: false)
             members[name] = entry
             infos.append(TensorInfo(name: name, dtype: t.dtype, shape: t.shape, fileOffset: entry.dataOffset,
                                     byteCount: t.byteCount, path: path))
@@ -46,13 +46,13 @@ public struct NumpyArchive: TensorSource {
         guard let entry = members[name] else {
             throw ReadError(.inconsistent, path: path, field: name, "no array of this name in the archive")
         }
-        return try Self.load(entry, from: zip, path: path)
+        return try Self.load(entry, from: zip, path: path, verify: true)
     }
 
-    static func load(_ entry: ZipEntry, from zip: ZipArchive, path: String) throws(ReadError) -> Tensor {
+    static func load(_ entry: ZipEntry, from zip: ZipArchive, path: String, verify: Bool) throws(ReadError) -> Tensor {
         let storage: Storage
         if entry.method == 0 {
-            storage = try zip.storedData(entry)
+            storage = try zip.storedData(entry, verify: verify)
         } else {
             storage = try zip.data(entry).withUnsafeBytes { Storage(copying: $0) }
         }

@@ -14,6 +14,8 @@ public struct PyTorchCheckpoint: TensorSource {
     /// Tensors in the order the state dict lists them.
     public let infos: [TensorInfo]
     private let tensors: [String: Tensor]
+    private let records: [String: ZipEntry]
+    private let zip: ZipArchive
 
     /// Opens `path`, validates the archive, interprets the pickle and builds every tensor view (no data copied).
     public init(path: String) throws(ReadError) {
@@ -33,6 +35,7 @@ public struct PyTorchCheckpoint: TensorSource {
                 throw ReadError(.unsupported, path: path, field: "byteorder", "byte order \"\(value)\" (only little-endian records are read)")
             }
         }
+        var recordOfStorage: [UnsafeRawPointer: ZipEntry] = [:]
         var machine = PickleMachine(bytes: try zip.data(pickle), path: path) { (key, dtype, numel) throws(ReadError) -> Storage in
             guard let record = zip.entry("\(top)/data/\(key)") else {
                 throw ReadError(.inconsistent, path: path, field: "data/\(key)", "the pickle names storage \(key) but the archive lacks it")
@@ -41,23 +44,30 @@ public struct PyTorchCheckpoint: TensorSource {
                 throw ReadError(.inconsistent, path: path, offset: record.dataOffset, field: "data/\(key)",
                                 "storage of \(numel) \(dtype.rawValue) elements but the record holds \(record.size) bytes")
             }
-            return try zip.storedData(record)
+            // CRCs are checked when a tensor is first used, so listing a checkpoint reads no tensor data.
+            let storage = try zip.storedData(record, verify: false)
+            recordOfStorage[storage.baseAddress] = record
+            return storage
         }
         let dict = try machine.run()
         var infos: [TensorInfo] = []
         var tensors: [String: Tensor] = [:]
+        var records: [String: ZipEntry] = [:]
         for (key, value) in dict {
             guard case .tensor(let t) = value else {
                 throw ReadError(.malformed, path: path, field: key, "not a state_dict: the value of \(key) is not a tensor")
             }
             guard tensors[key] == nil else { throw ReadError(.malformed, path: path, field: key, "duplicate key") }
             tensors[key] = t
+            records[key] = recordOfStorage[t.storage.baseAddress]
             infos.append(TensorInfo(name: key, dtype: t.dtype, shape: t.shape, fileOffset: t.byteOffset,
                                     byteCount: t.byteCount, path: path))
         }
         self.path = path
         self.infos = infos
         self.tensors = tensors
+        self.records = records
+        self.zip = zip
     }
 
     /// The tensor called `name` (a view of its storage record; strided views stay strided).
@@ -66,6 +76,7 @@ public struct PyTorchCheckpoint: TensorSource {
             throw ReadError(.inconsistent, path: path, field: name, "no tensor of this name in the checkpoint")
         }
         do { try t.storage.mappedFile?.checkIntact() } catch { throw ReadError.from(error, path: path, field: name) }
+        if let record = records[name] { try zip.verify(record) }
         return t
     }
 }

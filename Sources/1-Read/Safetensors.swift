@@ -215,34 +215,58 @@ public enum SafetensorsWriter {
     public static func plan(_ tensors: [(name: String, tensor: Tensor)], metadata: [(String, String)] = [])
         throws(ReadError) -> (header: [UInt8], order: [(name: String, tensor: Tensor)])
     {
+        let layout = try plan(entries: tensors.map { ($0.name, $0.tensor.dtype, $0.tensor.shape) }, metadata: metadata)
+        let byName = Dictionary(uniqueKeysWithValues: tensors.map { ($0.name, $0.tensor) })
+        return (layout.header, layout.order.map { ($0, byName[$0]!) })
+    }
+
+    /// The header and the order of tensors described by (name, dtype, shape), validated.
+    public static func plan(entries: [(name: String, dtype: DType, shape: [Int])], metadata: [(String, String)] = [])
+        throws(ReadError) -> (header: [UInt8], order: [String])
+    {
         var seen = Set<String>()
-        for (name, _) in tensors {
+        for (name, _, _) in entries {
             guard !name.isEmpty, name != "__metadata__", seen.insert(name).inserted else {
                 throw ReadError(.malformed, path: "<output>", field: name, "tensor names must be unique and non-empty")
             }
         }
         let rank = Dictionary(uniqueKeysWithValues: DType.allCases.enumerated().map { ($1, $0) })
-        let order = tensors.sorted {
-            rank[$0.tensor.dtype]! != rank[$1.tensor.dtype]! ? rank[$0.tensor.dtype]! > rank[$1.tensor.dtype]!
+        let order = entries.sorted {
+            rank[$0.dtype]! != rank[$1.dtype]! ? rank[$0.dtype]! > rank[$1.dtype]!
                 : $0.name.utf8.lexicographicallyPrecedes($1.name.utf8)
         }
-        var json = "{"
         var parts: [String] = []
         if !metadata.isEmpty {
             parts.append("\"__metadata__\":{" + metadata.map { JSONValue.quote($0.0) + ":" + JSONValue.quote($0.1) }
                 .joined(separator: ",") + "}")
         }
         var offset = 0
-        for (name, t) in order {
-            let end = offset + t.byteCount
-            parts.append(JSONValue.quote(name) + ":{\"dtype\":\"\(t.dtype.rawValue)\",\"shape\":["
-                + t.shape.map(String.init).joined(separator: ",") + "],\"data_offsets\":[\(offset),\(end)]}")
+        for (name, dtype, shape) in order {
+            guard let count = SizeMath.product(shape), let bytes = SizeMath.byteCount(elements: count, dtype: dtype) else {
+                throw ReadError(.arithmeticOverflow, path: "<output>", field: name, "tensor size overflows")
+            }
+            let end = offset + bytes
+            parts.append(JSONValue.quote(name) + ":{\"dtype\":\"\(dtype.rawValue)\",\"shape\":["
+                + shape.map(String.init).joined(separator: ",") + "],\"data_offsets\":[\(offset),\(end)]}")
             offset = end
         }
-        json += parts.joined(separator: ",") + "}"
-        var header = Array(json.utf8)
+        var header = Array(("{" + parts.joined(separator: ",") + "}").utf8)
         header += [UInt8](repeating: 0x20, count: (8 - header.count % 8) % 8)
-        return (header, order)
+        return (header, order.map(\.name))
+    }
+
+    /// Writes every tensor of `source` to `path`, loading one tensor at a time (memory stays near the largest tensor
+    /// even when the source decodes into memory), atomically.
+    public static func write(source: any TensorSource, metadata: [(String, String)] = [], to path: String) throws {
+        let (header, order) = try plan(entries: source.infos.map { ($0.name, $0.dtype, $0.shape) }, metadata: metadata)
+        let infos = Dictionary(uniqueKeysWithValues: source.infos.map { ($0.name, $0) })
+        try write(header: header, order: order, to: path) { name in
+            let t = try source.tensor(named: name)
+            guard t.dtype == infos[name]!.dtype, t.shape == infos[name]!.shape else {
+                throw ReadError(.inconsistent, path: source.path, field: name, "tensor differs from its description")
+            }
+            return t
+        }
     }
 
     /// Writes `tensors` to `path` atomically (a temporary file renamed into place once complete and synced).
@@ -250,14 +274,27 @@ public enum SafetensorsWriter {
                              to path: String) throws(ReadError)
     {
         let (header, order) = try plan(tensors, metadata: metadata)
+        let byName = Dictionary(uniqueKeysWithValues: order.map { ($0.name, $0.tensor) })
+        do {
+            try write(header: header, order: order.map(\.name), to: path) { byName[$0]! }
+        } catch let error as ReadError {
+            throw error
+        } catch {
+            throw ReadError(.io, path: path, "\(error)")
+        }
+    }
+
+    static func write(header: [UInt8], order: [String], to path: String, tensor: (String) throws -> Tensor) throws {
         do {
             let out = try AtomicFileWriter(destination: path)
             var length = UInt64(header.count).littleEndian
             try withUnsafeBytes(of: &length) { (raw) throws(TensorError) in try out.write(raw) }
             try out.write(header)
-            for (name, t) in order {
+            for name in order {
+                let t = try tensor(name)
                 do {
                     try t.withUnsafeBytes { raw in try out.write(raw) }
+                    t.storage.releasePages()  // streaming: keep the resident set near one tensor
                 } catch let e as TensorError {
                     throw ReadError.from(e, path: path, field: name)
                 } catch {

@@ -175,13 +175,14 @@ public final class ZipArchive: @unchecked Sendable {
     /// The member called `name`.
     public func entry(_ name: String) -> ZipEntry? { byName[name].map { entries[$0] } }
 
-    /// A stored member's bytes as a zero-copy view of the mapped file, CRC-checked on first use.
-    public func storedData(_ e: ZipEntry) throws(ReadError) -> Storage {
+    /// A stored member's bytes as a zero-copy view of the mapped file, CRC-checked on first use unless `verify` is
+    /// false (then `verify(_:)` must run before the bytes are trusted).
+    public func storedData(_ e: ZipEntry, verify check: Bool = true) throws(ReadError) -> Storage {
         guard e.method == 0 else { throw ReadError(.unsupported, path: path, field: e.name, "member is compressed") }
         do {
             try file.checkIntact()
             let storage = try Storage(file: file, offset: e.dataOffset, byteCount: e.size)
-            try verify(e, UnsafeRawBufferPointer(start: storage.baseAddress, count: e.size))
+            if check { try verify(e) }
             return storage
         } catch let error as ReadError {
             throw error
@@ -218,12 +219,15 @@ public final class ZipArchive: @unchecked Sendable {
         return out
     }
 
-    private func verify(_ e: ZipEntry, _ bytes: UnsafeRawBufferPointer) throws(ReadError) {
-        let index = byName[e.name]!
+    /// Checks a stored member's CRC-32 once (later calls return at once), then drops its pages from memory.
+    public func verify(_ e: ZipEntry) throws(ReadError) {
+        guard e.method == 0, let index = byName[e.name] else { return }
         if lock.withLock({ verified.contains(index) }) { return }
+        let bytes = UnsafeRawBufferPointer(start: file.pointer(at: e.dataOffset), count: e.size)
         guard CRC32.checksum(bytes) == e.crc else {
             throw ReadError(.integrity, path: path, offset: e.dataOffset, field: e.name, "CRC-32 mismatch")
         }
+        file.release(offset: e.dataOffset, count: e.size)
         lock.withLock { _ = verified.insert(index) }
     }
 }

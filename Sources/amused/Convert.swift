@@ -41,16 +41,12 @@ struct Convert: ParsableCommand {
     func run() throws {
         do {
             let source = try openWeights(path: input)
-            let tensors = try source.names.map { ($0, try source.tensor(named: $0)) }
+            // One tensor in memory at a time; strided views (from PyTorch) are written row-major.
             switch format {
-            case .safetensors:
-                // Strided views (from PyTorch) are written row-major; float dtypes keep their type.
-                let dense = try tensors.map { ($0.0, try $0.1.contiguous()) }
-                try SafetensorsWriter.write(dense, metadata: [("format", "pt")], to: out)
-            case .gguf:
-                try GGUFWriter.write(tensors, type: GGUFWriteType(rawValue: ggufType)!, to: out)
+            case .safetensors: try SafetensorsWriter.write(source: source, metadata: [("format", "pt")], to: out)
+            case .gguf: try GGUFWriter.write(source: source, type: GGUFWriteType(rawValue: ggufType)!, to: out)
             }
-            FileHandle.standardError.write(Data("wrote \(tensors.count) tensors to \(out)\n".utf8))
+            FileHandle.standardError.write(Data("wrote \(source.infos.count) tensors to \(out)\n".utf8))
         } catch {
             let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"
             FileHandle.standardError.write(Data("error: \(message)\n".utf8))
