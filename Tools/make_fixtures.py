@@ -364,6 +364,11 @@ def write_format_fixtures(folder: Path) -> None:
     sd["dtype.i8"] = torch.tensor([0, -1, 127, -128], dtype=torch.int8)
     sd["dtype.u8"] = torch.tensor([0, 255], dtype=torch.uint8)
     sd["dtype.bool"] = torch.tensor([True, False])
+    # Saved as untyped storages rebuilt by _rebuild_tensor_v3 with a dtype object.
+    sd["dtype.u16"] = torch.tensor([0, 1, 65535], dtype=torch.uint16)
+    sd["dtype.u32"] = torch.tensor([0, 2**32 - 1], dtype=torch.uint32)
+    sd["dtype.u64"] = torch.tensor([0, 2**63 - 1], dtype=torch.uint64)
+    sd["dtype.f8_e4m3"] = torch.tensor([0.5, -2.0, 448.0]).to(torch.float8_e4m3fn)
     sd["scalar"] = torch.tensor(2.5)
     sd["empty"] = torch.zeros(0, 3)
     torch.save(sd, folder / "state_dict.pt")
@@ -404,6 +409,9 @@ def write_format_fixtures(folder: Path) -> None:
         "f16": torch.randn(3, 32, generator=g).numpy().astype(np.float16),
         "q8": torch.randn(2, 64, generator=g).numpy(),
         "q4": torch.randn(2, 64, generator=g).numpy(),
+        "q4_1": torch.randn(2, 64, generator=g).numpy(),
+        "q5_0": torch.randn(2, 64, generator=g).numpy(),
+        "q5_1": torch.randn(2, 64, generator=g).numpy(),
     }
     writer.add_tensor("f32", values["f32"])
     writer.add_tensor("f16", values["f16"])
@@ -411,10 +419,16 @@ def write_format_fixtures(folder: Path) -> None:
                       raw_dtype=gguf.GGMLQuantizationType.Q8_0)
     writer.add_tensor("q4", gguf.quants.quantize(values["q4"], gguf.GGMLQuantizationType.Q4_0),
                       raw_dtype=gguf.GGMLQuantizationType.Q4_0)
+    for name, qtype in (("q4_1", gguf.GGMLQuantizationType.Q4_1), ("q5_0", gguf.GGMLQuantizationType.Q5_0),
+                        ("q5_1", gguf.GGMLQuantizationType.Q5_1)):
+        writer.add_tensor(name, gguf.quants.quantize(values[name], qtype), raw_dtype=qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    # GGUF v2 differs from v3 only in its version field for little-endian files.
+    v3 = (folder / "model.gguf").read_bytes()
+    (folder / "model_v2.gguf").write_bytes(v3[:4] + (2).to_bytes(4, "little") + v3[8:])
     reader = gguf.GGUFReader(str(folder / "model.gguf"))
     for t in reader.tensors:
         shape = list(reversed([int(d) for d in t.shape]))  # GGUF lists dims fastest first

@@ -29,11 +29,13 @@ public struct PyTorchCheckpoint: TensorSource {
         guard tops.count == 1, let top = tops.first, let pickle = zip.entry(top + "/data.pkl") else {
             throw ReadError(.malformed, path: path, "a torch.save archive has one top-level folder holding data.pkl")
         }
+        var bigEndian = false
         if let order = zip.entry(top + "/byteorder") {
             let value = String(decoding: try zip.data(order), as: UTF8.self)
-            guard value == "little" else {
-                throw ReadError(.unsupported, path: path, field: "byteorder", "byte order \"\(value)\" (only little-endian records are read)")
+            guard value == "little" || value == "big" else {
+                throw ReadError(.unsupported, path: path, field: "byteorder", "byte order \"\(value)\"")
             }
+            bigEndian = value == "big"
         }
         var recordOfStorage: [UnsafeRawPointer: ZipEntry] = [:]
         var machine = PickleMachine(bytes: try zip.data(pickle), path: path) { (key, dtype, numel) throws(ReadError) -> Storage in
@@ -43,6 +45,22 @@ public struct PyTorchCheckpoint: TensorSource {
             guard let bytes = SizeMath.byteCount(elements: numel, dtype: dtype), bytes == record.size else {
                 throw ReadError(.inconsistent, path: path, offset: record.dataOffset, field: "data/\(key)",
                                 "storage of \(numel) \(dtype.rawValue) elements but the record holds \(record.size) bytes")
+            }
+            if bigEndian {
+                // Records written on a big-endian machine: swapped into a new little-endian buffer (a copy).
+                guard dtype != .u8 || numel == record.size, let width = dtype.byteWidth else {
+                    throw ReadError(.unsupported, path: path, field: "data/\(key)", "big-endian untyped storage")
+                }
+                let raw = try zip.storedData(record)
+                let swapped = Storage(zeroedByteCount: record.size)
+                for i in 0..<(record.size / width) {
+                    for b in 0..<width {
+                        swapped.mutableBaseAddress!.storeBytes(
+                            of: raw.baseAddress.load(fromByteOffset: i * width + width - 1 - b, as: UInt8.self),
+                            toByteOffset: i * width + b, as: UInt8.self)
+                    }
+                }
+                return swapped
             }
             // CRCs are checked when a tensor is first used, so listing a checkpoint reads no tensor data.
             let storage = try zip.storedData(record, verify: false)
@@ -123,9 +141,19 @@ struct PickleMachine {
         "torch.FloatStorage": .f32, "torch.DoubleStorage": .f64, "torch.HalfStorage": .f16,
         "torch.BFloat16Storage": .bf16, "torch.LongStorage": .i64, "torch.IntStorage": .i32,
         "torch.ShortStorage": .i16, "torch.CharStorage": .i8, "torch.ByteStorage": .u8, "torch.BoolStorage": .bool,
+        // Newer dtypes are saved as untyped (byte) storages rebuilt with _rebuild_tensor_v3 and a dtype object.
+        "torch.storage.UntypedStorage": .u8,
+    ]
+    /// dtype objects `_rebuild_tensor_v3` names.
+    static let dtypeObjects: [String: DType] = [
+        "torch.float32": .f32, "torch.float64": .f64, "torch.float16": .f16, "torch.bfloat16": .bf16,
+        "torch.int64": .i64, "torch.int32": .i32, "torch.int16": .i16, "torch.int8": .i8, "torch.uint8": .u8,
+        "torch.bool": .bool, "torch.uint16": .u16, "torch.uint32": .u32, "torch.uint64": .u64,
+        "torch.float8_e4m3fn": .f8e4m3, "torch.float8_e5m2": .f8e5m2,
     ]
     static let allowedGlobals: Set<String> = Set(["collections.OrderedDict", "torch._utils._rebuild_tensor_v2",
-                                                  "torch._utils._rebuild_parameter"]).union(storageTypes.keys)
+                                                  "torch._utils._rebuild_tensor_v3", "torch._utils._rebuild_parameter"])
+        .union(storageTypes.keys).union(dtypeObjects.keys)
 
     init(bytes: [UInt8], path: String, loadStorage: @escaping (String, DType, Int) throws(ReadError) -> Storage) {
         self.bytes = bytes
@@ -328,13 +356,23 @@ struct PickleMachine {
             guard args.count == 3, case .tensor = args[0] else { throw fail(.malformed, at, "bad _rebuild_parameter") }
             try requireEmptyHooks(args[2], at: at)
             return args[0]
-        case "torch._utils._rebuild_tensor_v2":
-            guard args.count == 6 || args.count == 7, case .storage(let storage, let dtype, let numel) = args[0],
+        case "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor_v3":
+            let v3 = callable.hasSuffix("v3")
+            guard args.count == (v3 ? 7 : 6) || args.count == (v3 ? 8 : 7),
+                  case .storage(let storage, var dtype, let numel) = args[0],
                   case .int(let offset) = args[1], case .tuple(let sizeValues) = args[2],
                   case .tuple(let strideValues) = args[3]
-            else { throw fail(.malformed, at, "bad _rebuild_tensor_v2 arguments") }
+            else { throw fail(.malformed, at, "bad \(callable) arguments") }
             try requireEmptyHooks(args[5], at: at)
-            if args.count == 7, case .dict(let metadata) = args[6], !metadata.entries.isEmpty {
+            if v3 {
+                // v3: an untyped byte storage and a dtype object.
+                guard case .global(let name) = args[6], let typed = Self.dtypeObjects[name], dtype == .u8,
+                      let width = typed.byteWidth, numel % width == 0
+                else { throw fail(.malformed, at, "bad _rebuild_tensor_v3 dtype or storage size") }
+                dtype = typed
+            }
+            let metadataIndex = v3 ? 7 : 6
+            if args.count > metadataIndex, case .dict(let metadata) = args[metadataIndex], !metadata.entries.isEmpty {
                 throw fail(.forbidden, at, "tensor metadata is not empty")
             }
             guard sizeValues.count == strideValues.count else { throw fail(.malformed, at, "size and stride ranks differ") }

@@ -43,7 +43,7 @@ struct ExportTests {
                 #expect(try ours.doubles() == reference.doubles(), "\(name)")
             }
         }
-        #expect(written.names.count == 18)
+        #expect(written.names.count == 22)
         #expect(try scratch.listing() == ["out." + format], "no temporary file left behind")
     }
 

@@ -21,8 +21,9 @@ struct FormatConformanceTests {
             let ours = try source.tensor(named: key), theirs = try expected.tensor(named: name)
             #expect(ours.shape == theirs.shape, "\(key)")
             if sameDtype { #expect(ours.dtype == theirs.dtype, "\(key): \(ours.dtype) vs \(theirs.dtype)") }
-            if ours.dtype == .i64 || ours.dtype == .bool || ours.dtype == .u8 || ours.dtype == .i32 || ours.dtype == .i16
-                || ours.dtype == .i8 {
+            if ours.dtype == .u64 {
+                #expect(try ours.int64s().map { UInt64(bitPattern: $0) } == theirs.int64s().map { UInt64(bitPattern: $0) }, "\(key)")
+            } else if [.i64, .bool, .u8, .i32, .i16, .i8, .u16, .u32].contains(ours.dtype) {
                 #expect(try ours.int64s() == theirs.int64s(), "\(key)")
             } else {
                 // Exact: the same stored bits, widened the same way.
@@ -48,11 +49,13 @@ struct FormatConformanceTests {
         try compare(try NumpyArchive(path: FixturePaths.path("formats/\(file)")), prefix: "npz")
     }
 
-    /// gguf-py's F32, F16, Q8_0 and Q4_0 tensors, dequantized exactly as gguf-py dequantizes them.
-    @Test func gguf() throws {
-        let file = try GGUFFile(path: FixturePaths.path("formats/model.gguf"))
+    /// gguf-py's F32, F16, Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 tensors, dequantized exactly as gguf-py dequantizes
+    /// them, from a v3 file and the same file as v2.
+    @Test(arguments: ["model.gguf", "model_v2.gguf"])
+    func gguf(_ name: String) throws {
+        let file = try GGUFFile(path: FixturePaths.path("formats/\(name)"))
         try compare(file, prefix: "gguf", sameDtype: false)
-        #expect(file.version == 3)
+        #expect(file.version == (name == "model.gguf" ? 3 : 2))
         #expect(file.value("test.count") == .uint(7))
         #expect(file.value("test.name") == .string("tiny"))
         #expect(file.value("test.ids") == .array([3, 1, 4, 1, 5].map { .int($0) }))
