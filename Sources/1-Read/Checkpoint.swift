@@ -108,9 +108,13 @@ public struct Checkpoint: Sendable {
     /// Components, in model_index order (or the one component/file).
     public let components: [CheckpointComponent]
 
+    /// How a weights file is opened; the command line passes one that reads HDF5 in a helper process.
+    public typealias Opener = @Sendable (_ path: String, _ mapData: Bool) throws(ReadError) -> any TensorSource
+
     /// Opens what `path` points at. `variant` selects `*.{variant}.safetensors` files (for example `fp16`);
     /// `mapData` false reads headers only (listing a 2.4 GB file then reads a few kilobytes).
-    public init(path: String, variant: String? = nil, mapData: Bool = true) throws(ReadError) {
+    public init(path: String, variant: String? = nil, mapData: Bool = true,
+                opener: Opener = { (p, m) throws(ReadError) in try openWeights(path: p, mapData: m) }) throws(ReadError) {
         let path = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
         self.path = path
         guard let kind = Self.fileKind(path) else {
@@ -121,7 +125,7 @@ public struct Checkpoint: Sendable {
             modelIndex = nil
             let name = path.split(separator: "/").last.map(String.init) ?? path
             components = [CheckpointComponent(name: name, className: nil, config: nil, configPath: nil,
-                                              weights: try openWeights(path: path, mapData: mapData), files: [])]
+                                              weights: try opener(path, mapData), files: [])]
             return
         }
         if Self.fileKind(path + "/model_index.json") == .file {
@@ -140,7 +144,7 @@ public struct Checkpoint: Sendable {
                                     "model_index.json names component \(key) but \(folder) is not a folder")
                 }
                 components.append(try Self.component(name: key, folder: folder, className: cls, variant: variant,
-                                                      mapData: mapData))
+                                                      mapData: mapData, opener: opener))
             }
             self.components = components
             return
@@ -148,14 +152,15 @@ public struct Checkpoint: Sendable {
         layout = .component
         modelIndex = nil
         let name = path.split(separator: "/").last.map(String.init) ?? path
-        components = [try Self.component(name: name, folder: path, className: nil, variant: variant, mapData: mapData)]
+        components = [try Self.component(name: name, folder: path, className: nil, variant: variant, mapData: mapData,
+                                         opener: opener)]
     }
 
     /// The component called `name`.
     public func component(_ name: String) -> CheckpointComponent? { components.first { $0.name == name } }
 
     private static func component(name: String, folder: String, className: String?, variant: String?,
-                                  mapData: Bool) throws(ReadError) -> CheckpointComponent
+                                  mapData: Bool, opener: Opener) throws(ReadError) -> CheckpointComponent
     {
         var configPath: String? = nil
         var config: JSONValue? = nil
@@ -167,7 +172,7 @@ public struct Checkpoint: Sendable {
         let listing = listFolder(folder)
         let weightsPath = try findWeights(in: folder, listing: listing, variant: variant)
         let weights: (any TensorSource)? = try weightsPath.map { (p) throws(ReadError) in
-            try openWeights(path: p, mapData: mapData)
+            try opener(p, mapData)
         }
         let cls = className ?? config?["_class_name"]?.stringValue
             ?? config?["architectures"]?.arrayValue?.first?.stringValue

@@ -19,6 +19,16 @@ public struct TensorInfo: Sendable, Equatable {
 
     /// Number of elements.
     public var elementCount: Int { shape.reduce(1, *) }
+
+    /// A description of a tensor `name` of `dtype` and `shape` stored at `fileOffset` in `path`.
+    public init(name: String, dtype: DType, shape: [Int], fileOffset: Int, byteCount: Int, path: String) {
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+        self.fileOffset = fileOffset
+        self.byteCount = byteCount
+        self.path = path
+    }
 }
 
 /// A set of named tensors read from one or more files.

@@ -22,7 +22,7 @@ struct Amused: ParsableCommand {
             3 parity failed; 64 usage error.
             """,
         version: AmusedVersion.toolkit,
-        subcommands: [Generate.self, Inspect.self, Verify.self, Convert.self, Bench.self, Version.self]
+        subcommands: [Generate.self, Inspect.self, Verify.self, Convert.self, Bench.self, Version.self, HDF5Helper.self]
     )
 }
 

@@ -40,7 +40,7 @@ struct Convert: ParsableCommand {
 
     func run() throws {
         do {
-            let source = try openWeights(path: input)
+            let source = try isolatedOpener(input, true)
             // One tensor in memory at a time; strided views (from PyTorch) are written row-major.
             switch format {
             case .safetensors: try SafetensorsWriter.write(source: source, metadata: [("format", "pt")], to: out)

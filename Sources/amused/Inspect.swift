@@ -24,7 +24,7 @@ struct Inspect: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            let checkpoint = try Checkpoint(path: path, variant: variant, mapData: false)
+            let checkpoint = try Checkpoint(path: path, variant: variant, mapData: false, opener: isolatedOpener)
             emit(json ? Self.jsonReport(checkpoint).serialized + "\n" : Self.textReport(checkpoint))
         }
     }

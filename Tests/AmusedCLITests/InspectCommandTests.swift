@@ -5,8 +5,10 @@ import AmusedTestSupport
 import Foundation
 import Testing
 
-/// Runs the built `amused` with `arguments`; returns exit status, stdout and stderr.
-func runAmused(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+/// Runs the built `amused` with `arguments` (and extra `environment`); returns exit status, stdout and stderr.
+func runAmused(_ arguments: [String], environment: [String: String] = [:]) throws
+    -> (status: Int32, stdout: String, stderr: String)
+{
     let candidates = [
         URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("amused").path,
         FixturePaths.repo + "/.build/debug/amused",
@@ -16,6 +18,9 @@ func runAmused(_ arguments: [String]) throws -> (status: Int32, stdout: String, 
     let process = Process()
     process.executableURL = URL(fileURLWithPath: binary)
     process.arguments = arguments
+    if !environment.isEmpty {
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
     let out = Pipe(), err = Pipe()
     process.standardOutput = out
     process.standardError = err
@@ -64,6 +69,20 @@ struct InspectCommandTests {
         #expect(result.stdout.isEmpty)
         #expect(result.stderr.contains(path))
         #expect(result.stderr.contains("at byte"))
+    }
+
+    /// HDF5 is parsed by libhdf5 in a child process: a file listing works as usual, and a crash inside libhdf5
+    /// (simulated with a real invalid write in the child) is reported as a malformed file (H5-12), not a crash.
+    @Test func hdf5IsReadInAHelperProcess() throws {
+        let file = FixturePaths.path("formats/weights.h5")
+        let ok = try runAmused(["inspect", file, "--json"])
+        #expect(ok.status == 0, "\(ok.stderr)")
+        #expect(ok.stdout.contains("model_weights.dense.kernel:0"))
+        #expect(ok.stdout.contains("\"format\":\"hdf5\""))
+        let crashed = try runAmused(["inspect", file], environment: ["AMUSED_HDF5_HELPER_SIMULATE_CRASH": "1"])
+        #expect(crashed.status == 1)
+        #expect(crashed.stderr.contains("libhdf5 crashed"))
+        #expect(crashed.stderr.contains("(malformed)"))
     }
 
     @Test func versionNamesTheLinkedLibraries() throws {
