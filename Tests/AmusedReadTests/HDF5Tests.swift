@@ -105,6 +105,24 @@ struct HDF5Tests {
         #expect(family(path) == .unsupported)
     }
 
+    /// H5-07: a contiguous dataset declaring 2^40 elements in a tiny file is refused before anything is read.
+    @Test func hugeDeclaredDatasetIsRefused() throws {
+        let scratch = try ScratchFolder()
+        let path = scratch.path + "/a.h5"
+        H5open()
+        let file = H5Fcreate(path, 2, 0, 0)
+        var dims: [hsize_t] = [1 << 40]
+        let space = H5Screate_simple(1, &dims, nil)
+        let dcpl = H5Pcreate(H5P_CLS_DATASET_CREATE_ID_g)
+        H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_LATE)
+        let ds = H5Dcreate2(file, "huge", H5T_IEEE_F32LE_g, space, 0, dcpl, 0)
+        H5Dclose(ds)
+        H5Pclose(dcpl)
+        H5Sclose(space)
+        H5Fclose(file)
+        #expect(family(path) == .limitExceeded)
+    }
+
     @Test func notHDF5IsMalformed() throws {
         let scratch = try ScratchFolder()
         let path = try scratch.write("a.h5", [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A] + [UInt8](repeating: 0xAB, count: 200))
