@@ -191,6 +191,7 @@ public final class HDF5File: TensorSource, @unchecked Sendable {
                 throw ReadError(.unsupported, path: path, field: name, "no native type of the dataset's size")
             }
             defer { H5Tclose(memoryType) }
+            try Self.checkChunks(dataset, name: name, path: path, elementSize: info.dtype.byteWidth ?? 1)
             let storage = Storage(zeroedByteCount: info.byteCount)
             if info.byteCount > 0 {
                 guard H5Dread(dataset, memoryType, 0, 0, 0, storage.mutableBaseAddress) >= 0 else {
@@ -199,6 +200,61 @@ public final class HDF5File: TensorSource, @unchecked Sendable {
             }
             do throws(TensorError) { return try Tensor(dtype: info.dtype, shape: info.shape, storage: storage) } catch {
                 throw ReadError.from(error, path: path, field: name)
+            }
+        }
+    }
+}
+
+extension HDF5File {
+    /// Before libhdf5 decompresses anything: every deflated chunk of `dataset` must inflate (with a bound) to exactly
+    /// its declared chunk size. libhdf5's own deflate filter grows its buffer to whatever a chunk expands to, so a
+    /// chunk bomb would otherwise be decoded in full. Pipelines other than deflate (± shuffle) are left to libhdf5.
+    static func checkChunks(_ dataset: hid_t, name: String, path: String, elementSize: Int) throws(ReadError) {
+        let dcpl = H5Dget_create_plist(dataset)
+        defer { H5Pclose(dcpl) }
+        guard H5Pget_layout(dcpl) == H5D_CHUNKED else { return }
+        var filters: [H5Z_filter_t] = []
+        for i in 0..<max(0, H5Pget_nfilters(dcpl)) {
+            var flags: UInt32 = 0, count = 0, config: UInt32 = 0
+            var nameBuffer = [CChar](repeating: 0, count: 8)
+            filters.append(H5Pget_filter2(dcpl, UInt32(i), &flags, &count, nil, 8, &nameBuffer, &config))
+        }
+        guard let deflateIndex = filters.firstIndex(of: 1), filters.allSatisfy({ $0 == 1 || $0 == 2 }) else { return }
+        var chunk = [hsize_t](repeating: 0, count: 32)
+        let rank = Int(H5Pget_chunk(dcpl, 32, &chunk))
+        guard rank > 0, let elements = SizeMath.product(chunk.prefix(rank).map { Int(clamping: $0) }),
+              let chunkBytes = SizeMath.product([elements, elementSize])
+        else { throw ReadError(.malformed, path: path, field: name, "bad chunk shape") }
+        let space = H5Dget_space(dataset)
+        defer { H5Sclose(space) }
+        var count: hsize_t = 0
+        guard H5Dget_num_chunks(dataset, space, &count) >= 0 else { return }
+        for index in 0..<count {
+            var offset = [hsize_t](repeating: 0, count: rank)
+            var mask: UInt32 = 0, address: haddr_t = 0, size: hsize_t = 0
+            guard H5Dget_chunk_info(dataset, space, index, &offset, &mask, &address, &size) >= 0 else { continue }
+            // Deflate cannot shrink data below 1/1032 of its size; a stored size that large is also suspicious.
+            guard size <= hsize_t(chunkBytes) * 2 + 1024 else {
+                throw ReadError(.limitExceeded, path: path, field: name, "chunk \(index) stores \(size) bytes for \(chunkBytes)")
+            }
+            var raw = [UInt8](repeating: 0, count: Int(size))
+            var filterMask: UInt32 = 0
+            guard H5Dread_chunk(dataset, 0, &offset, &filterMask, &raw) >= 0 else {
+                throw ReadError(.integrity, path: path, field: name, "chunk \(index) cannot be read")
+            }
+            if filterMask & (1 << UInt32(deflateIndex)) != 0 { continue }  // deflate skipped for this chunk
+            do {
+                let out = try Inflate.zlib(raw, limit: chunkBytes)
+                guard out.count == chunkBytes else {
+                    throw ReadError(.integrity, path: path, field: name,
+                                    "chunk \(index) inflates to \(out.count) bytes, not \(chunkBytes)")
+                }
+            } catch let error as InflateError {
+                throw ReadError(.limitExceeded, path: path, field: name, "chunk \(index): \(error)")
+            } catch let error as ReadError {
+                throw error
+            } catch {
+                throw ReadError(.integrity, path: path, field: name, "chunk \(index): \(error)")
             }
         }
     }

@@ -123,6 +123,60 @@ struct HDF5Tests {
         #expect(family(path) == .limitExceeded)
     }
 
+    /// A fixed-Huffman DEFLATE stream (in a zlib wrapper) that inflates to `bytes` zero bytes: one literal, then
+    /// length-258 distance-1 matches. About 1 KB per 160 KB of output.
+    func deflateBomb(bytes: Int) -> [UInt8] {
+        var out: [UInt8] = [0x78, 0x9C]
+        var buffer = 0, count = 0
+        func bits(_ value: Int, _ n: Int) {  // LSB-first
+            buffer |= value << count
+            count += n
+            while count >= 8 {
+                out.append(UInt8(buffer & 0xFF))
+                buffer >>= 8
+                count -= 8
+            }
+        }
+        func huffman(_ code: Int, _ n: Int) { for i in stride(from: n - 1, through: 0, by: -1) { bits((code >> i) & 1, 1) } }
+        bits(1, 1)  // final block
+        bits(1, 2)  // fixed Huffman
+        huffman(0x30, 8)  // literal 0
+        for _ in 0..<((bytes - 1) / 258) {
+            huffman(0xC5, 8)  // length 258 (symbol 285)
+            huffman(0, 5)  // distance 1
+        }
+        huffman(0, 7)  // end of block
+        if count > 0 { out.append(UInt8(buffer & 0xFF)) }
+        let produced = 1 + (bytes - 1) / 258 * 258
+        // Adler-32 of `produced` zeros: a = 1, b = produced (mod 65521).
+        let adler = UInt32(produced % 65521) << 16 | 1
+        out += [UInt8(adler >> 24), UInt8((adler >> 16) & 0xFF), UInt8((adler >> 8) & 0xFF), UInt8(adler & 0xFF)]
+        return out
+    }
+
+    /// H5-08: a deflated chunk that expands far beyond its declared 16 bytes is refused before libhdf5 (whose
+    /// deflate filter grows its buffer without bound) decompresses it.
+    @Test func chunkBombIsRefused() throws {
+        let scratch = try ScratchFolder()
+        let path = scratch.path + "/a.h5"
+        H5open()
+        let file = H5Fcreate(path, 2, 0, 0)
+        var dims: [hsize_t] = [4]
+        let space = H5Screate_simple(1, &dims, nil)
+        let dcpl = H5Pcreate(H5P_CLS_DATASET_CREATE_ID_g)
+        H5Pset_chunk(dcpl, 1, &dims)
+        H5Pset_deflate(dcpl, 6)
+        let ds = H5Dcreate2(file, "w", H5T_IEEE_F32LE_g, space, 0, dcpl, 0)
+        let bomb = deflateBomb(bytes: 4 << 20)  // ~25 KB stored (libhdf5 refuses much larger chunks for 16-byte chunks)
+        var origin: [hsize_t] = [0]
+        #expect(H5Dwrite_chunk(ds, 0, 0, &origin, bomb.count, bomb) >= 0)
+        H5Dclose(ds)
+        H5Pclose(dcpl)
+        H5Sclose(space)
+        H5Fclose(file)
+        #expect(family(path) == .limitExceeded)
+    }
+
     @Test func notHDF5IsMalformed() throws {
         let scratch = try ScratchFolder()
         let path = try scratch.write("a.h5", [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A] + [UInt8](repeating: 0xAB, count: 200))
