@@ -39,11 +39,3 @@ final class ScratchPool: @unchecked Sendable {
         }
     }
 }
-
-/// Runs `body` with a scratch buffer of `count` floats from the shared pool.
-@inline(__always)
-func withScratch<R>(_ count: Int, _ body: (UnsafeMutablePointer<Float>) throws -> R) rethrows -> R {
-    let p = ScratchPool.shared.borrow(count)
-    defer { ScratchPool.shared.giveBack(p, count) }
-    return try body(p)
-}
