@@ -6,7 +6,7 @@ let package = Package(
     name: "AmusedKit",
     platforms: [.macOS(.v14)],
     products: [
-        .library(name: "AmusedKit", targets: ["AmusedTensors", "AmusedRead", "AmusedBind", "AmusedModel",
+        .library(name: "AmusedKit", targets: ["AmusedTensors", "AmusedRead", "AmusedMap", "AmusedBind", "AmusedModel",
                                               "AmusedVerify", "AmusedImage", "AmusedKernels"]),
         .executable(name: "amused", targets: ["amused"]),
     ],
@@ -33,8 +33,11 @@ let package = Package(
         .target(name: "AmusedRead",
                 dependencies: ["AmusedTensors", "CJSONC", "CHDF5"],
                 path: "Sources/1-Read"),
+        // Stage 2: map. Name maps as data (maps/*.json, Schemas/name-map.schema.json) and a ledger of every tensor.
+        .target(name: "AmusedMap", dependencies: ["AmusedTensors", "AmusedRead"], path: "Sources/2-Map",
+                resources: [.copy("maps")]),
         // Stage 3: bind a checkpoint's tensors to the graph's parameters, strictly; configs and tokenizer files.
-        .target(name: "AmusedBind", dependencies: ["AmusedTensors", "AmusedRead", "AmusedModel"],
+        .target(name: "AmusedBind", dependencies: ["AmusedTensors", "AmusedRead", "AmusedMap", "AmusedModel"],
                 path: "Sources/3-Bind"),
         // Stage 4: run. The canonical aMUSEd graph (diffusers names), the tokenizer; never imports formats.
         .target(name: "AmusedModel", dependencies: ["AmusedTensors", "AmusedKernels"], path: "Sources/4-Run"),
@@ -71,6 +74,10 @@ let package = Package(
                     path: "Tests/AmusedModelTests"),
         .testTarget(name: "AmusedImageTests", dependencies: ["AmusedImage", "AmusedRead", "AmusedTensors", "AmusedTestSupport"],
                     path: "Tests/AmusedImageTests"),
+        .testTarget(name: "AmusedMapTests",
+                    dependencies: ["AmusedMap", "AmusedBind", "AmusedModel", "AmusedRead", "AmusedTensors", "AmusedVerify",
+                                   "AmusedTestSupport"],
+                    path: "Tests/AmusedMapTests"),
         .testTarget(name: "AmusedKernelsTests", dependencies: ["AmusedKernels"],
                     path: "Tests/AmusedKernelsTests"),
         .testTarget(name: "AmusedCLITests", dependencies: ["AmusedRead", "AmusedImage", "AmusedTestSupport"],

@@ -478,6 +478,174 @@ def write_format_fixtures(folder: Path) -> None:
     save_file(expected, str(folder / "expected.safetensors"))
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# open-muse naming: the inverse of diffusers' scripts/convert_amused.py, checked by running that script's renaming
+# (ported below with its loop counts taken from the config) on the result.
+
+def to_open_muse_transformer(sd: dict, config: dict) -> dict:
+    """diffusers UVit2DModel state dict → open-muse MaskGiTUViT_v2 names."""
+    out = {}
+    for k, v in sd.items():
+        n = k
+        for a, b in (("cond_embed.linear_1.", "cond_embed.0."), ("cond_embed.linear_2.", "cond_embed.2."),
+                     ("mlm_layer.layer_norm.", "mlm_layer.layer_norm.norm."),
+                     ("down_block.downsample.norm.", "down_blocks.0.downsample.0.norm."),
+                     ("down_block.downsample.conv.", "down_blocks.0.downsample.1."),
+                     ("up_block.upsample.norm.", "up_blocks.0.upsample.0.norm."),
+                     ("up_block.upsample.conv.", "up_blocks.0.upsample.1.")):
+            if n.startswith(a):
+                n = b + n[len(a):]
+        if n.startswith("transformer_layers."):
+            parts = n.split(".")
+            head, rest = ".".join(parts[:2]), ".".join(parts[2:])
+            for a, b in (("norm1.norm.", "attn_layer_norm."), ("norm1.linear.", "self_attn_adaLN_modulation.mapper."),
+                         ("attn1.to_q.", "attention.query."), ("attn1.to_k.", "attention.key."),
+                         ("attn1.to_v.", "attention.value."), ("attn1.to_out.0.", "attention.out."),
+                         ("norm2.norm.", "crossattn_layer_norm."), ("norm2.linear.", "cross_attn_adaLN_modulation.mapper."),
+                         ("attn2.to_q.", "crossattention.query."), ("attn2.to_k.", "crossattention.key."),
+                         ("attn2.to_v.", "crossattention.value."), ("attn2.to_out.0.", "crossattention.out."),
+                         ("norm3.norm.", "ffn.pre_mlp_layer_norm."), ("norm3.linear.", "ffn.adaLN_modulation.mapper."),
+                         ("ff.net.2.", "ffn.wo.")):
+                if rest.startswith(a):
+                    rest = b + rest[len(a):]
+            if rest.startswith("ff.net.0.proj."):
+                half = v.shape[0] // 2  # first half: wi_1 (linear branch); second: wi_0 (gated)
+                out[f"{head}.ffn.wi_1.{rest.split('.')[-1]}"] = v[:half].clone()
+                out[f"{head}.ffn.wi_0.{rest.split('.')[-1]}"] = v[half:].clone()
+                continue
+            n = f"{head}.{rest}"
+        for side in ("down", "up"):
+            if n.startswith(f"{side}_block."):
+                rest = n[len(f"{side}_block."):]
+                for a, b in ((".norm.", ".norm.norm."), (".channelwise_linear_1.", ".channelwise.0."),
+                             (".channelwise_norm.", ".channelwise.2."), (".channelwise_linear_2.", ".channelwise.4."),
+                             (".cond_embeds_mapper.", ".adaLN_modulation.mapper.")):
+                    if rest.startswith("res_blocks.") and a in rest:
+                        rest = rest.replace(a, b, 1)
+                if rest.startswith("attention_blocks."):
+                    for a, b in ((".norm1.", ".attn_layer_norm."), (".norm2.", ".crossattn_layer_norm."),
+                                 (".attn1.to_q.", ".attention.query."), (".attn1.to_k.", ".attention.key."),
+                                 (".attn1.to_v.", ".attention.value."), (".attn1.to_out.0.", ".attention.out."),
+                                 (".attn2.to_q.", ".crossattention.query."), (".attn2.to_k.", ".crossattention.key."),
+                                 (".attn2.to_v.", ".crossattention.value."), (".attn2.to_out.0.", ".crossattention.out.")):
+                        if a in rest:
+                            rest = rest.replace(a, b, 1)
+                n = f"{side}_blocks.0.{rest}"
+        out[n] = v.clone()
+    return out
+
+
+def convert_amused_transformer(state_dict: dict, layers: int, res_blocks: int, down_up: bool) -> dict:
+    """diffusers' scripts/convert_amused.py make_transformer renaming, with its loop counts parameterised."""
+    sd = dict(state_dict)
+    sd["cond_embed.linear_1.weight"] = sd.pop("cond_embed.0.weight")
+    sd["cond_embed.linear_2.weight"] = sd.pop("cond_embed.2.weight")
+    for i in range(layers):
+        p = f"transformer_layers.{i}."
+        for new, old in (("norm1.norm", "attn_layer_norm"), ("norm1.linear", "self_attn_adaLN_modulation.mapper"),
+                         ("attn1.to_q", "attention.query"), ("attn1.to_k", "attention.key"),
+                         ("attn1.to_v", "attention.value"), ("attn1.to_out.0", "attention.out"),
+                         ("norm2.norm", "crossattn_layer_norm"), ("norm2.linear", "cross_attn_adaLN_modulation.mapper"),
+                         ("attn2.to_q", "crossattention.query"), ("attn2.to_k", "crossattention.key"),
+                         ("attn2.to_v", "crossattention.value"), ("attn2.to_out.0", "crossattention.out"),
+                         ("norm3.norm", "ffn.pre_mlp_layer_norm"), ("norm3.linear", "ffn.adaLN_modulation.mapper")):
+            sd[p + new + ".weight"] = sd.pop(p + old + ".weight")
+        wi_0, wi_1 = sd.pop(p + "ffn.wi_0.weight"), sd.pop(p + "ffn.wi_1.weight")
+        sd[p + "ff.net.0.proj.weight"] = torch.concat([wi_1, wi_0], dim=0)
+        sd[p + "ff.net.2.weight"] = sd.pop(p + "ffn.wo.weight")
+    if down_up:
+        sd["down_block.downsample.norm.weight"] = sd.pop("down_blocks.0.downsample.0.norm.weight")
+        sd["down_block.downsample.conv.weight"] = sd.pop("down_blocks.0.downsample.1.weight")
+        sd["up_block.upsample.norm.weight"] = sd.pop("up_blocks.0.upsample.0.norm.weight")
+        sd["up_block.upsample.conv.weight"] = sd.pop("up_blocks.0.upsample.1.weight")
+    sd["mlm_layer.layer_norm.weight"] = sd.pop("mlm_layer.layer_norm.norm.weight")
+    for side in ("down", "up"):
+        for i in range(res_blocks):
+            o, n = f"{side}_blocks.0.res_blocks.{i}.", f"{side}_block.res_blocks.{i}."
+            for new, old in (("norm.weight", "norm.norm.weight"), ("channelwise_linear_1.weight", "channelwise.0.weight"),
+                             ("channelwise_norm.gamma", "channelwise.2.gamma"), ("channelwise_norm.beta", "channelwise.2.beta"),
+                             ("channelwise_linear_2.weight", "channelwise.4.weight"),
+                             ("cond_embeds_mapper.weight", "adaLN_modulation.mapper.weight")):
+                sd[n + new] = sd.pop(o + old)
+            o, n = f"{side}_blocks.0.attention_blocks.{i}.", f"{side}_block.attention_blocks.{i}."
+            for new, old in (("norm1", "attn_layer_norm"), ("attn1.to_q", "attention.query"), ("attn1.to_k", "attention.key"),
+                             ("attn1.to_v", "attention.value"), ("attn1.to_out.0", "attention.out"),
+                             ("norm2", "crossattn_layer_norm"), ("attn2.to_q", "crossattention.query"),
+                             ("attn2.to_k", "crossattention.key"), ("attn2.to_v", "crossattention.value"),
+                             ("attn2.to_out.0", "crossattention.out")):
+                sd[n + new + ".weight"] = sd.pop(o + old + ".weight")
+    for key in list(sd.keys()):
+        for side in ("up", "down"):
+            if key.startswith(f"{side}_blocks.0"):
+                sd[f"{side}_block." + ".".join(key.split(".")[2:])] = sd.pop(key)
+    return sd
+
+
+def to_taming_vq(sd: dict, levels: int) -> dict:
+    """diffusers VQModel state dict → taming VQGANModel names (decoder block index reversed)."""
+    out = {}
+    for k, v in sd.items():
+        n = k
+        for part in ("encoder", "decoder"):
+            n = n.replace(f"{part}.mid_block.resnets.0.", f"{part}.mid.block_1.").replace(
+                f"{part}.mid_block.resnets.1.", f"{part}.mid.block_2.").replace(f"{part}.conv_norm_out.", f"{part}.norm_out.")
+        if n.startswith("encoder.down_blocks."):
+            k_ = n.split(".")[2]
+            n = f"encoder.down.{k_}." + ".".join(n.split(".")[3:])
+        if n.startswith("decoder.up_blocks."):
+            k_ = int(n.split(".")[2])
+            n = f"decoder.up.{levels - 1 - k_}." + ".".join(n.split(".")[3:])
+        n = n.replace(".resnets.", ".block.").replace(".conv_shortcut.", ".nin_shortcut.").replace(
+            ".downsamplers.0.conv.", ".downsample.conv.").replace(".upsamplers.0.conv.", ".upsample.conv.")
+        out[n] = v.clone()
+    return out
+
+
+def write_open_muse_fixture(folder: Path, pipe, tok) -> None:
+    """The tiny-512 pipeline as open-muse's save_pretrained lays it out: transformer/ and vae/ (open-muse configs,
+    pytorch_model.bin) and text_encoder/ (CLIP without the text_model. prefix, with position_ids, tokenizer files)."""
+    t_config = dict(pipe.transformer.config)
+    sd = {k: v.detach().clone() for k, v in pipe.transformer.state_dict().items()}
+    old = to_open_muse_transformer(sd, t_config)
+    back = convert_amused_transformer(old, t_config["num_hidden_layers"], t_config["num_res_blocks"], t_config["downsample"])
+    assert set(back) == set(sd) and all(torch.equal(back[k], sd[k]) for k in sd), "inverse map disagrees with convert_amused"
+    (folder / "transformer").mkdir(parents=True, exist_ok=True)
+    torch.save(old, folder / "transformer" / "pytorch_model.bin")
+    keys = ("hidden_size", "use_bias", "hidden_dropout", "cond_embed_dim", "micro_cond_encode_dim", "micro_cond_embed_dim",
+            "encoder_hidden_size", "vocab_size", "codebook_size", "in_channels", "num_res_blocks", "block_num_heads",
+            "num_hidden_layers", "num_attention_heads", "attention_dropout", "intermediate_size", "layer_norm_eps",
+            "ln_elementwise_affine")
+    om = {"_class_name": "MaskGiTUViT_v2", "_version": "0.0.1", **{k: t_config[k] for k in keys},
+          "block_out_channels": [t_config["block_out_channels"]], "force_down_up_sample": t_config["downsample"],
+          "mask_token_id": t_config["vocab_size"] - 1, "norm_type": "rmsnorm", "use_encoder_layernorm": True}
+    (folder / "transformer" / "config.json").write_text(json.dumps(om, indent=2, sort_keys=True) + "\n")
+    v_config = dict(pipe.vqvae.config)
+    levels = len(v_config["block_out_channels"])
+    vsd = {k: v.detach().clone() for k, v in pipe.vqvae.state_dict().items()}
+    (folder / "vae").mkdir(parents=True, exist_ok=True)
+    torch.save(to_taming_vq(vsd, levels), folder / "vae" / "pytorch_model.bin")
+    base = v_config["block_out_channels"][0]
+    vq = {"_class_name": "VQGANModel", "_version": "0.0.1", "resolution": 256, "num_channels": 3,
+          "hidden_channels": base, "channel_mult": [c // base for c in v_config["block_out_channels"]],
+          "num_res_blocks": v_config["layers_per_block"], "attn_resolutions": [], "z_channels": v_config["latent_channels"],
+          "num_embeddings": v_config["num_vq_embeddings"], "quantized_embed_dim": v_config["latent_channels"],
+          "dropout": 0.0, "resample_with_conv": True, "commitment_cost": 0.25,
+          "no_attn_mid_block": not v_config["mid_block_add_attention"],
+          "norm_num_groups": v_config["norm_num_groups"]}  # not in open-muse (which hard-codes 32): the tiny model needs 4
+    (folder / "vae" / "config.json").write_text(json.dumps(vq, indent=2, sort_keys=True) + "\n")
+    te = folder / "text_encoder"
+    te.mkdir(parents=True, exist_ok=True)
+    tsd = {k[len("text_model."):] if k.startswith("text_model.") else k: v.detach().clone()
+           for k, v in pipe.text_encoder.state_dict().items()}
+    tsd["embeddings.position_ids"] = torch.arange(77).unsqueeze(0)
+    torch.save(tsd, te / "pytorch_model.bin")
+    pipe.text_encoder.config.to_json_file(str(te / "config.json"))
+    tok.save_pretrained(str(te))
+    extra = te / "added_tokens.json"
+    if extra.exists():
+        extra.unlink()
+
+
 def write_manifest() -> None:
     files = sorted(p for p in FIXTURES.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
     manifest = {
@@ -496,7 +664,7 @@ def main() -> None:
     if h5.exists():
         shutil.copyfile(h5, FIXTURES / "formats" / "weights.h5.keep")
         shutil.move(FIXTURES / "formats" / "weights.h5.keep", REPO / "Fixtures" / ".weights.h5.keep")
-    for sub in ("records", "safetensors", "tokenizer", "keys", "images", "formats"):
+    for sub in ("records", "safetensors", "tokenizer", "keys", "images", "formats", "openmuse"):
         shutil.rmtree(FIXTURES / sub, ignore_errors=True)
     (FIXTURES / "formats").mkdir(parents=True, exist_ok=True)
     if (REPO / "Fixtures" / ".weights.h5.keep").exists():
@@ -515,6 +683,8 @@ def main() -> None:
         save_pipeline(pipe, folder / "model")
         record_pipeline(name, pipe, folder, seed)
         print(f"wrote {folder}")
+        if is512:
+            write_open_muse_fixture(FIXTURES / "openmuse" / name, pipe, tok)
     # Away from the released configs (spec §9.14): biases everywhere, norms without gains, hidden_size equal to
     # block_out_channels (no kv_mapper), a VQ mid-block attention, exact-GELU CLIP with one layer and the modern
     # eos_token_id (pooling at the first <|endoftext|> instead of argmax).

@@ -97,6 +97,9 @@ public struct Checkpoint: Sendable {
         case component
         /// A single weights file.
         case file
+        /// An original open-muse folder: `transformer/` (MaskGiTUViT_v2) and `vae/` (VQGANModel) with open-muse
+        /// configs and `pytorch_model.bin`, `text_encoder/` holding the CLIP model and the tokenizer files.
+        case openMuse = "open-muse"
     }
 
     /// The path given.
@@ -145,6 +148,17 @@ public struct Checkpoint: Sendable {
                 }
                 components.append(try Self.component(name: key, folder: folder, className: cls, variant: variant,
                                                       mapData: mapData, opener: opener))
+            }
+            self.components = components
+            return
+        }
+        if Self.fileKind(path + "/transformer/config.json") == .file, Self.fileKind(path + "/vae") == .folder {
+            layout = .openMuse
+            modelIndex = nil
+            var components: [CheckpointComponent] = []
+            for key in ["transformer", "vae", "text_encoder"] where Self.fileKind(path + "/" + key) == .folder {
+                components.append(try Self.component(name: key, folder: path + "/" + key, className: nil,
+                                                     variant: variant, mapData: mapData, opener: opener))
             }
             self.components = components
             return

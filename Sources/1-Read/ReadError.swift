@@ -72,7 +72,7 @@ public struct ReadError: Error, LocalizedError, Equatable, Sendable {
     }
 
     /// Wraps a tensor-layer error about `path`.
-    static func from(_ error: TensorError, path: String, field: String? = nil) -> ReadError {
+    public static func from(_ error: TensorError, path: String, field: String? = nil) -> ReadError {
         switch error {
         case .io(_, let message): ReadError(.io, path: path, field: field, message)
         case let .fileChanged(_, expected, actual):

@@ -1,5 +1,6 @@
 // Loading a diffusers aMUSEd checkpoint folder into the Swift graph: configs, strict binding, tokenizer, scheduler.
 
+import AmusedMap
 import AmusedModel
 import AmusedRead
 import AmusedTensors
@@ -24,6 +25,8 @@ public struct AmusedComponents: Sendable {
     public let maskingSchedule: String
     /// Tensors dropped by a rule while binding, per component.
     public let dropped: [String: [(key: String, reason: String)]]
+    /// The name-map ledgers of components read through a map (open-muse checkpoints).
+    public let ledgers: [String: MapLedger]
 
     /// The components a caller may ask for.
     public enum Part: String, CaseIterable, Sendable {
@@ -45,6 +48,7 @@ public struct AmusedComponents: Sendable {
         var dropped: [String: [(String, String)]] = [:]
         func component(_ names: [String], classes: [String]) -> CheckpointComponent? {
             guard let part = Part(rawValue: names[0]), only.contains(part) else { return nil }
+            if checkpoint.layout == .openMuse, names.contains("tokenizer") { return nil }
             return checkpoint.components.first { names.contains($0.name) || classes.contains($0.className ?? "") }
         }
         func bound(_ c: CheckpointComponent, _ specs: [ParameterSpec], drop: [DropRule] = []) throws -> Weights {
@@ -55,35 +59,56 @@ public struct AmusedComponents: Sendable {
             dropped[c.name] = b.dropped
             return b.weights
         }
+        /// Binds a component, through `map` when its names are not the canonical ones.
+        func mapped(_ c: CheckpointComponent, _ specs: [ParameterSpec], map: String?, constants: [String: Int] = [:],
+                    drop: [DropRule] = []) throws -> Weights {
+            guard let name = map, let source = c.weights else { return try bound(c, specs, drop: drop) }
+            let view = try MappedSource(source, map: try NameMap.shipped(name), constants: constants)
+            ledgers[c.name] = view.ledger
+            let b = try bind(view, to: specs)
+            return b.weights
+        }
+        let openMuse = checkpoint.layout == .openMuse
+        var ledgers: [String: MapLedger] = [:]
         if let c = component(["text_encoder"], classes: ["CLIPTextModelWithProjection"]), c.weights != nil {
             let config = try CLIPTextConfig(json: c.config, path: c.configPath ?? c.name)
-            let weights = try bound(c, try CLIPTextModel.parameterSpecs(config), drop: [.clipPositionIds])
+            let specs = try CLIPTextModel.parameterSpecs(config)
+            let weights = openMuse ? try mapped(c, specs, map: "clip-text") : try bound(c, specs, drop: [.clipPositionIds])
             textEncoder = try CLIPTextModel(config: config, scope: .binding(weights))
         } else {
             textEncoder = nil
         }
-        if let c = component(["transformer"], classes: ["UVit2DModel"]), c.weights != nil {
-            let config = try UVit2DConfig(json: c.config, path: c.configPath ?? c.name)
-            let weights = try bound(c, try UVit2DModel.parameterSpecs(config))
+        if let c = component(["transformer"], classes: ["UVit2DModel", "MaskGiTUViT_v2", "MaskGiTUViT"]), c.weights != nil {
+            let config = openMuse ? try UVit2DConfig(openMuse: c.config, path: c.configPath ?? c.name)
+                : try UVit2DConfig(json: c.config, path: c.configPath ?? c.name)
+            let weights = try mapped(c, try UVit2DModel.parameterSpecs(config), map: openMuse ? "open-muse-transformer" : nil)
             transformer = try UVit2DModel(config: config, scope: .binding(weights))
         } else {
             transformer = nil
         }
-        if let c = component(["vqvae"], classes: ["VQModel"]), c.weights != nil {
-            let config = try VQModelConfig(json: c.config, path: c.configPath ?? c.name)
-            let weights = try bound(c, try VQModel.parameterSpecs(config))
+        if let c = component(["vqvae", "vae"], classes: ["VQModel", "VQGANModel"]), c.weights != nil {
+            let config = openMuse ? try VQModelConfig(taming: c.config, path: c.configPath ?? c.name)
+                : try VQModelConfig(json: c.config, path: c.configPath ?? c.name)
+            let weights = try mapped(c, try VQModel.parameterSpecs(config), map: openMuse ? "taming-vqgan" : nil,
+                                     constants: ["last": config.blockOutChannels.count - 1])
             vqvae = try VQModel(config: config, scope: .binding(weights))
         } else {
             vqvae = nil
         }
         if let c = component(["tokenizer"], classes: ["CLIPTokenizer"]) {
-            let folder = checkpoint.path + "/" + c.name
-            tokenizer = try Self.loadTokenizer(folder: folder)
+            tokenizer = try Self.loadTokenizer(folder: checkpoint.path + "/" + c.name)
+        } else if openMuse, FileManager.default.fileExists(atPath: checkpoint.path + "/text_encoder/vocab.json") {
+            // open-muse keeps the tokenizer files beside the text encoder.
+            tokenizer = try Self.loadTokenizer(folder: checkpoint.path + "/text_encoder")
         } else {
             tokenizer = nil
         }
+        self.ledgers = ledgers
         let scheduler = checkpoint.components.first { $0.name == "scheduler" || $0.className == "AmusedScheduler" }?.config
-        maskTokenId = scheduler?["mask_token_id"]?.intValue ?? transformer.map { $0.config.vocabSize - 1 }
+        // open-muse has no scheduler config: the mask id comes from the transformer config.
+        let transformerConfig = checkpoint.components.first { $0.name == "transformer" }?.config
+        maskTokenId = scheduler?["mask_token_id"]?.intValue ?? transformerConfig?["mask_token_id"]?.intValue
+            ?? transformer.map { $0.config.vocabSize - 1 }
         maskingSchedule = scheduler?["masking_schedule"]?.stringValue ?? "cosine"
         self.dropped = dropped
     }

@@ -144,3 +144,44 @@ extension CLIPTextConfig {
         eosTokenId = try r.int("eos_token_id", eosTokenId)
     }
 }
+
+extension UVit2DConfig {
+    /// Translates an open-muse `MaskGiTUViT_v2` config as diffusers' convert_amused.py does: the same keys by name,
+    /// `block_out_channels` from its one-element list, `downsample = upsample = force_down_up_sample`.
+    public init(openMuse json: JSONValue?, path: String) throws(BindError) {
+        let r = try ConfigReader(json, path: path)
+        // block_out_channels is a one-element list in open-muse; the rest shares diffusers' names.
+        var translated = JSONObject()
+        for (key, value) in r.object.entries {
+            translated.insert(key, key == "block_out_channels" ? (value.arrayValue?.first ?? value) : value)
+        }
+        try self.init(json: .object(translated), path: path)
+        downsample = try r.bool("force_down_up_sample", false)
+        upsample = downsample
+        sampleSize = try r.int("sample_size", downsample ? 32 : 16)
+    }
+}
+
+extension VQModelConfig {
+    /// Translates an open-muse / taming `VQGANModel` config: `hidden_channels × channel_mult` per level,
+    /// `num_res_blocks`, `z_channels`, `quantized_embed_dim`, `num_embeddings`, `no_attn_mid_block`.
+    /// (`norm_num_groups` is not an open-muse key — it hard-codes 32 — but is honoured when present.)
+    public init(taming json: JSONValue?, path: String) throws(BindError) {
+        let r = try ConfigReader(json, path: path)
+        self.init()
+        let hidden = try r.int("hidden_channels", 128)
+        blockOutChannels = try r.ints("channel_mult", [1, 2, 2, 4, 6]).map { $0 * hidden }
+        layersPerBlock = try r.int("num_res_blocks", 2)
+        latentChannels = try r.int("z_channels", 64)
+        vqEmbedDim = try r.optionalInt("quantized_embed_dim")
+        numVqEmbeddings = try r.int("num_embeddings", 8192)
+        midBlockAddAttention = !(try r.bool("no_attn_mid_block", false))
+        normNumGroups = try r.int("norm_num_groups", 32)
+        inChannels = try r.int("num_channels", 3)
+        outChannels = inChannels
+        lookupFromCodebook = true
+        guard try r.ints("attn_resolutions", []).isEmpty else {
+            throw BindError(.config, path: path, key: "attn_resolutions", "attention inside the VQ levels is not implemented")
+        }
+    }
+}

@@ -1,0 +1,220 @@
+// Applying a name map: a TensorSource under canonical names (tensors computed lazily; renames stay zero-copy) and a
+// ledger that accounts for every source tensor — mapped, renamed, transformed, dropped — or names the unmapped ones.
+
+import AmusedRead
+import AmusedTensors
+
+/// What happened to the source tensors.
+public struct MapLedger: Sendable {
+    /// One accounted-for group of tensors.
+    public struct Entry: Sendable {
+        /// How.
+        public enum Kind: String, Sendable {
+            /// Same name, same tensor.
+            case unchanged
+            /// New name, same tensor.
+            case renamed
+            /// Produced by an operation (concat, split, transpose).
+            case transformed
+            /// Not used, by a rule that says why.
+            case dropped
+        }
+
+        /// Source names consumed.
+        public let sources: [String]
+        /// Canonical names produced.
+        public let targets: [String]
+        /// How.
+        public let kind: Kind
+        /// The operation (for transformed) or the reason (for dropped).
+        public let detail: String?
+    }
+
+    /// The map applied.
+    public let map: String
+    /// Every consumed source tensor, grouped by rule application.
+    public let entries: [Entry]
+    /// Source tensors no rule consumed.
+    public let unmapped: [String]
+
+    /// Counts per kind, plus unmapped.
+    public var counts: [String: Int] {
+        var c: [String: Int] = ["unchanged": 0, "renamed": 0, "transformed": 0, "dropped": 0, "unmapped": unmapped.count]
+        for e in entries { c[e.kind.rawValue, default: 0] += e.sources.count }
+        return c
+    }
+}
+
+/// A source seen through a name map.
+public struct MappedSource: TensorSource {
+    /// The source's path.
+    public var path: String { source.path }
+    /// The source's format.
+    public var format: WeightFormat { source.format }
+    /// Canonical tensors, in source order.
+    public let infos: [TensorInfo]
+    /// The accounting.
+    public let ledger: MapLedger
+    let source: any TensorSource
+    let plans: [String: Plan]
+
+    struct Plan: Sendable {
+        let operation: MapRule.Operation
+        let sources: [String]
+        let axis: Int
+        let part: Int
+        let parts: Int
+    }
+
+    /// Applies `map` to `source`. `constants` are the map's named values (for example `last` = the index of the
+    /// last VQ level). Unmapped source tensors are an error unless `allowUnmapped`.
+    public init(_ source: any TensorSource, map: NameMap, constants: [String: Int] = [:],
+                allowUnmapped: Bool = false) throws(MapError) {
+        let infoByName = Dictionary(uniqueKeysWithValues: source.infos.map { ($0.name, $0) })
+        var consumed = Set<String>()
+        var entries: [MapLedger.Entry] = []
+        var infos: [TensorInfo] = []
+        var plans: [String: Plan] = [:]
+        var secondary: [String] = []
+        func produce(_ name: String, _ shape: [Int], _ dtype: DType, _ plan: Plan) throws(MapError) {
+            guard plans[name] == nil else { throw MapError(name, "two source tensors map to this name") }
+            plans[name] = plan
+            infos.append(TensorInfo(name: name, dtype: dtype, shape: shape, fileOffset: 0,
+                                    byteCount: SizeMath.byteCount(elements: shape.reduce(1, *), dtype: dtype) ?? 0,
+                                    path: source.path))
+        }
+        outer: for info in source.infos where !consumed.contains(info.name) {
+            for rule in map.rules {
+                guard let bindings = rule.from[0].match(info.name) else {
+                    if rule.operation == .concat, rule.from.dropFirst().contains(where: { $0.match(info.name) != nil }) {
+                        secondary.append(info.name)
+                        continue outer
+                    }
+                    continue
+                }
+                switch rule.operation {
+                case .drop:
+                    entries.append(.init(sources: [info.name], targets: [], kind: .dropped, detail: rule.reason))
+                case .rename, .transpose:
+                    let target = try rule.to[0].render(bindings, constants: constants)
+                    var shape = info.shape
+                    if rule.operation == .transpose {
+                        guard shape.count == 2 else { throw MapError(info.name, "transpose needs a 2-D tensor") }
+                        shape.reverse()
+                    }
+                    try produce(target, shape, info.dtype, Plan(operation: rule.operation, sources: [info.name], axis: 0,
+                                                                part: 0, parts: 1))
+                    let kind: MapLedger.Entry.Kind = rule.operation == .transpose ? .transformed
+                        : target == info.name ? .unchanged : .renamed
+                    entries.append(.init(sources: [info.name], targets: [target], kind: kind,
+                                         detail: rule.operation == .transpose ? "transpose" : nil))
+                case .concat:
+                    let names = try rule.from.map { (t) throws(MapError) in try t.render(bindings, constants: constants) }
+                    var shape = info.shape
+                    guard rule.axis >= 0, rule.axis < shape.count else { throw MapError(info.name, "concat axis out of range") }
+                    shape[rule.axis] = 0
+                    for n in names {
+                        guard let other = infoByName[n], !consumed.contains(n) || n == info.name else {
+                            throw MapError(n, "concat into \(try rule.to[0].render(bindings, constants: constants)) needs this tensor")
+                        }
+                        guard other.dtype == info.dtype, other.shape.count == info.shape.count,
+                              zip(other.shape, info.shape).enumerated().allSatisfy({ $0.offset == rule.axis || $0.element.0 == $0.element.1 })
+                        else { throw MapError(n, "shape \(describeShape(other.shape)) cannot be concatenated with \(describeShape(info.shape))") }
+                        shape[rule.axis] += other.shape[rule.axis]
+                    }
+                    let target = try rule.to[0].render(bindings, constants: constants)
+                    try produce(target, shape, info.dtype, Plan(operation: .concat, sources: names, axis: rule.axis,
+                                                                part: 0, parts: 1))
+                    names.forEach { consumed.insert($0) }
+                    entries.append(.init(sources: names, targets: [target], kind: .transformed,
+                                         detail: "concat along axis \(rule.axis)"))
+                case .split:
+                    let targets = try rule.to.map { (t) throws(MapError) in try t.render(bindings, constants: constants) }
+                    guard rule.axis >= 0, rule.axis < info.shape.count, info.shape[rule.axis] % targets.count == 0 else {
+                        throw MapError(info.name, "cannot split \(describeShape(info.shape)) into \(targets.count) parts")
+                    }
+                    var shape = info.shape
+                    shape[rule.axis] /= targets.count
+                    for (k, t) in targets.enumerated() {
+                        try produce(t, shape, info.dtype, Plan(operation: .split, sources: [info.name], axis: rule.axis,
+                                                               part: k, parts: targets.count))
+                    }
+                    entries.append(.init(sources: [info.name], targets: targets, kind: .transformed,
+                                         detail: "split along axis \(rule.axis)"))
+                }
+                consumed.insert(info.name)
+                continue outer
+            }
+        }
+        let unmapped = source.infos.map(\.name).filter { !consumed.contains($0) }
+        if !unmapped.isEmpty && !allowUnmapped {
+            throw MapError(unmapped[0], "no rule of map \(map.name) maps this tensor (\(unmapped.count) unmapped in all)")
+        }
+        _ = secondary
+        self.source = source
+        self.infos = infos
+        self.plans = plans
+        self.ledger = MapLedger(map: map.name, entries: entries, unmapped: unmapped)
+    }
+
+    /// The canonical tensor `name`: a view for renames and axis-0 splits, computed for the other operations.
+    public func tensor(named name: String) throws(ReadError) -> Tensor {
+        guard let plan = plans[name] else {
+            throw ReadError(.inconsistent, path: path, field: name, "no tensor maps to this name")
+        }
+        do {
+            switch plan.operation {
+            case .rename, .drop:
+                return try source.tensor(named: plan.sources[0])
+            case .transpose:
+                let t = try source.tensor(named: plan.sources[0])
+                return try Tensor(dtype: t.dtype, shape: t.shape.reversed(), storage: t.storage, byteOffset: t.byteOffset,
+                                  strides: t.strides.reversed()).contiguous()
+            case .concat:
+                let parts = try plan.sources.map { n in try source.tensor(named: n).contiguous() }
+                return try concatenate(parts, axis: plan.axis)
+            case .split:
+                let t = try source.tensor(named: plan.sources[0]).contiguous()
+                var shape = t.shape
+                shape[plan.axis] /= plan.parts
+                let outer = t.shape[..<plan.axis].reduce(1, *)
+                let inner = shape[plan.axis...].reduce(1, *) * t.dtype.byteWidth!
+                if outer == 1 {
+                    return try Tensor(dtype: t.dtype, shape: shape, storage: t.storage,
+                                      byteOffset: t.byteOffset + plan.part * inner)
+                }
+                let out = Storage(zeroedByteCount: outer * inner)
+                for o in 0..<outer {
+                    (out.mutableBaseAddress! + o * inner).copyMemory(
+                        from: t.storage.baseAddress + t.byteOffset + (o * plan.parts + plan.part) * inner, byteCount: inner)
+                }
+                return try Tensor(dtype: t.dtype, shape: shape, storage: out)
+            }
+        } catch let error as ReadError {
+            throw error
+        } catch let error as TensorError {
+            throw ReadError.from(error, path: path, field: name)
+        } catch {
+            throw ReadError(.inconsistent, path: path, field: name, "\(error)")
+        }
+    }
+
+    func concatenate(_ parts: [Tensor], axis: Int) throws -> Tensor {
+        var shape = parts[0].shape
+        shape[axis] = parts.reduce(0) { $0 + $1.shape[axis] }
+        let width = parts[0].dtype.byteWidth!
+        let outer = shape[..<axis].reduce(1, *)
+        let out = Storage(zeroedByteCount: shape.reduce(1, *) * width)
+        var offset = 0
+        for o in 0..<outer {
+            for p in parts {
+                let run = p.shape[axis...].reduce(1, *) * width
+                try p.withUnsafeBytes { raw in
+                    (out.mutableBaseAddress! + offset).copyMemory(from: raw.baseAddress! + o * run, byteCount: run)
+                }
+                offset += run
+            }
+        }
+        return try Tensor(dtype: parts[0].dtype, shape: shape, storage: out)
+    }
+}
