@@ -1,8 +1,10 @@
 // `amused inspect PATH`: what a checkpoint holds, read from headers only.
 
+import AmusedBind
 import AmusedRead
 import AmusedTensors
 import ArgumentParser
+import Foundation
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -22,11 +24,48 @@ struct Inspect: ParsableCommand {
     @Flag(help: "Print one JSON document instead of tables.")
     var json = false
 
+    @Flag(help: "Print the import plan instead: the name map per component and what it renames, transforms and drops; unmapped, missing and misshapen tensors against the graph the config implies.")
+    var map = false
+
     func run() throws {
         try runReporting {
             let checkpoint = try Checkpoint(path: path, variant: variant, mapData: false, opener: isolatedOpener)
+            if map {
+                let plans: [ComponentImportPlan]
+                do { plans = try importPlan(checkpoint) } catch {
+                    throw ReadError(.inconsistent, path: path, (error as? LocalizedError)?.errorDescription ?? "\(error)")
+                }
+                emit(Self.mapReport(checkpoint, plans))
+                if plans.contains(where: { !$0.isComplete }) { throw ExitCode(ExitCodes.badInput) }
+                return
+            }
             emit(json ? Self.jsonReport(checkpoint).serialized + "\n" : Self.textReport(checkpoint))
         }
+    }
+
+    static func mapReport(_ c: Checkpoint, _ plans: [ComponentImportPlan]) -> String {
+        var out = "checkpoint: \(c.path)\nlayout: \(c.layout.rawValue)\n"
+        for p in plans {
+            out += "\n== \(p.component): map \(p.map ?? "none (canonical names)")\n"
+            if let l = p.ledger {
+                let n = l.counts
+                out += "  unchanged \(n["unchanged"]!), renamed \(n["renamed"]!), transformed \(n["transformed"]!), "
+                    + "dropped \(n["dropped"]!), unmapped \(n["unmapped"]!)\n"
+                for e in l.entries where e.kind == .transformed || e.kind == .dropped {
+                    out += "  \(e.kind.rawValue): \(e.sources.joined(separator: " + "))"
+                        + (e.targets.isEmpty ? "" : " → \(e.targets.joined(separator: ", "))")
+                        + (e.detail.map { " (\($0))" } ?? "") + "\n"
+                }
+            }
+            out += "  graph parameters matched: \(p.matched), missing: \(p.missing.count), unmapped tensors: "
+                + "\(p.unmapped.count), shape mismatches: \(p.misshapen.count)\n"
+            for m in p.missing { out += "  missing: \(m.key) \(describeShape(m.shape))\n" }
+            for u in p.unmapped { out += "  unmapped: \(u)\n" }
+            for m in p.misshapen {
+                out += "  shape: \(m.key) is \(describeShape(m.found)), the config implies \(describeShape(m.expected))\n"
+            }
+        }
+        return out
     }
 
     static func jsonReport(_ c: Checkpoint) -> JSONValue {

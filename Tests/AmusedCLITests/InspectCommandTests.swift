@@ -85,6 +85,27 @@ struct InspectCommandTests {
         #expect(crashed.stderr.contains("(malformed)"))
     }
 
+    /// `inspect --map` prints the import plan without reading tensor data; an incomplete plan exits 1.
+    @Test func mapReportShowsTheLedger() throws {
+        let result = try runAmused(["inspect", "--map", FixturePaths.path("openmuse/tiny-512")])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("== transformer: map open-muse-transformer"))
+        #expect(result.stdout.contains("ffn.wi_1.weight + transformer_layers.0.ffn.wi_0.weight → transformer_layers.0.ff.net.0.proj.weight"))
+        #expect(result.stdout.contains("dropped: embeddings.position_ids"))
+        #expect(result.stdout.contains("missing: 0, unmapped tensors: 0, shape mismatches: 0"))
+        // A transformer file under a config that does not fit it: missing and unmapped tensors, exit 1.
+        let scratch = try ScratchFolder()
+        let folder = scratch.path + "/transformer"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: FixturePaths.path("records/tiny-512/model/transformer/diffusion_pytorch_model.safetensors"),
+                                         toPath: folder + "/diffusion_pytorch_model.safetensors")
+        try FileManager.default.copyItem(atPath: FixturePaths.path("records/tiny-256/model/transformer/config.json"),
+                                         toPath: folder + "/config.json")
+        let bad = try runAmused(["inspect", "--map", folder])
+        #expect(bad.status == 1)
+        #expect(bad.stdout.contains("unmapped: down_block.downsample.conv.weight"))
+    }
+
     @Test func versionNamesTheLinkedLibraries() throws {
         let result = try runAmused(["version"])
         #expect(result.status == 0)
