@@ -37,7 +37,7 @@ let package = Package(
         .target(name: "AmusedMap", dependencies: ["AmusedTensors", "AmusedRead"], path: "Sources/2-Map",
                 resources: [.copy("maps")]),
         // Stage 3: bind a checkpoint's tensors to the graph's parameters, strictly; configs and tokenizer files.
-        .target(name: "AmusedBind", dependencies: ["AmusedTensors", "AmusedRead", "AmusedMap", "AmusedModel"],
+        .target(name: "AmusedBind", dependencies: ["AmusedTensors", "AmusedRead", "AmusedMap", "AmusedModel", "AmusedKernels"],
                 path: "Sources/3-Bind"),
         // Stage 4: run. The canonical aMUSEd graph (diffusers names), the tokenizer; never imports formats.
         .target(name: "AmusedModel", dependencies: ["AmusedTensors", "AmusedKernels"], path: "Sources/4-Run"),

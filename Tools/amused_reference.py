@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import gzip
 import hashlib
+import importlib.metadata
 import json
 import math
 import os
@@ -31,6 +32,7 @@ VERSIONS = {
     "diffusers": diffusers.__version__,
     "transformers": transformers.__version__,
     "safetensors": safetensors.__version__,
+    "peft": importlib.metadata.version("peft"),
 }
 
 
@@ -171,13 +173,16 @@ def build_pipeline(transformer_config: dict, vq_config: dict, text_config: CLIPT
 class RecordWriter:
     """Collects cases and tensors, then writes record.json and record.safetensors."""
 
-    def __init__(self, folder: Path, model: str = "model"):
+    def __init__(self, folder: Path, model: str = "model", only: set[str] | None = None):
         self.folder = folder
         self.model = model
+        self.only = only
         self.cases: list[dict] = []
         self.tensors: dict[str, torch.Tensor] = {}
 
     def add(self, name: str, kind: str, tensors: dict[str, torch.Tensor], **keys) -> None:
+        if self.only is not None and name not in self.only:
+            return  # computed all the same, so every random draw after it stays where it was
         assert all(c["name"] != name for c in self.cases), name
         self.cases.append({"name": name, "kind": kind, **keys})
         for field, t in tensors.items():

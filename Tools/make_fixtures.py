@@ -62,8 +62,9 @@ def smooth_images(batch: int, height: int, width: int, seed: int) -> np.ndarray:
     return out
 
 
-def record_pipeline(name: str, pipe, folder: Path, seed: int, *, pipelines: bool = True) -> None:
-    rec = RecordWriter(folder)
+def record_pipeline(name: str, pipe, folder: Path, seed: int, *, pipelines: bool = True, model: str = "model",
+                    only: set[str] | None = None) -> None:
+    rec = RecordWriter(folder, model=model, only=only)
     transformer, vqvae = pipe.transformer, pipe.vqvae
     grid = transformer.config.sample_size
     scale = 2 ** (len(vqvae.config.block_out_channels) - 1)
@@ -646,6 +647,52 @@ def write_open_muse_fixture(folder: Path, pipe, tok) -> None:
         extra.unlink()
 
 
+LORA_CASES = {"text_b2", "transformer_b1", "transformer_b2", "t2i_b1_cfg"}
+
+
+def write_lora_fixture(folder: Path, model: Path, seed: int) -> None:
+    """A tiny PEFT LoRA on tiny-256 (transformer to_q/to_k/to_v, text encoder q/k/v_proj) saved the way
+    train_amused.py saves one, and records of diffusers with it loaded at scales 1.0 and 0.5 (spec §6.1)."""
+    from diffusers import AmusedPipeline
+    from diffusers.loaders import AmusedLoraLoaderMixin
+    from diffusers.utils.peft_utils import scale_lora_layers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pipe = AmusedPipeline.from_pretrained(str(model))
+    torch.manual_seed(seed)
+    # init_lora_weights=False draws B as well as A, so the LoRA changes the outputs from the start (PEFT's default
+    # B = 0 would be a no-op). lora_alpha is deliberately not r: alpha is not saved, and the records show what a
+    # reload does with that.
+    pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=8, target_modules=["to_q", "to_k", "to_v"],
+                                            init_lora_weights=False))
+    pipe.text_encoder.add_adapter(LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "k_proj", "v_proj"],
+                                             init_lora_weights=False))
+    # What examples/amused/train_amused.py does (AmusedPipeline itself no longer carries the LoRA mixin).
+    AmusedLoraLoaderMixin.save_lora_weights(
+        str(folder), transformer_lora_layers=get_peft_model_state_dict(pipe.transformer),
+        text_encoder_lora_layers=get_peft_model_state_dict(pipe.text_encoder))
+    del pipe
+    for scale in (1.0, 0.5):
+        ref = AmusedPipeline.from_pretrained(str(model))
+        ref.set_progress_bar_config(disable=True)
+        # train_amused.py's load hook: no alphas in the file, so PEFT takes lora_alpha = r (scaling 1.0), times
+        # the scale asked for.
+        state, alphas = AmusedLoraLoaderMixin.lora_state_dict(str(folder))
+        AmusedLoraLoaderMixin.load_lora_into_transformer(state, network_alphas=alphas, transformer=ref.transformer)
+        AmusedLoraLoaderMixin.load_lora_into_text_encoder(state, network_alphas=alphas, text_encoder=ref.text_encoder,
+                                                          prefix="text_encoder")
+        # 2 layers + 2 blocks x 2 res x (attn1, attn2) x 3, and 2 CLIP layers x 3.
+        for part, targets in ((ref.transformer, 36), (ref.text_encoder, 6)):
+            layers = [m for m in part.modules() if hasattr(m, "lora_A") and m.lora_A]
+            assert len(layers) == targets and all(m.scaling["default_0"] == 1.0 for m in layers), len(layers)
+            scale_lora_layers(part, scale)
+        record_pipeline("lora", ref, folder / f"scale-{scale}", seed, model="../../../records/tiny-256/model",
+                        only=LORA_CASES)
+        print(f"wrote {folder}/scale-{scale}")
+
+
 def write_manifest() -> None:
     files = sorted(p for p in FIXTURES.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
     manifest = {
@@ -664,7 +711,7 @@ def main() -> None:
     if h5.exists():
         shutil.copyfile(h5, FIXTURES / "formats" / "weights.h5.keep")
         shutil.move(FIXTURES / "formats" / "weights.h5.keep", REPO / "Fixtures" / ".weights.h5.keep")
-    for sub in ("records", "safetensors", "tokenizer", "keys", "images", "formats", "openmuse"):
+    for sub in ("records", "safetensors", "tokenizer", "keys", "images", "formats", "openmuse", "lora"):
         shutil.rmtree(FIXTURES / sub, ignore_errors=True)
     (FIXTURES / "formats").mkdir(parents=True, exist_ok=True)
     if (REPO / "Fixtures" / ".weights.h5.keep").exists():
@@ -683,6 +730,8 @@ def main() -> None:
         save_pipeline(pipe, folder / "model")
         record_pipeline(name, pipe, folder, seed)
         print(f"wrote {folder}")
+        if not is512:
+            write_lora_fixture(FIXTURES / "lora" / name, folder / "model", seed + 7)
         if is512:
             write_open_muse_fixture(FIXTURES / "openmuse" / name, pipe, tok)
     # Away from the released configs (spec §9.14): biases everywhere, norms without gains, hidden_size equal to

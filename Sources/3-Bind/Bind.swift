@@ -23,6 +23,8 @@ public struct BindError: Error, LocalizedError, Equatable, Sendable {
         case config
         /// Tokenizer files are missing or malformed.
         case tokenizer
+        /// A LoRA file is malformed or does not fit the model.
+        case lora
     }
 
     /// The kind.
@@ -53,6 +55,7 @@ public struct BindError: Error, LocalizedError, Equatable, Sendable {
         case .dtype: s += "Convert the weights to float32, float16 or bfloat16."
         case .config: s += "Fix the config file or use the one shipped with the checkpoint."
         case .tokenizer: s += "The tokenizer/ folder needs vocab.json and merges.txt from the same checkpoint."
+        case .lora: s += "Pass the pytorch_lora_weights.safetensors written for this base model by diffusers' save_lora_weights."
         }
         return s
     }

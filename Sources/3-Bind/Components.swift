@@ -41,8 +41,9 @@ public struct AmusedComponents: Sendable {
     }
 
     /// Loads the components `path` holds (a pipeline folder or one component folder), all of them or only those in
-    /// `only`; `variant` picks `*.{variant}.safetensors` files.
-    public init(path: String, variant: String? = nil, only: Set<Part> = Set(Part.allCases)) throws {
+    /// `only`; `variant` picks `*.{variant}.safetensors` files; `lora` is fused into the transformer and text encoder
+    /// (a LoRA update for a component the checkpoint lacks is an error; one for a component not asked for is unused).
+    public init(path: String, variant: String? = nil, only: Set<Part> = Set(Part.allCases), lora: LoRAFusion? = nil) throws {
         let checkpoint = try Checkpoint(path: path, variant: variant)
         self.checkpoint = checkpoint
         var dropped: [String: [(String, String)]] = [:]
@@ -68,23 +69,36 @@ public struct AmusedComponents: Sendable {
             let b = try bind(view, to: specs)
             return b.weights
         }
+        /// The LoRA's pairs for `name`, fused in (after any name map: LoRA files use the diffusers names).
+        func fused(_ weights: Weights, _ name: String) throws -> Weights {
+            guard let lora else { return weights }
+            return try lora.lora.fuse(weights, component: name, scale: lora.scale)
+        }
+        func absent(_ name: String, _ part: Part) throws {
+            if let lora, only.contains(part), let pairs = lora.lora.pairs[name], !pairs.isEmpty {
+                throw BindError(.lora, path: lora.lora.path, key: name + "." + pairs[0].target,
+                                "the LoRA updates the \(name) but \(checkpoint.path) has no \(name)")
+            }
+        }
         let openMuse = checkpoint.layout == .openMuse
         var ledgers: [String: MapLedger] = [:]
         if let c = component(["text_encoder"], classes: ["CLIPTextModelWithProjection"]), c.weights != nil {
             let config = try CLIPTextConfig(json: c.config, path: c.configPath ?? c.name)
             let specs = try CLIPTextModel.parameterSpecs(config)
             let weights = openMuse ? try mapped(c, specs, map: "clip-text") : try bound(c, specs, drop: [.clipPositionIds])
-            textEncoder = try CLIPTextModel(config: config, scope: .binding(weights))
+            textEncoder = try CLIPTextModel(config: config, scope: .binding(try fused(weights, "text_encoder")))
         } else {
             textEncoder = nil
+            try absent("text_encoder", .textEncoder)
         }
         if let c = component(["transformer"], classes: ["UVit2DModel", "MaskGiTUViT_v2", "MaskGiTUViT"]), c.weights != nil {
             let config = openMuse ? try UVit2DConfig(openMuse: c.config, path: c.configPath ?? c.name)
                 : try UVit2DConfig(json: c.config, path: c.configPath ?? c.name)
             let weights = try mapped(c, try UVit2DModel.parameterSpecs(config), map: openMuse ? "open-muse-transformer" : nil)
-            transformer = try UVit2DModel(config: config, scope: .binding(weights))
+            transformer = try UVit2DModel(config: config, scope: .binding(try fused(weights, "transformer")))
         } else {
             transformer = nil
+            try absent("transformer", .transformer)
         }
         if let c = component(["vqvae", "vae"], classes: ["VQModel", "VQGANModel"]), c.weights != nil {
             let config = openMuse ? try VQModelConfig(taming: c.config, path: c.configPath ?? c.name)

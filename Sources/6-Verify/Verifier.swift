@@ -215,11 +215,12 @@ public struct Verifier {
     /// Where to write per-case traces (`verify --trace`), if anywhere.
     public let traceFolder: String?
 
-    /// A verifier of `record` against the checkpoint at `modelPath` (default: the record's own model).
+    /// A verifier of `record` against the checkpoint at `modelPath` (default: the record's own model), with `lora`
+    /// fused into it when given.
     public init(record: ReferenceRecord, modelPath: String? = nil, profile: ToleranceProfile,
-                traceFolder: String? = nil) throws {
+                traceFolder: String? = nil, lora: LoRAFusion? = nil) throws {
         self.record = record
-        self.components = try AmusedComponents(path: modelPath ?? record.modelPath)
+        self.components = try AmusedComponents(path: modelPath ?? record.modelPath, lora: lora)
         self.profile = profile
         self.traceFolder = traceFolder
     }

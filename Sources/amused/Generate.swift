@@ -61,6 +61,8 @@ struct Generate: ParsableCommand {
     @Option(help: "Output PNG path; with several images, -0, -1, … are added before .png.")
     var out: String
 
+    @OptionGroup var loraOptions: LoRAOptions
+
     func validate() throws {
         if mask != nil && initImage == nil { throw ValidationError("--mask needs --init-image") }
         if let s = strength, !(0...1).contains(s) { throw ValidationError("--strength must be between 0 and 1") }
@@ -84,7 +86,7 @@ struct Generate: ParsableCommand {
 
     func generate() throws {
         let start = Date()
-        let components = try AmusedComponents(path: model)
+        let components = try AmusedComponents(path: model, lora: try loraOptions.fusion())
         guard let tokenizer = components.tokenizer, let textEncoder = components.textEncoder,
               let transformer = components.transformer, let vqvae = components.vqvae,
               let maskId = components.maskTokenId

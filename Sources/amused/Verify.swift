@@ -40,12 +40,14 @@ struct Verify: ParsableCommand {
     @Flag(help: "Print one JSON document instead of a table.")
     var json = false
 
+    @OptionGroup var loraOptions: LoRAOptions
+
     func run() throws {
         let report: VerifyReport
         do {
             let record = try ReferenceRecord(path: reference)
             let verifier = try Verifier(record: record, modelPath: model, profile: try ToleranceProfile.load(profile, file: profileFile),
-                                        traceFolder: trace)
+                                        traceFolder: trace, lora: try loraOptions.fusion())
             report = try verifier.run()
         } catch {
             let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"

@@ -56,4 +56,18 @@ struct VerifyCommandTests {
         #expect(result.status == 1)
         #expect(result.stderr.contains("nope"))
     }
+
+    /// `--lora` fuses a PEFT LoRA before verifying (records of diffusers with the LoRA loaded at 0.5), says loudly
+    /// which scale it used, and the wrong scale fails parity.
+    @Test func loraIsFusedAtTheStatedScale() throws {
+        let lora = FixturePaths.path("lora/tiny-256/pytorch_lora_weights.safetensors")
+        let record = FixturePaths.path("lora/tiny-256/scale-0.5")
+        let ok = try runAmused(["verify", "--reference", record, "--lora", lora, "--lora-scale", "0.5"])
+        #expect(ok.status == 0, "\(ok.stderr)")
+        #expect(ok.stderr.contains("stores no alpha") && ok.stderr.contains("scale 0.5"))
+        let wrong = try runAmused(["verify", "--reference", record, "--lora", lora])
+        #expect(wrong.status == 3)
+        let orphan = try runAmused(["verify", "--reference", record, "--lora-scale", "2"])
+        #expect(orphan.status != 0 && orphan.stderr.contains("--lora-scale needs --lora"))
+    }
 }
