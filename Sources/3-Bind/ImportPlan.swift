@@ -23,6 +23,12 @@ public struct ComponentImportPlan: Sendable {
     public let misshapen: [(key: String, expected: [Int], found: [Int])]
     /// Parameters provided as the graph expects them.
     public let matched: Int
+    /// Which part of the pipeline the component is.
+    public let part: AmusedComponents.Part
+    /// The graph parameters the config implies, in graph order.
+    public let specs: [ParameterSpec]
+    /// The source under canonical names (through the map, unmapped tensors left out), tensors read lazily.
+    public let view: any TensorSource
 
     /// True when nothing is missing, unmapped or misshapen.
     public var isComplete: Bool { missing.isEmpty && unmapped.isEmpty && misshapen.isEmpty }
@@ -35,6 +41,7 @@ public func importPlan(_ checkpoint: Checkpoint) throws -> [ComponentImportPlan]
     for c in checkpoint.components {
         guard let source = c.weights else { continue }
         let specs: [ParameterSpec]
+        let part: AmusedComponents.Part
         var mapName: String? = nil
         var constants: [String: Int] = [:]
         switch (c.name, c.className ?? "") {
@@ -42,15 +49,18 @@ public func importPlan(_ checkpoint: Checkpoint) throws -> [ComponentImportPlan]
             let config = openMuse ? try UVit2DConfig(openMuse: c.config, path: c.configPath ?? c.name)
                 : try UVit2DConfig(json: c.config, path: c.configPath ?? c.name)
             specs = try UVit2DModel.parameterSpecs(config)
+            part = .transformer
             mapName = openMuse ? "open-muse-transformer" : nil
         case ("vqvae", _), ("vae", _), (_, "VQModel"), (_, "VQGANModel"):
             let config = openMuse ? try VQModelConfig(taming: c.config, path: c.configPath ?? c.name)
                 : try VQModelConfig(json: c.config, path: c.configPath ?? c.name)
             specs = try VQModel.parameterSpecs(config)
+            part = .vqvae
             mapName = openMuse ? "taming-vqgan" : nil
             constants = ["last": config.blockOutChannels.count - 1]
         case ("text_encoder", _), (_, "CLIPTextModelWithProjection"):
             specs = try CLIPTextModel.parameterSpecs(try CLIPTextConfig(json: c.config, path: c.configPath ?? c.name))
+            part = .textEncoder
             // Canonical CLIP files may still carry the position_ids buffer; the CLIP map drops it by rule.
             mapName = openMuse || source.names.contains(where: { $0.hasSuffix("position_ids") }) ? "clip-text" : nil
         default:
@@ -76,7 +86,7 @@ public func importPlan(_ checkpoint: Checkpoint) throws -> [ComponentImportPlan]
             component: c.name, map: mapName, ledger: ledger,
             missing: specs.filter { provided[$0.key] == nil },
             unmapped: (ledger?.unmapped ?? []) + view.infos.map(\.name).filter { !wanted.contains($0) },
-            misshapen: misshapen, matched: matched))
+            misshapen: misshapen, matched: matched, part: part, specs: specs, view: view))
     }
     return plans
 }

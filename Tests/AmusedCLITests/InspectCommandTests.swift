@@ -106,6 +106,34 @@ struct InspectCommandTests {
         #expect(bad.stdout.contains("unmapped: down_block.downsample.conv.weight"))
     }
 
+    /// `convert FOLDER --dry-run` prints the plan and the verdict and writes nothing; `convert FOLDER --out DIR`
+    /// imports an open-muse checkpoint as a diffusers folder; weights with tensors the config does not explain fail
+    /// (exit 1) naming the first, unless --allow-unmapped.
+    @Test func convertFolderDryRunAndImport() throws {
+        let scratch = try ScratchFolder()
+        let openMuse = FixturePaths.path("openmuse/tiny-512")
+        let dry = try runAmused(["convert", openMuse, "--dry-run", "--out", scratch.path + "/never"])
+        #expect(dry.status == 0, "\(dry.stderr)")
+        #expect(dry.stdout.contains("map open-muse-transformer") && dry.stdout.contains("Nothing was written"))
+        #expect(!FileManager.default.fileExists(atPath: scratch.path + "/never"))
+        let out = scratch.path + "/imported"
+        let run = try runAmused(["convert", openMuse, "--out", out])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(FileManager.default.fileExists(atPath: out + "/model_index.json"))
+
+        let folder = scratch.path + "/transformer"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: FixturePaths.path("records/tiny-512/model/transformer/diffusion_pytorch_model.safetensors"),
+                                         toPath: folder + "/diffusion_pytorch_model.safetensors")
+        try FileManager.default.copyItem(atPath: FixturePaths.path("records/tiny-256/model/transformer/config.json"),
+                                         toPath: folder + "/config.json")
+        let bad = try runAmused(["convert", folder, "--dry-run"])
+        #expect(bad.status == 1)
+        #expect(bad.stderr.contains("[down_block.downsample.conv.weight]") && bad.stderr.contains("--allow-unmapped"))
+        let allowed = try runAmused(["convert", folder, "--dry-run", "--allow-unmapped"])
+        #expect(allowed.status == 0, "\(allowed.stderr)")
+    }
+
     @Test func versionNamesTheLinkedLibraries() throws {
         let result = try runAmused(["version"])
         #expect(result.status == 0)
