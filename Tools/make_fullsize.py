@@ -3,6 +3,7 @@
 real-shape checks. Never committed (about 7 GB per resolution with the fp16 variants).
 
     Tools/.venv/bin/python Tools/make_fullsize.py [--out .fullsize] [--only 256|512] [--no-record]
+    Tools/.venv/bin/python Tools/make_fullsize.py --open-muse [--only 256|512]   # + amused-{res}/openmuse
 
 For each of amused-256 and amused-512: <out>/amused-<res>/model/ is what AmusedPipeline.save_pretrained writes
 (model_index.json, transformer/, vqvae/, text_encoder/, tokenizer/, scheduler/) with the exact released configs
@@ -64,10 +65,24 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / ".fullsize"))
     ap.add_argument("--only", choices=["256", "512"])
     ap.add_argument("--no-record", action="store_true")
+    ap.add_argument("--open-muse", action="store_true",
+                    help="only write amused-{res}/openmuse: the saved model in open-muse naming (needs the model)")
     args = ap.parse_args()
     out = Path(args.out)
     with tempfile.TemporaryDirectory() as scratch:
         tok = clip_tokenizer(Path(scratch))
+    if args.open_muse:
+        from diffusers import AmusedPipeline
+        from make_fixtures import write_open_muse_fixture
+        for res in (256, 512):
+            if args.only and int(args.only) != res:
+                continue
+            t0 = time.time()
+            folder = out / f"amused-{res}"
+            pipe = AmusedPipeline.from_pretrained(str(folder / "model"))
+            write_open_muse_fixture(folder / "openmuse", pipe, tok)
+            print(f"amused-{res}: open-muse checkpoint written in {time.time() - t0:.1f} s", flush=True)
+        return
     for res in (256, 512):
         if args.only and int(args.only) != res:
             continue
