@@ -85,12 +85,41 @@ public struct CheckpointComponent: Sendable {
     public let weights: (any TensorSource)?
     /// Other files the component carries (tokenizer vocabularies, scheduler configs).
     public let files: [String]
+    /// The folder its config and files are in (nil for a lone file's own component).
+    public var folder: String? = nil
+}
+
+/// The tensors of `source` whose names start with `prefix`, named without it (one component of a single file).
+public struct PrefixedSource: TensorSource {
+    /// The whole file.
+    public let source: any TensorSource
+    /// The prefix, with its dot (`transformer.`).
+    public let prefix: String
+    /// The component's tensors, prefix stripped.
+    public let infos: [TensorInfo]
+    /// The file's path.
+    public var path: String { source.path }
+    /// The file's format.
+    public var format: WeightFormat { source.format }
+
+    /// The tensors of `source` under `prefix`.
+    public init(_ source: any TensorSource, prefix: String) {
+        self.source = source
+        self.prefix = prefix
+        infos = source.infos.filter { $0.name.hasPrefix(prefix) }.map { info in
+            TensorInfo(name: String(info.name.dropFirst(prefix.count)), dtype: info.dtype, shape: info.shape,
+                       fileOffset: info.fileOffset, byteCount: info.byteCount, path: info.path)
+        }
+    }
+
+    /// The tensor `prefix + name`.
+    public func tensor(named name: String) throws(ReadError) -> Tensor { try source.tensor(named: prefix + name) }
 }
 
 /// A checkpoint as found on disk.
 public struct Checkpoint: Sendable {
     /// How the checkpoint is laid out.
-    public enum Layout: String, Sendable {
+    public enum Layout: String, Sendable, CaseIterable {
         /// A diffusers pipeline folder with `model_index.json`.
         case pipeline
         /// One component folder with `config.json` and weights.
@@ -100,7 +129,14 @@ public struct Checkpoint: Sendable {
         /// An original open-muse folder: `transformer/` (MaskGiTUViT_v2) and `vae/` (VQGANModel) with open-muse
         /// configs and `pytorch_model.bin`, `text_encoder/` holding the CLIP model and the tokenizer files.
         case openMuse = "open-muse"
+        /// One weights file holding every component under a prefix (`transformer.`, `vqvae.`, `text_encoder.`),
+        /// with configs, tokenizer and scheduler taken from a diffusers folder given separately.
+        case singleFile = "single-file"
     }
+
+    /// The prefixes a single-file checkpoint may use, and the component each names.
+    public static let singleFilePrefixes = [("transformer.", "transformer"), ("vqvae.", "vqvae"), ("vae.", "vqvae"),
+                                            ("text_encoder.", "text_encoder")]
 
     /// The path given.
     public let path: String
@@ -115,23 +151,50 @@ public struct Checkpoint: Sendable {
     public typealias Opener = @Sendable (_ path: String, _ mapData: Bool) throws(ReadError) -> any TensorSource
 
     /// Opens what `path` points at. `variant` selects `*.{variant}.safetensors` files (for example `fp16`);
-    /// `mapData` false reads headers only (listing a 2.4 GB file then reads a few kilobytes).
-    public init(path: String, variant: String? = nil, mapData: Bool = true,
+    /// `mapData` false reads headers only (listing a 2.4 GB file then reads a few kilobytes). The layout is detected
+    /// from the files unless `layout` forces one (an error when the files do not fit it). `configs` is a diffusers
+    /// pipeline folder whose configs, tokenizer and scheduler a single-file checkpoint uses.
+    public init(path: String, variant: String? = nil, mapData: Bool = true, layout forced: Layout? = nil,
+                configs: String? = nil,
                 opener: Opener = { (p, m) throws(ReadError) in try openWeights(path: p, mapData: m) }) throws(ReadError) {
         let path = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
         self.path = path
         guard let kind = Self.fileKind(path) else {
             throw ReadError(.io, path: path, "no such file or folder")
         }
+        func refuse(_ why: String) -> ReadError {
+            ReadError(.inconsistent, path: path, "--layout \(forced!.rawValue) does not fit: \(why)")
+        }
         if kind == .file {
-            layout = .file
+            guard forced == nil || forced == .file || forced == .singleFile else { throw refuse("this is a single file") }
+            let source = try opener(path, mapData)
+            let prefixed = source.infos.allSatisfy { info in
+                Self.singleFilePrefixes.contains { info.name.hasPrefix($0.0) }
+            }
             modelIndex = nil
+            if forced == .singleFile || (forced == nil && prefixed && !source.infos.isEmpty) {
+                if let stray = source.infos.first(where: { info in !Self.singleFilePrefixes.contains { info.name.hasPrefix($0.0) } }) {
+                    throw ReadError(.inconsistent, path: path, field: stray.name, "a single-file checkpoint keeps every "
+                        + "tensor under transformer., vqvae. (or vae.) or text_encoder.; this one is under none")
+                }
+                layout = .singleFile
+                components = try Self.singleFileComponents(source, configs: configs)
+                return
+            }
+            layout = .file
             let name = path.split(separator: "/").last.map(String.init) ?? path
             components = [CheckpointComponent(name: name, className: nil, config: nil, configPath: nil,
-                                              weights: try opener(path, mapData), files: [])]
+                                              weights: source, files: [])]
             return
         }
-        if Self.fileKind(path + "/model_index.json") == .file {
+        if forced == .file || forced == .singleFile { throw refuse("this is a folder") }
+        if forced == .pipeline && Self.fileKind(path + "/model_index.json") != .file {
+            throw refuse("there is no model_index.json")
+        }
+        if forced == .openMuse && (Self.fileKind(path + "/transformer/config.json") != .file || Self.fileKind(path + "/vae") != .folder) {
+            throw refuse("an open-muse folder has transformer/config.json and vae/")
+        }
+        if (forced == nil || forced == .pipeline) && Self.fileKind(path + "/model_index.json") == .file {
             layout = .pipeline
             let index = try Self.readJSON(path + "/model_index.json")
             modelIndex = index
@@ -152,7 +215,8 @@ public struct Checkpoint: Sendable {
             self.components = components
             return
         }
-        if Self.fileKind(path + "/transformer/config.json") == .file, Self.fileKind(path + "/vae") == .folder {
+        if forced == nil || forced == .openMuse, Self.fileKind(path + "/transformer/config.json") == .file,
+           Self.fileKind(path + "/vae") == .folder {
             layout = .openMuse
             modelIndex = nil
             var components: [CheckpointComponent] = []
@@ -172,6 +236,43 @@ public struct Checkpoint: Sendable {
 
     /// The component called `name`.
     public func component(_ name: String) -> CheckpointComponent? { components.first { $0.name == name } }
+
+    /// The components of a single file: one per prefix present, configs from `configs/<component>/`, and the
+    /// tokenizer and scheduler of `configs` when it has them.
+    private static func singleFileComponents(_ source: any TensorSource, configs: String?) throws(ReadError)
+        -> [CheckpointComponent]
+    {
+        var components: [CheckpointComponent] = []
+        for (prefix, name) in singleFilePrefixes where source.infos.contains(where: { $0.name.hasPrefix(prefix) }) {
+            if components.contains(where: { $0.name == name }) {
+                throw ReadError(.inconsistent, path: source.path, field: prefix,
+                                "both vqvae. and vae. prefixes: one file holds two VQ-GANs")
+            }
+            var config: JSONValue? = nil, configPath: String? = nil, folder: String? = nil
+            if let configs {
+                folder = configs + "/" + name
+                configPath = configs + "/" + name + "/config.json"
+                guard fileKind(configPath!) == .file else {
+                    throw ReadError(.io, path: configPath!, "the file has \(name) tensors but --configs has no \(name)/config.json")
+                }
+                config = try readJSON(configPath!)
+            }
+            components.append(CheckpointComponent(
+                name: name, className: config?["_class_name"]?.stringValue ?? config?["architectures"]?.arrayValue?.first?.stringValue,
+                config: config, configPath: configPath, weights: PrefixedSource(source, prefix: prefix), files: [],
+                folder: folder))
+        }
+        guard let configs else { return components }
+        for name in ["tokenizer", "scheduler"] where fileKind(configs + "/" + name) == .folder {
+            let scheduler = configs + "/" + name + "/scheduler_config.json"
+            let config = fileKind(scheduler) == .file ? try readJSON(scheduler) : nil
+            components.append(CheckpointComponent(name: name, className: config?["_class_name"]?.stringValue,
+                                                  config: config, configPath: config == nil ? nil : scheduler,
+                                                  weights: nil, files: listFolder(configs + "/" + name),
+                                                  folder: configs + "/" + name))
+        }
+        return components
+    }
 
     private static func component(name: String, folder: String, className: String?, variant: String?,
                                   mapData: Bool, opener: Opener) throws(ReadError) -> CheckpointComponent
@@ -193,7 +294,7 @@ public struct Checkpoint: Sendable {
         let others = listing.filter { !$0.hasSuffix(".safetensors") && !$0.contains(".safetensors.index")
             && $0 != "config.json" && $0 != "scheduler_config.json" }
         return CheckpointComponent(name: name, className: cls, config: config, configPath: configPath,
-                                   weights: weights, files: others)
+                                   weights: weights, files: others, folder: folder)
     }
 
     /// The weights file of a component folder: the diffusers/transformers names first, then a lone safetensors file.

@@ -43,8 +43,15 @@ public struct AmusedComponents: Sendable {
     /// Loads the components `path` holds (a pipeline folder or one component folder), all of them or only those in
     /// `only`; `variant` picks `*.{variant}.safetensors` files; `lora` is fused into the transformer and text encoder
     /// (a LoRA update for a component the checkpoint lacks is an error; one for a component not asked for is unused).
-    public init(path: String, variant: String? = nil, only: Set<Part> = Set(Part.allCases), lora: LoRAFusion? = nil) throws {
-        let checkpoint = try Checkpoint(path: path, variant: variant)
+    /// `layout` forces a layout instead of detecting it; `configs` gives a single-file checkpoint its configs.
+    public init(path: String, variant: String? = nil, only: Set<Part> = Set(Part.allCases), lora: LoRAFusion? = nil,
+                layout: Checkpoint.Layout? = nil, configs: String? = nil) throws {
+        try self.init(checkpoint: try Checkpoint(path: path, variant: variant, layout: layout, configs: configs),
+                      only: only, lora: lora)
+    }
+
+    /// Loads the components of an opened checkpoint.
+    public init(checkpoint: Checkpoint, only: Set<Part> = Set(Part.allCases), lora: LoRAFusion? = nil) throws {
         self.checkpoint = checkpoint
         var dropped: [String: [(String, String)]] = [:]
         func component(_ names: [String], classes: [String]) -> CheckpointComponent? {
@@ -83,7 +90,7 @@ public struct AmusedComponents: Sendable {
         let openMuse = checkpoint.layout == .openMuse
         var ledgers: [String: MapLedger] = [:]
         if let c = component(["text_encoder"], classes: ["CLIPTextModelWithProjection"]), c.weights != nil {
-            let config = try CLIPTextConfig(json: c.config, path: c.configPath ?? c.name)
+            let config = try CLIPTextConfig(json: c.config, path: c.configPath ?? c.weights?.path ?? c.name)
             let specs = try CLIPTextModel.parameterSpecs(config)
             let weights = openMuse ? try mapped(c, specs, map: "clip-text") : try bound(c, specs, drop: [.clipPositionIds])
             textEncoder = try CLIPTextModel(config: config, scope: .binding(try fused(weights, "text_encoder")))
@@ -92,8 +99,8 @@ public struct AmusedComponents: Sendable {
             try absent("text_encoder", .textEncoder)
         }
         if let c = component(["transformer"], classes: ["UVit2DModel", "MaskGiTUViT_v2", "MaskGiTUViT"]), c.weights != nil {
-            let config = openMuse ? try UVit2DConfig(openMuse: c.config, path: c.configPath ?? c.name)
-                : try UVit2DConfig(json: c.config, path: c.configPath ?? c.name)
+            let config = openMuse ? try UVit2DConfig(openMuse: c.config, path: c.configPath ?? c.weights?.path ?? c.name)
+                : try UVit2DConfig(json: c.config, path: c.configPath ?? c.weights?.path ?? c.name)
             let weights = try mapped(c, try UVit2DModel.parameterSpecs(config), map: openMuse ? "open-muse-transformer" : nil)
             transformer = try UVit2DModel(config: config, scope: .binding(try fused(weights, "transformer")))
         } else {
@@ -101,8 +108,8 @@ public struct AmusedComponents: Sendable {
             try absent("transformer", .transformer)
         }
         if let c = component(["vqvae", "vae"], classes: ["VQModel", "VQGANModel"]), c.weights != nil {
-            let config = openMuse ? try VQModelConfig(taming: c.config, path: c.configPath ?? c.name)
-                : try VQModelConfig(json: c.config, path: c.configPath ?? c.name)
+            let config = openMuse ? try VQModelConfig(taming: c.config, path: c.configPath ?? c.weights?.path ?? c.name)
+                : try VQModelConfig(json: c.config, path: c.configPath ?? c.weights?.path ?? c.name)
             let weights = try mapped(c, try VQModel.parameterSpecs(config), map: openMuse ? "taming-vqgan" : nil,
                                      constants: ["last": config.blockOutChannels.count - 1])
             vqvae = try VQModel(config: config, scope: .binding(weights))
@@ -110,7 +117,7 @@ public struct AmusedComponents: Sendable {
             vqvae = nil
         }
         if let c = component(["tokenizer"], classes: ["CLIPTokenizer"]) {
-            tokenizer = try Self.loadTokenizer(folder: checkpoint.path + "/" + c.name)
+            tokenizer = try Self.loadTokenizer(folder: c.folder ?? checkpoint.path + "/" + c.name)
         } else if openMuse, FileManager.default.fileExists(atPath: checkpoint.path + "/text_encoder/vocab.json") {
             // open-muse keeps the tokenizer files beside the text encoder.
             tokenizer = try Self.loadTokenizer(folder: checkpoint.path + "/text_encoder")

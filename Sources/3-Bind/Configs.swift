@@ -11,7 +11,11 @@ struct ConfigReader {
     let path: String
 
     init(_ json: JSONValue?, path: String) throws(BindError) {
-        guard let object = json?.objectValue else { throw BindError(.config, path: path, "config is not a JSON object") }
+        guard let json else {
+            throw BindError(.config, path: path, "no config for this component (a single-file checkpoint carries none: "
+                            + "pass --configs DIR, a diffusers folder of the same model)")
+        }
+        guard let object = json.objectValue else { throw BindError(.config, path: path, "config is not a JSON object") }
         self.object = object
         self.path = path
     }

@@ -143,7 +143,8 @@ public enum DiffusersExport {
             written[folderName(p.part)] = view.infos.count
         }
         // The tokenizer: diffusers' tokenizer/ folder, or open-muse's files beside the text encoder.
-        let tokenizerFolder = [checkpoint.path + "/tokenizer", checkpoint.path + "/text_encoder"]
+        let tokenizerFolder = [checkpoint.component("tokenizer")?.folder ?? checkpoint.path + "/tokenizer",
+                               checkpoint.path + "/text_encoder"]
             .first { fm.fileExists(atPath: $0 + "/vocab.json") && fm.fileExists(atPath: $0 + "/merges.txt") }
         if let tokenizerFolder {
             try fm.createDirectory(atPath: staging + "/tokenizer", withIntermediateDirectories: true)

@@ -46,20 +46,20 @@ public func importPlan(_ checkpoint: Checkpoint) throws -> [ComponentImportPlan]
         var constants: [String: Int] = [:]
         switch (c.name, c.className ?? "") {
         case ("transformer", _), (_, "UVit2DModel"), (_, "MaskGiTUViT_v2"), (_, "MaskGiTUViT"):
-            let config = openMuse ? try UVit2DConfig(openMuse: c.config, path: c.configPath ?? c.name)
-                : try UVit2DConfig(json: c.config, path: c.configPath ?? c.name)
+            let config = openMuse ? try UVit2DConfig(openMuse: c.config, path: c.configPath ?? c.weights?.path ?? c.name)
+                : try UVit2DConfig(json: c.config, path: c.configPath ?? c.weights?.path ?? c.name)
             specs = try UVit2DModel.parameterSpecs(config)
             part = .transformer
             mapName = openMuse ? "open-muse-transformer" : nil
         case ("vqvae", _), ("vae", _), (_, "VQModel"), (_, "VQGANModel"):
-            let config = openMuse ? try VQModelConfig(taming: c.config, path: c.configPath ?? c.name)
-                : try VQModelConfig(json: c.config, path: c.configPath ?? c.name)
+            let config = openMuse ? try VQModelConfig(taming: c.config, path: c.configPath ?? c.weights?.path ?? c.name)
+                : try VQModelConfig(json: c.config, path: c.configPath ?? c.weights?.path ?? c.name)
             specs = try VQModel.parameterSpecs(config)
             part = .vqvae
             mapName = openMuse ? "taming-vqgan" : nil
             constants = ["last": config.blockOutChannels.count - 1]
         case ("text_encoder", _), (_, "CLIPTextModelWithProjection"):
-            specs = try CLIPTextModel.parameterSpecs(try CLIPTextConfig(json: c.config, path: c.configPath ?? c.name))
+            specs = try CLIPTextModel.parameterSpecs(try CLIPTextConfig(json: c.config, path: c.configPath ?? c.weights?.path ?? c.name))
             part = .textEncoder
             // Canonical CLIP files may still carry the position_ids buffer; the CLIP map drops it by rule.
             mapName = openMuse || source.names.contains(where: { $0.hasSuffix("position_ids") }) ? "clip-text" : nil

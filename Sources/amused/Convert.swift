@@ -45,15 +45,20 @@ struct Convert: ParsableCommand {
     @Option(help: "Folders: read *.{variant}.safetensors files (e.g. fp16).")
     var variant: String?
 
+    @OptionGroup var layoutOptions: LayoutOptions
+
     @Option(help: "GGUF tensor type: f32, f16 or q8_0 (q8_0 needs rows that are multiples of 32; others use f16).")
     var ggufType: GGUFWriteType.RawValue = "f32"
 
     @Option(help: "Output file (or folder, for a folder input).")
     var out: String?
 
+    /// A checkpoint to import (a folder, or a single file with --configs or --layout single-file) rather than a
+    /// file to convert.
     var isFolder: Bool {
         var dir: ObjCBool = false
-        return FileManager.default.fileExists(atPath: input, isDirectory: &dir) && dir.boolValue
+        return (FileManager.default.fileExists(atPath: input, isDirectory: &dir) && dir.boolValue)
+            || layoutOptions.configs != nil || layoutOptions.layout == .singleFile
     }
 
     func validate() throws {
@@ -91,7 +96,8 @@ struct Convert: ParsableCommand {
 
     func importFolder() throws {
         do {
-            let checkpoint = try Checkpoint(path: input, variant: variant, mapData: !dryRun, opener: isolatedOpener)
+            let checkpoint = try Checkpoint(path: input, variant: variant, mapData: !dryRun, layout: layoutOptions.layout,
+                                            configs: layoutOptions.configs, opener: isolatedOpener)
             if dryRun {
                 emit(Inspect.mapReport(checkpoint, try importPlan(checkpoint)))
                 let plans = try DiffusersExport.check(checkpoint, allowUnmapped: allowUnmapped)

@@ -63,6 +63,8 @@ struct Generate: ParsableCommand {
 
     @OptionGroup var loraOptions: LoRAOptions
 
+    @OptionGroup var layoutOptions: LayoutOptions
+
     func validate() throws {
         if mask != nil && initImage == nil { throw ValidationError("--mask needs --init-image") }
         if let s = strength, !(0...1).contains(s) { throw ValidationError("--strength must be between 0 and 1") }
@@ -86,7 +88,8 @@ struct Generate: ParsableCommand {
 
     func generate() throws {
         let start = Date()
-        let components = try AmusedComponents(path: model, lora: try loraOptions.fusion())
+        let components = try AmusedComponents(path: model, lora: try loraOptions.fusion(), layout: layoutOptions.layout,
+                                              configs: layoutOptions.configs)
         guard let tokenizer = components.tokenizer, let textEncoder = components.textEncoder,
               let transformer = components.transformer, let vqvae = components.vqvae,
               let maskId = components.maskTokenId

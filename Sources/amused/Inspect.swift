@@ -21,6 +21,8 @@ struct Inspect: ParsableCommand {
     @Option(help: "Choose variant weight files, e.g. 'fp16' for *.fp16.safetensors.")
     var variant: String?
 
+    @OptionGroup var layoutOptions: LayoutOptions
+
     @Flag(help: "Print one JSON document instead of tables.")
     var json = false
 
@@ -29,7 +31,8 @@ struct Inspect: ParsableCommand {
 
     func run() throws {
         try runReporting {
-            let checkpoint = try Checkpoint(path: path, variant: variant, mapData: false, opener: isolatedOpener)
+            let checkpoint = try Checkpoint(path: path, variant: variant, mapData: false, layout: layoutOptions.layout,
+                                            configs: layoutOptions.configs, opener: isolatedOpener)
             if map {
                 let plans: [ComponentImportPlan]
                 do { plans = try importPlan(checkpoint) } catch {

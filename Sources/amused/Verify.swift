@@ -42,12 +42,15 @@ struct Verify: ParsableCommand {
 
     @OptionGroup var loraOptions: LoRAOptions
 
+    @OptionGroup var layoutOptions: LayoutOptions
+
     func run() throws {
         let report: VerifyReport
         do {
             let record = try ReferenceRecord(path: reference)
             let verifier = try Verifier(record: record, modelPath: model, profile: try ToleranceProfile.load(profile, file: profileFile),
-                                        traceFolder: trace, lora: try loraOptions.fusion())
+                                        traceFolder: trace, lora: try loraOptions.fusion(),
+                                        layout: layoutOptions.layout, configs: layoutOptions.configs)
             report = try verifier.run()
         } catch {
             let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"

@@ -1,0 +1,17 @@
+// `--layout` and `--configs`, shared by the commands that open a checkpoint.
+
+import AmusedRead
+import ArgumentParser
+
+extension Checkpoint.Layout: ExpressibleByArgument {}
+
+/// How to read a checkpoint whose layout detection needs help.
+struct LayoutOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Force the checkpoint layout instead of detecting it (an error when the files do not fit).",
+                               valueName: "pipeline|component|file|open-muse|single-file"))
+    var layout: Checkpoint.Layout?
+
+    @Option(help: ArgumentHelp("A diffusers pipeline folder whose configs, tokenizer and scheduler a single-file "
+                               + "checkpoint (transformer./vqvae./text_encoder. prefixes) uses.", valueName: "dir"))
+    var configs: String?
+}
