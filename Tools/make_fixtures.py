@@ -647,6 +647,18 @@ def write_open_muse_fixture(folder: Path, pipe, tok) -> None:
         extra.unlink()
 
 
+def write_fp16_record(folder: Path, model: Path, seed: int) -> None:
+    """Records of the model as diffusers loads its fp16 variant files (`variant="fp16"`, computed in float32):
+    what a checkpoint read with --variant fp16 must reproduce, and what the fp32 files must not."""
+    from diffusers import AmusedPipeline
+    pipe = AmusedPipeline.from_pretrained(str(model), variant="fp16", torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    assert all(p.dtype == torch.float32 for p in pipe.transformer.parameters())
+    record_pipeline("fp16", pipe, folder, seed, model="../tiny-256/model",
+                    only={"text_b2", "transformer_b1", "transformer_b2", "vq_decode_b1", "vq_encode_b1"}, pipelines=False)
+    print(f"wrote {folder}")
+
+
 LORA_CASES = {"text_b2", "transformer_b1", "transformer_b2", "t2i_b1_cfg"}
 
 
@@ -727,11 +739,12 @@ def main() -> None:
         pipe = build_pipeline(tiny_transformer_config(resolution_512=is512), tiny_vq_config(), tiny_text_config(), tok,
                               seed, transformer_gains=TRANSFORMER_GAINS, vq_gains=VQ_GAINS)
         folder = FIXTURES / "records" / name
-        save_pipeline(pipe, folder / "model")
+        save_pipeline(pipe, folder / "model", variant_fp16=not is512)
         record_pipeline(name, pipe, folder, seed)
         print(f"wrote {folder}")
         if not is512:
             write_lora_fixture(FIXTURES / "lora" / name, folder / "model", seed + 7)
+            write_fp16_record(FIXTURES / "records" / f"{name}-fp16", folder / "model", seed + 9)
         if is512:
             write_open_muse_fixture(FIXTURES / "openmuse" / name, pipe, tok)
     # Away from the released configs (spec §9.14): biases everywhere, norms without gains, hidden_size equal to

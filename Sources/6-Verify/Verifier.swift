@@ -216,13 +216,13 @@ public struct Verifier {
     public let traceFolder: String?
 
     /// A verifier of `record` against the checkpoint at `modelPath` (default: the record's own model), with `lora`
-    /// fused into it when given; `layout` and `configs` as `Checkpoint` takes them.
+    /// fused into it when given; `variant`, `layout` and `configs` as `Checkpoint` takes them.
     public init(record: ReferenceRecord, modelPath: String? = nil, profile: ToleranceProfile,
                 traceFolder: String? = nil, lora: LoRAFusion? = nil, layout: Checkpoint.Layout? = nil,
-                configs: String? = nil) throws {
+                configs: String? = nil, variant: String? = nil) throws {
         self.record = record
-        self.components = try AmusedComponents(path: modelPath ?? record.modelPath, lora: lora, layout: layout,
-                                               configs: configs)
+        self.components = try AmusedComponents(path: modelPath ?? record.modelPath, variant: variant, lora: lora,
+                                               layout: layout, configs: configs)
         self.profile = profile
         self.traceFolder = traceFolder
     }

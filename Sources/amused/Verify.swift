@@ -44,13 +44,16 @@ struct Verify: ParsableCommand {
 
     @OptionGroup var layoutOptions: LayoutOptions
 
+    @Option(help: "Read *.{variant}.safetensors files (e.g. fp16), widened to float32.")
+    var variant: String?
+
     func run() throws {
         let report: VerifyReport
         do {
             let record = try ReferenceRecord(path: reference)
             let verifier = try Verifier(record: record, modelPath: model, profile: try ToleranceProfile.load(profile, file: profileFile),
                                         traceFolder: trace, lora: try loraOptions.fusion(),
-                                        layout: layoutOptions.layout, configs: layoutOptions.configs)
+                                        layout: layoutOptions.layout, configs: layoutOptions.configs, variant: variant)
             report = try verifier.run()
         } catch {
             let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"

@@ -11,7 +11,7 @@ import AmusedVerify
 import Foundation
 import Testing
 
-@Suite("single-file checkpoints and forced layouts")
+@Suite("single files, variants and forced layouts")
 struct SingleFileTests {
     static let model = FixturePaths.path("records/tiny-256/model")
     static let parts = [("transformer", "transformer/diffusion_pytorch_model.safetensors"),
@@ -91,5 +91,24 @@ struct SingleFileTests {
         let scratch = try ScratchFolder()
         let file = try Self.singleFile(scratch)
         #expect(try Checkpoint(path: file, layout: .file).layout == .file)
+    }
+
+    /// `*.fp16.safetensors` variant files are chosen by `variant: "fp16"` and widened to float32: they pass the
+    /// record diffusers made from `from_pretrained(variant="fp16", torch_dtype=float32)` (Fixtures/records/
+    /// tiny-256-fp16), which the fp32 files fail; imported, they keep their dtype byte for byte.
+    @Test func fp16VariantFiles() throws {
+        let record = try ReferenceRecord(path: FixturePaths.path("records/tiny-256-fp16"))
+        let fp32 = try ToleranceProfile.load("fp32")
+        let half = try Verifier(record: record, profile: fp32, variant: "fp16").run()
+        #expect(half.pass, "\(half.cases.filter { $0.status != .pass }.map(\.name))")
+        let full = try Verifier(record: record, profile: fp32).run()
+        #expect(!full.pass)
+
+        let scratch = try ScratchFolder()
+        try DiffusersExport.write(try Checkpoint(path: Self.model, variant: "fp16"), to: scratch.path + "/out")
+        for (_, path) in Self.parts {
+            #expect(try Data(contentsOf: URL(fileURLWithPath: scratch.path + "/out/" + path))
+                    == Data(contentsOf: URL(fileURLWithPath: Self.model + "/" + path.replacingOccurrences(of: ".safetensors", with: ".fp16.safetensors"))), "\(path)")
+        }
     }
 }

@@ -39,7 +39,7 @@ struct CheckpointTests {
 
     @Test func missingVariantIsAClearError() throws {
         let error = try #require(throws: ReadError.self) {
-            try Checkpoint(path: FixturePaths.path("records/tiny-256/model"), variant: "fp16")
+            try Checkpoint(path: FixturePaths.path("records/tiny-512/model"), variant: "fp16")
         }
         #expect(error.errorDescription!.contains("fp16"))
     }
