@@ -64,6 +64,7 @@ public struct MappedSource: TensorSource {
         let axis: Int
         let part: Int
         let parts: Int
+        var shape: [Int] = []
     }
 
     /// Applies `map` to `source`. `constants` are the map's named values (for example `last` = the index of the
@@ -128,6 +129,34 @@ public struct MappedSource: TensorSource {
                     names.forEach { consumed.insert($0) }
                     entries.append(.init(sources: names, targets: [target], kind: .transformed,
                                          detail: "concat along axis \(rule.axis)"))
+                case .reshape, .squeeze:
+                    let target = try rule.to[0].render(bindings, constants: constants)
+                    let count = info.shape.reduce(1, *)
+                    var shape: [Int]
+                    let detail: String
+                    if rule.operation == .reshape {
+                        shape = rule.shape
+                        let known = shape.filter { $0 != -1 }.reduce(1, *)
+                        if let free = shape.firstIndex(of: -1), known > 0, count % known == 0 { shape[free] = count / known }
+                        guard shape.reduce(1, *) == count, !shape.contains(-1) else {
+                            throw MapError(info.name, "cannot reshape \(describeShape(info.shape)) to \(describeShape(rule.shape))")
+                        }
+                        detail = "reshape to \(describeShape(shape))"
+                    } else if rule.hasAxis {
+                        guard rule.axis >= 0, rule.axis < info.shape.count, info.shape[rule.axis] == 1 else {
+                            throw MapError(info.name, "cannot squeeze axis \(rule.axis) of \(describeShape(info.shape)): it is not of size 1")
+                        }
+                        shape = info.shape
+                        shape.remove(at: rule.axis)
+                        detail = "squeeze axis \(rule.axis)"
+                    } else {
+                        shape = info.shape.filter { $0 != 1 }
+                        detail = "squeeze"
+                    }
+                    var plan = Plan(operation: rule.operation, sources: [info.name], axis: 0, part: 0, parts: 1)
+                    plan.shape = shape
+                    try produce(target, shape, info.dtype, plan)
+                    entries.append(.init(sources: [info.name], targets: [target], kind: .transformed, detail: detail))
                 case .split:
                     let targets = try rule.to.map { (t) throws(MapError) in try t.render(bindings, constants: constants) }
                     guard rule.axis >= 0, rule.axis < info.shape.count, info.shape[rule.axis] % targets.count == 0 else {
@@ -166,6 +195,8 @@ public struct MappedSource: TensorSource {
             switch plan.operation {
             case .rename, .drop:
                 return try source.tensor(named: plan.sources[0])
+            case .reshape, .squeeze:
+                return try source.tensor(named: plan.sources[0]).contiguous().reshaped(plan.shape)
             case .transpose:
                 let t = try source.tensor(named: plan.sources[0])
                 return try Tensor(dtype: t.dtype, shape: t.shape.reversed(), storage: t.storage, byteOffset: t.byteOffset,

@@ -137,6 +137,10 @@ public struct MapRule: Sendable {
         case split
         /// A 2-D source transposed.
         case transpose
+        /// A source given a new shape with the same element count (`shape`, one entry may be -1).
+        case reshape
+        /// Size-1 axes removed (all of them, or only `axis`).
+        case squeeze
         /// A source deliberately not used (with the reason).
         case drop
     }
@@ -149,6 +153,10 @@ public struct MapRule: Sendable {
     public let axis: Int
     /// Why a drop rule drops.
     public let reason: String?
+    /// The target shape of a reshape.
+    public var shape: [Int] = []
+    /// Whether the rule named an axis (squeeze removes only that one then).
+    public var hasAxis = false
 }
 
 /// A name map.
@@ -186,14 +194,24 @@ public struct NameMap: Sendable {
             let from = try templates("from"), to = try templates("to")
             let shapeOK: Bool
             switch op {
-            case .rename, .transpose: shapeOK = from.count == 1 && to.count == 1
+            case .rename, .transpose, .squeeze: shapeOK = from.count == 1 && to.count == 1
+            case .reshape:
+                let dims = r["shape"]?.arrayValue?.compactMap(\.intValue) ?? []
+                shapeOK = from.count == 1 && to.count == 1 && !dims.isEmpty && dims.count == r["shape"]?.arrayValue?.count
+                    && dims.filter { $0 == -1 }.count <= 1 && dims.allSatisfy { $0 == -1 || $0 > 0 }
             case .concat: shapeOK = from.count >= 2 && to.count == 1
             case .split: shapeOK = from.count == 1 && to.count >= 2
             case .drop: shapeOK = from.count == 1 && to.isEmpty && r["reason"]?.stringValue != nil
             }
-            guard shapeOK else { throw MapError(source, "rule \(i): wrong number of patterns for \(op.rawValue)") }
-            parsed.append(MapRule(operation: op, from: from, to: to, axis: r["axis"]?.intValue ?? 0,
-                                  reason: r["reason"]?.stringValue))
+            guard shapeOK else {
+                throw MapError(source, "rule \(i): wrong number of patterns for \(op.rawValue)"
+                               + (op == .reshape ? ", or no valid shape (positive sizes, at most one -1)" : ""))
+            }
+            var rule = MapRule(operation: op, from: from, to: to, axis: r["axis"]?.intValue ?? 0,
+                               reason: r["reason"]?.stringValue)
+            rule.shape = r["shape"]?.arrayValue?.compactMap(\.intValue) ?? []
+            rule.hasAxis = r["axis"] != nil
+            parsed.append(rule)
         }
         self.rules = parsed
     }

@@ -86,6 +86,49 @@ struct NameMapTests {
         #expect(error.key == "mlm_layer.conv2.weight")
     }
 
+    /// reshape and squeeze: a checkpoint that stores the 1×1 convolutions of the MLM head as Linear matrices and one
+    /// projection with a stray unit axis maps back onto the graph; every bound tensor equals diffusers' own file.
+    @Test func reshapeAndSqueezeRestoreTheGraphShapes() throws {
+        let original = try SafetensorsFile(path: FixturePaths.path("records/tiny-256/model/transformer/diffusion_pytorch_model.safetensors"))
+        let conv = try original.tensor(named: "mlm_layer.conv1.weight").contiguous()
+        let proj = try original.tensor(named: "encoder_proj.weight").contiguous()
+        var tensors: [(name: String, tensor: Tensor)] = []
+        for name in original.names {
+            let t = try original.tensor(named: name).contiguous()
+            switch name {
+            case "mlm_layer.conv1.weight": tensors.append((name, try t.reshaped([conv.shape[0], conv.shape[1]])))
+            case "encoder_proj.weight": tensors.append((name, try t.reshaped(proj.shape + [1])))
+            default: tensors.append((name, t))
+            }
+        }
+        let json = """
+            {"format": "amused-name-map", "version": 1, "name": "linear-1x1", "component": "transformer", "rules": [
+              {"op": "reshape", "from": "mlm_layer.conv1.weight", "to": "mlm_layer.conv1.weight", "shape": [-1, \(conv.shape[1]), 1, 1]},
+              {"op": "squeeze", "from": "encoder_proj.weight", "to": "encoder_proj.weight", "axis": 2},
+              {"from": "{*}", "to": "{*}"}]}
+            """
+        let map = try NameMap(json: StrictJSONParser(path: "map").parse(Array(json.utf8)), source: "linear-1x1")
+        let view = try MappedSource(InMemoryTensors(tensors), map: map)
+        #expect(view.ledger.counts["transformed"] == 2)
+        let config = try UVit2DConfig(json: Checkpoint.readJSON(FixturePaths.path("records/tiny-256/model/transformer/config.json")),
+                                      path: "config.json")
+        let bound = try bind(view, to: UVit2DModel.parameterSpecs(config))
+        for name in original.names {
+            let ours = try #require(bound.weights.tensors[name])
+            #expect(ours.shape == original.infos.first { $0.name == name }!.shape, "\(name)")
+            #expect(try ours.floats() == original.tensor(named: name).floats(), "\(name)")
+        }
+        // A reshape that cannot hold the data, and a squeeze of an axis that is not 1, are refused naming the tensor.
+        for (rule, subject) in [(#"{"op": "reshape", "from": "encoder_proj.weight", "to": "x", "shape": [7, -1]}"#, "encoder_proj.weight"),
+                                (#"{"op": "squeeze", "from": "encoder_proj.weight", "to": "x", "axis": 0}"#, "encoder_proj.weight")] {
+            let head = #"{"format": "amused-name-map", "version": 1, "name": "bad", "component": "transformer", "rules": ["#
+            let text = head + rule + #", {"from": "{*}", "to": "{*}"}]}"#
+            let bad = try NameMap(json: StrictJSONParser(path: "map").parse(Array(text.utf8)), source: "bad")
+            let error = try #require(throws: MapError.self) { try MappedSource(InMemoryTensors(tensors), map: bad) }
+            #expect(error.subject == subject)
+        }
+    }
+
     @Test func mapsValidate() throws {
         for name in ["open-muse-transformer", "taming-vqgan", "clip-text"] {
             let map = try NameMap.shipped(name)
