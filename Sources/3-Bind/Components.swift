@@ -25,7 +25,7 @@ public struct AmusedComponents: Sendable {
     public let maskingSchedule: String
     /// Tensors dropped by a rule while binding, per component.
     public let dropped: [String: [(key: String, reason: String)]]
-    /// The name-map ledgers of components read through a map (open-muse checkpoints).
+    /// The name-map ledger of each component (diffusers names go through the identity maps).
     public let ledgers: [String: MapLedger]
 
     /// The components a caller may ask for.
@@ -67,12 +67,14 @@ public struct AmusedComponents: Sendable {
             dropped[c.name] = b.dropped
             return b.weights
         }
-        /// Binds a component, through `map` when its names are not the canonical ones.
+        /// Binds a component through its name map (identity for diffusers names), recording the ledger.
         func mapped(_ c: CheckpointComponent, _ specs: [ParameterSpec], map: String?, constants: [String: Int] = [:],
                     drop: [DropRule] = []) throws -> Weights {
             guard let name = map, let source = c.weights else { return try bound(c, specs, drop: drop) }
             let view = try MappedSource(source, map: try NameMap.shipped(name), constants: constants)
             ledgers[c.name] = view.ledger
+            dropped[c.name] = view.ledger.entries.filter { $0.kind == .dropped }
+                .flatMap { e in e.sources.map { ($0, e.detail ?? "dropped by the map") } }
             let b = try bind(view, to: specs)
             return b.weights
         }
@@ -92,7 +94,7 @@ public struct AmusedComponents: Sendable {
         if let c = component(["text_encoder"], classes: ["CLIPTextModelWithProjection"]), c.weights != nil {
             let config = try CLIPTextConfig(json: c.config, path: c.configPath ?? c.weights?.path ?? c.name)
             let specs = try CLIPTextModel.parameterSpecs(config)
-            let weights = openMuse ? try mapped(c, specs, map: "clip-text") : try bound(c, specs, drop: [.clipPositionIds])
+            let weights = try mapped(c, specs, map: "clip-text")
             textEncoder = try CLIPTextModel(config: config, scope: .binding(try fused(weights, "text_encoder")))
         } else {
             textEncoder = nil
@@ -101,7 +103,7 @@ public struct AmusedComponents: Sendable {
         if let c = component(["transformer"], classes: ["UVit2DModel", "MaskGiTUViT_v2", "MaskGiTUViT"]), c.weights != nil {
             let config = openMuse ? try UVit2DConfig(openMuse: c.config, path: c.configPath ?? c.weights?.path ?? c.name)
                 : try UVit2DConfig(json: c.config, path: c.configPath ?? c.weights?.path ?? c.name)
-            let weights = try mapped(c, try UVit2DModel.parameterSpecs(config), map: openMuse ? "open-muse-transformer" : nil)
+            let weights = try mapped(c, try UVit2DModel.parameterSpecs(config), map: openMuse ? "open-muse-transformer" : "diffusers-transformer")
             transformer = try UVit2DModel(config: config, scope: .binding(try fused(weights, "transformer")))
         } else {
             transformer = nil
@@ -110,7 +112,7 @@ public struct AmusedComponents: Sendable {
         if let c = component(["vqvae", "vae"], classes: ["VQModel", "VQGANModel"]), c.weights != nil {
             let config = openMuse ? try VQModelConfig(taming: c.config, path: c.configPath ?? c.weights?.path ?? c.name)
                 : try VQModelConfig(json: c.config, path: c.configPath ?? c.weights?.path ?? c.name)
-            let weights = try mapped(c, try VQModel.parameterSpecs(config), map: openMuse ? "taming-vqgan" : nil,
+            let weights = try mapped(c, try VQModel.parameterSpecs(config), map: openMuse ? "taming-vqgan" : "diffusers-vqvae",
                                      constants: ["last": config.blockOutChannels.count - 1])
             vqvae = try VQModel(config: config, scope: .binding(weights))
         } else {

@@ -50,19 +50,19 @@ public func importPlan(_ checkpoint: Checkpoint) throws -> [ComponentImportPlan]
                 : try UVit2DConfig(json: c.config, path: c.configPath ?? c.weights?.path ?? c.name)
             specs = try UVit2DModel.parameterSpecs(config)
             part = .transformer
-            mapName = openMuse ? "open-muse-transformer" : nil
+            mapName = openMuse ? "open-muse-transformer" : "diffusers-transformer"
         case ("vqvae", _), ("vae", _), (_, "VQModel"), (_, "VQGANModel"):
             let config = openMuse ? try VQModelConfig(taming: c.config, path: c.configPath ?? c.weights?.path ?? c.name)
                 : try VQModelConfig(json: c.config, path: c.configPath ?? c.weights?.path ?? c.name)
             specs = try VQModel.parameterSpecs(config)
             part = .vqvae
-            mapName = openMuse ? "taming-vqgan" : nil
+            mapName = openMuse ? "taming-vqgan" : "diffusers-vqvae"
             constants = ["last": config.blockOutChannels.count - 1]
         case ("text_encoder", _), (_, "CLIPTextModelWithProjection"):
             specs = try CLIPTextModel.parameterSpecs(try CLIPTextConfig(json: c.config, path: c.configPath ?? c.weights?.path ?? c.name))
             part = .textEncoder
-            // Canonical CLIP files may still carry the position_ids buffer; the CLIP map drops it by rule.
-            mapName = openMuse || source.names.contains(where: { $0.hasSuffix("position_ids") }) ? "clip-text" : nil
+            // With or without the text_model. prefix; an old position_ids buffer is dropped by rule.
+            mapName = "clip-text"
         default:
             continue
         }

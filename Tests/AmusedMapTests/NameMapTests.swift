@@ -130,7 +130,7 @@ struct NameMapTests {
     }
 
     @Test func mapsValidate() throws {
-        for name in ["open-muse-transformer", "taming-vqgan", "clip-text"] {
+        for name in ["open-muse-transformer", "taming-vqgan", "clip-text", "diffusers-transformer", "diffusers-vqvae"] {
             let map = try NameMap.shipped(name)
             #expect(!map.rules.isEmpty)
         }
