@@ -19,6 +19,8 @@ public struct ExportReport: Sendable {
     public let plans: [ComponentImportPlan]
     /// Whether the user allowed unmapped tensors (they are then left out and listed here).
     public let allowedUnmapped: Bool
+    /// Whether the user allowed missing parameters (the output then lacks them, listed here).
+    public let allowedMissing: Bool
     /// Tensors written, per output component.
     public let written: [String: Int]
 
@@ -30,6 +32,7 @@ public struct ExportReport: Sendable {
         o.insert("source", .string(source))
         o.insert("layout", .string(layout.rawValue))
         o.insert("allow_unmapped", .bool(allowedUnmapped))
+        o.insert("allow_missing", .bool(allowedMissing))
         o.insert("components", .array(plans.map { p in
             var c = JSONObject()
             c.insert("component", .string(p.component))
@@ -42,6 +45,7 @@ public struct ExportReport: Sendable {
                 e.sources.map { JSONValue.string($0 + (e.detail.map { " (\($0))" } ?? "")) }
             }))
             c.insert("unmapped_left_out", .array(p.unmapped.map(JSONValue.string)))
+            c.insert("missing", .array(p.missing.map { JSONValue.string($0.key) }))
             c.insert("tensors_written", .number(String(written[DiffusersExport.folderName(p.part)] ?? 0)))
             return .object(c)
         }))
@@ -58,8 +62,10 @@ public enum DiffusersExport {
     public static func folderName(_ part: AmusedComponents.Part) -> String { part.rawValue }
 
     /// Checks `checkpoint` completely (every tensor mapped or dropped by a rule, every parameter present with its
-    /// shape), unless `allowUnmapped` lets unmapped tensors be left out. Throws the first problem, naming the key.
-    public static func check(_ checkpoint: Checkpoint, allowUnmapped: Bool = false) throws -> [ComponentImportPlan] {
+    /// shape), unless `allowUnmapped` lets unmapped tensors be left out or `allowMissing` lets parameters be absent.
+    /// Throws the first problem, naming the key.
+    public static func check(_ checkpoint: Checkpoint, allowUnmapped: Bool = false,
+                             allowMissing: Bool = false) throws -> [ComponentImportPlan] {
         let plans = try importPlan(checkpoint)
         guard !plans.isEmpty else {
             throw BindError(.missing, path: checkpoint.path, "no transformer, VQ-GAN or text encoder weights found")
@@ -70,9 +76,10 @@ public enum DiffusersExport {
                 throw BindError(.shape, path: path, key: m.key, "shape \(describeShape(m.found)) after mapping, "
                                 + "\(describeShape(m.expected)) implied by the config")
             }
-            if let m = p.missing.first {
+            if let m = p.missing.first, !allowMissing {
                 throw BindError(.missing, path: path, key: m.key, "the config implies this parameter with shape "
-                                + "\(describeShape(m.shape)) but no source tensor provides it (\(p.missing.count) missing)")
+                                + "\(describeShape(m.shape)) but no source tensor provides it (\(p.missing.count) missing); "
+                                + "--allow-missing writes the folder without them, recorded in the report")
             }
             if let u = p.unmapped.first, !allowUnmapped {
                 throw BindError(.unused, path: path, key: u, "no rule of map \(p.map ?? "none") consumes this tensor "
@@ -85,8 +92,9 @@ public enum DiffusersExport {
 
     /// Exports `checkpoint` to a new folder `out` (which must not exist). Returns the report also written there.
     @discardableResult
-    public static func write(_ checkpoint: Checkpoint, to out: String, allowUnmapped: Bool = false) throws -> ExportReport {
-        let plans = try check(checkpoint, allowUnmapped: allowUnmapped)
+    public static func write(_ checkpoint: Checkpoint, to out: String, allowUnmapped: Bool = false,
+                             allowMissing: Bool = false) throws -> ExportReport {
+        let plans = try check(checkpoint, allowUnmapped: allowUnmapped, allowMissing: allowMissing)
         let fm = FileManager.default
         guard !fm.fileExists(atPath: out) else {
             throw BindError(.config, path: out, "the output folder exists already; choose a new path")
@@ -172,7 +180,7 @@ public enum DiffusersExport {
             try writeText(pythonJSON(.object(index)) + "\n", to: staging + "/model_index.json")
         }
         let report = ExportReport(source: checkpoint.path, layout: checkpoint.layout, plans: plans,
-                                  allowedUnmapped: allowUnmapped, written: written)
+                                  allowedUnmapped: allowUnmapped, allowedMissing: allowMissing, written: written)
         try writeText(pythonJSON(report.json) + "\n", to: staging + "/amused-import.json")
         guard rename(staging, out) == 0 else {
             throw BindError(.config, path: out, "cannot move the finished folder into place (errno \(errno))")

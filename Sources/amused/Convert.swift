@@ -42,6 +42,9 @@ struct Convert: ParsableCommand {
     @Flag(help: "Folders: leave tensors no map rule consumes out of the output (listed in amused-import.json) instead of failing.")
     var allowUnmapped = false
 
+    @Flag(help: "Folders: write the folder even when graph parameters are missing (listed in amused-import.json; the result will not load here, and diffusers would initialise them randomly).")
+    var allowMissing = false
+
     @Option(help: "Folders: read *.{variant}.safetensors files (e.g. fp16).")
     var variant: String?
 
@@ -63,8 +66,8 @@ struct Convert: ParsableCommand {
 
     func validate() throws {
         if isFolder && format != .safetensors { throw ValidationError("a checkpoint folder is written as safetensors") }
-        if !isFolder && (dryRun || allowUnmapped || variant != nil) {
-            throw ValidationError("--dry-run, --allow-unmapped and --variant apply to checkpoint folders")
+        if !isFolder && (dryRun || allowUnmapped || allowMissing || variant != nil) {
+            throw ValidationError("--dry-run, --allow-unmapped, --allow-missing and --variant apply to checkpoint folders")
         }
         guard let out else {
             if dryRun { return }
@@ -100,17 +103,20 @@ struct Convert: ParsableCommand {
                                             configs: layoutOptions.configs, opener: isolatedOpener)
             if dryRun {
                 emit(Inspect.mapReport(checkpoint, try importPlan(checkpoint)))
-                let plans = try DiffusersExport.check(checkpoint, allowUnmapped: allowUnmapped)
-                let count = plans.reduce(0) { $0 + $1.specs.count }
+                let plans = try DiffusersExport.check(checkpoint, allowUnmapped: allowUnmapped, allowMissing: allowMissing)
+                let count = plans.reduce(0) { $0 + $1.specs.count - $1.missing.count }
                 emit("\ndry run: the import is complete; \(count) tensors would be written"
                      + (out.map { " to \($0)" } ?? "") + ". Nothing was written.\n")
                 return
             }
-            let report = try DiffusersExport.write(checkpoint, to: out!, allowUnmapped: allowUnmapped)
+            let report = try DiffusersExport.write(checkpoint, to: out!, allowUnmapped: allowUnmapped,
+                                                   allowMissing: allowMissing)
             let total = report.written.values.reduce(0, +)
             let left = report.plans.reduce(0) { $0 + $1.unmapped.count }
+            let missing = report.plans.reduce(0) { $0 + $1.missing.count }
             FileHandle.standardError.write(Data(("wrote a diffusers folder \(out!) (\(report.layout.rawValue) layout, "
                 + "\(total) tensors" + (left > 0 ? ", \(left) unmapped tensors left out by --allow-unmapped" : "")
+                + (missing > 0 ? ", \(missing) graph parameters MISSING by --allow-missing: it will not load as is" : "")
                 + "; report in amused-import.json)\n").utf8))
         } catch {
             let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"

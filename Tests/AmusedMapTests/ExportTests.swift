@@ -81,13 +81,21 @@ struct ExportTests {
         #expect(throws: BindError.self) { try DiffusersExport.write(try Checkpoint(path: folder), to: out, allowUnmapped: true) }
     }
 
-    /// A missing parameter and a shape that does not fit are errors naming the key, flag or no flag.
+    /// A missing parameter is an error naming the key unless allowed (and then recorded); a shape that does not fit
+    /// is always an error.
     @Test func missingAndMisshapenAreErrors() throws {
         let scratch = try ScratchFolder()
         let missing = try Self.editedTransformer(scratch) { $0.filter { $0.name != "mlm_layer.conv2.weight" } }
         #expect { try DiffusersExport.check(try Checkpoint(path: missing), allowUnmapped: true) } throws: { error in
             (error as? BindError)?.kind == .missing && (error as? BindError)?.key == "mlm_layer.conv2.weight"
         }
+        // Explicitly allowed, the folder is written without it and the report says so.
+        let out = scratch.path + "/out"
+        let report = try DiffusersExport.write(try Checkpoint(path: missing), to: out, allowMissing: true)
+        #expect(report.plans[0].missing.map(\.key) == ["mlm_layer.conv2.weight"])
+        let json = try Checkpoint.readJSON(out + "/amused-import.json")
+        #expect(json["allow_missing"]?.boolValue == true)
+        #expect(json["components"]?.arrayValue?.first?["missing"]?.arrayValue?.first?.stringValue == "mlm_layer.conv2.weight")
         let other = try ScratchFolder()
         let misshapen = try Self.editedTransformer(other) { tensors in
             try tensors.map { $0.name == "encoder_proj.weight" ? ($0.name, try Tensor(floats: [0, 0], shape: [1, 2])) : $0 }
