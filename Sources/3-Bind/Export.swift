@@ -23,6 +23,8 @@ public struct ExportReport: Sendable {
     public let allowedMissing: Bool
     /// Tensors written, per output component.
     public let written: [String: Int]
+    /// The LoRA fused into the output, if any.
+    public var lora: LoRAFusion? = nil
 
     /// The report as JSON.
     public var json: JSONValue {
@@ -33,6 +35,16 @@ public struct ExportReport: Sendable {
         o.insert("layout", .string(layout.rawValue))
         o.insert("allow_unmapped", .bool(allowedUnmapped))
         o.insert("allow_missing", .bool(allowedMissing))
+        if let lora {
+            var l = JSONObject()
+            l.insert("file", .string(lora.lora.path))
+            l.insert("scale", .number(String(lora.scale)))
+            l.insert("alpha_in_file", .bool(lora.lora.hasAlpha))
+            for (component, pairs) in lora.lora.pairs.sorted(by: { $0.key < $1.key }) {
+                l.insert(component + "_weights_updated", .number(String(pairs.count)))
+            }
+            o.insert("lora", .object(l))
+        }
         o.insert("components", .array(plans.map { p in
             var c = JSONObject()
             c.insert("component", .string(p.component))
@@ -93,8 +105,19 @@ public enum DiffusersExport {
     /// Exports `checkpoint` to a new folder `out` (which must not exist). Returns the report also written there.
     @discardableResult
     public static func write(_ checkpoint: Checkpoint, to out: String, allowUnmapped: Bool = false,
-                             allowMissing: Bool = false) throws -> ExportReport {
+                             allowMissing: Bool = false, lora: LoRAFusion? = nil) throws -> ExportReport {
         let plans = try check(checkpoint, allowUnmapped: allowUnmapped, allowMissing: allowMissing)
+        if let lora {
+            // Every LoRA update must land on a weight of the output, checked before anything is written.
+            for component in LoRA.components where lora.lora.pairs[component] != nil {
+                guard let p = plans.first(where: { $0.part.rawValue == component }) else {
+                    throw BindError(.lora, path: lora.lora.path, key: component,
+                                    "the LoRA updates the \(component) but \(checkpoint.path) has no \(component)")
+                }
+                try lora.lora.check(shapes: Dictionary(p.view.infos.map { ($0.name, $0.shape) }, uniquingKeysWith: { a, _ in a }),
+                                    component: component)
+            }
+        }
         let fm = FileManager.default
         guard !fm.fileExists(atPath: out) else {
             throw BindError(.config, path: out, "the output folder exists already; choose a new path")
@@ -146,7 +169,10 @@ public enum DiffusersExport {
             }
             try writeText(pythonJSON(config) + "\n", to: folder + "/config.json")
             let wanted = Set(p.specs.map(\.key))
-            let view = Subset(source: p.view, infos: p.view.infos.filter { wanted.contains($0.name) })
+            var view: any TensorSource = Subset(source: p.view, infos: p.view.infos.filter { wanted.contains($0.name) })
+            if let lora, lora.lora.pairs[p.part.rawValue] != nil {
+                view = LoRAFusedSource(base: view, fusion: lora, component: p.part.rawValue)
+            }
             try SafetensorsWriter.write(source: view, metadata: [("format", "pt")], to: folder + "/" + weightsFile)
             written[folderName(p.part)] = view.infos.count
         }
@@ -179,8 +205,9 @@ public enum DiffusersExport {
         if plans.count > 1 || tokenizerFolder != nil {
             try writeText(pythonJSON(.object(index)) + "\n", to: staging + "/model_index.json")
         }
-        let report = ExportReport(source: checkpoint.path, layout: checkpoint.layout, plans: plans,
+        var report = ExportReport(source: checkpoint.path, layout: checkpoint.layout, plans: plans,
                                   allowedUnmapped: allowUnmapped, allowedMissing: allowMissing, written: written)
+        report.lora = lora
         try writeText(pythonJSON(report.json) + "\n", to: staging + "/amused-import.json")
         guard rename(staging, out) == 0 else {
             throw BindError(.config, path: out, "cannot move the finished folder into place (errno \(errno))")
@@ -275,6 +302,28 @@ public enum DiffusersExport {
             try w.commit()
         } catch {
             throw BindError(.config, path: path, "cannot write: \(error)")
+        }
+    }
+}
+
+/// A component's tensors with a LoRA fused into the weights it updates, each written back in its own dtype.
+struct LoRAFusedSource: TensorSource {
+    let base: any TensorSource
+    let fusion: LoRAFusion
+    let component: String
+    var infos: [TensorInfo] { base.infos }
+    var path: String { base.path }
+    var format: WeightFormat { base.format }
+
+    func tensor(named name: String) throws(ReadError) -> Tensor {
+        let t = try base.tensor(named: name)
+        guard let pair = fusion.lora.pair(name, component: component) else { return t }
+        do {
+            let fused = try fusion.lora.fused(t, pair, component: component, scale: fusion.scale)
+            return t.dtype == .f32 ? fused : try fused.converted(to: t.dtype)
+        } catch {
+            throw ReadError(.inconsistent, path: fusion.lora.path, field: component + "." + name,
+                            (error as? LocalizedError)?.errorDescription ?? "\(error)")
         }
     }
 }

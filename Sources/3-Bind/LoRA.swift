@@ -122,37 +122,56 @@ public struct LoRA: Sendable {
     /// Weights not touched stay as they were (zero-copy views stay views).
     public func fuse(_ weights: Weights, component: String, scale: Float) throws(BindError) -> Weights {
         var tensors = weights.tensors
+        try check(shapes: tensors.mapValues(\.shape), component: component)
+        for pair in pairs[component] ?? [] {
+            tensors[pair.target] = try fused(tensors[pair.target]!, pair, component: component, scale: scale)
+        }
+        do { return try Weights(tensors) } catch { throw BindError(.lora, path: path, "\(error)") }
+    }
+
+    /// Checks that every pair of `component` names a weight among `shapes` with the shape B · A has.
+    public func check(shapes: [String: [Int]], component: String) throws(BindError) {
         for pair in pairs[component] ?? [] {
             let key = component + "." + pair.target
-            guard let w = tensors[pair.target] else {
+            guard let shape = shapes[pair.target] else {
                 throw BindError(.lora, path: path, key: key,
                                 "the \(component) graph has no weight \(pair.target) for this LoRA to update; "
                                 + "the LoRA was trained on a different model")
             }
-            let out = pair.up.shape[0], inner = pair.down.shape[1], r = pair.rank
-            guard w.shape == [out, inner] else {
+            let out = pair.up.shape[0], inner = pair.down.shape[1]
+            guard shape == [out, inner] else {
                 throw BindError(.lora, path: path, key: key, "B · A is [\(out), \(inner)] but \(pair.target) is "
-                                + "\(describeShape(w.shape)); the LoRA was trained on a different model")
-            }
-            let effective = scale * (pair.alpha.map { $0 / Float(r) } ?? 1)
-            do {
-                var fused = try w.floats()
-                let a = try pair.down.floats(), b = try pair.up.floats()
-                fused.withUnsafeMutableBufferPointer { c in
-                    b.withUnsafeBufferPointer { bp in
-                        a.withUnsafeBufferPointer { ap in
-                            Kernels.sgemm(m: out, n: inner, k: r, a: bp.baseAddress!, lda: r, b: ap.baseAddress!,
-                                          ldb: inner, transposeB: false, c: c.baseAddress!, ldc: inner,
-                                          alpha: effective, beta: 1)
-                        }
-                    }
-                }
-                tensors[pair.target] = try Tensor(floats: fused, shape: w.shape)
-            } catch {
-                throw BindError(.lora, path: path, key: key, "\(error)")
+                                + "\(describeShape(shape)); the LoRA was trained on a different model")
             }
         }
-        do { return try Weights(tensors) } catch { throw BindError(.lora, path: path, "\(error)") }
+    }
+
+    /// The pair updating `target` of `component`, if any.
+    public func pair(_ target: String, component: String) -> Pair? {
+        pairs[component]?.first { $0.target == target }
+    }
+
+    /// `w` + effective scale · B · A in float32 (shapes checked by `check`).
+    public func fused(_ w: Tensor, _ pair: Pair, component: String, scale: Float) throws(BindError) -> Tensor {
+        let key = component + "." + pair.target
+        let out = pair.up.shape[0], inner = pair.down.shape[1], r = pair.rank
+        let effective = scale * (pair.alpha.map { $0 / Float(r) } ?? 1)
+        do {
+            var fused = try w.floats()
+            let a = try pair.down.floats(), b = try pair.up.floats()
+            fused.withUnsafeMutableBufferPointer { c in
+                b.withUnsafeBufferPointer { bp in
+                    a.withUnsafeBufferPointer { ap in
+                        Kernels.sgemm(m: out, n: inner, k: r, a: bp.baseAddress!, lda: r, b: ap.baseAddress!,
+                                      ldb: inner, transposeB: false, c: c.baseAddress!, ldc: inner,
+                                      alpha: effective, beta: 1)
+                    }
+                }
+            }
+            return try Tensor(floats: fused, shape: w.shape)
+        } catch {
+            throw BindError(.lora, path: path, key: key, "\(error)")
+        }
     }
 
     /// The loud note a tool prints before fusing: what scale is used and why.

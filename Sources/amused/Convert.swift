@@ -50,6 +50,8 @@ struct Convert: ParsableCommand {
 
     @OptionGroup var layoutOptions: LayoutOptions
 
+    @OptionGroup var loraOptions: LoRAOptions
+
     @Option(help: "GGUF tensor type: f32, f16 or q8_0 (q8_0 needs rows that are multiples of 32; others use f16).")
     var ggufType: GGUFWriteType.RawValue = "f32"
 
@@ -66,8 +68,8 @@ struct Convert: ParsableCommand {
 
     func validate() throws {
         if isFolder && format != .safetensors { throw ValidationError("a checkpoint folder is written as safetensors") }
-        if !isFolder && (dryRun || allowUnmapped || allowMissing || variant != nil) {
-            throw ValidationError("--dry-run, --allow-unmapped, --allow-missing and --variant apply to checkpoint folders")
+        if !isFolder && (dryRun || allowUnmapped || allowMissing || variant != nil || loraOptions.lora != nil) {
+            throw ValidationError("--dry-run, --allow-unmapped, --allow-missing, --variant and --lora apply to checkpoint folders")
         }
         guard let out else {
             if dryRun { return }
@@ -110,7 +112,7 @@ struct Convert: ParsableCommand {
                 return
             }
             let report = try DiffusersExport.write(checkpoint, to: out!, allowUnmapped: allowUnmapped,
-                                                   allowMissing: allowMissing)
+                                                   allowMissing: allowMissing, lora: try loraOptions.fusion())
             let total = report.written.values.reduce(0, +)
             let left = report.plans.reduce(0) { $0 + $1.unmapped.count }
             let missing = report.plans.reduce(0) { $0 + $1.missing.count }

@@ -46,6 +46,28 @@ struct LoRATests {
         #expect(Set(Self.failing(none)).isSuperset(of: ["text_b2", "transformer_b1", "transformer_b2"]))
     }
 
+    /// Baked into a diffusers folder by `convert --lora`, the LoRA's fused weights reproduce diffusers at that scale
+    /// with no LoRA given at run time; the report records file and scale.
+    @Test func bakedLoRAMatchesDiffusers() throws {
+        let scratch = try ScratchFolder()
+        let out = scratch.path + "/baked"
+        let report = try DiffusersExport.write(try Checkpoint(path: FixturePaths.path("records/tiny-256/model")), to: out,
+                                               lora: LoRAFusion(try LoRA(path: Self.file), scale: 0.5))
+        #expect(report.lora?.scale == 0.5)
+        let record = try ReferenceRecord(path: FixturePaths.path("lora/tiny-256/scale-0.5"))
+        let verified = try Verifier(record: record, modelPath: out, profile: try ToleranceProfile.load("fp32")).run()
+        #expect(verified.pass, "\(Self.failing(verified))")
+        let json = try Checkpoint.readJSON(out + "/amused-import.json")
+        #expect(json["lora"]?["transformer_weights_updated"]?.intValue == 36)
+        // A LoRA that does not fit stops the export before anything is written.
+        let transformerOnly = FixturePaths.path("records/tiny-256/model/transformer")
+        #expect(throws: BindError.self) {
+            try DiffusersExport.write(try Checkpoint(path: transformerOnly), to: scratch.path + "/never",
+                                      lora: LoRAFusion(try LoRA(path: Self.file), scale: 1))
+        }
+        #expect(!FileManager.default.fileExists(atPath: scratch.path + "/never"))
+    }
+
     /// Rewrites the fixture's tensors through `edit` (nil drops a tensor) into a scratch file.
     static func rewritten(_ scratch: ScratchFolder, extra: [(String, Tensor)] = [],
                           _ edit: (String, Tensor) throws -> (String, Tensor)?) throws -> String {
