@@ -12,12 +12,13 @@ struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Convert a weights file between formats, or import a checkpoint folder as a diffusers folder.",
         discussion: """
-            Given a folder (an original open-muse checkpoint, a diffusers pipeline or component folder), the names \
-            go through the shipped name maps and the configs are translated, and a diffusers AmusedPipeline folder \
-            is written (safetensors, dtypes kept, tokenizer copied, amused-import.json recording the ledger). Every \
-            source tensor must be mapped or dropped by a rule and every graph parameter present with its shape; \
-            --allow-unmapped leaves unmapped tensors out instead of failing, and the report lists them. --dry-run \
-            prints the plan and the verdict, reading no tensor data.
+            Given a checkpoint (an original open-muse folder, a diffusers pipeline or component folder, or one file \
+            with every component under transformer./vqvae./text_encoder. and --configs DIR), the names go through \
+            the shipped name maps and the configs are translated, and a diffusers AmusedPipeline folder is written \
+            (safetensors, dtypes kept, tokenizer copied, amused-import.json recording the ledger). Every source \
+            tensor must be mapped or dropped by a rule and every graph parameter present with its shape; \
+            --allow-unmapped / --allow-missing let those through instead, and the report lists them. --lora bakes \
+            a LoRA into the output. --dry-run prints the plan and the verdict, reading no tensor data.
 
             Given a file:
             Reads safetensors (single or sharded), PyTorch .bin/.pt (zip + pickle, never executed), NumPy .npz or GGUF \
