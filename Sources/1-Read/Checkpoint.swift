@@ -134,6 +134,18 @@ public struct Checkpoint: Sendable {
         case singleFile = "single-file"
     }
 
+    /// Whether `names` are those of a LoRA file (every one an A/B weight or an alpha): such a file also keeps its
+    /// tensors under `transformer.` / `text_encoder.`, but is an adapter, not a single-file checkpoint.
+    public static func looksLikeLoRA(_ names: [String]) -> Bool {
+        let suffixes = [".lora_A.weight", ".lora_B.weight", ".lora.down.weight", ".lora.up.weight", ".alpha"]
+        return !names.isEmpty && names.allSatisfy { n in suffixes.contains { n.hasSuffix($0) } }
+    }
+
+    /// Whether this checkpoint is a lone LoRA file.
+    public var isLoRA: Bool {
+        layout == .file && Self.looksLikeLoRA(components.first?.weights?.names ?? [])
+    }
+
     /// The prefixes a single-file checkpoint may use, and the component each names.
     public static let singleFilePrefixes = [("transformer.", "transformer"), ("vqvae.", "vqvae"), ("vae.", "vqvae"),
                                             ("text_encoder.", "text_encoder")]
@@ -172,7 +184,8 @@ public struct Checkpoint: Sendable {
                 Self.singleFilePrefixes.contains { info.name.hasPrefix($0.0) }
             }
             modelIndex = nil
-            if forced == .singleFile || (forced == nil && prefixed && !source.infos.isEmpty) {
+            let lora = Self.looksLikeLoRA(source.infos.map(\.name))
+            if forced == .singleFile || (forced == nil && prefixed && !lora && !source.infos.isEmpty) {
                 if let stray = source.infos.first(where: { info in !Self.singleFilePrefixes.contains { info.name.hasPrefix($0.0) } }) {
                     throw ReadError(.inconsistent, path: path, field: stray.name, "a single-file checkpoint keeps every "
                         + "tensor under transformer., vqvae. (or vae.) or text_encoder.; this one is under none")

@@ -52,6 +52,10 @@ public struct AmusedComponents: Sendable {
 
     /// Loads the components of an opened checkpoint.
     public init(checkpoint: Checkpoint, only: Set<Part> = Set(Part.allCases), lora: LoRAFusion? = nil) throws {
+        if checkpoint.isLoRA {
+            throw BindError(.lora, path: checkpoint.path, "this is a LoRA file, not a model: pass it with --lora "
+                            + "alongside the base checkpoint it was trained on")
+        }
         self.checkpoint = checkpoint
         var dropped: [String: [(String, String)]] = [:]
         func component(_ names: [String], classes: [String]) -> CheckpointComponent? {

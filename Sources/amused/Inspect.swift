@@ -142,6 +142,15 @@ struct Inspect: ParsableCommand {
             }
             out += "total: \(w.infos.count) tensors, \(grouped(w.totalElements)) parameters, "
                 + "\(grouped(w.totalBytes)) bytes\n"
+            if c.isLoRA {
+                do {
+                    let lora = try LoRA(path: w.path)  // small: read with data (inspect opened headers only)
+                    out += "\nLoRA: " + lora.scaleNote(scale: 1).replacingOccurrences(of: "LoRA \(w.path): ", with: "")
+                        .replacingOccurrences(of: "Choose with --lora-scale.", with: "Use it with --lora FILE [--lora-scale S] on generate, verify or convert.") + "\n"
+                } catch {
+                    out += "\nLoRA-like names, but not a usable LoRA: \((error as? LocalizedError)?.errorDescription ?? "\(error)")\n"
+                }
+            }
             totals.tensors += w.infos.count
             totals.parameters += w.totalElements
             totals.bytes += w.totalBytes

@@ -67,6 +67,8 @@ struct VerifyCommandTests {
         #expect(ok.stderr.contains("stores no alpha") && ok.stderr.contains("scale 0.5"))
         let wrong = try runAmused(["verify", "--reference", record, "--lora", lora])
         #expect(wrong.status == 3)
+        let inspect = try runAmused(["inspect", lora])
+        #expect(inspect.status == 0 && inspect.stdout.contains("LoRA: 42 Linear updates (rank 2, 4)"))
         let orphan = try runAmused(["verify", "--reference", record, "--lora-scale", "2"])
         #expect(orphan.status != 0 && orphan.stderr.contains("--lora-scale needs --lora"))
     }

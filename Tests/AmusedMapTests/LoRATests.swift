@@ -68,6 +68,16 @@ struct LoRATests {
         #expect(!FileManager.default.fileExists(atPath: scratch.path + "/never"))
     }
 
+    /// A LoRA file keeps its tensors under `transformer.` / `text_encoder.` too, but is recognised as an adapter: a
+    /// lone file, not a single-file checkpoint, and refused as a model with a message saying to pass it with --lora.
+    @Test func loraFileIsNotTakenForAModel() throws {
+        let checkpoint = try Checkpoint(path: Self.file)
+        #expect(checkpoint.layout == .file && checkpoint.isLoRA)
+        #expect { _ = try AmusedComponents(path: Self.file) } throws: { error in
+            (error as? BindError)?.kind == .lora && (error as? BindError)?.message.contains("--lora") == true
+        }
+    }
+
     /// Rewrites the fixture's tensors through `edit` (nil drops a tensor) into a scratch file.
     static func rewritten(_ scratch: ScratchFolder, extra: [(String, Tensor)] = [],
                           _ edit: (String, Tensor) throws -> (String, Tensor)?) throws -> String {
