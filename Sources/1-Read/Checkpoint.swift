@@ -137,8 +137,24 @@ public struct Checkpoint: Sendable {
     /// Whether `names` are those of a LoRA file (every one an A/B weight or an alpha): such a file also keeps its
     /// tensors under `transformer.` / `text_encoder.`, but is an adapter, not a single-file checkpoint.
     public static func looksLikeLoRA(_ names: [String]) -> Bool {
-        let suffixes = [".lora_A.weight", ".lora_B.weight", ".lora.down.weight", ".lora.up.weight", ".alpha"]
-        return !names.isEmpty && names.allSatisfy { n in suffixes.contains { n.hasSuffix($0) } }
+        !names.isEmpty && names.allSatisfy { n in loraSuffixes.contains { n.hasSuffix($0.suffix) } }
+    }
+
+    /// The tensor-name endings of LoRA files and what each holds: PEFT's `lora_A`/`lora_B`, the older
+    /// `lora.down`/`lora.up`, and kohya's `alpha`.
+    public static let loraSuffixes: [(suffix: String, role: LoRARole)] = [
+        (".lora_A.weight", .down), (".lora_B.weight", .up), (".lora.down.weight", .down), (".lora.up.weight", .up),
+        (".alpha", .alpha),
+    ]
+
+    /// What a LoRA tensor holds.
+    public enum LoRARole: Sendable {
+        /// A, [rank, in].
+        case down
+        /// B, [out, rank].
+        case up
+        /// The scalar alpha.
+        case alpha
     }
 
     /// Whether this checkpoint is a lone LoRA file.

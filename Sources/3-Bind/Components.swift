@@ -88,10 +88,7 @@ public struct AmusedComponents: Sendable {
             return try lora.lora.fuse(weights, component: name, scale: lora.scale)
         }
         func absent(_ name: String, _ part: Part) throws {
-            if let lora, only.contains(part), let pairs = lora.lora.pairs[name], !pairs.isEmpty {
-                throw BindError(.lora, path: lora.lora.path, key: name + "." + pairs[0].target,
-                                "the LoRA updates the \(name) but \(checkpoint.path) has no \(name)")
-            }
+            if let lora, only.contains(part) { try lora.lora.refuseAbsent(name, in: checkpoint.path) }
         }
         let openMuse = checkpoint.layout == .openMuse
         var ledgers: [String: MapLedger] = [:]

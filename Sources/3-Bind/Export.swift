@@ -111,8 +111,8 @@ public enum DiffusersExport {
             // Every LoRA update must land on a weight of the output, checked before anything is written.
             for component in LoRA.components where lora.lora.pairs[component] != nil {
                 guard let p = plans.first(where: { $0.part.rawValue == component }) else {
-                    throw BindError(.lora, path: lora.lora.path, key: component,
-                                    "the LoRA updates the \(component) but \(checkpoint.path) has no \(component)")
+                    try lora.lora.refuseAbsent(component, in: checkpoint.path)
+                    continue
                 }
                 try lora.lora.check(shapes: Dictionary(p.view.infos.map { ($0.name, $0.shape) }, uniquingKeysWith: { a, _ in a }),
                                     component: component)

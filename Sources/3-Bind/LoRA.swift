@@ -54,10 +54,7 @@ public struct LoRA: Sendable {
     /// Parses the tensors of an opened LoRA file.
     public init(_ source: any TensorSource) throws(BindError) {
         path = source.path
-        enum Role { case down, up, alpha }
-        let suffixes: [(String, Role)] = [(".lora_A.weight", .down), (".lora_B.weight", .up),
-                                          (".lora.down.weight", .down), (".lora.up.weight", .up), (".alpha", .alpha)]
-        var parts: [String: [String: [Role: TensorInfo]]] = [:]  // component → module → role
+        var parts: [String: [String: [Checkpoint.LoRARole: TensorInfo]]] = [:]  // component → module → role
         for info in source.infos {
             guard let component = Self.components.first(where: { info.name.hasPrefix($0 + ".") }) else {
                 throw BindError(.lora, path: path, key: info.name,
@@ -65,7 +62,7 @@ public struct LoRA: Sendable {
                                 + "save_lora_weights writes; this is not an aMUSEd LoRA file")
             }
             let rest = String(info.name.dropFirst(component.count + 1))
-            guard let (suffix, role) = suffixes.first(where: { rest.hasSuffix($0.0) }) else {
+            guard let (suffix, role) = Checkpoint.loraSuffixes.first(where: { rest.hasSuffix($0.suffix) }) else {
                 throw BindError(.lora, path: path, key: info.name,
                                 "not a LoRA A/B weight or alpha (DoRA magnitude vectors, LoRA biases and embedding LoRAs "
                                 + "cannot be fused by this toolkit)")
@@ -144,6 +141,13 @@ public struct LoRA: Sendable {
                                 + "\(describeShape(shape)); the LoRA was trained on a different model")
             }
         }
+    }
+
+    /// Throws when the LoRA updates `component` and `checkpoint` has none: such updates are never skipped silently.
+    public func refuseAbsent(_ component: String, in checkpoint: String) throws(BindError) {
+        guard let first = pairs[component]?.first else { return }
+        throw BindError(.lora, path: path, key: component + "." + first.target,
+                        "the LoRA updates the \(component) but \(checkpoint) has no \(component)")
     }
 
     /// The pair updating `target` of `component`, if any.

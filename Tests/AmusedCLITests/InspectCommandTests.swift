@@ -85,6 +85,18 @@ struct InspectCommandTests {
         #expect(crashed.stderr.contains("(malformed)"))
     }
 
+    /// A transformer folder holding the tiny-512 weights under the tiny-256 config (which has no down/up-sampling):
+    /// the down/up-sample tensors have no parameter to fill.
+    static func mismatchedTransformer(_ scratch: ScratchFolder) throws -> String {
+        let folder = scratch.path + "/transformer"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: FixturePaths.path("records/tiny-512/model/transformer/diffusion_pytorch_model.safetensors"),
+                                         toPath: folder + "/diffusion_pytorch_model.safetensors")
+        try FileManager.default.copyItem(atPath: FixturePaths.path("records/tiny-256/model/transformer/config.json"),
+                                         toPath: folder + "/config.json")
+        return folder
+    }
+
     /// `inspect --map` prints the import plan without reading tensor data; an incomplete plan exits 1.
     @Test func mapReportShowsTheLedger() throws {
         let result = try runAmused(["inspect", "--map", FixturePaths.path("openmuse/tiny-512")])
@@ -95,12 +107,7 @@ struct InspectCommandTests {
         #expect(result.stdout.contains("missing: 0, unmapped tensors: 0, shape mismatches: 0"))
         // A transformer file under a config that does not fit it: missing and unmapped tensors, exit 1.
         let scratch = try ScratchFolder()
-        let folder = scratch.path + "/transformer"
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: FixturePaths.path("records/tiny-512/model/transformer/diffusion_pytorch_model.safetensors"),
-                                         toPath: folder + "/diffusion_pytorch_model.safetensors")
-        try FileManager.default.copyItem(atPath: FixturePaths.path("records/tiny-256/model/transformer/config.json"),
-                                         toPath: folder + "/config.json")
+        let folder = try Self.mismatchedTransformer(scratch)
         let bad = try runAmused(["inspect", "--map", folder])
         #expect(bad.status == 1)
         #expect(bad.stdout.contains("unmapped: down_block.downsample.conv.weight"))
@@ -121,12 +128,7 @@ struct InspectCommandTests {
         #expect(run.status == 0, "\(run.stderr)")
         #expect(FileManager.default.fileExists(atPath: out + "/model_index.json"))
 
-        let folder = scratch.path + "/transformer"
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: FixturePaths.path("records/tiny-512/model/transformer/diffusion_pytorch_model.safetensors"),
-                                         toPath: folder + "/diffusion_pytorch_model.safetensors")
-        try FileManager.default.copyItem(atPath: FixturePaths.path("records/tiny-256/model/transformer/config.json"),
-                                         toPath: folder + "/config.json")
+        let folder = try Self.mismatchedTransformer(scratch)
         let bad = try runAmused(["convert", folder, "--dry-run"])
         #expect(bad.status == 1)
         #expect(bad.stderr.contains("[down_block.downsample.conv.weight]") && bad.stderr.contains("--allow-unmapped"))
