@@ -67,11 +67,6 @@ public struct DropRule: Sendable {
     public let reason: String
     /// Matches the names it drops.
     public let matches: @Sendable (String) -> Bool
-
-    /// transformers' non-persistent `position_ids` buffer, saved by older versions (arange(77), not a weight).
-    public static let clipPositionIds = DropRule(reason: "CLIP position_ids buffer (arange, not a weight)") {
-        $0.hasSuffix("embeddings.position_ids")
-    }
 }
 
 /// The result of binding: weights ready for the graph and what was dropped.

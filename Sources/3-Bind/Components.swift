@@ -23,7 +23,7 @@ public struct AmusedComponents: Sendable {
     public let maskTokenId: Int?
     /// `masking_schedule` of the scheduler config (`cosine` by default).
     public let maskingSchedule: String
-    /// Tensors dropped by a rule while binding, per component.
+    /// Tensors a name-map rule dropped (with its reason), per component.
     public let dropped: [String: [(key: String, reason: String)]]
     /// The name-map ledger of each component (diffusers names go through the identity maps).
     public let ledgers: [String: MapLedger]
@@ -63,18 +63,12 @@ public struct AmusedComponents: Sendable {
             if checkpoint.layout == .openMuse, names.contains("tokenizer") { return nil }
             return checkpoint.components.first { names.contains($0.name) || classes.contains($0.className ?? "") }
         }
-        func bound(_ c: CheckpointComponent, _ specs: [ParameterSpec], drop: [DropRule] = []) throws -> Weights {
-            guard let weights = c.weights else {
+        /// Binds a component through its name map (identity for diffusers names), recording the ledger.
+        func mapped(_ c: CheckpointComponent, _ specs: [ParameterSpec], map name: String,
+                    constants: [String: Int] = [:]) throws -> Weights {
+            guard let source = c.weights else {
                 throw BindError(.missing, path: c.configPath ?? checkpoint.path, "component \(c.name) has no weights file")
             }
-            let b = try bind(weights, to: specs, drop: drop)
-            dropped[c.name] = b.dropped
-            return b.weights
-        }
-        /// Binds a component through its name map (identity for diffusers names), recording the ledger.
-        func mapped(_ c: CheckpointComponent, _ specs: [ParameterSpec], map: String?, constants: [String: Int] = [:],
-                    drop: [DropRule] = []) throws -> Weights {
-            guard let name = map, let source = c.weights else { return try bound(c, specs, drop: drop) }
             let view = try MappedSource(source, map: try NameMap.shipped(name), constants: constants)
             ledgers[c.name] = view.ledger
             dropped[c.name] = view.ledger.entries.filter { $0.kind == .dropped }
