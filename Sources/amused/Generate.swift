@@ -65,6 +65,9 @@ struct Generate: ParsableCommand {
 
     @OptionGroup var layoutOptions: LayoutOptions
 
+    @Option(help: "Read *.{variant}.safetensors files (e.g. fp16), widened to float32.")
+    var variant: String?
+
     func validate() throws {
         if mask != nil && initImage == nil { throw ValidationError("--mask needs --init-image") }
         if let s = strength, !(0...1).contains(s) { throw ValidationError("--strength must be between 0 and 1") }
@@ -88,7 +91,7 @@ struct Generate: ParsableCommand {
 
     func generate() throws {
         let start = Date()
-        let components = try AmusedComponents(path: model, lora: try loraOptions.fusion(), layout: layoutOptions.layout,
+        let components = try AmusedComponents(path: model, variant: variant, lora: try loraOptions.fusion(), layout: layoutOptions.layout,
                                               configs: layoutOptions.configs)
         guard let tokenizer = components.tokenizer, let textEncoder = components.textEncoder,
               let transformer = components.transformer, let vqvae = components.vqvae,
