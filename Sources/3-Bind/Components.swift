@@ -58,23 +58,20 @@ public struct AmusedComponents: Sendable {
         }
         self.checkpoint = checkpoint
         var dropped: [String: [(String, String)]] = [:]
-        func component(_ names: [String], classes: [String]) -> CheckpointComponent? {
-            guard let part = Part(rawValue: names[0]), only.contains(part) else { return nil }
-            if checkpoint.layout == .openMuse, names.contains("tokenizer") { return nil }
-            return checkpoint.components.first { names.contains($0.name) || classes.contains($0.className ?? "") }
+        /// The model component for `part` (with weights), if asked for and present, and how it meets the graph.
+        func model(_ part: Part) throws -> (CheckpointComponent, ComponentGraph)? {
+            guard only.contains(part),
+                  let c = checkpoint.components.first(where: { ComponentGraph.isPart(part, $0) && $0.weights != nil })
+            else { return nil }
+            return try ComponentGraph(c, layout: checkpoint.layout).map { (c, $0) }
         }
         /// Binds a component through its name map (identity for diffusers names), recording the ledger.
-        func mapped(_ c: CheckpointComponent, _ specs: [ParameterSpec], map name: String,
-                    constants: [String: Int] = [:]) throws -> Weights {
-            guard let source = c.weights else {
-                throw BindError(.missing, path: c.configPath ?? checkpoint.path, "component \(c.name) has no weights file")
-            }
-            let view = try MappedSource(source, map: try NameMap.shipped(name), constants: constants)
+        func mapped(_ c: CheckpointComponent, _ graph: ComponentGraph) throws -> Weights {
+            let view = try MappedSource(c.weights!, map: try NameMap.shipped(graph.map), constants: graph.constants)
             ledgers[c.name] = view.ledger
             dropped[c.name] = view.ledger.entries.filter { $0.kind == .dropped }
                 .flatMap { e in e.sources.map { ($0, e.detail ?? "dropped by the map") } }
-            let b = try bind(view, to: specs)
-            return b.weights
+            return try bind(view, to: graph.specs).weights
         }
         /// The LoRA's pairs for `name`, fused in (after any name map: LoRA files use the diffusers names).
         func fused(_ weights: Weights, _ name: String) throws -> Weights {
@@ -86,34 +83,25 @@ public struct AmusedComponents: Sendable {
         }
         let openMuse = checkpoint.layout == .openMuse
         var ledgers: [String: MapLedger] = [:]
-        if let c = component(["text_encoder"], classes: ["CLIPTextModelWithProjection"]), c.weights != nil {
-            let config = try CLIPTextConfig(json: c.config, path: c.configPath ?? c.weights?.path ?? c.name)
-            let specs = try CLIPTextModel.parameterSpecs(config)
-            let weights = try mapped(c, specs, map: "clip-text")
-            textEncoder = try CLIPTextModel(config: config, scope: .binding(try fused(weights, "text_encoder")))
+        if let (c, graph) = try model(.textEncoder), case .textEncoder(let config) = graph.config {
+            textEncoder = try CLIPTextModel(config: config, scope: .binding(try fused(try mapped(c, graph), "text_encoder")))
         } else {
             textEncoder = nil
             try absent("text_encoder", .textEncoder)
         }
-        if let c = component(["transformer"], classes: ["UVit2DModel", "MaskGiTUViT_v2", "MaskGiTUViT"]), c.weights != nil {
-            let config = openMuse ? try UVit2DConfig(openMuse: c.config, path: c.configPath ?? c.weights?.path ?? c.name)
-                : try UVit2DConfig(json: c.config, path: c.configPath ?? c.weights?.path ?? c.name)
-            let weights = try mapped(c, try UVit2DModel.parameterSpecs(config), map: openMuse ? "open-muse-transformer" : "diffusers-transformer")
-            transformer = try UVit2DModel(config: config, scope: .binding(try fused(weights, "transformer")))
+        if let (c, graph) = try model(.transformer), case .transformer(let config) = graph.config {
+            transformer = try UVit2DModel(config: config, scope: .binding(try fused(try mapped(c, graph), "transformer")))
         } else {
             transformer = nil
             try absent("transformer", .transformer)
         }
-        if let c = component(["vqvae", "vae"], classes: ["VQModel", "VQGANModel"]), c.weights != nil {
-            let config = openMuse ? try VQModelConfig(taming: c.config, path: c.configPath ?? c.weights?.path ?? c.name)
-                : try VQModelConfig(json: c.config, path: c.configPath ?? c.weights?.path ?? c.name)
-            let weights = try mapped(c, try VQModel.parameterSpecs(config), map: openMuse ? "taming-vqgan" : "diffusers-vqvae",
-                                     constants: ["last": config.blockOutChannels.count - 1])
-            vqvae = try VQModel(config: config, scope: .binding(weights))
+        if let (c, graph) = try model(.vqvae), case .vqvae(let config) = graph.config {
+            vqvae = try VQModel(config: config, scope: .binding(try mapped(c, graph)))
         } else {
             vqvae = nil
         }
-        if let c = component(["tokenizer"], classes: ["CLIPTokenizer"]) {
+        if only.contains(.tokenizer), !openMuse,
+           let c = checkpoint.components.first(where: { $0.name == "tokenizer" || $0.className == "CLIPTokenizer" }) {
             tokenizer = try Self.loadTokenizer(folder: c.folder ?? checkpoint.path + "/" + c.name)
         } else if openMuse, FileManager.default.fileExists(atPath: checkpoint.path + "/text_encoder/vocab.json") {
             // open-muse keeps the tokenizer files beside the text encoder.

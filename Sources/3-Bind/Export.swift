@@ -49,11 +49,11 @@ public struct ExportReport: Sendable {
             var c = JSONObject()
             c.insert("component", .string(p.component))
             c.insert("written_as", .string(DiffusersExport.folderName(p.part)))
-            c.insert("map", p.map.map(JSONValue.string) ?? .null)
+            c.insert("map", .string(p.map))
             var counts = JSONObject()
-            for (k, v) in (p.ledger?.counts ?? [:]).sorted(by: { $0.key < $1.key }) { counts.insert(k, .number(String(v))) }
+            for (k, v) in p.ledger.counts.sorted(by: { $0.key < $1.key }) { counts.insert(k, .number(String(v))) }
             c.insert("ledger", .object(counts))
-            c.insert("dropped", .array((p.ledger?.entries ?? []).filter { $0.kind == .dropped }.flatMap { e in
+            c.insert("dropped", .array(p.ledger.entries.filter { $0.kind == .dropped }.flatMap { e in
                 e.sources.map { JSONValue.string($0 + (e.detail.map { " (\($0))" } ?? "")) }
             }))
             c.insert("unmapped_left_out", .array(p.unmapped.map(JSONValue.string)))
@@ -142,30 +142,22 @@ public enum DiffusersExport {
             let folder = staging + "/" + folderName(p.part)
             try fm.createDirectory(atPath: folder, withIntermediateDirectories: true)
             let c = checkpoint.component(p.component)!
-            let configPath = c.configPath ?? c.name
             let config: JSONValue, weightsFile: String
-            switch p.part {
-            case .transformer:
-                let u = checkpoint.layout == .openMuse ? try UVit2DConfig(openMuse: c.config, path: configPath)
-                    : try UVit2DConfig(json: c.config, path: configPath)
+            switch p.graph.config {
+            case .transformer(let u):
                 uvit = u
                 config = diffusersConfig(u, source: c.config)
                 weightsFile = "diffusion_pytorch_model.safetensors"
                 index.insert("transformer", .array([.string("diffusers"), .string("UVit2DModel")]))
-            case .vqvae:
-                let v = checkpoint.layout == .openMuse ? try VQModelConfig(taming: c.config, path: configPath)
-                    : try VQModelConfig(json: c.config, path: configPath)
+            case .vqvae(let v):
                 config = diffusersConfig(v)
                 weightsFile = "diffusion_pytorch_model.safetensors"
                 index.insert("vqvae", .array([.string("diffusers"), .string("VQModel")]))
             case .textEncoder:
-                // transformers' CLIPTextConfig in every layout: kept as it is.
-                guard let json = c.config else { throw BindError(.config, path: configPath, "no config.json") }
-                config = json
+                // transformers' CLIPTextConfig in every layout: kept as it is (parsing it succeeded, so it is there).
+                config = c.config!
                 weightsFile = "model.safetensors"
                 index.insert("text_encoder", .array([.string("transformers"), .string("CLIPTextModelWithProjection")]))
-            case .tokenizer:
-                continue
             }
             try writeText(pythonJSON(config) + "\n", to: folder + "/config.json")
             let wanted = Set(p.specs.map(\.key))

@@ -49,9 +49,9 @@ struct Inspect: ParsableCommand {
     static func mapReport(_ c: Checkpoint, _ plans: [ComponentImportPlan]) -> String {
         var out = "checkpoint: \(c.path)\nlayout: \(c.layout.rawValue)\n"
         for p in plans {
-            out += "\n== \(p.component): map \(p.map ?? "none (canonical names)")\n"
-            if let l = p.ledger {
-                let n = l.counts
+            out += "\n== \(p.component): map \(p.map)\n"
+            do {
+                let l = p.ledger, n = l.counts
                 out += "  unchanged \(n["unchanged"]!), renamed \(n["renamed"]!), transformed \(n["transformed"]!), "
                     + "dropped \(n["dropped"]!), unmapped \(n["unmapped"]!)\n"
                 for e in l.entries where e.kind == .transformed || e.kind == .dropped {
