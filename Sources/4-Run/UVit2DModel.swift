@@ -375,14 +375,14 @@ struct UVitBlock: Sendable {
     init(_ s: ParameterScope, config c: UVit2DConfig, downsample: Bool, upsample: Bool) throws(ModelError) {
         let ch = c.blockOutChannels
         channels = ch
-        if downsample {
-            downNorm = try RMSNorm(s.child("downsample").child("norm"), dim: ch, eps: c.layerNormEps,
-                                   affine: c.lnElementwiseAffine)
-            downConv = try s.child("downsample").child("conv").param("weight", [ch, ch, 2, 2])
-            downBias = try s.child("downsample").child("conv").param("bias", [ch], if: c.useBias)
-        } else {
-            (downNorm, downConv, downBias) = (nil, nil, nil)
+        /// The RMSNorm and 2×2 convolution of `downsample` / `upsample` (Conv2d weights are (out, in, kH, kW),
+        /// ConvTranspose2d's (in, out, kH, kW): both [ch, ch, 2, 2] here).
+        func resample(_ name: String) throws(ModelError) -> (RMSNorm, Param, Param?) {
+            (try RMSNorm(s.child(name).child("norm"), dim: ch, eps: c.layerNormEps, affine: c.lnElementwiseAffine),
+             try s.child(name).child("conv").param("weight", [ch, ch, 2, 2]),
+             try s.child(name).child("conv").param("bias", [ch], if: c.useBias))
         }
+        (downNorm, downConv, downBias) = downsample ? try resample("downsample") : (nil, nil, nil)
         var res: [ConvNextBlock] = [], attn: [SkipFFTransformerBlock] = []
         for i in 0..<c.numResBlocks {
             res.append(try ConvNextBlock(s.child("res_blocks").child("\(i)"), config: c))
@@ -390,15 +390,7 @@ struct UVitBlock: Sendable {
         }
         resBlocks = res
         attentionBlocks = attn
-        if upsample {
-            upNorm = try RMSNorm(s.child("upsample").child("norm"), dim: ch, eps: c.layerNormEps,
-                                 affine: c.lnElementwiseAffine)
-            // ConvTranspose2d weights are laid out (in, out, kH, kW).
-            upConv = try s.child("upsample").child("conv").param("weight", [ch, ch, 2, 2])
-            upBias = try s.child("upsample").child("conv").param("bias", [ch], if: c.useBias)
-        } else {
-            (upNorm, upConv, upBias) = (nil, nil, nil)
-        }
+        (upNorm, upConv, upBias) = upsample ? try resample("upsample") : (nil, nil, nil)
     }
 
     func keysAndValues(_ e: [Float], batch: Int, length: Int) -> [[(k: [Float], v: [Float])]] {
