@@ -7,7 +7,8 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "AmusedKit", targets: ["AmusedTensors", "AmusedRead", "AmusedMap", "AmusedBind", "AmusedModel",
-                                              "AmusedVerify", "AmusedImage", "AmusedKernels"]),
+                                              "AmusedQuantize", "AmusedVerify", "AmusedPack", "AmusedImage",
+                                              "AmusedKernels"]),
         .executable(name: "amused", targets: ["amused"]),
     ],
     dependencies: [
@@ -41,6 +42,14 @@ let package = Package(
                 path: "Sources/3-Bind"),
         // Stage 4: run. The canonical aMUSEd graph (diffusers names), the tokenizer; never imports formats.
         .target(name: "AmusedModel", dependencies: ["AmusedTensors", "AmusedKernels"], path: "Sources/4-Run"),
+        // Stage 5: quantize. Policies as data (policies/*.json, Schemas/quant-policy.schema.json) and the plan.
+        .target(name: "AmusedQuantize", dependencies: ["AmusedTensors", "AmusedRead", "AmusedModel"],
+                path: "Sources/5-Quantize", resources: [.copy("policies")]),
+        // Stage 7: pack. The .amused bundle (Schemas/bundle-manifest.schema.json): writer, untrusted reader, conversion.
+        .target(name: "AmusedPack",
+                dependencies: ["AmusedTensors", "AmusedRead", "AmusedBind", "AmusedModel", "AmusedQuantize", "CZstd",
+                               .product(name: "Crypto", package: "swift-crypto")],
+                path: "Sources/7-Pack"),
         // Stage 6: verify parity against reference records made by the PyTorch reference.
         .target(name: "AmusedVerify", dependencies: ["AmusedTensors", "AmusedRead", "AmusedBind", "AmusedModel"],
                 path: "Sources/6-Verify", resources: [.copy("tolerance-profiles.json")]),
@@ -53,6 +62,7 @@ let package = Package(
         // The command line: a thin skin over the libraries.
         .executableTarget(name: "amused",
                           dependencies: ["AmusedTensors", "AmusedRead", "AmusedBind", "AmusedModel", "AmusedVerify",
+                                         "AmusedQuantize", "AmusedPack",
                                          "AmusedImage", "AmusedKernels", "CZstd",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "Sources/amused"),

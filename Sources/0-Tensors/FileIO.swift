@@ -30,6 +30,9 @@ public final class ReadOnlyFile: @unchecked Sendable {
 
     deinit { close(fd) }
 
+    /// The whole file.
+    public func readAll() throws(TensorError) -> [UInt8] { try read(at: 0, count: byteCount) }
+
     /// Reads exactly `count` bytes at `offset`; the caller has checked the range lies inside the file.
     public func read(at offset: Int, count: Int) throws(TensorError) -> [UInt8] {
         guard offset >= 0, count >= 0, let end = SizeMath.add(offset, count), end <= byteCount else {
@@ -62,6 +65,8 @@ public final class AtomicFileWriter {
     public let temporaryPath: String
     private var fd: Int32
     private var committed = false
+    /// Bytes appended so far.
+    public private(set) var position = 0
 
     /// Creates the temporary file next to `destination`.
     public init(destination: String) throws(TensorError) {
@@ -102,6 +107,46 @@ public final class AtomicFileWriter {
             }
             done += n
         }
+        position += bytes.count
+    }
+
+    /// Overwrites `bytes` at `offset` (inside what was appended already; for headers written last).
+    public func write(_ bytes: [UInt8], at offset: Int) throws(TensorError) {
+        guard offset >= 0, offset + bytes.count <= position else {
+            throw .io(path: temporaryPath, message: "write at \(offset) is outside the \(position) bytes written")
+        }
+        let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress!, bytes.count, off_t(offset)) }
+        guard n == bytes.count else {
+            throw .io(path: temporaryPath, message: "write failed (\(MappedFile.errnoText()))")
+        }
+    }
+
+    /// Makes what was written so far durable, without committing (so it can be mapped and read back).
+    public func flush() throws(TensorError) {
+        guard fsync(fd) == 0 else { throw .io(path: temporaryPath, message: "fsync failed (\(MappedFile.errnoText()))") }
+    }
+
+    /// Removes temporary files a killed writer left beside `destination` (`.<name>.<pid>.<random>.tmp` whose process
+    /// no longer runs). Returns how many were removed.
+    @discardableResult
+    public static func removeStale(for destination: String) -> Int {
+        let dir = folder(of: destination)
+        let base = destination.split(separator: "/").last.map(String.init) ?? destination
+        guard let d = opendir(dir) else { return 0 }
+        defer { closedir(d) }
+        var removed = 0
+        while let entry = readdir(d) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            guard name.hasPrefix("." + base + "."), name.hasSuffix(".tmp") else { continue }
+            let parts = name.dropFirst(base.count + 2).dropLast(4).split(separator: ".")
+            guard parts.count == 2, let pid = Int32(parts[0]), UInt32(parts[1]) != nil else { continue }
+            if pid != getpid() && kill(pid, 0) != 0 && errno == ESRCH {
+                if unlink(dir + "/" + name) == 0 { removed += 1 }
+            }
+        }
+        return removed
     }
 
     /// Appends `bytes`.

@@ -112,6 +112,11 @@ public struct JSONObject: Sendable, Equatable {
         return true
     }
 
+    /// Sets `key` to `value`: replaced in place when present, appended otherwise.
+    public mutating func set(_ key: String, _ value: JSONValue) {
+        if let i = index[key] { entries[i].value = value } else { insert(key, value) }
+    }
+
     /// Equal when the same keys map to equal values in the same order.
     public static func == (a: JSONObject, b: JSONObject) -> Bool {
         a.entries.count == b.entries.count

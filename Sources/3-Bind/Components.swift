@@ -9,8 +9,10 @@ import Foundation
 /// The aMUSEd components found in a checkpoint, bound and ready to run. Any may be absent when the checkpoint
 /// holds only some components (a lone `transformer/` folder, say).
 public struct AmusedComponents: Sendable {
-    /// The checkpoint as found on disk.
-    public let checkpoint: Checkpoint
+    /// The checkpoint as found on disk (nil for components loaded from a bundle).
+    public let checkpoint: Checkpoint?
+    /// Where the components came from (a checkpoint folder or file, or a bundle).
+    public let source: String
     /// CLIPTextModelWithProjection.
     public let textEncoder: CLIPTextModel?
     /// UVit2DModel.
@@ -57,6 +59,7 @@ public struct AmusedComponents: Sendable {
                             + "alongside the base checkpoint it was trained on")
         }
         self.checkpoint = checkpoint
+        self.source = checkpoint.path
         var dropped: [String: [(String, String)]] = [:]
         /// The model component for `part` (with weights), if asked for and present, and how it meets the graph.
         func model(_ part: Part) throws -> (CheckpointComponent, ComponentGraph)? {
@@ -119,10 +122,37 @@ public struct AmusedComponents: Sendable {
         self.dropped = dropped
     }
 
+    /// Components bound elsewhere (from a bundle): `source` names where they came from.
+    public init(source: String, textEncoder: CLIPTextModel?, transformer: UVit2DModel?, vqvae: VQModel?,
+                tokenizer: CLIPTokenizer?, maskTokenId: Int?, maskingSchedule: String) {
+        self.checkpoint = nil
+        self.source = source
+        self.textEncoder = textEncoder
+        self.transformer = transformer
+        self.vqvae = vqvae
+        self.tokenizer = tokenizer
+        self.maskTokenId = maskTokenId ?? transformer.map { $0.config.vocabSize - 1 }
+        self.maskingSchedule = maskingSchedule
+        self.dropped = [:]
+        self.ledgers = [:]
+    }
+
     /// Reads `vocab.json`, `merges.txt` and the pad token from `tokenizer_config.json` / `special_tokens_map.json`.
     public static func loadTokenizer(folder: String) throws -> CLIPTokenizer {
+        let fm = FileManager.default
+        return try loadTokenizer(path: folder) { name in
+            let p = folder + "/" + name
+            guard fm.fileExists(atPath: p) else { return nil }
+            return try ReadOnlyFile(path: p).readAll()
+        }
+    }
+
+    /// Reads the tokenizer from files `read(name)` returns (nil when absent); `path` names them in errors.
+    public static func loadTokenizer(path folder: String, read: (String) throws -> [UInt8]?) throws -> CLIPTokenizer {
         let vocabPath = folder + "/vocab.json", mergesPath = folder + "/merges.txt"
-        let vocabJSON = try Checkpoint.readJSON(vocabPath)
+        guard let vocabBytes = try read("vocab.json") else { throw BindError(.tokenizer, path: vocabPath, "missing") }
+        guard vocabBytes.count <= 16 << 20 else { throw BindError(.tokenizer, path: vocabPath, "larger than 16 MiB") }
+        let vocabJSON = try StrictJSONParser(path: vocabPath).parse(vocabBytes)
         guard let object = vocabJSON.objectValue else {
             throw BindError(.tokenizer, path: vocabPath, "vocab.json is not a JSON object")
         }
@@ -132,13 +162,13 @@ public struct AmusedComponents: Sendable {
             guard let i = id.intValue else { throw BindError(.tokenizer, path: vocabPath, key: token, "id is not an integer") }
             vocab[token] = i
         }
-        guard let merges = try? String(contentsOfFile: mergesPath, encoding: .utf8) else {
+        guard let mergesBytes = try read("merges.txt"), let merges = String(validating: mergesBytes, as: UTF8.self) else {
             throw BindError(.tokenizer, path: mergesPath, "cannot read merges.txt as UTF-8")
         }
         var pad = "<|endoftext|>"
         for file in ["tokenizer_config.json", "special_tokens_map.json"] {
             let p = folder + "/" + file
-            guard FileManager.default.fileExists(atPath: p), let json = try? Checkpoint.readJSON(p) else { continue }
+            guard let bytes = try? read(file), let json = try? StrictJSONParser(path: p).parse(bytes) else { continue }
             if let s = json["pad_token"]?.stringValue ?? json["pad_token"]?["content"]?.stringValue {
                 pad = s
                 break

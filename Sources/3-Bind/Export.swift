@@ -141,57 +141,26 @@ public enum DiffusersExport {
         for p in plans {
             let folder = staging + "/" + folderName(p.part)
             try fm.createDirectory(atPath: folder, withIntermediateDirectories: true)
-            let c = checkpoint.component(p.component)!
-            let config: JSONValue, weightsFile: String
-            switch p.graph.config {
-            case .transformer(let u):
-                uvit = u
-                config = diffusersConfig(u, source: c.config)
-                weightsFile = "diffusion_pytorch_model.safetensors"
-                index.insert("transformer", .array([.string("diffusers"), .string("UVit2DModel")]))
-            case .vqvae(let v):
-                config = diffusersConfig(v)
-                weightsFile = "diffusion_pytorch_model.safetensors"
-                index.insert("vqvae", .array([.string("diffusers"), .string("VQModel")]))
-            case .textEncoder:
-                // transformers' CLIPTextConfig in every layout: kept as it is (parsing it succeeded, so it is there).
-                config = c.config!
-                weightsFile = "model.safetensors"
-                index.insert("text_encoder", .array([.string("transformers"), .string("CLIPTextModelWithProjection")]))
-            }
+            let (config, className, weightsFile) = canonicalConfig(p, checkpoint)
+            if case .transformer(let u) = p.graph.config { uvit = u }
+            index.insert(p.part.rawValue, .array([.string(p.part == .textEncoder ? "transformers" : "diffusers"),
+                                                  .string(className)]))
             try writeText(pythonJSON(config) + "\n", to: folder + "/config.json")
-            let wanted = Set(p.specs.map(\.key))
-            var view: any TensorSource = Subset(source: p.view, infos: p.view.infos.filter { wanted.contains($0.name) })
-            if let lora, lora.lora.pairs[p.part.rawValue] != nil {
-                view = LoRAFusedSource(base: view, fusion: lora, component: p.part.rawValue)
-            }
+            let view = source(p, lora: lora)
             try SafetensorsWriter.write(source: view, metadata: [("format", "pt")], to: folder + "/" + weightsFile)
             written[folderName(p.part)] = view.infos.count
         }
-        // The tokenizer: diffusers' tokenizer/ folder, or open-muse's files beside the text encoder.
-        let tokenizerFolder = [checkpoint.component("tokenizer")?.folder ?? checkpoint.path + "/tokenizer",
-                               checkpoint.path + "/text_encoder"]
-            .first { fm.fileExists(atPath: $0 + "/vocab.json") && fm.fileExists(atPath: $0 + "/merges.txt") }
+        let tokenizerFolder = tokenizerFolder(checkpoint)
         if let tokenizerFolder {
             try fm.createDirectory(atPath: staging + "/tokenizer", withIntermediateDirectories: true)
-            for file in ["vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json"]
-            where fm.fileExists(atPath: tokenizerFolder + "/" + file) {
+            for file in tokenizerFiles where fm.fileExists(atPath: tokenizerFolder + "/" + file) {
                 try fm.copyItem(atPath: tokenizerFolder + "/" + file, toPath: staging + "/tokenizer/" + file)
             }
             index.insert("tokenizer", .array([.string("transformers"), .string("CLIPTokenizer")]))
         }
-        // The scheduler: diffusers' own config, or (open-muse has none) the mask id of the transformer config.
-        let schedulerSource = checkpoint.components.first { $0.name == "scheduler" }?.config
-        let transformerConfig = checkpoint.components.first { $0.name == "transformer" }?.config
-        if let maskId = schedulerSource?["mask_token_id"]?.intValue ?? transformerConfig?["mask_token_id"]?.intValue
-            ?? uvit.map({ $0.vocabSize - 1 }) {
-            var s = JSONObject()
-            s.insert("_class_name", .string("AmusedScheduler"))
-            s.insert("_diffusers_version", .string(diffusersVersion))
-            s.insert("mask_token_id", .number(String(maskId)))
-            s.insert("masking_schedule", .string(schedulerSource?["masking_schedule"]?.stringValue ?? "cosine"))
+        if let s = schedulerConfig(checkpoint, transformer: uvit) {
             try fm.createDirectory(atPath: staging + "/scheduler", withIntermediateDirectories: true)
-            try writeText(pythonJSON(.object(s)) + "\n", to: staging + "/scheduler/scheduler_config.json")
+            try writeText(pythonJSON(s) + "\n", to: staging + "/scheduler/scheduler_config.json")
             index.insert("scheduler", .array([.string("diffusers"), .string("AmusedScheduler")]))
         }
         if plans.count > 1 || tokenizerFolder != nil {
@@ -209,6 +178,56 @@ public enum DiffusersExport {
     }
 
     /// diffusers' `UVit2DModel` config; float fields keep the source's spelling when it has them.
+    /// The tokenizer files a pipeline carries (vocab.json and merges.txt are required, the others optional).
+    public static let tokenizerFiles = ["vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json"]
+
+    /// A component's config on diffusers' / transformers' schema, its class name and diffusers weights file name.
+    public static func canonicalConfig(_ p: ComponentImportPlan, _ checkpoint: Checkpoint)
+        -> (config: JSONValue, className: String, weightsFile: String)
+    {
+        switch p.graph.config {
+        case .transformer(let u):
+            return (diffusersConfig(u, source: checkpoint.component(p.component)?.config), "UVit2DModel",
+                    "diffusion_pytorch_model.safetensors")
+        case .vqvae(let v): return (diffusersConfig(v), "VQModel", "diffusion_pytorch_model.safetensors")
+        case .textEncoder:
+            // transformers' CLIPTextConfig in every layout: kept as it is (parsing it succeeded, so it is there).
+            return (checkpoint.component(p.component)!.config!, "CLIPTextModelWithProjection", "model.safetensors")
+        }
+    }
+
+    /// A component's tensors under canonical names, graph parameters only, with `lora` fused in when it has updates
+    /// for the component; read lazily, one at a time.
+    public static func source(_ p: ComponentImportPlan, lora: LoRAFusion?) -> any TensorSource {
+        let wanted = Set(p.specs.map(\.key))
+        var view: any TensorSource = Subset(source: p.view, infos: p.view.infos.filter { wanted.contains($0.name) })
+        if let lora, lora.lora.pairs[p.part.rawValue] != nil {
+            view = LoRAFusedSource(base: view, fusion: lora, component: p.part.rawValue)
+        }
+        return view
+    }
+
+    /// The folder holding the tokenizer files: diffusers' tokenizer/, or open-muse's files beside the text encoder.
+    public static func tokenizerFolder(_ checkpoint: Checkpoint) -> String? {
+        let fm = FileManager.default
+        return [checkpoint.component("tokenizer")?.folder ?? checkpoint.path + "/tokenizer", checkpoint.path + "/text_encoder"]
+            .first { fm.fileExists(atPath: $0 + "/vocab.json") && fm.fileExists(atPath: $0 + "/merges.txt") }
+    }
+
+    /// The scheduler config: diffusers' own, or (open-muse has none) one made from the transformer's mask id.
+    public static func schedulerConfig(_ checkpoint: Checkpoint, transformer uvit: UVit2DConfig?) -> JSONValue? {
+        let schedulerSource = checkpoint.components.first { $0.name == "scheduler" }?.config
+        let transformerConfig = checkpoint.components.first { $0.name == "transformer" }?.config
+        guard let maskId = schedulerSource?["mask_token_id"]?.intValue ?? transformerConfig?["mask_token_id"]?.intValue
+            ?? uvit.map({ $0.vocabSize - 1 }) else { return nil }
+        var s = JSONObject()
+        s.insert("_class_name", .string("AmusedScheduler"))
+        s.insert("_diffusers_version", .string(diffusersVersion))
+        s.insert("mask_token_id", .number(String(maskId)))
+        s.insert("masking_schedule", .string(schedulerSource?["masking_schedule"]?.stringValue ?? "cosine"))
+        return .object(s)
+    }
+
     static func diffusersConfig(_ c: UVit2DConfig, source: JSONValue?) -> JSONValue {
         var o = JSONObject()
         let float = { (key: String, fallback: String) -> JSONValue in

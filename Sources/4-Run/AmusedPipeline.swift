@@ -2,6 +2,7 @@
 
 import AmusedKernels
 import Dispatch
+import Foundation
 
 /// What to generate. Which pipeline runs follows from the inputs: no init image → text-to-image; an init image →
 /// image-to-image; an init image and a mask → inpainting.
@@ -98,27 +99,38 @@ public struct AmusedPipeline: Sendable {
         return try generate(r, randomness: &rng, progress: progress)
     }
 
-    func generate(_ r: GenerationRequest, randomness: inout some SamplerRandomness,
-                  progress: ((Int, Int) -> Void)?) throws -> GenerationResult {
-        let started = DispatchTime.now().uptimeNanoseconds
-        let prompts = r.prompts.count
-        guard prompts > 0, r.imagesPerPrompt > 0, r.steps > 0 else {
-            throw ModelError.invalidInput("need at least one prompt, one image per prompt and one step")
+    /// Runs `r` with this pipeline and, at every step, `candidate` on the same tokens and random draws; returns this
+    /// pipeline's result and how the candidate's predictions compared, step by step (teacher forcing: the candidate
+    /// never drifts onto its own path, so each step measures the candidate alone).
+    public func compare(_ r: GenerationRequest, candidate: AmusedPipeline) throws
+        -> (reference: GenerationResult, steps: [StepComparison])
+    {
+        let collector = StepCollector()
+        let shadow = Shadow(pipeline: candidate, observe: { collector.steps.append($0) })
+        var result: GenerationResult
+        if r.reproducible {
+            var rng = TorchGenerator(seed: r.seed)
+            result = try generate(r, randomness: &rng, progress: nil, shadow: shadow)
+        } else {
+            var rng = FastGenerator(seed: r.seed)
+            result = try generate(r, randomness: &rng, progress: nil, shadow: shadow)
         }
-        let guided = r.guidanceScale > 1
-        let batch = prompts * r.imagesPerPrompt
-        let f = vqvae.config.scaleFactor
-        let height = r.height, width = r.width
-        if let images = r.initImages, images.count != prompts * height * width * 3 {
-            // Image inputs come at the request's size; the caller resizes to multiples of the scale factor first.
-            throw ModelError.invalidInput("init images must be [\(prompts), \(height), \(width), 3]")
-        }
-        guard height % f == 0, width % f == 0 else {
-            throw ModelError.invalidInput("height and width must be multiples of \(f) (got \(height)×\(width))")
-        }
-        let h = height / f, w = width / f, positions = h * w
+        return (result, collector.steps)
+    }
 
-        // Text: encoded once; repeated per image by tiling ([p0, p1, p0, p1]); negatives first under guidance.
+    /// A pipeline run alongside, and where its per-step comparisons go.
+    struct Shadow {
+        let pipeline: AmusedPipeline
+        let observe: (StepComparison) -> Void
+    }
+
+    final class StepCollector { var steps: [StepComparison] = [] }
+
+    /// The transformer's conditioning for `r`: text encoded once (repeated per image by tiling [p0, p1, p0, p1];
+    /// negatives first under guidance), micro-conditioning, the step-invariant projections.
+    func conditioning(_ r: GenerationRequest, width: Int, height: Int) throws -> UVitConditioning {
+        let prompts = r.prompts.count
+        let guided = r.guidanceScale > 1
         func encode(_ texts: [String]) throws -> TextEncoderOutput {
             try textEncoder(texts.flatMap { tokenizer.encode($0) }, batch: texts.count)
         }
@@ -134,7 +146,50 @@ public struct AmusedPipeline: Sendable {
             hidden = tiled(negative.penultimateHiddenStates) + hidden
             pooled = tiled(negative.textEmbeds) + pooled
         }
-        let modelBatch = guided ? 2 * batch : batch
+        let modelBatch = (guided ? 2 : 1) * prompts * r.imagesPerPrompt
+        let micro: [Float] = (0..<modelBatch).flatMap { _ -> [Float] in
+            [Float(width), Float(height), Float(r.cropCoord.0), Float(r.cropCoord.1), r.aestheticScore]
+        }
+        return try transformer.conditioning(encoderHiddenStates: hidden, pooledTextEmb: pooled, microConds: micro,
+                                            batch: modelBatch)
+    }
+
+    /// The logits the scheduler samples from: one forward (both halves under guidance) and
+    /// uncond + g·(cond − uncond) on the raw logits, float32, in that order.
+    func guidedLogits(_ latents: [Int64], _ r: GenerationRequest, conditioning: UVitConditioning, batch: Int, h: Int,
+                      w: Int) throws -> [Float] {
+        let guided = r.guidanceScale > 1
+        let input = guided ? latents + latents : latents
+        let logits = try transformer(input, height: h, width: w, conditioning: conditioning)
+        guard guided else { return logits }
+        let half = batch * transformer.config.codebookSize * h * w
+        var combined = [Float](repeating: 0, count: half)
+        for k in 0..<half { combined[k] = logits[k] + r.guidanceScale * (logits[half + k] - logits[k]) }
+        return combined
+    }
+
+    func generate(_ r: GenerationRequest, randomness: inout some SamplerRandomness,
+                  progress: ((Int, Int) -> Void)?, shadow: Shadow? = nil) throws -> GenerationResult {
+        let started = DispatchTime.now().uptimeNanoseconds
+        let prompts = r.prompts.count
+        guard prompts > 0, r.imagesPerPrompt > 0, r.steps > 0 else {
+            throw ModelError.invalidInput("need at least one prompt, one image per prompt and one step")
+        }
+        let batch = prompts * r.imagesPerPrompt
+        let f = vqvae.config.scaleFactor
+        let height = r.height, width = r.width
+        if let images = r.initImages, images.count != prompts * height * width * 3 {
+            // Image inputs come at the request's size; the caller resizes to multiples of the scale factor first.
+            throw ModelError.invalidInput("init images must be [\(prompts), \(height), \(width), 3]")
+        }
+        guard height % f == 0, width % f == 0 else {
+            throw ModelError.invalidInput("height and width must be multiples of \(f) (got \(height)×\(width))")
+        }
+        let h = height / f, w = width / f, positions = h * w
+
+        let conditioning = try conditioning(r, width: width, height: height)
+        // A shadow pipeline (comparisons) gets its own conditioning from its own text encoder, computed once.
+        let shadowConditioning = try shadow.map { try $0.pipeline.conditioning(r, width: width, height: height) }
 
         var scheduler = AmusedScheduler(maskTokenId: maskTokenId)
         scheduler.setTimesteps(r.steps, temperature: r.temperature)
@@ -171,11 +226,6 @@ public struct AmusedPipeline: Sendable {
         } else {
             latents = [Int64](repeating: Int64(maskTokenId), count: batch * positions)
         }
-        let micro: [Float] = (0..<modelBatch).flatMap { _ -> [Float] in
-            [Float(width), Float(height), Float(r.cropCoord.0), Float(r.cropCoord.1), r.aestheticScore]
-        }
-        let conditioning = try transformer.conditioning(encoderHiddenStates: hidden, pooledTextEmb: pooled,
-                                                        microConds: micro, batch: modelBatch)
         let prepared = DispatchTime.now().uptimeNanoseconds
 
         var history: [[Int64]] = []
@@ -183,20 +233,27 @@ public struct AmusedPipeline: Sendable {
         let codebook = transformer.config.codebookSize
         for i in start..<r.steps {
             let stepStart = DispatchTime.now().uptimeNanoseconds
-            let input = guided ? latents + latents : latents
-            var logits = try transformer(input, height: h, width: w, conditioning: conditioning)
-            if guided {
-                // uncond + g·(cond − uncond) on the raw logits, float32, in that order.
-                let half = batch * codebook * positions
-                var combined = [Float](repeating: 0, count: half)
-                for k in 0..<half {
-                    combined[k] = logits[k] + r.guidanceScale * (logits[half + k] - logits[k])
-                }
-                logits = combined
+            let logits = try guidedLogits(latents, r, conditioning: conditioning, batch: batch, h: h, w: w)
+            if let shadow, let shadowConditioning {
+                // The shadow predicts from the same tokens; its step uses the same random draws.
+                let theirs = try shadow.pipeline.guidedLogits(latents, r, conditioning: shadowConditioning, batch: batch,
+                                                              h: h, w: w)
+                var shadowRandomness = randomness
+                let theirNext = scheduler.step(logits: theirs, codebook: codebook, timestep: scheduler.timesteps[i],
+                                               sample: latents, batch: batch, startingMaskRatio: startingMaskRatio,
+                                               randomness: &shadowRandomness).prevSample
+                let ourNext = scheduler.step(logits: logits, codebook: codebook, timestep: scheduler.timesteps[i],
+                                             sample: latents, batch: batch, startingMaskRatio: startingMaskRatio,
+                                             randomness: &randomness).prevSample
+                shadow.observe(StepComparison(reference: logits, candidate: theirs, input: latents, referenceNext: ourNext,
+                                              candidateNext: theirNext, maskTokenId: Int64(maskTokenId), batch: batch,
+                                              codebook: codebook, positions: positions))
+                latents = ourNext
+            } else {
+                latents = scheduler.step(logits: logits, codebook: codebook, timestep: scheduler.timesteps[i],
+                                         sample: latents, batch: batch, startingMaskRatio: startingMaskRatio,
+                                         randomness: &randomness).prevSample
             }
-            latents = scheduler.step(logits: logits, codebook: codebook, timestep: scheduler.timesteps[i],
-                                     sample: latents, batch: batch, startingMaskRatio: startingMaskRatio,
-                                     randomness: &randomness).prevSample
             history.append(latents)
             stepSeconds.append(Double(DispatchTime.now().uptimeNanoseconds - stepStart) / 1e9)
             progress?(i - start + 1, r.steps - start)
@@ -229,5 +286,66 @@ public struct AmusedPipeline: Sendable {
             }
         }
         return y
+    }
+}
+
+/// How a candidate's prediction at one sampling step compared with the reference's, on the same input tokens.
+public struct StepComparison: Sendable {
+    /// Mean over the masked positions of KL(p_reference ‖ p_candidate) of the token distributions, in nats.
+    public let klMean: Double
+    /// The largest KL over the masked positions.
+    public let klMax: Double
+    /// Fraction of masked positions where both predict the same most likely token.
+    public let top1: Double
+    /// Jaccard agreement of the sets of positions each left unmasked at this step (1 when both sets are empty).
+    public let keptAgreement: Double
+    /// Masked positions the step predicted.
+    public let maskedPositions: Int
+
+    /// Compares logits [batch, codebook, positions] at the masked positions of `input`, and the positions the two
+    /// steps unmasked.
+    init(reference: [Float], candidate: [Float], input: [Int64], referenceNext: [Int64], candidateNext: [Int64],
+         maskTokenId: Int64, batch: Int, codebook: Int, positions: Int) {
+        var klSum = 0.0, klMax = 0.0, same = 0, masked = 0
+        var p = [Double](repeating: 0, count: codebook), q = [Double](repeating: 0, count: codebook)
+        for b in 0..<batch {
+            for s in 0..<positions where input[b * positions + s] == maskTokenId {
+                masked += 1
+                var pMax = -Double.infinity, qMax = -Double.infinity, pArg = 0, qArg = 0
+                for v in 0..<codebook {
+                    p[v] = Double(reference[(b * codebook + v) * positions + s])
+                    q[v] = Double(candidate[(b * codebook + v) * positions + s])
+                    if p[v] > pMax { pMax = p[v]; pArg = v }
+                    if q[v] > qMax { qMax = q[v]; qArg = v }
+                }
+                if pArg == qArg { same += 1 }
+                // log-softmax of each, then Σ p (log p − log q).
+                var pSum = 0.0, qSum = 0.0
+                for v in 0..<codebook {
+                    pSum += Foundation.exp(p[v] - pMax)
+                    qSum += Foundation.exp(q[v] - qMax)
+                }
+                let pLog = pMax + Foundation.log(pSum), qLog = qMax + Foundation.log(qSum)
+                var kl = 0.0
+                for v in 0..<codebook {
+                    let lp = p[v] - pLog, lq = q[v] - qLog
+                    kl += Foundation.exp(lp) * (lp - lq)
+                }
+                kl = max(0, kl)
+                klSum += kl
+                klMax = max(klMax, kl)
+            }
+        }
+        var both = 0, either = 0
+        for i in input.indices where input[i] == maskTokenId {
+            let a = referenceNext[i] != maskTokenId, c = candidateNext[i] != maskTokenId
+            if a && c { both += 1 }
+            if a || c { either += 1 }
+        }
+        self.klMean = masked > 0 ? klSum / Double(masked) : 0
+        self.klMax = klMax
+        self.top1 = masked > 0 ? Double(same) / Double(masked) : 1
+        self.keptAgreement = either > 0 ? Double(both) / Double(either) : 1
+        self.maskedPositions = masked
     }
 }

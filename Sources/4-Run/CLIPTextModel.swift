@@ -59,9 +59,10 @@ public struct CLIPTextModel: Sendable {
         self.config = config
         let text = scope.child("text_model")
         let embeddings = text.child("embeddings")
-        tokenEmbedding = try embeddings.child("token_embedding").param("weight", [config.vocabSize, config.hiddenSize])
+        tokenEmbedding = try embeddings.child("token_embedding").param("weight", [config.vocabSize, config.hiddenSize],
+                                                                              use: .embedding)
         positionEmbedding = try embeddings.child("position_embedding").param(
-            "weight", [config.maxPositionEmbeddings, config.hiddenSize])
+            "weight", [config.maxPositionEmbeddings, config.hiddenSize], use: .embedding)
         var layers: [CLIPEncoderLayer] = []
         for i in 0..<config.numHiddenLayers {
             layers.append(try CLIPEncoderLayer(text.child("encoder").child("layers").child("\(i)"), config: config))
@@ -102,11 +103,14 @@ public struct CLIPTextModel: Sendable {
             throw .invalidInput("token id \(bad) is outside the vocabulary of \(config.vocabSize)")
         }
         var x = [Float](repeating: 0, count: batch * length * d)
-        for b in 0..<batch {
-            for t in 0..<length {
-                let id = Int(ids[b * length + t])
-                for i in 0..<d {
-                    x[(b * length + t) * d + i] = tokenEmbedding.p[id * d + i] + positionEmbedding.p[t * d + i]
+        var position = [Float](repeating: 0, count: d)
+        x.withUnsafeMutableBufferPointer { xp in
+            for b in 0..<batch {
+                for t in 0..<length {
+                    let id = Int(ids[b * length + t]), row = xp.baseAddress! + (b * length + t) * d
+                    tokenEmbedding.rows(id..<(id + 1), into: row)
+                    position.withUnsafeMutableBufferPointer { positionEmbedding.rows(t..<(t + 1), into: $0.baseAddress!) }
+                    for i in 0..<d { row[i] += position[i] }
                 }
             }
         }

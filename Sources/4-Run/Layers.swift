@@ -27,7 +27,7 @@ struct Linear: Sendable {
     let outFeatures: Int
 
     init(_ scope: ParameterScope, in inFeatures: Int, out outFeatures: Int, bias: Bool) throws(ModelError) {
-        self.init(weight: try scope.param("weight", [outFeatures, inFeatures]),
+        self.init(weight: try scope.param("weight", [outFeatures, inFeatures], use: .linear),
                   bias: try scope.param("bias", [outFeatures], if: bias), inFeatures: inFeatures,
                   outFeatures: outFeatures)
     }
@@ -53,8 +53,11 @@ struct Linear: Sendable {
     /// Writes `rows` outputs into `y` with row stride `ldy` (so several projections can fill one wide buffer).
     func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, ldy: Int) {
         guard rows > 0 else { return }
-        Kernels.sgemm(m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, b: weight.p, ldb: inFeatures,
-                      transposeB: true, c: y, ldc: ldy)
+        // A quantized weight is widened into a pooled buffer for the product, so it stays small in memory.
+        weight.withFloats { w in
+            Kernels.sgemm(m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, b: w, ldb: inFeatures,
+                          transposeB: true, c: y, ldc: ldy)
+        }
         if let bias {
             for r in 0..<rows {
                 let row = y + r * ldy
@@ -76,7 +79,8 @@ struct Conv2d: Sendable {
 
     init(_ scope: ParameterScope, in inChannels: Int, out outChannels: Int, kernel: Int, stride: Int = 1,
          padding: Kernels.Padding = .same(0), bias: Bool) throws(ModelError) {
-        self.weight = try scope.param("weight", [outChannels, inChannels, kernel, kernel])
+        self.weight = try scope.param("weight", [outChannels, inChannels, kernel, kernel],
+                                      use: kernel == 1 ? .linear : .conv)
         self.bias = try scope.param("bias", [outChannels], if: bias)
         self.inChannels = inChannels
         self.outChannels = outChannels
@@ -96,11 +100,13 @@ struct Conv2d: Sendable {
         var y = [Float](repeating: 0, count: batch * outChannels * ho * wo)
         x.withUnsafeBufferPointer { xp in
             y.withUnsafeMutableBufferPointer { yp in
-                for b in 0..<batch {
-                    Kernels.conv2d(input: xp.baseAddress! + b * inChannels * height * width, channels: inChannels,
-                                   height: height, width: width, weight: weight.p, outChannels: outChannels,
-                                   kernel: kernel, stride: stride, padding: padding, bias: bias?.p,
-                                   output: yp.baseAddress! + b * outChannels * ho * wo)
+                weight.withFloats { w in
+                    for b in 0..<batch {
+                        Kernels.conv2d(input: xp.baseAddress! + b * inChannels * height * width, channels: inChannels,
+                                       height: height, width: width, weight: w, outChannels: outChannels,
+                                       kernel: kernel, stride: stride, padding: padding, bias: bias?.p,
+                                       output: yp.baseAddress! + b * outChannels * ho * wo)
+                    }
                 }
             }
         }

@@ -111,7 +111,7 @@ public struct UVit2DModel: Sendable {
         encoderProj = try Linear(s.child("encoder_proj"), in: c.encoderHiddenSize, out: c.hiddenSize, bias: bias)
         encoderProjNorm = try RMSNorm(s.child("encoder_proj_layer_norm"), dim: c.hiddenSize, eps: eps, affine: affine)
         let embed = s.child("embed")
-        embeddings = try embed.child("embeddings").param("weight", [c.vocabSize, c.inChannels])
+        embeddings = try embed.child("embeddings").param("weight", [c.vocabSize, c.inChannels], use: .embedding)
         embedNorm = try RMSNorm(embed.child("layer_norm"), dim: c.inChannels, eps: eps, affine: affine)
         embedConv = try Linear.conv1x1(embed.child("conv"), in: c.inChannels, out: c.blockOutChannels, bias: bias)
         // TimestepEmbedding(micro_cond_embed_dim + cond_embed_dim → hidden): both linears take use_bias.
@@ -217,8 +217,10 @@ public struct UVit2DModel: Sendable {
         if c.downsample && (h % 2 != 0 || w % 2 != 0) { throw .invalidInput("downsampling needs an even token grid") }
         // Embedding → RMSNorm → 1×1 conv (NHWC).
         var x = [Float](repeating: 0, count: inputIds.count * c.inChannels)
-        for (i, id) in inputIds.enumerated() {
-            for j in 0..<c.inChannels { x[i * c.inChannels + j] = embeddings.p[Int(id) * c.inChannels + j] }
+        x.withUnsafeMutableBufferPointer { xp in
+            for (i, id) in inputIds.enumerated() {
+                embeddings.rows(Int(id)..<(Int(id) + 1), into: xp.baseAddress! + i * c.inChannels)
+            }
         }
         embedNorm(&x)
         x = embedConv(x, rows: inputIds.count)
@@ -249,7 +251,7 @@ public struct UVit2DModel: Sendable {
 extension Linear {
     /// A 1×1 convolution (weight [out, in, 1, 1]) applied to NHWC rows: the same memory as a Linear weight.
     static func conv1x1(_ scope: ParameterScope, in i: Int, out o: Int, bias: Bool) throws(ModelError) -> Linear {
-        let weight = try scope.param("weight", [o, i, 1, 1])
+        let weight = try scope.param("weight", [o, i, 1, 1], use: .linear)
         let b = try scope.param("bias", [o], if: bias)
         return Linear(weight: weight, bias: b, inFeatures: i, outFeatures: o)
     }
@@ -379,7 +381,7 @@ struct UVitBlock: Sendable {
         /// ConvTranspose2d's (in, out, kH, kW): both [ch, ch, 2, 2] here).
         func resample(_ name: String) throws(ModelError) -> (RMSNorm, Param, Param?) {
             (try RMSNorm(s.child(name).child("norm"), dim: ch, eps: c.layerNormEps, affine: c.lnElementwiseAffine),
-             try s.child(name).child("conv").param("weight", [ch, ch, 2, 2]),
+             try s.child(name).child("conv").param("weight", [ch, ch, 2, 2], use: .conv),
              try s.child(name).child("conv").param("bias", [ch], if: c.useBias))
         }
         (downNorm, downConv, downBias) = downsample ? try resample("downsample") : (nil, nil, nil)
@@ -405,11 +407,11 @@ struct UVitBlock: Sendable {
             // Downsample2D pads right/bottom by one before its k2/s2 conv; for even sizes the pad is never read.
             downNorm(&x)
             var y = [Float](repeating: 0, count: batch * (height / 2) * (width / 2) * channels)
-            x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
+            x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in downConv.withFloats { w in
                 Kernels.conv2x2Stride2NHWC(input: xp.baseAddress!, batch: batch, height: height, width: width,
-                                           channels: channels, weight: downConv.p, outChannels: channels,
+                                           channels: channels, weight: w, outChannels: channels,
                                            bias: downBias?.p, output: yp.baseAddress!)
-            } }
+            } } }
             x = y
             height /= 2
             width /= 2
@@ -424,11 +426,11 @@ struct UVitBlock: Sendable {
         if let upNorm, let upConv {
             upNorm(&x)
             var y = [Float](repeating: 0, count: batch * height * width * 4 * channels)
-            x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
+            x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in upConv.withFloats { w in
                 Kernels.convTranspose2x2Stride2NHWC(input: xp.baseAddress!, batch: batch, height: height, width: width,
-                                                    channels: channels, weight: upConv.p, outChannels: channels,
+                                                    channels: channels, weight: w, outChannels: channels,
                                                     bias: upBias?.p, output: yp.baseAddress!)
-            } }
+            } } }
             x = y
             height *= 2
             width *= 2

@@ -13,6 +13,9 @@ public struct ToleranceProfile: Sendable {
     /// Threshold by key (`transformer_max_abs_relative`, …).
     public let thresholds: [String: Double]
 
+    /// The threshold `key` when the profile defines it.
+    public func optional(_ key: String) -> Double? { thresholds[key] }
+
     /// The threshold `key`.
     public func value(_ key: String) throws -> Double {
         guard let v = thresholds[key] else { throw VerifyError(path: "tolerance-profiles.json", field: key, "profile \(name) lacks it") }
@@ -119,6 +122,32 @@ public struct CaseResult: Sendable {
     public var tokenAgreementPerStep: [Double]? = nil
     /// Pipeline cases: the first step (0-based) whose tokens differ, if any.
     public var firstDivergingStep: Int? = nil
+    /// Pipeline cases under a quantized profile: the candidate against the float32 baseline.
+    public var quantization: QuantizationMetrics? = nil
+}
+
+/// A masked image model's parity, quantized against float32, for one pipeline case. Per step (teacher-forced on the
+/// baseline's tokens, same random draws): the KL divergence of the token distributions, top-1 agreement and the
+/// agreement of the positions chosen to stay unmasked; at the end (each model on its own path): token agreement and
+/// the PSNR of the images.
+public struct QuantizationMetrics: Sendable {
+    /// Mean KL(p_fp32 ‖ p_quantized) over masked positions, per step, nats.
+    public let klMeanPerStep: [Double]
+    /// Largest KL at any masked position, per step.
+    public let klMaxPerStep: [Double]
+    /// Top-1 agreement per step.
+    public let top1PerStep: [Double]
+    /// Jaccard agreement of the positions unmasked per step.
+    public let keptAgreementPerStep: [Double]
+    /// Fraction of equal final tokens, free-running.
+    public let finalTokenAgreement: Double
+    /// PSNR of the final images, dB (infinite when identical).
+    public let psnr: Double
+    /// The thresholds applied: name, value, bound, whether it must be at most (true) or at least the bound, pass.
+    public let checks: [(name: String, value: Double, bound: Double, atMost: Bool, pass: Bool)]
+
+    /// True when every check passes.
+    public var pass: Bool { checks.allSatisfy(\.pass) }
 }
 
 /// The result of checking a record.
@@ -137,7 +166,10 @@ public struct VerifyReport: Sendable {
 
     /// The report as one JSON document: `{"pass", "record", "model", "profile", "cases": [{"name", "kind", "pass",
     /// "status", "metrics", "note"}]}`.
-    public var json: JSONValue {
+    public var json: JSONValue { json(includeTimings: true) }
+
+    /// The report as JSON; without timings it is the same for the same inputs (what bundles store).
+    public func json(includeTimings: Bool) -> JSONValue {
         func number(_ d: Double) -> JSONValue {
             d.isFinite ? .number(d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : "\(d)") : .string("\(d)")
         }
@@ -169,7 +201,25 @@ public struct VerifyReport: Sendable {
                 o.insert("token_agreement_per_step", .array(steps.map(number)))
                 o.insert("first_diverging_step", c.firstDivergingStep.map { .number(String($0)) } ?? .null)
             }
-            o.insert("seconds", number(c.seconds))
+            if let q = c.quantization {
+                var j = JSONObject()
+                j.insert("kl_mean_per_step", .array(q.klMeanPerStep.map(number)))
+                j.insert("kl_max_per_step", .array(q.klMaxPerStep.map(number)))
+                j.insert("top1_per_step", .array(q.top1PerStep.map(number)))
+                j.insert("kept_agreement_per_step", .array(q.keptAgreementPerStep.map(number)))
+                j.insert("final_token_agreement", number(q.finalTokenAgreement))
+                j.insert("psnr_db", number(q.psnr))
+                j.insert("checks", .array(q.checks.map { k in
+                    var e = JSONObject()
+                    e.insert("name", .string(k.name))
+                    e.insert("value", number(k.value))
+                    e.insert(k.atMost ? "max" : "min", number(k.bound))
+                    e.insert("pass", .bool(k.pass))
+                    return .object(e)
+                }))
+                o.insert("quantization", .object(j))
+            }
+            if includeTimings { o.insert("seconds", number(c.seconds)) }
             return .object(o)
         }))
         return .object(root)
@@ -194,6 +244,20 @@ public struct VerifyReport: Sendable {
                 out += "    token agreement per step: " + steps.map { String(format: "%.4f", $0) }.joined(separator: " ")
                 out += c.firstDivergingStep.map { "  (first divergence at step \($0))\n" } ?? "  (identical at every step)\n"
             }
+            if let q = c.quantization {
+                func row(_ label: String, _ values: [Double], _ format: String) -> String {
+                    "    \(label): " + values.map { String(format: format, $0) }.joined(separator: " ") + "\n"
+                }
+                out += row("KL per step (mean, nats)", q.klMeanPerStep, "%.2e")
+                out += row("top-1 agreement per step", q.top1PerStep, "%.4f")
+                out += row("unmasked-set agreement  ", q.keptAgreementPerStep, "%.4f")
+                out += String(format: "    final token agreement %.4f, image PSNR %.2f dB (against the float32 baseline)\n",
+                              q.finalTokenAgreement, q.psnr)
+                for k in q.checks {
+                    out += "    \(k.pass ? "ok  " : "FAIL") \(k.name) \(String(format: "%.4g", k.value)) "
+                        + "\(k.atMost ? "≤" : "≥") \(k.bound)\n"
+                }
+            }
             if let note = c.note, c.status == .fail { out += "    first tensor out of tolerance: \(note)\n" }
         }
         let ran = cases.filter { $0.status != .skipped }
@@ -214,6 +278,19 @@ public struct Verifier {
     public let profile: ToleranceProfile
     /// Where to write per-case traces (`verify --trace`), if anywhere.
     public let traceFolder: String?
+    /// The float32 model quantized metrics compare against (pipeline cases under a quantized profile).
+    public let baseline: AmusedComponents?
+
+    /// A verifier of `record` against components loaded elsewhere (a bundle); `baseline` is the float32 model the
+    /// quantized metrics compare against.
+    public init(record: ReferenceRecord, components: AmusedComponents, baseline: AmusedComponents? = nil,
+                profile: ToleranceProfile, traceFolder: String? = nil) {
+        self.record = record
+        self.components = components
+        self.baseline = baseline
+        self.profile = profile
+        self.traceFolder = traceFolder
+    }
 
     /// A verifier of `record` against the checkpoint at `modelPath` (default: the record's own model), with `lora`
     /// fused into it when given; `variant`, `layout` and `configs` as `Checkpoint` takes them.
@@ -225,13 +302,14 @@ public struct Verifier {
                                                layout: layout, configs: configs)
         self.profile = profile
         self.traceFolder = traceFolder
+        self.baseline = nil
     }
 
     /// Runs every case.
     public func run() throws -> VerifyReport {
         var results: [CaseResult] = []
         for c in record.cases { results.append(try check(c)) }
-        return VerifyReport(record: record.folder, model: components.checkpoint.path, profile: profile.name,
+        return VerifyReport(record: record.folder, model: components.source, profile: profile.name,
                             cases: results)
     }
 
@@ -374,7 +452,54 @@ public struct Verifier {
             seconds: Date().timeIntervalSince(start))
         result_.tokenAgreementPerStep = agreement
         result_.firstDivergingStep = firstDivergence
+        if profile.optional("quantized_max_mean_kl") != nil {
+            guard let baseline, let bt = baseline.tokenizer, let be = baseline.textEncoder, let btr = baseline.transformer,
+                  let bv = baseline.vqvae, let bm = baseline.maskTokenId
+            else {
+                throw VerifyError(path: record.folder, field: c.name, "a quantized profile needs the float32 baseline "
+                                  + "model (the record's own model, or --baseline) to compare the pipeline against")
+            }
+            let reference = AmusedPipeline(tokenizer: bt, textEncoder: be, transformer: btr, vqvae: bv, maskTokenId: bm)
+            let q = try quantizationMetrics(reference: reference, candidate: pipeline, request: request, candidateResult: result)
+            result_.quantization = q
+            // Under a quantized profile the verdict is the quantized metrics (the record's exact tokens are reported).
+            result_ = CaseResult(name: result_.name, kind: result_.kind, status: q.pass && stepsMatch ? .pass : .fail,
+                                 metrics: metrics, note: q.checks.first { !$0.pass }.map {
+                                     "\($0.name) = \($0.value) (must be \($0.atMost ? "≤" : "≥") \($0.bound))" } ?? result_.note,
+                                 seconds: Date().timeIntervalSince(start), tokenAgreementPerStep: agreement,
+                                 firstDivergingStep: firstDivergence, quantization: q)
+        }
         return result_
+    }
+
+    /// The quantized metrics of `candidate` against the float32 `reference` pipeline on `request`.
+    func quantizationMetrics(reference: AmusedPipeline, candidate: AmusedPipeline, request: GenerationRequest,
+                             candidateResult: GenerationResult) throws -> QuantizationMetrics {
+        let (baseline, steps) = try reference.compare(request, candidate: candidate)
+        let ours = candidateResult.tokens.last ?? [], theirs = baseline.tokens.last ?? []
+        let same = zip(ours, theirs).filter { $0 == $1 }.count
+        let finalAgreement = theirs.isEmpty ? 1 : Double(same) / Double(theirs.count)
+        var squared = 0.0
+        for (a, b) in zip(candidateResult.images, baseline.images) {
+            let d = Double(a) - Double(b)
+            squared += d * d
+        }
+        let mse = squared / Double(max(1, baseline.images.count))
+        let psnr = mse == 0 ? Double.infinity : 10 * log10(255 * 255 / mse)
+        let kl = steps.map(\.klMean), top1 = steps.map(\.top1), kept = steps.map(\.keptAgreement)
+        var checks: [(String, Double, Double, Bool, Bool)] = []
+        func check(_ name: String, _ value: Double, _ key: String, atMost: Bool) {
+            guard let bound = profile.optional(key) else { return }
+            checks.append((name, value, bound, atMost, atMost ? value <= bound : value >= bound))
+        }
+        check("mean KL per step (worst step)", kl.max() ?? 0, "quantized_max_mean_kl", atMost: true)
+        check("top-1 agreement (worst step)", top1.min() ?? 1, "quantized_min_top1", atMost: false)
+        check("unmasked-set agreement (worst step)", kept.min() ?? 1, "quantized_min_kept_agreement", atMost: false)
+        check("final token agreement", finalAgreement, "quantized_min_final_token_agreement", atMost: false)
+        check("image PSNR dB", psnr, "quantized_min_psnr", atMost: false)
+        return QuantizationMetrics(klMeanPerStep: kl, klMaxPerStep: steps.map(\.klMax), top1PerStep: top1,
+                                   keptAgreementPerStep: kept, finalTokenAgreement: finalAgreement, psnr: psnr,
+                                   checks: checks)
     }
 
     /// Writes the Swift activations of a case to `<folder>/<case>.swift.safetensors`.

@@ -39,3 +39,12 @@ final class ScratchPool: @unchecked Sendable {
         }
     }
 }
+
+extension Kernels {
+    /// Runs `body` with a pooled buffer of at least `count` floats (contents undefined), returned to the pool after.
+    public static func withScratch<R>(_ count: Int, _ body: (UnsafeMutablePointer<Float>) -> R) -> R {
+        let buffer = ScratchPool.shared.borrow(count)
+        defer { ScratchPool.shared.giveBack(buffer, count) }
+        return body(buffer)
+    }
+}

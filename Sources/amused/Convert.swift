@@ -3,6 +3,9 @@
 // into a diffusers pipeline folder; `--dry-run` prints the import plan and checks it without writing.
 
 import AmusedBind
+import AmusedPack
+import AmusedQuantize
+import AmusedVerify
 import AmusedRead
 import AmusedTensors
 import ArgumentParser
@@ -56,8 +59,36 @@ struct Convert: ParsableCommand {
     @Option(help: "GGUF tensor type: f32, f16 or q8_0 (q8_0 needs rows that are multiples of 32; others use f16).")
     var ggufType: GGUFWriteType.RawValue = "f32"
 
-    @Option(help: "Output file (or folder, for a folder input).")
+    @Option(help: "Output file (or folder, for a folder input). A name ending in .amused makes a bundle.")
     var out: String?
+
+    @Option(help: ArgumentHelp("Bundles: the quantization preset (fp32, fp16, bf16, int8, int4, mixed; default int8).",
+                               valueName: "preset"))
+    var quantize: String?
+
+    @Option(help: "Bundles: a quantization policy file (Schemas/quant-policy.schema.json) instead of a preset.")
+    var policy: String?
+
+    @Option(help: "Bundles: the int4 group size (32, 64 or 128) for the preset or policy.")
+    var int4Group: Int?
+
+    @Option(help: ArgumentHelp("Bundles: verify the bundle against this reference record before writing it; a failed check fails the conversion (exit 3) and writes nothing.", valueName: "record"))
+    var verify: String?
+
+    @Option(help: "Bundles: the tolerance profile for --verify (default: the preset's).")
+    var profile: String?
+
+    @Option(help: "Bundles: the float32 model quantized metrics compare against (default: the input checkpoint).")
+    var baseline: String?
+
+    @Flag(help: "Bundles: compress buffers with zstd for distribution (byte planes where they help); such a bundle is decoded into memory when loaded. Converting it again without --compress restores a memory-mappable one.")
+    var compress = false
+
+    @Option(help: "Bundles: zstd level for --compress.")
+    var compressionLevel: Int32 = 9
+
+    @Flag(help: "Bundles: print the plan per tensor (tensor, shape, use, scheme, bytes, reason) on stdout.")
+    var showPlan = false
 
     /// A checkpoint to import (a folder, or a single file with --configs or --layout single-file) rather than a
     /// file to convert.
@@ -67,7 +98,26 @@ struct Convert: ParsableCommand {
             || layoutOptions.configs != nil || layoutOptions.layout == .singleFile
     }
 
+    /// A bundle is written (or the input is one): .amused output or input, or a bundle option.
+    var isBundle: Bool {
+        (out?.hasSuffix(".amused") ?? false) || ModelSource.isBundle(input) || quantize != nil || policy != nil
+            || verify != nil || compress
+    }
+
     func validate() throws {
+        if isBundle {
+            if let quantize, !QuantPolicy.presets.contains(quantize) {
+                throw ValidationError("--quantize is one of \(QuantPolicy.presets.joined(separator: ", "))")
+            }
+            if quantize != nil && policy != nil { throw ValidationError("give --quantize or --policy, not both") }
+            if let g = int4Group, ![32, 64, 128].contains(g) { throw ValidationError("--int4-group is 32, 64 or 128") }
+            if out == nil && !dryRun { throw ValidationError("--out is required") }
+            if let out, URL(fileURLWithPath: out).standardizedFileURL == URL(fileURLWithPath: input).standardizedFileURL {
+                throw ValidationError("--out must differ from the input")
+            }
+            if !(1...19).contains(compressionLevel) { throw ValidationError("--compression-level is 1 to 19") }
+            return
+        }
         if isFolder && format != .safetensors { throw ValidationError("a checkpoint folder is written as safetensors") }
         if !isFolder && (dryRun || allowUnmapped || allowMissing || variant != nil || loraOptions.lora != nil) {
             throw ValidationError("--dry-run, --allow-unmapped, --allow-missing, --variant and --lora apply to checkpoint folders")
@@ -83,6 +133,7 @@ struct Convert: ParsableCommand {
     }
 
     func run() throws {
+        if isBundle { return try convertToBundle() }
         if isFolder { return try importFolder() }
         guard let out else { return }
         do {
@@ -93,6 +144,80 @@ struct Convert: ParsableCommand {
             case .gguf: try GGUFWriter.write(source: source, type: GGUFWriteType(rawValue: ggufType)!, to: out)
             }
             FileHandle.standardError.write(Data("wrote \(source.infos.count) tensors to \(out)\n".utf8))
+        } catch {
+            let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"
+            FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+            throw ExitCode(ExitCodes.badInput)
+        }
+    }
+
+    /// read → map → bind → quantize → verify → pack, with a stage line per stage on stderr.
+    func convertToBundle() throws {
+        let started = Date()
+        func stage(_ line: String) {
+            FileHandle.standardError.write(Data(String(format: "[%6.1f s] %@\n", Date().timeIntervalSince(started), line).utf8))
+        }
+        do {
+            if ModelSource.isBundle(input) {
+                // A bundle in: re-encoded (compressed or not), digests and everything else unchanged.
+                guard quantize == nil, policy == nil, verify == nil, int4Group == nil else {
+                    throw ValidationError("a bundle is only re-encoded (--compress or not); quantize the original checkpoint instead")
+                }
+                stage("read: \(input)")
+                let bundle = try AmusedBundle(path: input)
+                try bundle.verifyIntegrity()
+                guard let out else { return }
+                stage("pack: \(compress ? "compressing" : "decompressing") into \(out)")
+                try BundleConversion.transcode(bundle, to: out, compression: compress ? compressionLevel : nil)
+                stage("wrote \(out)")
+                return
+            }
+            stage("read: \(input)")
+            let checkpoint = try Checkpoint(path: input, variant: variant, mapData: !dryRun, layout: layoutOptions.layout,
+                                            configs: layoutOptions.configs, opener: isolatedOpener)
+            var chosen = try policy.map(QuantPolicy.load) ?? QuantPolicy.preset(quantize ?? "int8")
+            if let g = int4Group { chosen = chosen.withInt4Group(g) }
+            var options = ConversionOptions(policy: chosen)
+            options.compression = compress ? compressionLevel : nil
+            options.lora = try loraOptions.fusion()
+            stage("map + bind: checking every tensor against the graph its config implies")
+            let (_, plan) = try BundleConversion.plan(checkpoint, options: options)
+            FileHandle.standardError.write(Data(plan.summary.utf8))
+            if showPlan || dryRun { emit(plan.table) }
+            if dryRun {
+                stage("dry run: the plan is complete; nothing was written")
+                return
+            }
+            var verifier: ((AmusedBundle) throws -> ParityOutcome)? = nil
+            if let verify {
+                let record = try ReferenceRecord(path: verify)
+                let profileName = profile ?? chosen.name
+                let baselinePath = baseline ?? input
+                verifier = { bundle in
+                    let components = try AmusedComponents(bundle: bundle, verifyIntegrity: false)
+                    let report = try Verify.verify(record: record, components: components, policy: profileName,
+                                                   profile: profileName, profileFile: nil, baseline: baselinePath,
+                                                   trace: nil)
+                    FileHandle.standardError.write(Data(report.text.utf8))
+                    return ParityOutcome(pass: report.pass, report: report.json(includeTimings: false))
+                }
+            }
+            let interactive = isatty(2) != 0
+            let result = try BundleConversion.convert(checkpoint, to: out!, options: options, verify: verifier, log: stage) {
+                done, total in
+                guard interactive else { return }
+                let width = 30, filled = width * done / total
+                FileHandle.standardError.write(Data(("\rtensor \(done)/\(total) [" + String(repeating: "=", count: filled)
+                    + String(repeating: " ", count: width - filled) + "]" + (done == total ? "\n" : "")).utf8))
+            }
+            stage(String(format: "wrote %@: %d bytes, %.3f× the %d float32 bytes of its tensors%@", result.path,
+                         result.bytes, Double(result.bytes) / Double(max(1, result.float32Bytes)), result.float32Bytes,
+                         result.parity.map { $0.pass ? "; parity passed, report stored in the bundle" : "" } ?? ""))
+        } catch let failure as ParityFailure {
+            FileHandle.standardError.write(Data("error: \(failure.errorDescription ?? "")\n".utf8))
+            throw ExitCode(ExitCodes.parityFailed)
+        } catch let error as ValidationError {
+            throw error
         } catch {
             let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"
             FileHandle.standardError.write(Data("error: \(message)\n".utf8))

@@ -19,7 +19,7 @@ struct Generate: ParsableCommand {
             torch.Generator("cpu").manual_seed(seed); --fast-rng trades that for a faster sampler.
             """)
 
-    @Option(help: "The checkpoint: a diffusers pipeline folder.")
+    @Option(help: "The model: a diffusers pipeline folder (or open-muse folder, single file with --configs) or an .amused bundle.")
     var model: String
 
     @Option(name: .long, parsing: .singleValue, help: "A prompt (repeat for a batch).")
@@ -91,8 +91,7 @@ struct Generate: ParsableCommand {
 
     func generate() throws {
         let start = Date()
-        let components = try AmusedComponents(path: model, variant: variant, lora: try loraOptions.fusion(), layout: layoutOptions.layout,
-                                              configs: layoutOptions.configs)
+        let components = try ModelSource.components(model, variant: variant, lora: loraOptions, layout: layoutOptions)
         guard let tokenizer = components.tokenizer, let textEncoder = components.textEncoder,
               let transformer = components.transformer, let vqvae = components.vqvae,
               let maskId = components.maskTokenId

@@ -2,6 +2,7 @@
 
 import AmusedBind
 import AmusedModel
+import AmusedPack
 import AmusedRead
 import AmusedVerify
 import ArgumentParser
@@ -22,14 +23,17 @@ struct Verify: ParsableCommand {
             diverges is printed.
             """)
 
-    @Argument(help: "The checkpoint to check (a pipeline or component folder). Default: the record's own model.")
+    @Argument(help: "The checkpoint to check (a pipeline or component folder) or an .amused bundle. Default: the record's own model.")
     var model: String?
+
+    @Option(help: "The float32 model quantized metrics compare against (pipeline cases under a quantized profile). Default: the record's own model.")
+    var baseline: String?
 
     @Option(name: .long, help: "The reference record folder (holding record.json and record.safetensors).")
     var reference: String
 
-    @Option(help: "Tolerance profile (see tolerance-profiles.json).")
-    var profile = "fp32"
+    @Option(help: "Tolerance profile (tolerance-profiles.json: fp32, fp16, bf16, int8, int4, mixed). Default: fp32 for checkpoints, the bundle's quantization policy for bundles.")
+    var profile: String?
 
     @Option(help: "A tolerance profiles file to use instead of the shipped one.")
     var profileFile: String?
@@ -51,10 +55,18 @@ struct Verify: ParsableCommand {
         let report: VerifyReport
         do {
             let record = try ReferenceRecord(path: reference)
-            let verifier = try Verifier(record: record, modelPath: model, profile: try ToleranceProfile.load(profile, file: profileFile),
-                                        traceFolder: trace, lora: try loraOptions.fusion(),
-                                        layout: layoutOptions.layout, configs: layoutOptions.configs, variant: variant)
-            report = try verifier.run()
+            if let model, ModelSource.isBundle(model) {
+                let bundle = try AmusedBundle(path: model)
+                let components = try ModelSource.components(model, variant: variant, lora: loraOptions, layout: layoutOptions)
+                report = try Self.verify(record: record, components: components, policy: bundle.policyName,
+                                         profile: profile, profileFile: profileFile, baseline: baseline, trace: trace)
+            } else {
+                let verifier = try Verifier(record: record, modelPath: model,
+                                            profile: try ToleranceProfile.load(profile ?? "fp32", file: profileFile),
+                                            traceFolder: trace, lora: try loraOptions.fusion(),
+                                            layout: layoutOptions.layout, configs: layoutOptions.configs, variant: variant)
+                report = try verifier.run()
+            }
         } catch {
             let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"
             FileHandle.standardError.write(Data("error: \(message)\n".utf8))
@@ -63,6 +75,22 @@ struct Verify: ParsableCommand {
         emit(json ? report.json.serialized + "\n" : report.text)
         if let trace { try printBisection(report, folder: trace) }
         if !report.pass { throw ExitCode(ExitCodes.parityFailed) }
+    }
+
+    /// Runs `record` against bundle components under `profile` (default: the profile named like the bundle's
+    /// policy, else fp32), with the float32 `baseline` (default: the record's own model) for quantized metrics.
+    static func verify(record: ReferenceRecord, components: AmusedComponents, policy: String?, profile: String?,
+                       profileFile: String?, baseline: String?, trace: String?) throws -> VerifyReport {
+        let name = profile ?? policy.flatMap { (try? ToleranceProfile.load($0, file: profileFile)) != nil ? $0 : nil } ?? "fp32"
+        let tolerance = try ToleranceProfile.load(name, file: profileFile)
+        var base: AmusedComponents? = nil
+        if tolerance.optional("quantized_max_mean_kl") != nil {
+            let path = baseline ?? record.modelPath
+            base = ModelSource.isBundle(path) ? try AmusedComponents(bundle: try AmusedBundle(path: path))
+                : try AmusedComponents(path: path)
+        }
+        return try Verifier(record: record, components: components, baseline: base, profile: tolerance,
+                            traceFolder: trace).run()
     }
 
     /// For each case with both traces, the first activation whose error exceeds 1e-4 of its magnitude.

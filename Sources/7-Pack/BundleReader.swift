@@ -1,0 +1,314 @@
+// Reading a bundle, as untrusted input: the header and manifest are validated completely (sizes against the bytes
+// present, the exact tiling of buffers, every buffer's dtype and shape against its tensor's scheme) before any buffer is
+// touched; `verifyIntegrity()` then checks every SHA-256 and the zero padding. Uncompressed buffers are views of the
+// memory-mapped file; compressed ones are decoded into memory bounded by their declared sizes.
+
+import AmusedModel
+import AmusedRead
+import AmusedTensors
+import Crypto
+import Foundation
+
+/// Where a buffer's bytes are and how they are stored.
+public struct BundleBlob: Sendable {
+    /// What it belongs to (`transformer/embed.embeddings.weight data`, `file tokenizer/vocab.json`).
+    public let owner: String
+    /// First byte in the bundle.
+    public let offset: Int
+    /// Bytes stored in the bundle.
+    public let storedBytes: Int
+    /// Bytes once decoded.
+    public let bytes: Int
+    /// `raw`, `zstd` or `zstd-planes` (byte planes of `width`-byte elements, then zstd).
+    public let encoding: String
+    /// Element width for `zstd-planes`.
+    public let width: Int
+    /// SHA-256 of the decoded bytes, hex.
+    public let sha256: String
+}
+
+/// One tensor of a bundle.
+public struct BundleTensor: Sendable {
+    /// Canonical parameter key.
+    public let key: String
+    /// Logical shape.
+    public let shape: [Int]
+    /// Storage scheme.
+    public let scheme: QuantScheme
+    /// How the graph uses it.
+    public let use: String
+    /// Its buffers, in `scheme.buffers(for:)` order.
+    public let buffers: [(role: String, dtype: DType, shape: [Int], blob: BundleBlob)]
+}
+
+/// One model component of a bundle.
+public struct BundleComponent: Sendable {
+    /// `transformer`, `text_encoder` or `vqvae`.
+    public let name: String
+    /// Its diffusers / transformers config.
+    public let config: JSONValue
+    /// Its tensors in graph order.
+    public let tensors: [BundleTensor]
+}
+
+/// An opened `.amused` bundle.
+public final class AmusedBundle: @unchecked Sendable {
+    /// The file.
+    public let path: String
+    /// The manifest.
+    public let manifest: JSONValue
+    /// Bytes of the manifest.
+    public let manifestBytes: Int
+    /// Model components.
+    public let components: [BundleComponent]
+    /// Named files (tokenizer files), by name.
+    public let files: [String: BundleBlob]
+    /// Whether buffers are compressed.
+    public let compressed: Bool
+    let file: MappedFile
+
+    /// The tokenizer file names a bundle may carry (an allowlist: no other name, no path, is ever accepted).
+    public static let fileNames = ["tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer/special_tokens_map.json",
+                                   "tokenizer/tokenizer_config.json"]
+
+    /// Opens and validates `path` (no buffer is read; `verifyIntegrity()` checks the digests).
+    public init(path: String) throws(BundleError) {
+        self.path = path
+        do { file = try MappedFile(path: path) } catch {
+            throw BundleError(.io, path: path, "\(error)")
+        }
+        let size = file.byteCount
+        func fail(_ family: ReadError.Family, _ field: String, _ offset: Int? = nil, _ message: String) -> BundleError {
+            BundleError(family, path: path, field: field, offset: offset, message)
+        }
+        guard size >= BundleFormat.alignment else {
+            throw fail(.truncated, "header", 0, "\(size) bytes: shorter than the 64-byte header")
+        }
+        let header = [UInt8](UnsafeRawBufferPointer(start: file.pointer(at: 0), count: BundleFormat.alignment))
+        guard Array(header[0..<8]) == BundleFormat.magic else {
+            throw fail(.malformed, "header", 0, "not an AmusedKit bundle (the magic bytes AMUSEDKB are missing or damaged)")
+        }
+        let version = header.readLE(UInt32.self, at: 8)
+        guard version == BundleFormat.version else {
+            throw fail(.unsupported, "header", 8, "format version \(version); this toolkit reads version \(BundleFormat.version)")
+        }
+        guard header.readLE(UInt32.self, at: 12) == 0 else { throw fail(.malformed, "header", 12, "reserved bytes are not zero") }
+        let manifestOffset = header.readLE(UInt64.self, at: 16), manifestLength = header.readLE(UInt64.self, at: 24)
+        guard manifestLength <= UInt64(BundleFormat.maxManifestBytes) else {
+            throw fail(.limitExceeded, "manifest", 24, "manifest of \(manifestLength) bytes (limit \(BundleFormat.maxManifestBytes))")
+        }
+        guard manifestOffset >= UInt64(BundleFormat.alignment), manifestOffset % UInt64(BundleFormat.alignment) == 0,
+              manifestOffset <= UInt64(size), manifestLength == UInt64(size) - manifestOffset, manifestLength > 0
+        else {
+            throw fail(.inconsistent, "manifest", 16, "manifest at \(manifestOffset) of \(manifestLength) bytes does not end the "
+                       + "\(size)-byte file at an aligned offset")
+        }
+        let mOffset = Int(manifestOffset), mLength = Int(manifestLength)
+        let manifestRaw = UnsafeRawBufferPointer(start: file.pointer(at: mOffset), count: mLength)
+        let digest = Array(SHA256.hash(data: manifestRaw))
+        guard digest == Array(header[32..<64]) else {
+            throw fail(.integrity, "manifest", mOffset, "the manifest's SHA-256 does not match the header")
+        }
+        let manifest: JSONValue
+        do { manifest = try StrictJSONParser(path: path, baseOffset: mOffset).parse(manifestRaw) } catch {
+            throw fail(.malformed, "manifest", mOffset, error.errorDescription ?? "\(error)")
+        }
+        self.manifest = manifest
+        self.manifestBytes = mLength
+        guard manifest["format"]?.stringValue == "amused-bundle" else {
+            throw fail(.malformed, "manifest", nil, "format is not \"amused-bundle\"")
+        }
+        guard manifest["version"]?.intValue == Int(BundleFormat.version) else {
+            throw fail(.unsupported, "manifest", nil, "manifest version \(manifest["version"]?.serialized ?? "missing")")
+        }
+        guard let codec = manifest["compression"]?["codec"]?.stringValue, ["none", "zstd"].contains(codec) else {
+            throw fail(.malformed, "manifest.compression", nil, "codec must be none or zstd")
+        }
+        let isCompressed = codec == "zstd"
+        compressed = isCompressed
+
+        // Every buffer, with its declared sizes checked against its dtype and shape.
+        var blobs: [BundleBlob] = []
+        func blob(_ j: JSONValue?, owner: String, dtype: DType, shape: [Int]) throws(BundleError) -> BundleBlob {
+            guard let j, let offset = j["offset"]?.intValue, let stored = j["stored_bytes"]?.intValue,
+                  let bytes = j["bytes"]?.intValue, let encoding = j["encoding"]?.stringValue,
+                  let sha = j["sha256"]?.stringValue, sha.count == 64, sha.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) })
+            else { throw fail(.malformed, owner, nil, "buffer needs offset, stored_bytes, bytes, encoding and a hex sha256") }
+            guard offset >= 0, stored >= 0, bytes >= 0 else { throw fail(.malformed, owner, nil, "negative size or offset") }
+            guard bytes <= BundleFormat.maxBufferBytes, stored <= BundleFormat.maxBufferBytes else {
+                throw fail(.limitExceeded, owner, offset, "buffer of \(max(bytes, stored)) bytes (limit \(BundleFormat.maxBufferBytes))")
+            }
+            guard let count = SizeMath.product(shape), let expected = SizeMath.byteCount(elements: count, dtype: dtype),
+                  expected == bytes
+            else { throw fail(.inconsistent, owner, offset, "\(bytes) bytes for \(dtype.rawValue) \(describeShape(shape))") }
+            switch encoding {
+            case "raw":
+                guard stored == bytes else {
+                    throw fail(.inconsistent, owner, offset, "a raw buffer stores \(stored) bytes but declares \(bytes)")
+                }
+            case "zstd", "zstd-planes":
+                guard isCompressed else { throw fail(.inconsistent, owner, offset, "zstd buffer in an uncompressed bundle") }
+            default: throw fail(.unsupported, owner, offset, "unknown encoding \(encoding)")
+            }
+            let b = BundleBlob(owner: owner, offset: offset, storedBytes: stored, bytes: bytes, encoding: encoding,
+                               width: max(1, dtype.bitWidth / 8), sha256: sha)
+            blobs.append(b)
+            return b
+        }
+        var parsedComponents: [BundleComponent] = []
+        guard let componentList = manifest["components"]?.arrayValue else {
+            throw fail(.malformed, "manifest.components", nil, "missing")
+        }
+        for c in componentList {
+            guard let name = c["name"]?.stringValue, ["transformer", "text_encoder", "vqvae"].contains(name),
+                  let config = c["config"], config.objectValue != nil, let tensors = c["tensors"]?.arrayValue
+            else { throw fail(.malformed, "manifest.components", nil, "a component needs a known name, a config and tensors") }
+            guard !parsedComponents.contains(where: { $0.name == name }) else {
+                throw fail(.inconsistent, "manifest.components", nil, "component \(name) appears twice")
+            }
+            var list: [BundleTensor] = []
+            var seen = Set<String>()
+            for t in tensors {
+                guard let key = t["key"]?.stringValue, let shapeJSON = t["shape"]?.arrayValue,
+                      let schemeName = t["scheme"]?.stringValue, let buffers = t["buffers"]?.arrayValue
+                else { throw fail(.malformed, name, nil, "a tensor needs key, shape, scheme and buffers") }
+                let owner = "\(name)/\(key)"
+                guard seen.insert(key).inserted else { throw fail(.inconsistent, owner, nil, "tensor appears twice") }
+                let shape = shapeJSON.compactMap(\.intValue)
+                guard shape.count == shapeJSON.count, shape.allSatisfy({ $0 >= 0 }), shape.count <= 8 else {
+                    throw fail(.malformed, owner, nil, "shape must be a list of non-negative integers")
+                }
+                guard let scheme = QuantScheme(name: schemeName) else { throw fail(.unsupported, owner, nil, "unknown scheme \(schemeName)") }
+                guard let layout = scheme.buffers(for: shape), layout.count == buffers.count else {
+                    throw fail(.inconsistent, owner, nil, "scheme \(scheme) and shape \(describeShape(shape)) need other buffers")
+                }
+                var parsed: [(String, DType, [Int], BundleBlob)] = []
+                for (want, j) in zip(layout, buffers) {
+                    guard j["role"]?.stringValue == want.role, j["dtype"]?.stringValue == want.dtype.rawValue,
+                          j["shape"]?.arrayValue?.compactMap(\.intValue) == want.shape
+                    else {
+                        throw fail(.inconsistent, owner, nil, "\(want.role) buffer must be \(want.dtype.rawValue) \(describeShape(want.shape)) "
+                                   + "for \(scheme) \(describeShape(shape))")
+                    }
+                    parsed.append((want.role, want.dtype, want.shape,
+                                   try blob(j, owner: "\(owner) \(want.role)", dtype: want.dtype, shape: want.shape)))
+                }
+                list.append(BundleTensor(key: key, shape: shape, scheme: scheme, use: t["use"]?.stringValue ?? "other",
+                                         buffers: parsed))
+            }
+            parsedComponents.append(BundleComponent(name: name, config: config, tensors: list))
+        }
+        var files: [String: BundleBlob] = [:]
+        for f in manifest["files"]?.arrayValue ?? [] {
+            guard let name = f["name"]?.stringValue else { throw fail(.malformed, "manifest.files", nil, "a file needs a name") }
+            guard Self.fileNames.contains(name) else {
+                throw fail(.forbidden, "file \(name)", nil, "file names are limited to \(Self.fileNames.joined(separator: ", "))")
+            }
+            guard files[name] == nil else { throw fail(.inconsistent, "file \(name)", nil, "appears twice") }
+            files[name] = try blob(f, owner: "file \(name)", dtype: .u8, shape: [f["bytes"]?.intValue ?? -1])
+        }
+        // Exact tiling: buffers in order from byte 64, each at the next multiple of 64, the manifest after the last.
+        var cursor = BundleFormat.alignment
+        for b in blobs {
+            guard b.offset == cursor else {
+                throw fail(.inconsistent, b.owner, b.offset, "buffer at \(b.offset), expected \(cursor) (buffers must tile the file)")
+            }
+            guard let end = SizeMath.add(b.offset, b.storedBytes), end <= mOffset else {
+                throw fail(.inconsistent, b.owner, b.offset, "buffer of \(b.storedBytes) bytes runs past the manifest")
+            }
+            cursor = BundleFormat.aligned(end)
+        }
+        guard cursor == mOffset else {
+            throw fail(.inconsistent, "manifest", mOffset, "\(mOffset - cursor) unaccounted bytes before the manifest")
+        }
+        self.components = parsedComponents
+        self.files = files
+    }
+
+    /// The component `name`, if the bundle has it.
+    public func component(_ name: String) -> BundleComponent? { components.first { $0.name == name } }
+
+    /// Checks every buffer's SHA-256 (decoding compressed ones) and that all padding is zero. Throws an `integrity`
+    /// error naming the first damaged tensor, file or padding.
+    public func verifyIntegrity() throws(BundleError) {
+        var blobs = components.flatMap { $0.tensors.flatMap { $0.buffers.map(\.blob) } }
+        blobs += files.values
+        blobs.sort { $0.offset < $1.offset }
+        var cursor = BundleFormat.alignment
+        let manifestOffset = file.byteCount - manifestBytes
+        for b in blobs + [nil] as [BundleBlob?] {
+            let next = b?.offset ?? manifestOffset
+            let padding = UnsafeRawBufferPointer(start: file.pointer(at: cursor), count: next - cursor)
+            if let i = padding.firstIndex(where: { $0 != 0 }) {
+                throw BundleError(.integrity, path: path, field: b?.owner ?? "manifest", offset: cursor + i,
+                                  "padding byte is not zero")
+            }
+            guard let b else { break }
+            try withBytes(b) { bytes throws(BundleError) in
+                guard BundleFormat.sha256(bytes) == b.sha256 else {
+                    throw BundleError(.integrity, path: path, field: b.owner, offset: b.offset, "SHA-256 mismatch")
+                }
+            }
+            cursor = b.offset + b.storedBytes
+        }
+    }
+
+    /// Runs `body` with the decoded bytes of `blob` (a view of the mapping when raw).
+    func withBytes<R>(_ blob: BundleBlob, _ body: (UnsafeRawBufferPointer) throws(BundleError) -> R) throws(BundleError) -> R {
+        do { try file.checkIntact() } catch { throw BundleError(.io, path: path, "\(error)") }
+        let stored = UnsafeRawBufferPointer(start: file.pointer(at: blob.offset), count: blob.storedBytes)
+        if blob.encoding == "raw" { return try body(stored) }
+        let storage = try decode(blob, stored)
+        return try body(UnsafeRawBufferPointer(start: storage.baseAddress, count: blob.bytes))
+    }
+
+    func decode(_ blob: BundleBlob, _ stored: UnsafeRawBufferPointer) throws(BundleError) -> Storage {
+        let out = Storage(zeroedByteCount: blob.bytes)
+        if blob.encoding == "zstd-planes" {
+            let planes = Storage(zeroedByteCount: blob.bytes)
+            try BundleFormat.decompress(stored, expected: blob.bytes, into: planes.mutableBaseAddress!, path: path,
+                                        field: blob.owner, offset: blob.offset)
+            BundleFormat.interleave(UnsafeRawBufferPointer(start: planes.baseAddress, count: blob.bytes), width: blob.width,
+                                    into: out.mutableBaseAddress!)
+        } else {
+            try BundleFormat.decompress(stored, expected: blob.bytes, into: out.mutableBaseAddress!, path: path,
+                                        field: blob.owner, offset: blob.offset)
+        }
+        return out
+    }
+
+    /// A tensor's values in its stored form: views of the mapped file (uncompressed bundles, no copy) or decoded
+    /// buffers (compressed bundles).
+    public func quantized(_ t: BundleTensor) throws(BundleError) -> QuantizedTensor {
+        var buffers: [Tensor] = []
+        for b in t.buffers {
+            do {
+                let storage: Storage
+                if b.blob.encoding == "raw" {
+                    storage = try Storage(file: file, offset: b.blob.offset, byteCount: b.blob.bytes)
+                } else {
+                    storage = try decode(b.blob, UnsafeRawBufferPointer(start: file.pointer(at: b.blob.offset),
+                                                                     count: b.blob.storedBytes))
+                }
+                buffers.append(try Tensor(dtype: b.dtype, shape: b.shape, storage: storage))
+            } catch let e as BundleError { throw e } catch {
+                throw BundleError(.inconsistent, path: path, field: b.blob.owner, offset: b.blob.offset, "\(error)")
+            }
+        }
+        do { return try QuantizedTensor(scheme: t.scheme, shape: t.shape, buffers: buffers) } catch {
+            throw BundleError(.inconsistent, path: path, field: t.key, "\(error)")
+        }
+    }
+
+    /// The decoded bytes of file `name`.
+    public func fileBytes(_ name: String) throws(BundleError) -> [UInt8]? {
+        guard let b = files[name] else { return nil }
+        return try withBytes(b) { [UInt8]($0) }
+    }
+
+    /// The name of the quantization policy the bundle was made with.
+    public var policyName: String? { manifest["quantization"]?["policy"]?["name"]?.stringValue }
+
+    /// Total bytes of the file.
+    public var byteCount: Int { file.byteCount }
+}

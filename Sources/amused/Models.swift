@@ -1,0 +1,36 @@
+// Where `generate` and `verify` get their model: a checkpoint (folder or file, through the name maps) or a `.amused`
+// bundle (checked against its digests, weights run as stored).
+
+import AmusedBind
+import AmusedPack
+import AmusedRead
+import AmusedTensors
+import Foundation
+
+enum ModelSource {
+    /// True when `path` is a bundle: a regular file starting with the bundle magic (or named *.amused).
+    static func isBundle(_ path: String) -> Bool {
+        var dir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &dir), !dir.boolValue else { return false }
+        if path.hasSuffix(".amused") { return true }
+        guard let file = try? ReadOnlyFile(path: path), file.byteCount >= 8, let head = try? file.read(at: 0, count: 8)
+        else { return false }
+        return head == BundleFormat.magic
+    }
+
+    /// The components at `path`; LoRA, layout and variant options apply to checkpoints only (a bundle has its LoRA
+    /// baked in at conversion).
+    static func components(_ path: String, variant: String?, lora: LoRAOptions, layout: LayoutOptions) throws
+        -> AmusedComponents
+    {
+        if isBundle(path) {
+            guard lora.lora == nil, variant == nil, layout.layout == nil, layout.configs == nil else {
+                throw BundleError(.unsupported, path: path, "--lora, --variant, --layout and --configs apply to checkpoints; "
+                                  + "a bundle's LoRA is baked in by amused convert --lora")
+            }
+            return try AmusedComponents(bundle: try AmusedBundle(path: path))
+        }
+        return try AmusedComponents(path: path, variant: variant, lora: try lora.fusion(), layout: layout.layout,
+                                    configs: layout.configs)
+    }
+}
