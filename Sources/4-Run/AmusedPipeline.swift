@@ -301,6 +301,8 @@ public struct StepComparison: Sendable {
     public let keptAgreement: Double
     /// Masked positions the step predicted.
     public let maskedPositions: Int
+    /// Positions both left unmasked, and positions either left unmasked (the Jaccard terms).
+    public let keptBoth: Int, keptEither: Int
 
     /// Compares logits [batch, codebook, positions] at the masked positions of `input`, and the positions the two
     /// steps unmasked.
@@ -347,5 +349,7 @@ public struct StepComparison: Sendable {
         self.top1 = masked > 0 ? Double(same) / Double(masked) : 1
         self.keptAgreement = either > 0 ? Double(both) / Double(either) : 1
         self.maskedPositions = masked
+        self.keptBoth = both
+        self.keptEither = either
     }
 }

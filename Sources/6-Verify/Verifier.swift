@@ -139,6 +139,8 @@ public struct QuantizationMetrics: Sendable {
     public let top1PerStep: [Double]
     /// Jaccard agreement of the positions unmasked per step.
     public let keptAgreementPerStep: [Double]
+    /// Over all steps, weighted by masked positions: mean KL, top-1 agreement; and the pooled unmasked-set agreement.
+    public let klMean: Double, top1: Double, keptAgreement: Double
     /// Fraction of equal final tokens, free-running.
     public let finalTokenAgreement: Double
     /// PSNR of the final images, dB (infinite when identical).
@@ -207,6 +209,9 @@ public struct VerifyReport: Sendable {
                 j.insert("kl_max_per_step", .array(q.klMaxPerStep.map(number)))
                 j.insert("top1_per_step", .array(q.top1PerStep.map(number)))
                 j.insert("kept_agreement_per_step", .array(q.keptAgreementPerStep.map(number)))
+                j.insert("kl_mean", number(q.klMean))
+                j.insert("top1", number(q.top1))
+                j.insert("kept_agreement", number(q.keptAgreement))
                 j.insert("final_token_agreement", number(q.finalTokenAgreement))
                 j.insert("psnr_db", number(q.psnr))
                 j.insert("checks", .array(q.checks.map { k in
@@ -487,18 +492,27 @@ public struct Verifier {
         let mse = squared / Double(max(1, baseline.images.count))
         let psnr = mse == 0 ? Double.infinity : 10 * log10(255 * 255 / mse)
         let kl = steps.map(\.klMean), top1 = steps.map(\.top1), kept = steps.map(\.keptAgreement)
+        let masked = Double(max(1, steps.reduce(0) { $0 + $1.maskedPositions }))
+        let klAll = steps.reduce(0) { $0 + $1.klMean * Double($1.maskedPositions) } / masked
+        let top1All = steps.reduce(0) { $0 + $1.top1 * Double($1.maskedPositions) } / masked
+        let either = steps.reduce(0) { $0 + $1.keptEither }
+        let keptAll = either == 0 ? 1 : Double(steps.reduce(0) { $0 + $1.keptBoth }) / Double(either)
         var checks: [(String, Double, Double, Bool, Bool)] = []
         func check(_ name: String, _ value: Double, _ key: String, atMost: Bool) {
             guard let bound = profile.optional(key) else { return }
+            // Agreement of the most likely token is noise below 16 predictions (strength-1.0 image-to-image masks one
+            // or two positions per step); the KL still counts.
+            if key == "quantized_min_top1" && steps.reduce(0, { $0 + $1.maskedPositions }) < 16 { return }
             checks.append((name, value, bound, atMost, atMost ? value <= bound : value >= bound))
         }
-        check("mean KL per step (worst step)", kl.max() ?? 0, "quantized_max_mean_kl", atMost: true)
-        check("top-1 agreement (worst step)", top1.min() ?? 1, "quantized_min_top1", atMost: false)
-        check("unmasked-set agreement (worst step)", kept.min() ?? 1, "quantized_min_kept_agreement", atMost: false)
+        check("mean KL over all masked predictions (nats)", klAll, "quantized_max_mean_kl", atMost: true)
+        check("top-1 agreement over all masked predictions", top1All, "quantized_min_top1", atMost: false)
+        check("unmasked-set agreement (pooled over steps)", keptAll, "quantized_min_kept_agreement", atMost: false)
         check("final token agreement", finalAgreement, "quantized_min_final_token_agreement", atMost: false)
         check("image PSNR dB", psnr, "quantized_min_psnr", atMost: false)
         return QuantizationMetrics(klMeanPerStep: kl, klMaxPerStep: steps.map(\.klMax), top1PerStep: top1,
-                                   keptAgreementPerStep: kept, finalTokenAgreement: finalAgreement, psnr: psnr,
+                                   keptAgreementPerStep: kept, klMean: klAll, top1: top1All, keptAgreement: keptAll,
+                                   finalTokenAgreement: finalAgreement, psnr: psnr,
                                    checks: checks)
     }
 

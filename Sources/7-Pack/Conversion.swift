@@ -176,7 +176,10 @@ public enum BundleConversion {
             try bundle.verifyIntegrity()
             let o = try verify(bundle)
             guard o.pass else { throw ParityFailure(report: o.report) }
-            outcome = o
+            // The report names the bundle by its final name, not the temporary file it was checked in.
+            var report = o.report.objectValue ?? JSONObject()
+            if report["model"] != nil { report.set("model", .string((destination as NSString).lastPathComponent)) }
+            outcome = ParityOutcome(pass: o.pass, report: .object(report))
         }
         log("pack: writing \(destination)")
         if outcome != nil || options.compression != nil {

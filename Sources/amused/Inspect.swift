@@ -1,6 +1,7 @@
 // `amused inspect PATH`: what a checkpoint holds, read from headers only.
 
 import AmusedBind
+import AmusedPack
 import AmusedRead
 import AmusedTensors
 import ArgumentParser
@@ -26,10 +27,17 @@ struct Inspect: ParsableCommand {
     @Flag(help: "Print one JSON document instead of tables.")
     var json = false
 
+    @Flag(help: "Bundles: check every tensor's SHA-256 and the padding (exit 1 with an integrity error naming the tensor on any damage).")
+    var check = false
+
+    @Flag(help: "Bundles: print the quantization plan per tensor (scheme, bytes, reason, quantization error).")
+    var plan = false
+
     @Flag(help: "Print the import plan instead: the name map per component and what it renames, transforms and drops; unmapped, missing and misshapen tensors against the graph the config implies.")
     var map = false
 
     func run() throws {
+        if ModelSource.isBundle(path) { return try inspectBundle() }
         try runReporting {
             let checkpoint = try Checkpoint(path: path, variant: variant, mapData: false, layout: layoutOptions.layout,
                                             configs: layoutOptions.configs, opener: isolatedOpener)
@@ -44,6 +52,77 @@ struct Inspect: ParsableCommand {
             }
             emit(json ? Self.jsonReport(checkpoint).serialized + "\n" : Self.textReport(checkpoint))
         }
+    }
+
+    /// A bundle: what it is, where it came from, how it was quantized and how it scored; `--check` verifies it.
+    func inspectBundle() throws {
+        do {
+            let bundle = try AmusedBundle(path: path)
+            if check { try bundle.verifyIntegrity() }
+            if json {
+                emit(bundle.manifest.serialized + "\n")
+            } else if plan {
+                var out = "tensor\tshape\tscheme\tbytes\trelative_rms\tmax_abs\treason\n"
+                for c in bundle.manifest["components"]?.arrayValue ?? [] {
+                    for t in c["tensors"]?.arrayValue ?? [] {
+                        let bytes = (t["buffers"]?.arrayValue ?? []).reduce(0) { $0 + ($1["bytes"]?.intValue ?? 0) }
+                        out += "\(c["name"]?.stringValue ?? "")/\(t["key"]?.stringValue ?? "")\t"
+                            + "\(t["shape"]?.serialized ?? "")\t\(t["scheme"]?.stringValue ?? "")\t\(bytes)\t"
+                            + "\(t["error"]?["relative_rms"]?.serialized ?? "")\t\(t["error"]?["max_abs"]?.serialized ?? "")\t"
+                            + "\(t["reason"]?.stringValue ?? "")\n"
+                    }
+                }
+                emit(out)
+            } else {
+                emit(Self.bundleReport(bundle) + (check ? "integrity: every tensor's SHA-256 and all padding verified\n" : ""))
+            }
+        } catch {
+            let message: String = (error as? LocalizedError)?.errorDescription ?? "\(error)"
+            FileHandle.standardError.write(Data(("error: " + message + "\n").utf8))
+            throw ExitCode(ExitCodes.badInput)
+        }
+    }
+
+    static func bundleReport(_ b: AmusedBundle) -> String {
+        let m = b.manifest
+        var out = "bundle: \(b.path) (\(b.byteCount) bytes, format version \(m["version"]?.serialized ?? "?"), "
+            + "made by AmusedKit \(m["toolkit"]?["version"]?.stringValue ?? "?"))\n"
+        out += "source: \(m["source"]?["name"]?.stringValue ?? "?") (\(m["source"]?["layout"]?.stringValue ?? "?") layout, "
+            + "\(m["source"]?["files"]?.arrayValue?.count ?? 0) files with SHA-256)\n"
+        if let lora = m["lora"], lora != .null {
+            out += "lora: \(lora["file"]?.stringValue ?? "?") at scale \(lora["scale"]?.serialized ?? "?") (baked in)\n"
+        }
+        let q = m["quantization"]
+        out += "quantization: policy \(q?["policy"]?["name"]?.stringValue ?? "?"), \(q?["bytes"]?.serialized ?? "?") tensor bytes "
+            + "for \(q?["float32_bytes"]?.serialized ?? "?") float32 bytes; float16 overflows \(q?["fp16_overflows"]?.serialized ?? "0")\n"
+        out += "compression: \(m["compression"]?["codec"]?.stringValue ?? "?")"
+            + (b.compressed ? " (decoded into memory when loaded)\n" : " (memory-mappable)\n")
+        for c in b.components {
+            var schemes: [String: (Int, Int)] = [:]
+            for t in c.tensors {
+                let bytes = t.buffers.reduce(0) { $0 + $1.blob.bytes }
+                schemes[t.scheme.description, default: (0, 0)].0 += 1
+                schemes[t.scheme.description, default: (0, 0)].1 += bytes
+            }
+            let className: String = c.config["_class_name"]?.stringValue ?? c.config["architectures"]?.arrayValue?.first?.stringValue ?? "?"
+            let parts: [String] = schemes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.0) (\($0.value.1) bytes)" }
+            out += "  \(c.name) (\(className)): \(c.tensors.count) tensors; " + parts.joined(separator: ", ") + "\n"
+        }
+        out += "files: " + b.files.keys.sorted().joined(separator: ", ") + "\n"
+        if let parity = m["parity"], parity != .null {
+            let cases = parity["cases"]?.arrayValue ?? []
+            let passed = cases.filter { $0["status"]?.stringValue == "pass" }.count
+            out += "parity: \(parity["pass"] == .bool(true) ? "PASSED" : "FAILED") against \(parity["record"]?.stringValue ?? "?") "
+                + "(profile \(parity["profile"]?.stringValue ?? "?"), \(passed) of \(cases.count) cases passed)\n"
+            for c in cases {
+                guard let q = c["quantization"] else { continue }
+                out += "  \(c["name"]?.stringValue ?? ""): KL \(q["kl_mean"]?.serialized ?? ""), top-1 \(q["top1"]?.serialized ?? ""), "
+                    + "final tokens \(q["final_token_agreement"]?.serialized ?? ""), PSNR \(q["psnr_db"]?.serialized ?? "") dB\n"
+            }
+        } else {
+            out += "parity: not verified at conversion (amused convert --verify RECORD stores a report)\n"
+        }
+        return out
     }
 
     static func mapReport(_ c: Checkpoint, _ plans: [ComponentImportPlan]) -> String {
