@@ -705,6 +705,58 @@ def write_lora_fixture(folder: Path, model: Path, seed: int) -> None:
         print(f"wrote {folder}/scale-{scale}")
 
 
+def write_quant_fixture(folder: Path) -> None:
+    """Quantization references for the Swift quantizer: int8 codes from torch.quantize_per_channel (qint8, axis 0,
+    the scales AmusedKit defines: max|row| / 127 in float32), float16 and bfloat16 from torch's .half()/.bfloat16(),
+    and int4 affine groups computed with numpy in float32 by the documented formula (no library has this exact
+    scheme). Inputs include round-half ties, an all-zero row, a negative-only row, and float16 overflow/underflow."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(SEED + 20)
+    linear = (rng.standard_normal((24, 64)) * 0.05).astype(np.float32)
+    linear[3] = 0
+    linear[5] = -np.abs(linear[5])
+    linear[7, :8] = [127, 0.5, 1.5, -2.5, 2.5, -0.5, 63.5, -126.5]  # scale 1: ties to even
+    linear[7, 8:] = 0
+    linear[9, 10] = 3.0  # an outlier widening one row's scale
+    tensors = {
+        "linear": linear,
+        "conv": (rng.standard_normal((8, 4, 3, 3)) * 0.2).astype(np.float32),
+        "embedding": rng.standard_normal((10, 32)).astype(np.float32),
+        "halfrange": np.array([[70000.0, -65520.0, 65504.0, 1e-8, -3e-8, 3e-6, 6.1e-5, 1.0]], dtype=np.float32),
+    }
+    out: dict[str, np.ndarray] = {}
+    for name, w in tensors.items():
+        out[name] = w
+        t = torch.from_numpy(w)
+        out[name + ".f16"] = t.half().numpy()
+        out[name + ".bf16"] = t.bfloat16().view(torch.int16).numpy().view(np.uint16)
+        rows = w.reshape(w.shape[0], -1)
+        if name == "halfrange":
+            continue
+        peak = np.abs(rows).max(axis=1).astype(np.float32)
+        scales = np.where(peak > 0, peak / np.float32(127), np.float32(1)).astype(np.float32)
+        q = torch.quantize_per_channel(torch.from_numpy(rows), torch.from_numpy(scales.astype(np.float64)),
+                                       torch.zeros(rows.shape[0], dtype=torch.int64), 0, torch.qint8)
+        out[name + ".int8"] = q.int_repr().numpy()
+        out[name + ".int8_scales"] = scales
+        out[name + ".int8_dequant"] = (q.int_repr().numpy().astype(np.float32) * scales[:, None]).astype(np.float32)
+        if rows.shape[1] % 32 == 0:
+            g = rows.reshape(rows.shape[0], -1, 32)
+            lo, hi = g.min(axis=2), g.max(axis=2)
+            m = lo.astype(np.float16)
+            s = ((hi - lo) / np.float32(15)).astype(np.float32).astype(np.float16)
+            sf, mf = s.astype(np.float32), m.astype(np.float32)
+            inv = np.where(sf > 0, np.float32(1) / np.where(sf > 0, sf, 1), np.float32(0)).astype(np.float32)
+            codes = np.clip(np.rint((g - mf[..., None]) * inv[..., None]), 0, 15).astype(np.uint8).reshape(rows.shape)
+            out[name + ".int4g32"] = (codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8)
+            out[name + ".int4g32_scales"] = s
+            out[name + ".int4g32_minimums"] = m
+            dq = codes.reshape(g.shape).astype(np.float32) * sf[..., None] + mf[..., None]
+            out[name + ".int4g32_dequant"] = dq.reshape(rows.shape).astype(np.float32)
+    from safetensors.numpy import save_file as save_numpy
+    save_numpy({k: np.ascontiguousarray(v) for k, v in sorted(out.items())}, str(folder / "reference.safetensors"))
+
+
 def write_manifest() -> None:
     files = sorted(p for p in FIXTURES.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
     manifest = {
@@ -723,7 +775,7 @@ def main() -> None:
     if h5.exists():
         shutil.copyfile(h5, FIXTURES / "formats" / "weights.h5.keep")
         shutil.move(FIXTURES / "formats" / "weights.h5.keep", REPO / "Fixtures" / ".weights.h5.keep")
-    for sub in ("records", "safetensors", "tokenizer", "keys", "images", "formats", "openmuse", "lora"):
+    for sub in ("records", "safetensors", "tokenizer", "keys", "images", "formats", "openmuse", "lora", "quant"):
         shutil.rmtree(FIXTURES / sub, ignore_errors=True)
     (FIXTURES / "formats").mkdir(parents=True, exist_ok=True)
     if (REPO / "Fixtures" / ".weights.h5.keep").exists():
@@ -735,6 +787,7 @@ def main() -> None:
     write_key_lists(FIXTURES / "keys")
     write_image_fixtures(FIXTURES / "images")
     write_format_fixtures(FIXTURES / "formats")
+    write_quant_fixture(FIXTURES / "quant")
     for name, is512, seed in (("tiny-256", False, SEED), ("tiny-512", True, SEED + 1)):
         pipe = build_pipeline(tiny_transformer_config(resolution_512=is512), tiny_vq_config(), tiny_text_config(), tok,
                               seed, transformer_gains=TRANSFORMER_GAINS, vq_gains=VQ_GAINS)

@@ -10,9 +10,10 @@ public enum QuantScheme: Sendable, Hashable, CustomStringConvertible {
     case f16
     /// bfloat16, rounded to nearest even.
     case bf16
-    /// int8 symmetric per output channel: q = round(w / s) in [−127, 127], s = max|w_row| / 127 (float32).
+    /// int8 symmetric per output channel: q = round(w · (1/s)) in [−127, 127] (half to even, as
+    /// `torch.quantize_per_channel` computes it), s = max|w_row| / 127 in float32.
     case int8
-    /// int4 affine in groups of `group` inputs along each row: q = round((w − m) / s) in [0, 15] with the group's
+    /// int4 affine in groups of `group` inputs along each row: q = round((w − m) · (1/s)) in [0, 15] with the group's
     /// minimum m and s = (max − m) / 15, both stored as float16; two values per byte, the even index in the low nibble.
     case int4(group: Int)
 
@@ -154,6 +155,10 @@ public struct QuantizedTensor: Sendable {
         guard values.count == rows * columns else {
             throw .invalidView("\(values.count) values for shape \(describeShape(shape))")
         }
+        if scheme.isInteger, let i = (0..<values.count).first(where: { !values[$0].isFinite }) {
+            throw .invalidView("value \(i) is \(values[i]); integer quantization needs finite weights (keep this tensor "
+                + "in f32 or f16 with a policy rule)")
+        }
         let storages = layout.map { Storage(zeroedByteCount: $0.shape.reduce(1, *) * ($0.dtype.bitWidth / 8)) }
         let out = storages.map { $0.mutableBaseAddress! }
         let src = values.baseAddress!
@@ -181,8 +186,10 @@ public struct QuantizedTensor: Sendable {
                 // An all-zero row keeps scale 1 so that dequantization never divides or multiplies by zero twice.
                 let s: Float = peak > 0 ? peak / 127 : 1
                 scales[r] = s
+                // torch multiplies by the float32 reciprocal of the scale rather than dividing (ties can differ).
+                let inverse = 1 / s
                 for c in 0..<columns {
-                    q[r * columns + c] = Int8(max(-127, min(127, (row[c] / s).rounded(.toNearestOrEven))))
+                    q[r * columns + c] = Int8(max(-127, min(127, (row[c] * inverse).rounded(.toNearestOrEven))))
                 }
             }
         case .int4(let g):
@@ -204,9 +211,10 @@ public struct QuantizedTensor: Sendable {
                     scales[r * groups + k] = sh
                     mins[r * groups + k] = mh
                     let base = (r * columns + k * g) / 2
+                    let inverse: Float = s > 0 ? 1 / s : 0
                     for c in stride(from: 0, to: g, by: 2) {
-                        let a = s > 0 ? max(0, min(15, ((group[c] - m) / s).rounded(.toNearestOrEven))) : 0
-                        let b = s > 0 ? max(0, min(15, ((group[c + 1] - m) / s).rounded(.toNearestOrEven))) : 0
+                        let a = max(0, min(15, ((group[c] - m) * inverse).rounded(.toNearestOrEven)))
+                        let b = max(0, min(15, ((group[c + 1] - m) * inverse).rounded(.toNearestOrEven)))
                         q[base + c / 2] = UInt8(a) | UInt8(b) << 4
                     }
                 }

@@ -249,6 +249,8 @@ public final class AmusedBundle: @unchecked Sendable {
                     throw BundleError(.integrity, path: path, field: b.owner, offset: b.offset, "SHA-256 mismatch")
                 }
             }
+            // Hashing paged the buffer in; let it go again, so checking a bundle does not hold it all in memory.
+            file.release(offset: b.offset, count: b.storedBytes)
             cursor = b.offset + b.storedBytes
         }
     }

@@ -3,6 +3,7 @@
 
 import AmusedBind
 import AmusedModel
+import AmusedPack
 import AmusedRead
 import ArgumentParser
 import Foundation
@@ -25,7 +26,7 @@ struct Bench: ParsableCommand {
         case transformer, vqDecode = "vq-decode", all
     }
 
-    @Argument(help: "A pipeline folder (e.g. .fullsize/amused-256/model).")
+    @Argument(help: "A pipeline folder (e.g. .fullsize/amused-256/model) or an .amused bundle (its weights run as stored).")
     var model: String
 
     @Option(help: "What to time: transformer, vq-decode or all.")
@@ -43,7 +44,7 @@ struct Bench: ParsableCommand {
     func run() throws {
         var results = JSONObject()
         if part != .vqDecode {
-            let components = try AmusedComponents(path: model, only: [.transformer])
+            let components = try load([.transformer])
             guard let transformer = components.transformer else { throw ValidationError("\(model) has no transformer") }
             let c = transformer.config
             let grid = c.sampleSize
@@ -60,7 +61,7 @@ struct Bench: ParsableCommand {
             results.insert("transformer", report(times, extra: ["batch": batch, "grid": grid]))
         }
         if part != .transformer {
-            let components = try AmusedComponents(path: model, only: [.vqvae])
+            let components = try load([.vqvae])
             guard let vq = components.vqvae else { throw ValidationError("\(model) has no VQ model") }
             let grid = 16  // a 256×256 image
             let ids = (0..<(grid * grid)).map { Int64(($0 * 7919) % vq.config.numVqEmbeddings) }
@@ -75,6 +76,12 @@ struct Bench: ParsableCommand {
                     + "peak RSS \(value["peak_rss_mib"]!.serialized) MiB\n")
             }
         }
+    }
+
+    /// The components `parts` of the model, from a checkpoint or a bundle (digests checked, pages released after).
+    func load(_ parts: Set<AmusedComponents.Part>) throws -> AmusedComponents {
+        ModelSource.isBundle(model) ? try AmusedComponents(bundle: try AmusedBundle(path: model), only: parts)
+            : try AmusedComponents(path: model, only: parts)
     }
 
     func measure(_ body: () throws -> Void) throws -> [Double] {

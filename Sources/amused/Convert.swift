@@ -210,7 +210,7 @@ struct Convert: ParsableCommand {
                 FileHandle.standardError.write(Data(("\rtensor \(done)/\(total) [" + String(repeating: "=", count: filled)
                     + String(repeating: " ", count: width - filled) + "]" + (done == total ? "\n" : "")).utf8))
             }
-            stage(String(format: "wrote %@: %d bytes, %.3f× the %d float32 bytes of its tensors%@", result.path,
+            stage(String(format: "wrote %@: %ld bytes, %.3f× the %ld float32 bytes of its tensors%@", result.path,
                          result.bytes, Double(result.bytes) / Double(max(1, result.float32Bytes)), result.float32Bytes,
                          result.parity.map { $0.pass ? "; parity passed, report stored in the bundle" : "" } ?? ""))
         } catch let failure as ParityFailure {
