@@ -302,6 +302,11 @@ public final class AmusedBundle: @unchecked Sendable {
         }
     }
 
+    /// The decoded bytes of `blob` (for tests and tools that inspect buffers).
+    public func withBytesForTests(_ blob: BundleBlob) throws(BundleError) -> [UInt8] {
+        try withBytes(blob) { [UInt8]($0) }
+    }
+
     /// The decoded bytes of file `name`.
     public func fileBytes(_ name: String) throws(BundleError) -> [UInt8]? {
         guard let b = files[name] else { return nil }

@@ -77,7 +77,7 @@ struct Inspect: ParsableCommand {
                 emit(Self.bundleReport(bundle) + (check ? "integrity: every tensor's SHA-256 and all padding verified\n" : ""))
             }
         } catch {
-            let message: String = (error as? LocalizedError)?.errorDescription ?? "\(error)"
+            let message: String = (error as any Error as? LocalizedError)?.errorDescription ?? "\(error)"
             FileHandle.standardError.write(Data(("error: " + message + "\n").utf8))
             throw ExitCode(ExitCodes.badInput)
         }

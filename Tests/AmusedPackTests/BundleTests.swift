@@ -1,0 +1,205 @@
+// Bundles made from the tiny fixtures: their manifests follow the schema, the same input gives the same bytes,
+// weights stay views of the mapped file, and the model a bundle holds computes what the reference records say within
+// each precision's tolerance profile (the fp16 preset exactly as diffusers' fp16 variant files do).
+
+import AmusedBind
+import AmusedModel
+import AmusedPack
+import AmusedQuantize
+import AmusedRead
+import AmusedTensors
+import AmusedTestSupport
+import AmusedVerify
+import Foundation
+import Testing
+
+@Suite("bundles", .serialized)
+struct BundleTests {
+    @Test("every preset's manifest follows Schemas/bundle-manifest.schema.json",
+          arguments: QuantPolicy.presets)
+    func manifestFollowsTheSchema(_ preset: String) throws {
+        let scratch = try ScratchFolder()
+        let path = try makeBundle(preset, in: scratch.path)
+        let validator = try SchemaValidator()
+        let bundle = try AmusedBundle(path: path)
+        #expect(validator.errors(bundle.manifest, schema: "bundle-manifest.schema.json") == [])
+        #expect(validator.errors(try QuantPolicy.preset(preset).json, schema: "quant-policy.schema.json") == [])
+        try bundle.verifyIntegrity()
+        // Every tensor of the graph, as the plan said.
+        #expect(bundle.components.map(\.name).sorted() == ["text_encoder", "transformer", "vqvae"])
+        #expect(bundle.files.keys.sorted() == AmusedBundle.fileNames.sorted())
+    }
+
+    @Test func compressedManifestFollowsTheSchemaAndDecompressesToTheSameBytes() throws {
+        let scratch = try ScratchFolder()
+        let plain = try makeBundle("int8", in: scratch.path)
+        let packed = try makeBundle("int8", in: scratch.path, name: "z.amused", compression: 9)
+        let bundle = try AmusedBundle(path: packed)
+        #expect(bundle.compressed)
+        #expect(try SchemaValidator().errors(bundle.manifest, schema: "bundle-manifest.schema.json") == [])
+        try bundle.verifyIntegrity()
+        #expect(try fileBytes(packed).count < fileBytes(plain).count)
+        // Byte planes are chosen where they compress better: some float buffers use them.
+        #expect(BundleParts.blobObjects(bundle.manifest).contains { $0["encoding"]?.stringValue == "zstd-planes" })
+        try BundleConversion.transcode(bundle, to: scratch.path + "/back.amused", compression: nil)
+        #expect(try fileBytes(scratch.path + "/back.amused") == fileBytes(plain))
+    }
+
+    @Test func theSameInputAndOptionsGiveTheSameBytes() throws {
+        let scratch = try ScratchFolder()
+        let a = try makeBundle("int4", in: scratch.path, name: "a.amused", compression: 3)
+        let b = try makeBundle("int4", in: scratch.path, name: "b.amused", compression: 3)
+        #expect(try fileBytes(a) == fileBytes(b))
+    }
+
+    @Test func uncompressedWeightsAreViewsOfTheMappedFile() throws {
+        // No copy of the weights: every buffer of every tensor is a view into the bundle's mapping.
+        let scratch = try ScratchFolder()
+        let bundle = try AmusedBundle(path: try makeBundle("int8", in: scratch.path))
+        for c in bundle.components {
+            for t in c.tensors { #expect(try bundle.quantized(t).buffers.allSatisfy(\.isMapped)) }
+        }
+    }
+
+    @Test func theFp16PresetIsExactlyDiffusersFp16Variant() throws {
+        // The fp16 preset rounds every tensor like torch's .half(), which is how the fixture's *.fp16.safetensors
+        // were written; the record made from those files must then hold under the float32 profile.
+        let scratch = try ScratchFolder()
+        let components = try AmusedComponents(bundle: try AmusedBundle(path: try makeBundle("fp16", in: scratch.path)))
+        let record = try ReferenceRecord(path: FixturePaths.path("records/tiny-256-fp16"))
+        let report = try Verifier(record: record, components: components, profile: try ToleranceProfile.load("fp32")).run()
+        #expect(report.pass, "\(report.text)")
+        #expect(report.cases.allSatisfy { $0.status == .pass })
+    }
+
+    @Test("component cases pass each precision's profile and fail the float32 one",
+          arguments: ["int8", "int4", "bf16", "mixed"])
+    func componentCasesPassTheirProfile(_ preset: String) throws {
+        let scratch = try ScratchFolder()
+        let components = try AmusedComponents(bundle: try AmusedBundle(path: try makeBundle(preset, in: scratch.path)))
+        let record = try ReferenceRecord(path: FixturePaths.path("records/tiny-256"))
+        let own = Verifier(record: record, components: components, profile: try ToleranceProfile.load(preset))
+        let strict = Verifier(record: record, components: components, profile: try ToleranceProfile.load("fp32"))
+        for c in record.cases where ["text_encoder", "transformer", "vq_decode"].contains(c.kind) {
+            let result = try own.check(c)
+            #expect(result.status == .pass, "\(c.name): \(result.note ?? "")")
+        }
+        // The quantization is really applied: the transformer's logits move beyond float32 noise.
+        let transformer = try #require(record.cases.first { $0.kind == "transformer" })
+        #expect(try strict.check(transformer).status == .fail)
+    }
+
+    @Test func quantizedPipelineMetricsAgainstTheFloat32Baseline() throws {
+        // One guided text-to-image case: the int8 bundle teacher-forced against the float32 fixture model.
+        let scratch = try ScratchFolder()
+        let components = try AmusedComponents(bundle: try AmusedBundle(path: try makeBundle("int8", in: scratch.path)))
+        let record = try ReferenceRecord(path: FixturePaths.path("records/tiny-256"))
+        let baseline = try AmusedComponents(path: record.modelPath)
+        let verifier = Verifier(record: record, components: components, baseline: baseline,
+                                profile: try ToleranceProfile.load("int8"))
+        let c = try #require(record.cases.first { $0.name == "t2i_b2_nocfg" })
+        let result = try verifier.check(c)
+        let q = try #require(result.quantization)
+        #expect(result.status == .pass, "\(result.note ?? "")")
+        #expect(q.klMeanPerStep.count == q.top1PerStep.count && q.top1PerStep.count == result.tokenAgreementPerStep?.count)
+        #expect(q.klMean > 0 && q.klMean < 0.2)
+        #expect(q.top1 > 0.85 && q.top1 <= 1)
+        #expect(q.psnr > 11)
+        // The float32 model against itself: zero divergence, identical tokens and images.
+        let same = Verifier(record: record, components: baseline, baseline: baseline,
+                            profile: try ToleranceProfile.load("int8"))
+        let identical = try #require(try same.check(c).quantization)
+        #expect(identical.klMean == 0 && identical.top1 == 1 && identical.finalTokenAgreement == 1)
+        #expect(identical.psnr == .infinity)
+    }
+
+    @Test func damagedScalesFailTheInt8Profile() throws {
+        // A bundle that is intact (digests recomputed) but whose int8 scales are reversed row order: the int8
+        // profile must catch it, or the profile would not catch a broken quantizer.
+        let scratch = try ScratchFolder()
+        let good = try makeBundle("int8", in: scratch.path)
+        var parts = try BundleParts(good)
+        let objects = BundleParts.blobObjects(.object(parts.manifest))
+        var swapped = 0
+        for (i, o) in objects.enumerated() where o["role"]?.stringValue == "scales" && o["dtype"]?.stringValue == "F32" {
+            let n = parts.blobs[i].count / 4
+            guard n > 1 else { continue }
+            var rows = (0..<n).map { Array(parts.blobs[i][($0 * 4)..<($0 * 4 + 4)]) }
+            rows.reverse()
+            parts.blobs[i] = Array(rows.joined())
+            swapped += 1
+        }
+        #expect(swapped > 10)
+        let bad = scratch.path + "/bad.amused"
+        let digests = parts.blobs.map { blob in blob.withUnsafeBytes { raw in
+            SHA256Hex.of(raw)
+        } }
+        try parts.write(to: bad) { m in
+            var k = 0
+            func fix(_ j: JSONValue) -> JSONValue {
+                var o = j.objectValue!
+                o.set("sha256", .string(digests[k]))
+                k += 1
+                return .object(o)
+            }
+            var components: [JSONValue] = []
+            for c in m["components"]!.arrayValue! {
+                var co = c.objectValue!
+                co.set("tensors", .array(c["tensors"]!.arrayValue!.map { t in
+                    var to = t.objectValue!
+                    to.set("buffers", .array(t["buffers"]!.arrayValue!.map(fix)))
+                    return .object(to)
+                }))
+                components.append(.object(co))
+            }
+            m.set("components", .array(components))
+            m.set("files", .array(m["files"]!.arrayValue!.map(fix)))
+        }
+        let components = try AmusedComponents(bundle: try AmusedBundle(path: bad))
+        let record = try ReferenceRecord(path: FixturePaths.path("records/tiny-256"))
+        let verifier = Verifier(record: record, components: components, profile: try ToleranceProfile.load("int8"))
+        let transformer = try #require(record.cases.first { $0.kind == "transformer" })
+        #expect(try verifier.check(transformer).status == .fail)
+    }
+
+    @Test func aPolicyMustMatchEveryTensor() throws {
+        let json = try StrictJSONParser(path: "p").parse(Array("""
+            {"format": "amused-quant-policy", "version": 1, "name": "partial",
+             "rules": [{"use": ["linear"], "scheme": "int8", "reason": "linears only"}]}
+            """.utf8))
+        let policy = try QuantPolicy(json: json, path: "partial.json")
+        let checkpoint = try Checkpoint(path: FixturePaths.path("records/tiny-256/model"))
+        #expect(throws: QuantizeError.self) { try BundleConversion.plan(checkpoint, options: ConversionOptions(policy: policy)) }
+        do {
+            _ = try BundleConversion.plan(checkpoint, options: ConversionOptions(policy: policy))
+        } catch let e as QuantizeError {
+            #expect(e.field?.contains("/") == true)  // names component/tensor
+            #expect(e.message.contains("no rule"))
+        }
+    }
+
+    @Test func policiesAreValidatedFieldByField() throws {
+        func load(_ text: String) throws -> QuantPolicy {
+            try QuantPolicy(json: try StrictJSONParser(path: "p").parse(Array(text.utf8)), path: "p.json")
+        }
+        let head = #"{"format": "amused-quant-policy", "version": 1, "name": "x", "rules": ["#
+        for (rule, field) in [(#"{"scheme": "int3", "reason": "r"}"#, "rules[0].scheme"),
+                              (#"{"scheme": "int8"}"#, "rules[0].reason"),
+                              (#"{"scheme": "int8", "reason": "r", "colour": 1}"#, "rules[0].colour"),
+                              (#"{"use": ["bias"], "scheme": "int8", "reason": "r"}"#, "rules[0].use")] {
+            #expect(throws: QuantizeError.self) { _ = try load(head + rule + "]}") }
+            do { _ = try load(head + rule + "]}") } catch let e as QuantizeError { #expect(e.field == field) }
+        }
+    }
+
+    @Test func int4FallsBackWhereGroupsDoNotFitAndSaysWhy() throws {
+        // Groups of 64 do not divide the tiny model's 32-wide rows: the plan takes the rule's int8 fallback.
+        let checkpoint = try Checkpoint(path: FixturePaths.path("records/tiny-256/model"))
+        let (_, plan) = try BundleConversion.plan(checkpoint, options: ConversionOptions(policy: try QuantPolicy.preset("int4")))
+        let fallen = plan.tensors.filter { $0.reason.contains("int4g64 → int8") }
+        #expect(!fallen.isEmpty)
+        #expect(fallen.allSatisfy { $0.scheme == .int8 && $0.spec.use == .linear })
+        #expect(plan.tensors.filter { $0.spec.use == .other }.allSatisfy { $0.scheme == .f32 })
+        #expect(plan.summary.contains("total: \(plan.tensors.count) tensors"))
+    }
+}

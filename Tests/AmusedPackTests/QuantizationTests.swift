@@ -1,0 +1,84 @@
+// The Swift quantizer against Fixtures/quant/reference.safetensors: int8 codes from torch.quantize_per_channel,
+// float16/bfloat16 from torch's .half()/.bfloat16(), int4 groups from numpy by the documented formula. Codes and
+// scales must be identical bytes; dequantized values identical floats.
+
+import AmusedQuantize
+import AmusedRead
+import AmusedTensors
+import AmusedTestSupport
+import Testing
+
+@Suite("quantization against the reference")
+struct QuantizationTests {
+    let file: SafetensorsFile
+
+    init() throws { file = try SafetensorsFile(path: FixturePaths.path("quant/reference.safetensors")) }
+
+    func bytes(_ t: Tensor) throws -> [UInt8] { try t.withUnsafeBytes { [UInt8]($0) } }
+
+    func quantize(_ name: String, _ scheme: QuantScheme) throws -> (QuantizedTensor, QuantizationError) {
+        let input = try file.tensor(named: name)
+        let values = try input.floats()
+        return try values.withUnsafeBufferPointer { try QuantizedTensor.quantize($0, shape: input.shape, scheme: scheme) }
+    }
+
+    @Test("int8 codes and scales equal torch.quantize_per_channel", arguments: ["linear", "conv", "embedding"])
+    func int8(_ name: String) throws {
+        let (q, error) = try quantize(name, .int8)
+        #expect(try bytes(q.buffers[0]) == bytes(file.tensor(named: name + ".int8")))
+        #expect(try bytes(q.buffers[1]) == bytes(file.tensor(named: name + ".int8_scales")))
+        // Dequantization is q · s in float32: exactly the reference's product.
+        #expect(try q.dequantized().floats() == file.tensor(named: name + ".int8_dequant").floats())
+        // The reported error is measured on those values (max |dequantized − original|).
+        let original = try file.tensor(named: name).floats(), back = try file.tensor(named: name + ".int8_dequant").floats()
+        let expected = zip(original, back).map { Double(abs($0 - $1)) }.max() ?? 0
+        #expect(abs(error.maxAbs - expected) <= 1e-12)
+    }
+
+    @Test("int4 groups of 32 equal the numpy formula", arguments: ["linear", "embedding"])
+    func int4(_ name: String) throws {
+        let (q, _) = try quantize(name, .int4(group: 32))
+        #expect(try bytes(q.buffers[0]) == bytes(file.tensor(named: name + ".int4g32")))
+        #expect(try bytes(q.buffers[1]) == bytes(file.tensor(named: name + ".int4g32_scales")))
+        #expect(try bytes(q.buffers[2]) == bytes(file.tensor(named: name + ".int4g32_minimums")))
+        #expect(try q.dequantized().floats() == file.tensor(named: name + ".int4g32_dequant").floats())
+    }
+
+    @Test("float16 and bfloat16 equal torch's rounding", arguments: ["linear", "conv", "embedding", "halfrange"])
+    func halves(_ name: String) throws {
+        let (h, _) = try quantize(name, .f16)
+        #expect(try bytes(h.buffers[0]) == bytes(file.tensor(named: name + ".f16")))
+        let (b, _) = try quantize(name, .bf16)
+        #expect(try bytes(b.buffers[0]) == bytes(file.tensor(named: name + ".bf16")))
+    }
+
+    @Test func float16OverflowsAndUnderflowsAreCounted() throws {
+        // Counted against torch's .half() of the same values: finite → ±inf, non-zero → 0, normal → subnormal.
+        let (_, error) = try quantize("halfrange", .f16)
+        let original = try file.tensor(named: "halfrange").floats()
+        let reference = try file.tensor(named: "halfrange.f16").floats()
+        let overflows = zip(original, reference).filter { $0.isFinite && $1.isInfinite }.count
+        let underflows = zip(original, reference).filter { $0 != 0 && $1 == 0 }.count
+        let subnormals = reference.filter { $0 != 0 && $0.isFinite && abs($0) < 0x1p-14 }.count
+        #expect(overflows == 2 && error.overflows == overflows)
+        #expect(underflows >= 1 && error.underflows == underflows)
+        #expect(error.subnormals == subnormals)
+        #expect(error.maxAbs == .infinity)
+    }
+
+    @Test func integerSchemesRefuseNonFiniteWeights() throws {
+        let values: [Float] = [1, .nan, 2, 3]
+        #expect(throws: TensorError.self) {
+            _ = try values.withUnsafeBufferPointer { try QuantizedTensor.quantize($0, shape: [2, 2], scheme: .int8) }
+        }
+    }
+
+    @Test func rowsDequantizeIndependently() throws {
+        // A layer widens a band of output channels at a time: any band equals the same rows of the whole.
+        let (q, _) = try quantize("linear", .int4(group: 32))
+        let whole = try q.dequantized().floats()
+        var band = [Float](repeating: 0, count: 5 * q.columns)
+        band.withUnsafeMutableBufferPointer { q.dequantizeRows(7..<12, into: $0.baseAddress!) }
+        #expect(band == Array(whole[(7 * q.columns)..<(12 * q.columns)]))
+    }
+}
