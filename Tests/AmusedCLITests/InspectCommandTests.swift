@@ -6,15 +6,21 @@ import Foundation
 import Testing
 
 /// Runs the built `amused` with `arguments` (and extra `environment`); returns exit status, stdout and stderr.
-func runAmused(_ arguments: [String], environment: [String: String] = [:]) throws
-    -> (status: Int32, stdout: String, stderr: String)
-{
+/// The `amused` executable built beside the tests (or in .build/debug).
+func amusedBinary() throws -> String {
     let candidates = [
         URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("amused").path,
         FixturePaths.repo + "/.build/debug/amused",
     ]
-    let binary = try #require(candidates.first { FileManager.default.isExecutableFile(atPath: $0) },
-                              "build the amused executable first (swift build)")
+    return try #require(candidates.first { FileManager.default.isExecutableFile(atPath: $0) },
+                        "build the amused executable first (swift build)")
+}
+
+/// Runs the `amused` executable with `arguments`; returns its exit status, stdout and stderr.
+func runAmused(_ arguments: [String], environment: [String: String] = [:]) throws
+    -> (status: Int32, stdout: String, stderr: String)
+{
+    let binary = try amusedBinary()
     let process = Process()
     process.executableURL = URL(fileURLWithPath: binary)
     process.arguments = arguments

@@ -1,0 +1,139 @@
+// `amused convert MODEL --out F.amused` end to end: the plan up front and a stage line per stage, --verify storing
+// the report (or failing with exit 3 and writing nothing), and the bundle working with inspect, verify and generate;
+// any flipped byte is an integrity error in all three; killing convert at random moments never leaves a partial
+// bundle, and the next run cleans up what a killed one left.
+
+import AmusedImage
+import AmusedRead
+import AmusedTestSupport
+import Foundation
+import Testing
+
+@Suite("amused convert to bundles", .serialized)
+struct ConvertBundleCommandTests {
+    let model = FixturePaths.path("records/tiny-256/model")
+
+    /// A record with only the named cases of tiny-256 (the same tensors, fewer cases, so debug builds stay quick).
+    func subsetRecord(_ names: Set<String>, in scratch: ScratchFolder) throws -> String {
+        let source = FixturePaths.path("records/tiny-256")
+        var root = try Checkpoint.readJSON(source + "/record.json").objectValue!
+        root.set("cases", .array(root["cases"]!.arrayValue!.filter { names.contains($0["name"]?.stringValue ?? "") }))
+        root.set("model", .string(source + "/model"))
+        let folder = scratch.path + "/record"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try Data(JSONValue.object(root).serialized.utf8).write(to: URL(fileURLWithPath: folder + "/record.json"))
+        try FileManager.default.createSymbolicLink(atPath: folder + "/record.safetensors",
+                                                   withDestinationPath: source + "/record.safetensors")
+        return folder
+    }
+
+    @Test func convertVerifiesStoresTheReportAndTheBundleRuns() throws {
+        let scratch = try ScratchFolder()
+        let record = try subsetRecord(["transformer_b1", "vq_decode_b1", "t2i_b2_nocfg"], in: scratch)
+        let out = scratch.path + "/tiny.amused"
+        let convert = try runAmused(["convert", model, "--out", out, "--quantize", "int8", "--verify", record])
+        #expect(convert.status == 0, "\(convert.stderr)")
+        // The plan comes first, then one line per stage.
+        let plan = try #require(convert.stderr.range(of: "quantization plan (policy int8)"))
+        let quantize = try #require(convert.stderr.range(of: "] quantize:"))
+        #expect(plan.lowerBound < quantize.lowerBound)
+        for stage in ["] read:", "] map + bind:", "] digest:", "] quantize:", "] verify:", "] pack:", "] wrote "] {
+            #expect(convert.stderr.contains(stage), "\(stage)")
+        }
+        let inspect = try runAmused(["inspect", out, "--check"])
+        #expect(inspect.status == 0, "\(inspect.stderr)")
+        #expect(inspect.stdout.contains("parity: PASSED"))
+        #expect(inspect.stdout.contains("integrity: every tensor's SHA-256 and all padding verified"))
+        let json = try runAmused(["inspect", out, "--json"])
+        let manifest = try StrictJSONParser(path: "manifest").parse(Array(json.stdout.utf8))
+        #expect(try SchemaValidator().errors(manifest, schema: "bundle-manifest.schema.json") == [])
+        #expect(manifest["parity"]?["pass"] == .bool(true))
+        #expect(manifest["parity"]?["model"]?.stringValue == "tiny.amused")
+
+        let verify = try runAmused(["verify", out, "--reference", record, "--json"])
+        #expect(verify.status == 0, "\(verify.stderr)")
+        let report = try StrictJSONParser(path: "report").parse(Array(verify.stdout.utf8))
+        #expect(report["profile"]?.stringValue == "int8")  // the bundle's policy names its profile
+
+        let png = scratch.path + "/cat.png"
+        let generate = try runAmused(["generate", "--model", out, "--prompt", "a photo of a cat", "--steps", "4",
+                                      "--out", png])
+        #expect(generate.status == 0, "\(generate.stderr)")
+        let image = try PNG.decode([UInt8](try Data(contentsOf: URL(fileURLWithPath: png))))
+        #expect(image.width == 32 && image.height == 32)
+    }
+
+    @Test func aFailedParityCheckWritesNothingAndExitsThree() throws {
+        let scratch = try ScratchFolder()
+        let record = try subsetRecord(["transformer_b1"], in: scratch)
+        let out = scratch.path + "/strict.amused"
+        // int4 weights cannot pass the float32 profile.
+        let result = try runAmused(["convert", model, "--out", out, "--quantize", "int4", "--int4-group", "32",
+                                    "--verify", record, "--profile", "fp32"])
+        #expect(result.status == 3, "\(result.stderr)")
+        #expect(result.stderr.contains("failed its parity check; nothing was written"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path).sorted() == ["record"])
+    }
+
+    @Test func aFlippedByteIsAnIntegrityErrorForInspectVerifyAndGenerate() throws {
+        let scratch = try ScratchFolder()
+        let out = scratch.path + "/b.amused"
+        #expect(try runAmused(["convert", model, "--out", out]).status == 0)
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: out)))
+        bytes[200] ^= 0x01  // inside the first tensor's buffer (the text encoder's token embedding)
+        try Data(bytes).write(to: URL(fileURLWithPath: out))
+        let record = try subsetRecord(["transformer_b1"], in: scratch)
+        for args in [["inspect", out, "--check"], ["verify", out, "--reference", record],
+                     ["generate", "--model", out, "--prompt", "x", "--out", scratch.path + "/x.png"]] {
+            let result = try runAmused(args)
+            #expect(result.status == 1, "\(args[0]): \(result.stderr)")
+            #expect(result.stderr.contains("(integrity)"), "\(args[0]): \(result.stderr)")
+            #expect(result.stderr.contains("[text_encoder/text_model.embeddings.token_embedding.weight data]"),
+                    "\(args[0]) must name the tensor: \(result.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: scratch.path + "/x.png"))
+    }
+
+    @Test func dryRunPrintsThePlanAndWritesNothing() throws {
+        let scratch = try ScratchFolder()
+        let out = scratch.path + "/never.amused"
+        let result = try runAmused(["convert", model, "--out", out, "--quantize", "mixed", "--dry-run"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.hasPrefix("tensor\tshape\tuse\tscheme\tbytes\treason\n"))
+        #expect(result.stdout.contains("transformer/transformer_layers.0.attn1.to_q.weight\t[32, 32]\tlinear\tint8"))
+        #expect(result.stdout.contains("int4g64 → int8: rows of 32 inputs do not split into groups of 64"))
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+
+    @Test func killedConversionsLeaveTheOldBundleOrTheNewOneNeverAPartialOne() throws {
+        let scratch = try ScratchFolder()
+        let out = scratch.path + "/k.amused"
+        // The old bundle (int8); every run writes the new one (fp16), killed at a random moment.
+        #expect(try runAmused(["convert", model, "--out", out, "--quantize", "int8"]).status == 0)
+        let old = try Data(contentsOf: URL(fileURLWithPath: out))
+        #expect(try runAmused(["convert", model, "--out", scratch.path + "/new.amused", "--quantize", "fp16"]).status == 0)
+        let new = try Data(contentsOf: URL(fileURLWithPath: scratch.path + "/new.amused"))
+        let binary = try amusedBinary()
+        var generator = SystemRandomNumberGenerator()
+        var sawOld = 0, sawNew = 0
+        for _ in 0..<50 {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = ["convert", model, "--out", out, "--quantize", "fp16"]
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            usleep(UInt32.random(in: 0...250_000, using: &generator))
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            let now = try Data(contentsOf: URL(fileURLWithPath: out))
+            #expect(now == old || now == new, "a killed conversion left \(now.count) bytes that are neither bundle")
+            if now == old { sawOld += 1 } else { sawNew += 1 }
+        }
+        // Temporary files of killed runs may remain until the next run, which removes them.
+        #expect(try runAmused(["convert", model, "--out", out, "--quantize", "fp16"]).status == 0)
+        let left = try FileManager.default.contentsOfDirectory(atPath: scratch.path).filter { $0.hasSuffix(".tmp") }
+        #expect(left == [], "temporary files left: \(left)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == new)
+        #expect(sawOld + sawNew == 50)
+    }
+}
