@@ -62,6 +62,28 @@ def smooth_images(batch: int, height: int, width: int, seed: int) -> np.ndarray:
     return out
 
 
+def run_pipeline_case(rec, kind: str, pipeline, case: str, tensors_in=None, **kw) -> None:
+    """Runs one diffusers pipeline case and records the tokens after every step and the final PIL pixels."""
+    steps: list[torch.Tensor] = []
+    keys = {k: v for k, v in kw.items() if k not in ("image", "mask_image")}
+    generator = torch.Generator().manual_seed(kw["seed"])
+    args = dict(prompt=kw["prompts"], negative_prompt=kw["negative_prompts"], generator=generator,
+                num_inference_steps=kw["steps"], guidance_scale=kw["guidance_scale"],
+                temperature=tuple(kw["temperature"]), micro_conditioning_aesthetic_score=kw["aesthetic_score"],
+                micro_conditioning_crop_coord=tuple(kw["crop_coord"]), output_type="pil",
+                callback=lambda i, t, latents: steps.append(latents.clone()), callback_steps=1)
+    if kind == "text_to_image":
+        args.update(height=kw["height"], width=kw["width"])
+    else:
+        args.update(image=kw["image"], strength=kw["strength"])
+    if kind == "inpaint":
+        args["mask_image"] = kw["mask_image"]
+    with torch.no_grad():
+        images = pipeline(**args).images
+    pixels = torch.from_numpy(np.stack([np.asarray(im, dtype=np.uint8) for im in images]))
+    rec.add(case, kind, {**(tensors_in or {}), "tokens": torch.stack(steps), "image": pixels}, **keys)
+
+
 def record_pipeline(name: str, pipe, folder: Path, seed: int, *, pipelines: bool = True, model: str = "model",
                     only: set[str] | None = None) -> None:
     rec = RecordWriter(folder, model=model, only=only)
@@ -110,24 +132,7 @@ def record_pipeline(name: str, pipe, folder: Path, seed: int, *, pipelines: bool
         return
 
     def run(kind, pipeline, case, tensors_in=None, **kw):
-        steps: list[torch.Tensor] = []
-        keys = {k: v for k, v in kw.items() if k not in ("image", "mask_image")}
-        generator = torch.Generator().manual_seed(kw["seed"])
-        args = dict(prompt=kw["prompts"], negative_prompt=kw["negative_prompts"], generator=generator,
-                    num_inference_steps=kw["steps"], guidance_scale=kw["guidance_scale"],
-                    temperature=tuple(kw["temperature"]), micro_conditioning_aesthetic_score=kw["aesthetic_score"],
-                    micro_conditioning_crop_coord=tuple(kw["crop_coord"]), output_type="pil",
-                    callback=lambda i, t, latents: steps.append(latents.clone()), callback_steps=1)
-        if kind == "text_to_image":
-            args.update(height=kw["height"], width=kw["width"])
-        else:
-            args.update(image=kw["image"], strength=kw["strength"])
-        if kind == "inpaint":
-            args["mask_image"] = kw["mask_image"]
-        with torch.no_grad():
-            images = pipeline(**args).images
-        pixels = torch.from_numpy(np.stack([np.asarray(im, dtype=np.uint8) for im in images]))
-        rec.add(case, kind, {**(tensors_in or {}), "tokens": torch.stack(steps), "image": pixels}, **keys)
+        run_pipeline_case(rec, kind, pipeline, case, tensors_in, **kw)
 
     common = dict(temperature=[2.0, 0.0], height=size, width=size, aesthetic_score=6.0, crop_coord=[0, 0])
     run("text_to_image", pipe, "t2i_b1_cfg", prompts=["a photo of a cat"], negative_prompts=None, seed=0,

@@ -47,6 +47,8 @@ public struct ConversionResult: Sendable {
     public let plan: QuantPlan
     /// The parity outcome, when verified.
     public let parity: ParityOutcome?
+    /// Summed over tensors: float16 overflows, underflows to zero, and values made subnormal.
+    public let totals: QuantizationError
 }
 
 /// Options of a conversion.
@@ -191,7 +193,7 @@ public enum BundleConversion {
         }
         let size = (try? FileManager.default.attributesOfItem(atPath: destination)[.size] as? Int) ?? 0
         return ConversionResult(path: destination, bytes: size ?? 0, float32Bytes: plan.float32Bytes, plan: plan,
-                                parity: outcome)
+                                parity: outcome, totals: totals)
     }
 
     /// Quantizes one planned tensor and appends its buffers; returns its manifest entry.
@@ -233,6 +235,7 @@ public enum BundleConversion {
         }
         totals.overflows += error.overflows
         totals.underflows += error.underflows
+        totals.subnormals += error.subnormals
         var e = JSONObject()
         e.insert("max_abs", number(error.maxAbs))
         e.insert("rms", number(error.rms))

@@ -210,6 +210,12 @@ struct Convert: ParsableCommand {
                 FileHandle.standardError.write(Data(("\rtensor \(done)/\(total) [" + String(repeating: "=", count: filled)
                     + String(repeating: " ", count: width - filled) + "]" + (done == total ? "\n" : "")).utf8))
             }
+            if result.plan.tensors.contains(where: { $0.scheme == .f16 || $0.scheme == .bf16 }) {
+                let t = result.totals
+                stage("half precision: \(t.overflows) values overflowed to ±inf, \(t.underflows) non-zero values became 0, "
+                      + "\(t.subnormals) became subnormal (per tensor in the manifest; computed in float32, so the VQ-GAN's "
+                      + "float16 NaNs of diffusers do not occur)")
+            }
             stage(String(format: "wrote %@: %ld bytes, %.3f× the %ld float32 bytes of its tensors%@", result.path,
                          result.bytes, Double(result.bytes) / Double(max(1, result.float32Bytes)), result.float32Bytes,
                          result.parity.map { $0.pass ? "; parity passed, report stored in the bundle" : "" } ?? ""))

@@ -73,7 +73,7 @@ struct BundleTests {
     }
 
     @Test("component cases pass each precision's profile and fail the float32 one",
-          arguments: ["int8", "int4", "bf16", "mixed"])
+          arguments: ["fp16", "bf16", "int8", "int4", "mixed"])
     func componentCasesPassTheirProfile(_ preset: String) throws {
         let scratch = try ScratchFolder()
         let components = try AmusedComponents(bundle: try AmusedBundle(path: try makeBundle(preset, in: scratch.path)))
@@ -89,22 +89,24 @@ struct BundleTests {
         #expect(try strict.check(transformer).status == .fail)
     }
 
-    @Test func quantizedPipelineMetricsAgainstTheFloat32Baseline() throws {
-        // One guided text-to-image case: the int8 bundle teacher-forced against the float32 fixture model.
+    @Test("pipeline metrics against the float32 baseline", arguments: ["int8", "fp16"])
+    func quantizedPipelineMetricsAgainstTheFloat32Baseline(_ preset: String) throws {
+        // One text-to-image case (batch 2, 8 steps): the bundle teacher-forced against the float32 fixture model.
         let scratch = try ScratchFolder()
-        let components = try AmusedComponents(bundle: try AmusedBundle(path: try makeBundle("int8", in: scratch.path)))
+        let components = try AmusedComponents(bundle: try AmusedBundle(path: try makeBundle(preset, in: scratch.path)))
         let record = try ReferenceRecord(path: FixturePaths.path("records/tiny-256"))
         let baseline = try AmusedComponents(path: record.modelPath)
         let verifier = Verifier(record: record, components: components, baseline: baseline,
-                                profile: try ToleranceProfile.load("int8"))
+                                profile: try ToleranceProfile.load(preset))
         let c = try #require(record.cases.first { $0.name == "t2i_b2_nocfg" })
         let result = try verifier.check(c)
         let q = try #require(result.quantization)
         #expect(result.status == .pass, "\(result.note ?? "")")
         #expect(q.klMeanPerStep.count == q.top1PerStep.count && q.top1PerStep.count == result.tokenAgreementPerStep?.count)
-        #expect(q.klMean > 0 && q.klMean < 0.2)
+        // The profile's bounds (checked above through the status) and the ordering of precisions: float16 storage
+        // moves the token distributions far less than int8.
+        #expect(q.klMean > 0 && q.klMean < (preset == "fp16" ? 1e-3 : 0.2))
         #expect(q.top1 > 0.85 && q.top1 <= 1)
-        #expect(q.psnr > 11)
         // The float32 model against itself: zero divergence, identical tokens and images.
         let same = Verifier(record: record, components: baseline, baseline: baseline,
                             profile: try ToleranceProfile.load("int8"))
