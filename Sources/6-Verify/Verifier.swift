@@ -141,6 +141,8 @@ public struct QuantizationMetrics: Sendable {
     public let keptAgreementPerStep: [Double]
     /// Over all steps, weighted by masked positions: mean KL, top-1 agreement; and the pooled unmasked-set agreement.
     public let klMean: Double, top1: Double, keptAgreement: Double
+    /// Masked positions predicted over all steps (top-1 is judged from 16 on).
+    public let maskedPredictions: Int
     /// Fraction of equal final tokens, free-running.
     public let finalTokenAgreement: Double
     /// PSNR of the final images, dB (infinite when identical).
@@ -212,6 +214,7 @@ public struct VerifyReport: Sendable {
                 j.insert("kl_mean", number(q.klMean))
                 j.insert("top1", number(q.top1))
                 j.insert("kept_agreement", number(q.keptAgreement))
+                j.insert("masked_predictions", .number(String(q.maskedPredictions)))
                 j.insert("final_token_agreement", number(q.finalTokenAgreement))
                 j.insert("psnr_db", number(q.psnr))
                 j.insert("checks", .array(q.checks.map { k in
@@ -512,6 +515,7 @@ public struct Verifier {
         check("image PSNR dB", psnr, "quantized_min_psnr", atMost: false)
         return QuantizationMetrics(klMeanPerStep: kl, klMaxPerStep: steps.map(\.klMax), top1PerStep: top1,
                                    keptAgreementPerStep: kept, klMean: klAll, top1: top1All, keptAgreement: keptAll,
+                                   maskedPredictions: steps.reduce(0) { $0 + $1.maskedPositions },
                                    finalTokenAgreement: finalAgreement, psnr: psnr,
                                    checks: checks)
     }

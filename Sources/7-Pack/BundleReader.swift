@@ -250,10 +250,13 @@ public final class AmusedBundle: @unchecked Sendable {
                 }
             }
             // Hashing paged the buffer in; let it go again, so checking a bundle does not hold it all in memory.
-            file.release(offset: b.offset, count: b.storedBytes)
+            releasePages(b)
             cursor = b.offset + b.storedBytes
         }
     }
+
+    /// Drops the mapped pages of `blob` from this process's memory (read again from the file if touched).
+    func releasePages(_ blob: BundleBlob) { file.release(offset: blob.offset, count: blob.storedBytes) }
 
     /// Runs `body` with the decoded bytes of `blob` (a view of the mapping when raw).
     func withBytes<R>(_ blob: BundleBlob, _ body: (UnsafeRawBufferPointer) throws(BundleError) -> R) throws(BundleError) -> R {

@@ -263,6 +263,7 @@ public enum BundleConversion {
             let blob = blobs[next]
             next += 1
             let fields = try bundle.withBytes(blob) { raw throws(BundleError) in try writer.append(raw, width: blob.width) }
+            bundle.releasePages(blob)
             guard var o = j.objectValue else { return j }
             for (k, v) in fields.entries { o.set(k, v) }
             return .object(o)

@@ -198,7 +198,8 @@ struct Convert: ParsableCommand {
                     let report = try Verify.verify(record: record, components: components, policy: profileName,
                                                    profile: profileName, profileFile: nil, baseline: baselinePath,
                                                    trace: nil)
-                    FileHandle.standardError.write(Data(report.text.utf8))
+                    // The bundle is checked at its temporary path; the table names it by its destination.
+                    FileHandle.standardError.write(Data(report.text.replacingOccurrences(of: bundle.path, with: out!).utf8))
                     return ParityOutcome(pass: report.pass, report: report.json(includeTimings: false))
                 }
             }
