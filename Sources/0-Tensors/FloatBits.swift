@@ -19,6 +19,17 @@ public enum FloatBits {
         return Float(bitPattern: sign | UInt32(exp + 112) << 23 | (mant << 13))
     }
 
+    /// IEEE half → float (exact), without branches so that loops over arrays vectorise: the half's exponent and
+    /// mantissa placed in a float and scaled by 2^112 (exact for normals and subnormals); ±inf and NaN by a select.
+    @inline(__always)
+    public static func halfToFloatVectorisable(_ h: UInt16) -> Float {
+        let magnitude = UInt32(h & 0x7FFF)
+        let scaled = Float(bitPattern: magnitude << 13) * 0x1p112
+        let special = Float(bitPattern: 0x7F80_0000 | ((magnitude & 0x3FF) << 13))
+        let value = magnitude >= 0x7C00 ? special : scaled
+        return Float(bitPattern: value.bitPattern | (UInt32(h & 0x8000) << 16))
+    }
+
     /// float → IEEE half, round to nearest even; overflow gives ±inf, NaN stays a quiet NaN.
     @inline(__always)
     public static func floatToHalf(_ f: Float) -> UInt16 {

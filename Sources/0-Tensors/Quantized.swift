@@ -257,7 +257,7 @@ public struct QuantizedTensor: Sendable {
             out.update(from: base[0].assumingMemoryBound(to: Float.self) + first, count: count)
         case .f16:
             let src = base[0].assumingMemoryBound(to: UInt16.self) + first
-            for i in 0..<count { out[i] = FloatBits.halfToFloat(src[i]) }
+            for i in 0..<count { out[i] = FloatBits.halfToFloatVectorisable(src[i]) }
         case .bf16:
             let src = base[0].assumingMemoryBound(to: UInt16.self) + first
             for i in 0..<count { out[i] = Float(bitPattern: UInt32(src[i]) << 16) }

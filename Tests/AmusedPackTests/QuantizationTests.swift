@@ -48,6 +48,9 @@ struct QuantizationTests {
     func halves(_ name: String) throws {
         let (h, _) = try quantize(name, .f16)
         #expect(try bytes(h.buffers[0]) == bytes(file.tensor(named: name + ".f16")))
+        // Widening back (the run-time path) gives torch's float16 values exactly, infinities and subnormals included.
+        let widened = try h.dequantized().floats(), reference = try file.tensor(named: name + ".f16").floats()
+        #expect(widened.map(\.bitPattern) == reference.map(\.bitPattern))
         let (b, _) = try quantize(name, .bf16)
         #expect(try bytes(b.buffers[0]) == bytes(file.tensor(named: name + ".bf16")))
     }
