@@ -132,11 +132,10 @@ public enum BundleConversion {
         if let folder = DiffusersExport.tokenizerFolder(checkpoint) {
             for name in DiffusersExport.tokenizerFiles where FileManager.default.fileExists(atPath: folder + "/" + name) {
                 let bytes = try ReadOnlyFile(path: folder + "/" + name).readAll()
-                var f = try bytes.withUnsafeBytes { raw throws(BundleError) in try writer.append(raw, width: 1) }
-                var named = JSONObject()
-                named.insert("name", .string("tokenizer/" + name))
-                for (k, v) in f.entries { named.insert(k, v) }
-                f = named
+                let blob = try bytes.withUnsafeBytes { raw throws(BundleError) in try writer.append(raw, width: 1) }
+                var f = JSONObject()
+                f.insert("name", .string("tokenizer/" + name))
+                for (k, v) in blob.entries { f.insert(k, v) }
                 files.append(.object(f))
             }
         }
@@ -148,10 +147,10 @@ public enum BundleConversion {
         toolkit.insert("version", .string(BundleFormat.toolkitVersion))
         m.insert("toolkit", .object(toolkit))
         m.insert("source", sourceJSON)
-        m.insert("lora", options.lora.map { l in
+        m.insert("lora", try options.lora.map { l in
             var o = JSONObject()
             o.insert("file", .string((l.lora.path as NSString).lastPathComponent))
-            o.insert("sha256", .string((try? BundleFormat.sha256(file: l.lora.path).hex) ?? ""))
+            o.insert("sha256", .string(try BundleFormat.sha256(file: l.lora.path).hex))
             o.insert("scale", .number(String(l.scale)))
             return .object(o)
         } ?? .null)
@@ -191,8 +190,8 @@ public enum BundleConversion {
         } else {
             try writer.commit()
         }
-        let size = (try? FileManager.default.attributesOfItem(atPath: destination)[.size] as? Int) ?? 0
-        return ConversionResult(path: destination, bytes: size ?? 0, float32Bytes: plan.float32Bytes, plan: plan,
+        let attributes = try? FileManager.default.attributesOfItem(atPath: destination)
+        return ConversionResult(path: destination, bytes: attributes?[.size] as? Int ?? 0, float32Bytes: plan.float32Bytes, plan: plan,
                                 parity: outcome, totals: totals)
     }
 

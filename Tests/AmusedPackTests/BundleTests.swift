@@ -164,6 +164,28 @@ struct BundleTests {
         #expect(try verifier.check(transformer).status == .fail)
     }
 
+    @Test func aLoRABakedIntoABundleMatchesDiffusersWithTheLoRALoaded() throws {
+        // Baked at scale 0.5 into a float32 bundle: the record diffusers made with the LoRA loaded at 0.5 holds under
+        // the float32 profile (component cases), and the manifest names the file, its digest and the scale.
+        let scratch = try ScratchFolder()
+        var options = ConversionOptions(policy: try QuantPolicy.preset("fp32"))
+        let loraPath = FixturePaths.path("lora/tiny-256/pytorch_lora_weights.safetensors")
+        options.lora = LoRAFusion(try LoRA(path: loraPath), scale: 0.5)
+        let path = scratch.path + "/lora.amused"
+        try BundleConversion.convert(try Checkpoint(path: FixturePaths.path("records/tiny-256/model")), to: path,
+                                     options: options)
+        let bundle = try AmusedBundle(path: path)
+        #expect(try SchemaValidator().errors(bundle.manifest, schema: "bundle-manifest.schema.json") == [])
+        #expect(bundle.manifest["lora"]?["file"]?.stringValue == "pytorch_lora_weights.safetensors")
+        #expect(bundle.manifest["lora"]?["scale"]?.doubleValue == 0.5)
+        let record = try ReferenceRecord(path: FixturePaths.path("lora/tiny-256/scale-0.5"))
+        let verifier = Verifier(record: record, components: try AmusedComponents(bundle: bundle),
+                                profile: try ToleranceProfile.load("fp32"))
+        let components = record.cases.filter { ["text_encoder", "transformer"].contains($0.kind) }
+        #expect(!components.isEmpty)
+        for c in components { #expect(try verifier.check(c).status == .pass, "\(c.name)") }
+    }
+
     @Test func aPolicyMustMatchEveryTensor() throws {
         let json = try StrictJSONParser(path: "p").parse(Array("""
             {"format": "amused-quant-policy", "version": 1, "name": "partial",
