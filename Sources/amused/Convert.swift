@@ -13,8 +13,17 @@ import Foundation
 
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Convert a weights file between formats, or import a checkpoint folder as a diffusers folder.",
+        abstract: "Turn a checkpoint into a verified .amused bundle; or import it as a diffusers folder; or convert a weights file.",
         discussion: """
+            Given --out F.amused (or --quantize, --policy, --verify, --compress): read → map → bind → quantize → \
+            verify → pack. Every tensor gets a scheme from the preset or policy (the plan is printed first; \
+            --dry-run prints it per tensor and writes nothing); tensors are quantized one at a time into a \
+            temporary file; with --verify RECORD the finished bundle is read back and checked against the PyTorch \
+            record under the precision's tolerance profile (quantized pipelines against the float32 model: per-step \
+            KL, top-1, unmasked-set agreement, final tokens, PSNR) — a failure exits 3 and writes nothing, a pass \
+            stores the report in the bundle; then the file is fsynced and renamed into place. Given a bundle, \
+            re-encodes it (--compress or not).
+
             Given a checkpoint (an original open-muse folder, a diffusers pipeline or component folder, or one file \
             with every component under transformer./vqvae./text_encoder. and --configs DIR), the names go through \
             the shipped name maps and the configs are translated, and a diffusers AmusedPipeline folder is written \
