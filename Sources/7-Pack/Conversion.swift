@@ -223,8 +223,15 @@ public enum BundleConversion {
             let blob = try f32.withUnsafeBytes { raw in try writer.append(raw, width: 4) }
             buffers.append(describe("data", .f32, t.spec.shape, blob))
         } else {
-            let (q, e) = try f32.withUnsafeBytes { raw in
-                try QuantizedTensor.quantize(raw.bindMemory(to: Float.self), shape: t.spec.shape, scheme: t.scheme)
+            let (q, e): (QuantizedTensor, QuantizationError)
+            do {
+                (q, e) = try f32.withUnsafeBytes { raw in
+                    try QuantizedTensor.quantize(raw.bindMemory(to: Float.self), shape: t.spec.shape, scheme: t.scheme)
+                }
+            } catch {
+                // Found only once the values are read (a NaN, say): nothing reaches the destination.
+                throw BundleError(.unsupported, path: source.path, field: "\(t.component)/\(t.spec.key)",
+                                  "cannot store as \(t.scheme): \(error)")
             }
             error = e
             for (l, buffer) in zip(layout, q.buffers) {

@@ -186,6 +186,44 @@ struct BundleTests {
         for c in components { #expect(try verifier.check(c).status == .pass, "\(c.name)") }
     }
 
+    @Test func anErrorFoundLateLeavesTheDestinationAsItWas() throws {
+        // OUT-01: a NaN in one of the last tensors is found only when its values are quantized, after nearly every
+        // buffer was written. The old bundle stays, byte for byte, and no temporary file is left.
+        let scratch = try ScratchFolder()
+        let model = scratch.path + "/model"
+        try FileManager.default.copyItem(atPath: FixturePaths.path("records/tiny-256/model"), toPath: model)
+        let (_, plan) = try BundleConversion.plan(try Checkpoint(path: model),
+                                                  options: ConversionOptions(policy: try QuantPolicy.preset("int8")))
+        let victim = try #require(plan.tensors.last { $0.scheme == .int8 })
+        let index = try #require(plan.tensors.firstIndex { $0.spec.key == victim.spec.key && $0.component == victim.component })
+        #expect(index > plan.tensors.count * 3 / 4)
+        // Poke a NaN into the first value of that tensor in its safetensors file.
+        let file = model + "/" + victim.component + "/" + (victim.component == "text_encoder" ? "model.safetensors"
+                                                             : "diffusion_pytorch_model.safetensors")
+        var bytes = try fileBytes(file)
+        let headerLength = Int(bytes[0..<8].withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        let header = try StrictJSONParser(path: file).parse(bytes[8..<(8 + headerLength)])
+        let begin = try #require(header[victim.spec.key]?["data_offsets"]?.arrayValue?.first?.intValue)
+        withUnsafeBytes(of: Float.nan.bitPattern.littleEndian) { bytes.replaceSubrange((8 + headerLength + begin)..<(8 + headerLength + begin + 4), with: $0) }
+        try Data(bytes).write(to: URL(fileURLWithPath: file))
+
+        let out = scratch.path + "/out.amused"
+        try Data("old bundle".utf8).write(to: URL(fileURLWithPath: out))
+        #expect(throws: BundleError.self) {
+            try BundleConversion.convert(try Checkpoint(path: model), to: out,
+                                         options: ConversionOptions(policy: try QuantPolicy.preset("int8")))
+        }
+        do {
+            try BundleConversion.convert(try Checkpoint(path: model), to: out,
+                                         options: ConversionOptions(policy: try QuantPolicy.preset("int8")))
+        } catch let e as BundleError {
+            #expect(e.field == "\(victim.component)/\(victim.spec.key)")
+            #expect(e.message.contains("nan"))
+        }
+        #expect(try fileBytes(out) == Array("old bundle".utf8))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path).filter { $0.hasSuffix(".tmp") } == [])
+    }
+
     @Test func aPolicyMustMatchEveryTensor() throws {
         let json = try StrictJSONParser(path: "p").parse(Array("""
             {"format": "amused-quant-policy", "version": 1, "name": "partial",
