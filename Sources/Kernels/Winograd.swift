@@ -99,13 +99,13 @@ extension Kernels {
         let vs = SharedPointer(v), inp = UncheckedSendable(input)
         let tiles = tileRows * tilesW
         Parallel.chunks(cin, cost: tiles * 200) { range in
-            // Six padded input rows of the tile row, and the 36 transformed values of each tile in the row.
+            // Six padded input rows of the tile row, and t = Bᵀ d computed on whole rows at once (six rows of pw).
             let pw = tilesW * 4 + 2
             let rowsBuffer = UnsafeMutablePointer<Float>.allocate(capacity: 6 * pw)
-            let local = UnsafeMutablePointer<Float>.allocate(capacity: 36 * tilesW)
+            let t = UnsafeMutablePointer<Float>.allocate(capacity: 6 * pw)
             defer {
                 rowsBuffer.deallocate()
-                local.deallocate()
+                t.deallocate()
             }
             for c in range {
                 let plane = inp.value + c * h * w
@@ -114,45 +114,42 @@ extension Kernels {
                     for dy in 0..<6 {
                         let y = y0 + dy
                         let dst = rowsBuffer + dy * pw
-                        dst.update(repeating: 0, count: pw)
-                        if y >= 0 && y < h { (dst + 1).update(from: plane + y * w, count: w) }
-                    }
-                    for tc in 0..<tilesW {
-                        let x0 = tc * 4
-                        var t = (SIMD8<Float>(), SIMD8<Float>(), SIMD8<Float>(), SIMD8<Float>(), SIMD8<Float>(),
-                                 SIMD8<Float>())
-                        // t = Bᵀ d on the six columns of the patch, as 6-lane vectors (lanes 6, 7 unused).
-                        func column(_ dy: Int) -> SIMD8<Float> {
-                            let p = rowsBuffer + dy * pw + x0
-                            return SIMD8(p[0], p[1], p[2], p[3], p[4], p[5], 0, 0)
+                        dst[0] = 0
+                        if y >= 0 && y < h {
+                            (dst + 1).update(from: plane + y * w, count: w)
+                            (dst + 1 + w).update(repeating: 0, count: pw - 1 - w)
+                        } else {
+                            dst.update(repeating: 0, count: pw)
                         }
-                        let d0 = column(0), d1 = column(1), d2 = column(2), d3 = column(3), d4 = column(4),
-                            d5 = column(5)
-                        t.0 = 4 * d0 - 5 * d2 + d4
-                        t.1 = -4 * d1 - 4 * d2 + d3 + d4
-                        t.2 = 4 * d1 - 4 * d2 - d3 + d4
-                        t.3 = -2 * d1 - d2 + 2 * d3 + d4
-                        t.4 = 2 * d1 - d2 - 2 * d3 + d4
-                        t.5 = 4 * d1 - 5 * d3 + d5
-                        // V = t B on each row of t.
-                        func row(_ r: Int, _ a: SIMD8<Float>) {
-                            let dst = local + r * 6 * tilesW + tc
-                            dst[0] = 4 * a[0] - 5 * a[2] + a[4]
-                            dst[tilesW] = -4 * a[1] - 4 * a[2] + a[3] + a[4]
-                            dst[2 * tilesW] = 4 * a[1] - 4 * a[2] - a[3] + a[4]
-                            dst[3 * tilesW] = -2 * a[1] - a[2] + 2 * a[3] + a[4]
-                            dst[4 * tilesW] = 2 * a[1] - a[2] - 2 * a[3] + a[4]
-                            dst[5 * tilesW] = 4 * a[1] - 5 * a[3] + a[5]
-                        }
-                        row(0, t.0)
-                        row(1, t.1)
-                        row(2, t.2)
-                        row(3, t.3)
-                        row(4, t.4)
-                        row(5, t.5)
                     }
-                    for xi in 0..<36 {
-                        (vs.p + (xi * cin + c) * tiles + tr * tilesW).update(from: local + xi * tilesW, count: tilesW)
+                    // Bᵀ along the six rows: contiguous in x, so the loop vectorises across every column of the band.
+                    let d0 = rowsBuffer, d1 = rowsBuffer + pw, d2 = rowsBuffer + 2 * pw, d3 = rowsBuffer + 3 * pw,
+                        d4 = rowsBuffer + 4 * pw, d5 = rowsBuffer + 5 * pw
+                    for x in 0..<pw {
+                        t[x] = 4 * d0[x] - 5 * d2[x] + d4[x]
+                        t[pw + x] = -4 * d1[x] - 4 * d2[x] + d3[x] + d4[x]
+                        t[2 * pw + x] = 4 * d1[x] - 4 * d2[x] - d3[x] + d4[x]
+                        t[3 * pw + x] = -2 * d1[x] - d2[x] + 2 * d3[x] + d4[x]
+                        t[4 * pw + x] = 2 * d1[x] - d2[x] - 2 * d3[x] + d4[x]
+                        t[5 * pw + x] = 4 * d1[x] - 5 * d3[x] + d5[x]
+                    }
+                    // B along each tile's six columns, written straight into the 36 planes (contiguous in tiles).
+                    for r in 0..<6 {
+                        let a = t + r * pw
+                        let base = vs.p + (r * 6 * cin + c) * tiles + tr * tilesW
+                        let plane = cin * tiles
+                        let v0 = base, v1 = base + plane, v2 = base + 2 * plane, v3 = base + 3 * plane,
+                            v4 = base + 4 * plane, v5 = base + 5 * plane
+                        for tc in 0..<tilesW {
+                            let q = a + 4 * tc
+                            let a0 = q[0], a1 = q[1], a2 = q[2], a3 = q[3], a4 = q[4], a5 = q[5]
+                            v0[tc] = 4 * a0 - 5 * a2 + a4
+                            v1[tc] = -4 * a1 - 4 * a2 + a3 + a4
+                            v2[tc] = 4 * a1 - 4 * a2 - a3 + a4
+                            v3[tc] = -2 * a1 - a2 + 2 * a3 + a4
+                            v4[tc] = 2 * a1 - a2 - 2 * a3 + a4
+                            v5[tc] = 4 * a1 - 5 * a3 + a5
+                        }
                     }
                 }
             }
@@ -166,42 +163,47 @@ extension Kernels {
         let ms = SharedPointer(m), out = SharedPointer(output), bs = UncheckedSendable(bias)
         let tiles = tileRows * tilesW
         Parallel.chunks(cout, cost: tiles * 150) { range in
-            let local = UnsafeMutablePointer<Float>.allocate(capacity: 36 * tilesW)
-            let rowsOut = UnsafeMutablePointer<Float>.allocate(capacity: 4 * tilesW * 4)
+            // t = Aᵀ M for one tile row, [4][6][tilesW], computed across tiles; then each output row of the tiles.
+            let t = UnsafeMutablePointer<Float>.allocate(capacity: 24 * tilesW)
+            let ow = tilesW * 4
+            let rowOut = UnsafeMutablePointer<Float>.allocate(capacity: ow)
             defer {
-                local.deallocate()
-                rowsOut.deallocate()
+                t.deallocate()
+                rowOut.deallocate()
             }
+            let plane = cout * tiles
             for o in range {
                 let b: Float = bs.value?[o] ?? 0
-                let plane = out.p + o * h * w
+                let image = out.p + o * h * w
                 for tr in 0..<tileRows {
-                    for xi in 0..<36 {
-                        local.advanced(by: xi * tilesW).update(from: ms.p + (xi * cout + o) * tiles + tr * tilesW,
-                                                               count: tilesW)
-                    }
-                    let ow = tilesW * 4
-                    for tc in 0..<tilesW {
-                        func col(_ r: Int) -> SIMD8<Float> {
-                            let p = local + r * 6 * tilesW + tc
-                            return SIMD8(p[0], p[tilesW], p[2 * tilesW], p[3 * tilesW], p[4 * tilesW], p[5 * tilesW], 0, 0)
-                        }
-                        let m0 = col(0), m1 = col(1), m2 = col(2), m3 = col(3), m4 = col(4), m5 = col(5)
-                        let t0 = m0 + m1 + m2 + m3 + m4
-                        let t1 = m1 - m2 + 2 * m3 - 2 * m4
-                        let t2 = m1 + m2 + 4 * m3 + 4 * m4
-                        let t3 = m1 - m2 + 8 * m3 - 8 * m4 + m5
-                        for (r, a) in [t0, t1, t2, t3].enumerated() {
-                            let dst = rowsOut + r * ow + tc * 4
-                            dst[0] = a[0] + a[1] + a[2] + a[3] + a[4] + b
-                            dst[1] = a[1] - a[2] + 2 * a[3] - 2 * a[4] + b
-                            dst[2] = a[1] + a[2] + 4 * a[3] + 4 * a[4] + b
-                            dst[3] = a[1] - a[2] + 8 * a[3] - 8 * a[4] + a[5] + b
+                    let base = ms.p + o * tiles + tr * tilesW
+                    for k in 0..<6 {
+                        let m0 = base + k * plane, m1 = base + (6 + k) * plane, m2 = base + (12 + k) * plane,
+                            m3 = base + (18 + k) * plane, m4 = base + (24 + k) * plane, m5 = base + (30 + k) * plane
+                        let t0 = t + k * tilesW, t1 = t + (6 + k) * tilesW, t2 = t + (12 + k) * tilesW,
+                            t3 = t + (18 + k) * tilesW
+                        for tc in 0..<tilesW {
+                            t0[tc] = m0[tc] + m1[tc] + m2[tc] + m3[tc] + m4[tc]
+                            t1[tc] = m1[tc] - m2[tc] + 2 * m3[tc] - 2 * m4[tc]
+                            t2[tc] = m1[tc] + m2[tc] + 4 * m3[tc] + 4 * m4[tc]
+                            t3[tc] = m1[tc] - m2[tc] + 8 * m3[tc] - 8 * m4[tc] + m5[tc]
                         }
                     }
                     let y0 = (firstTileRow + tr) * 4
-                    for r in 0..<4 where y0 + r < h {
-                        (plane + (y0 + r) * w).update(from: rowsOut + r * ow, count: w)
+                    for j in 0..<4 where y0 + j < h {
+                        // Straight into the image row when the tiles cover it exactly, else through a row buffer.
+                        let direct = ow == w
+                        let dst = direct ? image + (y0 + j) * w : rowOut
+                        let a0 = t + (j * 6) * tilesW, a1 = a0 + tilesW, a2 = a0 + 2 * tilesW, a3 = a0 + 3 * tilesW,
+                            a4 = a0 + 4 * tilesW, a5 = a0 + 5 * tilesW
+                        for tc in 0..<tilesW {
+                            let q = dst + 4 * tc
+                            q[0] = a0[tc] + a1[tc] + a2[tc] + a3[tc] + a4[tc] + b
+                            q[1] = a1[tc] - a2[tc] + 2 * a3[tc] - 2 * a4[tc] + b
+                            q[2] = a1[tc] + a2[tc] + 4 * a3[tc] + 4 * a4[tc] + b
+                            q[3] = a1[tc] - a2[tc] + 8 * a3[tc] - 8 * a4[tc] + a5[tc] + b
+                        }
+                        if !direct { (image + (y0 + j) * w).update(from: rowOut, count: w) }
                     }
                 }
             }

@@ -1,5 +1,6 @@
 // The `amused` command line: a thin skin over the AmusedKit libraries.
 
+import AmusedKernels
 import ArgumentParser
 import AmusedRead
 import Foundation
@@ -24,6 +25,12 @@ struct Amused: ParsableCommand {
         version: AmusedVersion.toolkit,
         subcommands: [Generate.self, Inspect.self, Verify.self, Convert.self, Bench.self, Version.self, HDF5Helper.self]
     )
+
+    /// Tunes the allocator for large activations, then parses the command line and runs the subcommand.
+    static func main() {
+        Kernels.configureAllocator()
+        main(nil)
+    }
 }
 
 /// Runs `body`, printing a read error to stderr and exiting with the bad-input code.

@@ -1,1 +1,3 @@
 #include <cblas.h>
+// glibc's allocator settings (mallopt), used by Kernels.configureAllocator on Linux.
+#include <malloc.h>
