@@ -48,6 +48,8 @@ extension Kernels {
     static func transformWeights(_ weight: UnsafePointer<Float>, cin: Int, cout: Int, into u: UnsafeMutablePointer<Float>) {
         let us = SharedPointer(u), ws = UncheckedSendable(weight)
         let block = 64
+        // Multiplying by the reciprocals instead of dividing: within an ulp per term, far faster than division.
+        let sixth: Float = 1 / 6, twelfth: Float = 1 / 12, twentyFourth: Float = 1 / 24
         Parallel.chunks(cout, cost: cin * 300) { range in
             let local = UnsafeMutablePointer<Float>.allocate(capacity: 36 * block)
             defer { local.deallocate() }
@@ -65,21 +67,21 @@ extension Kernels {
                             let tp = raw.baseAddress!.assumingMemoryBound(to: Float.self)
                             for c in 0..<3 {
                                 let g0 = g[c], g1 = g[3 + c], g2 = g[6 + c]
-                                tp[c] = g0 / 4
-                                tp[3 + c] = -(g0 + g1 + g2) / 6
-                                tp[6 + c] = -(g0 - g1 + g2) / 6
-                                tp[9 + c] = g0 / 24 + g1 / 12 + g2 / 6
-                                tp[12 + c] = g0 / 24 - g1 / 12 + g2 / 6
+                                tp[c] = g0 * 0.25
+                                tp[3 + c] = -(g0 + g1 + g2) * sixth
+                                tp[6 + c] = -(g0 - g1 + g2) * sixth
+                                tp[9 + c] = g0 * twentyFourth + g1 * twelfth + g2 * sixth
+                                tp[12 + c] = g0 * twentyFourth - g1 * twelfth + g2 * sixth
                                 tp[15 + c] = g2
                             }
                             for r in 0..<6 {
                                 let g0 = tp[r * 3], g1 = tp[r * 3 + 1], g2 = tp[r * 3 + 2]
                                 let dst = local + r * 6 * block + j
-                                dst[0] = g0 / 4
-                                dst[block] = -(g0 + g1 + g2) / 6
-                                dst[2 * block] = -(g0 - g1 + g2) / 6
-                                dst[3 * block] = g0 / 24 + g1 / 12 + g2 / 6
-                                dst[4 * block] = g0 / 24 - g1 / 12 + g2 / 6
+                                dst[0] = g0 * 0.25
+                                dst[block] = -(g0 + g1 + g2) * sixth
+                                dst[2 * block] = -(g0 - g1 + g2) * sixth
+                                dst[3 * block] = g0 * twentyFourth + g1 * twelfth + g2 * sixth
+                                dst[4 * block] = g0 * twentyFourth - g1 * twelfth + g2 * sixth
                                 dst[5 * block] = g2
                             }
                         }
