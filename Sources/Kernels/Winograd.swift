@@ -3,8 +3,10 @@
 // input and output transforms use the standard points 0, ±1, ±2, ∞; in float32 the result differs from a direct
 // convolution by a few 1e-7 relative, far inside the VQ decoder's 1e-4 parity tolerance.
 //
-// The transforms work on runs of consecutive filters or tiles through small local buffers, so that every one of the
-// 36 transformed planes is written and read in contiguous runs rather than one float at a time.
+// The transforms are separable: the input and output ones run their first pass over whole rows of a tile row (or
+// across all its tiles) and their second pass tile by tile, reading and writing each of the 36 planes in contiguous
+// runs of tiles, straight from and into the planes — no per-tile gathers, no staging copies. Weights go through
+// small local buffers, a run of filters at a time.
 
 extension Kernels {
     /// Whether Winograd pays off for this size: the transforms cost more than they save on small images.
