@@ -45,6 +45,26 @@ struct BundleTests {
         #expect(try fileBytes(scratch.path + "/back.amused") == fileBytes(plain))
     }
 
+    @Test func aCompressedBundleRunsLikeTheUncompressedOne() throws {
+        // Decoded into memory on load (bounded by the declared sizes): the same weights, the same logits, bit for bit.
+        let scratch = try ScratchFolder()
+        let plain = try AmusedComponents(bundle: try AmusedBundle(path: try makeBundle("int4", in: scratch.path)))
+        let packed = try AmusedComponents(bundle: try AmusedBundle(
+            path: try makeBundle("int4", in: scratch.path, name: "z.amused", compression: 5)))
+        let record = try ReferenceRecord(path: FixturePaths.path("records/tiny-256"))
+        let c = try #require(record.cases.first { $0.kind == "transformer" })
+        let ids = try record.tensor(c, "input_ids", rank: 3)
+        func logits(_ m: AmusedComponents) throws -> [Float] {
+            let t = try #require(m.transformer)
+            let cond = try t.conditioning(encoderHiddenStates: try record.tensor(c, "encoder_hidden_states", rank: 3).floats(),
+                                          pooledTextEmb: try record.tensor(c, "pooled_text_emb", rank: 2).floats(),
+                                          microConds: try record.tensor(c, "micro_conds", rank: 2).floats(),
+                                          batch: ids.shape[0])
+            return try t(try ids.int64s(), height: ids.shape[1], width: ids.shape[2], conditioning: cond)
+        }
+        #expect(try logits(plain).map(\.bitPattern) == logits(packed).map(\.bitPattern))
+    }
+
     @Test func theSameInputAndOptionsGiveTheSameBytes() throws {
         let scratch = try ScratchFolder()
         let a = try makeBundle("int4", in: scratch.path, name: "a.amused", compression: 3)
