@@ -107,17 +107,7 @@ public enum DiffusersExport {
     public static func write(_ checkpoint: Checkpoint, to out: String, allowUnmapped: Bool = false,
                              allowMissing: Bool = false, lora: LoRAFusion? = nil) throws -> ExportReport {
         let plans = try check(checkpoint, allowUnmapped: allowUnmapped, allowMissing: allowMissing)
-        if let lora {
-            // Every LoRA update must land on a weight of the output, checked before anything is written.
-            for component in LoRA.components where lora.lora.pairs[component] != nil {
-                guard let p = plans.first(where: { $0.part.rawValue == component }) else {
-                    try lora.lora.refuseAbsent(component, in: checkpoint.path)
-                    continue
-                }
-                try lora.lora.check(shapes: Dictionary(p.view.infos.map { ($0.name, $0.shape) }, uniquingKeysWith: { a, _ in a }),
-                                    component: component)
-            }
-        }
+        try check(lora, against: plans, in: checkpoint)
         let fm = FileManager.default
         guard !fm.fileExists(atPath: out) else {
             throw BindError(.config, path: out, "the output folder exists already; choose a new path")
@@ -193,6 +183,19 @@ public enum DiffusersExport {
         case .textEncoder:
             // transformers' CLIPTextConfig in every layout: kept as it is (parsing it succeeded, so it is there).
             return (checkpoint.component(p.component)!.config!, "CLIPTextModelWithProjection", "model.safetensors")
+        }
+    }
+
+    /// Checks that every update of `lora` lands on a weight of the planned output, before anything is written.
+    public static func check(_ lora: LoRAFusion?, against plans: [ComponentImportPlan], in checkpoint: Checkpoint) throws {
+        guard let lora else { return }
+        for component in LoRA.components where lora.lora.pairs[component] != nil {
+            guard let p = plans.first(where: { $0.part.rawValue == component }) else {
+                try lora.lora.refuseAbsent(component, in: checkpoint.path)
+                continue
+            }
+            try lora.lora.check(shapes: Dictionary(p.view.infos.map { ($0.name, $0.shape) }, uniquingKeysWith: { a, _ in a }),
+                                component: component)
         }
     }
 

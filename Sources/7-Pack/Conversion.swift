@@ -72,16 +72,7 @@ public enum BundleConversion {
         -> (imports: [ComponentImportPlan], plan: QuantPlan)
     {
         let imports = try DiffusersExport.check(checkpoint)
-        if let lora = options.lora {
-            for component in LoRA.components where lora.lora.pairs[component] != nil {
-                guard let p = imports.first(where: { $0.part.rawValue == component }) else {
-                    try lora.lora.refuseAbsent(component, in: checkpoint.path)
-                    continue
-                }
-                try lora.lora.check(shapes: Dictionary(p.view.infos.map { ($0.name, $0.shape) }, uniquingKeysWith: { a, _ in a }),
-                                    component: component)
-            }
-        }
+        try DiffusersExport.check(options.lora, against: imports, in: checkpoint)
         let plan = try QuantPlan(policy: options.policy,
                                  components: imports.map { ($0.part.rawValue, $0.specs) })
         return (imports, plan)
