@@ -65,6 +65,8 @@ public final class AmusedBundle: @unchecked Sendable {
     public let files: [String: BundleBlob]
     /// Whether buffers are compressed.
     public let compressed: Bool
+    /// Every buffer in file order (the manifest's order: components' tensors' buffers, then files).
+    public let blobs: [BundleBlob]
     let file: MappedFile
 
     /// The tokenizer file names a bundle may carry (an allowlist: no other name, no path, is ever accepted).
@@ -223,6 +225,7 @@ public final class AmusedBundle: @unchecked Sendable {
         }
         self.components = parsedComponents
         self.files = files
+        self.blobs = blobs
     }
 
     /// The component `name`, if the bundle has it.
@@ -231,9 +234,6 @@ public final class AmusedBundle: @unchecked Sendable {
     /// Checks every buffer's SHA-256 (decoding compressed ones) and that all padding is zero. Throws an `integrity`
     /// error naming the first damaged tensor, file or padding.
     public func verifyIntegrity() throws(BundleError) {
-        var blobs = components.flatMap { $0.tensors.flatMap { $0.buffers.map(\.blob) } }
-        blobs += files.values
-        blobs.sort { $0.offset < $1.offset }
         var cursor = BundleFormat.alignment
         let manifestOffset = file.byteCount - manifestBytes
         for b in blobs + [nil] as [BundleBlob?] {

@@ -162,11 +162,12 @@ public enum BundleConversion {
         try writer.finish(manifest: .object(m))
 
         var outcome: ParityOutcome? = nil
-        if let verify {
+        // The written bundle, read back once when it is verified or re-encoded.
+        let written = verify != nil || options.compression != nil ? try AmusedBundle(path: writer.temporaryPath) : nil
+        if let verify, let written {
             log("verify: reading the bundle back and checking parity")
-            let bundle = try AmusedBundle(path: writer.temporaryPath)
-            try bundle.verifyIntegrity()
-            let o = try verify(bundle)
+            try written.verifyIntegrity()
+            let o = try verify(written)
             guard o.pass else { throw ParityFailure(report: o.report) }
             // The report names the bundle by its final name, not the temporary file it was checked in.
             var report = o.report.objectValue ?? JSONObject()
@@ -174,10 +175,9 @@ public enum BundleConversion {
             outcome = ParityOutcome(pass: o.pass, report: .object(report))
         }
         log("pack: writing \(destination)")
-        if outcome != nil || options.compression != nil {
+        if let written {
             // Pass 2: the verified bytes again, with the parity report in the manifest and compressed if asked.
-            let bundle = try AmusedBundle(path: writer.temporaryPath)
-            try transcode(bundle, to: destination, compression: options.compression, parity: outcome?.report)
+            try transcode(written, to: destination, compression: options.compression, parity: outcome?.report)
         } else {
             try writer.commit()
         }
@@ -252,12 +252,10 @@ public enum BundleConversion {
         AtomicFileWriter.removeStale(for: destination)
         let writer = try BundleWriter(destination: destination, compression: compression)
         guard var m = bundle.manifest.objectValue else { throw BundleError(.malformed, path: bundle.path, "manifest") }
-        var blobs = bundle.components.flatMap { $0.tensors.flatMap { $0.buffers.map(\.blob) } }
-        blobs += (m["files"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue.flatMap { bundle.files[$0] } }
         var next = 0
-        /// The buffer object `j` with the fields of its copy in the new file.
+        /// The buffer object `j` (the manifest lists them in file order) with the fields of its copy in the new file.
         func rewrite(_ j: JSONValue) throws -> JSONValue {
-            let blob = blobs[next]
+            let blob = bundle.blobs[next]
             next += 1
             let fields = try bundle.withBytes(blob) { raw throws(BundleError) in try writer.append(raw, width: blob.width) }
             bundle.releasePages(blob)
