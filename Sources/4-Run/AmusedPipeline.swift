@@ -91,12 +91,17 @@ public struct AmusedPipeline: Sendable {
 
     /// Runs a request; `progress(stepsDone, stepsTotal)` is called after every step.
     public func generate(_ r: GenerationRequest, progress: ((Int, Int) -> Void)? = nil) throws -> GenerationResult {
+        try generate(r, progress: progress, shadow: nil)
+    }
+
+    /// Runs `r` with the generator it asks for (torch-compatible or fast), seeded with its seed.
+    func generate(_ r: GenerationRequest, progress: ((Int, Int) -> Void)?, shadow: Shadow?) throws -> GenerationResult {
         if r.reproducible {
             var rng = TorchGenerator(seed: r.seed)
-            return try generate(r, randomness: &rng, progress: progress)
+            return try generate(r, randomness: &rng, progress: progress, shadow: shadow)
         }
         var rng = FastGenerator(seed: r.seed)
-        return try generate(r, randomness: &rng, progress: progress)
+        return try generate(r, randomness: &rng, progress: progress, shadow: shadow)
     }
 
     /// Runs `r` with this pipeline and, at every step, `candidate` on the same tokens and random draws; returns this
@@ -107,14 +112,7 @@ public struct AmusedPipeline: Sendable {
     {
         let collector = StepCollector()
         let shadow = Shadow(pipeline: candidate, observe: { collector.steps.append($0) })
-        var result: GenerationResult
-        if r.reproducible {
-            var rng = TorchGenerator(seed: r.seed)
-            result = try generate(r, randomness: &rng, progress: nil, shadow: shadow)
-        } else {
-            var rng = FastGenerator(seed: r.seed)
-            result = try generate(r, randomness: &rng, progress: nil, shadow: shadow)
-        }
+        let result = try generate(r, progress: nil, shadow: shadow)
         return (result, collector.steps)
     }
 

@@ -111,13 +111,13 @@ public struct CaseResult: Sendable {
     /// The case kind.
     public let kind: String
     /// The outcome.
-    public let status: Status
+    public var status: Status
     /// Metrics per compared tensor, in order.
     public let metrics: [TensorMetrics]
     /// Why the case was skipped, or which tensor failed first.
-    public let note: String?
+    public var note: String?
     /// Wall time of the Swift side, seconds.
-    public let seconds: Double
+    public var seconds: Double
     /// Pipeline cases: the fraction of identical tokens after each step.
     public var tokenAgreementPerStep: [Double]? = nil
     /// Pipeline cases: the first step (0-based) whose tokens differ, if any.
@@ -471,11 +471,11 @@ public struct Verifier {
             let q = try quantizationMetrics(reference: reference, candidate: pipeline, request: request, candidateResult: result)
             result_.quantization = q
             // Under a quantized profile the verdict is the quantized metrics (the record's exact tokens are reported).
-            result_ = CaseResult(name: result_.name, kind: result_.kind, status: q.pass && stepsMatch ? .pass : .fail,
-                                 metrics: metrics, note: q.checks.first { !$0.pass }.map {
-                                     "\($0.name) = \($0.value) (must be \($0.atMost ? "≤" : "≥") \($0.bound))" } ?? result_.note,
-                                 seconds: Date().timeIntervalSince(start), tokenAgreementPerStep: agreement,
-                                 firstDivergingStep: firstDivergence, quantization: q)
+            result_.status = q.pass && stepsMatch ? .pass : .fail
+            result_.seconds = Date().timeIntervalSince(start)
+            if let failed = q.checks.first(where: { !$0.pass }) {
+                result_.note = "\(failed.name) = \(failed.value) (must be \(failed.atMost ? "≤" : "≥") \(failed.bound))"
+            }
         }
         return result_
     }
