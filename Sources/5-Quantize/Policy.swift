@@ -166,39 +166,22 @@ public struct QuantPolicy: Sendable {
         self.json = json
     }
 
-    /// The policy with every int4 scheme (and fallback) using groups of `group` inputs.
-    public func withInt4Group(_ group: Int) -> QuantPolicy {
-        func regroup(_ s: QuantScheme) -> QuantScheme {
-            if case .int4 = s { return .int4(group: group) }
-            return s
-        }
-        let rules = self.rules.map { r in
-            PolicyRule(components: r.components, keys: r.keys, uses: r.uses, minElements: r.minElements,
-                       maxElements: r.maxElements, scheme: regroup(r.scheme), fallback: r.fallback.map(regroup),
-                       reason: r.reason.replacingOccurrences(of: "groups of 64", with: "groups of \(group)"))
-        }
-        var json = self.json.objectValue ?? JSONObject()
-        if var list = json["rules"]?.arrayValue {
-            for i in list.indices {
-                guard var o = list[i].objectValue else { continue }
-                for field in ["scheme", "fallback"] {
-                    if let s = o[field]?.stringValue, s.hasPrefix("int4") { o.set(field, .string("int4g\(group)")) }
-                }
-                if let r = o["reason"]?.stringValue {
-                    o.set("reason", .string(r.replacingOccurrences(of: "groups of 64", with: "groups of \(group)")))
-                }
-                list[i] = .object(o)
+    /// The policy with every int4 scheme (and fallback) using groups of `group` inputs: the JSON is edited and
+    /// parsed again, so the rules and the JSON stored in manifests cannot disagree.
+    public func withInt4Group(_ group: Int) throws -> QuantPolicy {
+        var root = json.objectValue ?? JSONObject()
+        let rules = (root["rules"]?.arrayValue ?? []).map { rule -> JSONValue in
+            guard var o = rule.objectValue else { return rule }
+            for field in ["scheme", "fallback"] {
+                if let s = o[field]?.stringValue, s.hasPrefix("int4") { o.set(field, .string("int4g\(group)")) }
             }
-            json.set("rules", .array(list))
+            if let r = o["reason"]?.stringValue {
+                o.set("reason", .string(r.replacingOccurrences(of: "groups of 64", with: "groups of \(group)")))
+            }
+            return .object(o)
         }
-        return QuantPolicy(name: name, description: description, rules: rules, json: .object(json))
-    }
-
-    init(name: String, description: String, rules: [PolicyRule], json: JSONValue) {
-        self.name = name
-        self.description = description
-        self.rules = rules
-        self.json = json
+        root.set("rules", .array(rules))
+        return try QuantPolicy(json: .object(root), path: name)
     }
 
     /// Whether `pattern` (with `*` wildcards) matches all of `text`.

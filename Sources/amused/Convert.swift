@@ -185,7 +185,7 @@ struct Convert: ParsableCommand {
             let checkpoint = try Checkpoint(path: input, variant: variant, mapData: !dryRun, layout: layoutOptions.layout,
                                             configs: layoutOptions.configs, opener: isolatedOpener)
             var chosen = try policy.map(QuantPolicy.load) ?? QuantPolicy.preset(quantize ?? "int8")
-            if let g = int4Group { chosen = chosen.withInt4Group(g) }
+            if let g = int4Group { chosen = try chosen.withInt4Group(g) }
             var options = ConversionOptions(policy: chosen)
             options.compression = compress ? compressionLevel : nil
             options.lora = try loraOptions.fusion()
