@@ -204,7 +204,7 @@ struct Convert: ParsableCommand {
                 let baselinePath = baseline ?? input
                 verifier = { bundle in
                     let components = try AmusedComponents(bundle: bundle, verifyIntegrity: false)
-                    let report = try Verify.verify(record: record, components: components, policy: profileName,
+                    let report = try Verify.verify(record: record, components: components, policy: chosen.name,
                                                    profile: profileName, profileFile: nil, baseline: baselinePath,
                                                    trace: nil)
                     // The bundle is checked at its temporary path; the table names it by its destination.
