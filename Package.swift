@@ -25,6 +25,8 @@ let package = Package(
                        providers: [.apt(["libhdf5-dev"]), .brew(["hdf5"])]),
         // JPEG decoding through libjpeg-turbo (libjpeg-dev), the decoder Pillow uses.
         .target(name: "CJPEG", path: "Sources/C/CJPEG", linkerSettings: [.linkedLibrary("jpeg")]),
+        // AmusedKit's own AVX-512 SGEMM (x86-64), used in optimised builds on CPUs that have AVX-512F; BLAS otherwise.
+        .target(name: "CGemm", path: "Sources/C/CGemm"),
         .systemLibrary(name: "COpenBLAS", path: "Sources/C/COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
 
@@ -57,7 +59,7 @@ let package = Package(
         .target(name: "AmusedImage", dependencies: ["AmusedTensors", "CJPEG"], path: "Sources/Image"),
         // The one door to BLAS and the numeric kernels (OpenBLAS on Linux, Accelerate on Apple platforms).
         .target(name: "AmusedKernels",
-                dependencies: [.target(name: "COpenBLAS", condition: .when(platforms: [.linux]))],
+                dependencies: ["CGemm", .target(name: "COpenBLAS", condition: .when(platforms: [.linux]))],
                 path: "Sources/Kernels"),
         // The command line: a thin skin over the libraries.
         .executableTarget(name: "amused",
@@ -93,7 +95,7 @@ let package = Package(
                                    "AmusedTensors", "AmusedTestSupport", "CZstd",
                                    .product(name: "Crypto", package: "swift-crypto")],
                     path: "Tests/AmusedPackTests"),
-        .testTarget(name: "AmusedKernelsTests", dependencies: ["AmusedKernels"],
+        .testTarget(name: "AmusedKernelsTests", dependencies: ["AmusedKernels", "CGemm"],
                     path: "Tests/AmusedKernelsTests"),
         .testTarget(name: "AmusedCLITests", dependencies: ["AmusedRead", "AmusedImage", "AmusedTestSupport"],
                     path: "Tests/AmusedCLITests"),

