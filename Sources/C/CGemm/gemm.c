@@ -101,18 +101,62 @@ static void kernel(long kc, const float *restrict a, const float *restrict b, fl
     }
 }
 
+
+/// Transposes the 16×16 block held in r[0..15] (row i in r[i]) in place: afterwards r[j] holds column j.
+__attribute__((target("avx512f"), always_inline)) static inline void transpose16(__m512 r[16]) {
+    __m512 t[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    }
+    // r[4g + s] now holds, in each 128-bit lane L, elements (row 4L'..) — finish with two 128-bit lane shuffles.
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i += 8) {
+#pragma GCC unroll 16
+        for (int s = 0; s < 4; s++) {
+            t[i + s] = _mm512_shuffle_f32x4(r[i + s], r[i + 4 + s], 0x88);
+            t[i + 4 + s] = _mm512_shuffle_f32x4(r[i + s], r[i + 4 + s], 0xDD);
+        }
+    }
+#pragma GCC unroll 16
+    for (int s = 0; s < 8; s++) {
+        r[s] = _mm512_shuffle_f32x4(t[s], t[8 + s], 0x88);
+        r[8 + s] = _mm512_shuffle_f32x4(t[s], t[8 + s], 0xDD);
+    }
+}
+
 /// Rows [i0, i0+mc) × depth [p0, p0+kc) of op(A) as MR-row panels, each stored depth-major (MR values per step),
-/// the last one padded with zeros.
+/// the last one padded with zeros. Row-major A is transposed 16 depths at a time in registers.
+__attribute__((target("avx512f")))
 static void pack_a(int trans, const float *a, long lda, long i0, long mc, long p0, long kc, float *dst) {
     for (long ir = 0; ir < mc; ir += MR) {
         long mr = mc - ir < MR ? mc - ir : MR;
         if (!trans) {
-            for (long r = 0; r < mr; r++) {
-                const float *src = a + (i0 + ir + r) * lda + p0;
-                for (long p = 0; p < kc; p++) dst[p * MR + r] = src[p];
+            long p = 0;
+            if (mr == MR) {  // a whole panel: 12 rows and 4 of zeros, transposed 16 depths at a time
+                const float *src = a + (i0 + ir) * lda + p0;
+                for (; p + 16 <= kc; p += 16) {
+                    __m512 r[16];
+#pragma GCC unroll 16
+                    for (int q = 0; q < 16; q++) r[q] = q < MR ? _mm512_loadu_ps(src + q * lda + p) : _mm512_setzero_ps();
+                    transpose16(r);
+#pragma GCC unroll 16
+                    for (int q = 0; q < 16; q++) _mm512_mask_storeu_ps(dst + (p + q) * MR, 0x0FFF, r[q]);
+                }
             }
-            for (long r = mr; r < MR; r++)
-                for (long p = 0; p < kc; p++) dst[p * MR + r] = 0;
+            for (; p < kc; p++) {
+                long r = 0;
+                for (; r < mr; r++) dst[p * MR + r] = a[(i0 + ir + r) * lda + p0 + p];
+                for (; r < MR; r++) dst[p * MR + r] = 0;
+            }
         } else {
             for (long p = 0; p < kc; p++) {
                 const float *src = a + (p0 + p) * lda + i0 + ir;
@@ -126,17 +170,29 @@ static void pack_a(int trans, const float *a, long lda, long i0, long mc, long p
 }
 
 /// Depth [p0, p0+kc) × columns [j0, j0+nc) of op(B) as NR-column panels, each stored depth-major (NR values per
-/// step), the last one padded with zeros.
+/// step), the last one padded with zeros. A transposed B (a Linear weight) is transposed 16×16 in registers.
+__attribute__((target("avx512f")))
 static void pack_b(int trans, const float *b, long ldb, long j0, long nc, long p0, long kc, float *dst) {
     for (long jr = 0; jr < nc; jr += NR) {
         long nr = nc - jr < NR ? nc - jr : NR;
         if (trans) {
-            for (long j = 0; j < nr; j++) {
-                const float *src = b + (j0 + jr + j) * ldb + p0;
-                for (long p = 0; p < kc; p++) dst[p * NR + j] = src[p];
+            for (long half = 0; half < NR; half += 16) {
+                long p = 0;
+                if (nr == NR) {  // a whole panel: 16 rows of the weight at a time, transposed 16 depths at a time
+                    const float *src = b + (j0 + jr + half) * ldb + p0;
+                    for (; p + 16 <= kc; p += 16) {
+                        __m512 r[16];
+#pragma GCC unroll 16
+                        for (int q = 0; q < 16; q++) r[q] = _mm512_loadu_ps(src + q * ldb + p);
+                        transpose16(r);
+#pragma GCC unroll 16
+                        for (int q = 0; q < 16; q++) _mm512_store_ps(dst + (p + q) * NR + half, r[q]);
+                    }
+                }
+                for (; p < kc; p++)
+                    for (long j = half; j < half + 16; j++)
+                        dst[p * NR + j] = j < nr ? b[(j0 + jr + j) * ldb + p0 + p] : 0;
             }
-            for (long j = nr; j < NR; j++)
-                for (long p = 0; p < kc; p++) dst[p * NR + j] = 0;
         } else {
             for (long p = 0; p < kc; p++) {
                 const float *src = b + (p0 + p) * ldb + j0 + jr;
