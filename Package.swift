@@ -97,7 +97,7 @@ let package = Package(
                     path: "Tests/AmusedPackTests"),
         .testTarget(name: "AmusedKernelsTests", dependencies: ["AmusedKernels", "CGemm"],
                     path: "Tests/AmusedKernelsTests"),
-        .testTarget(name: "AmusedCLITests", dependencies: ["AmusedRead", "AmusedImage", "AmusedTestSupport"],
+        .testTarget(name: "AmusedCLITests", dependencies: ["AmusedRead", "AmusedImage", "AmusedTestSupport", "CGemm"],
                     path: "Tests/AmusedCLITests"),
     ]
 )

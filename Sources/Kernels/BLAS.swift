@@ -71,11 +71,16 @@ public enum Kernels {
     }
 
     /// Whether products use AmusedKit's AVX-512 SGEMM (`Sources/C/CGemm`) rather than BLAS: on x86-64 CPUs with
-    /// AVX-512F in optimised builds, unless `AMUSED_GEMM=blas` is set. Debian's OpenBLAS is pinned to its AVX2 kernels
-    /// on such machines (`OPENBLAS_CORETYPE=Haswell`), and the kernel runs these shapes about 1.6 times faster.
+    /// AVX-512F in optimised builds, unless `AMUSED_GEMM=blas` is set; `AMUSED_GEMM=own` forces it into debug builds
+    /// too. Debian's OpenBLAS is pinned to its AVX2 kernels on such machines (`OPENBLAS_CORETYPE=Haswell`), and the
+    /// kernel runs the model's shapes about 1.6 times faster.
     public static let ownGEMM: Bool = {
-        if let choice = getenv("AMUSED_GEMM"), String(cString: choice) == "blas" { return false }
-        return amused_sgemm_available() == 1
+        switch getenv("AMUSED_GEMM").map({ String(cString: $0) }) {
+        case "blas": return false
+        // Also in a debug build (slow: the intrinsics unoptimised), so that tests can run the model through it.
+        case "own": return amused_sgemm_cpu_supported() == 1
+        default: return amused_sgemm_available() == 1
+        }
     }()
 
     /// BLAS runs on the calling thread only; AmusedKit splits the work itself (set once, on first use).

@@ -3,6 +3,7 @@
 import AmusedRead
 import AmusedTensors
 import AmusedTestSupport
+import CGemm
 import Foundation
 import Testing
 
@@ -10,7 +11,22 @@ import Testing
 struct VerifyCommandTests {
     @Test(arguments: ["tiny-256", "tiny-512", "tiny-variant"])
     func passesOnCommittedRecords(_ record: String) throws {
-        let result = try runAmused(["verify", "--reference", FixturePaths.path("records/\(record)"), "--json"])
+        try expectPass(record)
+    }
+
+    /// The same through AmusedKit's own AVX-512 SGEMM, which release builds use on such CPUs: `AMUSED_GEMM=own`
+    /// forces it into this debug build (BLAS otherwise does the products here), so every layer and the sampler run
+    /// through it against the PyTorch record.
+    @Test(.enabled(if: amused_sgemm_cpu_supported() == 1, "the CPU has no AVX-512F; BLAS does every product"))
+    func passesThroughTheOwnSGEMM() throws {
+        let version = try runAmused(["version"], environment: ["AMUSED_GEMM": "own"])
+        #expect(version.stdout.contains("AmusedKit AVX-512 SGEMM"), "\(version.stdout)")
+        try expectPass("tiny-256", environment: ["AMUSED_GEMM": "own"])
+    }
+
+    func expectPass(_ record: String, environment: [String: String] = [:]) throws {
+        let result = try runAmused(["verify", "--reference", FixturePaths.path("records/\(record)"), "--json"],
+                                   environment: environment)
         #expect(result.status == 0, "\(result.stderr)")
         let report = try StrictJSONParser(path: "stdout").parse(Array(result.stdout.utf8))
         #expect(report["pass"]?.boolValue == true)
