@@ -152,6 +152,7 @@ def record_pipeline(name: str, pipe, folder: Path, seed: int, *, pipelines: bool
             prompts=["a photo of a cat", "dog"][:b], negative_prompts=None, seed=s, steps=12,
             guidance_scale=guidance, strength=strength, image=[Image.fromarray(i) for i in init], **common)
 
+    schedule = pipe.scheduler.config.masking_schedule
     inpaint = AmusedInpaintPipeline(**pipe.components)  # note: switches the shared scheduler to "linear"
     inpaint.set_progress_bar_config(disable=True)
     for case, b, guidance, s in (("inpaint_b1_cfg", 1, 10.0, 6), ("inpaint_b2_nocfg", 2, 1.0, 7)):
@@ -164,7 +165,7 @@ def record_pipeline(name: str, pipe, folder: Path, seed: int, *, pipelines: bool
             prompts=["a photo of a cat", "dog"][:b], negative_prompts=None, seed=s, steps=12,
             guidance_scale=guidance, strength=1.0, image=[Image.fromarray(i) for i in init],
             mask_image=[Image.fromarray(m, mode="L") for m in mask], **common)
-    pipe.scheduler.register_to_config(masking_schedule="cosine")
+    pipe.scheduler.register_to_config(masking_schedule=schedule)
     rec.write()
 
 
@@ -807,7 +808,8 @@ def main() -> None:
             write_open_muse_fixture(FIXTURES / "openmuse" / name, pipe, tok)
     # Away from the released configs (spec §9.14): biases everywhere, norms without gains, hidden_size equal to
     # block_out_channels (no kv_mapper), a VQ mid-block attention, exact-GELU CLIP with one layer and the modern
-    # eos_token_id (pooling at the first <|endoftext|> instead of argmax).
+    # eos_token_id (pooling at the first <|endoftext|> instead of argmax); and the scheduler config's other masking
+    # schedule, linear, which text-to-image and image-to-image must follow (inpainting always runs linear).
     text = tiny_text_config()
     text.hidden_size, text.intermediate_size, text.num_hidden_layers, text.projection_dim = 8, 16, 1, 12
     text.hidden_act, text.eos_token_id, text.num_attention_heads = "gelu", 49407, 2
@@ -819,9 +821,10 @@ def main() -> None:
     vq.update(mid_block_add_attention=True, norm_num_groups=2, layers_per_block=2, block_out_channels=[4, 8, 8],
               latent_channels=6)
     pipe = build_pipeline(variant, vq, text, tok, SEED + 2, transformer_gains=TRANSFORMER_GAINS, vq_gains=VQ_GAINS)
+    pipe.scheduler.register_to_config(masking_schedule="linear")
     folder = FIXTURES / "records" / "tiny-variant"
     save_pipeline(pipe, folder / "model")
-    record_pipeline("tiny-variant", pipe, folder, SEED + 2, pipelines=False)
+    record_pipeline("tiny-variant", pipe, folder, SEED + 2)
     print(f"wrote {folder}")
     (FIXTURES / "formats" / "weights.h5.keep").unlink(missing_ok=True)
     write_manifest()

@@ -61,6 +61,8 @@ def main() -> None:
         pipe = build_pipeline(tcfg, vcfg, tiny_text_config(), tok, rng.randrange(1 << 30),
                               transformer_gains={"mlm_layer.conv2": rng.choice([2.0, 4.0, 6.0])},
                               vq_gains={"decoder.conv_out.weight": 0.25, "decoder.conv_out.bias": 0.5})
+        schedule = rng.choice(["cosine", "linear"])  # the scheduler config's masking schedule (inpainting: linear)
+        pipe.scheduler.register_to_config(masking_schedule=schedule)
         folder = Path(args.out) / f"random-{args.seed}-{n}"
         save_pipeline(pipe, folder / "model")
         rec = RecordWriter(folder)
@@ -110,7 +112,7 @@ def main() -> None:
                         images = p(image=[Image.fromarray(i) for i in init],
                                    mask_image=[Image.fromarray(m, mode="L") for m in mask], strength=strength,
                                    **common).images
-                        pipe.scheduler.register_to_config(masking_schedule="cosine")
+                        pipe.scheduler.register_to_config(masking_schedule=schedule)
             pixels = torch.from_numpy(np.stack([np.asarray(im, dtype=np.uint8) for im in images]))
             rec.add(f"case{k}", kind, {**extra, "tokens": torch.stack(record_steps), "image": pixels}, **keys)
         rec.write()

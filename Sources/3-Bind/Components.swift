@@ -23,8 +23,8 @@ public struct AmusedComponents: Sendable {
     public let tokenizer: CLIPTokenizer?
     /// `scheduler/scheduler_config.json`'s `mask_token_id` (or the transformer's vocab_size − 1).
     public let maskTokenId: Int?
-    /// `masking_schedule` of the scheduler config (`cosine` by default).
-    public let maskingSchedule: String
+    /// `masking_schedule` of the scheduler config (`cosine` by default); the inpainting pipeline switches to linear.
+    public let maskingSchedule: MaskingSchedule
     /// Tensors a name-map rule dropped (with its reason), per component.
     public let dropped: [String: [(key: String, reason: String)]]
     /// The name-map ledger of each component (diffusers names go through the identity maps).
@@ -118,13 +118,15 @@ public struct AmusedComponents: Sendable {
         let transformerConfig = checkpoint.components.first { $0.name == "transformer" }?.config
         maskTokenId = scheduler?["mask_token_id"]?.intValue ?? transformerConfig?["mask_token_id"]?.intValue
             ?? transformer.map { $0.config.vocabSize - 1 }
-        maskingSchedule = scheduler?["masking_schedule"]?.stringValue ?? "cosine"
+        let schedulerFile = checkpoint.components.first { $0.name == "scheduler" }?.folder.map { $0 + "/scheduler_config.json" }
+        maskingSchedule = try Self.maskingSchedule(scheduler?["masking_schedule"],
+                                                   path: schedulerFile ?? checkpoint.path + " [scheduler config]")
         self.dropped = dropped
     }
 
     /// Components bound elsewhere (from a bundle): `source` names where they came from.
     public init(source: String, textEncoder: CLIPTextModel?, transformer: UVit2DModel?, vqvae: VQModel?,
-                tokenizer: CLIPTokenizer?, maskTokenId: Int?, maskingSchedule: String) {
+                tokenizer: CLIPTokenizer?, maskTokenId: Int?, maskingSchedule: MaskingSchedule) {
         self.checkpoint = nil
         self.source = source
         self.textEncoder = textEncoder
@@ -135,6 +137,18 @@ public struct AmusedComponents: Sendable {
         self.maskingSchedule = maskingSchedule
         self.dropped = [:]
         self.ledgers = [:]
+    }
+
+    /// The scheduler config's `masking_schedule` (absent: cosine, AmusedScheduler's default). diffusers' scheduler knows
+    /// only cosine and linear and fails at its first step on anything else; this refuses it at load instead.
+    public static func maskingSchedule(_ value: JSONValue?, path: String) throws(BindError) -> MaskingSchedule {
+        guard let value, value != .null else { return .cosine }
+        guard let name = value.stringValue, let schedule = MaskingSchedule(rawValue: name) else {
+            throw BindError(.config, path: path, key: "masking_schedule",
+                            "\(value.serialized) is not a masking schedule diffusers' AmusedScheduler knows; use \"cosine\" "
+                            + "or \"linear\"")
+        }
+        return schedule
     }
 
     /// Reads `vocab.json`, `merges.txt` and the pad token from `tokenizer_config.json` / `special_tokens_map.json`.
@@ -179,5 +193,24 @@ public struct AmusedComponents: Sendable {
         } catch {
             throw BindError(.tokenizer, path: folder, "\(error)")
         }
+    }
+}
+
+extension AmusedPipeline {
+    /// A pipeline over `components`, which must hold all of them: tokenizer, text encoder, transformer and VQ-GAN, with
+    /// the scheduler config's mask token id and masking schedule. Throws naming the parts that are missing.
+    public init(components c: AmusedComponents) throws(BindError) {
+        guard let tokenizer = c.tokenizer, let textEncoder = c.textEncoder, let transformer = c.transformer,
+              let vqvae = c.vqvae, let maskTokenId = c.maskTokenId
+        else {
+            let missing = [("tokenizer", c.tokenizer == nil), ("text_encoder", c.textEncoder == nil),
+                           ("transformer", c.transformer == nil), ("vqvae", c.vqvae == nil)]
+                .filter(\.1).map(\.0)
+            throw BindError(.missing, path: c.source, "a pipeline needs all its components; missing: "
+                            + (missing.isEmpty ? "the mask token id" : missing.joined(separator: ", "))
+                            + " (use a pipeline folder or a bundle converted from one)")
+        }
+        self.init(tokenizer: tokenizer, textEncoder: textEncoder, transformer: transformer, vqvae: vqvae,
+                  maskTokenId: maskTokenId, maskingSchedule: c.maskingSchedule)
     }
 }

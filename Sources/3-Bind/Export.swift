@@ -94,7 +94,7 @@ public enum DiffusersExport {
                                 + "--allow-missing writes the folder without them, recorded in the report")
             }
             if let u = p.unmapped.first, !allowUnmapped {
-                throw BindError(.unused, path: path, key: u, "no rule of map \(p.map ?? "none") consumes this tensor "
+                throw BindError(.unused, path: path, key: u, "no rule of map \(p.map) consumes this tensor "
                                 + "(\(p.unmapped.count) unmapped); pass --allow-unmapped to leave such tensors out, "
                                 + "recorded in the report")
             }

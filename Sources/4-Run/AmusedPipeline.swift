@@ -78,15 +78,18 @@ public struct AmusedPipeline: Sendable {
     public let vqvae: VQModel
     /// The mask token id.
     public let maskTokenId: Int
+    /// The scheduler config's masking schedule for text-to-image and image-to-image (inpainting always runs linear).
+    public let maskingSchedule: MaskingSchedule
 
     /// A pipeline over bound components.
     public init(tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, transformer: UVit2DModel, vqvae: VQModel,
-                maskTokenId: Int) {
+                maskTokenId: Int, maskingSchedule: MaskingSchedule = .cosine) {
         self.tokenizer = tokenizer
         self.textEncoder = textEncoder
         self.transformer = transformer
         self.vqvae = vqvae
         self.maskTokenId = maskTokenId
+        self.maskingSchedule = maskingSchedule
     }
 
     /// Runs a request; `progress(stepsDone, stepsTotal)` is called after every step.
@@ -189,7 +192,7 @@ public struct AmusedPipeline: Sendable {
         // A shadow pipeline (comparisons) gets its own conditioning from its own text encoder, computed once.
         let shadowConditioning = try shadow.map { try $0.pipeline.conditioning(r, width: width, height: height) }
 
-        var scheduler = AmusedScheduler(maskTokenId: maskTokenId)
+        var scheduler = AmusedScheduler(maskTokenId: maskTokenId, schedule: maskingSchedule)
         scheduler.setTimesteps(r.steps, temperature: r.temperature)
         var latents: [Int64]
         var start = 0

@@ -391,11 +391,12 @@ public struct Verifier {
 
     /// Runs a pipeline case seed for seed and compares the tokens after every step and the final pixels.
     func checkPipeline(_ c: RecordCase, start: Date) throws -> CaseResult {
-        guard let tokenizer = components.tokenizer, let encoder = components.textEncoder,
-              let transformer = components.transformer, let vq = components.vqvae, let mask = components.maskTokenId
-        else { return skipped(c, "the checkpoint lacks a component the pipeline needs") }
-        let pipeline = AmusedPipeline(tokenizer: tokenizer, textEncoder: encoder, transformer: transformer, vqvae: vq,
-                                      maskTokenId: mask)
+        let pipeline: AmusedPipeline
+        do {
+            pipeline = try AmusedPipeline(components: components)
+        } catch {
+            return skipped(c, error.message)
+        }
         let j = c.json
         guard let prompts = j["prompts"]?.arrayValue?.compactMap(\.stringValue), let seed = j["seed"]?.uint64Value,
               let steps = j["steps"]?.intValue, let guidance = j["guidance_scale"]?.doubleValue
@@ -461,13 +462,10 @@ public struct Verifier {
         result_.tokenAgreementPerStep = agreement
         result_.firstDivergingStep = firstDivergence
         if profile.optional("quantized_max_mean_kl") != nil {
-            guard let baseline, let bt = baseline.tokenizer, let be = baseline.textEncoder, let btr = baseline.transformer,
-                  let bv = baseline.vqvae, let bm = baseline.maskTokenId
-            else {
+            guard let baseline, let reference = try? AmusedPipeline(components: baseline) else {
                 throw VerifyError(path: record.folder, field: c.name, "a quantized profile needs the float32 baseline "
                                   + "model (the record's own model, or --baseline) to compare the pipeline against")
             }
-            let reference = AmusedPipeline(tokenizer: bt, textEncoder: be, transformer: btr, vqvae: bv, maskTokenId: bm)
             let q = try quantizationMetrics(reference: reference, candidate: pipeline, request: request, candidateResult: result)
             result_.quantization = q
             // Under a quantized profile the verdict is the quantized metrics (the record's exact tokens are reported).

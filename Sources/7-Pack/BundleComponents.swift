@@ -59,6 +59,7 @@ extension AmusedComponents {
         let scheduler = bundle.manifest["scheduler"]
         self.init(source: bundle.path, textEncoder: textEncoder, transformer: transformer, vqvae: vqvae,
                   tokenizer: tokenizer, maskTokenId: scheduler?["mask_token_id"]?.intValue,
-                  maskingSchedule: scheduler?["masking_schedule"]?.stringValue ?? "cosine")
+                  maskingSchedule: try AmusedComponents.maskingSchedule(scheduler?["masking_schedule"],
+                                                                        path: at + " [manifest scheduler]"))
     }
 }

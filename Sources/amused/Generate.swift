@@ -92,14 +92,9 @@ struct Generate: ParsableCommand {
     func generate() throws {
         let start = Date()
         let components = try ModelSource.components(model, variant: variant, lora: loraOptions, layout: layoutOptions)
-        guard let tokenizer = components.tokenizer, let textEncoder = components.textEncoder,
-              let transformer = components.transformer, let vqvae = components.vqvae,
-              let maskId = components.maskTokenId
-        else { throw BindError(.missing, path: model, "generate needs a pipeline folder with all five components") }
-        let pipeline = AmusedPipeline(tokenizer: tokenizer, textEncoder: textEncoder, transformer: transformer,
-                                      vqvae: vqvae, maskTokenId: maskId)
-        let f = vqvae.config.scaleFactor
-        let side = size ?? transformer.config.sampleSize * f
+        let pipeline = try AmusedPipeline(components: components)
+        let f = pipeline.vqvae.config.scaleFactor
+        let side = size ?? pipeline.transformer.config.sampleSize * f
         var request = GenerationRequest(prompts: prompt, height: side, width: side)
         request.negativePrompts = negativePrompt.isEmpty ? nil : negativePrompt
         request.seed = seed

@@ -78,4 +78,32 @@ struct BindTests {
         let error = try #require(throws: BindError.self) { try VQModelConfig(json: .object(object), path: "config.json") }
         #expect(error.key == "act_fn")
     }
+
+    /// The scheduler config's masking schedule reaches the pipeline (tiny-variant's is linear, as diffusers ran it for
+    /// its record); one diffusers' AmusedScheduler does not know is refused at load, naming the file and the key.
+    @Test func maskingScheduleComesFromTheSchedulerConfig() throws {
+        #expect(try AmusedComponents(path: FixturePaths.path("records/tiny-256/model")).maskingSchedule == .cosine)
+        let variant = try AmusedComponents(path: FixturePaths.path("records/tiny-variant/model"))
+        #expect(variant.maskingSchedule == .linear)
+        #expect(try AmusedPipeline(components: variant).maskingSchedule == .linear)
+
+        let scratch = try ScratchFolder()
+        let model = scratch.path + "/model"
+        try FileManager.default.copyItem(atPath: FixturePaths.path("records/tiny-variant/model"), toPath: model)
+        let config = model + "/scheduler/scheduler_config.json"
+        let text = try String(contentsOfFile: config, encoding: .utf8)
+        try text.replacingOccurrences(of: "\"linear\"", with: "\"sigmoid\"").write(toFile: config, atomically: true,
+                                                                                       encoding: .utf8)
+        let error = try #require(throws: BindError.self) { try AmusedComponents(path: model) }
+        #expect(error.key == "masking_schedule")
+        #expect(error.path.hasSuffix("scheduler/scheduler_config.json"))
+        #expect(error.localizedDescription.contains("sigmoid"))
+    }
+
+    /// A pipeline needs every component; asking for one from a part of a checkpoint names what is missing.
+    @Test func pipelineNamesMissingComponents() throws {
+        let textOnly = try AmusedComponents(path: FixturePaths.path("records/tiny-256/model"), only: [.textEncoder, .tokenizer])
+        let error = try #require(throws: BindError.self) { try AmusedPipeline(components: textOnly) }
+        #expect(error.message.contains("transformer, vqvae"))
+    }
 }

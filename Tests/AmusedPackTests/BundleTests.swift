@@ -206,6 +206,25 @@ struct BundleTests {
         for c in components { #expect(try verifier.check(c).status == .pass, "\(c.name)") }
     }
 
+    @Test func aFloat32BundleOfALinearScheduleCheckpointRunsItsPipelinesSeedForSeed() throws {
+        // tiny-variant's scheduler config says "linear"; the bundle's manifest carries it, and every pipeline case of
+        // the record diffusers made with that schedule passes from the bundle (identical tokens at every step).
+        let scratch = try ScratchFolder()
+        let path = scratch.path + "/variant.amused"
+        try BundleConversion.convert(try Checkpoint(path: FixturePaths.path("records/tiny-variant/model")), to: path,
+                                     options: ConversionOptions(policy: try QuantPolicy.preset("fp32")))
+        let components = try AmusedComponents(bundle: try AmusedBundle(path: path))
+        #expect(components.maskingSchedule == .linear)
+        let record = try ReferenceRecord(path: FixturePaths.path("records/tiny-variant"))
+        let verifier = Verifier(record: record, components: components, profile: try ToleranceProfile.load("fp32"))
+        let pipelines = record.cases.filter { ["text_to_image", "image_to_image"].contains($0.kind) }
+        #expect(pipelines.count == 6)
+        for c in pipelines {
+            let result = try verifier.check(c)
+            #expect(result.status == .pass && result.firstDivergingStep == nil, "\(c.name): \(result.note ?? "")")
+        }
+    }
+
     @Test func anErrorFoundLateLeavesTheDestinationAsItWas() throws {
         // OUT-01: a NaN in one of the last tensors is found only when its values are quantized, after nearly every
         // buffer was written. The old bundle stays, byte for byte, and no temporary file is left.
