@@ -92,7 +92,7 @@ let package = Package(
                     path: "Tests/AmusedMapTests"),
         .testTarget(name: "AmusedPackTests",
                     dependencies: ["AmusedPack", "AmusedQuantize", "AmusedBind", "AmusedModel", "AmusedVerify", "AmusedRead",
-                                   "AmusedTensors", "AmusedTestSupport", "CZstd",
+                                   "AmusedTensors", "AmusedTestSupport", "AmusedImage", "AmusedKernels", "CZstd",
                                    .product(name: "Crypto", package: "swift-crypto")],
                     path: "Tests/AmusedPackTests"),
         .testTarget(name: "AmusedKernelsTests", dependencies: ["AmusedKernels", "CGemm"],
