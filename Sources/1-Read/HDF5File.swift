@@ -22,15 +22,28 @@ public final class HDF5File: TensorSource, @unchecked Sendable {
     public let infos: [TensorInfo]
     private let file: hid_t
     private let hdfPaths: [String: String]
-    private let lock = Lock()
+
+    /// One lock for every call into libhdf5 from any file: builds without thread safety (Homebrew's, for one) must
+    /// never be entered from two threads; Debian's threadsafe build serialises its calls the same way anyway.
+    private static let library = Lock()
 
     /// Opens `path` and validates every dataset's metadata.
     public init(path: String) throws(ReadError) {
         self.path = path
-        _ = HDF5File.initialized
+        (file, infos, hdfPaths) = try Self.library.withLock { () throws(ReadError) in try Self.open(path) }
+    }
+
+    /// libhdf5 prints its error stack on stderr unless told not to, and the setting is per thread: every entry point
+    /// turns it off for the thread it runs on (the errors become `ReadError`s instead).
+    static func enter() {
+        _ = initialized
+        H5Eset_auto2(0 /* H5E_DEFAULT */, nil, nil)
+    }
+
+    private static func open(_ path: String) throws(ReadError) -> (hid_t, [TensorInfo], [String: String]) {
+        enter()
         let file = H5Fopen(path, 0 /* H5F_ACC_RDONLY */, 0 /* H5P_DEFAULT */)
         guard file >= 0 else { throw ReadError(.malformed, path: path, offset: 0, "libhdf5 cannot open it as HDF5") }
-        self.file = file
         var infos: [TensorInfo] = []
         var paths: [String: String] = [:]
         var visited = Set<haddr_t>()
@@ -91,17 +104,19 @@ public final class HDF5File: TensorSource, @unchecked Sendable {
             H5Fclose(file)
             throw error
         }
-        self.infos = infos
-        self.hdfPaths = paths
+        return (file, infos, paths)
     }
 
-    deinit { H5Fclose(file) }
+    deinit {
+        let file = file
+        Self.library.withLock { () -> Void in
+            Self.enter()
+            H5Fclose(file)
+        }
+    }
 
-    /// libhdf5 set up once: its library initialised and its automatic error printing off.
-    static let initialized: Void = {
-        H5open()
-        H5Eset_auto2(0 /* H5E_DEFAULT */, nil, nil)
-    }()
+    /// libhdf5 set up once.
+    static let initialized: Void = { H5open() }()
 
     /// Built-in filters, which never load a plugin: deflate, shuffle, fletcher32, nbit, scale-offset.
     static let builtInFilters: Set<H5Z_filter_t> = [1, 2, 3, 5, 6]
@@ -179,7 +194,8 @@ public final class HDF5File: TensorSource, @unchecked Sendable {
         guard let hdf = hdfPaths[name], let info = infos.first(where: { $0.name == name }) else {
             throw ReadError(.inconsistent, path: path, field: name, "no dataset of this name in the file")
         }
-        return try lock.withLock { () throws(ReadError) -> Tensor in
+        return try Self.library.withLock { () throws(ReadError) -> Tensor in
+            Self.enter()
             let dataset = H5Dopen2(file, hdf, 0)
             guard dataset >= 0 else { throw ReadError(.malformed, path: path, field: name, "cannot open the dataset") }
             defer { H5Dclose(dataset) }

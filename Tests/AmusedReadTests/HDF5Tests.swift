@@ -36,6 +36,7 @@ struct HDF5Tests {
         let ds = H5Dcreate2(file, "w", t, space, 0, dcpl, 0)
         if ds >= 0 { H5Dclose(ds) }
         if let extra { extra(file) }
+        if type == nil { H5Tclose(t) }
         H5Pclose(dcpl)
         H5Sclose(space)
         H5Fclose(file)
@@ -175,6 +176,33 @@ struct HDF5Tests {
         H5Sclose(space)
         H5Fclose(file)
         #expect(family(path) == .limitExceeded)
+    }
+
+    /// Files read from several threads at once, a malformed one among them: every read gives the values h5py wrote,
+    /// every refusal is the same error (libhdf5 is entered under one lock, its error printing off on each thread).
+    @Test func readsFromManyThreadsAtOnce() throws {
+        let expected = try SafetensorsFile(path: FixturePaths.path("formats/expected.safetensors"))
+        let scratch = try ScratchFolder()
+        let broken = try scratch.write("b.h5", [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A] + [UInt8](repeating: 0xAB, count: 200))
+        var failures: [String] = []
+        let lock = NSLock()
+        func fail(_ message: String) { lock.lock(); failures.append(message); lock.unlock() }
+        DispatchQueue.concurrentPerform(iterations: 12) { i in
+            do {
+                if i % 3 == 2 {
+                    if family(broken) != .malformed { fail("thread \(i): the malformed file was not refused") }
+                    return
+                }
+                let file = try HDF5File(path: FixturePaths.path("formats/weights.h5"))
+                for name in file.names.shuffled() {
+                    let ours = try file.tensor(named: name), theirs = try expected.tensor(named: "h5/" + name)
+                    if try ours.doubles() != theirs.doubles() { fail("thread \(i): \(name) differs") }
+                }
+            } catch {
+                fail("thread \(i): \(error)")
+            }
+        }
+        #expect(failures.isEmpty, "\(failures)")
     }
 
     @Test func notHDF5IsMalformed() throws {
