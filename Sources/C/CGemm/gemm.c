@@ -89,7 +89,9 @@ static void kernel(long kc, const float *restrict a, const float *restrict b, fl
     __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
     __mmask16 m1 = nr >= 32 ? 0xFFFF : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    for (int r = 0; r < MR && r < mr; r++) {
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; r++) {  // unrolled so the accumulators stay in registers
+        if (r >= mr) break;
         float *row = c + r * ldc;
         __m512 u = _mm512_mul_ps(x[r], va), v = _mm512_mul_ps(y[r], va);
         if (beta != 0) {  // beta == 0 must not read C: it may hold anything, NaN included (BLAS semantics)
@@ -100,7 +102,6 @@ static void kernel(long kc, const float *restrict a, const float *restrict b, fl
         _mm512_mask_storeu_ps(row + 16, m1, v);
     }
 }
-
 
 /// Transposes the 16×16 block held in r[0..15] (row i in r[i]) in place: afterwards r[j] holds column j.
 __attribute__((target("avx512f"), always_inline)) static inline void transpose16(__m512 r[16]) {
@@ -117,7 +118,8 @@ __attribute__((target("avx512f"), always_inline)) static inline void transpose16
         r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
         r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
     }
-    // r[4g + s] now holds, in each 128-bit lane L, elements (row 4L'..) — finish with two 128-bit lane shuffles.
+    // Now each 128-bit lane L of r[4g + s] holds column 4L + s of rows 4g … 4g+3; two rounds of 128-bit lane
+    // shuffles gather, for every column, its four pieces from the four row groups.
 #pragma GCC unroll 16
     for (int i = 0; i < 16; i += 8) {
 #pragma GCC unroll 16
