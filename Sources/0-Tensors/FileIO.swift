@@ -84,7 +84,7 @@ public final class AtomicFileWriter {
             }
             attempt += 1
             if errno != EEXIST || attempt > 16 {
-                throw .io(path: candidate, message: "cannot create temporary file (\(MappedFile.errnoText()))")
+                throw .write(path: candidate, message: "cannot create temporary file (\(MappedFile.errnoText()))")
             }
         }
     }
@@ -103,7 +103,7 @@ public final class AtomicFileWriter {
             let n = Glibc_write(fd, bytes.baseAddress! + done, bytes.count - done)
             if n < 0 {
                 if errno == EINTR { continue }
-                throw .io(path: temporaryPath, message: "write failed (\(MappedFile.errnoText()))")
+                throw .write(path: temporaryPath, message: "write failed (\(MappedFile.errnoText()))")
             }
             done += n
         }
@@ -113,17 +113,17 @@ public final class AtomicFileWriter {
     /// Overwrites `bytes` at `offset` (inside what was appended already; for headers written last).
     public func write(_ bytes: [UInt8], at offset: Int) throws(TensorError) {
         guard offset >= 0, offset + bytes.count <= position else {
-            throw .io(path: temporaryPath, message: "write at \(offset) is outside the \(position) bytes written")
+            throw .write(path: temporaryPath, message: "write at \(offset) is outside the \(position) bytes written")
         }
         let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress!, bytes.count, off_t(offset)) }
         guard n == bytes.count else {
-            throw .io(path: temporaryPath, message: "write failed (\(MappedFile.errnoText()))")
+            throw .write(path: temporaryPath, message: "write failed (\(MappedFile.errnoText()))")
         }
     }
 
     /// Makes what was written so far durable, without committing (so it can be mapped and read back).
     public func flush() throws(TensorError) {
-        guard fsync(fd) == 0 else { throw .io(path: temporaryPath, message: "fsync failed (\(MappedFile.errnoText()))") }
+        guard fsync(fd) == 0 else { throw .write(path: temporaryPath, message: "fsync failed (\(MappedFile.errnoText()))") }
     }
 
     /// Removes temporary files a killed writer left beside `destination` (`.<name>.<pid>.<random>.tmp` whose process
@@ -161,19 +161,19 @@ public final class AtomicFileWriter {
     /// Makes the file durable and puts it in place of the destination.
     public func commit() throws(TensorError) {
         guard fsync(fd) == 0 else {
-            throw .io(path: temporaryPath, message: "fsync failed (\(MappedFile.errnoText()))")
+            throw .write(path: temporaryPath, message: "fsync failed (\(MappedFile.errnoText()))")
         }
         close(fd)
         fd = -1
         guard rename(temporaryPath, destination) == 0 else {
-            throw .io(path: destination, message: "rename failed (\(MappedFile.errnoText()))")
+            throw .write(path: destination, message: "rename failed (\(MappedFile.errnoText()))")
         }
         committed = true
         let dfd = open(AtomicFileWriter.folder(of: destination), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dfd >= 0 {
             defer { close(dfd) }
             guard fsync(dfd) == 0 else {
-                throw .io(path: destination, message: "fsync of the folder failed (\(MappedFile.errnoText()))")
+                throw .write(path: destination, message: "fsync of the folder failed (\(MappedFile.errnoText()))")
             }
         }
     }

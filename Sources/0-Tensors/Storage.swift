@@ -10,6 +10,8 @@ import Darwin
 public enum TensorError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A file could not be opened, measured or mapped (errno text included).
     case io(path: String, message: String)
+    /// A file could not be written, made durable or put in place (errno text included); the destination is as it was.
+    case write(path: String, message: String)
     /// A mapped file changed size after it was opened: its tensors can no longer be trusted.
     case fileChanged(path: String, expectedBytes: Int, actualBytes: Int)
     /// A conversion between these types is not supported.
@@ -17,11 +19,22 @@ public enum TensorError: Error, Equatable, Sendable, CustomStringConvertible {
     /// A view does not fit inside its storage or does not match its shape.
     case invalidView(String)
 
+    /// The problem alone, naming the file, without advice (for errors that wrap this one and give their own).
+    public var summary: String {
+        switch self {
+        case let .io(path, message), let .write(path, message): "\(path): \(message)"
+        default: description
+        }
+    }
+
     /// A message that names the problem and says what to do.
     public var description: String {
         switch self {
         case let .io(path, message):
             "\(path): \(message). Check that the file exists and is readable."
+        case let .write(path, message):
+            "\(path): \(message). Check the folder's permissions, the free space and any file-size limit; "
+                + "the destination was left as it was."
         case let .fileChanged(path, expected, actual):
             "\(path): the file changed size while it was open (\(expected) bytes when opened, \(actual) now). "
                 + "Another process is rewriting it; wait for it to finish and run again."

@@ -67,14 +67,14 @@ public struct ReadError: Error, LocalizedError, Equatable, Sendable {
         case .unsupported: "Convert it to a supported form (for example safetensors with F32/F16/BF16) first."
         case .forbidden: "AmusedKit never executes or follows references in weight files; re-export the plain tensors."
         case .integrity: "The bytes do not match their checksum; the file was corrupted."
-        case .io: "Check the path and permissions."
+        case .io: "Check the path and permissions (and, when writing, the free space and any file-size limit)."
         }
     }
 
     /// Wraps a tensor-layer error about `path`.
     public static func from(_ error: TensorError, path: String, field: String? = nil) -> ReadError {
         switch error {
-        case .io(_, let message): ReadError(.io, path: path, field: field, message)
+        case .io(_, let message), .write(_, let message): ReadError(.io, path: path, field: field, message)
         case let .fileChanged(_, expected, actual):
             ReadError(.io, path: path, field: field,
                       "the file changed size while open (\(expected) bytes when opened, \(actual) now)")

@@ -48,7 +48,8 @@ public struct BundleError: Error, LocalizedError, Equatable, Sendable {
         s += ": \(message) (\(family.rawValue)). "
         switch family {
         case .integrity: s += "The bundle is damaged; copy it again or re-run amused convert."
-        case .io: s += "Check the path, the permissions and the free space."
+        case .io: s += "Check the path, the permissions, the free space and any file-size limit; a bundle being "
+            + "written is left as it was."
         case .unsupported: s += "Convert the checkpoint again with this version of amused."
         default: s += "This is not a valid .amused bundle; re-run amused convert to make one."
         }

@@ -136,4 +136,36 @@ struct ConvertBundleCommandTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == new)
         #expect(sawOld + sawNew == 50)
     }
+
+    /// Writes that fail part-way (here: a file-size limit with SIGXFSZ ignored, so write(2) returns EFBIG as it would
+    /// on a full disk) exit 1 naming the file and the errno text; the destination keeps its old bytes and no temporary
+    /// file is left — for a bundle, a plain safetensors conversion and a generated PNG.
+    @Test(arguments: [
+        (["convert", "MODEL", "--out", "OUT", "--quantize", "int8"], "k.amused", 1024),  // 2.9 MB bundle, 1 MB limit
+        (["convert", "MODEL/transformer/diffusion_pytorch_model.safetensors", "--format", "safetensors", "--out", "OUT"],
+         "t.safetensors", 256),
+        (["generate", "--model", "MODEL", "--prompt", "a photo of a cat", "--out", "OUT"], "cat.png", 1),
+    ])
+    func aWriteThatFailsPartWayLeavesTheDestinationAsItWas(_ arguments: [String], name: String, blocks: Int) throws {
+        let scratch = try ScratchFolder()
+        let out = scratch.path + "/" + name
+        let old = Data("the previous file".utf8)
+        try old.write(to: URL(fileURLWithPath: out))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = ["-c", "trap '' XFSZ; ulimit -f \(blocks); exec \"$0\" \"$@\"", try amusedBinary()]
+            + arguments.map { $0 == "OUT" ? out : $0.replacingOccurrences(of: "MODEL", with: model) }
+        let err = Pipe()
+        process.standardError = err
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 1, "\(stderr)")
+        #expect(stderr.contains("File too large"), "\(stderr)")
+        #expect(stderr.contains(name), "the message names the file: \(stderr)")
+        #expect(!stderr.contains("exists and is readable"), "read advice for a write error: \(stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == old)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path) == [name])
+    }
 }
