@@ -29,6 +29,9 @@ struct Amused: ParsableCommand {
     /// Tunes the allocator for large activations, then parses the command line and runs the subcommand.
     static func main() {
         Kernels.configureAllocator()
+        // Past a file-size limit (ulimit -f), write(2) then fails with EFBIG and the command reports it and leaves the
+        // destination as it was, instead of being killed by SIGXFSZ half-way through a temporary file.
+        signal(SIGXFSZ, SIG_IGN)
         main(nil)
     }
 }
