@@ -94,6 +94,7 @@ def main() -> None:
     swift = swift_bench()
     others = [(label, swift_bench(env)) for label, env in alternatives()]
     print(f"model {model}, {args.threads} threads, torch {torch.__version__}, best of {args.runs} runs after a warm-up")
+    print(f"Swift products: {swift['products']}")
     print(f"{'part':<38}{'PyTorch s':>11}{'Swift s':>10}{'ratio':>8}{'GFLOP':>9}{'torch GF/s':>12}{'Swift GF/s':>12}"
           f"{'Swift peak RSS':>16}")
     for name, label in (("transformer", f"transformer forward, batch {args.batch}"), ("vq_decode", "VQ decode 256×256")):

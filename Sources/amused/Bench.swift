@@ -2,6 +2,7 @@
 // Tools/bench.py runs the PyTorch reference on the same inputs in the same run and prints the ratios.
 
 import AmusedBind
+import AmusedKernels
 import AmusedModel
 import AmusedPack
 import AmusedRead
@@ -68,10 +69,12 @@ struct Bench: ParsableCommand {
             let times = try measure { _ = try vq.decode(ids, batch: 1, height: grid, width: grid) }
             results.insert("vq_decode", report(times, extra: ["batch": 1, "pixels": grid * vq.config.scaleFactor]))
         }
+        results.insert("products", .string(Kernels.blasDescription))
         if json {
             emit(JSONValue.object(results).serialized + "\n")
         } else {
-            for (name, value) in results.entries {
+            emit("products: \(Kernels.blasDescription)\n")
+            for (name, value) in results.entries where value.objectValue != nil {
                 emit("\(name): best \(value["best_seconds"]!.serialized) s, median \(value["median_seconds"]!.serialized) s, "
                     + "peak RSS \(value["peak_rss_mib"]!.serialized) MiB\n")
             }
