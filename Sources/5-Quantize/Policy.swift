@@ -89,7 +89,7 @@ public struct QuantPolicy: Sendable {
     public static func load(_ path: String) throws -> QuantPolicy {
         let json: JSONValue
         do { json = try Checkpoint.readJSON(path) } catch {
-            throw QuantizeError(path: path, (error as? LocalizedError)?.errorDescription ?? "\(error)")
+            throw QuantizeError(path: path, error.errorDescription ?? "\(error)")
         }
         return try QuantPolicy(json: json, path: path)
     }

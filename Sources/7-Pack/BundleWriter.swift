@@ -21,7 +21,7 @@ final class BundleWriter {
         do {
             out = try AtomicFileWriter(destination: destination)
             try out.write([UInt8](repeating: 0, count: BundleFormat.alignment))
-        } catch { throw BundleError(.io, path: destination, (error as? TensorError)?.summary ?? "\(error)") }
+        } catch { throw BundleError(.io, path: destination, error.summary) }
     }
 
     /// The path being written.
@@ -50,7 +50,7 @@ final class BundleWriter {
         do {
             if offset > out.position { try out.write([UInt8](repeating: 0, count: offset - out.position)) }
             if let stored { try out.write(stored) } else { try out.write(bytes) }
-        } catch { throw BundleError(.io, path: destination, (error as? TensorError)?.summary ?? "\(error)") }
+        } catch { throw BundleError(.io, path: destination, error.summary) }
         var o = JSONObject()
         o.insert("offset", .number(String(offset)))
         o.insert("stored_bytes", .number(String(stored?.count ?? bytes.count)))
@@ -78,11 +78,11 @@ final class BundleWriter {
             try out.write(bytes)
             try out.write(header, at: 0)
             try out.flush()
-        } catch { throw BundleError(.io, path: destination, (error as? TensorError)?.summary ?? "\(error)") }
+        } catch { throw BundleError(.io, path: destination, error.summary) }
     }
 
     /// Puts the finished file in place of the destination (rename, then fsync of the folder).
     func commit() throws(BundleError) {
-        do { try out.commit() } catch { throw BundleError(.io, path: destination, (error as? TensorError)?.summary ?? "\(error)") }
+        do { try out.commit() } catch { throw BundleError(.io, path: destination, error.summary) }
     }
 }

@@ -16,7 +16,7 @@ public enum JPEG {
             amused_jpeg_decode(buffer.baseAddress, buffer.count, PNG.maxPixels, &width, &height, &message, message.count)
         }
         guard let pixels else {
-            throw ImageError(path: path, "cannot decode: \(String(cString: message))")
+            throw ImageError(path: path, "cannot decode: \(String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
         }
         defer { amused_jpeg_free(pixels) }
         let count = Int(width) * Int(height) * 3

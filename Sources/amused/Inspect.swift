@@ -227,7 +227,7 @@ struct Inspect: ParsableCommand {
                     out += "\nLoRA: " + lora.scaleNote(scale: 1).replacingOccurrences(of: "LoRA \(w.path): ", with: "")
                         .replacingOccurrences(of: "Choose with --lora-scale.", with: "Use it with --lora FILE [--lora-scale S] on generate, verify or convert.") + "\n"
                 } catch {
-                    out += "\nLoRA-like names, but not a usable LoRA: \((error as? LocalizedError)?.errorDescription ?? "\(error)")\n"
+                    out += "\nLoRA-like names, but not a usable LoRA: \(error.errorDescription ?? "\(error)")\n"
                 }
             }
             totals.tensors += w.infos.count

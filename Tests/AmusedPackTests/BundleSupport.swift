@@ -101,10 +101,8 @@ func bundleError(_ path: String, verify: Bool = true) -> BundleError? {
         let b = try AmusedBundle(path: path)
         if verify { try b.verifyIntegrity() }
         return nil
-    } catch let e as BundleError {
-        return e
     } catch {
-        return BundleError(.io, path: path, "unexpected \(error)")
+        return error
     }
 }
 
