@@ -5,7 +5,11 @@ Prints both times, the ratio (Swift / PyTorch) and the GFLOP/s each side reaches
 FlopCounterMode: matmul/conv/bmm, 2 per multiply-add, as in spec §7).
 
     swift build -c release
-    Tools/.venv/bin/python Tools/bench.py [--model .fullsize/amused-256/model] [--runs 3] [--threads 2]
+    Tools/.venv/bin/python Tools/bench.py [--model .fullsize/amused-256/model] [--runs 3] [--threads 2] [--pipeline]
+        [--no-blas-rows]
+
+Besides the default build it times the same binary with AMUSED_GEMM=blas (OpenBLAS as pinned, and OpenBLAS choosing
+its own kernels), unless --no-blas-rows.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--pipeline", action="store_true",
                     help="also time a full 12-step guided text-to-image generation (diffusers vs amused generate)")
+    ap.add_argument("--no-blas-rows", action="store_true",
+                    help="skip the AMUSED_GEMM=blas comparison rows (time the default build only)")
     args = ap.parse_args()
     model = Path(args.model)
     if not (model / "transformer").exists():
@@ -92,7 +98,8 @@ def main() -> None:
                                          env=env).stdout)
 
     swift = swift_bench()
-    others = [(label, swift_bench(env)) for label, env in alternatives()]
+    rows = [] if args.no_blas_rows else alternatives()
+    others = [(label, swift_bench(env)) for label, env in rows]
     print(f"model {model}, {args.threads} threads, torch {torch.__version__}, best of {args.runs} runs after a warm-up")
     print(f"Swift products: {swift['products']}")
     print(f"{'part':<38}{'PyTorch s':>11}{'Swift s':>10}{'ratio':>8}{'GFLOP':>9}{'torch GF/s':>12}{'Swift GF/s':>12}"
@@ -105,10 +112,10 @@ def main() -> None:
             print(f"{row_label:<38}{tt:>11.2f}{st:>10.2f}{st / tt:>8.2f}{gf:>9.1f}{gf / tt:>12.1f}{gf / st:>12.1f}"
                   f"{run[name]['peak_rss_mib']:>12} MiB")
     if args.pipeline:
-        bench_pipeline(model, binary, args.threads)
+        bench_pipeline(model, binary, args.threads, rows)
 
 
-def bench_pipeline(model: Path, binary: Path, threads: int) -> None:
+def bench_pipeline(model: Path, binary: Path, threads: int, rows: list[tuple[str, dict[str, str]]]) -> None:
     """A whole 12-step, guidance-10 text-to-image generation at the model's size, seed 0: diffusers' AmusedPipeline
     against `amused generate` (each timed end to end after loading; the Swift figure is its own summary line)."""
     from diffusers import AmusedPipeline
@@ -128,7 +135,7 @@ def bench_pipeline(model: Path, binary: Path, threads: int) -> None:
                               env=env).stderr
 
     report(torch_seconds, swift_generate(), "12-step guided text-to-image")
-    for label, env in alternatives():
+    for label, env in rows:
         report(torch_seconds, swift_generate(env), label)
 
 
