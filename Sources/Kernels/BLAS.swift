@@ -1,4 +1,5 @@
-// The one door to BLAS: OpenBLAS on Linux, Accelerate on Apple platforms. Everything else calls these.
+// The one door to matrix products: AmusedKit's AVX-512 SGEMM (Sources/C/CGemm) where it runs, else BLAS — OpenBLAS on
+// Linux, Accelerate on Apple platforms. Everything else calls these.
 
 #if canImport(Accelerate)
 import Accelerate
@@ -18,8 +19,8 @@ public enum Kernels {
     /// Linear weight), so `x · Wᵀ` needs no copy; `transposeA` treats A as stored k×m.
     ///
     /// Large products are split into column blocks (or row blocks when M is larger), one per core, each computed by
-    /// a single-threaded BLAS call: BLAS's own threads would spin between calls while the element-wise kernels need
-    /// the same cores.
+    /// a single-threaded call (`ownGEMM` or BLAS): BLAS's own threads would spin between calls while the element-wise
+    /// kernels need the same cores.
     public static func sgemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
                              b: UnsafePointer<Float>, ldb: Int, transposeB: Bool, transposeA: Bool = false,
                              c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float = 1, beta: Float = 0) {
@@ -58,6 +59,8 @@ public enum Kernels {
                  c: c, ldc: ldc, alpha: alpha, beta: beta)
     }
 
+    /// One single-threaded product: the AVX-512 SGEMM when `ownGEMM`, BLAS otherwise (or if the kernel could not
+    /// allocate its packing buffers).
     @inline(__always)
     static func gemmCall(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                          transposeB: Bool, transposeA: Bool, c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float,
@@ -90,7 +93,7 @@ public enum Kernels {
         #endif
     }()
 
-    /// The BLAS library in use and how it was built, for `amused version` and benchmark reports.
+    /// Which library does the products (and the BLAS build behind it), for `amused version` and benchmark reports.
     public static var blasDescription: String {
         #if canImport(Accelerate)
         let blas = "Accelerate"
