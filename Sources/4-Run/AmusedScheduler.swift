@@ -1,5 +1,6 @@
 // port of diffusers/schedulers/scheduling_amused.py (AmusedScheduler), v0.35.2 — float32 arithmetic in torch's order.
 
+import AmusedKernels
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -71,22 +72,31 @@ public struct AmusedScheduler: Sendable {
         -> (prevSample: [Int64], predOriginal: [Int64])
     {
         let positions = sample.count / batch
-        // probs = softmax over the codebook for each position, in float32 (temperature is not applied here).
+        precondition(logits.count == batch * codebook * positions, "logits must be [batch, codebook, positions]")
+        // probs = softmax over the codebook for each position, in float32 (temperature is not applied here). The
+        // logits are transposed to [batch, positions, codebook] first so each softmax reads one contiguous row; rows
+        // are independent, so splitting them over the cores gives the same bits.
+        let rows = Ops.toNHWC(logits, batch: batch, channels: codebook, spatial: positions)
         var probs = [Float](repeating: 0, count: batch * positions * codebook)
-        for b in 0..<batch {
-            for s in 0..<positions {
-                let dst = (b * positions + s) * codebook
-                var maxValue = -Float.infinity
-                for v in 0..<codebook { maxValue = max(maxValue, logits[(b * codebook + v) * positions + s]) }
-                var sum: Float = 0
-                for v in 0..<codebook {
-                    let e = expf(logits[(b * codebook + v) * positions + s] - maxValue)
-                    probs[dst + v] = e
-                    sum += e
+        rows.withUnsafeBufferPointer { lp in
+            probs.withUnsafeMutableBufferPointer { pp in
+                let x = SharedPointer(UnsafeMutablePointer(mutating: lp.baseAddress!)), out = SharedPointer(pp.baseAddress!)
+                Parallel.chunks(batch * positions, cost: 8 * codebook) { range in
+                    for row in range {
+                        let src = x.p + row * codebook, dst = out.p + row * codebook
+                        var maxValue = -Float.infinity
+                        for v in 0..<codebook { maxValue = max(maxValue, src[v]) }
+                        var sum: Float = 0
+                        for v in 0..<codebook {
+                            let e = expf(src[v] - maxValue)
+                            dst[v] = e
+                            sum += e
+                        }
+                        // torch multiplies by the reciprocal of the sum (vectorised softmax over the last dimension).
+                        let inverse = 1 / sum
+                        for v in 0..<codebook { dst[v] *= inverse }
+                    }
                 }
-                // torch multiplies by the reciprocal of the sum (vectorised softmax over the last dimension).
-                let inverse = 1 / sum
-                for v in 0..<codebook { probs[dst + v] *= inverse }
             }
         }
         let unknown = sample.map { $0 == maskTokenId }

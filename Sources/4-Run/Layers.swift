@@ -261,23 +261,23 @@ enum Ops {
 
     /// NCHW → NHWC for `batch` images.
     static func toNHWC(_ x: [Float], batch: Int, channels: Int, spatial: Int) -> [Float] {
-        var y = [Float](repeating: 0, count: x.count)
-        for b in 0..<batch {
-            for c in 0..<channels {
-                for s in 0..<spatial { y[(b * spatial + s) * channels + c] = x[(b * channels + c) * spatial + s] }
-            }
-        }
-        return y
+        transposed(x, batch: batch, rows: channels, columns: spatial)
     }
 
     /// NHWC → NCHW for `batch` images.
     static func toNCHW(_ x: [Float], batch: Int, channels: Int, spatial: Int) -> [Float] {
-        var y = [Float](repeating: 0, count: x.count)
-        for b in 0..<batch {
-            for s in 0..<spatial {
-                for c in 0..<channels { y[(b * channels + c) * spatial + s] = x[(b * spatial + s) * channels + c] }
+        transposed(x, batch: batch, rows: spatial, columns: channels)
+    }
+
+    /// Each of `batch` [rows, columns] matrices in `x`, transposed.
+    static func transposed(_ x: [Float], batch: Int, rows: Int, columns: Int) -> [Float] {
+        precondition(x.count == batch * rows * columns)
+        guard !x.isEmpty else { return [] }
+        return [Float](unsafeUninitializedCapacity: x.count) { y, count in
+            x.withUnsafeBufferPointer { xp in
+                Kernels.transpose(xp.baseAddress!, rows: rows, columns: columns, batch: batch, into: y.baseAddress!)
             }
+            count = x.count
         }
-        return y
     }
 }

@@ -203,3 +203,28 @@ extension Kernels {
         }
     }
 }
+
+extension Kernels {
+    /// `dst` [columns, rows] = `src` [rows, columns]ᵀ, row-major, for `batch` matrices stored one after another (NHWC ↔
+    /// NCHW). Copies in 32×32 tiles so both sides stay in cache, tiles split over the cores.
+    public static func transpose(_ src: UnsafePointer<Float>, rows: Int, columns: Int, batch: Int = 1,
+                                 into dst: UnsafeMutablePointer<Float>) {
+        let tile = 32
+        let rowTiles = (rows + tile - 1) / tile
+        let s = SharedPointer(UnsafeMutablePointer(mutating: src)), d = SharedPointer(dst)
+        Parallel.chunks(batch * rowTiles, cost: tile * columns) { range in
+            for item in range {
+                let b = item / rowTiles, r0 = (item % rowTiles) * tile, r1 = min(r0 + tile, rows)
+                let from = s.p + b * rows * columns, to = d.p + b * rows * columns
+                var c0 = 0
+                while c0 < columns {
+                    let c1 = min(c0 + tile, columns)
+                    for r in r0..<r1 {
+                        for c in c0..<c1 { to[c * rows + r] = from[r * columns + c] }
+                    }
+                    c0 = c1
+                }
+            }
+        }
+    }
+}

@@ -17,3 +17,25 @@ struct BLASTests {
         #expect(z == [4, 5, 10, 11])
     }
 }
+
+@Suite("Transpose")
+struct TransposeTests {
+    /// Tiles of 32 over shapes that are not multiples of it, two matrices at once: every element lands where the
+    /// definition puts it (a copy, so exact).
+    @Test(arguments: [(1, 1), (33, 70), (300, 7), (64, 1000)])
+    func matchesTheDefinition(_ shape: (Int, Int)) {
+        let (rows, columns) = shape, batch = 2
+        let x = (0..<(batch * rows * columns)).map { Float($0) }
+        var y = [Float](repeating: -1, count: x.count)
+        Kernels.transpose(x, rows: rows, columns: columns, batch: batch, into: &y)
+        var wrong = 0
+        for b in 0..<batch {
+            for r in 0..<rows {
+                for c in 0..<columns where y[b * rows * columns + c * rows + r] != x[b * rows * columns + r * columns + c] {
+                    wrong += 1
+                }
+            }
+        }
+        #expect(wrong == 0)
+    }
+}
