@@ -155,13 +155,13 @@ public struct AmusedPipeline: Sendable {
                                             batch: modelBatch)
     }
 
-    /// The logits the scheduler samples from: one forward (both halves under guidance) and
-    /// uncond + g·(cond − uncond) on the raw logits, float32, in that order.
+    /// The logits the scheduler samples from, [batch, positions, codebook]: one forward (both halves under guidance)
+    /// and uncond + g·(cond − uncond) on the raw logits, float32, in that order.
     func guidedLogits(_ latents: [Int64], _ r: GenerationRequest, conditioning: UVitConditioning, batch: Int, h: Int,
                       w: Int) throws -> [Float] {
         let guided = r.guidanceScale > 1
         let input = guided ? latents + latents : latents
-        let logits = try transformer(input, height: h, width: w, conditioning: conditioning)
+        let logits = try transformer.logitsByPosition(input, height: h, width: w, conditioning: conditioning)
         guard guided else { return logits }
         let half = batch * transformer.config.codebookSize * h * w
         var combined = [Float](repeating: 0, count: half)
@@ -240,18 +240,19 @@ public struct AmusedPipeline: Sendable {
                 let theirs = try shadow.pipeline.guidedLogits(latents, r, conditioning: shadowConditioning, batch: batch,
                                                               h: h, w: w)
                 var shadowRandomness = randomness
-                let theirNext = scheduler.step(logits: theirs, codebook: codebook, timestep: scheduler.timesteps[i],
-                                               sample: latents, batch: batch, startingMaskRatio: startingMaskRatio,
+                let theirNext = scheduler.step(logitsByPosition: theirs, codebook: codebook,
+                                               timestep: scheduler.timesteps[i], sample: latents, batch: batch,
+                                               startingMaskRatio: startingMaskRatio,
                                                randomness: &shadowRandomness).prevSample
-                let ourNext = scheduler.step(logits: logits, codebook: codebook, timestep: scheduler.timesteps[i],
-                                             sample: latents, batch: batch, startingMaskRatio: startingMaskRatio,
-                                             randomness: &randomness).prevSample
+                let ourNext = scheduler.step(logitsByPosition: logits, codebook: codebook,
+                                             timestep: scheduler.timesteps[i], sample: latents, batch: batch,
+                                             startingMaskRatio: startingMaskRatio, randomness: &randomness).prevSample
                 shadow.observe(StepComparison(reference: logits, candidate: theirs, input: latents, referenceNext: ourNext,
                                               candidateNext: theirNext, maskTokenId: Int64(maskTokenId), batch: batch,
                                               codebook: codebook, positions: positions))
                 latents = ourNext
             } else {
-                latents = scheduler.step(logits: logits, codebook: codebook, timestep: scheduler.timesteps[i],
+                latents = scheduler.step(logitsByPosition: logits, codebook: codebook, timestep: scheduler.timesteps[i],
                                          sample: latents, batch: batch, startingMaskRatio: startingMaskRatio,
                                          randomness: &randomness).prevSample
             }
@@ -305,7 +306,7 @@ public struct StepComparison: Sendable {
     /// Positions both left unmasked, and positions either left unmasked (the Jaccard terms).
     public let keptBoth: Int, keptEither: Int
 
-    /// Compares logits [batch, codebook, positions] at the masked positions of `input`, and the positions the two
+    /// Compares logits [batch, positions, codebook] at the masked positions of `input`, and the positions the two
     /// steps unmasked.
     init(reference: [Float], candidate: [Float], input: [Int64], referenceNext: [Int64], candidateNext: [Int64],
          maskTokenId: Int64, batch: Int, codebook: Int, positions: Int) {
@@ -316,8 +317,8 @@ public struct StepComparison: Sendable {
                 masked += 1
                 var pMax = -Double.infinity, qMax = -Double.infinity, pArg = 0, qArg = 0
                 for v in 0..<codebook {
-                    p[v] = Double(reference[(b * codebook + v) * positions + s])
-                    q[v] = Double(candidate[(b * codebook + v) * positions + s])
+                    p[v] = Double(reference[(b * positions + s) * codebook + v])
+                    q[v] = Double(candidate[(b * positions + s) * codebook + v])
                     if p[v] > pMax { pMax = p[v]; pArg = v }
                     if q[v] > qMax { qMax = q[v]; qArg = v }
                 }

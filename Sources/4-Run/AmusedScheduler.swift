@@ -65,18 +65,17 @@ public struct AmusedScheduler: Sendable {
         return zip(sample, u).map { $1 < ratio ? maskTokenId : $0 }
     }
 
-    /// One step. `logits` are [batch, codebook, positions] (the transformer's NCHW output, guidance already
-    /// applied); `sample` is [batch, positions]. Returns the next sample and the predicted original.
-    public func step(logits: [Float], codebook: Int, timestep: Int, sample: [Int64], batch: Int,
+    /// One step. `rows` are the logits as [batch, positions, codebook] (`UVit2DModel.logitsByPosition`, guidance
+    /// already applied): one contiguous row per position, the layout the softmax reads. `sample` is
+    /// [batch, positions]. Returns the next sample and the predicted original.
+    public func step(logitsByPosition rows: [Float], codebook: Int, timestep: Int, sample: [Int64], batch: Int,
                      startingMaskRatio: Float = 1, randomness: inout some SamplerRandomness)
         -> (prevSample: [Int64], predOriginal: [Int64])
     {
         let positions = sample.count / batch
-        precondition(logits.count == batch * codebook * positions, "logits must be [batch, codebook, positions]")
-        // probs = softmax over the codebook for each position, in float32 (temperature is not applied here). The
-        // logits are transposed to [batch, positions, codebook] first so each softmax reads one contiguous row; rows
-        // are independent, so splitting them over the cores gives the same bits.
-        let rows = Ops.toNHWC(logits, batch: batch, channels: codebook, spatial: positions)
+        precondition(rows.count == batch * positions * codebook, "logits must be [batch, positions, codebook]")
+        // probs = softmax over the codebook for each position, in float32 (temperature is not applied here). Rows are
+        // independent, so splitting them over the cores gives the same bits.
         var probs = [Float](repeating: 0, count: batch * positions * codebook)
         rows.withUnsafeBufferPointer { lp in
             probs.withUnsafeMutableBufferPointer { pp in

@@ -207,6 +207,13 @@ public struct UVit2DModel: Sendable {
     /// Logits [B, codebook, h, w] (NCHW, like diffusers) for token ids [B, h, w].
     public func callAsFunction(_ inputIds: [Int64], height h: Int, width w: Int, conditioning cond: UVitConditioning,
                                trace: Trace? = nil) throws(ModelError) -> [Float] {
+        let logits = try logitsByPosition(inputIds, height: h, width: w, conditioning: cond, trace: trace)
+        return Ops.toNCHW(logits, batch: cond.batch, channels: config.codebookSize, spatial: h * w)
+    }
+
+    /// Logits [B, h·w, codebook] — one row per position, the layout the mlm layer computes and the sampler reads.
+    public func logitsByPosition(_ inputIds: [Int64], height h: Int, width w: Int, conditioning cond: UVitConditioning,
+                                 trace: Trace? = nil) throws(ModelError) -> [Float] {
         let c = config, batch = cond.batch
         guard inputIds.count == batch * h * w else {
             throw .invalidInput("\(inputIds.count) ids for batch \(batch) of \(h)×\(w)")
@@ -244,7 +251,7 @@ public struct UVit2DModel: Sendable {
         mlmNorm(&m)
         let logits = mlmConv2(m, rows: batch * gh * gw)
         trace?.record("mlm_layer", logits, [batch, gh, gw, c.codebookSize])
-        return Ops.toNCHW(logits, batch: batch, channels: c.codebookSize, spatial: gh * gw)
+        return logits
     }
 }
 
