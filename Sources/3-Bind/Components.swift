@@ -113,12 +113,15 @@ public struct AmusedComponents: Sendable {
             tokenizer = nil
         }
         self.ledgers = ledgers
-        let scheduler = checkpoint.components.first { $0.name == "scheduler" || $0.className == "AmusedScheduler" }?.config
+        let schedulerComponent = checkpoint.components.first {
+            $0.name == "scheduler" || $0.className == "AmusedScheduler"
+        }
+        let scheduler = schedulerComponent?.config
         // open-muse has no scheduler config: the mask id comes from the transformer config.
         let transformerConfig = checkpoint.components.first { $0.name == "transformer" }?.config
         maskTokenId = scheduler?["mask_token_id"]?.intValue ?? transformerConfig?["mask_token_id"]?.intValue
             ?? transformer.map { $0.config.vocabSize - 1 }
-        let schedulerFile = checkpoint.components.first { $0.name == "scheduler" }?.folder.map { $0 + "/scheduler_config.json" }
+        let schedulerFile = schedulerComponent?.folder.map { $0 + "/scheduler_config.json" }
         maskingSchedule = try Self.maskingSchedule(scheduler?["masking_schedule"],
                                                    path: schedulerFile ?? checkpoint.path + " [scheduler config]")
         self.dropped = dropped
