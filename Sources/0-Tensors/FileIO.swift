@@ -123,7 +123,9 @@ public final class AtomicFileWriter {
 
     /// Makes what was written so far durable, without committing (so it can be mapped and read back).
     public func flush() throws(TensorError) {
-        guard fsync(fd) == 0 else { throw .write(path: temporaryPath, message: "fsync failed (\(MappedFile.errnoText()))") }
+        guard fsync(fd) == 0 else {
+            throw .write(path: temporaryPath, message: "fsync failed (\(MappedFile.errnoText()))")
+        }
     }
 
     /// Removes temporary files a killed writer left beside `destination` (`.<name>.<pid>.<random>.tmp` whose process

@@ -142,14 +142,14 @@ public struct AmusedComponents: Sendable {
         self.ledgers = [:]
     }
 
-    /// The scheduler config's `masking_schedule` (absent: cosine, AmusedScheduler's default). diffusers' scheduler knows
-    /// only cosine and linear and fails at its first step on anything else; this refuses it at load instead.
+    /// The scheduler config's `masking_schedule` (absent: cosine, AmusedScheduler's default). diffusers' scheduler
+    /// knows only cosine and linear and fails at its first step on anything else; this refuses it at load instead.
     public static func maskingSchedule(_ value: JSONValue?, path: String) throws(BindError) -> MaskingSchedule {
         guard let value, value != .null else { return .cosine }
         guard let name = value.stringValue, let schedule = MaskingSchedule(rawValue: name) else {
             throw BindError(.config, path: path, key: "masking_schedule",
-                            "\(value.serialized) is not a masking schedule diffusers' AmusedScheduler knows; use \"cosine\" "
-                            + "or \"linear\"")
+                            "\(value.serialized) is not a masking schedule diffusers' AmusedScheduler knows; "
+                            + "use \"cosine\" or \"linear\"")
         }
         return schedule
     }
