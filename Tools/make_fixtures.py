@@ -142,6 +142,10 @@ def record_pipeline(name: str, pipe, folder: Path, seed: int, *, pipelines: bool
     run("text_to_image", pipe, "t2i_b2_cfg_neg", prompts=["winter mountains", "a bowl of fruit"],
         negative_prompts=["blurry", "low quality, watermark"], seed=2, steps=12, guidance_scale=4.0,
         temperature=[3.0, 0.5], height=size, width=size, aesthetic_score=5.5, crop_coord=[8, 4])
+    # Not square: twice as wide as high (micro-conditioning carries width then height).
+    run("text_to_image", pipe, "t2i_b1_wide", prompts=["a photo of a cat"], negative_prompts=None, seed=8, steps=12,
+        guidance_scale=10.0, temperature=[2.0, 0.0], height=size, width=2 * size, aesthetic_score=6.0,
+        crop_coord=[0, 0])
 
     img2img = AmusedImg2ImgPipeline(**pipe.components)
     img2img.set_progress_bar_config(disable=True)

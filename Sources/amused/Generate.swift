@@ -37,8 +37,14 @@ struct Generate: ParsableCommand {
     @Option(help: "Classifier-free guidance scale (off at 1 or below).")
     var guidance: Float = 10
 
-    @Option(help: "Image size in pixels (default: the transformer's sample_size × 16).")
+    @Option(help: "Image side in pixels, for a square image (default: the transformer's sample_size × the VQ scale).")
     var size: Int?
+
+    @Option(help: "Image width in pixels (overrides --size for the width; a multiple of the VQ scale).")
+    var width: Int?
+
+    @Option(help: "Image height in pixels (overrides --size for the height; a multiple of the VQ scale).")
+    var height: Int?
 
     @Option(help: "Images per prompt.")
     var imagesPerPrompt = 1
@@ -70,6 +76,9 @@ struct Generate: ParsableCommand {
 
     func validate() throws {
         if mask != nil && initImage == nil { throw ValidationError("--mask needs --init-image") }
+        if initImage != nil && (size != nil || width != nil || height != nil) {
+            throw ValidationError("the init image sets the size; leave out --size, --width and --height")
+        }
         if let s = strength, !(0...1).contains(s) { throw ValidationError("--strength must be between 0 and 1") }
         if !negativePrompt.isEmpty && negativePrompt.count != prompt.count {
             throw ValidationError("give one --negative-prompt per --prompt (or none)")
@@ -95,7 +104,7 @@ struct Generate: ParsableCommand {
         let pipeline = try AmusedPipeline(components: components)
         let f = pipeline.vqvae.config.scaleFactor
         let side = size ?? pipeline.transformer.config.sampleSize * f
-        var request = GenerationRequest(prompts: prompt, height: side, width: side)
+        var request = GenerationRequest(prompts: prompt, height: height ?? side, width: width ?? side)
         request.negativePrompts = negativePrompt.isEmpty ? nil : negativePrompt
         request.seed = seed
         request.steps = steps

@@ -31,6 +31,22 @@ struct GenerateCommandTests {
         #expect(maxDifference(image.pixels, try recordPixels("tiny-256", "t2i_b1_cfg/image")) <= 1)
     }
 
+    /// `--width`/`--height` give a non-square image (record case t2i_b1_wide: twice as wide as high).
+    @Test func aWideImageMatchesDiffusers() throws {
+        let scratch = try ScratchFolder()
+        let out = scratch.path + "/wide.png"
+        let result = try runAmused(["generate", "--model", FixturePaths.path("records/tiny-512/model"),
+                                    "--prompt", "a photo of a cat", "--seed", "8", "--width", "128", "--height", "64",
+                                    "--out", out])
+        #expect(result.status == 0, "\(result.stderr)")
+        let image = try PNG.decode([UInt8](try Data(contentsOf: URL(fileURLWithPath: out))))
+        #expect(image.width == 128 && image.height == 64)
+        #expect(maxDifference(image.pixels, try recordPixels("tiny-512", "t2i_b1_wide/image")) <= 1)
+        let both = try runAmused(["generate", "--model", FixturePaths.path("records/tiny-512/model"), "--prompt", "x",
+                                  "--init-image", out, "--width", "64", "--out", scratch.path + "/no.png"])
+        #expect(both.status != 0 && both.stderr.contains("the init image sets the size"), "\(both.stderr)")
+    }
+
     @Test func inpaintingFromPNGFilesMatchesDiffusers() throws {
         let scratch = try ScratchFolder()
         let file = try SafetensorsFile(path: FixturePaths.path("records/tiny-512/record.safetensors"))

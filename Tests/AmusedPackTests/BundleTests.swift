@@ -218,7 +218,7 @@ struct BundleTests {
         let record = try ReferenceRecord(path: FixturePaths.path("records/tiny-variant"))
         let verifier = Verifier(record: record, components: components, profile: try ToleranceProfile.load("fp32"))
         let pipelines = record.cases.filter { ["text_to_image", "image_to_image"].contains($0.kind) }
-        #expect(pipelines.count == 6)
+        #expect(pipelines.count == 7)
         for c in pipelines {
             let result = try verifier.check(c)
             #expect(result.status == .pass && result.firstDivergingStep == nil, "\(c.name): \(result.note ?? "")")
