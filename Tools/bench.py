@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Speed of the Swift graph against PyTorch, in one run on the same machine, on a full-size checkpoint:
-one transformer forward at batch 2 (what one guided sampling step costs) and one VQ decode of a 256×256 image.
+one transformer forward at batch 2 (what one guided sampling step costs), one VQ decode of a 256×256 image and one
+text encoding of 2 × 77 tokens (the prompt and the negative prompt).
 Prints both times, the ratio (Swift / PyTorch) and the GFLOP/s each side reaches (FLOPs counted by torch's
 FlopCounterMode: matmul/conv/bmm, 2 per multiply-add, as in spec §7).
 
@@ -91,6 +92,15 @@ def main() -> None:
 
         results["vq_decode"] = {"torch": timed(decode, args.runs), "flops": flops(decode)}
         del vq
+        from transformers import CLIPTextModelWithProjection
+        te = CLIPTextModelWithProjection.from_pretrained(str(model / "text_encoder")).eval()
+        tids = (torch.arange(b * 77) * 7919 % te.config.vocab_size).reshape(b, 77)
+
+        def encode():
+            te(tids, output_hidden_states=True)
+
+        results["text_encoder"] = {"torch": timed(encode, args.runs), "flops": flops(encode)}
+        del te
 
     def swift_bench(env=None):
         return json.loads(subprocess.run([str(binary), "bench", str(model), "--batch", str(args.batch), "--runs",
@@ -104,7 +114,8 @@ def main() -> None:
     print(f"Swift products: {swift['products']}")
     print(f"{'part':<38}{'PyTorch s':>11}{'Swift s':>10}{'ratio':>8}{'GFLOP':>9}{'torch GF/s':>12}{'Swift GF/s':>12}"
           f"{'Swift peak RSS':>16}")
-    for name, label in (("transformer", f"transformer forward, batch {args.batch}"), ("vq_decode", "VQ decode 256×256")):
+    for name, label in (("transformer", f"transformer forward, batch {args.batch}"), ("vq_decode", "VQ decode 256×256"),
+                        ("text_encoder", f"text encoder, {args.batch} × 77 tokens")):
         tt = min(results[name]["torch"])
         gf = results[name]["flops"] / 1e9
         for row_label, run in [(label, swift)] + others:

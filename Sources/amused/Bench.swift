@@ -16,21 +16,21 @@ import Darwin
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Time a transformer forward and a VQ decode on a checkpoint (use a release build).",
+        abstract: "Time a transformer forward, a VQ decode and a text encoding on a checkpoint (use a release build).",
         discussion: """
             Inputs are deterministic: token ids i·7919 mod codebook, text features sin(i), micro-conditioning \
-            [size, size, 0, 0, 6]. Prints the best and median of --runs timed runs after one warm-up, and the \
+            [size, size, 0, 0, 6]; the text encoder gets --batch rows of 77 ids i·7919 mod vocabulary. Prints the best and median of --runs timed runs after one warm-up, and the \
             process's peak RSS after each part. Tools/bench.py runs this and PyTorch side by side.
             """)
 
     enum Part: String, ExpressibleByArgument, CaseIterable {
-        case transformer, vqDecode = "vq-decode", all
+        case transformer, vqDecode = "vq-decode", textEncoder = "text-encoder", all
     }
 
     @Argument(help: "A pipeline folder (e.g. .fullsize/amused-256/model) or an .amused bundle (its weights run as stored).")
     var model: String
 
-    @Option(help: "What to time: transformer, vq-decode or all.")
+    @Option(help: "What to time: transformer, vq-decode, text-encoder or all.")
     var part: Part = .all
 
     @Option(help: "Batch size of the transformer forward (2 = one guided sampling step).")
@@ -44,7 +44,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         var results = JSONObject()
-        if part != .vqDecode {
+        if part == .all || part == .transformer {
             let components = try load([.transformer])
             guard let transformer = components.transformer else { throw ValidationError("\(model) has no transformer") }
             let c = transformer.config
@@ -61,7 +61,14 @@ struct Bench: ParsableCommand {
             }
             results.insert("transformer", report(times, extra: ["batch": batch, "grid": grid]))
         }
-        if part != .transformer {
+        if part == .all || part == .textEncoder {
+            let components = try load([.textEncoder])
+            guard let encoder = components.textEncoder else { throw ValidationError("\(model) has no text encoder") }
+            let ids = (0..<(batch * 77)).map { Int64(($0 * 7919) % encoder.config.vocabSize) }
+            let times = try measure { _ = try encoder(ids, batch: batch) }
+            results.insert("text_encoder", report(times, extra: ["batch": batch, "tokens": 77]))
+        }
+        if part == .all || part == .vqDecode {
             let components = try load([.vqvae])
             guard let vq = components.vqvae else { throw ValidationError("\(model) has no VQ model") }
             let grid = 16  // a 256×256 image

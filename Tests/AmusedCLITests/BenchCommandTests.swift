@@ -1,5 +1,5 @@
-// `amused bench`: the JSON that Tools/bench.py reads — a best and median time per part, the peak RSS, and which
-// library did the matrix products.
+// `amused bench`: the JSON that Tools/bench.py reads — a best and median time per part (transformer, VQ decode, text
+// encoder), the peak RSS, and which library did the matrix products.
 
 import AmusedRead
 import AmusedTestSupport
@@ -12,7 +12,7 @@ struct BenchCommandTests {
         let result = try runAmused(["bench", FixturePaths.path("records/tiny-256/model"), "--runs", "1", "--json"])
         #expect(result.status == 0, "\(result.stderr)")
         let report = try StrictJSONParser(path: "stdout").parse(Array(result.stdout.utf8))
-        for part in ["transformer", "vq_decode"] {
+        for part in ["transformer", "vq_decode", "text_encoder"] {
             let p = try #require(report[part], "\(part)")
             #expect((p["best_seconds"]?.doubleValue ?? -1) >= 0)
             #expect((p["median_seconds"]?.doubleValue ?? -1) >= (p["best_seconds"]?.doubleValue ?? 0))
