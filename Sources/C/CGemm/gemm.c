@@ -135,6 +135,13 @@ __attribute__((target("avx512f"), always_inline)) static inline void transpose16
     }
 }
 
+/// dst[0..<count] = src[0..<count], then zeros up to `width`: one depth step of a panel whose source run is contiguous.
+static inline void copy_padded(float *dst, const float *src, long count, long width) {
+    long i = 0;
+    for (; i < count; i++) dst[i] = src[i];
+    for (; i < width; i++) dst[i] = 0;
+}
+
 /// Rows [i0, i0+mc) × depth [p0, p0+kc) of op(A) as MR-row panels, each stored depth-major (MR values per step),
 /// the last one padded with zeros. Row-major A is transposed 16 depths at a time in registers.
 __attribute__((target("avx512f")))
@@ -151,7 +158,7 @@ static void pack_a(int trans, const float *a, long lda, long i0, long mc, long p
                     for (int q = 0; q < 16; q++) r[q] = q < MR ? _mm512_loadu_ps(src + q * lda + p) : _mm512_setzero_ps();
                     transpose16(r);
 #pragma GCC unroll 16
-                    for (int q = 0; q < 16; q++) _mm512_mask_storeu_ps(dst + (p + q) * MR, 0x0FFF, r[q]);
+                    for (int q = 0; q < 16; q++) _mm512_mask_storeu_ps(dst + (p + q) * MR, (1u << MR) - 1, r[q]);
                 }
             }
             for (; p < kc; p++) {
@@ -160,12 +167,7 @@ static void pack_a(int trans, const float *a, long lda, long i0, long mc, long p
                 for (; r < MR; r++) dst[p * MR + r] = 0;
             }
         } else {
-            for (long p = 0; p < kc; p++) {
-                const float *src = a + (p0 + p) * lda + i0 + ir;
-                long r = 0;
-                for (; r < mr; r++) dst[p * MR + r] = src[r];
-                for (; r < MR; r++) dst[p * MR + r] = 0;
-            }
+            for (long p = 0; p < kc; p++) copy_padded(dst + p * MR, a + (p0 + p) * lda + i0 + ir, mr, MR);
         }
         dst += MR * kc;
     }
@@ -196,12 +198,7 @@ static void pack_b(int trans, const float *b, long ldb, long j0, long nc, long p
                         dst[p * NR + j] = j < nr ? b[(j0 + jr + j) * ldb + p0 + p] : 0;
             }
         } else {
-            for (long p = 0; p < kc; p++) {
-                const float *src = b + (p0 + p) * ldb + j0 + jr;
-                long j = 0;
-                for (; j < nr; j++) dst[p * NR + j] = src[j];
-                for (; j < NR; j++) dst[p * NR + j] = 0;
-            }
+            for (long p = 0; p < kc; p++) copy_padded(dst + p * NR, b + (p0 + p) * ldb + j0 + jr, nr, NR);
         }
         dst += NR * kc;
     }
