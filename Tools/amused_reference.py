@@ -1,5 +1,5 @@
 """Shared pieces of AmusedKit's PyTorch reference scripts: the CLIP tokenizer files, the component builders,
-the parameter drawing, and the record writer (format: shared/spec/reference-record.md, version 1).
+the parameter drawing, and the record writer (format: docs/reference-record.md, version 1).
 
 Everything here runs on the CPU with one torch thread, so that regenerating gives byte-identical files.
 """
@@ -118,13 +118,13 @@ def draw_parameters(module: torch.nn.Module, gen: torch.Generator, *, gains: dic
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Tiny configurations shaped like the released ones (spec §1), small enough to commit.
+# Tiny configurations shaped like the released ones (docs/model-notes.md §1), small enough to commit.
 
 def tiny_text_config() -> CLIPTextConfig:
     return CLIPTextConfig(
         vocab_size=49408, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
         max_position_embeddings=77, projection_dim=16, hidden_act="quick_gelu", layer_norm_eps=1e-5,
-        bos_token_id=0, eos_token_id=2, pad_token_id=1,  # legacy ids, as in the released config (spec §4)
+        bos_token_id=0, eos_token_id=2, pad_token_id=1,  # legacy ids, as in the released config (model notes §4)
     )
 
 
@@ -141,7 +141,7 @@ def tiny_transformer_config(*, resolution_512: bool) -> dict:
 def tiny_vq_config() -> dict:
     # Three levels (scale factor 4) instead of five: the structure (downsample after every block but the last,
     # three resnets per decoder block) is the same, and the token grid must be a multiple of the scale factor for
-    # the inpaint pipeline's mask processor (spec §9.15), which a 5-level VQ would only allow at 16×16 and up.
+    # the inpaint pipeline's mask processor (model notes §9.15), which a 5-level VQ would only allow at 16×16 and up.
     return dict(
         act_fn="silu", block_out_channels=[8, 16, 16], down_block_types=["DownEncoderBlock2D"] * 3,
         up_block_types=["UpDecoderBlock2D"] * 3, in_channels=3, out_channels=3, latent_channels=8,

@@ -3,7 +3,7 @@
 one transformer forward at batch 2 (what one guided sampling step costs), one VQ decode of a 256×256 image and one
 text encoding of 2 × 77 tokens (the prompt and the negative prompt).
 Prints both times, the ratio (Swift / PyTorch) and the GFLOP/s each side reaches (FLOPs counted by torch's
-FlopCounterMode: matmul/conv/bmm, 2 per multiply-add, as in spec §7).
+FlopCounterMode: matmul/conv/bmm, 2 per multiply-add, as in docs/model-notes.md §7).
 
     swift build -c release
     Tools/.venv/bin/python Tools/bench.py [--model .fullsize/amused-256/model] [--runs 3] [--threads 2] [--pipeline]

@@ -4,7 +4,7 @@
     Tools/.venv/bin/python Tools/make_fixtures.py
 
 - Fixtures/records/tiny-256, tiny-512: tiny aMUSEd pipelines with random weights in the released layout
-  (save_pretrained) plus reference records covering every case kind (shared/spec/reference-record.md).
+  (save_pretrained) plus reference records covering every case kind (docs/reference-record.md).
 - Fixtures/safetensors/dtypes.safetensors (+ dtypes.json): one tensor of every dtype Python's safetensors writes,
   with the values torch reads back, for the reader's conformance tests.
 - Fixtures/tokenizer/prompts.json: prompts and the ids transformers' CLIPTokenizer gives them.
@@ -674,7 +674,7 @@ LORA_CASES = {"text_b2", "transformer_b1", "transformer_b2", "t2i_b1_cfg"}
 
 def write_lora_fixture(folder: Path, model: Path, seed: int) -> None:
     """A tiny PEFT LoRA on tiny-256 (transformer to_q/to_k/to_v, text encoder q/k/v_proj) saved the way
-    train_amused.py saves one, and records of diffusers with it loaded at scales 1.0 and 0.5 (spec §6.1)."""
+    train_amused.py saves one, and records of diffusers with it loaded at scales 1.0 and 0.5 (model notes §6.1)."""
     from diffusers import AmusedPipeline
     from diffusers.loaders import AmusedLoraLoaderMixin
     from diffusers.utils.peft_utils import scale_lora_layers
@@ -810,7 +810,7 @@ def main() -> None:
             write_fp16_record(FIXTURES / "records" / f"{name}-fp16", folder / "model", seed + 9)
         if is512:
             write_open_muse_fixture(FIXTURES / "openmuse" / name, pipe, tok)
-    # Away from the released configs (spec §9.14): biases everywhere, norms without gains, hidden_size equal to
+    # Away from the released configs (model notes §9.14): biases everywhere, norms without gains, hidden_size equal to
     # block_out_channels (no kv_mapper), a VQ mid-block attention, exact-GELU CLIP with one layer and the modern
     # eos_token_id (pooling at the first <|endoftext|> instead of argmax); and the scheduler config's other masking
     # schedule, linear, which text-to-image and image-to-image must follow (inpainting always runs linear).

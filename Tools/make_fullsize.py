@@ -7,7 +7,7 @@ real-shape checks. Never committed (about 7 GB per resolution with the fp16 vari
 
 For each of amused-256 and amused-512: <out>/amused-<res>/model/ is what AmusedPipeline.save_pretrained writes
 (model_index.json, transformer/, vqvae/, text_encoder/, tokenizer/, scheduler/) with the exact released configs
-(shared/reference/amused-spec.md §1), fp32 weights plus the *.fp16.safetensors variants, and
+(docs/model-notes.md §1), fp32 weights plus the *.fp16.safetensors variants, and
 <out>/amused-<res>/record.json + record.safetensors holds a transformer case and a VQ decode case.
 """
 

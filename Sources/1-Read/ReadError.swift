@@ -5,7 +5,7 @@ import AmusedTensors
 
 /// What went wrong while reading a weights file, with the file, the byte offset and the field it concerns.
 public struct ReadError: Error, LocalizedError, Equatable, Sendable {
-    /// The error families of `shared/reference/hostile-inputs.md`, stable across versions.
+    /// The error families of `docs/hostile-inputs.md`, stable across versions.
     public enum Family: String, Sendable, Codable {
         /// The file ends before a structure it declares.
         case truncated

@@ -1,6 +1,6 @@
 // LoRA: a diffusers/PEFT `pytorch_lora_weights.safetensors` fused into the bound weights, W' = W + s · B · A.
 //
-// The files train_amused.py writes (spec §6.1) hold `transformer.<module>.lora_A.weight` [r, in] and
+// The files train_amused.py writes (docs/model-notes.md §6.1) hold `transformer.<module>.lora_A.weight` [r, in] and
 // `…lora_B.weight` [out, r] (and the same under `text_encoder.`), and **no alpha**: on reload diffusers takes
 // lora_alpha = r, an effective scale of 1.0, whatever alpha was used in training (train_amused.py's defaults give
 // 32 / 16 = 2.0). So the scale is the user's to state; 1.0 reproduces diffusers' reload. Files that do carry

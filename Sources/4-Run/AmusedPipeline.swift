@@ -219,7 +219,7 @@ public struct AmusedPipeline: Sendable {
                 startingMaskRatio = Float(masked) / Float(tokens.count)
             } else {
                 // start − 1 is −1 when the whole schedule runs: Python's timesteps[-1] is the last timestep, 0,
-                // whose mask ratio cos(π/2) masks (almost) nothing (spec §5.4).
+                // whose mask ratio cos(π/2) masks (almost) nothing (docs/model-notes.md §5.4).
                 let t = scheduler.timesteps[start >= 1 ? start - 1 : scheduler.timesteps.count - 1]
                 tokens = scheduler.addNoise(tokens, timestep: t, randomness: &randomness)
             }

@@ -1,5 +1,6 @@
 // port of torch's CPU generator (aten/src/ATen/core/MT19937RNGEngine.h, CPUGeneratorImpl.cpp and the CPU
-// uniform/exponential/multinomial kernels), torch 2.9.1 — exactly the draws spec §5.6 lists, in the same order.
+// uniform/exponential/multinomial kernels), torch 2.9.1 — exactly the draws docs/model-notes.md §5.6 lists, in
+// the same order.
 
 #if canImport(Glibc)
 import Glibc

@@ -304,7 +304,7 @@ struct AdaLayerNormContinuous: Sendable {
 
 /// A `BasicTransformerBlock` with `norm_type="ada_norm_continuous"`: self-attention, cross-attention to the text,
 /// GEGLU feed-forward, each after an AdaLN. norm1/norm2 are RMSNorm but norm3 is LayerNorm: diffusers hard-codes
-/// the strings "rms_norm", "rms_norm", "layer_norm" (spec §9.1).
+/// the strings "rms_norm", "rms_norm", "layer_norm" (docs/model-notes.md §9.1).
 struct UVitTransformerLayer: Sendable {
     let norm1: AdaLayerNormContinuous
     let attn1: MultiHeadAttention
@@ -448,7 +448,7 @@ struct UVitBlock: Sendable {
 }
 
 /// `ConvNextBlock`: depthwise 3×3 → RMSNorm → Linear ×4 → GELU → GlobalResponseNorm → Linear → + residual, then
-/// AdaLN applied after the residual (spec §9.3): x·(1 + scale) + shift per channel.
+/// AdaLN applied after the residual (docs/model-notes.md §9.3): x·(1 + scale) + shift per channel.
 struct ConvNextBlock: Sendable {
     let depthwise: Param
     let depthwiseBias: Param?
@@ -522,9 +522,9 @@ struct ConvNextBlock: Sendable {
 }
 
 /// `SkipFFTransformerBlock`: two attentions, no feed-forward. Both attn1 and attn2 are cross-attentions to the
-/// text (spec §9.4, as in the original: "this is actually a cross attention layer"). The text goes through
+/// text (model notes §9.4, as in the original: "this is actually a cross attention layer"). The text goes through
 /// SiLU → kv_mapper only when hidden_size ≠ block_out_channels; otherwise the projected text is used directly
-/// (spec §9.14). norm1/norm2 always have a gain and eps 1e-6, whatever ln_elementwise_affine says.
+/// (docs/model-notes.md §9.14). norm1/norm2 always have a gain and eps 1e-6, whatever ln_elementwise_affine says.
 struct SkipFFTransformerBlock: Sendable {
     let kvMapper: Linear?
     let norm1: RMSNorm

@@ -1,6 +1,6 @@
 // port of diffusers/models/autoencoders/vq_model.py + vae.py (Encoder, Decoder, VectorQuantizer), v0.35.2
 //
-// Images are NCHW float32 in [0, 1] (aMUSEd's VQ works in [0, 1], no [-1, 1] normalisation: spec §3).
+// Images are NCHW float32 in [0, 1] (aMUSEd's VQ works in [0, 1], no [-1, 1] normalisation: docs/model-notes.md §3).
 
 import AmusedKernels
 

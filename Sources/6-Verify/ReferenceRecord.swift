@@ -1,4 +1,4 @@
-// Reference records (shared/spec/reference-record.md, format version 1): record.json + record.safetensors,
+// Reference records (docs/reference-record.md, format version 1): record.json + record.safetensors,
 // with the checkpoint in model/ or where "model" points.
 
 import AmusedRead

@@ -12,7 +12,7 @@
 // The file is tiled exactly: header, buffers in manifest order, padding below 64 bytes of zeros, manifest, nothing
 // after. The manifest is written last, so a conversion can read its own buffers back to verify them first. Every
 // buffer carries the SHA-256 of its (decoded) bytes; compressed bundles store zstd frames whose content size must equal
-// the declared size. Readers treat all of it as untrusted (shared/reference/hostile-inputs.md §6.7).
+// the declared size. Readers treat all of it as untrusted (docs/hostile-inputs.md §6.7).
 
 import AmusedRead
 import AmusedTensors

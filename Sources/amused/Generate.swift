@@ -124,8 +124,8 @@ struct Generate: ParsableCommand {
             request.initImages = Array((0..<prompt.count).map { _ in image.pixels }.joined())
             if let mask {
                 // The mask goes straight to the token grid: grayscale, Lanczos, ≥ 128 repaints. diffusers' mask
-                // processor floors the grid to a multiple of the scale factor too (spec §9.15), which fails unless the
-                // grid already is one; refuse the same sizes with a clear message.
+                // processor floors the grid to a multiple of the scale factor too (docs/model-notes.md §9.15), which
+                // fails unless the grid already is one; refuse the same sizes with a clear message.
                 let gw = w / f, gh = h / f
                 guard gw % f == 0, gh % f == 0 else {
                     throw ImageError(path: mask, "the token grid \(gw)×\(gh) is not a multiple of \(f), which "

@@ -12,7 +12,7 @@ struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check a checkpoint against a PyTorch reference record, case by case.",
         discussion: """
-            Runs every case of the record (format: shared/spec/reference-record.md) through the Swift graph and \
+            Runs every case of the record (format: docs/reference-record.md) through the Swift graph and \
             prints, per case, pass/fail, max and mean absolute error, cosine similarity, and the first tensor out of \
             tolerance. text_encoder, transformer, vq_decode and vq_encode cases compare outputs; text_to_image, \
             image_to_image and inpaint cases replay the sampler seed for seed and report the token agreement after \

@@ -1,4 +1,4 @@
-// Bundles are untrusted on read (shared/reference/hostile-inputs.md §6.7): every case of the catalogue, each
+// Bundles are untrusted on read (docs/hostile-inputs.md §6.7): every case of the catalogue, each
 // rejected with its family and the tensor, file, header or manifest it concerns, before any oversized allocation.
 
 import AmusedPack

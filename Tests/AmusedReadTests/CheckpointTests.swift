@@ -22,7 +22,7 @@ struct CheckpointTests {
         #expect(checkpoint.component("scheduler")?.config?["mask_token_id"]?.intValue == 64)
         let transformer = try #require(checkpoint.component("transformer")?.weights)
         #expect(transformer.infos.allSatisfy { $0.dtype == .f32 })
-        // The 512-shaped model has exactly the four extra down/up-sampling tensors (spec §2.7).
+        // The 512-shaped model has exactly the four extra down/up-sampling tensors (docs/model-notes.md §2.7).
         let extra = transformer.names.filter { $0.contains("downsample") || $0.contains("upsample") }
         #expect(extra.count == (record == "tiny-512" ? 4 : 0))
     }

@@ -1,4 +1,4 @@
-// The zip, PyTorch, NumPy and GGUF parts of shared/reference/hostile-inputs.md (§6.2, 6.3, 6.5, 6.6): each case is
+// The zip, PyTorch, NumPy and GGUF parts of docs/hostile-inputs.md (§6.2, 6.3, 6.5, 6.6): each case is
 // built here byte by byte and must fail with the stated error family, quickly, without a crash.
 
 import AmusedRead

@@ -1,4 +1,4 @@
-// The safetensors part of shared/reference/hostile-inputs.md (§6.1), one test per case, plus the positive
+// The safetensors part of docs/hostile-inputs.md (§6.1), one test per case, plus the positive
 // controls of §6.9 that strictness must not break.
 
 import AmusedRead
