@@ -70,7 +70,7 @@ let package = Package(
                           path: "Sources/amused"),
 
         // Fixture paths and temporary folders shared by the test targets.
-        .target(name: "AmusedTestSupport", dependencies: ["AmusedRead"], path: "Tests/Support"),
+        .target(name: "AmusedTestSupport", dependencies: ["AmusedTensors", "AmusedRead"], path: "Tests/Support"),
         .testTarget(name: "AmusedTensorsTests", dependencies: ["AmusedTensors", "AmusedTestSupport"],
                     path: "Tests/AmusedTensorsTests"),
         .testTarget(name: "AmusedReadTests",

@@ -53,6 +53,8 @@ public enum QuantScheme: Sendable, Hashable, CustomStringConvertible {
     /// The buffers a tensor of `shape` occupies in this scheme: role (`data`, `scales`, `minimums`), dtype and shape.
     /// Nil when the shape does not fit the scheme (no rows, or int4 columns not a multiple of the group).
     public func buffers(for shape: [Int]) -> [(role: String, dtype: DType, shape: [Int])]? {
+        // Shapes whose float32 size overflows are refused first, so the products below cannot overflow.
+        guard SizeMath.byteCount(shape: shape, dtype: .f32) != nil else { return nil }
         switch self {
         case .f32: return [("data", .f32, shape)]
         case .f16: return [("data", .f16, shape)]

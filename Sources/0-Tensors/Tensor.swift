@@ -21,8 +21,9 @@ public struct Tensor: Sendable {
         guard strides.count == shape.count else {
             throw .invalidView("shape \(describeShape(shape)) has \(shape.count) dimensions but \(strides.count) strides")
         }
-        guard let count = SizeMath.product(shape) else {
-            throw .invalidView("shape \(describeShape(shape)) overflows")
+        // Every count and byte size derived from the shape later (`elementCount`, `byteCount`, a copy) fits in an Int.
+        guard let count = SizeMath.product(shape), SizeMath.byteCount(shape: shape, dtype: dtype) != nil else {
+            throw .invalidView("shape \(describeShape(shape)) of \(dtype.rawValue) overflows 64 bits")
         }
         guard byteOffset >= 0 else { throw .invalidView("negative byte offset \(byteOffset)") }
         if count > 0 {
@@ -35,7 +36,8 @@ public struct Tensor: Sendable {
                     }
                     maxIndex = m
                 }
-                guard let lastByte = SizeMath.product([maxIndex + 1, width]).flatMap({ SizeMath.add($0, byteOffset) }),
+                guard let end = SizeMath.add(maxIndex, 1),
+                      let lastByte = SizeMath.product([end, width]).flatMap({ SizeMath.add($0, byteOffset) }),
                       lastByte <= storage.byteCount
                 else {
                     throw .invalidView("shape \(describeShape(shape)) with strides \(strides) at byte \(byteOffset) "
@@ -67,10 +69,10 @@ public struct Tensor: Sendable {
         try self.init(dtype: .f32, shape: shape, storage: storage)
     }
 
-    /// Number of elements.
+    /// Number of elements (cannot overflow: `init` checked the shape's byte size).
     public var elementCount: Int { shape.reduce(1, *) }
 
-    /// Bytes the elements take when contiguous.
+    /// Bytes the elements take when contiguous (cannot overflow: `init` checked it).
     public var byteCount: Int { (elementCount * dtype.bitWidth) / 8 }
 
     /// True when the elements are laid out row-major without gaps.

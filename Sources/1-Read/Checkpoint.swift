@@ -106,10 +106,7 @@ public struct PrefixedSource: TensorSource {
     public init(_ source: any TensorSource, prefix: String) {
         self.source = source
         self.prefix = prefix
-        infos = source.infos.filter { $0.name.hasPrefix(prefix) }.map { info in
-            TensorInfo(name: String(info.name.dropFirst(prefix.count)), dtype: info.dtype, shape: info.shape,
-                       fileOffset: info.fileOffset, byteCount: info.byteCount, path: info.path)
-        }
+        infos = source.infos.filter { $0.name.hasPrefix(prefix) }.map { $0.renamed(String($0.name.dropFirst(prefix.count))) }
     }
 
     /// The tensor `prefix + name`.

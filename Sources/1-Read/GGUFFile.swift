@@ -6,7 +6,7 @@
 import AmusedTensors
 
 /// A GGUF metadata value.
-public indirect enum GGUFValue: Sendable, Equatable {
+public enum GGUFValue: Sendable, Equatable {
     /// Unsigned integers (u8 … u64).
     case uint(UInt64)
     /// Signed integers (i8 … i64).
@@ -45,12 +45,15 @@ public struct GGUFFile: TensorSource {
     ]
     /// Longest tensor name (GGML_MAX_NAME).
     public static let maxNameBytes = 64
+    /// Memory the parsed metadata may take (a `GGUFValue` per array element plus string bytes). A 128k-token
+    /// vocabulary with its merges takes about 15 MB; a u8 array of 10^8 elements in a 100 MB file would take 2.4 GB.
+    public static let maxMetadataBytes = 256 << 20
 
     /// Opens and validates `path`.
     public init(path: String) throws(ReadError) {
         self.path = path
         do { file = try MappedFile(path: path) } catch { throw ReadError.from(error, path: path) }
-        var cursor = Cursor(base: file.pointer(at: 0), count: file.byteCount, path: path)
+        var cursor = Cursor(base: file.pointer(at: 0), count: file.byteCount, path: path, budget: Self.maxMetadataBytes)
         guard file.byteCount >= 24 else { throw ReadError(.truncated, path: path, offset: 0, "file shorter than a GGUF header") }
         guard try cursor.u32() == 0x4655_4747 else { throw ReadError(.malformed, path: path, offset: 0, "not a GGUF file") }
         let version = try cursor.u32()
@@ -129,8 +132,12 @@ public struct GGUFFile: TensorSource {
             offsets[t.name] = (start, bytes, t.dims)
             types[t.name] = t.type
             let dtype: DType = t.type == 1 ? .f16 : t.type == 30 ? .bf16 : .f32
-            infos.append(TensorInfo(name: t.name, dtype: dtype, shape: Array(t.dims.reversed()), fileOffset: start,
-                                    byteCount: count * dtype.byteWidth!, path: path))
+            let shape = Array(t.dims.reversed())
+            guard let readBytes = SizeMath.byteCount(shape: shape, dtype: dtype) else {
+                throw ReadError(.arithmeticOverflow, path: path, offset: t.at, field: t.name, "tensor size overflows")
+            }
+            infos.append(try TensorInfo(name: t.name, dtype: dtype, shape: shape, fileOffset: start,
+                                        byteCount: readBytes, path: path))
         }
         spans.sort { $0.0 < $1.0 }
         for (a, b) in zip(spans, spans.dropFirst()) where a.1 > b.0 {
@@ -157,7 +164,7 @@ public struct GGUFFile: TensorSource {
             case 30: return try Tensor(dtype: .bf16, shape: shape, storage: storage)
             default:
                 let values = GGMLQuant.dequantize(type: typeID, UnsafeRawBufferPointer(start: storage.baseAddress, count: bytes),
-                                                  count: shape.reduce(1, *))
+                                                  count: shape.reduce(1, *))  // checked at open
                 return try Tensor(floats: values, shape: shape)
             }
         } catch {
@@ -173,11 +180,23 @@ public struct GGUFFile: TensorSource {
         let count: Int
         let path: String
         var pos = 0
+        /// Bytes of parsed values still allowed.
+        var budget: Int
 
-        init(base: UnsafeRawPointer, count: Int, path: String) {
+        init(base: UnsafeRawPointer, count: Int, path: String, budget: Int) {
             self.base = base
             self.count = count
             self.path = path
+            self.budget = budget
+        }
+
+        /// Charges `bytes` of parsed values against the budget before they are allocated.
+        mutating func spend(_ bytes: Int, at: Int) throws(ReadError) {
+            guard bytes <= budget else {
+                throw ReadError(.limitExceeded, path: path, offset: at,
+                                "metadata would take more than \(GGUFFile.maxMetadataBytes >> 20) MiB in memory")
+            }
+            budget -= bytes
         }
 
         mutating func need(_ n: Int) throws(ReadError) {
@@ -212,6 +231,7 @@ public struct GGUFFile: TensorSource {
                 throw ReadError(.truncated, path: path, offset: at, "string of \(n) bytes, \(count - pos) remain")
             }
             guard n <= UInt64(limit) else { throw ReadError(.malformed, path: path, offset: at, "string of \(n) bytes") }
+            try spend(Int(n), at: at)
             defer { pos += Int(n) }
             guard let s = String(validating: UnsafeRawBufferPointer(start: base + pos, count: Int(n)), as: UTF8.self) else {
                 throw ReadError(.malformed, path: path, offset: at, "string is not UTF-8")
@@ -244,6 +264,8 @@ public struct GGUFFile: TensorSource {
                     throw ReadError(.malformed, path: path, offset: at, "array element type \(elementType)")
                 }
                 let n = try count(minimumRecord: size, what: "array")
+                let (bytes, overflow) = n.multipliedReportingOverflow(by: MemoryLayout<GGUFValue>.stride)
+                try spend(overflow ? Int.max : bytes, at: at)
                 var items: [GGUFValue] = []
                 items.reserveCapacity(n)
                 for _ in 0..<n { items.append(try value(type: elementType, depth: depth + 1)) }

@@ -129,8 +129,7 @@ public struct InMemoryTensors: TensorSource {
     /// Wraps `tensors`.
     public init(_ tensors: [(name: String, tensor: Tensor)], path: String = "<memory>") {
         self.path = path
-        infos = tensors.map { TensorInfo(name: $0.name, dtype: $0.tensor.dtype, shape: $0.tensor.shape, fileOffset: 0,
-                                         byteCount: $0.tensor.byteCount, path: path) }
+        infos = tensors.map { TensorInfo(name: $0.name, tensor: $0.tensor, path: path) }
         self.tensors = Dictionary(tensors.map { ($0.name, $0.tensor) }, uniquingKeysWith: { a, _ in a })
     }
 

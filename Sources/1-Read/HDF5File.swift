@@ -91,7 +91,7 @@ public final class HDF5File: TensorSource, @unchecked Sendable {
                     let info = try Self.describe(object, name: full, path: path)
                     let dotted = full.replacingOccurrences(of: "/", with: ".")
                     paths[dotted] = full
-                    infos.append(TensorInfo(name: dotted, dtype: info.dtype, shape: info.shape, fileOffset: 0,
+                    infos.append(try TensorInfo(name: dotted, dtype: info.dtype, shape: info.shape, fileOffset: 0,
                                             byteCount: info.bytes, path: path))
                 default:
                     continue  // named datatypes are not weights
@@ -182,7 +182,7 @@ public final class HDF5File: TensorSource, @unchecked Sendable {
         guard let count = SizeMath.product(shape), let bytes = SizeMath.byteCount(elements: count, dtype: dtype) else {
             throw ReadError(.arithmeticOverflow, path: path, field: name, "shape \(describeShape(shape)) overflows")
         }
-        if H5Pget_layout(dcpl) == H5D_CONTIGUOUS && count > 0 && Int(H5Dget_storage_size(dataset)) != bytes {
+        if H5Pget_layout(dcpl) == H5D_CONTIGUOUS && count > 0 && H5Dget_storage_size(dataset) != UInt64(bytes) {
             throw ReadError(.limitExceeded, path: path, field: name,
                             "contiguous dataset declares \(bytes) bytes but stores \(H5Dget_storage_size(dataset))")
         }
@@ -207,7 +207,8 @@ public final class HDF5File: TensorSource, @unchecked Sendable {
                 throw ReadError(.unsupported, path: path, field: name, "no native type of the dataset's size")
             }
             defer { H5Tclose(memoryType) }
-            try Self.checkChunks(dataset, name: name, path: path, elementSize: info.dtype.byteWidth ?? 1)
+            try Self.checkChunks(dataset, name: name, path: path, elementSize: info.dtype.byteWidth ?? 1,
+                                 bytes: info.byteCount)
             let storage = Storage(zeroedByteCount: info.byteCount)
             if info.byteCount > 0 {
                 guard H5Dread(dataset, memoryType, 0, 0, 0, storage.mutableBaseAddress) >= 0 else {
@@ -222,10 +223,14 @@ public final class HDF5File: TensorSource, @unchecked Sendable {
 }
 
 extension HDF5File {
-    /// Before libhdf5 decompresses anything: every deflated chunk of `dataset` must inflate (with a bound) to exactly
-    /// its declared chunk size. libhdf5's own deflate filter grows its buffer to whatever a chunk expands to, so a
-    /// chunk bomb would otherwise be decoded in full. Pipelines other than deflate (± shuffle) are left to libhdf5.
-    static func checkChunks(_ dataset: hid_t, name: String, path: String, elementSize: Int) throws(ReadError) {
+    /// Before libhdf5 allocates or decompresses anything: a chunked dataset must have every chunk written (libhdf5
+    /// would otherwise allocate the declared size and fill it, from a file of a few bytes), and every deflated chunk
+    /// must inflate (with a bound) to exactly its declared chunk size: libhdf5's own deflate filter grows its buffer
+    /// to whatever a chunk expands to, so a chunk bomb would otherwise be decoded in full. Deflate may be combined
+    /// with shuffle and fletcher32 (whose 4-byte checksum is set aside); not with the filters that change sizes.
+    static func checkChunks(_ dataset: hid_t, name: String, path: String, elementSize: Int, bytes: Int)
+        throws(ReadError)
+    {
         let dcpl = H5Dget_create_plist(dataset)
         defer { H5Pclose(dcpl) }
         guard H5Pget_layout(dcpl) == H5D_CHUNKED else { return }
@@ -235,7 +240,6 @@ extension HDF5File {
             var nameBuffer = [CChar](repeating: 0, count: 8)
             filters.append(H5Pget_filter2(dcpl, UInt32(i), &flags, &count, nil, 8, &nameBuffer, &config))
         }
-        guard let deflateIndex = filters.firstIndex(of: 1), filters.allSatisfy({ $0 == 1 || $0 == 2 }) else { return }
         var chunk = [hsize_t](repeating: 0, count: 32)
         let rank = Int(H5Pget_chunk(dcpl, 32, &chunk))
         guard rank > 0, let elements = SizeMath.product(chunk.prefix(rank).map { Int(clamping: $0) }),
@@ -244,13 +248,29 @@ extension HDF5File {
         let space = H5Dget_space(dataset)
         defer { H5Sclose(space) }
         var count: hsize_t = 0
-        guard H5Dget_num_chunks(dataset, space, &count) >= 0 else { return }
+        guard H5Dget_num_chunks(dataset, space, &count) >= 0 else {
+            throw ReadError(.malformed, path: path, field: name, "the chunk index cannot be read")
+        }
+        // Chunks cover the dataset (edge chunks overhang it), so written chunks hold at least its bytes.
+        guard chunkBytes > 0, bytes == 0 || Int(clamping: count) >= (bytes + chunkBytes - 1) / chunkBytes else {
+            throw ReadError(.inconsistent, path: path, field: name,
+                            "the dataset declares \(bytes) bytes but only \(count) chunks of \(chunkBytes) bytes are written")
+        }
+        guard let deflateIndex = filters.firstIndex(of: 1) else { return }
+        guard filters.allSatisfy({ $0 == 1 || $0 == 2 || $0 == 3 }) else {
+            throw ReadError(.unsupported, path: path, field: name,
+                            "deflate combined with nbit or scale-offset (sizes cannot be bounded before decoding)")
+        }
+        // fletcher32 after deflate appends its checksum to the deflated bytes; before it, to the data deflated.
+        let fletcherIndex = filters.firstIndex(of: 3)
+        let trailer = fletcherIndex.map { $0 > deflateIndex ? 4 : 0 } ?? 0
+        let inflated = chunkBytes + (fletcherIndex.map { $0 < deflateIndex ? 4 : 0 } ?? 0)
         for index in 0..<count {
             var offset = [hsize_t](repeating: 0, count: rank)
             var mask: UInt32 = 0, address: haddr_t = 0, size: hsize_t = 0
             guard H5Dget_chunk_info(dataset, space, index, &offset, &mask, &address, &size) >= 0 else { continue }
             // Deflate cannot shrink data below 1/1032 of its size; a stored size that large is also suspicious.
-            guard size <= hsize_t(chunkBytes) * 2 + 1024 else {
+            guard size / 2 <= hsize_t(chunkBytes) + 512 else {  // (size ≤ 2 · chunk + 1024, without overflow)
                 throw ReadError(.limitExceeded, path: path, field: name, "chunk \(index) stores \(size) bytes for \(chunkBytes)")
             }
             var raw = [UInt8](repeating: 0, count: Int(size))
@@ -259,11 +279,14 @@ extension HDF5File {
                 throw ReadError(.integrity, path: path, field: name, "chunk \(index) cannot be read")
             }
             if filterMask & (1 << UInt32(deflateIndex)) != 0 { continue }  // deflate skipped for this chunk
+            guard raw.count >= trailer else {
+                throw ReadError(.integrity, path: path, field: name, "chunk \(index) is shorter than its checksum")
+            }
             do {
-                let out = try Inflate.zlib(raw, limit: chunkBytes)
-                guard out.count == chunkBytes else {
+                let out = try Inflate.zlib(Array(raw.dropLast(trailer)), limit: inflated)
+                guard out.count == inflated else {
                     throw ReadError(.integrity, path: path, field: name,
-                                    "chunk \(index) inflates to \(out.count) bytes, not \(chunkBytes)")
+                                    "chunk \(index) inflates to \(out.count) bytes, not \(inflated)")
                 }
             } catch let error as InflateError {
                 throw ReadError(.limitExceeded, path: path, field: name, "chunk \(index): \(error)")

@@ -32,8 +32,7 @@ public struct NumpyArchive: TensorSource {
             let name = String(entry.name.dropLast(4))
             let t = try Self.load(entry, from: zip, path: path, verify: false)
             members[name] = entry
-            infos.append(TensorInfo(name: name, dtype: t.dtype, shape: t.shape, fileOffset: entry.dataOffset,
-                                    byteCount: t.byteCount, path: path))
+            infos.append(TensorInfo(name: name, tensor: t, fileOffset: entry.dataOffset, path: path))
         }
         self.path = path
         self.infos = infos
@@ -93,7 +92,7 @@ public struct NumpyArchive: TensorSource {
         guard descr.count == 3, let order = descr.first, "<>|=".contains(order), let dtype = dtypes[String(descr.dropFirst())] else {
             throw fail(.unsupported, headerStart, "dtype \(descr)")
         }
-        guard let count = SizeMath.product(shape), let bytes = SizeMath.byteCount(elements: count, dtype: dtype) else {
+        guard let count = SizeMath.product(shape), let bytes = SizeMath.byteCount(shape: shape, dtype: dtype) else {
             throw fail(.arithmeticOverflow, headerStart, "shape \(describeShape(shape)) overflows")
         }
         let dataStart = headerStart + headerLength
@@ -101,7 +100,8 @@ public struct NumpyArchive: TensorSource {
             throw fail(raw.count - dataStart < bytes ? .truncated : .inconsistent, dataStart,
                        "\(raw.count - dataStart) data bytes for shape \(describeShape(shape)) of \(descr) (\(bytes) needed)")
         }
-        // Fortran order is the transposed layout: strides run fastest over the first dimension.
+        // Fortran order is the transposed layout: strides run fastest over the first dimension. (The products cannot
+        // overflow: `byteCount(shape:)` checked every dimension's product, zeros aside.)
         var strides = [Int](repeating: 1, count: shape.count)
         if fortran {
             var acc = 1

@@ -17,6 +17,9 @@ public struct PyTorchCheckpoint: TensorSource {
     private let records: [String: ZipEntry]
     private let zip: ZipArchive
 
+    /// Largest `data.pkl` read: a state dict's pickle takes about 300 bytes per tensor, so this is 200 000 tensors.
+    public static let maxPickleBytes = 64 << 20
+
     /// Opens `path`, validates the archive, interprets the pickle and builds every tensor view (no data copied).
     public init(path: String) throws(ReadError) {
         let zip = try ZipArchive(path: path)
@@ -38,7 +41,11 @@ public struct PyTorchCheckpoint: TensorSource {
             bigEndian = value == "big"
         }
         var recordOfStorage: [UnsafeRawPointer: ZipEntry] = [:]
-        var machine = PickleMachine(bytes: try zip.data(pickle), path: path) { (key, dtype, numel) throws(ReadError) -> Storage in
+        guard pickle.size <= Self.maxPickleBytes else {
+            throw ReadError(.limitExceeded, path: path, offset: pickle.dataOffset, field: pickle.name,
+                            "a pickle of \(pickle.size) bytes (limit \(Self.maxPickleBytes >> 20) MiB)")
+        }
+        var machine = PickleMachine(bytes: try zip.data(pickle), path: path, bigEndian: bigEndian) { (key, dtype, numel) throws(ReadError) -> Storage in
             guard let record = zip.entry("\(top)/data/\(key)") else {
                 throw ReadError(.inconsistent, path: path, field: "data/\(key)", "the pickle names storage \(key) but the archive lacks it")
             }
@@ -78,8 +85,7 @@ public struct PyTorchCheckpoint: TensorSource {
             guard tensors[key] == nil else { throw ReadError(.malformed, path: path, field: key, "duplicate key") }
             tensors[key] = t
             records[key] = recordOfStorage[t.storage.baseAddress]
-            infos.append(TensorInfo(name: key, dtype: t.dtype, shape: t.shape, fileOffset: t.byteOffset,
-                                    byteCount: t.byteCount, path: path))
+            infos.append(TensorInfo(name: key, tensor: t, fileOffset: t.byteOffset, path: path))
         }
         self.path = path
         self.infos = infos
@@ -99,28 +105,58 @@ public struct PyTorchCheckpoint: TensorSource {
     }
 }
 
-/// The values the pickle machine handles.
-indirect enum PickleValue {
+/// The values the pickle machine handles. Containers are objects that the machine also keeps in a flat list, so
+/// that it can empty them one by one when it is done: nested values are never freed (or walked) recursively, which
+/// would overflow the stack on a pickle of 10^6 nested tuples.
+enum PickleValue {
     case none
     case bool(Bool)
     case int(Int)
     case float(Double)
     case string(String)
-    case tuple([PickleValue])
+    case tuple(PickleTuple)
     case list(PickleList)
     case dict(PickleDict)
     case global(String)
     case storage(Storage, DType, Int)
     case tensor(Tensor)
+
+    /// How many containers deep this value is (0 for scalars), as recorded when each container was built or grew.
+    var depth: Int {
+        switch self {
+        case .tuple(let t): t.depth
+        case .list(let l): l.depth
+        case .dict(let d): d.depth
+        default: 0
+        }
+    }
 }
 
-final class PickleList {
+/// A pickle container: its nesting depth and a way to let go of its contents.
+class PickleContainer {
+    var depth = 1
+    func removeAll() {}
+}
+
+final class PickleTuple: PickleContainer {
+    private(set) var items: [PickleValue]
+    init(_ items: [PickleValue]) {
+        self.items = items
+        super.init()
+        depth = 1 + (items.map(\.depth).max() ?? 0)
+    }
+    override func removeAll() { items = [] }
+}
+
+final class PickleList: PickleContainer {
     var items: [PickleValue] = []
+    override func removeAll() { items = [] }
 }
 
-final class PickleDict {
+final class PickleDict: PickleContainer {
     var entries: [(PickleValue, PickleValue)] = []
     var ordered = false
+    override func removeAll() { entries = [] }
 }
 
 /// Interprets the opcodes a torch.save state dict uses (protocol 2; 3 and 4 without frames), nothing else.
@@ -134,9 +170,19 @@ struct PickleMachine {
     var marks: [Int] = []
     var memo: [Int: PickleValue] = [:]
     var storages: [String: (DType, Int, Storage)] = [:]
+    var containers: [PickleContainer] = []
+    /// Records were written on a big-endian machine (untyped storages cannot be swapped before their dtype is known).
+    var bigEndian = false
 
     static let maxMemo = 1 << 20
     static let maxStack = 1 << 20
+    /// Containers in one pickle: a state dict uses about eight per tensor, so this allows 250 000 tensors while
+    /// keeping the machine's objects near 200 MB.
+    static let maxContainers = 1 << 21
+    /// Nesting: a state dict is at most five deep (dict → REDUCE arguments → size tuple; `_metadata` dicts).
+    static let maxDepth = 32
+    /// Largest tensor whose view expands its storage (zero strides) that may be read; it is copied when used.
+    static let maxExpandedBytes = 64 << 20
     static let storageTypes: [String: DType] = [
         "torch.FloatStorage": .f32, "torch.DoubleStorage": .f64, "torch.HalfStorage": .f16,
         "torch.BFloat16Storage": .bf16, "torch.LongStorage": .i64, "torch.IntStorage": .i32,
@@ -155,9 +201,11 @@ struct PickleMachine {
                                                   "torch._utils._rebuild_tensor_v3", "torch._utils._rebuild_parameter"])
         .union(storageTypes.keys).union(dtypeObjects.keys)
 
-    init(bytes: [UInt8], path: String, loadStorage: @escaping (String, DType, Int) throws(ReadError) -> Storage) {
+    init(bytes: [UInt8], path: String, bigEndian: Bool = false,
+         loadStorage: @escaping (String, DType, Int) throws(ReadError) -> Storage) {
         self.bytes = bytes
         self.path = path
+        self.bigEndian = bigEndian
         self.loadStorage = loadStorage
     }
 
@@ -175,6 +223,30 @@ struct PickleMachine {
 
     mutating func uint(_ n: Int, at: Int) throws(ReadError) -> UInt64 {
         try take(n, at: at).reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+    }
+
+    /// Registers a new container (so `tearDown` can empty it) after checking the count and depth limits.
+    mutating func make(_ value: PickleValue, _ container: PickleContainer, at: Int) throws(ReadError) -> PickleValue {
+        guard containers.count < Self.maxContainers else {
+            throw fail(.limitExceeded, at, "more than \(Self.maxContainers) tuples, lists and dicts")
+        }
+        containers.append(container)
+        try checkDepth(container, at: at)
+        return value
+    }
+
+    func checkDepth(_ container: PickleContainer, at: Int) throws(ReadError) {
+        guard container.depth <= Self.maxDepth else {
+            throw fail(.limitExceeded, at, "values nested more than \(Self.maxDepth) deep (a state dict needs five)")
+        }
+    }
+
+    /// Empties every container, one at a time: what is left holds no nested values, so freeing it cannot recurse.
+    mutating func tearDown() {
+        stack = []
+        memo = [:]
+        for c in containers { c.removeAll() }
+        containers = []
     }
 
     mutating func push(_ v: PickleValue, literal isLiteral: Bool = false) throws(ReadError) {
@@ -215,6 +287,17 @@ struct PickleMachine {
         return s
     }
 
+    mutating func tuple(_ items: [PickleValue], at: Int) throws(ReadError) -> PickleValue {
+        let t = PickleTuple(items)
+        return try make(.tuple(t), t, at: at)
+    }
+
+    /// Raises a list's or dict's recorded depth for values about to go in, within the limit.
+    func grow(_ container: PickleContainer, by values: [PickleValue], at: Int) throws(ReadError) {
+        container.depth = max(container.depth, 1 + (values.map(\.depth).max() ?? 0))
+        try checkDepth(container, at: at)
+    }
+
     func allow(_ global: String, at: Int) throws(ReadError) -> PickleValue {
         guard Self.allowedGlobals.contains(global) else {
             throw fail(.forbidden, at, "global \(global) is not allowed in a state dict (nothing is ever executed)")
@@ -224,6 +307,11 @@ struct PickleMachine {
 
     /// Runs to STOP and returns the top-level dict's (key, value) pairs.
     mutating func run() throws(ReadError) -> [(String, PickleValue)] {
+        defer { tearDown() }
+        return try interpret()
+    }
+
+    private mutating func interpret() throws(ReadError) -> [(String, PickleValue)] {
         while true {
             let at = pos
             guard pos < bytes.count else { throw fail(.truncated, at, "pickle ends without STOP") }
@@ -243,32 +331,40 @@ struct PickleMachine {
                     return (key, v)
                 }
             case 0x28: marks.append(stack.count)  // MARK
-            case 0x29: try push(.tuple([]))  // EMPTY_TUPLE
-            case 0x74: try push(.tuple(try popMark(at: at)))  // TUPLE
+            case 0x29: try push(try tuple([], at: at))  // EMPTY_TUPLE
+            case 0x74: try push(try tuple(try popMark(at: at), at: at))  // TUPLE
             case 0x85, 0x86, 0x87:  // TUPLE1..3
                 let n = Int(op) - 0x84
                 var items: [PickleValue] = []
                 for _ in 0..<n { items.insert(try pop(at: at), at: 0) }
-                try push(.tuple(items))
-            case 0x7D: try push(.dict(PickleDict()))  // EMPTY_DICT
-            case 0x5D: try push(.list(PickleList()))  // EMPTY_LIST
+                try push(try tuple(items, at: at))
+            case 0x7D:  // EMPTY_DICT
+                let d = PickleDict()
+                try push(try make(.dict(d), d, at: at))
+            case 0x5D:  // EMPTY_LIST
+                let l = PickleList()
+                try push(try make(.list(l), l, at: at))
             case 0x61:  // APPEND
                 let v = try pop(at: at)
                 guard case .list(let l) = stack.last else { throw fail(.malformed, at, "APPEND to a non-list") }
+                try grow(l, by: [v], at: at)
                 l.items.append(v)
             case 0x65:  // APPENDS
                 let items = try popMark(at: at)
                 guard case .list(let l) = stack.last else { throw fail(.malformed, at, "APPENDS to a non-list") }
+                try grow(l, by: items, at: at)
                 l.items.append(contentsOf: items)
             case 0x73:  // SETITEM
                 let v = try pop(at: at), k = try pop(at: at)
                 guard case .dict(let d) = stack.last else { throw fail(.malformed, at, "SETITEM on a non-dict") }
+                try grow(d, by: [k, v], at: at)
                 d.entries.append((k, v))
             case 0x75:  // SETITEMS
                 let items = try popMark(at: at)
                 guard items.count % 2 == 0, case .dict(let d) = stack.last else {
                     throw fail(.malformed, at, "SETITEMS needs a dict and key/value pairs")
                 }
+                try grow(d, by: items, at: at)
                 for i in stride(from: 0, to: items.count, by: 2) { d.entries.append((items[i], items[i + 1])) }
             case 0x4E: try push(.none)
             case 0x88: try push(.bool(true))
@@ -311,7 +407,7 @@ struct PickleMachine {
                 guard let v = memo[index] else { throw fail(.malformed, at, "dangling memo reference \(index)") }
                 try push(v)
             case 0x51:  // BINPERSID: ('storage', type, key, location, numel)
-                guard case .tuple(let id) = try pop(at: at), id.count == 5, case .string("storage") = id[0],
+                guard case .tuple(let t) = try pop(at: at), case let id = t.items, id.count == 5, case .string("storage") = id[0],
                       case .global(let type) = id[1], let dtype = Self.storageTypes[type], case .string(let key) = id[2],
                       case .string = id[3], case .int(let numel) = id[4], numel >= 0
                 else { throw fail(.malformed, at, "persistent id is not ('storage', type, key, location, numel)") }
@@ -326,7 +422,8 @@ struct PickleMachine {
                     try push(.storage(storage, dtype, numel))
                 }
             case 0x52:  // REDUCE
-                guard case .tuple(let args) = try pop(at: at), case .global(let callable) = try pop(at: at) else {
+                guard case .tuple(let t) = try pop(at: at), case let args = t.items, case .global(let callable) = try pop(at: at)
+                else {
                     throw fail(.malformed, at, "REDUCE needs an allowed callable and an argument tuple")
                 }
                 try push(try reduce(callable, args, at: at))
@@ -345,13 +442,13 @@ struct PickleMachine {
         }
     }
 
-    func reduce(_ callable: String, _ args: [PickleValue], at: Int) throws(ReadError) -> PickleValue {
+    mutating func reduce(_ callable: String, _ args: [PickleValue], at: Int) throws(ReadError) -> PickleValue {
         switch callable {
         case "collections.OrderedDict":
             guard args.isEmpty else { throw fail(.malformed, at, "OrderedDict with arguments") }
             let d = PickleDict()
             d.ordered = true
-            return .dict(d)
+            return try make(.dict(d), d, at: at)
         case "torch._utils._rebuild_parameter":
             guard args.count == 3, case .tensor = args[0] else { throw fail(.malformed, at, "bad _rebuild_parameter") }
             try requireEmptyHooks(args[2], at: at)
@@ -360,8 +457,9 @@ struct PickleMachine {
             let v3 = callable.hasSuffix("v3")
             guard args.count == (v3 ? 7 : 6) || args.count == (v3 ? 8 : 7),
                   case .storage(let storage, var dtype, let numel) = args[0],
-                  case .int(let offset) = args[1], case .tuple(let sizeValues) = args[2],
-                  case .tuple(let strideValues) = args[3]
+                  case .int(let offset) = args[1], case .tuple(let sizeTuple) = args[2],
+                  case .tuple(let strideTuple) = args[3], case let sizeValues = sizeTuple.items,
+                  case let strideValues = strideTuple.items
             else { throw fail(.malformed, at, "bad \(callable) arguments") }
             try requireEmptyHooks(args[5], at: at)
             if v3 {
@@ -370,6 +468,11 @@ struct PickleMachine {
                       let width = typed.byteWidth, numel % width == 0
                 else { throw fail(.malformed, at, "bad _rebuild_tensor_v3 dtype or storage size") }
                 dtype = typed
+                guard !bigEndian || width == 1 else {
+                    // The record was read as bytes; its elements would need swapping at this dtype's width.
+                    throw fail(.unsupported, at, "big-endian \(name) tensor in an untyped storage; re-save it on a "
+                        + "little-endian machine")
+                }
             }
             let metadataIndex = v3 ? 7 : 6
             if args.count > metadataIndex, case .dict(let metadata) = args[metadataIndex], !metadata.entries.isEmpty {
@@ -385,17 +488,26 @@ struct PickleMachine {
                 strides.append(stride)
             }
             guard offset >= 0 else { throw fail(.inconsistent, at, "negative storage offset") }
-            guard SizeMath.product(shape) != nil else { throw fail(.arithmeticOverflow, at, "sizes overflow 64 bits") }
+            guard SizeMath.byteCount(shape: shape, dtype: dtype) != nil else {
+                throw fail(.arithmeticOverflow, at, "sizes \(describeShape(shape)) of \(dtype.rawValue) overflow 64 bits")
+            }
             guard let width = dtype.byteWidth, let byteOffset = SizeMath.product([offset, width]) else {
                 throw fail(.arithmeticOverflow, at, "storage offset overflows")
             }
             _ = numel
+            let tensor: Tensor
             do {
-                return .tensor(try Tensor(dtype: dtype, shape: shape, storage: storage, byteOffset: byteOffset,
-                                          strides: strides))
+                tensor = try Tensor(dtype: dtype, shape: shape, storage: storage, byteOffset: byteOffset, strides: strides)
             } catch {
                 throw fail(.inconsistent, at, "tensor view does not fit its storage: \(error)")
             }
+            // Zero or overlapping strides (torch's expanded views) reach more elements than the storage holds; copying
+            // such a view contiguous would allocate from a size claim, so beyond a fixed allowance it is refused.
+            if tensor.byteCount > storage.byteCount && tensor.byteCount > Self.maxExpandedBytes {
+                throw fail(.limitExceeded, at, "an expanded view of \(tensor.byteCount) bytes over a \(storage.byteCount)-"
+                    + "byte storage (limit \(Self.maxExpandedBytes >> 20) MiB); save it with .contiguous() first")
+            }
+            return .tensor(tensor)
         default:
             throw fail(.forbidden, at, "\(callable) cannot be called")
         }

@@ -201,8 +201,8 @@ public struct SafetensorsFile: TensorSource {
         guard let fileOffset = SizeMath.add(dataStart, begin) else {
             throw fail(.arithmeticOverflow, "data offset \(begin) overflows")
         }
-        let info = TensorInfo(name: name, dtype: dtype, shape: shape, fileOffset: fileOffset,
-                              byteCount: bits / 8, path: path)
+        let info = try TensorInfo(name: name, dtype: dtype, shape: shape, fileOffset: fileOffset,
+                                  byteCount: bits / 8, path: path)
         return (info, begin, end)
     }
 }

@@ -6,7 +6,7 @@ import CJSONC
 import AmusedTensors
 
 /// A parsed JSON value. Numbers keep their source text so that integer grammar can be checked exactly.
-public indirect enum JSONValue: Sendable, Equatable {
+public enum JSONValue: Sendable, Equatable {
     /// `null`.
     case null
     /// `true` or `false`.
@@ -128,6 +128,10 @@ public struct JSONObject: Sendable, Equatable {
 public struct StrictJSONParser {
     /// Deepest nesting accepted (safetensors headers need 3; configs fewer than 10).
     public var maxDepth = 64
+    /// Most values in one document, counted as one more than its commas, colons and opening brackets: a safetensors
+    /// header takes about fifteen per tensor, so this allows 250 000 tensors while keeping either parser's tree near
+    /// 200 MB, whatever a header's length claims.
+    public var maxValues = 1 << 22
     /// The file the text came from, for messages.
     public let path: String
     /// Offset of the text's first byte in that file, so errors name file offsets.
@@ -146,6 +150,13 @@ public struct StrictJSONParser {
         if let bad = firstInvalidUTF8(buffer) {
             throw ReadError(.malformed, path: path, offset: baseOffset + bad, "invalid UTF-8 in JSON text")
         }
+        // A bound on the number of values, counted without allocating, caps both trees; json-c parses first and its
+        // tree is freed before this parser builds its own, so the two never take memory at once. When json-c
+        // refuses, this parser still runs, for its more precise message.
+        if let (count, at) = valueCountBound(buffer), count > maxValues {
+            throw ReadError(.limitExceeded, path: path, offset: baseOffset + at, "more than \(maxValues) JSON values")
+        }
+        let jsoncRefusal = crossCheckWithJSONC(buffer)
         var cursor = Cursor(bytes: buffer, parser: self)
         cursor.skipWhitespace()
         let value = try cursor.value(depth: 0)
@@ -153,13 +164,14 @@ public struct StrictJSONParser {
         if cursor.pos != buffer.count {
             throw cursor.error("unexpected bytes after the JSON value")
         }
-        try crossCheckWithJSONC(buffer)
+        if let jsoncRefusal { throw jsoncRefusal }
         return value
     }
 
-    private func crossCheckWithJSONC(_ buffer: ContiguousArray<UInt8>) throws(ReadError) {
+    /// json-c's verdict on `buffer` in strict mode: nil when it accepts the whole text.
+    private func crossCheckWithJSONC(_ buffer: ContiguousArray<UInt8>) -> ReadError? {
         guard buffer.count < Int32.max, let tok = json_tokener_new_ex(Int32(maxDepth + 1)) else {
-            throw ReadError(.limitExceeded, path: path, offset: baseOffset, "JSON text too large for json-c")
+            return ReadError(.limitExceeded, path: path, offset: baseOffset, "JSON text too large for json-c")
         }
         defer { json_tokener_free(tok) }
         json_tokener_set_flags(tok, Int32(JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8))
@@ -174,9 +186,29 @@ public struct StrictJSONParser {
         }
         let trailingIsWhitespace = buffer[min(outcome.end, buffer.count)...].allSatisfy(Cursor.isWhitespace)
         guard outcome.ok, trailingIsWhitespace else {
-            throw ReadError(.malformed, path: path, offset: baseOffset + outcome.end,
-                            "json-c rejects this JSON in strict mode (\(outcome.text))")
+            return ReadError(.malformed, path: path, offset: baseOffset + outcome.end,
+                             "json-c rejects this JSON in strict mode (\(outcome.text))")
         }
+        return nil
+    }
+
+    /// An upper bound on the values in `b` (one more than the commas, colons and opening brackets outside strings)
+    /// and where it passed `maxValues`; nil while it stays within.
+    private func valueCountBound(_ b: ContiguousArray<UInt8>) -> (Int, Int)? {
+        var count = 1
+        var inString = false
+        var escaped = false
+        for (i, c) in b.enumerated() {
+            if inString {
+                if escaped { escaped = false } else if c == UInt8(ascii: "\\") { escaped = true } else if c == 0x22 { inString = false }
+            } else if c == 0x22 {
+                inString = true
+            } else if c == UInt8(ascii: ",") || c == UInt8(ascii: ":") || c == UInt8(ascii: "[") || c == UInt8(ascii: "{") {
+                count += 1
+                if count > maxValues { return (count, i) }
+            }
+        }
+        return nil
     }
 
     private func firstInvalidUTF8(_ b: ContiguousArray<UInt8>) -> Int? {

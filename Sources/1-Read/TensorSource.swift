@@ -17,11 +17,33 @@ public struct TensorInfo: Sendable, Equatable {
     /// The file holding the data.
     public let path: String
 
-    /// Number of elements.
+    /// Number of elements (cannot overflow: `init` checked the shape).
     public var elementCount: Int { shape.reduce(1, *) }
 
-    /// A description of a tensor `name` of `dtype` and `shape` stored at `fileOffset` in `path`.
-    public init(name: String, dtype: DType, shape: [Int], fileOffset: Int, byteCount: Int, path: String) {
+    /// A description of a tensor `name` of `dtype` and `shape` stored at `fileOffset` in `path`; fails when the
+    /// shape's element or byte count does not fit in 64 bits, so nothing derived from it later can overflow.
+    public init(name: String, dtype: DType, shape: [Int], fileOffset: Int, byteCount: Int, path: String)
+        throws(ReadError)
+    {
+        guard SizeMath.byteCount(shape: shape, dtype: dtype) != nil else {
+            throw ReadError(.arithmeticOverflow, path: path, offset: fileOffset, field: name,
+                            "shape \(describeShape(shape)) of \(dtype.rawValue) overflows 64 bits")
+        }
+        self.init(checked: name, dtype, shape, fileOffset, byteCount, path)
+    }
+
+    /// A description of `tensor` (whose shape `Tensor.init` checked) as stored at `fileOffset` in `path`.
+    public init(name: String, tensor: Tensor, fileOffset: Int = 0, path: String) {
+        self.init(checked: name, tensor.dtype, tensor.shape, fileOffset, tensor.byteCount, path)
+    }
+
+    /// This description under another name, in another file or at another offset (the shape stays checked).
+    public func renamed(_ name: String, fileOffset: Int? = nil, path: String? = nil) -> TensorInfo {
+        TensorInfo(checked: name, dtype, shape, fileOffset ?? self.fileOffset, byteCount, path ?? self.path)
+    }
+
+    private init(checked name: String, _ dtype: DType, _ shape: [Int], _ fileOffset: Int, _ byteCount: Int,
+                 _ path: String) {
         self.name = name
         self.dtype = dtype
         self.shape = shape

@@ -80,9 +80,13 @@ public struct MappedSource: TensorSource {
         func produce(_ name: String, _ shape: [Int], _ dtype: DType, _ plan: Plan) throws(MapError) {
             guard plans[name] == nil else { throw MapError(name, "two source tensors map to this name") }
             plans[name] = plan
-            infos.append(TensorInfo(name: name, dtype: dtype, shape: shape, fileOffset: 0,
-                                    byteCount: SizeMath.byteCount(elements: shape.reduce(1, *), dtype: dtype) ?? 0,
-                                    path: source.path))
+            guard let bytes = SizeMath.byteCount(shape: shape, dtype: dtype) else {
+                throw MapError(name, "shape \(describeShape(shape)) of \(dtype.rawValue) overflows 64 bits")
+            }
+            do {
+                infos.append(try TensorInfo(name: name, dtype: dtype, shape: shape, fileOffset: 0, byteCount: bytes,
+                                            path: source.path))
+            } catch { throw MapError(name, error.message) }
         }
         outer: for info in source.infos where !consumed.contains(info.name) {
             for rule in map.rules {
@@ -121,7 +125,10 @@ public struct MappedSource: TensorSource {
                         guard other.dtype == info.dtype, other.shape.count == info.shape.count,
                               zip(other.shape, info.shape).enumerated().allSatisfy({ $0.offset == rule.axis || $0.element.0 == $0.element.1 })
                         else { throw MapError(n, "shape \(describeShape(other.shape)) cannot be concatenated with \(describeShape(info.shape))") }
-                        shape[rule.axis] += other.shape[rule.axis]
+                        guard let sum = SizeMath.add(shape[rule.axis], other.shape[rule.axis]) else {
+                            throw MapError(n, "concatenated size overflows 64 bits")
+                        }
+                        shape[rule.axis] = sum
                     }
                     let target = try rule.to[0].render(bindings, constants: constants)
                     try produce(target, shape, info.dtype, Plan(operation: .concat, sources: names, axis: rule.axis,
@@ -136,9 +143,10 @@ public struct MappedSource: TensorSource {
                     let detail: String
                     if rule.operation == .reshape {
                         shape = rule.shape
-                        let known = shape.filter { $0 != -1 }.reduce(1, *)
+                        // The map's shape is user data: its products are checked.
+                        let known = SizeMath.product(shape.filter { $0 != -1 }) ?? 0
                         if let free = shape.firstIndex(of: -1), known > 0, count % known == 0 { shape[free] = count / known }
-                        guard shape.reduce(1, *) == count, !shape.contains(-1) else {
+                        guard SizeMath.product(shape) == count, !shape.contains(-1) else {
                             throw MapError(info.name, "cannot reshape \(describeShape(info.shape)) to \(describeShape(rule.shape))")
                         }
                         detail = "reshape to \(describeShape(shape))"

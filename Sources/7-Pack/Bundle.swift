@@ -138,10 +138,16 @@ public enum BundleFormat {
         return out
     }
 
-    /// Decodes exactly one zstd frame of `stored` into `out` (`expected` bytes), refusing frames without a content
-    /// size, with a different one, with a window beyond `windowLogMax`, or followed by anything.
-    static func decompress(_ stored: UnsafeRawBufferPointer, expected: Int, into out: UnsafeMutableRawPointer,
-                           path: String, field: String, offset: Int) throws(BundleError) {
+    /// Checks that `stored` is exactly one zstd frame that decodes to `expected` bytes, before anything of that size
+    /// is allocated: frames without a content size, with a different one, with a window beyond `windowLogMax`,
+    /// followed by anything, or claiming more than zstd can produce from their size are refused.
+    static func checkFrame(_ stored: UnsafeRawBufferPointer, expected: Int, path: String, field: String,
+                           offset: Int) throws(BundleError) {
+        // zstd's densest block is RLE: 4 bytes (header and byte) for at most 128 KiB, so at most 32768:1.
+        guard expected / 32768 <= stored.count else {
+            throw BundleError(.limitExceeded, path: path, field: field, offset: offset,
+                              "\(expected) bytes claimed from a \(stored.count)-byte zstd frame, more than zstd can produce")
+        }
         guard stored.count >= 4 else { throw BundleError(.truncated, path: path, field: field, offset: offset, "zstd frame too short") }
         var header = ZSTD_frameHeader()
         let h = ZSTD_getFrameHeader(&header, stored.baseAddress, stored.count)
@@ -165,6 +171,11 @@ public enum BundleFormat {
             throw BundleError(.inconsistent, path: path, field: field, offset: offset,
                               "bytes after the zstd frame (a second frame, a skippable frame or trailing data)")
         }
+    }
+
+    /// Decodes exactly one zstd frame of `stored` into `out` (`expected` bytes; `checkFrame` has passed).
+    static func decompress(_ stored: UnsafeRawBufferPointer, expected: Int, into out: UnsafeMutableRawPointer,
+                           path: String, field: String, offset: Int) throws(BundleError) {
         let dctx = ZSTD_createDCtx()!
         defer { ZSTD_freeDCtx(dctx) }
         ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, windowLogMax)

@@ -180,6 +180,10 @@ public final class AmusedBundle: @unchecked Sendable {
                 guard shape.count == shapeJSON.count, shape.allSatisfy({ $0 >= 0 }), shape.count <= 8 else {
                     throw fail(.malformed, owner, nil, "shape must be a list of non-negative integers")
                 }
+                // A correct SHA-256 proves nothing about the sizes: anyone can compute one.
+                guard SizeMath.byteCount(shape: shape, dtype: .f32) != nil else {
+                    throw fail(.arithmeticOverflow, owner, nil, "shape \(describeShape(shape)) overflows 64 bits")
+                }
                 guard let scheme = QuantScheme(name: schemeName) else { throw fail(.unsupported, owner, nil, "unknown scheme \(schemeName)") }
                 guard let layout = scheme.buffers(for: shape), layout.count == buffers.count else {
                     throw fail(.inconsistent, owner, nil, "scheme \(scheme) and shape \(describeShape(shape)) need other buffers")
@@ -268,6 +272,7 @@ public final class AmusedBundle: @unchecked Sendable {
     }
 
     func decode(_ blob: BundleBlob, _ stored: UnsafeRawBufferPointer) throws(BundleError) -> Storage {
+        try BundleFormat.checkFrame(stored, expected: blob.bytes, path: path, field: blob.owner, offset: blob.offset)
         let out = Storage(zeroedByteCount: blob.bytes)
         if blob.encoding == "zstd-planes" {
             let planes = Storage(zeroedByteCount: blob.bytes)

@@ -43,8 +43,7 @@ struct IsolatedHDF5: TensorSource {
     let converted: SafetensorsFile
     var format: WeightFormat { .hdf5 }
     var infos: [TensorInfo] {
-        converted.infos.map { TensorInfo(name: $0.name, dtype: $0.dtype, shape: $0.shape, fileOffset: 0,
-                                         byteCount: $0.byteCount, path: path) }
+        converted.infos.map { $0.renamed($0.name, fileOffset: 0, path: path) }
     }
     func tensor(named name: String) throws(ReadError) -> Tensor { try converted.tensor(named: name) }
 }

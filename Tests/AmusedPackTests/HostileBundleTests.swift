@@ -90,6 +90,18 @@ struct HostileBundleTests {
         #expect(bundleError(long)?.family == .limitExceeded)
     }
 
+    /// Crash 6 of the known six: a manifest (its SHA-256 recomputed, as anyone can) giving an int8 tensor the shape
+    /// [1, 2^32, 2^32] overflowed before any size check.
+    @Test func shapeOverflowIsRefusedByName() throws {
+        let key = try int8Key(plain)
+        let path = try damaged(plain, "shape.amused", edit: { m in
+            m.editTensor(key) { t in t.set("shape", .array(["1", "4294967296", "4294967296"].map(JSONValue.number))) }
+        })
+        let e = try #require(bundleError(path))
+        #expect(e.family == .arithmeticOverflow, "\(e)")
+        #expect(e.field?.contains(key) == true)
+    }
+
     /// One zstd frame of `bytes` with the content size flag as given.
     func frame(_ bytes: [UInt8], contentSize: Bool, level: Int32 = 3) -> [UInt8] {
         let cctx = ZSTD_createCCtx()!

@@ -7,99 +7,6 @@ import AmusedTestSupport
 import Foundation
 import Testing
 
-// MARK: builders
-
-/// A zip member for `zipBytes`.
-struct Member {
-    var name: String
-    var data: [UInt8]
-    var method: UInt16 = 0
-    var compressed: [UInt8]? = nil
-    var flags: UInt16 = 0
-    var crc: UInt32? = nil
-    var localName: String? = nil
-}
-
-func le16(_ v: Int) -> [UInt8] { [UInt8(v & 0xFF), UInt8((v >> 8) & 0xFF)] }
-func le32(_ v: Int) -> [UInt8] { (0..<4).map { UInt8((v >> (8 * $0)) & 0xFF) } }
-func le64(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8((v >> (8 * UInt64($0))) & 0xFF) } }
-
-/// A zip archive; `countOverride` replaces the EOCD entry count.
-func zipBytes(_ members: [Member], countOverride: Int? = nil) -> [UInt8] {
-    var out: [UInt8] = []
-    var central: [UInt8] = []
-    for m in members {
-        let payload = m.compressed ?? m.data
-        let crc = Int(m.crc ?? CRC32.checksum(m.data))
-        let offset = out.count
-        let localName = Array((m.localName ?? m.name).utf8)
-        out += le32(0x0403_4B50) + le16(20) + le16(Int(m.flags)) + le16(Int(m.method)) + le16(0) + le16(0) + le32(crc)
-            + le32(payload.count) + le32(m.data.count) + le16(localName.count) + le16(0) + localName + payload
-        let name = Array(m.name.utf8)
-        central += le32(0x0201_4B50) + le16(20) + le16(20) + le16(Int(m.flags)) + le16(Int(m.method)) + le16(0) + le16(0)
-            + le32(crc) + le32(payload.count) + le32(m.data.count) + le16(name.count) + le16(0) + le16(0) + le16(0)
-            + le16(0) + le32(0) + le32(offset) + name
-    }
-    let cdOffset = out.count
-    out += central
-    let count = countOverride ?? members.count
-    out += le32(0x0605_4B50) + le16(0) + le16(0) + le16(min(count, 0xFFFF)) + le16(min(count, 0xFFFF))
-        + le32(central.count) + le32(cdOffset) + le16(0)
-    return out
-}
-
-/// A torch.save-like archive around `pickle` (protocol 2) with storage records.
-func torchArchive(_ pickle: [UInt8], records: [String: [UInt8]] = ["0": [UInt8](repeating: 0, count: 16)],
-                  extra: [Member] = [], byteorder: String = "little") -> [UInt8] {
-    var members = [Member(name: "archive/data.pkl", data: pickle), Member(name: "archive/byteorder", data: Array(byteorder.utf8))]
-    for (k, v) in records.sorted(by: { $0.key < $1.key }) { members.append(Member(name: "archive/data/\(k)", data: v)) }
-    return zipBytes(members + extra)
-}
-
-/// Pickle pieces.
-enum P {
-    static func global(_ module: String, _ name: String) -> [UInt8] { [0x63] + Array("\(module)\n\(name)\n".utf8) }
-    static func str(_ s: String) -> [UInt8] { [0x58] + le32(s.utf8.count) + Array(s.utf8) }
-    static func int(_ v: Int) -> [UInt8] { [0x4A] + le32(v) }
-    static let mark: [UInt8] = [0x28], tuple: [UInt8] = [0x74], reduce: [UInt8] = [0x52], stop: [UInt8] = [0x2E]
-    static let proto: [UInt8] = [0x80, 0x02], emptyTuple: [UInt8] = [0x29], emptyDict: [UInt8] = [0x7D]
-    static let setitems: [UInt8] = [0x75]
-    static let orderedDict = global("collections", "OrderedDict") + emptyTuple + reduce
-    /// ('storage', torch.FloatStorage, key, 'cpu', numel) as a persistent id.
-    static func storage(_ key: String = "0", numel: Int = 4, type: String = "FloatStorage") -> [UInt8] {
-        mark + str("storage") + global("torch", type) + str(key) + str("cpu") + int(numel) + tuple + [0x51]
-    }
-    /// _rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict()).
-    static func tensor(offset: Int = 0, size: [Int] = [4], stride: [Int] = [1], key: String = "0", numel: Int = 4,
-                       hooks: [UInt8] = orderedDict, type: String = "FloatStorage") -> [UInt8] {
-        global("torch._utils", "_rebuild_tensor_v2") + mark + storage(key, numel: numel, type: type) + int(offset)
-            + mark + size.flatMap(int) + tuple + mark + stride.flatMap(int) + tuple + [0x89] + hooks + tuple + reduce
-    }
-    /// A state dict {"w": body}.
-    static func stateDict(_ body: [UInt8]) -> [UInt8] { proto + orderedDict + mark + str("w") + body + setitems + stop }
-}
-
-func npyBytes(header: String, data: [UInt8], version: UInt8 = 1, headerLength: Int? = nil) -> [UInt8] {
-    var h = Array(header.utf8)
-    let pad = (64 - (10 + h.count + 1) % 64) % 64
-    h += [UInt8](repeating: 0x20, count: pad) + [0x0A]
-    return [0x93] + Array("NUMPY".utf8) + [version, 0] + le16(headerLength ?? h.count) + h + data
-}
-
-/// A GGUF v3 file: metadata and tensor records given as raw bytes, data aligned to 32.
-func ggufBytes(version: Int = 3, tensorCount: UInt64 = 0, kvCount: UInt64 = 0, kv: [UInt8] = [], tensors: [UInt8] = [],
-               data: [UInt8] = []) -> [UInt8] {
-    var out = Array("GGUF".utf8) + le32(version) + le64(tensorCount) + le64(kvCount) + kv + tensors
-    out += [UInt8](repeating: 0, count: (32 - out.count % 32) % 32)
-    return out + data
-}
-
-func ggufString(_ s: String) -> [UInt8] { le64(UInt64(s.utf8.count)) + Array(s.utf8) }
-
-func ggufTensor(_ name: String, dims: [UInt64], type: Int = 0, offset: UInt64 = 0) -> [UInt8] {
-    ggufString(name) + le32(dims.count) + dims.flatMap(le64) + le32(type) + le64(offset)
-}
-
 // MARK: cases
 
 struct FormatCase: CustomTestStringConvertible, Sendable {
@@ -249,6 +156,8 @@ let formatCases: [FormatCase] = {
         + ggufTensor("a", dims: [1], offset: 32), data: [UInt8](repeating: 0, count: 64)), .malformed)
     add("GG-21 name over 64 bytes", "a.gguf", ggufBytes(tensorCount: 1, tensors: ggufTensor(String(repeating: "n", count: 65), dims: [1]),
                                                         data: [0, 0, 0, 0]), .malformed)
+    // The six crashes a reading of the code found (a trap, a stack overflow or an abort before they were fixed).
+    for (id, file, bytes, family) in knownCrashes { add(id, file, bytes, family) }
     add("GG-22 data truncated", "a.gguf", ggufBytes(tensorCount: 1, tensors: ggufTensor("t", dims: [64]), data: [0, 0, 0, 0]),
         .truncated)
     return c
