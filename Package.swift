@@ -69,6 +69,14 @@ let package = Package(
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "Sources/amused"),
 
+        // Fuzzing: one entry point per untrusted input (replayed by the tests), and the libFuzzer driver that
+        // Tools/fuzz.sh builds with -sanitize=fuzzer,address.
+        .target(name: "AmusedFuzzTargets",
+                dependencies: ["AmusedTensors", "AmusedRead", "AmusedMap", "AmusedBind", "AmusedModel", "AmusedQuantize",
+                               "AmusedVerify", "AmusedPack", "AmusedImage"],
+                path: "Tests/Fuzz/Targets"),
+        .executableTarget(name: "amused-fuzz", dependencies: ["AmusedFuzzTargets"], path: "Tests/Fuzz/Driver"),
+
         // Fixture paths and temporary folders shared by the test targets.
         .target(name: "AmusedTestSupport", dependencies: ["AmusedTensors", "AmusedRead"], path: "Tests/Support"),
         .testTarget(name: "AmusedTensorsTests", dependencies: ["AmusedTensors", "AmusedTestSupport"],
@@ -95,6 +103,8 @@ let package = Package(
                                    "AmusedTensors", "AmusedTestSupport", "AmusedImage", "AmusedKernels", "CZstd",
                                    .product(name: "Crypto", package: "swift-crypto")],
                     path: "Tests/AmusedPackTests"),
+        .testTarget(name: "AmusedFuzzTests", dependencies: ["AmusedFuzzTargets", "AmusedTestSupport"],
+                    path: "Tests/AmusedFuzzTests"),
         .testTarget(name: "AmusedKernelsTests", dependencies: ["AmusedKernels", "CGemm"],
                     path: "Tests/AmusedKernelsTests"),
         .testTarget(name: "AmusedCLITests", dependencies: ["AmusedRead", "AmusedImage", "AmusedTestSupport", "CGemm"],

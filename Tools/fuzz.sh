@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Fuzzing AmusedKit's readers with libFuzzer (shipped with Swift's toolchain), outside CI.
+#
+#   Tools/fuzz.sh --list                 the targets (Tests/Fuzz/Targets/FuzzTargets.swift)
+#   Tools/fuzz.sh TARGET SECONDS [ARGS]  build with -sanitize=fuzzer,address, fuzz TARGET for SECONDS on one core
+#                                        (extra libFuzzer ARGS allowed), then merge what it found into the committed,
+#                                        minimised corpus Tests/Fuzz/corpus/TARGET; crashes go to .fuzz/crashes/TARGET
+#   Tools/fuzz.sh --build                only build the fuzzing binary (.build-fuzz/release/amused-fuzz)
+#
+# Limits per input, as the hostile-input contract states them: 1 s (-timeout), 2 GB (-rss_limit_mb and
+# -malloc_limit_mb). CI does no fuzzing: `swift test` replays every committed corpus input once (CorpusReplayTests).
+# Each run appends a line to .fuzz/log.tsv: target, seconds, executions, corpus size, findings.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scratch=.build-fuzz
+binary=$scratch/release/amused-fuzz
+
+build() {
+  swift build -c release --scratch-path "$scratch" --product amused-fuzz \
+    -Xswiftc -sanitize=fuzzer,address -Xswiftc -DAMUSED_LIBFUZZER \
+    -Xcc -fsanitize=fuzzer-no-link,address >&2
+}
+
+case "${1:-}" in
+  --list|"") swift run -q amused-fuzz --list; exit 0 ;;
+  --build) build; exit 0 ;;
+esac
+
+target=$1
+seconds=${2:?usage: Tools/fuzz.sh TARGET SECONDS [libFuzzer args]}
+shift 2
+[ -d "Tests/Fuzz/corpus/$target" ] || { echo "no corpus folder Tests/Fuzz/corpus/$target" >&2; exit 2; }
+[ -x "$binary" ] || build
+work=.fuzz/work/$target
+crashes=.fuzz/crashes/$target
+mkdir -p "$work" "$crashes"
+dict=()
+[ -f "Tests/Fuzz/dict/$target.dict" ] && dict=(-dict="Tests/Fuzz/dict/$target.dict")
+log=.fuzz/run-$target.log
+# Inputs may grow to 64 KiB, or to the largest seed when one is larger (bundles).
+largest=$(find "Tests/Fuzz/corpus/$target" -type f -printf '%s\n' | sort -n | tail -1)
+max_len=${MAX_LEN:-$(( largest > 65536 ? largest : 65536 ))}
+export AMUSED_FUZZ_TARGET=$target AMUSED_FIXTURES=$PWD/Fixtures
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:allocator_may_return_null=1}
+set +e
+"$binary" "$work" "Tests/Fuzz/corpus/$target" "${dict[@]}" -max_total_time="$seconds" -timeout=1 \
+  -rss_limit_mb=2048 -malloc_limit_mb=2048 -max_len="$max_len" -artifact_prefix="$crashes/" \
+  -print_final_stats=1 "$@" >"$log" 2>&1
+status=$?
+set -e
+execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
+findings=$(find "$crashes" -type f | wc -l)
+# Minimise: the committed corpus becomes the smallest set covering what both folders cover.
+merged=$(mktemp -d)
+"$binary" -merge=1 -timeout=1 -rss_limit_mb=2048 "$merged" "Tests/Fuzz/corpus/$target" "$work" >>"$log" 2>&1 || true
+if [ "$(ls "$merged" | wc -l)" -gt 0 ]; then
+  rm -f "Tests/Fuzz/corpus/$target"/*
+  cp "$merged"/* "Tests/Fuzz/corpus/$target/"
+fi
+rm -rf "$merged"
+size=$(ls "Tests/Fuzz/corpus/$target" | wc -l)
+printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$target" "$seconds" "$execs" "$size" "$findings" \
+  "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" >>.fuzz/log.tsv
+echo "$target: $execs executions in $seconds s, corpus $size inputs, $findings findings (exit $status; log $log)"
