@@ -178,6 +178,52 @@ struct HDF5Tests {
         #expect(family(path) == .limitExceeded)
     }
 
+    /// A deflated chunk bomb behind fletcher32 (its checksum after the deflated bytes) is bounded too; before, any
+    /// filter besides deflate and shuffle skipped the bound and libhdf5 inflated the bomb in full.
+    @Test func chunkBombBehindFletcherIsRefused() throws {
+        let scratch = try ScratchFolder()
+        let path = scratch.path + "/a.h5"
+        H5open()
+        let file = H5Fcreate(path, 2, 0, 0)
+        var dims: [hsize_t] = [4]
+        let space = H5Screate_simple(1, &dims, nil)
+        let dcpl = H5Pcreate(H5P_CLS_DATASET_CREATE_ID_g)
+        H5Pset_chunk(dcpl, 1, &dims)
+        H5Pset_deflate(dcpl, 6)
+        H5Pset_fletcher32(dcpl)
+        let ds = H5Dcreate2(file, "w", H5T_IEEE_F32LE_g, space, 0, dcpl, 0)
+        let bomb = deflateBomb(bytes: 4 << 20) + [0, 0, 0, 0]  // the checksum is never reached
+        var origin: [hsize_t] = [0]
+        #expect(H5Dwrite_chunk(ds, 0, 0, &origin, bomb.count, bomb) >= 0)
+        H5Dclose(ds)
+        H5Pclose(dcpl)
+        H5Sclose(space)
+        H5Fclose(file)
+        #expect(family(path) == .limitExceeded)
+    }
+
+    /// A chunked dataset declaring 16 GiB with no chunk written: libhdf5 would allocate and fill the declared size
+    /// from a file of a few kilobytes; it is refused before anything is allocated.
+    @Test func chunkedDatasetWithoutChunksIsRefused() throws {
+        let scratch = try ScratchFolder()
+        let path = scratch.path + "/a.h5"
+        H5open()
+        let file = H5Fcreate(path, 2, 0, 0)
+        var dims: [hsize_t] = [1 << 32]
+        var chunk: [hsize_t] = [1 << 20]
+        let space = H5Screate_simple(1, &dims, nil)
+        let dcpl = H5Pcreate(H5P_CLS_DATASET_CREATE_ID_g)
+        H5Pset_chunk(dcpl, 1, &chunk)
+        let ds = H5Dcreate2(file, "w", H5T_IEEE_F32LE_g, space, 0, dcpl, 0)
+        H5Dclose(ds)
+        H5Pclose(dcpl)
+        H5Sclose(space)
+        H5Fclose(file)
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)
+        #expect(size < 1 << 16)
+        #expect(family(path) == .inconsistent)
+    }
+
     /// Files read from several threads at once, a malformed one among them: every read gives the values h5py wrote,
     /// every refusal is the same error (libhdf5 is entered under one lock, its error printing off on each thread).
     @Test func readsFromManyThreadsAtOnce() throws {
