@@ -90,6 +90,10 @@ public final class HDF5File: TensorSource, @unchecked Sendable {
                 case H5I_DATASET:
                     let info = try Self.describe(object, name: full, path: path)
                     let dotted = full.replacingOccurrences(of: "/", with: ".")
+                    if let other = paths[dotted] {
+                        throw ReadError(.malformed, path: path, field: dotted,
+                                        "datasets \(other) and \(full) would both be named \(dotted)")
+                    }
                     paths[dotted] = full
                     infos.append(try TensorInfo(name: dotted, dtype: info.dtype, shape: info.shape, fileOffset: 0,
                                             byteCount: info.bytes, path: path))
@@ -115,8 +119,16 @@ public final class HDF5File: TensorSource, @unchecked Sendable {
         }
     }
 
-    /// libhdf5 set up once.
-    static let initialized: Void = { H5open() }()
+    /// libhdf5 set up once, without its exit-time cleanup: at exit the system takes the memory back anyway, and the
+    /// cleanup gives up printing "HDF5: infinite loop closing library" when a thread that entered the library still
+    /// holds its per-thread error stack. Code that calls libhdf5 directly calls `initializeLibrary()` first.
+    static let initialized: Void = {
+        H5dont_atexit()
+        H5open()
+    }()
+
+    /// Sets libhdf5 up as this reader does (call it before any direct libhdf5 call, as tests that build files do).
+    public static func initializeLibrary() { _ = initialized }
 
     /// Built-in filters, which never load a plugin: deflate, shuffle, fletcher32, nbit, scale-offset.
     static let builtInFilters: Set<H5Z_filter_t> = [1, 2, 3, 5, 6]

@@ -164,9 +164,18 @@ public struct VerifyReport: Sendable {
     public let profile: String
     /// Per case.
     public let cases: [CaseResult]
+    /// Whether cases that could not run (unknown kind, missing component) are accepted; by default they fail the run,
+    /// so that a record whose cases this version cannot check never reads as a pass.
+    public var skipsAllowed = false
 
-    /// True when no case failed and at least one ran.
-    public var pass: Bool { !cases.contains { $0.status == .fail } && cases.contains { $0.status == .pass } }
+    /// Cases not run.
+    public var skippedCount: Int { cases.filter { $0.status == .skipped }.count }
+
+    /// True when no case failed, at least one passed, and no case was skipped (unless `skipsAllowed`).
+    public var pass: Bool {
+        !cases.contains { $0.status == .fail } && cases.contains { $0.status == .pass }
+            && (skipsAllowed || skippedCount == 0)
+    }
 
     /// The report as one JSON document: `{"pass", "record", "model", "profile", "cases": [{"name", "kind", "pass",
     /// "status", "metrics", "note"}]}`.
@@ -182,6 +191,8 @@ public struct VerifyReport: Sendable {
         root.insert("record", .string(record))
         root.insert("model", .string(model))
         root.insert("profile", .string(profile))
+        root.insert("skipped", .number(String(skippedCount)))
+        root.insert("skips_allowed", .bool(skipsAllowed))
         root.insert("cases", .array(cases.map { c in
             var o = JSONObject()
             o.insert("name", .string(c.name))
@@ -271,7 +282,9 @@ public struct VerifyReport: Sendable {
         let ran = cases.filter { $0.status != .skipped }
         out += "\n\(ran.filter { $0.status == .pass }.count) passed, \(ran.filter { $0.status == .fail }.count) failed"
         let skipped = cases.count - ran.count
-        if skipped > 0 { out += ", \(skipped) skipped" }
+        if skipped > 0 {
+            out += ", \(skipped) skipped" + (skipsAllowed ? "" : " (a skipped case fails the run; --allow-skip accepts them)")
+        }
         return out + "\n"
     }
 }

@@ -90,6 +90,9 @@ struct Convert: ParsableCommand {
     @Option(help: "Bundles: the float32 model quantized metrics compare against (default: the input checkpoint).")
     var baseline: String?
 
+    @Flag(help: "Bundles: with --verify, accept record cases that cannot run instead of failing.")
+    var allowSkip = false
+
     @Flag(help: "Bundles: compress buffers with zstd for distribution (byte planes where they help); such a bundle is decoded into memory when loaded. Converting it again without --compress restores a memory-mappable one.")
     var compress = false
 
@@ -204,9 +207,10 @@ struct Convert: ParsableCommand {
                 let baselinePath = baseline ?? input
                 verifier = { bundle in
                     let components = try AmusedComponents(bundle: bundle, verifyIntegrity: false)
-                    let report = try Verify.verify(record: record, components: components, policy: chosen.name,
+                    var report = try Verify.verify(record: record, components: components, policy: chosen.name,
                                                    profile: profileName, profileFile: nil, baseline: baselinePath,
                                                    trace: nil)
+                    report.skipsAllowed = allowSkip
                     // The bundle is checked at its temporary path; the table names it by its destination.
                     FileHandle.standardError.write(Data(report.text.replacingOccurrences(of: bundle.path, with: out!).utf8))
                     return ParityOutcome(pass: report.pass, report: report.json(includeTimings: false))

@@ -17,7 +17,9 @@ struct Verify: ParsableCommand {
             tolerance. text_encoder, transformer, vq_decode and vq_encode cases compare outputs; text_to_image, \
             image_to_image and inpaint cases replay the sampler seed for seed and report the token agreement after \
             every step, the first diverging step and position, and the final pixel difference in uint8 levels. \
-            Unknown kinds are reported as skipped. Exit codes: 0 all cases pass, 3 parity failed, 1 bad input.
+            A case that cannot run (an unknown kind, a component the checkpoint lacks) is reported as skipped and \
+            fails the run unless --allow-skip. Exit codes: 0 all cases pass, 3 parity failed (or a case skipped), \
+            1 bad input.
             With --trace DIR, each case's named intermediate activations are written to DIR/<case>.swift.safetensors; \
             when DIR also holds DIR/<case>.torch.safetensors (from Tools/trace_reference.py) the first layer that \
             diverges is printed.
@@ -44,6 +46,9 @@ struct Verify: ParsableCommand {
     @Flag(help: "Print one JSON document instead of a table.")
     var json = false
 
+    @Flag(help: "Accept cases that cannot run (unknown kinds, components the checkpoint lacks) instead of failing.")
+    var allowSkip = false
+
     @OptionGroup var loraOptions: LoRAOptions
 
     @OptionGroup var layoutOptions: LayoutOptions
@@ -52,7 +57,7 @@ struct Verify: ParsableCommand {
     var variant: String?
 
     func run() throws {
-        let report: VerifyReport
+        var report: VerifyReport
         do {
             let record = try ReferenceRecord(path: reference)
             if let model, ModelSource.isBundle(model) {
@@ -72,6 +77,7 @@ struct Verify: ParsableCommand {
             FileHandle.standardError.write(Data("error: \(message)\n".utf8))
             throw ExitCode(ExitCodes.badInput)
         }
+        report.skipsAllowed = allowSkip
         emit(json ? report.json.serialized + "\n" : report.text)
         if let trace { try printBisection(report, folder: trace) }
         if !report.pass { throw ExitCode(ExitCodes.parityFailed) }

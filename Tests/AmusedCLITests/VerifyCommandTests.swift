@@ -61,6 +61,30 @@ struct VerifyCommandTests {
         #expect(result.stdout.contains("first tensor out of tolerance: transformer_b1/logits"))
     }
 
+    /// A case this version cannot run (here a kind it does not know) fails the run unless --allow-skip, and the
+    /// summary counts it; before, a record of skipped cases plus one pass exited 0.
+    @Test func skippedCasesFailUnlessAllowed() throws {
+        let scratch = try ScratchFolder()
+        let source = FixturePaths.path("records/tiny-256")
+        var root = try FixturePaths.json("records/tiny-256/record.json").objectValue!
+        let first = try #require(root["cases"]?.arrayValue?.first { $0["kind"]?.stringValue == "vq_decode" })
+        var future = JSONObject()
+        future.insert("name", .string("future_case"))
+        future.insert("kind", .string("video_to_video"))
+        root.set("cases", .array([first, .object(future)]))
+        root.set("model", .string(source + "/model"))
+        try scratch.write("record.json", Array(JSONValue.object(root).serialized.utf8))
+        try FileManager.default.createSymbolicLink(atPath: scratch.path + "/record.safetensors",
+                                                   withDestinationPath: source + "/record.safetensors")
+        let strict = try runAmused(["verify", "--reference", scratch.path])
+        #expect(strict.status == 3, "\(strict.stdout)\(strict.stderr)")
+        #expect(strict.stdout.contains("1 passed, 0 failed, 1 skipped"), "\(strict.stdout)")
+        let allowed = try runAmused(["verify", "--reference", scratch.path, "--allow-skip", "--json"])
+        #expect(allowed.status == 0, "\(allowed.stdout)\(allowed.stderr)")
+        let report = try StrictJSONParser(path: "stdout").parse(Array(allowed.stdout.utf8))
+        #expect(report["skipped"]?.intValue == 1 && report["skips_allowed"]?.boolValue == true)
+    }
+
     @Test func missingRecordIsBadInput() throws {
         let result = try runAmused(["verify", "--reference", "/nonexistent/record"])
         #expect(result.status == 1)

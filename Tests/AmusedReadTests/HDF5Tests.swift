@@ -26,7 +26,7 @@ struct HDF5Tests {
     /// Creates an HDF5 file with one float dataset "w" and lets `configure` add the hostile part.
     func make(_ path: String, dcpl configure: ((hid_t) -> Void)? = nil, extra: ((hid_t) -> Void)? = nil,
               type: hid_t? = nil) {
-        H5open()
+        HDF5File.initializeLibrary()
         let file = H5Fcreate(path, 2 /* H5F_ACC_TRUNC */, 0, 0)
         var dims: [hsize_t] = [4]
         let space = H5Screate_simple(1, &dims, nil)
@@ -110,7 +110,7 @@ struct HDF5Tests {
     @Test func hugeDeclaredDatasetIsRefused() throws {
         let scratch = try ScratchFolder()
         let path = scratch.path + "/a.h5"
-        H5open()
+        HDF5File.initializeLibrary()
         let file = H5Fcreate(path, 2, 0, 0)
         var dims: [hsize_t] = [1 << 40]
         let space = H5Screate_simple(1, &dims, nil)
@@ -160,7 +160,7 @@ struct HDF5Tests {
     @Test func chunkBombIsRefused() throws {
         let scratch = try ScratchFolder()
         let path = scratch.path + "/a.h5"
-        H5open()
+        HDF5File.initializeLibrary()
         let file = H5Fcreate(path, 2, 0, 0)
         var dims: [hsize_t] = [4]
         let space = H5Screate_simple(1, &dims, nil)
@@ -183,7 +183,7 @@ struct HDF5Tests {
     @Test func chunkBombBehindFletcherIsRefused() throws {
         let scratch = try ScratchFolder()
         let path = scratch.path + "/a.h5"
-        H5open()
+        HDF5File.initializeLibrary()
         let file = H5Fcreate(path, 2, 0, 0)
         var dims: [hsize_t] = [4]
         let space = H5Screate_simple(1, &dims, nil)
@@ -207,7 +207,7 @@ struct HDF5Tests {
     @Test func chunkedDatasetWithoutChunksIsRefused() throws {
         let scratch = try ScratchFolder()
         let path = scratch.path + "/a.h5"
-        H5open()
+        HDF5File.initializeLibrary()
         let file = H5Fcreate(path, 2, 0, 0)
         var dims: [hsize_t] = [1 << 32]
         var chunk: [hsize_t] = [1 << 20]
@@ -222,6 +222,28 @@ struct HDF5Tests {
         let size = try #require(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)
         #expect(size < 1 << 16)
         #expect(family(path) == .inconsistent)
+    }
+
+    /// Datasets `a.b/c` and `a/b.c` would both be the tensor `a.b.c` (names join groups with dots): refused, where a
+    /// duplicate name used to trap later in code that keys tensors by name.
+    @Test func dottedNameCollisionIsRefused() throws {
+        let scratch = try ScratchFolder()
+        let path = scratch.path + "/a.h5"
+        make(path, extra: { file in
+            for (group, name) in [("a.b", "c"), ("a", "b.c")] {
+                let g = H5Gcreate2(file, group, 0, 0, 0)
+                var dims: [hsize_t] = [1]
+                let space = H5Screate_simple(1, &dims, nil)
+                let ds = H5Dcreate2(g, name, H5T_IEEE_F32LE_g, space, 0, 0, 0)
+                var value: Float = 1
+                H5Dwrite(ds, H5T_NATIVE_FLOAT_g, 0, 0, 0, &value)
+                H5Dclose(ds)
+                H5Sclose(space)
+                H5Gclose(g)
+            }
+        })
+        let error = try #require(throws: ReadError.self) { try HDF5File(path: path) }
+        #expect(error.family == .malformed && error.field == "a.b.c", "\(error)")
     }
 
     /// Files read from several threads at once, a malformed one among them: every read gives the values h5py wrote,
