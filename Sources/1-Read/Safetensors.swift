@@ -242,10 +242,11 @@ public enum SafetensorsWriter {
         }
         var offset = 0
         for (name, dtype, shape) in order {
-            guard let count = SizeMath.product(shape), let bytes = SizeMath.byteCount(elements: count, dtype: dtype) else {
+            guard let count = SizeMath.product(shape), let bytes = SizeMath.byteCount(elements: count, dtype: dtype),
+                  let end = SizeMath.add(offset, bytes)
+            else {
                 throw ReadError(.arithmeticOverflow, path: "<output>", field: name, "tensor size overflows")
             }
-            let end = offset + bytes
             parts.append(JSONValue.quote(name) + ":{\"dtype\":\"\(dtype.rawValue)\",\"shape\":["
                 + shape.map(String.init).joined(separator: ",") + "],\"data_offsets\":[\(offset),\(end)]}")
             offset = end

@@ -71,7 +71,10 @@ public struct MappedSource: TensorSource {
     /// last VQ level). Unmapped source tensors are an error unless `allowUnmapped`.
     public init(_ source: any TensorSource, map: NameMap, constants: [String: Int] = [:],
                 allowUnmapped: Bool = false) throws(MapError) {
-        let infoByName = Dictionary(uniqueKeysWithValues: source.infos.map { ($0.name, $0) })
+        var infoByName: [String: TensorInfo] = [:]
+        for info in source.infos where infoByName.updateValue(info, forKey: info.name) != nil {
+            throw MapError(info.name, "the source holds two tensors of this name")
+        }
         var consumed = Set<String>()
         var entries: [MapLedger.Entry] = []
         var infos: [TensorInfo] = []
@@ -211,13 +214,19 @@ public struct MappedSource: TensorSource {
                                   strides: t.strides.reversed()).contiguous()
             case .concat:
                 let parts = try plan.sources.map { n in try source.tensor(named: n).contiguous() }
+                guard parts[0].dtype.byteWidth != nil else { throw Self.packed(parts[0].dtype, path: path, name: name) }
                 return try concatenate(parts, axis: plan.axis)
             case .split:
                 let t = try source.tensor(named: plan.sources[0]).contiguous()
+                guard let width = t.dtype.byteWidth else { throw Self.packed(t.dtype, path: path, name: name) }
+                guard plan.axis < t.shape.count, t.shape[plan.axis] % plan.parts == 0 else {
+                    throw ReadError(.inconsistent, path: path, field: name,
+                                    "\(plan.sources[0]) is \(describeShape(t.shape)), which its description did not say")
+                }
                 var shape = t.shape
                 shape[plan.axis] /= plan.parts
                 let outer = t.shape[..<plan.axis].reduce(1, *)
-                let inner = shape[plan.axis...].reduce(1, *) * t.dtype.byteWidth!
+                let inner = shape[plan.axis...].reduce(1, *) * width
                 if outer == 1 {
                     return try Tensor(dtype: t.dtype, shape: shape, storage: t.storage,
                                       byteOffset: t.byteOffset + plan.part * inner)
@@ -238,12 +247,32 @@ public struct MappedSource: TensorSource {
         }
     }
 
+    /// Concat and split copy whole elements: packed sub-byte types (F4, F6) are refused.
+    static func packed(_ dtype: DType, path: String, name: String) -> ReadError {
+        ReadError(.unsupported, path: path, field: name, "\(dtype.rawValue) elements are packed below a byte; "
+                  + "they cannot be split or concatenated")
+    }
+
     func concatenate(_ parts: [Tensor], axis: Int) throws -> Tensor {
+        // The plan checked the sources' descriptions; the tensors read must agree with them before bytes are copied.
         var shape = parts[0].shape
-        shape[axis] = parts.reduce(0) { $0 + $1.shape[axis] }
-        let width = parts[0].dtype.byteWidth!
+        guard axis < shape.count, let width = parts[0].dtype.byteWidth, parts.allSatisfy({ p in
+            p.dtype == parts[0].dtype && p.shape.count == shape.count
+                && zip(p.shape, shape).enumerated().allSatisfy { $0.offset == axis || $0.element.0 == $0.element.1 }
+        }) else {
+            throw TensorError.invalidView("cannot concatenate \(parts.map { describeShape($0.shape) }) along axis \(axis)")
+        }
+        var total = 0
+        for p in parts {
+            guard let sum = SizeMath.add(total, p.shape[axis]) else { throw TensorError.invalidView("concatenation overflows") }
+            total = sum
+        }
+        shape[axis] = total
+        guard let bytes = SizeMath.byteCount(shape: shape, dtype: parts[0].dtype) else {
+            throw TensorError.invalidView("concatenated shape \(describeShape(shape)) overflows 64 bits")
+        }
         let outer = shape[..<axis].reduce(1, *)
-        let out = Storage(zeroedByteCount: shape.reduce(1, *) * width)
+        let out = Storage(zeroedByteCount: bytes)
         var offset = 0
         for o in 0..<outer {
             for p in parts {

@@ -118,7 +118,9 @@ struct Template: Sendable, Equatable {
                 guard let b = bindings["*"] else { throw MapError(text, "unbound {*}") }
                 out += b
             case .difference(let a, let b):
-                out += String(try value(a) - value(b))
+                let (d, overflow) = try value(a).subtractingReportingOverflow(value(b))
+                guard !overflow else { throw MapError(text, "{\(a)-\(b)} overflows 64 bits") }
+                out += String(d)
             }
         }
         return out

@@ -24,15 +24,26 @@ struct ConfigReader {
         BindError(.config, path: path, key: key, "expected \(expected), found \(object[key]?.serialized ?? "nothing")")
     }
 
-    func int(_ key: String, _ fallback: Int) throws(BindError) -> Int {
+    /// Largest width, vocabulary, codebook or other size a config may give (aMUSEd's are below 2^16). The graph
+    /// multiplies sizes into parameter shapes and divides by head and group counts before any weight is read, so a
+    /// size outside 1…2^20 would trap or allocate without bound there instead of failing here.
+    static let sizes = 1...(1 << 20)
+    /// Layers or blocks a config may ask for (each builds a module before any weight is read).
+    static let counts = 0...(1 << 10)
+    /// Most resolution levels a VQ config may list (its scale factor is 2^(levels − 1)).
+    static let maxLevels = 16
+
+    func int(_ key: String, _ fallback: Int, in range: ClosedRange<Int> = sizes) throws(BindError) -> Int {
         guard let v = object[key], v != .null else { return fallback }
         guard let i = v.intValue else { throw fail(key, "an integer") }
+        guard range.contains(i) else { throw fail(key, "an integer in \(range.lowerBound)…\(range.upperBound)") }
         return i
     }
 
     func optionalInt(_ key: String) throws(BindError) -> Int? {
         guard let v = object[key], v != .null else { return nil }
         guard let i = v.intValue else { throw fail(key, "an integer or null") }
+        guard Self.sizes.contains(i) else { throw fail(key, "null or an integer in 1…\(Self.sizes.upperBound)") }
         return i
     }
 
@@ -54,9 +65,12 @@ struct ConfigReader {
         return s
     }
 
-    func ints(_ key: String, _ fallback: [Int]) throws(BindError) -> [Int] {
+    func ints(_ key: String, _ fallback: [Int], in range: ClosedRange<Int> = sizes) throws(BindError) -> [Int] {
         guard let v = object[key], v != .null else { return fallback }
-        guard let a = v.arrayValue, a.allSatisfy({ $0.intValue != nil }) else { throw fail(key, "a list of integers") }
+        guard let a = v.arrayValue, a.count <= Self.maxLevels, a.allSatisfy({ $0.intValue.map(range.contains) == true })
+        else {
+            throw fail(key, "a list of at most \(Self.maxLevels) integers in \(range.lowerBound)…\(range.upperBound)")
+        }
         return a.map { $0.intValue! }
     }
 
@@ -89,11 +103,11 @@ extension UVit2DConfig {
         codebookSize = try r.int("codebook_size", codebookSize)
         inChannels = try r.int("in_channels", inChannels)
         blockOutChannels = try r.int("block_out_channels", blockOutChannels)
-        numResBlocks = try r.int("num_res_blocks", numResBlocks)
+        numResBlocks = try r.int("num_res_blocks", numResBlocks, in: ConfigReader.counts)
         downsample = try r.bool("downsample", downsample)
         upsample = try r.bool("upsample", upsample)
         blockNumHeads = try r.int("block_num_heads", blockNumHeads)
-        numHiddenLayers = try r.int("num_hidden_layers", numHiddenLayers)
+        numHiddenLayers = try r.int("num_hidden_layers", numHiddenLayers, in: ConfigReader.counts)
         numAttentionHeads = try r.int("num_attention_heads", numAttentionHeads)
         intermediateSize = try r.int("intermediate_size", intermediateSize)
         layerNormEps = try r.float("layer_norm_eps", layerNormEps)
@@ -110,7 +124,7 @@ extension VQModelConfig {
         inChannels = try r.int("in_channels", inChannels)
         outChannels = try r.int("out_channels", outChannels)
         blockOutChannels = try r.ints("block_out_channels", blockOutChannels)
-        layersPerBlock = try r.int("layers_per_block", layersPerBlock)
+        layersPerBlock = try r.int("layers_per_block", layersPerBlock, in: ConfigReader.counts)
         latentChannels = try r.int("latent_channels", latentChannels)
         numVqEmbeddings = try r.int("num_vq_embeddings", numVqEmbeddings)
         vqEmbedDim = try r.optionalInt("vq_embed_dim")
@@ -139,13 +153,13 @@ extension CLIPTextConfig {
         hiddenSize = try r.int("hidden_size", hiddenSize)
         intermediateSize = try r.int("intermediate_size", intermediateSize)
         projectionDim = try r.int("projection_dim", projectionDim)
-        numHiddenLayers = try r.int("num_hidden_layers", numHiddenLayers)
+        numHiddenLayers = try r.int("num_hidden_layers", numHiddenLayers, in: ConfigReader.counts)
         numAttentionHeads = try r.int("num_attention_heads", numAttentionHeads)
         maxPositionEmbeddings = try r.int("max_position_embeddings", maxPositionEmbeddings)
         hiddenAct = try r.string("hidden_act", hiddenAct)
         try r.require("hidden_act", hiddenAct, oneOf: ["quick_gelu", "gelu"])
         layerNormEps = try r.float("layer_norm_eps", layerNormEps)
-        eosTokenId = try r.int("eos_token_id", eosTokenId)
+        eosTokenId = try r.int("eos_token_id", eosTokenId, in: Int.min...Int.max)  // only compared with ids
     }
 }
 
@@ -174,8 +188,16 @@ extension VQModelConfig {
         let r = try ConfigReader(json, path: path)
         self.init()
         let hidden = try r.int("hidden_channels", 128)
-        blockOutChannels = try r.ints("channel_mult", [1, 2, 2, 4, 6]).map { $0 * hidden }
-        layersPerBlock = try r.int("num_res_blocks", 2)
+        blockOutChannels = []
+        for m in try r.ints("channel_mult", [1, 2, 2, 4, 6]) {
+            // Both factors are at most 2^20, so the product fits; it must be a size too.
+            guard ConfigReader.sizes.contains(m * hidden) else {
+                throw BindError(.config, path: path, key: "channel_mult",
+                                "hidden_channels \(hidden) × \(m) is outside 1…\(ConfigReader.sizes.upperBound)")
+            }
+            blockOutChannels.append(m * hidden)
+        }
+        layersPerBlock = try r.int("num_res_blocks", 2, in: ConfigReader.counts)
         latentChannels = try r.int("z_channels", 64)
         vqEmbedDim = try r.optionalInt("quantized_embed_dim")
         numVqEmbeddings = try r.int("num_embeddings", 8192)
@@ -184,7 +206,7 @@ extension VQModelConfig {
         inChannels = try r.int("num_channels", 3)
         outChannels = inChannels
         lookupFromCodebook = true
-        guard try r.ints("attn_resolutions", []).isEmpty else {
+        guard try r.ints("attn_resolutions", [], in: Int.min...Int.max).isEmpty else {
             throw BindError(.config, path: path, key: "attn_resolutions", "attention inside the VQ levels is not implemented")
         }
     }

@@ -159,6 +159,11 @@ public struct LoRA: Sendable {
     public func fused(_ w: Tensor, _ pair: Pair, component: String, scale: Float) throws(BindError) -> Tensor {
         let key = component + "." + pair.target
         let out = pair.up.shape[0], inner = pair.down.shape[1], r = pair.rank
+        // The GEMM below writes out × inner floats into w's values: w must be exactly that (not only as described).
+        guard w.shape == [out, inner] else {
+            throw BindError(.lora, path: path, key: key, "B · A is [\(out), \(inner)] but the weight read is "
+                            + "\(describeShape(w.shape))")
+        }
         let effective = scale * (pair.alpha.map { $0 / Float(r) } ?? 1)
         do {
             var fused = try w.floats()

@@ -54,7 +54,7 @@ public struct PolicyRule: Sendable {
     public func matches(component: String, spec: ParameterSpec) -> Bool {
         if let components, !components.contains(component) { return false }
         if let uses, !uses.contains(spec.use) { return false }
-        let n = spec.shape.reduce(1, *)
+        let n = SizeMath.product(spec.shape) ?? Int.max  // shapes come from configs
         if let minElements, n < minElements { return false }
         if let maxElements, n > maxElements { return false }
         if let keys, !keys.contains(where: { QuantPolicy.glob($0, spec.key) }) { return false }
