@@ -49,7 +49,7 @@ let formatCases: [FormatCase] = {
         for i in 0..<4 { z[cd + 20 + i] = 0xFF }
         return z
     }(), .malformed)
-    add("ZP-11 ten million entries claimed", "a.pt", zipBytes([Member(name: "archive/data.pkl", data: good)],
+    add("ZP-10 entry-count sentinel without a ZIP64 locator", "a.pt", zipBytes([Member(name: "archive/data.pkl", data: good)],
                                                               countOverride: 0xFFFF), .malformed)
     // PyTorch.
     add("PT-02 TorchScript", "a.pt", torchArchive(good, extra: [Member(name: "archive/constants.pkl", data: [0x80])]),
