@@ -169,12 +169,27 @@ public struct AmusedPipeline: Sendable {
         return combined
     }
 
+    /// Largest batch (prompts × images per prompt), step count and image side a request may ask for.
+    static let maxBatch = 256, maxSteps = 1000, maxSide = 4096
+
     func generate(_ r: GenerationRequest, randomness: inout some SamplerRandomness,
                   progress: ((Int, Int) -> Void)?, shadow: Shadow? = nil) throws -> GenerationResult {
         let started = DispatchTime.now().uptimeNanoseconds
         let prompts = r.prompts.count
         guard prompts > 0, r.imagesPerPrompt > 0, r.steps > 0 else {
             throw ModelError.invalidInput("need at least one prompt, one image per prompt and one step")
+        }
+        // Requests also come from files (reference records): every size is bounded before anything is multiplied
+        // or allocated from it.
+        guard prompts <= Self.maxBatch, r.imagesPerPrompt <= Self.maxBatch, prompts * r.imagesPerPrompt <= Self.maxBatch,
+              r.steps <= Self.maxSteps, (1...Self.maxSide).contains(r.height), (1...Self.maxSide).contains(r.width)
+        else {
+            throw ModelError.invalidInput("at most \(Self.maxBatch) images, \(Self.maxSteps) steps and "
+                + "\(Self.maxSide) pixels a side (got \(prompts)×\(r.imagesPerPrompt) images, \(r.steps) steps, "
+                + "\(r.height)×\(r.width))")
+        }
+        guard r.guidanceScale.isFinite, r.strength.map({ $0.isFinite && (0...1).contains($0) }) ?? true else {
+            throw ModelError.invalidInput("guidance scale must be finite and strength within 0…1")
         }
         let batch = prompts * r.imagesPerPrompt
         let f = vqvae.config.scaleFactor

@@ -85,6 +85,27 @@ struct VerifyCommandTests {
         #expect(report["skipped"]?.intValue == 1 && report["skips_allowed"]?.boolValue == true)
     }
 
+    /// A record is a file strangers may write: a pipeline case with a negative height, an infinite strength or a
+    /// billion steps is bad input (exit 1, naming the problem), where a negative height used to trap.
+    @Test(arguments: [("height", JSONValue.number("-32")), ("strength", .number("1e400")), ("steps", .number("1000000000"))])
+    func hostilePipelineCaseIsBadInput(_ key: String, _ value: JSONValue) throws {
+        let scratch = try ScratchFolder()
+        let source = FixturePaths.path("records/tiny-256")
+        var root = try FixturePaths.json("records/tiny-256/record.json").objectValue!
+        var i2i = try #require(root["cases"]?.arrayValue?.first { $0["kind"]?.stringValue == "image_to_image" }?.objectValue)
+        i2i.set(key, value)
+        if key == "height" { i2i.set("kind", .string("text_to_image")) }
+        root.set("cases", .array([.object(i2i)]))
+        root.set("model", .string(source + "/model"))
+        try scratch.write("record.json", Array(JSONValue.object(root).serialized.utf8))
+        try FileManager.default.createSymbolicLink(atPath: scratch.path + "/record.safetensors",
+                                                   withDestinationPath: source + "/record.safetensors")
+        let result = try runAmused(["verify", "--reference", scratch.path])
+        #expect(result.status == 1, "\(key): \(result.stdout)\(result.stderr)")
+        #expect(result.stderr.contains("at most 256 images") || result.stderr.contains("strength within 0…1"),
+                "\(result.stderr)")
+    }
+
     @Test func missingRecordIsBadInput() throws {
         let result = try runAmused(["verify", "--reference", "/nonexistent/record"])
         #expect(result.status == 1)
