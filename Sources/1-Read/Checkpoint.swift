@@ -47,8 +47,11 @@ public enum WeightFormat: String, Sendable {
     }
 }
 
-/// Opens a weights file or sharded index as a `TensorSource`.
-public func openWeights(path: String, mapData: Bool = true) throws(ReadError) -> any TensorSource {
+/// Opens a weights file or sharded index as a `TensorSource`; HDF5 files are parsed as `hdf5` says (by default in
+/// the helper process).
+public func openWeights(path: String, mapData: Bool = true, hdf5: HDF5Reading = .default) throws(ReadError)
+    -> any TensorSource
+{
     switch try WeightFormat.detect(path: path) {
     case .safetensors: return try SafetensorsFile(path: path, mapData: mapData)
     case .shardedSafetensors: return try ShardedSafetensors(indexPath: path, mapData: mapData)
@@ -62,7 +65,11 @@ public func openWeights(path: String, mapData: Bool = true) throws(ReadError) ->
         if !names.isEmpty && names.allSatisfy({ $0.hasSuffix(".npy") }) { return try NumpyArchive(path: path) }
         throw ReadError(.unsupported, path: path, offset: 0, "a zip archive that is neither torch.save's nor numpy.savez's")
     case .gguf: return try GGUFFile(path: path)
-    case .hdf5: return try HDF5File(path: path)
+    case .hdf5:
+        switch hdf5 {
+        case .inProcess: return try HDF5File(path: path)
+        case .isolated(let helper): return try HDF5Isolation.open(path: path, helper: helper)
+        }
     case let other:
         throw ReadError(.unsupported, path: path, offset: 0,
                         other == .legacyPickle

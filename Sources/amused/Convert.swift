@@ -149,7 +149,7 @@ struct Convert: ParsableCommand {
         if isFolder { return try importFolder() }
         guard let out else { return }
         do {
-            let source = try isolatedOpener(input, true)
+            let source = try openWeights(path: input)
             // One tensor in memory at a time; strided views (from PyTorch) are written row-major.
             switch format {
             case .safetensors: try SafetensorsWriter.write(source: source, metadata: [("format", "pt")], to: out)
@@ -186,7 +186,7 @@ struct Convert: ParsableCommand {
             }
             stage("read: \(input)")
             let checkpoint = try Checkpoint(path: input, variant: variant, mapData: !dryRun, layout: layoutOptions.layout,
-                                            configs: layoutOptions.configs, opener: isolatedOpener)
+                                            configs: layoutOptions.configs)
             var chosen = try policy.map(QuantPolicy.load) ?? QuantPolicy.preset(quantize ?? "int8")
             if let g = int4Group { chosen = try chosen.withInt4Group(g) }
             var options = ConversionOptions(policy: chosen)
@@ -248,7 +248,7 @@ struct Convert: ParsableCommand {
     func importFolder() throws {
         do {
             let checkpoint = try Checkpoint(path: input, variant: variant, mapData: !dryRun, layout: layoutOptions.layout,
-                                            configs: layoutOptions.configs, opener: isolatedOpener)
+                                            configs: layoutOptions.configs)
             if dryRun {
                 emit(Inspect.mapReport(checkpoint, try importPlan(checkpoint)))
                 let plans = try DiffusersExport.check(checkpoint, allowUnmapped: allowUnmapped, allowMissing: allowMissing)

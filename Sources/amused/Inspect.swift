@@ -40,7 +40,7 @@ struct Inspect: ParsableCommand {
         if ModelSource.isBundle(path) { return try inspectBundle() }
         try runReporting {
             let checkpoint = try Checkpoint(path: path, variant: variant, mapData: false, layout: layoutOptions.layout,
-                                            configs: layoutOptions.configs, opener: isolatedOpener)
+                                            configs: layoutOptions.configs)
             if map {
                 let plans: [ComponentImportPlan]
                 do { plans = try importPlan(checkpoint) } catch {

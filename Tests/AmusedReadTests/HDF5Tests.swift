@@ -23,6 +23,29 @@ struct HDF5Tests {
         }
     }
 
+    /// `openWeights` reads HDF5 in the helper process by default (the `amused` built beside these tests), giving
+    /// h5py's values; a helper that crashes (as a libhdf5 memory bug would) is a malformed file for library users
+    /// too, and the test process lives on.
+    @Test func libraryUsersReadThroughTheHelperByDefault() throws {
+        let helper = try #require(HDF5Isolation.helper(), "build the amused executable first (swift build)")
+        let source = try openWeights(path: FixturePaths.path("formats/weights.h5"))
+        #expect(!(source is HDF5File) && source.format == .hdf5)
+        let inProcess = try openWeights(path: FixturePaths.path("formats/weights.h5"), hdf5: .inProcess)
+        #expect(inProcess is HDF5File && Set(source.names) == Set(inProcess.names))
+        for name in source.names {
+            #expect(try source.tensor(named: name).doubles() == inProcess.tensor(named: name).doubles(), "\(name)")
+        }
+        let scratch = try ScratchFolder()
+        let crashing = scratch.path + "/crashing-helper"
+        try Data("#!/bin/sh\nAMUSED_HDF5_HELPER_SIMULATE_CRASH=1 exec \"\(helper)\" \"$@\"\n".utf8)
+            .write(to: URL(fileURLWithPath: crashing))
+        chmod(crashing, 0o755)
+        let error = try #require(throws: ReadError.self) {
+            try openWeights(path: FixturePaths.path("formats/weights.h5"), hdf5: .isolated(helper: crashing))
+        }
+        #expect(error.family == .malformed && error.message.contains("crashed"), "\(error)")
+    }
+
     /// Creates an HDF5 file with one float dataset "w" and lets `configure` add the hostile part.
     func make(_ path: String, dcpl configure: ((hid_t) -> Void)? = nil, extra: ((hid_t) -> Void)? = nil,
               type: hid_t? = nil) {

@@ -38,6 +38,7 @@ public enum FuzzTargets {
         weights("pytorch", ".pt", "PyTorch zip + pickle (torch.save)"),
         weights("npz", ".npz", "NumPy .npz archives (stored and deflated .npy members)"),
         weights("gguf", ".gguf", "GGUF v2/v3 metadata, tensor infos and quantized blocks"),
+        weights("hdf5", ".h5", "HDF5 as every command reads it: through the helper process (amused hdf5-helper)"),
         weights("hdf5-inprocess", ".h5", "HDF5 through libhdf5 in this process (finds what the helper must absorb)"),
         FuzzTarget(name: "bundle", summary: "the .amused bundle reader (plain and zstd), integrity and every tensor") {
             bytes in
@@ -95,10 +96,7 @@ public enum FuzzTargets {
         FuzzTarget(name: name, summary: summary) { bytes in
             Scratch.shared.withFile(bytes, ext: ext) { path in
                 touch {
-                    switch ext {
-                    case ".h5": try HDF5File(path: path)
-                    default: try openWeights(path: path)
-                    }
+                    name == "hdf5-inprocess" ? try HDF5File(path: path) : try openWeights(path: path)
                 }
             }
         }
