@@ -115,26 +115,56 @@ struct ConvertBundleCommandTests {
         let new = try Data(contentsOf: URL(fileURLWithPath: scratch.path + "/new.amused"))
         let binary = try amusedBinary()
         var generator = SystemRandomNumberGenerator()
-        var sawOld = 0, sawNew = 0
-        for _ in 0..<50 {
+        func staging() -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: scratch.path)) ?? []).filter { $0.hasSuffix(".tmp") }
+        }
+        // How long a run's staging file exists: kills are aimed inside that window, so they land mid-write.
+        func start() throws -> Process {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: binary)
             process.arguments = ["convert", model, "--out", out, "--quantize", "fp16"]
             process.standardError = FileHandle.nullDevice
             try process.run()
-            usleep(UInt32.random(in: 0...250_000, using: &generator))
+            return process
+        }
+        func waitForStaging(_ process: Process, known: Set<String>) -> Bool {
+            for _ in 0..<20_000 where process.isRunning {
+                if !Set(staging()).subtracting(known).isEmpty { return true }
+                usleep(500)
+            }
+            return false
+        }
+        let probe = try start()
+        #expect(waitForStaging(probe, known: Set(staging())), "no staging file was seen")
+        let opened = Date()
+        probe.waitUntilExit()
+        let window = max(Date().timeIntervalSince(opened), 0.001)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == new)
+        try old.write(to: URL(fileURLWithPath: out))
+        var sawOld = 0, sawNew = 0, midWrite = 0
+        for _ in 0..<50 {
+            let known = Set(staging())
+            let process = try start()
+            let staged = waitForStaging(process, known: known)
+            usleep(UInt32(Double.random(in: 0..<window, using: &generator) * 1_000_000))
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
             let now = try Data(contentsOf: URL(fileURLWithPath: out))
             #expect(now == old || now == new, "a killed conversion left \(now.count) bytes that are neither bundle")
             if now == old { sawOld += 1 } else { sawNew += 1 }
+            // Killed while its staging file was written: the file is still there and the destination is untouched.
+            if staged && now == old && !Set(staging()).subtracting(known).isEmpty { midWrite += 1 }
+            if now == new { try old.write(to: URL(fileURLWithPath: out)) }
         }
+        // The kills must really land mid-write (with the delay drawn inside the staging window about half of them
+        // do; ten of fifty is far below that, and far above a test whose kills all land before or after writing).
+        #expect(midWrite >= 10, "only \(midWrite) of 50 kills landed while the bundle was being written")
+        #expect(sawOld + sawNew == 50)
         // Temporary files of killed runs may remain until the next run, which removes them.
         #expect(try runAmused(["convert", model, "--out", out, "--quantize", "fp16"]).status == 0)
         let left = try FileManager.default.contentsOfDirectory(atPath: scratch.path).filter { $0.hasSuffix(".tmp") }
         #expect(left == [], "temporary files left: \(left)")
         #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == new)
-        #expect(sawOld + sawNew == 50)
     }
 
     /// Writes that fail part-way (here: a file-size limit, past which write(2) returns EFBIG as it would on a full disk
