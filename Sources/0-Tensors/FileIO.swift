@@ -160,9 +160,21 @@ public final class AtomicFileWriter {
         if let failure { throw failure }
     }
 
+    /// Test hook (OUT-03 of docs/hostile-inputs.md): `AMUSED_TEST_FAIL_FSYNC=file` or `folder` makes that fsync fail
+    /// with EIO, as a failing disk would; nothing else can make fsync fail on demand.
+    static let failingFsync: String? = getenv("AMUSED_TEST_FAIL_FSYNC").map { String(cString: $0) }
+
+    static func sync(_ fd: Int32, _ which: String) -> Int32 {
+        if failingFsync == which {
+            errno = EIO
+            return -1
+        }
+        return fsync(fd)
+    }
+
     /// Makes the file durable and puts it in place of the destination.
     public func commit() throws(TensorError) {
-        guard fsync(fd) == 0 else {
+        guard Self.sync(fd, "file") == 0 else {
             throw .write(path: temporaryPath, message: "fsync failed (\(MappedFile.errnoText()))")
         }
         close(fd)
@@ -174,7 +186,7 @@ public final class AtomicFileWriter {
         let dfd = open(AtomicFileWriter.folder(of: destination), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dfd >= 0 {
             defer { close(dfd) }
-            guard fsync(dfd) == 0 else {
+            guard Self.sync(dfd, "folder") == 0 else {
                 throw .write(path: destination, message: "fsync of the folder failed (\(MappedFile.errnoText()))")
             }
         }

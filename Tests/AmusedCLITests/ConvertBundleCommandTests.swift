@@ -167,6 +167,38 @@ struct ConvertBundleCommandTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == new)
     }
 
+    /// OUT-03: an fsync that fails with EIO (of the bundle's staging file, or of the folder after the rename) is never
+    /// reported as success: exit 1 naming fsync and the errno; a failed file fsync leaves the old bundle in place and
+    /// no staging file behind.
+    @Test(arguments: ["file", "folder"])
+    func aFailingFsyncIsAnError(_ which: String) throws {
+        let scratch = try ScratchFolder()
+        let out = scratch.path + "/k.amused"
+        try Data("the previous file".utf8).write(to: URL(fileURLWithPath: out))
+        let result = try runAmused(["convert", model, "--out", out, "--quantize", "int8"],
+                                   environment: ["AMUSED_TEST_FAIL_FSYNC": which])
+        #expect(result.status == 1, "\(result.stderr)")
+        #expect(result.stderr.contains("fsync") && result.stderr.contains("Input/output error"), "\(result.stderr)")
+        #expect(!result.stderr.contains("wrote "), "\(result.stderr)")
+        if which == "file" {
+            #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == Data("the previous file".utf8))
+        }
+        #expect(try scratch.listing() == ["k.amused"])
+    }
+
+    /// OUT-06: a destination that is a symlink is replaced by the new file, never written through to its target.
+    @Test func aSymlinkedDestinationIsReplacedNotFollowed() throws {
+        let scratch = try ScratchFolder()
+        let victim = try scratch.write("victim.txt", Array("keep me".utf8))
+        let out = scratch.path + "/k.amused"
+        try FileManager.default.createSymbolicLink(atPath: out, withDestinationPath: victim)
+        let result = try runAmused(["convert", model, "--out", out, "--quantize", "int8"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(try String(contentsOfFile: victim, encoding: .utf8) == "keep me")
+        let type = try FileManager.default.attributesOfItem(atPath: out)[.type] as? FileAttributeType
+        #expect(type == .typeRegular)
+    }
+
     /// Writes that fail part-way (here: a file-size limit, past which write(2) returns EFBIG as it would on a full disk
     /// — `amused` ignores SIGXFSZ) exit 1 naming the file and the errno text; the destination keeps its old bytes and
     /// no temporary file is left — for a bundle, a plain safetensors conversion and a generated PNG.
