@@ -107,7 +107,7 @@ let package = Package(
                     path: "Tests/AmusedFuzzTests"),
         .testTarget(name: "AmusedKernelsTests", dependencies: ["AmusedKernels", "CGemm"],
                     path: "Tests/AmusedKernelsTests"),
-        .testTarget(name: "AmusedCLITests", dependencies: ["AmusedRead", "AmusedImage", "AmusedTestSupport", "CGemm"],
+        .testTarget(name: "AmusedCLITests", dependencies: ["AmusedTensors", "AmusedRead", "AmusedImage", "AmusedTestSupport", "CGemm"],
                     path: "Tests/AmusedCLITests"),
     ]
 )

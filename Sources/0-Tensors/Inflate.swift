@@ -8,6 +8,8 @@ public struct InflateError: Error, Equatable, Sendable, CustomStringConvertible 
     public let message: String
     /// Byte offset in the compressed input where it was found.
     public let offset: Int
+    /// True when the data was fine but would expand past the limit.
+    public var pastLimit = false
     /// `message (at byte N of the compressed stream)`.
     public var description: String { "\(message) (at byte \(offset) of the compressed stream)" }
 }
@@ -35,6 +37,17 @@ public enum Inflate {
         var decoder = Decoder(input: input, position: 0, limit: limit)
         let out = try decoder.run()
         return (out, decoder.bytePosition)
+    }
+
+    /// The first bytes of raw DEFLATE data, up to `count` of them (fewer when the stream is shorter), without
+    /// decoding the rest: enough to read a header inside a compressed member without inflating all of it.
+    public static func prefix(_ input: [UInt8], count: Int) throws(InflateError) -> [UInt8] {
+        var decoder = Decoder(input: input, position: 0, limit: count, truncating: true)
+        do {
+            return try decoder.run()
+        } catch where error.pastLimit {
+            return decoder.out  // exactly `count` bytes: the block that crossed the limit was cut there
+        }
     }
 
     /// Adler-32 of `data`.
@@ -85,10 +98,14 @@ public enum Inflate {
         var out: [UInt8] = []
         var position: Int { bytePosition * 8 - bitCount }
 
-        init(input: [UInt8], position: Int, limit: Int) {
+        /// Whether a block that would cross the limit is cut at it (for `prefix`) rather than refused.
+        let truncating: Bool
+
+        init(input: [UInt8], position: Int, limit: Int, truncating: Bool = false) {
             self.input = input
             self.bytePosition = position
             self.limit = limit
+            self.truncating = truncating
         }
 
         mutating func bits(_ n: Int) throws(InflateError) -> Int {
@@ -122,7 +139,7 @@ public enum Inflate {
 
         mutating func emit(_ byte: UInt8) throws(InflateError) {
             guard out.count < limit else {
-                throw InflateError(message: "data expands past the \(limit)-byte limit", offset: bytePosition)
+                throw InflateError(message: "data expands past the \(limit)-byte limit", offset: bytePosition, pastLimit: true)
             }
             out.append(byte)
         }
@@ -153,7 +170,8 @@ public enum Inflate {
                         throw InflateError(message: "distance \(distance) reaches before the start", offset: bytePosition)
                     }
                     guard out.count + length <= limit else {
-                        throw InflateError(message: "data expands past the \(limit)-byte limit", offset: bytePosition)
+                        if truncating { while out.count < limit { out.append(out[out.count - distance]) } }
+                        throw InflateError(message: "data expands past the \(limit)-byte limit", offset: bytePosition, pastLimit: true)
                     }
                     let from = out.count - distance
                     for k in 0..<length { out.append(out[from + k]) }
@@ -182,7 +200,8 @@ public enum Inflate {
                         throw InflateError(message: "stored block truncated", offset: bytePosition)
                     }
                     guard out.count + len <= limit else {
-                        throw InflateError(message: "data expands past the \(limit)-byte limit", offset: bytePosition)
+                        if truncating { out.append(contentsOf: input[bytePosition..<(bytePosition + limit - out.count)]) }
+                        throw InflateError(message: "data expands past the \(limit)-byte limit", offset: bytePosition, pastLimit: true)
                     }
                     out.append(contentsOf: input[bytePosition..<(bytePosition + len)])
                     bytePosition += len

@@ -30,9 +30,27 @@ public struct NumpyArchive: TensorSource {
                 throw ReadError(.unsupported, path: path, field: entry.name, "member is not a .npy array")
             }
             let name = String(entry.name.dropLast(4))
-            let t = try Self.load(entry, from: zip, path: path, verify: false)
+            // Only the header is read here: a stored member's first bytes, or a deflated one's inflated prefix.
+            let head: [UInt8]
+            if entry.method == 0 {
+                let s = try zip.storedData(entry, verify: false)
+                head = Array(UnsafeRawBufferPointer(start: s.baseAddress, count: min(s.byteCount, Self.maxPrefix)))
+            } else {
+                head = try zip.prefix(entry, count: Self.maxPrefix)
+            }
+            let h: Header
+            do {
+                h = try head.withUnsafeBytes { raw in
+                    try Self.header(raw, memberSize: entry.size, path: path, member: entry.name, fileOffset: entry.dataOffset)
+                }
+            } catch let error as ReadError {
+                throw error
+            } catch {
+                throw ReadError(.malformed, path: path, field: entry.name, "\(error)")
+            }
             members[name] = entry
-            infos.append(TensorInfo(name: name, tensor: t, fileOffset: entry.dataOffset, path: path))
+            infos.append(try TensorInfo(name: name, dtype: h.dtype, shape: h.shape, fileOffset: entry.dataOffset,
+                                        byteCount: h.bytes, path: path))
         }
         self.path = path
         self.infos = infos
@@ -64,9 +82,25 @@ public struct NumpyArchive: TensorSource {
         "u4": .u32, "u8": .u64, "b1": .bool,
     ]
 
-    /// Parses one `.npy` member held in `storage` (whose bytes `raw` are) into a tensor.
-    static func array(_ raw: UnsafeRawBufferPointer, storage: Storage, path: String, member: String, fileOffset: Int)
-        throws(ReadError) -> Tensor
+    /// The most of a member read to find its header: magic, version, length field and the longest header.
+    static let maxPrefix = 12 + maxHeaderBytes
+
+    /// A `.npy` header: what the data is and where it starts.
+    struct Header {
+        let descr: String
+        let order: Character
+        let dtype: DType
+        let fortran: Bool
+        let shape: [Int]
+        let count: Int
+        let bytes: Int
+        let dataStart: Int
+    }
+
+    /// Parses the header at the start of `raw` (the member's first bytes) and checks that the member's
+    /// `memberSize` bytes hold exactly the data it declares.
+    static func header(_ raw: UnsafeRawBufferPointer, memberSize: Int, path: String, member: String, fileOffset: Int)
+        throws(ReadError) -> Header
     {
         func fail(_ family: ReadError.Family, _ at: Int, _ message: String) -> ReadError {
             ReadError(family, path: path, offset: fileOffset + at, field: member, message)
@@ -96,9 +130,23 @@ public struct NumpyArchive: TensorSource {
             throw fail(.arithmeticOverflow, headerStart, "shape \(describeShape(shape)) overflows")
         }
         let dataStart = headerStart + headerLength
-        guard raw.count - dataStart == bytes else {
-            throw fail(raw.count - dataStart < bytes ? .truncated : .inconsistent, dataStart,
-                       "\(raw.count - dataStart) data bytes for shape \(describeShape(shape)) of \(descr) (\(bytes) needed)")
+        guard memberSize - dataStart == bytes else {
+            throw fail(memberSize - dataStart < bytes ? .truncated : .inconsistent, dataStart,
+                       "\(memberSize - dataStart) data bytes for shape \(describeShape(shape)) of \(descr) (\(bytes) needed)")
+        }
+        return Header(descr: descr, order: order, dtype: dtype, fortran: fortran, shape: shape, count: count,
+                      bytes: bytes, dataStart: dataStart)
+    }
+
+    /// Parses one `.npy` member held in `storage` (whose bytes `raw` are) into a contiguous tensor.
+    static func array(_ raw: UnsafeRawBufferPointer, storage: Storage, path: String, member: String, fileOffset: Int)
+        throws(ReadError) -> Tensor
+    {
+        let h = try header(raw, memberSize: raw.count, path: path, member: member, fileOffset: fileOffset)
+        let (order, dtype, fortran, shape, count, bytes, dataStart) = (h.order, h.dtype, h.fortran, h.shape, h.count,
+                                                                        h.bytes, h.dataStart)
+        func fail(_ family: ReadError.Family, _ at: Int, _ message: String) -> ReadError {
+            ReadError(family, path: path, offset: fileOffset + at, field: member, message)
         }
         // Fortran order is the transposed layout: strides run fastest over the first dimension. (The products cannot
         // overflow: `byteCount(shape:)` checked every dimension's product, zeros aside.)

@@ -193,17 +193,35 @@ public final class ZipArchive: @unchecked Sendable {
         }
     }
 
+    /// The first `count` bytes of a member (fewer when it is shorter), inflating only what they need; not CRC-checked
+    /// (the whole member is when `data` reads it).
+    public func prefix(_ e: ZipEntry, count: Int) throws(ReadError) -> [UInt8] {
+        if e.method == 0 {
+            let s = try storedData(e, verify: false)
+            return Array(UnsafeRawBufferPointer(start: s.baseAddress, count: min(e.size, count)))
+        }
+        try checkDeflateClaim(e)
+        let input = Array(UnsafeRawBufferPointer(start: file.pointer(at: e.dataOffset), count: e.compressedSize))
+        do { return try Inflate.prefix(input, count: min(e.size, count)) } catch {
+            throw ReadError(.integrity, path: path, offset: e.dataOffset, field: e.name, "\(error)")
+        }
+    }
+
+    /// Deflate cannot expand more than 1032:1; a larger declared size is not real.
+    func checkDeflateClaim(_ e: ZipEntry) throws(ReadError) {
+        guard e.size <= max(e.compressedSize, 1) * 1032 else {
+            throw ReadError(.limitExceeded, path: path, offset: e.dataOffset, field: e.name,
+                            "declared size \(e.size) is more than deflate can produce from \(e.compressedSize) bytes")
+        }
+    }
+
     /// A member's bytes, inflated if needed (bounded by its declared size), CRC-checked.
     public func data(_ e: ZipEntry) throws(ReadError) -> [UInt8] {
         if e.method == 0 {
             let s = try storedData(e)
             return Array(UnsafeRawBufferPointer(start: s.baseAddress, count: e.size))
         }
-        // Deflate cannot expand more than 1032:1; a larger claim is not real.
-        guard e.size <= max(e.compressedSize, 1) * 1032 else {
-            throw ReadError(.limitExceeded, path: path, offset: e.dataOffset, field: e.name,
-                            "declared size \(e.size) is more than deflate can produce from \(e.compressedSize) bytes")
-        }
+        try checkDeflateClaim(e)
         let input = Array(UnsafeRawBufferPointer(start: file.pointer(at: e.dataOffset), count: e.compressedSize))
         let out: [UInt8]
         do { out = try Inflate.raw(input, limit: e.size).output } catch {

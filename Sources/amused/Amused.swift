@@ -32,8 +32,22 @@ struct Amused: ParsableCommand {
         // Past a file-size limit (ulimit -f), write(2) then fails with EFBIG and the command reports it and leaves the
         // destination as it was, instead of being killed by SIGXFSZ half-way through a temporary file.
         signal(SIGXFSZ, SIG_IGN)
+        // AMUSED_PEAK_RSS_FILE: at exit, write this process's own peak resident memory (VmHWM, in KiB) there. The
+        // memory tests read it; a parent's wait4 ru_maxrss would also count the parent's memory at spawn time, since
+        // posix_spawn runs the child in the parent's address space until it executes.
+        if getenv("AMUSED_PEAK_RSS_FILE") != nil { atexit { writePeakResidentMemory() } }
         main(nil)
     }
+}
+
+/// Writes VmHWM from /proc/self/status to the file AMUSED_PEAK_RSS_FILE names (Linux; nothing elsewhere).
+func writePeakResidentMemory() {
+    guard let path = getenv("AMUSED_PEAK_RSS_FILE").map({ String(cString: $0) }),
+          let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
+    else { return }
+    let kib = line.split(separator: " ").dropFirst().first.map(String.init) ?? ""
+    try? Data((kib + "\n").utf8).write(to: URL(fileURLWithPath: path))
 }
 
 /// Runs `body`, printing a read error to stderr and exiting with the bad-input code.

@@ -1,8 +1,9 @@
 // Hostile files through the command line, as a user meets them: `inspect` and `convert` of each exit 1 with an
 // error naming the file, leave nothing behind, and stay within the memory rule of docs/hostile-inputs.md — peak RSS
-// at most twice the file's size plus 256 MiB — measured on the child process (wait4's ru_maxrss).
+// at most twice the file's size plus 256 MiB — measured on the child process (its VmHWM at exit).
 
 import AmusedRead
+import AmusedTensors
 import AmusedTestSupport
 import Foundation
 import Testing
@@ -11,10 +12,12 @@ import Testing
 import Glibc
 #endif
 
-/// Runs `amused` with `arguments` as a child; its exit status, stderr and peak resident memory in bytes.
+/// Runs `amused` with `arguments` as a child; its exit status, stderr and peak resident memory in bytes — its own
+/// (VmHWM, written at exit through AMUSED_PEAK_RSS_FILE): wait4's ru_maxrss would include this test process's memory
+/// at spawn time, as posix_spawn runs the child in the parent's address space until it executes.
 func runAmusedMeasured(_ arguments: [String], in folder: String) throws -> (status: Int32, stderr: String, peakRSS: Int) {
     let binary = try amusedBinary()
-    let errPath = folder + "/stderr.txt"
+    let errPath = folder + "/stderr.txt", peakPath = folder + "/peak.txt"
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -23,16 +26,26 @@ func runAmusedMeasured(_ arguments: [String], in folder: String) throws -> (stat
     let argv = ([binary] + arguments).map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
     var pid: pid_t = 0
-    let spawned = posix_spawn(&pid, binary, &actions, nil, argv, environ)
+    var pairs: [String] = ProcessInfo.processInfo.environment.compactMap { key, value in
+        key == "AMUSED_PEAK_RSS_FILE" ? nil : key + "=" + value
+    }
+    pairs.append("AMUSED_PEAK_RSS_FILE=" + peakPath)
+    let environment: [UnsafeMutablePointer<CChar>?] = pairs.map { strdup($0) } + [nil]
+    defer { environment.forEach { free($0) } }
+    let spawned = posix_spawn(&pid, binary, &actions, nil, argv, environment)
     try #require(spawned == 0, "posix_spawn failed: \(spawned)")
     var status: Int32 = 0
-    var usage = rusage()
-    while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
     let exited = status & 0x7F == 0
     let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
+    let peakKiB = (try? String(contentsOfFile: peakPath, encoding: .utf8)).flatMap {
+        Int($0.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
     try? FileManager.default.removeItem(atPath: errPath)
-    // ru_maxrss is in KiB on Linux; a signal is reported as 128 + its number, as a shell would.
-    return (exited ? (status >> 8) & 0xFF : 128 + (status & 0x7F), stderr, usage.ru_maxrss * 1024)
+    try? FileManager.default.removeItem(atPath: peakPath)
+    try #require(peakKiB != nil, "the child wrote no peak memory (it died?): \(stderr)")
+    // A signal is reported as 128 + its number, as a shell would.
+    return (exited ? (status >> 8) & 0xFF : 128 + (status & 0x7F), stderr, peakKiB! * 1024)
 }
 
 /// The memory rule: anonymous memory at most twice the file plus 256 MiB (RSS here, mapped pages included).
@@ -100,6 +113,27 @@ struct HostileFileCommandTests {
         #expect(convert.peakRSS <= budget, "\(c.id): convert peaked at \(convert.peakRSS >> 20) MiB")
         // Nothing written, no temporary left behind.
         #expect(try scratch.listing() == [c.file], "\(c.id)")
+    }
+
+    /// A legitimate compressed archive (numpy.savez_compressed) of 1.3 MB holding a 256 MB array: `inspect` reads only
+    /// its header (it used to inflate every member, twice over: 512 MB), and `convert` holds the one array.
+    @Test func inspectingACompressedArchiveReadsHeadersOnly() throws {
+        let scratch = try ScratchFolder()
+        let count = 1 + 258 * 1_040_000
+        let npy = npyBytes(header: "{'descr': '|u1', 'fortran_order': False, 'shape': (\(count),), }", data: [])
+        let deflated = deflateStoredThenZeros(npy, zeros: count)
+        let head = npy.withUnsafeBytes { CRC32.checksum($0) }
+        let crc = [UInt8](repeating: 0, count: count).withUnsafeBytes { CRC32.checksum($0, continuing: head) }
+        let zip = zipBytes([Member(name: "zeros.npy", data: [], method: 8, compressed: deflated, crc: crc)])
+            .patchingUncompressedSize(of: "zeros.npy", to: npy.count + count)
+        let path = try scratch.write("a.npz", zip)
+        let inspect = try runAmusedMeasured(["inspect", path], in: scratch.path)
+        #expect(inspect.status == 0, "\(inspect.stderr)")
+        #expect(inspect.peakRSS <= memoryBudget(fileBytes: zip.count), "inspect peaked at \(inspect.peakRSS >> 20) MiB")
+        let out = scratch.path + "/out.safetensors"
+        let convert = try runAmusedMeasured(["convert", path, "--format", "safetensors", "--out", out], in: scratch.path)
+        #expect(convert.status == 0, "\(convert.stderr)")
+        #expect(try FileManager.default.attributesOfItem(atPath: out)[.size] as? Int ?? 0 > count)
     }
 
     /// The gate measures what it claims: a legitimate 24 MB safetensors file read by `convert` shows at least its

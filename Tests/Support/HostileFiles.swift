@@ -143,3 +143,33 @@ public let knownCrashes: [(id: String, file: String, bytes: [UInt8], family: Rea
         header: "{'descr': '<f4', 'fortran_order': True, 'shape': (0, 100000000000000000, 100000000000000000), }",
         data: []))]), .arithmeticOverflow),
 ]
+
+/// Raw DEFLATE data for `prefix` (a stored block) followed by `zeros` zero bytes (a fixed-Huffman block of one
+/// literal and length-258 matches; `zeros` must be 1 + 258·k): about 1 KB per 160 KB of output, so a small file can
+/// declare a large member honestly.
+public func deflateStoredThenZeros(_ prefix: [UInt8], zeros: Int) -> [UInt8] {
+    precondition((zeros - 1) % 258 == 0 && prefix.count < 65_536)
+    var out: [UInt8] = [0x00]  // BFINAL 0, BTYPE 00 (stored), then aligned to the byte
+    out += le16(prefix.count) + le16(~prefix.count & 0xFFFF) + prefix
+    var buffer = 0, count = 0
+    func bits(_ value: Int, _ n: Int) {  // LSB-first
+        buffer |= value << count
+        count += n
+        while count >= 8 {
+            out.append(UInt8(buffer & 0xFF))
+            buffer >>= 8
+            count -= 8
+        }
+    }
+    func huffman(_ code: Int, _ n: Int) { for i in stride(from: n - 1, through: 0, by: -1) { bits((code >> i) & 1, 1) } }
+    bits(1, 1)  // final block
+    bits(1, 2)  // fixed Huffman
+    huffman(0x30, 8)  // literal 0
+    for _ in 0..<((zeros - 1) / 258) {
+        huffman(0xC5, 8)  // length 258 (symbol 285)
+        huffman(0, 5)  // distance 1
+    }
+    huffman(0, 7)  // end of block
+    if count > 0 { out.append(UInt8(buffer & 0xFF)) }
+    return out
+}
