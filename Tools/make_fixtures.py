@@ -769,6 +769,9 @@ def write_quant_fixture(folder: Path) -> None:
 
 def write_manifest() -> None:
     files = sorted(p for p in FIXTURES.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
+    # Folders other generators write (Fixtures/dtypes by Tools/make_dtype_fixtures.py) keep their provenance.
+    previous = FIXTURES / "MANIFEST.json"
+    also = json.loads(previous.read_text()).get("also", {}) if previous.exists() else {}
     manifest = {
         "generator": COMMAND,
         "versions": VERSIONS,
@@ -777,6 +780,8 @@ def write_manifest() -> None:
         "files": [{"file": str(p.relative_to(FIXTURES)), "size": p.stat().st_size, "sha256": sha256(p)}
                   for p in files],
     }
+    if also:
+        manifest["also"] = also
     (FIXTURES / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
 

@@ -23,6 +23,8 @@ public enum WeightFormat: String, Sendable {
     case gguf
     /// A pickle stream without a zip container (legacy torch.save).
     case legacyPickle = "legacy-pickle"
+    /// One NumPy array (`numpy.save`).
+    case npy
 
     /// Detects the format of `path` from its magic bytes (and `.index.json` names for sharded safetensors).
     public static func detect(path: String) throws(ReadError) -> WeightFormat {
@@ -38,6 +40,7 @@ public enum WeightFormat: String, Sendable {
         if path.hasSuffix(".safetensors") { return .safetensors }
         if path.hasSuffix(".gguf") { return .gguf }
         if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) { return .zip }
+        if head.starts(with: [0x93] + Array("NUMPY".utf8)) { return .npy }
         if head.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) { return .hdf5 }
         if head.starts(with: Array("GGUF".utf8)) { return .gguf }
         if head.count >= 9 && [UInt8(ascii: "{"), 0x20, 0x0A, 0x09, 0x0D].contains(head[8]) { return .safetensors }
@@ -65,6 +68,7 @@ public func openWeights(path: String, mapData: Bool = true, hdf5: HDF5Reading = 
         if !names.isEmpty && names.allSatisfy({ $0.hasSuffix(".npy") }) { return try NumpyArchive(path: path) }
         throw ReadError(.unsupported, path: path, offset: 0, "a zip archive that is neither torch.save's nor numpy.savez's")
     case .gguf: return try GGUFFile(path: path)
+    case .npy: return try NumpyArray(path: path)
     case .hdf5:
         switch hdf5 {
         case .inProcess: return try HDF5File(path: path)

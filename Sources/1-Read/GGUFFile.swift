@@ -1,7 +1,7 @@
 // GGUF (versions 2 and 3, little-endian), as llama.cpp's gguf-py writes it: header, metadata key/values, tensor
 // infos, aligned data. Every count and length is checked against the bytes that remain before it is used (the
-// published GGUF heap overflows were all "a size drove an allocation first"). F32, F16 and BF16 tensors are
-// zero-copy; Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 are dequantized to float32 on read.
+// published GGUF heap overflows were all "a size drove an allocation first"). F32, F16, BF16, F64 and the integer
+// types I8, I16, I32, I64 are zero-copy; Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 are dequantized to float32 on read.
 
 import AmusedTensors
 
@@ -31,7 +31,7 @@ public struct GGUFFile: TensorSource {
     public let version: Int
     /// Metadata, in file order.
     public let metadata: [(key: String, value: GGUFValue)]
-    /// Tensors in file order (shape row-major, outermost first; dtype F32/F16/BF16, or F32 for quantized ones).
+    /// Tensors in file order (shape row-major, outermost first; the stored dtype, or F32 for quantized ones).
     public let infos: [TensorInfo]
     /// The stored ggml type of each tensor.
     public let ggmlTypes: [String: Int]
@@ -42,7 +42,10 @@ public struct GGUFFile: TensorSource {
     static let types: [Int: (name: String, block: Int, bytes: Int)] = [
         0: ("F32", 1, 4), 1: ("F16", 1, 2), 30: ("BF16", 1, 2), 8: ("Q8_0", 32, 34), 2: ("Q4_0", 32, 18),
         3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22), 7: ("Q5_1", 32, 24),
+        24: ("I8", 1, 1), 25: ("I16", 1, 2), 26: ("I32", 1, 4), 27: ("I64", 1, 8), 28: ("F64", 1, 8),
     ]
+    /// The types read as views of the file, with their dtypes; the others are block quantizations, dequantized.
+    static let plainTypes: [Int: DType] = [0: .f32, 1: .f16, 30: .bf16, 24: .i8, 25: .i16, 26: .i32, 27: .i64, 28: .f64]
     /// Longest tensor name (GGML_MAX_NAME).
     public static let maxNameBytes = 64
     /// Memory the parsed metadata may take (a `GGUFValue` per array element plus string bytes). A 128k-token
@@ -131,7 +134,7 @@ public struct GGUFFile: TensorSource {
             spans.append((start, end, t.name))
             offsets[t.name] = (start, bytes, t.dims)
             types[t.name] = t.type
-            let dtype: DType = t.type == 1 ? .f16 : t.type == 30 ? .bf16 : .f32
+            let dtype = Self.plainTypes[t.type] ?? .f32
             let shape = Array(t.dims.reversed())
             guard let readBytes = SizeMath.byteCount(shape: shape, dtype: dtype) else {
                 throw ReadError(.arithmeticOverflow, path: path, offset: t.at, field: t.name, "tensor size overflows")
@@ -158,11 +161,9 @@ public struct GGUFFile: TensorSource {
         do throws(TensorError) {
             try file.checkIntact()
             let storage = try Storage(file: file, offset: offset, byteCount: bytes)
-            switch typeID {
-            case 0: return try Tensor(dtype: .f32, shape: shape, storage: storage)
-            case 1: return try Tensor(dtype: .f16, shape: shape, storage: storage)
-            case 30: return try Tensor(dtype: .bf16, shape: shape, storage: storage)
-            default:
+            switch Self.plainTypes[typeID] {
+            case let dtype?: return try Tensor(dtype: dtype, shape: shape, storage: storage)
+            case nil:
                 let values = GGMLQuant.dequantize(type: typeID, UnsafeRawBufferPointer(start: storage.baseAddress, count: bytes),
                                                   count: shape.reduce(1, *))  // checked at open
                 return try Tensor(floats: values, shape: shape)

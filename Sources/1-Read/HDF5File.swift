@@ -161,6 +161,15 @@ public final class HDF5File: TensorSource, @unchecked Sendable {
         switch H5Tget_class(type) {
         case H5T_FLOAT:
             switch size {
+            case 2:
+                // IEEE half (numpy float16, as Keras mixed precision saves): sign bit 15, 5 exponent bits at 10 with
+                // bias 15, 10 mantissa bits. Other 2-byte floats are not read.
+                var spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0
+                H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize)
+                guard (spos, epos, esize, mpos, msize) == (15, 10, 5, 0, 10), H5Tget_ebias(type) == 15 else {
+                    throw ReadError(.unsupported, path: path, field: name, "a 2-byte float that is not IEEE half")
+                }
+                dtype = .f16
             case 4: dtype = .f32
             case 8: dtype = .f64
             default: throw ReadError(.unsupported, path: path, field: name, "\(size)-byte float")
@@ -180,6 +189,9 @@ public final class HDF5File: TensorSource, @unchecked Sendable {
             }
         case H5T_ENUM where size == 1:
             dtype = .bool  // h5py stores numpy bools as an int8 enum {FALSE, TRUE}
+        case H5T_OPAQUE where size == 2:
+            throw ReadError(.unsupported, path: path, field: name, "an untagged 2-byte opaque type (h5py stores "
+                + "ml_dtypes bfloat16 this way, which cannot be told from other opaque data); save float32 or float16")
         default:
             throw ReadError(.unsupported, path: path, field: name,
                             "datatype class \(H5Tget_class(type).rawValue) (compound, string, reference, opaque, …)")
@@ -211,9 +223,10 @@ public final class HDF5File: TensorSource, @unchecked Sendable {
             let dataset = H5Dopen2(file, hdf, 0)
             guard dataset >= 0 else { throw ReadError(.malformed, path: path, field: name, "cannot open the dataset") }
             defer { H5Dclose(dataset) }
-            // The file's type converted to this machine's native layout (byte order included) by libhdf5.
+            // The file's type converted to this machine's native layout (byte order included) by libhdf5; libhdf5 1.10
+            // has no native half type, so float16 is read as an IEEE half built here (little-endian, as Tensor keeps).
             let fileType = H5Dget_type(dataset)
-            let memoryType = H5Tget_native_type(fileType, H5T_DIR_DEFAULT)
+            let memoryType = info.dtype == .f16 ? Self.littleEndian(fileType) : H5Tget_native_type(fileType, H5T_DIR_DEFAULT)
             H5Tclose(fileType)
             guard memoryType >= 0, H5Tget_size(memoryType) * 8 == info.dtype.bitWidth else {
                 throw ReadError(.unsupported, path: path, field: name, "no native type of the dataset's size")
@@ -235,6 +248,13 @@ public final class HDF5File: TensorSource, @unchecked Sendable {
 }
 
 extension HDF5File {
+    /// `half` (a file's IEEE half type, checked by `describe`) in little-endian order (the caller closes it).
+    static func littleEndian(_ half: hid_t) -> hid_t {
+        let t = H5Tcopy(half)
+        H5Tset_order(t, H5T_ORDER_LE)
+        return t
+    }
+
     /// Before libhdf5 allocates or decompresses anything: a chunked dataset must have every chunk written (libhdf5
     /// would otherwise allocate the declared size and fill it, from a file of a few bytes), and every deflated chunk
     /// must inflate (with a bound) to exactly its declared chunk size: libhdf5's own deflate filter grows its buffer

@@ -239,3 +239,45 @@ public struct NumpyArchive: TensorSource {
     }
 }
 
+
+/// One array saved by `numpy.save`: a bare `.npy` file, its tensor named after the file (`w.npy` → `w`). Little-endian
+/// C-order data is a view of the mapped file; Fortran-order or big-endian data is decoded.
+public struct NumpyArray: TensorSource {
+    /// The file.
+    public let path: String
+    /// Always `.npy`.
+    public var format: WeightFormat { .npy }
+    /// The one array.
+    public let infos: [TensorInfo]
+    private let file: MappedFile
+
+    /// Opens `path` and validates its header (the data is read when the tensor is asked for).
+    public init(path: String) throws(ReadError) {
+        self.path = path
+        do { file = try MappedFile(path: path) } catch { throw ReadError.from(error, path: path) }
+        let name = String((path.split(separator: "/").last ?? Substring(path)).dropLast(path.hasSuffix(".npy") ? 4 : 0))
+        let raw = UnsafeRawBufferPointer(start: file.pointer(at: 0), count: min(file.byteCount, NumpyArchive.maxPrefix))
+        let h = try NumpyArchive.header(raw, memberSize: file.byteCount, path: path, member: name, fileOffset: 0)
+        infos = [try TensorInfo(name: name, dtype: h.dtype, shape: h.shape, fileOffset: h.dataStart, byteCount: h.bytes,
+                                path: path)]
+    }
+
+    /// The array (`name` is the file's name without `.npy`).
+    public func tensor(named name: String) throws(ReadError) -> Tensor {
+        guard name == infos[0].name else {
+            throw ReadError(.inconsistent, path: path, field: name, "the file holds one array, \(infos[0].name)")
+        }
+        do {
+            try file.checkIntact()
+            let storage = try Storage(file: file, offset: 0, byteCount: file.byteCount)
+            return try NumpyArchive.array(UnsafeRawBufferPointer(start: storage.baseAddress, count: storage.byteCount),
+                                          storage: storage, path: path, member: name, fileOffset: 0)
+        } catch let error as ReadError {
+            throw error
+        } catch let error as TensorError {
+            throw ReadError.from(error, path: path, field: name)
+        } catch {
+            throw ReadError(.io, path: path, field: name, "\(error)")
+        }
+    }
+}
