@@ -93,6 +93,10 @@ struct Convert: ParsableCommand {
     @Flag(help: "Bundles: with --verify, accept record cases that cannot run instead of failing.")
     var allowSkip = false
 
+    @Option(help: ArgumentHelp("Bundles: with --verify, also write the parity report as JUnit XML for CI.",
+                               valueName: "file.xml"))
+    var junit: String?
+
     @Flag(help: "Bundles: compress buffers with zstd for distribution (byte planes where they help); such a bundle is decoded into memory when loaded. Converting it again without --compress restores a memory-mappable one.")
     var compress = false
 
@@ -211,6 +215,7 @@ struct Convert: ParsableCommand {
                                                    profile: profileName, profileFile: nil, baseline: baselinePath,
                                                    trace: nil)
                     report.skipsAllowed = allowSkip
+                    if let junit { try writeJUnit(report, to: junit) }
                     // The bundle is checked at its temporary path; the table names it by its destination.
                     FileHandle.standardError.write(Data(report.text.replacingOccurrences(of: bundle.path, with: out!).utf8))
                     return ParityOutcome(pass: report.pass, report: report.json(includeTimings: false))

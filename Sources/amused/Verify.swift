@@ -4,6 +4,7 @@ import AmusedBind
 import AmusedModel
 import AmusedPack
 import AmusedRead
+import AmusedTensors
 import AmusedVerify
 import ArgumentParser
 import Foundation
@@ -49,6 +50,10 @@ struct Verify: ParsableCommand {
     @Flag(help: "Accept cases that cannot run (unknown kinds, components the checkpoint lacks) instead of failing.")
     var allowSkip = false
 
+    @Option(help: ArgumentHelp("Also write the report as JUnit XML (one testcase per record case) for CI to display.",
+                               valueName: "file.xml"))
+    var junit: String?
+
     @OptionGroup var loraOptions: LoRAOptions
 
     @OptionGroup var layoutOptions: LayoutOptions
@@ -78,6 +83,7 @@ struct Verify: ParsableCommand {
             throw ExitCode(ExitCodes.badInput)
         }
         report.skipsAllowed = allowSkip
+        if let junit { try writeJUnit(report, to: junit) }
         emit(json ? report.json.serialized + "\n" : report.text)
         if let trace { try printBisection(report, folder: trace) }
         if !report.pass { throw ExitCode(ExitCodes.parityFailed) }
@@ -110,5 +116,17 @@ struct Verify: ParsableCommand {
                 + (first.map { "first divergence at \($0.name) (max abs \($0.maxAbs), \($0.relative) of max |ref|)" }
                     ?? "no layer diverges beyond 1e-4 relative") + "\n").utf8))
         }
+    }
+}
+
+/// Writes `report` as JUnit XML to `path`, atomically; a failure to write is bad input (exit 1) naming the file.
+func writeJUnit(_ report: VerifyReport, to path: String) throws {
+    do {
+        let writer = try AtomicFileWriter(destination: path)
+        try writer.write(Array(report.junitXML.utf8))
+        try writer.commit()
+    } catch {
+        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        throw ExitCode(ExitCodes.badInput)
     }
 }

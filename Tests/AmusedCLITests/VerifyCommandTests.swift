@@ -55,10 +55,40 @@ struct VerifyCommandTests {
             return (name, try Tensor(floats: try t.floats().map { $0 * 1.01 }, shape: t.shape))
         }
         try SafetensorsWriter.write(tensors, metadata: [("format", "pt")], to: path)
-        let result = try runAmused(["verify", model, "--reference", FixturePaths.path("records/tiny-256")])
+        let junit = scratch.path + "/report.xml"
+        let result = try runAmused(["verify", model, "--reference", FixturePaths.path("records/tiny-256"),
+                                    "--junit", junit])
         #expect(result.status == 3)
         #expect(result.stdout.contains("FAIL"))
         #expect(result.stdout.contains("first tensor out of tolerance: transformer_b1/logits"))
+        // The JUnit report says the same, in the form CI services read.
+        let xml = try String(contentsOfFile: junit, encoding: .utf8)
+        #expect(JUnitSchema.problems(xml) == [])
+        #expect(xml.contains(#"<failure type="parity" message="first tensor out of tolerance: transformer_b1/logits"#))
+    }
+
+    /// `--junit` writes one testcase per record case, with its time and metrics, valid under the JUnit schema; the
+    /// counts agree with the JSON report of the same run.
+    @Test func junitReportOfAPassingRecord() throws {
+        let scratch = try ScratchFolder()
+        let junit = scratch.path + "/report.xml"
+        let result = try runAmused(["verify", "--reference", FixturePaths.path("records/tiny-512"), "--json",
+                                    "--junit", junit])
+        #expect(result.status == 0, "\(result.stderr)")
+        let report = try StrictJSONParser(path: "stdout").parse(Array(result.stdout.utf8))
+        let cases = try #require(report["cases"]?.arrayValue)
+        let xml = try String(contentsOfFile: junit, encoding: .utf8)
+        #expect(JUnitSchema.problems(xml) == [])
+        #expect(xml.contains(#"<testsuite name="\#(FixturePaths.path("records/tiny-512"))" tests="\#(cases.count)" failures="0" errors="0" skipped="0""#))
+        for c in cases {
+            #expect(xml.contains(#"<testcase name="\#(c["name"]!.stringValue!)" classname="amused.verify.\#(c["kind"]!.stringValue!)" time=""#))
+        }
+        #expect(!xml.contains("<failure"))
+        // The checker itself refuses what the schema refuses.
+        #expect(!JUnitSchema.problems(xml.replacingOccurrences(of: "<testsuite name", with: "<testsuite nom")).isEmpty)
+        #expect(!JUnitSchema.problems(xml.replacingOccurrences(of: "<properties>", with: "<props>")
+            .replacingOccurrences(of: "</properties>", with: "</props>")).isEmpty)
+        #expect(!JUnitSchema.problems(xml.replacingOccurrences(of: #"time=""#, with: #"time="1s"#)).isEmpty)
     }
 
     /// A case this version cannot run (here a kind it does not know) fails the run unless --allow-skip, and the
@@ -76,10 +106,16 @@ struct VerifyCommandTests {
         try scratch.write("record.json", Array(JSONValue.object(root).serialized.utf8))
         try FileManager.default.createSymbolicLink(atPath: scratch.path + "/record.safetensors",
                                                    withDestinationPath: source + "/record.safetensors")
-        let strict = try runAmused(["verify", "--reference", scratch.path])
+        let strict = try runAmused(["verify", "--reference", scratch.path, "--junit", scratch.path + "/strict.xml"])
         #expect(strict.status == 3, "\(strict.stdout)\(strict.stderr)")
         #expect(strict.stdout.contains("1 passed, 0 failed, 1 skipped"), "\(strict.stdout)")
-        let allowed = try runAmused(["verify", "--reference", scratch.path, "--allow-skip", "--json"])
+        // JUnit: a skip that fails the run is a failure there too; an allowed one is <skipped/>.
+        let strictXML = try String(contentsOfFile: scratch.path + "/strict.xml", encoding: .utf8)
+        #expect(JUnitSchema.problems(strictXML) == [] && strictXML.contains(#"<failure type="skipped""#))
+        let allowed = try runAmused(["verify", "--reference", scratch.path, "--allow-skip", "--json",
+                                     "--junit", scratch.path + "/allowed.xml"])
+        let allowedXML = try String(contentsOfFile: scratch.path + "/allowed.xml", encoding: .utf8)
+        #expect(JUnitSchema.problems(allowedXML) == [] && allowedXML.contains("<skipped message=\"not run: unknown case kind"))
         #expect(allowed.status == 0, "\(allowed.stdout)\(allowed.stderr)")
         let report = try StrictJSONParser(path: "stdout").parse(Array(allowed.stdout.utf8))
         #expect(report["skipped"]?.intValue == 1 && report["skips_allowed"]?.boolValue == true)
