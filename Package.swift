@@ -103,7 +103,7 @@ let package = Package(
                                    "AmusedTensors", "AmusedTestSupport", "AmusedImage", "AmusedKernels", "CZstd",
                                    .product(name: "Crypto", package: "swift-crypto")],
                     path: "Tests/AmusedPackTests"),
-        .testTarget(name: "AmusedFuzzTests", dependencies: ["AmusedFuzzTargets", "AmusedTestSupport"],
+        .testTarget(name: "AmusedFuzzTests", dependencies: ["AmusedFuzzTargets", "AmusedRead", "AmusedTestSupport"],
                     path: "Tests/AmusedFuzzTests"),
         .testTarget(name: "AmusedKernelsTests", dependencies: ["AmusedKernels", "CGemm"],
                     path: "Tests/AmusedKernelsTests"),

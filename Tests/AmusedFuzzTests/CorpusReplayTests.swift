@@ -3,6 +3,7 @@
 // outside CI (Tools/fuzz.sh TARGET SECONDS).
 
 import AmusedFuzzTargets
+import AmusedRead
 import AmusedTestSupport
 import Foundation
 import Testing
@@ -24,6 +25,22 @@ struct CorpusReplayTests {
         }
         // libFuzzer's timeout is 1 s per input in a release build; a debug build is allowed ten times that on average.
         #expect(Date().timeIntervalSince(start) < Double(files.count) * 10)
+    }
+
+    /// Files the fuzzer found that crash libhdf5 itself (Tests/Fuzz/crashers/hdf5: a SEGV in H5F__accum_read under
+    /// H5G__node_sumup, Debian's libhdf5 1.10.8): read the way every command and library user reads HDF5 — in the
+    /// helper process — each is a `malformed` error and this process lives on.
+    @Test func theHelperAbsorbsLibHDF5Crashes() throws {
+        let folder = FixturePaths.repo + "/Tests/Fuzz/crashers/hdf5"
+        let files = try FileManager.default.contentsOfDirectory(atPath: folder).sorted()
+        #expect(!files.isEmpty)
+        for file in files {
+            let error = try #require(throws: ReadError.self) {
+                let source = try openWeights(path: folder + "/" + file)
+                for name in source.names { _ = try source.tensor(named: name) }
+            }
+            #expect(error.family == .malformed && error.message.contains("crashed"), "\(file): \(error)")
+        }
     }
 
     /// Every target has a folder of seeds and a dictionary of its format's tokens.

@@ -32,6 +32,8 @@ func runFuzzerDriver(_ argc: UnsafeMutablePointer<Int32>,
 public func fuzzMain(_ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
     var count = argc
     var arguments = argv
+    FuzzTargets.prepare()
+    _ = selected
     return runFuzzerDriver(&count, &arguments) { data, size in fuzzOneInput(data, size) }
 }
 #else

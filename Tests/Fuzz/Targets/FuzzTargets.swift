@@ -91,6 +91,10 @@ public enum FuzzTargets {
     /// The target called `name`.
     public static func named(_ name: String) -> FuzzTarget? { all.first { $0.name == name } }
 
+    /// Loads the fixed files the targets read beside their input (the tokenizer's 49k-token vocabulary takes longer
+    /// than libFuzzer's per-input timeout), before the first input.
+    public static func prepare() { _ = Scratch.shared }
+
     /// A weights reader: open the file as its extension says, then read every tensor (views copied contiguous).
     static func weights(_ name: String, _ ext: String, _ summary: String) -> FuzzTarget {
         FuzzTarget(name: name, summary: summary) { bytes in
