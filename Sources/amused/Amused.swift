@@ -51,9 +51,9 @@ func writePeakResidentMemory() {
 }
 
 /// Runs `body`, printing a read error to stderr and exiting with the bad-input code.
-func runReporting(_ body: () throws -> Void) throws {
+func runReporting<R>(_ body: () throws -> R) throws -> R {
     do {
-        try body()
+        return try body()
     } catch let error as ReadError {
         FileHandle.standardError.write(Data(("error: " + (error.errorDescription ?? "\(error)") + "\n").utf8))
         throw ExitCode(ExitCodes.badInput)

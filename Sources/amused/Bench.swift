@@ -42,6 +42,9 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print one JSON document.")
     var json = false
 
+    /// A hub id for the model is resolved in the local Hugging Face cache (revision main) before anything runs.
+    mutating func validate() throws { model = try runReporting { try HubCache.resolve(model) } }
+
     func run() throws {
         var results = JSONObject()
         if part == .all || part == .transformer {

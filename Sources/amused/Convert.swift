@@ -120,7 +120,9 @@ struct Convert: ParsableCommand {
             || verify != nil || compress
     }
 
-    func validate() throws {
+    mutating func validate() throws {
+        // A hub id for the input is resolved in the local Hugging Face cache before anything runs.
+        input = try layoutOptions.resolve(input)
         if isBundle {
             if let quantize, !QuantPolicy.presets.contains(quantize) {
                 throw ValidationError("--quantize is one of \(QuantPolicy.presets.joined(separator: ", "))")

@@ -74,7 +74,9 @@ struct Generate: ParsableCommand {
     @Option(help: "Read *.{variant}.safetensors files (e.g. fp16), widened to float32.")
     var variant: String?
 
-    func validate() throws {
+    mutating func validate() throws {
+        // A hub id for the model is resolved in the local Hugging Face cache before anything runs.
+        model = try layoutOptions.resolve(model)
         if mask != nil && initImage == nil { throw ValidationError("--mask needs --init-image") }
         if initImage != nil && (size != nil || width != nil || height != nil) {
             throw ValidationError("the init image sets the size; leave out --size, --width and --height")

@@ -36,6 +36,9 @@ struct Inspect: ParsableCommand {
     @Flag(help: "Print the import plan instead: the name map per component and what it renames, transforms and drops; unmapped, missing and misshapen tensors against the graph the config implies.")
     var map = false
 
+    /// A hub id is resolved in the local Hugging Face cache before anything runs.
+    mutating func validate() throws { path = try layoutOptions.resolve(path) }
+
     func run() throws {
         if ModelSource.isBundle(path) { return try inspectBundle() }
         try runReporting {

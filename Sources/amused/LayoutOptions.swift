@@ -14,4 +14,14 @@ struct LayoutOptions: ParsableArguments {
     @Option(help: ArgumentHelp("A diffusers pipeline folder whose configs, tokenizer and scheduler a single-file "
                                + "checkpoint (transformer./vqvae./text_encoder. prefixes) uses.", valueName: "dir"))
     var configs: String?
+
+    @Option(help: ArgumentHelp("With a hub id (org/name) for the model: the revision in the local Hugging Face cache "
+                               + "(a branch, tag or commit; default main).", valueName: "rev"))
+    var revision: String?
+
+    /// `model` itself, or — for a hub id such as amused/amused-256 — its snapshot folder in the local Hugging Face
+    /// cache (HF_HUB_CACHE, HF_HOME/hub or ~/.cache/huggingface/hub), at `--revision`.
+    func resolve(_ model: String) throws -> String {
+        try runReporting { try HubCache.resolve(model, revision: revision) }
+    }
 }

@@ -61,6 +61,9 @@ struct Verify: ParsableCommand {
     @Option(help: "Read *.{variant}.safetensors files (e.g. fp16), widened to float32.")
     var variant: String?
 
+    /// A hub id for the model is resolved in the local Hugging Face cache before anything runs.
+    mutating func validate() throws { model = try model.map { try layoutOptions.resolve($0) } }
+
     func run() throws {
         var report: VerifyReport
         do {

@@ -1,0 +1,77 @@
+// Checkpoints where diffusers users already have them: the local Hugging Face cache, as huggingface_hub leaves it
+// (`<cache>/models--<org>--<name>/refs/<revision>` holding a commit, `snapshots/<commit>/…` whose files are symlinks
+// into `blobs/`). Offline only: AmusedKit never downloads.
+
+import AmusedTensors
+import Foundation
+
+/// Resolves Hugging Face hub ids (`amused/amused-256`) to snapshot folders in the local cache.
+public enum HubCache {
+    /// The cache folder: `HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub` (huggingface_hub's order).
+    public static func root(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        if let cache = environment["HF_HUB_CACHE"], !cache.isEmpty { return cache }
+        if let home = environment["HF_HOME"], !home.isEmpty { return home + "/hub" }
+        let user = environment["HOME"] ?? NSHomeDirectory()
+        return user + "/.cache/huggingface/hub"
+    }
+
+    /// True when `text` reads as a hub model id (`org/name`, no other slashes) rather than a path.
+    public static func isHubID(_ text: String) -> Bool {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        return parts.count == 2 && parts.allSatisfy { part in
+            !part.isEmpty && part != "." && part != ".." && part.first != "."
+                && part.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
+        }
+    }
+
+    /// `path` itself when it exists; otherwise, when it is a hub id, its cached snapshot folder for `revision`
+    /// (a branch or tag name from `refs/`, or a commit hash).
+    public static func resolve(_ path: String, revision: String? = nil, root: String = HubCache.root()) throws(ReadError)
+        -> String
+    {
+        if FileManager.default.fileExists(atPath: path) && revision == nil { return path }
+        guard isHubID(path) else {
+            if revision != nil {
+                throw ReadError(.unsupported, path: path, field: "revision", "--revision applies to hub ids (org/name)")
+            }
+            return path  // not there: the reader names it
+        }
+        return try snapshot(id: path, revision: revision ?? "main", root: root)
+    }
+
+    /// The snapshot folder of `id` at `revision` in the cache at `root`.
+    public static func snapshot(id: String, revision: String = "main", root: String = HubCache.root()) throws(ReadError)
+        -> String
+    {
+        let fm = FileManager.default
+        let repo = root + "/models--" + id.replacingOccurrences(of: "/", with: "--")
+        let fetch = "fetch it first (with huggingface_hub: `huggingface-cli download \(id)` or diffusers' "
+            + "from_pretrained), or point HF_HUB_CACHE / HF_HOME at the cache that has it; AmusedKit never downloads"
+        guard fm.fileExists(atPath: repo) else {
+            throw ReadError(.io, path: id, "not in the Hugging Face cache (\(repo) does not exist): \(fetch)")
+        }
+        guard !revision.isEmpty, !revision.split(separator: "/").contains(where: { $0 == ".." || $0 == "." }),
+              revision.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_./".contains($0)) })
+        else { throw ReadError(.malformed, path: id, field: "revision", "\"\(revision)\" is not a revision name") }
+        var commit = revision
+        let isHash = revision.count == 40 && revision.allSatisfy(\.isHexDigit)
+        if !isHash {
+            let ref = repo + "/refs/" + revision
+            guard let text = try? String(contentsOfFile: ref, encoding: .utf8) else {
+                throw ReadError(.io, path: id, field: "revision",
+                                "revision \(revision) is not in the cache (no \(ref)): \(fetch) at that revision")
+            }
+            commit = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard commit.count == 40, commit.allSatisfy(\.isHexDigit) else {
+                throw ReadError(.malformed, path: ref, field: "revision", "does not hold a commit hash")
+            }
+        }
+        let snapshot = repo + "/snapshots/" + commit
+        var isDirectory: ObjCBool = false
+        guard fm.fileExists(atPath: snapshot, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw ReadError(.io, path: id, field: "revision",
+                            "the cache names commit \(commit) but has no snapshot of it (\(snapshot)): \(fetch)")
+        }
+        return snapshot
+    }
+}
