@@ -121,7 +121,7 @@ struct HostileFileCommandTests {
         let scratch = try ScratchFolder()
         let count = 1 + 258 * 1_040_000
         let npy = npyBytes(header: "{'descr': '|u1', 'fortran_order': False, 'shape': (\(count),), }", data: [])
-        let deflated = deflateStoredThenZeros(npy, zeros: count)
+        let deflated = deflateZeros(count, after: npy)
         let head = npy.withUnsafeBytes { CRC32.checksum($0) }
         let crc = [UInt8](repeating: 0, count: count).withUnsafeBytes { CRC32.checksum($0, continuing: head) }
         let zip = zipBytes([Member(name: "zeros.npy", data: [], method: 8, compressed: deflated, crc: crc)])

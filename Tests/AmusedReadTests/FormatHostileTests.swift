@@ -165,7 +165,7 @@ let formatCases: [FormatCase] = {
 
 @Suite("hostile inputs: zip, PyTorch, NumPy, GGUF")
 struct FormatHostileTests {
-    @Test(arguments: formatCases)
+    @Test(arguments: formatCases + catalogueGapCases)
     func rejected(_ c: FormatCase) throws {
         let scratch = try ScratchFolder()
         let path = try scratch.write(c.file, c.bytes)

@@ -147,35 +147,35 @@ struct HDF5Tests {
         #expect(family(path) == .limitExceeded)
     }
 
-    /// A fixed-Huffman DEFLATE stream (in a zlib wrapper) that inflates to `bytes` zero bytes: one literal, then
-    /// length-258 distance-1 matches. About 1 KB per 160 KB of output.
+    /// A zlib stream that inflates to about `bytes` zero bytes (`deflateZeros`): about 1 KB per 160 KB of output.
     func deflateBomb(bytes: Int) -> [UInt8] {
-        var out: [UInt8] = [0x78, 0x9C]
-        var buffer = 0, count = 0
-        func bits(_ value: Int, _ n: Int) {  // LSB-first
-            buffer |= value << count
-            count += n
-            while count >= 8 {
-                out.append(UInt8(buffer & 0xFF))
-                buffer >>= 8
-                count -= 8
-            }
-        }
-        func huffman(_ code: Int, _ n: Int) { for i in stride(from: n - 1, through: 0, by: -1) { bits((code >> i) & 1, 1) } }
-        bits(1, 1)  // final block
-        bits(1, 2)  // fixed Huffman
-        huffman(0x30, 8)  // literal 0
-        for _ in 0..<((bytes - 1) / 258) {
-            huffman(0xC5, 8)  // length 258 (symbol 285)
-            huffman(0, 5)  // distance 1
-        }
-        huffman(0, 7)  // end of block
-        if count > 0 { out.append(UInt8(buffer & 0xFF)) }
         let produced = 1 + (bytes - 1) / 258 * 258
         // Adler-32 of `produced` zeros: a = 1, b = produced (mod 65521).
         let adler = UInt32(produced % 65521) << 16 | 1
-        out += [UInt8(adler >> 24), UInt8((adler >> 16) & 0xFF), UInt8((adler >> 8) & 0xFF), UInt8(adler & 0xFF)]
-        return out
+        return [0x78, 0x9C] + deflateZeros(produced)
+            + [UInt8(adler >> 24), UInt8((adler >> 16) & 0xFF), UInt8((adler >> 8) & 0xFF), UInt8(adler & 0xFF)]
+    }
+
+    /// A file with one chunked float32 dataset "w" of `dims` in chunks of `chunk`, its creation properties set by
+    /// `configure`, and `raw` (when given) written as the first chunk's stored bytes, filters bypassed.
+    func makeChunked(_ path: String, dims: [hsize_t], chunk: [hsize_t], configure: (hid_t) -> Void = { _ in },
+                     raw: [UInt8]? = nil) {
+        HDF5File.initializeLibrary()
+        let file = H5Fcreate(path, 2, 0, 0)
+        var dims = dims, chunk = chunk
+        let space = H5Screate_simple(Int32(dims.count), &dims, nil)
+        let dcpl = H5Pcreate(H5P_CLS_DATASET_CREATE_ID_g)
+        H5Pset_chunk(dcpl, Int32(chunk.count), &chunk)
+        configure(dcpl)
+        let ds = H5Dcreate2(file, "w", H5T_IEEE_F32LE_g, space, 0, dcpl, 0)
+        if let raw {
+            var origin = [hsize_t](repeating: 0, count: dims.count)
+            #expect(H5Dwrite_chunk(ds, 0, 0, &origin, raw.count, raw) >= 0)
+        }
+        H5Dclose(ds)
+        H5Pclose(dcpl)
+        H5Sclose(space)
+        H5Fclose(file)
     }
 
     /// H5-08: a deflated chunk that expands far beyond its declared 16 bytes is refused before libhdf5 (whose
@@ -183,21 +183,8 @@ struct HDF5Tests {
     @Test func chunkBombIsRefused() throws {
         let scratch = try ScratchFolder()
         let path = scratch.path + "/a.h5"
-        HDF5File.initializeLibrary()
-        let file = H5Fcreate(path, 2, 0, 0)
-        var dims: [hsize_t] = [4]
-        let space = H5Screate_simple(1, &dims, nil)
-        let dcpl = H5Pcreate(H5P_CLS_DATASET_CREATE_ID_g)
-        H5Pset_chunk(dcpl, 1, &dims)
-        H5Pset_deflate(dcpl, 6)
-        let ds = H5Dcreate2(file, "w", H5T_IEEE_F32LE_g, space, 0, dcpl, 0)
-        let bomb = deflateBomb(bytes: 4 << 20)  // ~25 KB stored (libhdf5 refuses much larger chunks for 16-byte chunks)
-        var origin: [hsize_t] = [0]
-        #expect(H5Dwrite_chunk(ds, 0, 0, &origin, bomb.count, bomb) >= 0)
-        H5Dclose(ds)
-        H5Pclose(dcpl)
-        H5Sclose(space)
-        H5Fclose(file)
+        // ~25 KB stored (libhdf5 refuses much larger chunks for 16-byte chunks).
+        makeChunked(path, dims: [4], chunk: [4], configure: { H5Pset_deflate($0, 6) }, raw: deflateBomb(bytes: 4 << 20))
         #expect(family(path) == .limitExceeded)
     }
 
@@ -206,22 +193,10 @@ struct HDF5Tests {
     @Test func chunkBombBehindFletcherIsRefused() throws {
         let scratch = try ScratchFolder()
         let path = scratch.path + "/a.h5"
-        HDF5File.initializeLibrary()
-        let file = H5Fcreate(path, 2, 0, 0)
-        var dims: [hsize_t] = [4]
-        let space = H5Screate_simple(1, &dims, nil)
-        let dcpl = H5Pcreate(H5P_CLS_DATASET_CREATE_ID_g)
-        H5Pset_chunk(dcpl, 1, &dims)
-        H5Pset_deflate(dcpl, 6)
-        H5Pset_fletcher32(dcpl)
-        let ds = H5Dcreate2(file, "w", H5T_IEEE_F32LE_g, space, 0, dcpl, 0)
-        let bomb = deflateBomb(bytes: 4 << 20) + [0, 0, 0, 0]  // the checksum is never reached
-        var origin: [hsize_t] = [0]
-        #expect(H5Dwrite_chunk(ds, 0, 0, &origin, bomb.count, bomb) >= 0)
-        H5Dclose(ds)
-        H5Pclose(dcpl)
-        H5Sclose(space)
-        H5Fclose(file)
+        makeChunked(path, dims: [4], chunk: [4], configure: { dcpl in
+            H5Pset_deflate(dcpl, 6)
+            H5Pset_fletcher32(dcpl)
+        }, raw: deflateBomb(bytes: 4 << 20) + [0, 0, 0, 0])  // the checksum is never reached
         #expect(family(path) == .limitExceeded)
     }
 
@@ -230,18 +205,7 @@ struct HDF5Tests {
     @Test func chunkedDatasetWithoutChunksIsRefused() throws {
         let scratch = try ScratchFolder()
         let path = scratch.path + "/a.h5"
-        HDF5File.initializeLibrary()
-        let file = H5Fcreate(path, 2, 0, 0)
-        var dims: [hsize_t] = [1 << 32]
-        var chunk: [hsize_t] = [1 << 20]
-        let space = H5Screate_simple(1, &dims, nil)
-        let dcpl = H5Pcreate(H5P_CLS_DATASET_CREATE_ID_g)
-        H5Pset_chunk(dcpl, 1, &chunk)
-        let ds = H5Dcreate2(file, "w", H5T_IEEE_F32LE_g, space, 0, dcpl, 0)
-        H5Dclose(ds)
-        H5Pclose(dcpl)
-        H5Sclose(space)
-        H5Fclose(file)
+        makeChunked(path, dims: [1 << 32], chunk: [1 << 20])
         let size = try #require(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)
         #expect(size < 1 << 16)
         #expect(family(path) == .inconsistent)

@@ -144,13 +144,15 @@ public let knownCrashes: [(id: String, file: String, bytes: [UInt8], family: Rea
         data: []))]), .arithmeticOverflow),
 ]
 
-/// Raw DEFLATE data for `prefix` (a stored block) followed by `zeros` zero bytes (a fixed-Huffman block of one
-/// literal and length-258 matches; `zeros` must be 1 + 258·k): about 1 KB per 160 KB of output, so a small file can
-/// declare a large member honestly.
-public func deflateStoredThenZeros(_ prefix: [UInt8], zeros: Int) -> [UInt8] {
+/// Raw DEFLATE data for `prefix` (a stored block, when not empty) followed by `zeros` zero bytes (a fixed-Huffman
+/// block of one literal and length-258 matches; `zeros` must be 1 + 258·k): about 1 KB per 160 KB of output, so a
+/// small file can declare a large member honestly.
+public func deflateZeros(_ zeros: Int, after prefix: [UInt8] = []) -> [UInt8] {
     precondition((zeros - 1) % 258 == 0 && prefix.count < 65_536)
-    var out: [UInt8] = [0x00]  // BFINAL 0, BTYPE 00 (stored), then aligned to the byte
-    out += le16(prefix.count) + le16(~prefix.count & 0xFFFF) + prefix
+    var out: [UInt8] = []
+    if !prefix.isEmpty {
+        out = [0x00] + le16(prefix.count) + le16(~prefix.count & 0xFFFF) + prefix  // BFINAL 0, stored, byte-aligned
+    }
     var buffer = 0, count = 0
     func bits(_ value: Int, _ n: Int) {  // LSB-first
         buffer |= value << count
