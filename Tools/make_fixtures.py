@@ -85,7 +85,9 @@ def run_pipeline_case(rec, kind: str, pipeline, case: str, tensors_in=None, **kw
 
 
 def record_pipeline(name: str, pipe, folder: Path, seed: int, *, pipelines: bool = True, model: str = "model",
-                    only: set[str] | None = None) -> None:
+                    only: set[str] | None = None, prompts: list[str] | None = None) -> None:
+    """Records every case kind of `pipe` (the cases in `only`, when given; `prompts` for the text encoder's many-prompt
+    case instead of TEXT_PROMPTS) into `folder`. Tools/record.py runs it on any checkpoint."""
     rec = RecordWriter(folder, model=model, only=only)
     transformer, vqvae = pipe.transformer, pipe.vqvae
     grid = transformer.config.sample_size
@@ -97,11 +99,11 @@ def record_pipeline(name: str, pipe, folder: Path, seed: int, *, pipelines: bool
 
     with torch.no_grad():
         # Text encoder: many prompts at once, and the batch-1 and batch-2 shapes.
-        for case, prompts in (("text_many", TEXT_PROMPTS), ("text_b1", ["a photo of a cat"]),
-                              ("text_b2", ["", "An astronaut riding a horse, 4k"])):
-            ids, hidden, embeds = encode_prompts(pipe, prompts)
+        for case, texts in (("text_many", prompts or TEXT_PROMPTS), ("text_b1", ["a photo of a cat"]),
+                            ("text_b2", ["", "An astronaut riding a horse, 4k"])):
+            ids, hidden, embeds = encode_prompts(pipe, texts)
             rec.add(case, "text_encoder", {"input_ids": ids, "hidden_states_penultimate": hidden,
-                                           "text_embeds": embeds}, prompts=prompts)
+                                           "text_embeds": embeds}, prompts=texts)
 
         # Transformer: ids with masked positions, real text features, micro-conditioning.
         for b in (1, 2):
@@ -132,7 +134,9 @@ def record_pipeline(name: str, pipe, folder: Path, seed: int, *, pipelines: bool
         return
 
     def run(kind, pipeline, case, tensors_in=None, **kw):
-        run_pipeline_case(rec, kind, pipeline, case, tensors_in, **kw)
+        # Each pipeline case draws from its own seeded generator, so one left out changes no other.
+        if only is None or case in only:
+            run_pipeline_case(rec, kind, pipeline, case, tensors_in, **kw)
 
     common = dict(temperature=[2.0, 0.0], height=size, width=size, aesthetic_score=6.0, crop_coord=[0, 0])
     run("text_to_image", pipe, "t2i_b1_cfg", prompts=["a photo of a cat"], negative_prompts=None, seed=0,

@@ -65,7 +65,14 @@ public struct ReferenceRecord: Sendable {
             throw VerifyError(path: jsonPath, field: "version", "unsupported record version \(root["version"]?.serialized ?? "none")")
         }
         let model = root["model"]?.stringValue ?? "model"
-        modelPath = model.hasPrefix("/") ? model : folder + "/" + model
+        let local = model.hasPrefix("/") ? model : folder + "/" + model
+        // A record of a hub checkpoint (Tools/record.py --model org/name) names it by its id: the local cache has it.
+        if !FileManager.default.fileExists(atPath: local), HubCache.isHubID(model),
+           let snapshot = try? HubCache.snapshot(id: model) {
+            modelPath = snapshot
+        } else {
+            modelPath = local
+        }
         reference = root["reference"]
         guard let list = root["cases"]?.arrayValue else { throw VerifyError(path: jsonPath, field: "cases", "no cases list") }
         var seen = Set<String>()
