@@ -41,7 +41,7 @@ def load(model: str, revision: str | None, variant: str | None, lora: str | None
         from diffusers.utils.peft_utils import scale_lora_layers
         # As train_amused.py's load hook does (and `amused --lora F --lora-scale S` fuses): the file's alphas when it
         # has them, else alpha = r, times the scale.
-        state, alphas = AmusedLoraLoaderMixin.lora_state_dict(lora)
+        state, alphas = AmusedLoraLoaderMixin.lora_state_dict(str(Path(lora).parent), weight_name=Path(lora).name)
         AmusedLoraLoaderMixin.load_lora_into_transformer(state, network_alphas=alphas, transformer=pipe.transformer)
         if any(k.startswith("text_encoder.") for k in state):
             AmusedLoraLoaderMixin.load_lora_into_text_encoder(state, network_alphas=alphas,
