@@ -45,8 +45,8 @@ log=.fuzz/run-$target.log
 largest=$(find "Tests/Fuzz/corpus/$target" -type f -printf '%s\n' | sort -n | tail -1)
 max_len=${MAX_LEN:-$(( largest > 65536 ? largest : 65536 ))}
 export AMUSED_FUZZ_TARGET=$target AMUSED_FIXTURES=$PWD/Fixtures
-# The hdf5 target reads through the helper process: the plain amused build.
-if [ "$target" = hdf5 ]; then
+# The hdf5 target reads through the helper process: the plain amused build (or AMUSED_HDF5_HELPER when set).
+if [ "$target" = hdf5 ] && [ -z "${AMUSED_HDF5_HELPER:-}" ]; then
   [ -x .build/release/amused ] || swift build -c release --product amused >&2
   export AMUSED_HDF5_HELPER=$PWD/.build/release/amused
 fi
