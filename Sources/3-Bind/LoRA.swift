@@ -186,13 +186,13 @@ public struct LoRA: Sendable {
     /// The loud note a tool prints before fusing: what scale is used and why.
     public func scaleNote(scale: Float) -> String {
         let count = pairs.values.reduce(0) { $0 + $1.count }
-        let where_ = Self.components.filter { pairs[$0] != nil }.joined(separator: " and ")
+        let targets = Self.components.filter { pairs[$0] != nil }.joined(separator: " and ")
         let ranks = ranks.map(String.init).joined(separator: ", ")
         if hasAlpha {
-            return "LoRA \(path): \(count) Linear updates (rank \(ranks)) into the \(where_), fused at scale "
+            return "LoRA \(path): \(count) Linear updates (rank \(ranks)) into the \(targets), fused at scale "
                 + "\(scale) × alpha / r, with alpha from the file."
         }
-        return "LoRA \(path): \(count) Linear updates (rank \(ranks)) into the \(where_). The file stores no alpha, "
+        return "LoRA \(path): \(count) Linear updates (rank \(ranks)) into the \(targets). The file stores no alpha, "
             + "so it is fused at scale \(scale) (diffusers reloads such files at 1.0; training used alpha / r, "
             + "2.0 with train_amused.py's defaults). Choose with --lora-scale."
     }

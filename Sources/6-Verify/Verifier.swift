@@ -439,13 +439,13 @@ public struct Verifier {
                 request.mask = try record.tensor(c, "mask", rank: 3).int64s().map { UInt8(truncatingIfNeeded: $0) }
             }
         }
-        let result = try pipeline.generate(request)
+        let generated = try pipeline.generate(request)
         let reference = try expectedTokens.int64s()
         let perStep = expectedTokens.shape[1] * expectedTokens.shape[2] * expectedTokens.shape[3]
         var agreement: [Double] = []
         var firstDivergence: Int? = nil
-        var where_: String? = nil
-        for (s, ours) in result.tokens.enumerated() where s < expectedTokens.shape[0] {
+        var divergence: String? = nil
+        for (s, ours) in generated.tokens.enumerated() where s < expectedTokens.shape[0] {
             let theirs = reference[(s * perStep)..<((s + 1) * perStep)]
             let same = zip(ours, theirs).filter { $0 == $1 }.count
             agreement.append(Double(same) / Double(perStep))
@@ -453,42 +453,42 @@ public struct Verifier {
                 firstDivergence = s
                 let i = zip(ours, theirs).enumerated().first { $1.0 != $1.1 }!.offset
                 let grid = expectedTokens.shape[2] * expectedTokens.shape[3]
-                where_ = "step \(s), image \(i / grid), token (\((i % grid) / expectedTokens.shape[3]), "
+                divergence = "step \(s), image \(i / grid), token (\((i % grid) / expectedTokens.shape[3]), "
                     + "\(i % expectedTokens.shape[3])): \(ours[i]) vs \(theirs[theirs.startIndex + i])"
             }
         }
-        let stepsMatch = result.tokens.count == expectedTokens.shape[0]
+        let stepsMatch = generated.tokens.count == expectedTokens.shape[0]
         let tokensPass = stepsMatch && firstDivergence == nil
-        var metrics = [TensorMetrics.ids("\(c.name)/tokens", ours: Array(result.tokens.joined()), reference: reference,
+        var metrics = [TensorMetrics.ids("\(c.name)/tokens", ours: Array(generated.tokens.joined()), reference: reference,
                                          minAgreement: try profile.value("pipeline_min_token_agreement"))]
-        let ourPixels = result.images.map { Float($0) }, theirPixels = try expectedImage.floats()
+        let ourPixels = generated.images.map { Float($0) }, theirPixels = try expectedImage.floats()
         // Pixels are compared only where the tokens agree; a different token legitimately changes its patch.
         metrics.append(.floats("\(c.name)/image", ours: ourPixels, reference: theirPixels,
                                tolerance: tokensPass ? try profile.value("pipeline_image_max_levels") : .infinity,
                                relative: false))
-        var result_ = CaseResult(
+        var outcome = CaseResult(
             name: c.name, kind: c.kind, status: metrics.allSatisfy(\.pass) && stepsMatch ? .pass : .fail,
             metrics: metrics,
-            note: !stepsMatch ? "ran \(result.tokens.count) steps, the record has \(expectedTokens.shape[0])"
-                : where_.map { "tokens diverge at \($0)" } ?? metrics.first { !$0.pass }.map { "\($0.tensor) (\($0.criterion))" },
+            note: !stepsMatch ? "ran \(generated.tokens.count) steps, the record has \(expectedTokens.shape[0])"
+                : divergence.map { "tokens diverge at \($0)" } ?? metrics.first { !$0.pass }.map { "\($0.tensor) (\($0.criterion))" },
             seconds: Date().timeIntervalSince(start))
-        result_.tokenAgreementPerStep = agreement
-        result_.firstDivergingStep = firstDivergence
+        outcome.tokenAgreementPerStep = agreement
+        outcome.firstDivergingStep = firstDivergence
         if profile.optional("quantized_max_mean_kl") != nil {
             guard let baseline, let reference = try? AmusedPipeline(components: baseline) else {
                 throw VerifyError(path: record.folder, field: c.name, "a quantized profile needs the float32 baseline "
                                   + "model (the record's own model, or --baseline) to compare the pipeline against")
             }
-            let q = try quantizationMetrics(reference: reference, candidate: pipeline, request: request, candidateResult: result)
-            result_.quantization = q
+            let q = try quantizationMetrics(reference: reference, candidate: pipeline, request: request, candidateResult: generated)
+            outcome.quantization = q
             // Under a quantized profile the verdict is the quantized metrics (the record's exact tokens are reported).
-            result_.status = q.pass && stepsMatch ? .pass : .fail
-            result_.seconds = Date().timeIntervalSince(start)
+            outcome.status = q.pass && stepsMatch ? .pass : .fail
+            outcome.seconds = Date().timeIntervalSince(start)
             if let failed = q.checks.first(where: { !$0.pass }) {
-                result_.note = "\(failed.name) = \(failed.value) (must be \(failed.atMost ? "≤" : "≥") \(failed.bound))"
+                outcome.note = "\(failed.name) = \(failed.value) (must be \(failed.atMost ? "≤" : "≥") \(failed.bound))"
             }
         }
-        return result_
+        return outcome
     }
 
     /// The quantized metrics of `candidate` against the float32 `reference` pipeline on `request`.

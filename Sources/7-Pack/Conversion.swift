@@ -181,8 +181,12 @@ public enum BundleConversion {
         } else {
             try writer.commit()
         }
-        let attributes = try? FileManager.default.attributesOfItem(atPath: destination)
-        return ConversionResult(path: destination, bytes: attributes?[.size] as? Int ?? 0, float32Bytes: plan.float32Bytes, plan: plan,
+        // The size of what was written (a stat that fails here is a failure to write, not a size of 0).
+        let size: Int
+        do { size = try ReadOnlyFile(path: destination).byteCount } catch {
+            throw BundleError(.io, path: destination, "cannot read back what was written: \(error)")
+        }
+        return ConversionResult(path: destination, bytes: size, float32Bytes: plan.float32Bytes, plan: plan,
                                 parity: outcome, totals: totals)
     }
 
