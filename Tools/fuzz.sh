@@ -57,7 +57,7 @@ set +e
   -print_final_stats=1 "$@" >"$log" 2>&1
 status=$?
 set -e
-execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
+execs=$(grep -ao 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
 findings=$(find "$crashes" -type f | wc -l)
 # Minimise: the committed corpus becomes the smallest set covering what both folders cover.
 merged=$(mktemp -d)
