@@ -137,9 +137,13 @@ public enum Inflate {
             throw InflateError(message: "invalid Huffman code", offset: bytePosition)
         }
 
+        func pastLimit() -> InflateError {
+            InflateError(message: "data expands past the \(limit)-byte limit", offset: bytePosition, pastLimit: true)
+        }
+
         mutating func emit(_ byte: UInt8) throws(InflateError) {
             guard out.count < limit else {
-                throw InflateError(message: "data expands past the \(limit)-byte limit", offset: bytePosition, pastLimit: true)
+                throw pastLimit()
             }
             out.append(byte)
         }
@@ -171,7 +175,7 @@ public enum Inflate {
                     }
                     guard out.count + length <= limit else {
                         if truncating { while out.count < limit { out.append(out[out.count - distance]) } }
-                        throw InflateError(message: "data expands past the \(limit)-byte limit", offset: bytePosition, pastLimit: true)
+                        throw pastLimit()
                     }
                     let from = out.count - distance
                     for k in 0..<length { out.append(out[from + k]) }
@@ -201,7 +205,7 @@ public enum Inflate {
                     }
                     guard out.count + len <= limit else {
                         if truncating { out.append(contentsOf: input[bytePosition..<(bytePosition + limit - out.count)]) }
-                        throw InflateError(message: "data expands past the \(limit)-byte limit", offset: bytePosition, pastLimit: true)
+                        throw pastLimit()
                     }
                     out.append(contentsOf: input[bytePosition..<(bytePosition + len)])
                     bytePosition += len
