@@ -31,8 +31,14 @@ struct ConvertBundleCommandTests {
         let scratch = try ScratchFolder()
         let record = try subsetRecord(["transformer_b1", "vq_decode_b1", "t2i_b2_nocfg"], in: scratch)
         let out = scratch.path + "/tiny.amused"
-        let convert = try runAmused(["convert", model, "--out", out, "--quantize", "int8", "--verify", record])
+        let junit = scratch.path + "/parity.xml"
+        let convert = try runAmused(["convert", model, "--out", out, "--quantize", "int8", "--verify", record,
+                                     "--junit", junit])
         #expect(convert.status == 0, "\(convert.stderr)")
+        // The parity report as JUnit XML too, one testcase per record case.
+        let xml = try String(contentsOfFile: junit, encoding: .utf8)
+        #expect(JUnitSchema.problems(xml) == [])
+        #expect(xml.contains(#"tests="3" failures="0""#) && xml.components(separatedBy: "<testcase ").count == 4)
         // The plan comes first, then one line per stage.
         let plan = try #require(convert.stderr.range(of: "quantization plan (policy int8)"))
         let quantize = try #require(convert.stderr.range(of: "] quantize:"))
