@@ -61,58 +61,38 @@ public struct BindError: Error, LocalizedError, Equatable, Sendable {
     }
 }
 
-/// Tensors a checkpoint may carry that the graph legitimately ignores, each dropped by a named rule.
-public struct DropRule: Sendable {
-    /// Why the tensor is dropped, shown in reports.
-    public let reason: String
-    /// Matches the names it drops.
-    public let matches: @Sendable (String) -> Bool
-}
-
-/// The result of binding: weights ready for the graph and what was dropped.
+/// The result of binding: weights ready for the graph.
 public struct BoundWeights: Sendable {
     /// Float32 weights by key.
     public let weights: Weights
-    /// Tensors present in the file that a drop rule removed, with the rule's reason.
-    public let dropped: [(key: String, reason: String)]
     /// How many float32 tensors are zero-copy views of the mapped file.
     public let zeroCopy: Int
 }
 
-/// Binds `source`'s tensors to `specs`, strictly: missing, unused (unless dropped), wrong-shape and unusable-dtype
-/// tensors are errors naming the key. `prefix` is stripped from the file's names first (for single-file
-/// checkpoints holding several components).
-public func bind(_ source: any TensorSource, to specs: [ParameterSpec], prefix: String = "",
-                 drop: [DropRule] = []) throws(BindError) -> BoundWeights {
+/// Binds `source`'s tensors to `specs`, strictly: missing, unused, wrong-shape and unusable-dtype tensors are errors
+/// naming the key. (Renames, drops and prefixes are the name maps' job, before binding.)
+public func bind(_ source: any TensorSource, to specs: [ParameterSpec]) throws(BindError) -> BoundWeights {
     var byName: [String: TensorInfo] = [:]
-    var dropped: [(String, String)] = []
-    for info in source.infos where info.name.hasPrefix(prefix) {
-        let key = String(info.name.dropFirst(prefix.count))
-        if let rule = drop.first(where: { $0.matches(key) }) {
-            dropped.append((key, rule.reason))
-            continue
-        }
-        byName[key] = info
-    }
+    for info in source.infos { byName[info.name] = info }
     let wanted = Set(specs.map(\.key))
     if let unused = byName.keys.sorted().first(where: { !wanted.contains($0) }) {
         let count = byName.keys.filter { !wanted.contains($0) }.count
-        throw BindError(.unused, path: source.path, key: prefix + unused,
+        throw BindError(.unused, path: source.path, key: unused,
                         "the graph has no parameter of this name (\(count) unused tensor\(count == 1 ? "" : "s") in all)")
     }
     var tensors: [String: Tensor] = [:]
     var zeroCopy = 0
     for spec in specs {
         guard let info = byName[spec.key] else {
-            throw BindError(.missing, path: source.path, key: prefix + spec.key,
+            throw BindError(.missing, path: source.path, key: spec.key,
                             "the config implies this parameter with shape \(describeShape(spec.shape)) but the file lacks it")
         }
         guard info.shape == spec.shape else {
-            throw BindError(.shape, path: source.path, key: prefix + spec.key,
+            throw BindError(.shape, path: source.path, key: spec.key,
                             "shape \(describeShape(info.shape)) in the file, \(describeShape(spec.shape)) implied by the config")
         }
         guard [.f32, .f16, .bf16, .f64].contains(info.dtype) else {
-            throw BindError(.dtype, path: source.path, key: prefix + spec.key, "\(info.dtype.rawValue) weights are not usable")
+            throw BindError(.dtype, path: source.path, key: spec.key, "\(info.dtype.rawValue) weights are not usable")
         }
         do {
             let t = try source.tensor(named: info.name)
@@ -124,13 +104,13 @@ public func bind(_ source: any TensorSource, to specs: [ParameterSpec], prefix: 
                 tensors[spec.key] = try t.converted(to: .f32)
             }
         } catch let error as ReadError {
-            throw BindError(.dtype, path: source.path, key: prefix + spec.key, error.errorDescription ?? "\(error)")
+            throw BindError(.dtype, path: source.path, key: spec.key, error.errorDescription ?? "\(error)")
         } catch {
-            throw BindError(.dtype, path: source.path, key: prefix + spec.key, "\(error)")
+            throw BindError(.dtype, path: source.path, key: spec.key, "\(error)")
         }
     }
     do {
-        return BoundWeights(weights: try Weights(tensors), dropped: dropped, zeroCopy: zeroCopy)
+        return BoundWeights(weights: try Weights(tensors), zeroCopy: zeroCopy)
     } catch {
         throw BindError(.dtype, path: source.path, "\(error)")
     }

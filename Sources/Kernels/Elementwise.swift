@@ -171,14 +171,6 @@ extension Kernels {
         }
     }
 
-    /// Softmax over each row of `rows × dim`, in place.
-    public static func softmax(_ x: UnsafeMutablePointer<Float>, rows: Int, dim: Int) {
-        let xs = SharedPointer(x)
-        Parallel.chunks(rows, cost: dim * 20) { range in
-            for r in range { softmaxRow(xs.p + r * dim, dim) }
-        }
-    }
-
     @inline(__always)
     static func softmaxRow(_ row: UnsafeMutablePointer<Float>, _ dim: Int) {
         var maxValue = -Float.infinity
