@@ -52,7 +52,7 @@ public enum HDF5Isolation {
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
         do { try process.run() } catch { throw ReadError(.io, path: path, "cannot start the HDF5 helper \(helper): \(error)") }
-        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let message = String(decoding: Self.readToEnd(errors.fileHandleForReading.fileDescriptor), as: UTF8.self)
         process.waitUntilExit()
         if process.terminationReason == .uncaughtSignal {
             throw ReadError(.malformed, path: path,
@@ -68,6 +68,24 @@ public enum HDF5Isolation {
             throw ReadError(.malformed, path: path, "the HDF5 helper failed: \(message)")
         }
         return IsolatedHDF5(path: path, converted: try SafetensorsFile(path: output))
+    }
+
+    /// Everything `fd` yields until end of file (the last 64 KiB of it), read with read(2) and retried when a signal
+    /// interrupts it: Foundation's readDataToEndOfFile() traps on EINTR (fuzzing found it: libFuzzer's SIGALRM).
+    static func readToEnd(_ fd: Int32) -> [UInt8] {
+        var out: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n > 0 {
+                out += buffer[..<n]
+                if out.count > 1 << 16 { out.removeFirst(out.count - (1 << 16)) }
+            } else if n < 0 && errno == EINTR {
+                continue
+            } else {
+                return out
+            }
+        }
     }
 
     /// The helper's side: reads `input` in this process and writes it as safetensors to `output`; a refusal is
