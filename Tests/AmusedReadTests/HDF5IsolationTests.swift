@@ -20,6 +20,7 @@ struct HDF5IsolationTests {
         defer { sigaction(SIGUSR2, &old, nil) }
         var fds: [Int32] = [0, 0]
         #expect(pipe(&fds) == 0)
+        let (readEnd, writeEnd) = (fds[0], fds[1])
         let reader = pthread_self()
         let count = 400
         let writer = Thread {
@@ -28,13 +29,13 @@ struct HDF5IsolationTests {
                 pthread_kill(reader, SIGUSR2)  // only the reading thread gets it: read(2) returns EINTR
                 usleep(100)
                 var byte = UInt8(i & 0xFF)
-                _ = write(fds[1], &byte, 1)
+                _ = write(writeEnd, &byte, 1)
             }
-            close(fds[1])
+            close(writeEnd)
         }
         writer.start()
-        let bytes = HDF5Isolation.readToEnd(fds[0])
-        close(fds[0])
+        let bytes = HDF5Isolation.readToEnd(readEnd)
+        close(readEnd)
         #expect(bytes == (0..<count).map { UInt8($0 & 0xFF) })
     }
 }
