@@ -31,13 +31,7 @@ public struct NumpyArchive: TensorSource {
             }
             let name = String(entry.name.dropLast(4))
             // Only the header is read here: a stored member's first bytes, or a deflated one's inflated prefix.
-            let head: [UInt8]
-            if entry.method == 0 {
-                let s = try zip.storedData(entry, verify: false)
-                head = Array(UnsafeRawBufferPointer(start: s.baseAddress, count: min(s.byteCount, Self.maxPrefix)))
-            } else {
-                head = try zip.prefix(entry, count: Self.maxPrefix)
-            }
+            let head = try zip.prefix(entry, count: Self.maxPrefix)
             let h: Header
             do {
                 h = try head.withUnsafeBytes { raw in
