@@ -85,9 +85,11 @@ def run_pipeline_case(rec, kind: str, pipeline, case: str, tensors_in=None, **kw
 
 
 def record_pipeline(name: str, pipe, folder: Path, seed: int, *, pipelines: bool = True, model: str = "model",
-                    only: set[str] | None = None, prompts: list[str] | None = None) -> None:
+                    only: set[str] | None = None, prompts: list[str] | None = None,
+                    t2i_extra: list[tuple[str, dict]] | None = None) -> None:
     """Records every case kind of `pipe` (the cases in `only`, when given; `prompts` for the text encoder's many-prompt
-    case instead of TEXT_PROMPTS) into `folder`. Tools/record.py runs it on any checkpoint."""
+    case instead of TEXT_PROMPTS; `t2i_extra` text-to-image cases besides the standard ones, as (name, settings))
+    into `folder`. Tools/record.py runs it on any checkpoint."""
     rec = RecordWriter(folder, model=model, only=only)
     transformer, vqvae = pipe.transformer, pipe.vqvae
     grid = transformer.config.sample_size
@@ -150,6 +152,8 @@ def record_pipeline(name: str, pipe, folder: Path, seed: int, *, pipelines: bool
     run("text_to_image", pipe, "t2i_b1_wide", prompts=["a photo of a cat"], negative_prompts=None, seed=8, steps=12,
         guidance_scale=10.0, temperature=[2.0, 0.0], height=size, width=2 * size, aesthetic_score=6.0,
         crop_coord=[0, 0])
+    for case, settings in t2i_extra or []:
+        run("text_to_image", pipe, case, negative_prompts=None, **{**common, **settings})
 
     img2img = AmusedImg2ImgPipeline(**pipe.components)
     img2img.set_progress_bar_config(disable=True)

@@ -17,6 +17,7 @@ Then, in CI and with no Python: `amused verify MODEL --reference RECORD` or `amu
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -72,8 +73,18 @@ def main() -> None:
     prompts = None
     if a.prompts:
         prompts = [line.rstrip("\n") for line in Path(a.prompts).read_text(encoding="utf-8").splitlines()]
-    record_pipeline("record", pipe, out, a.seed, model=model, only=None if a.cases == "full" else QUICK,
-                    prompts=prompts)
+    # A model that recommends its own sampling settings (model_index.json "_amused_defaults", read by `amused
+    # generate` when no flags are given) gets one more case: text-to-image at those settings, seed 0, on the first
+    # prompt of --prompts, so that a bare `amused generate` is checked against diffusers too.
+    extra = []
+    index = Path(a.model) / "model_index.json"
+    defaults = json.loads(index.read_text()).get("_amused_defaults") if index.exists() else None
+    if defaults:
+        extra.append(("t2i_b1_defaults", dict(prompts=[(prompts or ["a photo of a cat"])[0]], seed=0,
+                                              steps=defaults.get("steps", 12),
+                                              guidance_scale=defaults.get("guidance", 10.0))))
+    record_pipeline("record", pipe, out, a.seed, model=model, only=None if a.cases == "full" else QUICK | {"t2i_b1_defaults"},
+                    prompts=prompts, t2i_extra=extra)
     print(f"wrote {out}/record.json and record.safetensors ({a.cases} cases) for {a.model}")
 
 

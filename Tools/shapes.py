@@ -1,0 +1,147 @@
+"""The procedural shapes dataset of AmusedKit's trained default model, and the checker that scores generated images.
+
+Every image is 64×64: one shape (circle, square or triangle) of one of eight colours on a background of another,
+its size and position drawn at random, rendered at 4× and box-filtered down (so edges are anti-aliased the same way
+every time). Captions come from templates with synonyms; about one in ten is empty, for classifier-free guidance.
+Everything is drawn from numpy's PCG64 with a fixed seed, so the same seed gives the same images and captions.
+
+The checker reads only pixels: every pixel goes to its nearest palette colour; the background is the majority
+colour of the border; the object is the majority colour of the rest; the shape is the ideal circle, square or
+triangle (fitted to the object's bounding box) with the best intersection over union with the object's pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SIZE = 64
+SUPERSAMPLE = 4
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "green": (30, 160, 50),
+    "blue": (30, 70, 230),
+    "yellow": (250, 225, 30),
+    "white": (245, 245, 245),
+    "black": (12, 12, 12),
+    "orange": (255, 140, 0),
+    "purple": (130, 40, 180),
+}
+SHAPES = ("circle", "square", "triangle")
+
+# (colour, shape) pairs never drawn in training: the evaluation measures how well colour and shape compose.
+HELD_OUT: frozenset[tuple[str, str]] = frozenset({
+    ("red", "triangle"), ("blue", "circle"), ("yellow", "square"), ("purple", "triangle"),
+})
+
+COLOUR_WORDS = {c: [c] for c in COLOURS} | {"purple": ["purple", "violet"]}
+SHAPE_WORDS = {"circle": ["circle", "disc"], "square": ["square", "box"], "triangle": ["triangle"]}
+# The form the model must understand comes first and is drawn most often.
+MAIN_TEMPLATE = "a {c} {s} on a {b} background"
+OTHER_TEMPLATES = (
+    "a {c} {s} on {b}",
+    "{c} {s}, {b} background",
+    "a {s} in {c} on a {b} background",
+    "a {c} {s} against a {b} backdrop",
+)
+P_MAIN = 0.6
+P_EMPTY = 0.1
+
+
+def caption(rng: np.random.Generator, colour: str, shape: str, background: str) -> str:
+    if rng.random() < P_MAIN:
+        template = MAIN_TEMPLATE
+    else:
+        template = OTHER_TEMPLATES[rng.integers(len(OTHER_TEMPLATES))]
+    words = COLOUR_WORDS[colour]
+    bwords = COLOUR_WORDS[background]
+    swords = SHAPE_WORDS[shape]
+    return template.format(c=words[rng.integers(len(words))], s=swords[rng.integers(len(swords))],
+                           b=bwords[rng.integers(len(bwords))])
+
+
+def shape_mask(shape: str, cx: float, cy: float, size: float, n: int) -> np.ndarray:
+    """Boolean mask (n×n) of a shape whose bounding box is size×size centred at (cx, cy), in units of the grid."""
+    y, x = np.mgrid[0:n, 0:n].astype(np.float64) + 0.5
+    half = size / 2
+    if shape == "circle":
+        return (x - cx) ** 2 + (y - cy) ** 2 <= half ** 2
+    if shape == "square":
+        return (np.abs(x - cx) <= half) & (np.abs(y - cy) <= half)
+    # An isosceles triangle pointing up, filling its bounding box: apex at the top centre, base at the bottom.
+    top, bottom = cy - half, cy + half
+    t = (y - top) / size  # 0 at the apex, 1 at the base
+    return (y >= top) & (y <= bottom) & (np.abs(x - cx) <= t * half)
+
+
+def render(shape: str, colour: str, background: str, cx: float, cy: float, size: float) -> np.ndarray:
+    """A 64×64×3 uint8 image (cx, cy, size in output pixels)."""
+    n = SIZE * SUPERSAMPLE
+    m = shape_mask(shape, cx * SUPERSAMPLE, cy * SUPERSAMPLE, size * SUPERSAMPLE, n).astype(np.float64)
+    cover = m.reshape(SIZE, SUPERSAMPLE, SIZE, SUPERSAMPLE).mean(axis=(1, 3))[..., None]
+    fg = np.array(COLOURS[colour], np.float64)
+    bg = np.array(COLOURS[background], np.float64)
+    return np.rint(cover * fg + (1 - cover) * bg).astype(np.uint8)
+
+
+def draw(rng: np.random.Generator, *, allow_held_out: bool = False):
+    """One random example: (image uint8 64×64×3, caption, attributes)."""
+    names = list(COLOURS)
+    while True:
+        colour = names[rng.integers(len(names))]
+        shape = SHAPES[rng.integers(len(SHAPES))]
+        if allow_held_out or (colour, shape) not in HELD_OUT:
+            break
+    background = names[rng.integers(len(names))]
+    while background == colour:
+        background = names[rng.integers(len(names))]
+    size = float(rng.uniform(0.45, 0.75) * SIZE)
+    margin = size / 2 + 2
+    cx = float(rng.uniform(margin, SIZE - margin))
+    cy = float(rng.uniform(margin, SIZE - margin))
+    image = render(shape, colour, background, cx, cy, size)
+    text = "" if rng.random() < P_EMPTY else caption(rng, colour, shape, background)
+    return image, text, {"colour": colour, "shape": shape, "background": background, "cx": cx, "cy": cy, "size": size}
+
+
+def dataset(seed: int, count: int, *, allow_held_out: bool = False):
+    rng = np.random.default_rng(seed)
+    images = np.empty((count, SIZE, SIZE, 3), np.uint8)
+    texts, attrs = [], []
+    for i in range(count):
+        images[i], text, a = draw(rng, allow_held_out=allow_held_out)
+        texts.append(text)
+        attrs.append(a)
+    return images, texts, attrs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The checker.
+
+_PALETTE = np.array(list(COLOURS.values()), np.float64)
+_NAMES = list(COLOURS)
+
+
+def classify(image: np.ndarray) -> dict:
+    """Scores one generated image (H×W×3 uint8): background colour, object colour, shape and the object's pixels."""
+    h, w, _ = image.shape
+    d = ((image[:, :, None, :].astype(np.float64) - _PALETTE[None, None]) ** 2).sum(-1)
+    labels = d.argmin(-1)
+    border = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    bg = int(np.bincount(border, minlength=len(_NAMES)).argmax())
+    rest = labels[labels != bg]
+    if rest.size < 0.02 * h * w:  # no object at all
+        return {"background": _NAMES[bg], "colour": None, "shape": None, "pixels": int(rest.size)}
+    fg = int(np.bincount(rest, minlength=len(_NAMES)).argmax())
+    mask = labels == fg
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    size = max(y1 - y0, x1 - x0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    best, best_iou = None, -1.0
+    for shape in SHAPES:
+        ideal = shape_mask(shape, cx, cy, size, max(h, w))[:h, :w]
+        iou = (ideal & mask).sum() / max(1, (ideal | mask).sum())
+        if iou > best_iou:
+            best, best_iou = shape, float(iou)
+    return {"background": _NAMES[bg], "colour": _NAMES[fg], "shape": best, "iou": best_iou, "pixels": int(mask.sum())}
