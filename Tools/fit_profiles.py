@@ -60,7 +60,9 @@ def measure(amused: str, record: Path, precision: str, scratch: Path, env: dict 
     model = record_model(record)
     bundle = scratch / f"{record.name}-{precision}.amused"
     e = {**os.environ, **(env or {})}
-    subprocess.run([amused, "convert", str(model), "--out", str(bundle), "--quantize", precision],
+    # int4 in groups of 32, so that it applies to the tiny models' 32-wide rows too (groups of 64 would leave them int8).
+    group = ["--int4-group", "32"] if precision in ("int4", "mixed") else []
+    subprocess.run([amused, "convert", str(model), "--out", str(bundle), "--quantize", precision, *group],
                    check=True, capture_output=True, env=e)
     run = subprocess.run([amused, "verify", str(bundle), "--reference", str(record), "--profile", precision,
                           "--baseline", str(model), "--json"], capture_output=True, text=True, env=e)
@@ -100,10 +102,22 @@ def measure(amused: str, record: Path, precision: str, scratch: Path, env: dict 
     return {"pass": report["pass"], "worst": worst}
 
 
-def bound(kind: str, worst: float, floor: float) -> float:
+# Margins, fixed before the held-out check: errors × 2, but KL × 3 (it grows with the square of the logit scale, which
+# varies between models far more than per-layer relative errors do); agreements leave twice the fitted deficit,
+# at least 1e-6 for a cosine and 0.03 for agreements of ids (a judged set has as few as 16–64 predictions, where
+# one flip is 1.6–6%).
+COUNT_AGREEMENTS = {"vq_encode_min_agreement", "quantized_min_top1", "quantized_min_kept_agreement"}
+
+
+def bound(key: str, kind: str, worst: float) -> float:
+    import math
     if kind == "error":
-        return float(f"{max(2 * worst, floor):.2g}")
-    return float(f"{min(1 - 2 * (1 - worst), 1 - floor):.4g}") if worst < 1 else 1.0
+        v = (3 if key == "quantized_max_mean_kl" else 2) * worst
+        digits = 10 ** (math.floor(math.log10(v)) - 1) if v > 0 else 1e-6
+        return max(math.ceil(v / digits) * digits, 1e-6)
+    deficit = max(2 * (1 - worst), 0.03 if key in COUNT_AGREEMENTS else 1e-6)
+    digits = 10 ** (math.floor(math.log10(deficit)) - 1)
+    return 1 - math.ceil(deficit / digits) * digits
 
 
 def passes(measures: dict, bounds: dict) -> list[str]:
@@ -139,8 +153,7 @@ def main() -> None:
                 if not values:
                     continue
                 worst = max(values) if kind == "error" else min(values)
-                floor = 1e-6 if kind == "error" else 1e-6
-                bounds[key] = bound(kind, worst, floor)
+                bounds[key] = float(f"{bound(key, kind, worst):.12g}")
                 why[key] = (worst, len(values))
             held_results = {}
             for r in held:
@@ -174,12 +187,14 @@ def main() -> None:
                     p[key] = {"value": value, "why": (
                         f"Fitted by Tools/fit_profiles.py: worst {worst:.3g} over {n} fitted records "
                         f"({', '.join(result['fit_records'][:2])} and {len(fit) - 2} random configs), "
-                        + ("× 2" if kind == "error" else "1 − 2·(1 − worst)")
+                        + (("× 3" if key == "quantized_max_mean_kl" else "× 2") if kind == "error" else
+                           "1 − max(2·(1 − worst), " + ("0.03)" if key in COUNT_AGREEMENTS else "1e-6)"))
                         + (f"; held-out worst {hw:.3g} over {len(held)} records ({', '.join(result['held_out_records'][:1])} "
                            f"and {len(held) - 1} random configs), {len(held) - n_fail} of {len(held)} pass"
                            if hw is not None else "")
                         + ". See Fixtures/quant/profile-fit.json.")}
-                for key in ("quantized_min_final_token_agreement", "quantized_min_psnr"):
+                # Free-running measures are reported, not gated; the text encoder is bounded relatively now.
+                for key in ("quantized_min_final_token_agreement", "quantized_min_psnr", "text_encoder_max_abs"):
                     p.pop(key, None)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     if args.write:

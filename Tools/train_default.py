@@ -33,7 +33,7 @@ from transformers import CLIPTextConfig, CLIPTextModelWithProjection  # noqa: E4
 
 # The recommended sampling settings, recorded beside the weights (model_index.json "_amused_defaults"; keys with a
 # leading underscore are ignored by diffusers) so that `amused generate` and bundles use them by default.
-DEFAULTS = {"steps": 12, "guidance": 4.0}
+DEFAULTS = {"steps": 12, "guidance": 2.0}
 MICRO_CONDS = [shapes.SIZE, shapes.SIZE, 0, 0, 6.0]  # width, height, crop top, crop left, aesthetic: as the pipeline
 
 
@@ -265,6 +265,15 @@ def plot(logs: list[tuple[str, Path, str]], out: Path) -> None:
     canvas.save(out)
 
 
+def cpu() -> str:
+    """The CPU's name, family and model (torch's kernels, and so the low bits of the weights, depend on them)."""
+    fields = {}
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return f"{fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="output folder (the pipeline, plus training/)")
@@ -306,7 +315,7 @@ def main() -> None:
     (out / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     minutes = (time.time() - began) / 60
     provenance = {"command": " ".join(["Tools/train_default.py"] + sys.argv[1:]), "versions": VERSIONS,
-                  "threads": args.threads, "minutes": round(minutes, 1), "args": vars(args)}
+                  "threads": args.threads, "cpu": cpu(), "minutes": round(minutes, 1), "args": vars(args)}
     (logs / "provenance.json").write_text(json.dumps(provenance, indent=1) + "\n")
     plots = [("transformer", logs / "loss-transformer.tsv", "loss")]
     if (logs / "loss-vq.tsv").exists():

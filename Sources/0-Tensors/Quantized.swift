@@ -2,6 +2,12 @@
 // seen as a matrix of `rows` output channels by `columns` inputs (a convolution's [out, in, kh, kw] is [out, in·kh·kw]);
 // each scheme quantizes along the rows so a layer can widen any band of output channels on its own.
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// How a weight's values are stored.
 public enum QuantScheme: Sendable, Hashable, CustomStringConvertible {
     /// float32, unchanged.
@@ -146,6 +152,11 @@ public struct QuantizedTensor: Sendable {
     /// Bytes of all buffers.
     public var byteCount: Int { buffers.reduce(0) { $0 + $1.byteCount } }
 
+    /// Test hook: `AMUSED_TEST_BREAK_QUANTIZER=shifted-scales` makes int8 quantization store each row's scale in
+    /// the next row's place, a classic indexing bug. The tests use it to show that the tolerance profiles fail a
+    /// broken quantizer; nothing else reads it.
+    static let brokenScales = getenv("AMUSED_TEST_BREAK_QUANTIZER").map { String(cString: $0) } == "shifted-scales"
+
     /// Quantizes contiguous float32 `values` of `shape`; returns the tensor and how far it moved.
     public static func quantize(_ values: UnsafeBufferPointer<Float>, shape: [Int], scheme: QuantScheme)
         throws(TensorError) -> (tensor: QuantizedTensor, error: QuantizationError)
@@ -187,7 +198,8 @@ public struct QuantizedTensor: Sendable {
                 for c in 0..<columns { peak = max(peak, abs(row[c])) }
                 // An all-zero row keeps scale 1 so that dequantization never divides or multiplies by zero twice.
                 let s: Float = peak > 0 ? peak / 127 : 1
-                scales[r] = s
+                // The test hook stores each row's scale one row down (an off-by-one), the values staying right.
+                scales[Self.brokenScales ? (r + 1) % rows : r] = s
                 // torch multiplies by the float32 reciprocal of the scale rather than dividing (ties can differ).
                 let inverse = 1 / s
                 for c in 0..<columns {

@@ -29,6 +29,9 @@ public struct AmusedComponents: Sendable {
     public let dropped: [String: [(key: String, reason: String)]]
     /// The name-map ledger of each component (diffusers names go through the identity maps).
     public let ledgers: [String: MapLedger]
+    /// The sampling settings the model recommends (`model_index.json`'s `_amused_defaults`, or a bundle's
+    /// `sampling`), used where a caller gives none; nil when it recommends none.
+    public let samplingDefaults: SamplingDefaults?
 
     /// The components a caller may ask for.
     public enum Part: String, CaseIterable, Sendable {
@@ -124,12 +127,14 @@ public struct AmusedComponents: Sendable {
         let schedulerFile = schedulerComponent?.folder.map { $0 + "/scheduler_config.json" }
         maskingSchedule = try Self.maskingSchedule(scheduler?["masking_schedule"],
                                                    path: schedulerFile ?? checkpoint.path + " [scheduler config]")
+        samplingDefaults = try DiffusersExport.samplingDefaults(checkpoint)
         self.dropped = dropped
     }
 
     /// Components bound elsewhere (from a bundle): `source` names where they came from.
     public init(source: String, textEncoder: CLIPTextModel?, transformer: UVit2DModel?, vqvae: VQModel?,
-                tokenizer: CLIPTokenizer?, maskTokenId: Int?, maskingSchedule: MaskingSchedule) {
+                tokenizer: CLIPTokenizer?, maskTokenId: Int?, maskingSchedule: MaskingSchedule,
+                samplingDefaults: SamplingDefaults? = nil) {
         self.checkpoint = nil
         self.source = source
         self.textEncoder = textEncoder
@@ -138,6 +143,7 @@ public struct AmusedComponents: Sendable {
         self.tokenizer = tokenizer
         self.maskTokenId = maskTokenId ?? transformer.map { $0.config.vocabSize - 1 }
         self.maskingSchedule = maskingSchedule
+        self.samplingDefaults = samplingDefaults
         self.dropped = [:]
         self.ledgers = [:]
     }
@@ -215,5 +221,57 @@ extension AmusedPipeline {
         }
         self.init(tokenizer: tokenizer, textEncoder: textEncoder, transformer: transformer, vqvae: vqvae,
                   maskTokenId: maskTokenId, maskingSchedule: c.maskingSchedule)
+    }
+}
+
+/// The sampling settings a model recommends for itself. diffusers has no place for them, so a pipeline folder keeps
+/// them in `model_index.json` under `_amused_defaults` (diffusers ignores keys that start with an underscore) and a
+/// bundle in its manifest's `sampling`: `{"steps": 12, "guidance": 4.0}`, either key optional.
+public struct SamplingDefaults: Sendable, Equatable {
+    /// The key in `model_index.json`.
+    public static let modelIndexKey = "_amused_defaults"
+    /// Sampling steps, 1…1000.
+    public var steps: Int?
+    /// Classifier-free guidance scale, finite and 0…100.
+    public var guidance: Float?
+
+    /// Settings as given.
+    public init(steps: Int? = nil, guidance: Float? = nil) {
+        self.steps = steps
+        self.guidance = guidance
+    }
+
+    /// Reads `{"steps": …, "guidance": …}` strictly (an unknown key or a value out of range is an error).
+    public init(json: JSONValue, path: String) throws(BindError) {
+        guard let object = json.objectValue else {
+            throw BindError(.config, path: path, key: Self.modelIndexKey, "\(json.serialized) is not an object; "
+                            + "write {\"steps\": 12, \"guidance\": 4.0}")
+        }
+        for (key, _) in object.entries where key != "steps" && key != "guidance" {
+            throw BindError(.config, path: path, key: Self.modelIndexKey + "." + key,
+                            "unknown sampling setting; the known ones are steps and guidance")
+        }
+        if let v = object["steps"] {
+            guard let n = v.intValue, (1...1000).contains(n) else {
+                throw BindError(.config, path: path, key: Self.modelIndexKey + ".steps",
+                                "\(v.serialized) is not a step count between 1 and 1000")
+            }
+            steps = n
+        }
+        if let v = object["guidance"] {
+            guard let g = v.doubleValue, g.isFinite, (0...100).contains(g) else {
+                throw BindError(.config, path: path, key: Self.modelIndexKey + ".guidance",
+                                "\(v.serialized) is not a guidance scale between 0 and 100")
+            }
+            guidance = Float(g)
+        }
+    }
+
+    /// The JSON form, as read by `init(json:path:)`.
+    public var json: JSONValue {
+        var o = JSONObject()
+        if let steps { o.insert("steps", .number(String(steps))) }
+        if let guidance { o.insert("guidance", .number(String(guidance))) }
+        return .object(o)
     }
 }

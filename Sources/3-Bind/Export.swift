@@ -153,6 +153,9 @@ public enum DiffusersExport {
             try writeText(pythonJSON(s) + "\n", to: staging + "/scheduler/scheduler_config.json")
             index.insert("scheduler", .array([.string("diffusers"), .string("AmusedScheduler")]))
         }
+        if let defaults = try samplingDefaults(checkpoint) {
+            index.insert(SamplingDefaults.modelIndexKey, defaults.json)
+        }
         if plans.count > 1 || tokenizerFolder != nil {
             try writeText(pythonJSON(.object(index)) + "\n", to: staging + "/model_index.json")
         }
@@ -215,6 +218,13 @@ public enum DiffusersExport {
         let fm = FileManager.default
         return [checkpoint.component("tokenizer")?.folder ?? checkpoint.path + "/tokenizer", checkpoint.path + "/text_encoder"]
             .first { fm.fileExists(atPath: $0 + "/vocab.json") && fm.fileExists(atPath: $0 + "/merges.txt") }
+    }
+
+    /// The sampling settings the checkpoint recommends (`model_index.json`'s `_amused_defaults`), checked.
+    public static func samplingDefaults(_ checkpoint: Checkpoint) throws(BindError) -> SamplingDefaults? {
+        try checkpoint.modelIndex?[SamplingDefaults.modelIndexKey].map { value throws(BindError) in
+            try SamplingDefaults(json: value, path: checkpoint.path + "/model_index.json")
+        }
     }
 
     /// The scheduler config: diffusers' own, or (open-muse has none) one made from the transformer's mask id.

@@ -158,6 +158,7 @@ public enum BundleConversion {
         m.insert("components", .array(components))
         m.insert("files", .array(files))
         m.insert("scheduler", DiffusersExport.schedulerConfig(checkpoint, transformer: uvit) ?? .null)
+        m.insert("sampling", try DiffusersExport.samplingDefaults(checkpoint)?.json ?? .null)
         m.insert("parity", .null)
         try writer.finish(manifest: .object(m))
 

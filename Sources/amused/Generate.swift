@@ -31,11 +31,11 @@ struct Generate: ParsableCommand {
     @Option(help: "Seed of the generator.")
     var seed: UInt64 = 0
 
-    @Option(help: "Sampling steps.")
-    var steps = 12
+    @Option(help: "Sampling steps (default: what the model recommends, else 12).")
+    var steps: Int?
 
-    @Option(help: "Classifier-free guidance scale (off at 1 or below).")
-    var guidance: Float = 10
+    @Option(help: "Classifier-free guidance scale, off at 1 or below (default: what the model recommends, else 10).")
+    var guidance: Float?
 
     @Option(help: "Image side in pixels, for a square image (default: the transformer's sample_size × the VQ scale).")
     var size: Int?
@@ -85,7 +85,7 @@ struct Generate: ParsableCommand {
         if !negativePrompt.isEmpty && negativePrompt.count != prompt.count {
             throw ValidationError("give one --negative-prompt per --prompt (or none)")
         }
-        if steps < 1 || imagesPerPrompt < 1 { throw ValidationError("--steps and --images-per-prompt must be positive") }
+        if (steps ?? 1) < 1 || imagesPerPrompt < 1 { throw ValidationError("--steps and --images-per-prompt must be positive") }
     }
 
     func run() throws {
@@ -109,8 +109,9 @@ struct Generate: ParsableCommand {
         var request = GenerationRequest(prompts: prompt, height: height ?? side, width: width ?? side)
         request.negativePrompts = negativePrompt.isEmpty ? nil : negativePrompt
         request.seed = seed
-        request.steps = steps
-        request.guidanceScale = guidance
+        // Flags first, then the model's own recommendation (model_index.json _amused_defaults), then diffusers'.
+        request.steps = steps ?? components.samplingDefaults?.steps ?? request.steps
+        request.guidanceScale = guidance ?? components.samplingDefaults?.guidance ?? request.guidanceScale
         request.imagesPerPrompt = imagesPerPrompt
         request.aestheticScore = aestheticScore
         request.reproducible = !fastRng

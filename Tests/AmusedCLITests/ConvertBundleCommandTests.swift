@@ -14,12 +14,13 @@ struct ConvertBundleCommandTests {
     let model = FixturePaths.path("records/tiny-256/model")
 
     /// A record with only the named cases of tiny-256 (the same tensors, fewer cases, so debug builds stay quick).
-    func subsetRecord(_ names: Set<String>, in scratch: ScratchFolder) throws -> String {
-        let source = FixturePaths.path("records/tiny-256")
+    func subsetRecord(_ names: Set<String>, in scratch: ScratchFolder, of name: String = "tiny-256") throws -> String {
+        let source = FixturePaths.path("records/\(name)")
         var root = try Checkpoint.readJSON(source + "/record.json").objectValue!
         root.set("cases", .array(root["cases"]!.arrayValue!.filter { names.contains($0["name"]?.stringValue ?? "") }))
-        root.set("model", .string(source + "/model"))
-        let folder = scratch.path + "/record"
+        let model = root["model"]!.stringValue!
+        root.set("model", .string(model.hasPrefix("/") ? model : source + "/" + model))
+        let folder = scratch.path + "/record" + (name == "tiny-256" ? "" : "-" + name)
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         try Data(JSONValue.object(root).serialized.utf8).write(to: URL(fileURLWithPath: folder + "/record.json"))
         try FileManager.default.createSymbolicLink(atPath: folder + "/record.safetensors",
@@ -79,6 +80,24 @@ struct ConvertBundleCommandTests {
         #expect(result.status == 3, "\(result.stderr)")
         #expect(result.stderr.contains("failed its parity check; nothing was written"))
         #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path).sorted() == ["record"])
+    }
+
+    /// A deliberately broken int8 quantizer (each row's scale stored one row down, AMUSED_TEST_BREAK_QUANTIZER) fails
+    /// the int8 profile — on the random tiny model and on the trained default, which the profile was not fitted on —
+    /// while the correct quantizer passes the same cases: the gate measures quantization error, not noise.
+    @Test(arguments: [("tiny-256", ["transformer_b1", "t2i_b1_cfg"]), ("shapes-64", ["transformer_b1", "t2i_b1_defaults"])])
+    func aBrokenQuantizerFailsTheInt8Profile(_ name: String, _ cases: [String]) throws {
+        let scratch = try ScratchFolder()
+        let record = try subsetRecord(Set(cases), in: scratch, of: name)
+        let source = try Checkpoint.readJSON(record + "/record.json")["model"]!.stringValue!
+        let good = try runAmused(["convert", source, "--out", scratch.path + "/good.amused", "--quantize", "int8",
+                                  "--verify", record])
+        #expect(good.status == 0, "\(good.stderr)")
+        let broken = try runAmused(["convert", source, "--out", scratch.path + "/broken.amused", "--quantize", "int8",
+                                    "--verify", record], environment: ["AMUSED_TEST_BREAK_QUANTIZER": "shifted-scales"])
+        #expect(broken.status == 3, "\(broken.stderr)")
+        #expect(broken.stderr.contains("failed its parity check; nothing was written"))
+        #expect(!FileManager.default.fileExists(atPath: scratch.path + "/broken.amused"))
     }
 
     @Test func aFlippedByteIsAnIntegrityErrorForInspectVerifyAndGenerate() throws {

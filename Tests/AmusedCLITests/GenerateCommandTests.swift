@@ -31,6 +31,38 @@ struct GenerateCommandTests {
         #expect(maxDifference(image.pixels, try recordPixels("tiny-256", "t2i_b1_cfg/image")) <= 1)
     }
 
+    /// A bare `amused generate` on the trained default (no --steps, --guidance or --seed) uses the settings the model
+    /// recommends in model_index.json and draws what diffusers drew at them (record shapes-64, case t2i_b1_defaults,
+    /// made by Tools/record.py from those same settings); an fp32 bundle carries the settings in its manifest.
+    @Test func bareGenerateUsesTheSettingsTheModelRecommends() throws {
+        let scratch = try ScratchFolder()
+        let record = try FixturePaths.json("records/shapes-64/record.json")
+        let c = try #require(record["cases"]?.arrayValue?.first { $0["name"]?.stringValue == "t2i_b1_defaults" })
+        let prompt = try #require(c["prompts"]?.arrayValue?.first?.stringValue)
+        // The record was made at the model's settings, and they are not diffusers' defaults (12 steps, guidance 10),
+        // so a generate that ignored them would draw something else.
+        let defaults = try #require(try FixturePaths.json("models/shapes-64/model_index.json")["_amused_defaults"])
+        #expect(c["guidance_scale"]?.doubleValue == defaults["guidance"]?.doubleValue)
+        #expect(c["steps"]?.intValue == defaults["steps"]?.intValue ?? 12)
+        #expect(defaults["guidance"]?.doubleValue != 10)
+        let expected = try recordPixels("shapes-64", "t2i_b1_defaults/image")
+        let model = FixturePaths.path("models/shapes-64")
+        let out = scratch.path + "/bare.png"
+        let result = try runAmused(["generate", "--model", model, "--prompt", prompt, "--out", out])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("\(c["steps"]?.intValue ?? 0) steps"), "\(result.stderr)")
+        let image = try PNG.decode([UInt8](try Data(contentsOf: URL(fileURLWithPath: out))))
+        #expect(maxDifference(image.pixels, expected) <= 1)
+
+        let bundle = scratch.path + "/shapes.amused"
+        let converted = try runAmused(["convert", model, "--out", bundle, "--quantize", "fp32"])
+        #expect(converted.status == 0, "\(converted.stderr)")
+        let fromBundle = try runAmused(["generate", "--model", bundle, "--prompt", prompt, "--out", scratch.path + "/b.png"])
+        #expect(fromBundle.status == 0, "\(fromBundle.stderr)")
+        let b = try PNG.decode([UInt8](try Data(contentsOf: URL(fileURLWithPath: scratch.path + "/b.png"))))
+        #expect(maxDifference(b.pixels, expected) <= 1)
+    }
+
     /// `--width`/`--height` give a non-square image (record case t2i_b1_wide: twice as wide as high).
     @Test func aWideImageMatchesDiffusers() throws {
         let scratch = try ScratchFolder()

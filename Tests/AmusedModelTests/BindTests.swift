@@ -100,6 +100,32 @@ struct BindTests {
         #expect(error.localizedDescription.contains("sigmoid"))
     }
 
+    /// The trained default recommends its sampling settings in model_index.json (`_amused_defaults`, written by
+    /// Tools/train_default.py); a model without them recommends none; a broken value is refused naming the key.
+    @Test func samplingDefaultsComeFromModelIndex() throws {
+        let trained = try AmusedComponents(path: FixturePaths.path("models/shapes-64"), only: [.tokenizer])
+        let index = try FixturePaths.json("models/shapes-64/model_index.json")
+        let expected = try #require(index["_amused_defaults"])
+        #expect(trained.samplingDefaults?.steps == expected["steps"]?.intValue)
+        #expect(trained.samplingDefaults?.guidance == expected["guidance"]?.doubleValue.map(Float.init))
+        #expect(try AmusedComponents(path: FixturePaths.path("records/tiny-256/model"), only: [.tokenizer])
+            .samplingDefaults == nil)
+
+        for (bad, key) in [(#"{"steps": 0}"#, "_amused_defaults.steps"), (#"{"guidance": 1e400}"#, "_amused_defaults.guidance"),
+                           (#"{"temperature": 2}"#, "_amused_defaults.temperature"), (#"[12]"#, "_amused_defaults")] {
+            let scratch = try ScratchFolder()
+            let model = scratch.path + "/model"
+            try FileManager.default.copyItem(atPath: FixturePaths.path("records/tiny-256/model"), toPath: model)
+            var object = try FixturePaths.json("records/tiny-256/model/model_index.json").objectValue!
+            object.set("_amused_defaults", try StrictJSONParser(path: "test").parse(Array(bad.utf8)))
+            try JSONValue.object(object).serialized.write(toFile: model + "/model_index.json", atomically: true,
+                                                          encoding: .utf8)
+            let error = try #require(throws: BindError.self) { try AmusedComponents(path: model, only: [.tokenizer]) }
+            #expect(error.key == key, "\(bad)")
+            #expect(error.path.hasSuffix("model_index.json"))
+        }
+    }
+
     /// A pipeline needs every component; asking for one from a part of a checkpoint names what is missing.
     @Test func pipelineNamesMissingComponents() throws {
         let textOnly = try AmusedComponents(path: FixturePaths.path("records/tiny-256/model"), only: [.textEncoder, .tokenizer])

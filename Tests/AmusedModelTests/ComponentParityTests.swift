@@ -8,7 +8,9 @@ import AmusedTestSupport
 import AmusedVerify
 import Testing
 
-let allRecords = FixturePaths.records + ["tiny-variant"]
+/// The tiny random-weight records, and the record of the trained default model (Fixtures/models/shapes-64, recorded by
+/// Tools/record.py --cases full): every case kind on weights that draw something.
+let allRecords = FixturePaths.records + ["tiny-variant", "shapes-64"]
 
 @Suite("component parity")
 struct ComponentParityTests {
