@@ -85,7 +85,7 @@ struct ConvertBundleCommandTests {
     /// A deliberately broken int8 quantizer (each row's scale stored one row down, AMUSED_TEST_BREAK_QUANTIZER) fails
     /// the int8 profile — on the random tiny model and on the trained default, which the profile was not fitted on —
     /// while the correct quantizer passes the same cases: the gate measures quantization error, not noise.
-    @Test(arguments: [("tiny-256", ["transformer_b1", "t2i_b1_cfg"]), ("shapes-64", ["transformer_b1", "t2i_b1_defaults"])])
+    @Test(arguments: [("tiny-256", ["transformer_b1", "t2i_b1_cfg"]), ("shapes-64", ["transformer_b1", "vq_decode_b1"])])
     func aBrokenQuantizerFailsTheInt8Profile(_ name: String, _ cases: [String]) throws {
         let scratch = try ScratchFolder()
         let record = try subsetRecord(Set(cases), in: scratch, of: name)
