@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -110,7 +111,6 @@ COUNT_AGREEMENTS = {"vq_encode_min_agreement", "quantized_min_top1", "quantized_
 
 
 def bound(key: str, kind: str, worst: float) -> float:
-    import math
     if kind == "error":
         v = (3 if key == "quantized_max_mean_kl" else 2) * worst
         digits = 10 ** (math.floor(math.log10(v)) - 1) if v > 0 else 1e-6
@@ -120,13 +120,17 @@ def bound(key: str, kind: str, worst: float) -> float:
     return 1 - math.ceil(deficit / digits) * digits
 
 
+def outside(kind: str, value: float, bound_: float) -> bool:
+    return value > bound_ if kind == "error" else value < bound_
+
+
 def passes(measures: dict, bounds: dict) -> list[str]:
     failed = []
     for k, (key, kind) in GATED.items():
         if k not in measures or key not in bounds:
             continue
         v, b = measures[k], bounds[key]
-        if (kind == "error" and v > b) or (kind == "agreement" and v < b):
+        if outside(kind, v, b):
             failed.append(f"{key}: {v:.4g} vs {b:.4g}")
     return failed
 
@@ -145,7 +149,7 @@ def write_profiles(result: dict, profiles: dict) -> None:
             hv = [(r, v["measures"][m]) for r, v in e["held_out"].items() if m in v["measures"]]
             pick = max if kind == "error" else min
             fw, hw = pick(v for _, v in fv), pick(v for _, v in hv)
-            fails = sum(1 for _, v in hv if (v > b if kind == "error" else v < b))
+            fails = sum(1 for _, v in hv if outside(kind, v, b))
             fmt = (lambda x: f"{x:.6g}") if key == "transformer_min_cosine" else (lambda x: f"{x:.3g}")
             margin = (("× 3" if key == "quantized_max_mean_kl" else "× 2") if kind == "error" else
                       "1 − max(2·(1 − worst), " + ("0.03)" if key in COUNT_AGREEMENTS else "1e-6)"))
@@ -182,20 +186,19 @@ def main() -> None:
     profiles = json.loads(PROFILES.read_text())
     with tempfile.TemporaryDirectory() as scratch:
         for precision in args.precisions:
-            fitted = {str(r): measure(args.amused, r, precision, Path(scratch))["worst"] for r in fit}
-            bounds, why = {}, {}
+            fitted = {r.name: measure(args.amused, r, precision, Path(scratch))["worst"] for r in fit}
+            bounds = {}
             for k, (key, kind) in GATED.items():
                 values = [m[k] for m in fitted.values() if k in m]
                 if not values:
                     continue
                 worst = max(values) if kind == "error" else min(values)
                 bounds[key] = float(f"{bound(key, kind, worst):.12g}")
-                why[key] = (worst, len(values))
             held_results = {}
             for r in held:
                 m = measure(args.amused, r, precision, Path(scratch))["worst"]
                 held_results[r.name] = {"measures": m, "failed": passes(m, bounds)}
-            entry = {"bounds": bounds, "fit": {Path(r).name: m for r, m in fitted.items()}, "held_out": held_results}
+            entry = {"bounds": bounds, "fit": fitted, "held_out": held_results}
             if precision == "int8":
                 broken = {}
                 for r in fit[:2] + held:
