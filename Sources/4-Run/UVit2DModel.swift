@@ -406,24 +406,28 @@ struct UVitBlock: Sendable {
         attentionBlocks.map { $0.keysAndValues(e, rows: batch * length) }
     }
 
+    /// The block's optional 2×2 downsampling (the input unchanged without it).
+    func downsampled(_ input: [Float], batch: Int, height: inout Int, width: inout Int) -> [Float] {
+        guard let downNorm, let downConv else { return input }
+        // Downsample2D pads right/bottom by one before its k2/s2 conv; for even sizes the pad is never read.
+        var x = input
+        downNorm(&x)
+        var y = [Float](repeating: 0, count: batch * (height / 2) * (width / 2) * channels)
+        x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in downConv.withFloats { w in
+            Kernels.conv2x2Stride2NHWC(input: xp.baseAddress!, batch: batch, height: height, width: width,
+                                       channels: channels, weight: w, outChannels: channels,
+                                       bias: downBias?.p, output: yp.baseAddress!)
+        } } }
+        height /= 2
+        width /= 2
+        return y
+    }
+
     func callAsFunction(_ input: [Float], batch: Int, height: inout Int, width: inout Int,
                         kv: [[(k: [Float], v: [Float])]], adaLN: [[Float]], textLength: Int, trace: Trace?,
                         name: String) -> [Float] {
-        var x = input
-        if let downNorm, let downConv {
-            // Downsample2D pads right/bottom by one before its k2/s2 conv; for even sizes the pad is never read.
-            downNorm(&x)
-            var y = [Float](repeating: 0, count: batch * (height / 2) * (width / 2) * channels)
-            x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in downConv.withFloats { w in
-                Kernels.conv2x2Stride2NHWC(input: xp.baseAddress!, batch: batch, height: height, width: width,
-                                           channels: channels, weight: w, outChannels: channels,
-                                           bias: downBias?.p, output: yp.baseAddress!)
-            } } }
-            x = y
-            height /= 2
-            width /= 2
-            trace?.record("\(name).downsample", x, [batch, height, width, channels])
-        }
+        var x = downsampled(input, batch: batch, height: &height, width: &width)
+        if downNorm != nil { trace?.record("\(name).downsample", x, [batch, height, width, channels]) }
         for i in 0..<resBlocks.count {
             x = resBlocks[i](x, batch: batch, height: height, width: width, modulation: adaLN[i])
             trace?.record("\(name).res_blocks.\(i)", x, [batch, height, width, channels])
