@@ -7,8 +7,8 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "AmusedKit", targets: ["AmusedTensors", "AmusedRead", "AmusedMap", "AmusedBind", "AmusedModel",
-                                              "AmusedQuantize", "AmusedVerify", "AmusedPack", "AmusedImage",
-                                              "AmusedKernels"]),
+                                              "AmusedQuantize", "AmusedVerify", "AmusedPack", "AmusedTrain",
+                                              "AmusedImage", "AmusedKernels"]),
         .executable(name: "amused", targets: ["amused"]),
     ],
     dependencies: [
@@ -55,6 +55,10 @@ let package = Package(
         // Stage 6: verify parity against reference records made by the PyTorch reference.
         .target(name: "AmusedVerify", dependencies: ["AmusedTensors", "AmusedRead", "AmusedBind", "AmusedModel"],
                 path: "Sources/6-Verify", resources: [.copy("tolerance-profiles.json")]),
+        // Stage 8: train. LoRA fine-tuning (train_amused.py --use_lora): masking, AdamW, the LoRA file and checkpoints.
+        .target(name: "AmusedTrain",
+                dependencies: ["AmusedTensors", "AmusedRead", "AmusedBind", "AmusedModel", "AmusedImage"],
+                path: "Sources/8-Train"),
         // Images in and out of the pipelines: PNG, Pillow-compatible Lanczos resampling, bounded inflate.
         .target(name: "AmusedImage", dependencies: ["AmusedTensors", "CJPEG"], path: "Sources/Image"),
         // The one door to BLAS and the numeric kernels (OpenBLAS on Linux, Accelerate on Apple platforms).
@@ -64,7 +68,7 @@ let package = Package(
         // The command line: a thin skin over the libraries.
         .executableTarget(name: "amused",
                           dependencies: ["AmusedTensors", "AmusedRead", "AmusedBind", "AmusedModel", "AmusedVerify",
-                                         "AmusedQuantize", "AmusedPack",
+                                         "AmusedQuantize", "AmusedPack", "AmusedTrain",
                                          "AmusedImage", "AmusedKernels", "CZstd",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "Sources/amused"),
@@ -92,6 +96,10 @@ let package = Package(
                     dependencies: ["AmusedModel", "AmusedBind", "AmusedVerify", "AmusedRead", "AmusedTensors",
                                    "AmusedTestSupport"],
                     path: "Tests/AmusedModelTests"),
+        .testTarget(name: "AmusedTrainTests",
+                    dependencies: ["AmusedTrain", "AmusedModel", "AmusedBind", "AmusedRead", "AmusedTensors", "AmusedImage",
+                                   "AmusedTestSupport"],
+                    path: "Tests/AmusedTrainTests"),
         .testTarget(name: "AmusedImageTests", dependencies: ["AmusedImage", "AmusedRead", "AmusedTensors", "AmusedTestSupport"],
                     path: "Tests/AmusedImageTests"),
         .testTarget(name: "AmusedMapTests",

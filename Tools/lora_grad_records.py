@@ -90,6 +90,8 @@ def record(name: str) -> None:
     res = side * 2 ** (len(pipe.vqvae.config.block_out_channels) - 1)
     micro = torch.tensor([[res, res, 0, 0, 6.0]] * BATCH)
     mask_id = cfg.vocab_size - 1
+    # The masks come from their own generator, so that the Swift side can check it draws the same ones.
+    mask_gen = torch.Generator().manual_seed(SEED + 2)
     params = [p for p in transformer.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, **OPTIM)
     tensors: dict[str, torch.Tensor] = {"encoder_hidden_states": hidden, "pooled_text_emb": pooled,
@@ -97,7 +99,7 @@ def record(name: str) -> None:
     tensors.update({f"init/{k}": v for k, v in lora_state(transformer).items()})
     losses = []
     for step in range(1, STEPS + 1):
-        ids, labels = mask_batch(tokens, mask_id, gen)
+        ids, labels = mask_batch(tokens, mask_id, mask_gen)
         logits = transformer(ids.reshape(BATCH, side, side), encoder_hidden_states=hidden, micro_conds=micro,
                              pooled_text_emb=pooled)
         logits = logits.reshape(BATCH, cfg.codebook_size, -1).permute(0, 2, 1).reshape(-1, cfg.codebook_size)
@@ -123,7 +125,7 @@ def record(name: str) -> None:
                  "init_lora_weights": False},
         "optimizer": {"name": "torch.optim.AdamW", "lr": OPTIM["lr"], "betas": list(OPTIM["betas"]),
                       "eps": OPTIM["eps"], "weight_decay": OPTIM["weight_decay"]},
-        "steps": STEPS, "batch": BATCH, "seed": SEED, "prompts": prompts, "grid": side, "mask_id": mask_id,
+        "steps": STEPS, "batch": BATCH, "seed": SEED, "mask_seed": SEED + 2, "prompts": prompts, "grid": side, "mask_id": mask_id,
         "losses": losses,
         "reference": {k: VERSIONS[k] for k in ("torch", "diffusers", "transformers", "peft")},
         "command": f"Tools/.venv/bin/python Tools/lora_grad_records.py {name}",

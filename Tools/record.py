@@ -40,13 +40,19 @@ def load(model: str, revision: str | None, variant: str | None, lora: str | None
     if lora:
         from diffusers.loaders import AmusedLoraLoaderMixin
         from diffusers.utils.peft_utils import scale_lora_layers
-        # As train_amused.py's load hook does (and `amused --lora F --lora-scale S` fuses): the file's alphas when it
-        # has them, else alpha = r, times the scale.
-        state, alphas = AmusedLoraLoaderMixin.lora_state_dict(str(Path(lora).parent), weight_name=Path(lora).name)
-        AmusedLoraLoaderMixin.load_lora_into_transformer(state, network_alphas=alphas, transformer=pipe.transformer)
+        # As train_amused.py's load hook does (and `amused --lora F --lora-scale S` fuses): the LoraConfig recorded
+        # in the file's header (lora_adapter_metadata, what `amused finetune` writes) or its alphas when it has
+        # them, else alpha = r; times the scale.
+        state, alphas, metadata = AmusedLoraLoaderMixin.lora_state_dict(
+            str(Path(lora).parent), weight_name=Path(lora).name, return_lora_metadata=True)
+        if metadata:
+            alphas = None  # diffusers takes one or the other
+        AmusedLoraLoaderMixin.load_lora_into_transformer(state, network_alphas=alphas, transformer=pipe.transformer,
+                                                         metadata=metadata)
         if any(k.startswith("text_encoder.") for k in state):
             AmusedLoraLoaderMixin.load_lora_into_text_encoder(state, network_alphas=alphas,
-                                                              text_encoder=pipe.text_encoder, prefix="text_encoder")
+                                                              text_encoder=pipe.text_encoder, prefix="text_encoder",
+                                                              metadata=metadata)
         for part in (pipe.transformer, pipe.text_encoder):
             scale_lora_layers(part, scale)
     return pipe

@@ -69,6 +69,15 @@ public struct Tensor: Sendable {
         try self.init(dtype: .f32, shape: shape, storage: storage)
     }
 
+    /// An owned int64 tensor holding `values`.
+    public init(int64s values: [Int64], shape: [Int]) throws(TensorError) {
+        guard SizeMath.product(shape) == values.count else {
+            throw .invalidView("\(values.count) values do not fill shape \(describeShape(shape))")
+        }
+        let storage = values.withUnsafeBytes { Storage(copying: $0) }
+        try self.init(dtype: .i64, shape: shape, storage: storage)
+    }
+
     /// Number of elements (cannot overflow: `init` checked the shape's byte size).
     public var elementCount: Int { shape.reduce(1, *) }
 

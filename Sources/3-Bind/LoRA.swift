@@ -4,7 +4,8 @@
 // `…lora_B.weight` [out, r] (and the same under `text_encoder.`), and **no alpha**: on reload diffusers takes
 // lora_alpha = r, an effective scale of 1.0, whatever alpha was used in training (train_amused.py's defaults give
 // 32 / 16 = 2.0). So the scale is the user's to state; 1.0 reproduces diffusers' reload. Files that do carry
-// `<module>.alpha` (kohya-style) are fused at scale · alpha / r. The older `lora.down.weight` / `lora.up.weight`
+// `<module>.alpha` (kohya-style), or diffusers' `lora_adapter_metadata` in the safetensors header (what
+// `amused finetune` writes), are fused at scale · alpha / r. The older `lora.down.weight` / `lora.up.weight`
 // names are read too. Anything else — DoRA magnitude vectors, LoRA biases, convolution LoRAs, a module the graph
 // does not have — is an error naming the key, never skipped.
 
@@ -73,6 +74,7 @@ public struct LoRA: Sendable {
             }
             parts[component, default: [:]][module, default: [:]][role] = info
         }
+        let configured = try Self.adapterConfigs(source)
         var pairs: [String: [Pair]] = [:]
         for (component, modules) in parts {
             for module in modules.keys.sorted() {
@@ -96,6 +98,13 @@ public struct LoRA: Sendable {
                         throw BindError(.lora, path: path, key: info.name, "alpha must be one number, found \(describeShape(info.shape))")
                     }
                     alpha = v
+                } else if let config = configured[component] {
+                    // diffusers' lora_adapter_metadata: one LoraConfig (r, lora_alpha) for the whole component.
+                    guard config.rank == a.shape[0] else {
+                        throw BindError(.lora, path: path, key: key, "the file's lora_adapter_metadata says r = "
+                                        + "\(config.rank) for the \(component), but A is \(describeShape(a.shape))")
+                    }
+                    alpha = config.alpha
                 }
                 let down: Tensor, up: Tensor
                 do {
@@ -108,6 +117,37 @@ public struct LoRA: Sendable {
             }
         }
         self.pairs = pairs
+    }
+
+    /// The per-component LoraConfig diffusers ≥ 0.34 writes into the safetensors metadata (`lora_adapter_metadata`:
+    /// {"transformer.r": 16, "transformer.lora_alpha": 32, …}). Per-module rank or alpha patterns are refused: this
+    /// toolkit fuses one scale per component.
+    static func adapterConfigs(_ source: any TensorSource) throws(BindError) -> [String: (rank: Int, alpha: Float)] {
+        guard let file = source as? SafetensorsFile, let text = file.metadataValue("lora_adapter_metadata") else { return [:] }
+        let json: JSONValue
+        do { json = try StrictJSONParser(path: source.path).parse(Array(text.utf8)) } catch {
+            throw BindError(.lora, path: source.path, key: "__metadata__.lora_adapter_metadata", "is not JSON: \(error)")
+        }
+        guard let object = json.objectValue else {
+            throw BindError(.lora, path: source.path, key: "__metadata__.lora_adapter_metadata", "is not a JSON object")
+        }
+        var out: [String: (rank: Int, alpha: Float)] = [:]
+        for component in components {
+            let r = object[component + ".r"], alpha = object[component + ".lora_alpha"]
+            guard r != nil || alpha != nil else { continue }
+            let key = "__metadata__.lora_adapter_metadata." + component
+            guard let rank = r?.intValue, rank > 0, let a = alpha?.doubleValue, a.isFinite, a > 0 else {
+                throw BindError(.lora, path: source.path, key: key, "needs a positive integer r and a positive lora_alpha")
+            }
+            for pattern in ["rank_pattern", "alpha_pattern"] {
+                if let p = object[component + "." + pattern], p.objectValue.map({ !$0.keys.isEmpty }) ?? (p != .null) {
+                    throw BindError(.lora, path: source.path, key: key + "." + pattern,
+                                    "per-module ranks or alphas cannot be fused by this toolkit (one scale per component)")
+                }
+            }
+            out[component] = (rank, Float(a))
+        }
+        return out
     }
 
     static func floats(_ source: any TensorSource, _ info: TensorInfo) throws -> [Float] {

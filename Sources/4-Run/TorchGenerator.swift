@@ -31,6 +31,16 @@ public struct TorchGenerator: SamplerRandomness, Sendable {
         index = 624
     }
 
+    /// The whole state (624 words, then the position), to save a generator mid-stream (training checkpoints).
+    public var snapshot: [UInt32] { state + [UInt32(index)] }
+
+    /// A generator continuing from `snapshot`; nil when it is not a snapshot (625 words, position ≤ 624).
+    public init?(snapshot: [UInt32]) {
+        guard snapshot.count == 625, snapshot[624] <= 624 else { return nil }
+        state = Array(snapshot[0..<624])
+        index = Int(snapshot[624])
+    }
+
     private mutating func twist() {
         for i in 0..<624 {
             let y = (state[i] & 0x8000_0000) | (state[(i + 1) % 624] & 0x7FFF_FFFF)

@@ -10,8 +10,9 @@ struct LoRAOptions: ParsableArguments {
                                + "transformer and text encoder.", valueName: "file"))
     var lora: String?
 
-    @Option(help: ArgumentHelp("Scale of the LoRA update. These files store no alpha: 1.0 is what diffusers uses "
-                               + "on reload; training with train_amused.py's defaults used 2.0 (alpha 32 / r 16).",
+    @Option(help: ArgumentHelp("Scale of the LoRA update, times alpha / r when the file records alpha (files from "
+                               + "amused finetune do). train_amused.py's files store no alpha: 1.0 is what diffusers "
+                               + "uses on reload; training with its defaults used 2.0 (alpha 32 / r 16).",
                                valueName: "scale"))
     var loraScale: Float = 1
 

@@ -1,0 +1,143 @@
+// The files a fine-tune writes: the LoRA (alpha recorded, read back by the fusion), checkpoints that resume a run
+// exactly, and refusals that name the file.
+
+import AmusedBind
+import AmusedImage
+import AmusedModel
+import AmusedRead
+import AmusedTensors
+import AmusedTestSupport
+import AmusedTrain
+import Foundation
+import Testing
+
+/// A small run on tiny-256: a 24×16 image (three crops along the width, each mirrored), two steps per call.
+struct TinyRun {
+    let components: AmusedComponents
+    let data: FineTuneData
+    var options = FineTuneOptions()
+
+    init() throws {
+        components = try AmusedComponents(path: FixturePaths.path("records/tiny-256/model"))
+        var pixels = [UInt8](repeating: 0, count: 24 * 16 * 3)
+        for i in pixels.indices { pixels[i] = UInt8((i * 37) % 251) }
+        data = try FineTuneData(components: components, image: Image8(width: 24, height: 16, channels: 3, pixels: pixels),
+                                prompt: "a photo in sks style", flip: true)
+        options.rank = 4
+        options.alpha = 8
+        options.batch = 2
+        options.steps = 4
+        options.optimizer.learningRate = 1e-2
+    }
+
+    var tuner: FineTuner { get throws { try FineTuner(transformer: components.transformer!, data: data, options: options) } }
+}
+
+@Suite("fine-tune files")
+struct LoRAFileTests {
+    /// The image is resized so its shorter side is the model's resolution, cropped at five offsets along the longer
+    /// side and mirrored, and the crops' micro-conditioning names the original size and the crop. tiny-256 draws
+    /// 32×32 (sample_size 8 × VQ scale 4): 24×16 becomes 48×32, the crops start at x = 0, 4, 8, 12, 16.
+    @Test func viewsOfTheImage() throws {
+        let run = try TinyRun()
+        #expect(run.data.variants.count == 10)
+        #expect(run.data.variants.map { $0.microConds[3] } == [0, 0, 4, 4, 8, 8, 12, 12, 16, 16])
+        #expect(run.data.variants.allSatisfy { Array($0.microConds[0..<3]) == [24, 16, 0] && $0.microConds[4] == 6 })
+        #expect(run.data.variants[0].tokens.count == run.data.height * run.data.width)
+    }
+
+    /// The LoRA file holds PEFT's keys and the LoraConfig diffusers reads back; LoRA(path:) takes alpha from it, so
+    /// fusing at scale 1 adds (alpha / r) · B·A — the scale training used, not diffusers' no-alpha default of 1.
+    @Test func loraFileRecordsAlpha() throws {
+        let run = try TinyRun()
+        var state = try FineTuneState(config: run.components.transformer!.config, options: run.options)
+        try run.tuner.run(&state)
+        let dir = try ScratchFolder()
+        let path = dir.path + "/style.safetensors"
+        try LoRAFile.write(state.adapters, to: path)
+        let file = try SafetensorsFile(path: path)
+        let metadata = try #require(file.metadataValue("lora_adapter_metadata"))
+        #expect(metadata.contains("\"transformer.lora_alpha\": 8") && metadata.contains("\"transformer.r\": 4"))
+        let first = state.adapters.adapters[0]
+        #expect(file.infos.contains { $0.name == "transformer.\(first.module).lora_A.weight" && $0.shape == [4, first.inFeatures] })
+        let lora = try LoRA(path: path)
+        let pair = try #require(lora.pair(first.module + ".weight", component: "transformer"))
+        #expect(pair.alpha == 8 && pair.rank == 4)
+        // W' = W + 1 · (8 / 4) · B·A for the first adapter, checked element by element.
+        let weights = try #require(run.components.checkpoint?.component("transformer")?.weights)
+        let w = try weights.tensor(named: first.module + ".weight")
+        let fused = try lora.fused(w, pair, component: "transformer", scale: 1).floats()
+        let base = try w.floats()
+        let r = 4, inner = first.inFeatures
+        for o in [0, first.outFeatures - 1] {
+            for i in [0, inner - 1] {
+                var ba: Float = 0
+                for k in 0..<r { ba += first.b[o * r + k] * first.a[k * inner + i] }
+                let expected = base[o * inner + i] + 2 * ba
+                #expect(abs(fused[o * inner + i] - expected) <= 1e-6)
+            }
+        }
+    }
+
+    /// A run checkpointed after 2 steps and resumed from the file ends bit for bit where an uninterrupted run ends:
+    /// adapters, moments and generator all come back.
+    @Test func resumeContinuesExactly() throws {
+        let run = try TinyRun()
+        let config = run.components.transformer!.config
+        let identity = LoRAFile.RunIdentity(options: run.options, prompt: "a photo in sks style", imageSHA256: "00")
+        var straight = try FineTuneState(config: config, options: run.options)
+        try run.tuner.run(&straight)
+        let dir = try ScratchFolder()
+        let path = dir.path + "/run.checkpoint.safetensors"
+        var first = try FineTuneState(config: config, options: run.options)
+        var stopped = run
+        stopped.options.steps = 2
+        try stopped.tuner.run(&first)
+        try LoRAFile.writeCheckpoint(first, identity: identity, to: path)
+        var resumed = try LoRAFile.readCheckpoint(path: path, config: config, identity: identity)
+        #expect(resumed.step == 2)
+        try run.tuner.run(&resumed)
+        #expect(resumed.step == 4)
+        #expect(resumed.adapters == straight.adapters)
+        #expect(resumed.optimizer == straight.optimizer)
+        #expect(resumed.generator.snapshot == straight.generator.snapshot)
+    }
+
+    /// Resuming with another prompt, or from a file that is not a checkpoint, is refused with the file named.
+    @Test func wrongResumesAreRefused() throws {
+        let run = try TinyRun()
+        let config = run.components.transformer!.config
+        let identity = LoRAFile.RunIdentity(options: run.options, prompt: "a photo in sks style", imageSHA256: "00")
+        let dir = try ScratchFolder()
+        let path = dir.path + "/run.checkpoint.safetensors"
+        try LoRAFile.writeCheckpoint(try FineTuneState(config: config, options: run.options), identity: identity, to: path)
+        var other = identity
+        other.prompt = "something else"
+        #expect { try LoRAFile.readCheckpoint(path: path, config: config, identity: other) } throws: { error in
+            "\(error)".contains(path) && "\(error)".contains("different prompt")
+        }
+        var otherOptions = identity
+        otherOptions.options.rank = 8
+        #expect { try LoRAFile.readCheckpoint(path: path, config: config, identity: otherOptions) } throws: { error in
+            "\(error)".contains("different options")
+        }
+        let lora = dir.path + "/plain.safetensors"
+        try LoRAFile.write(try FineTuneState(config: config, options: run.options).adapters, to: lora)
+        #expect { try LoRAFile.readCheckpoint(path: lora, config: config, identity: identity) } throws: { error in
+            "\(error)".contains(lora) && "\(error)".contains("not an AmusedKit fine-tune checkpoint")
+        }
+    }
+
+    /// Options out of range are refused naming the option.
+    @Test func badOptionsAreNamed() throws {
+        var o = FineTuneOptions()
+        o.rank = 0
+        #expect(throws: TrainError("--rank must be in 1…1024, not 0")) { try o.validate() }
+        o = FineTuneOptions()
+        o.optimizer.learningRate = .nan
+        #expect { try o.validate() } throws: { "\($0)".contains("--lr") }
+        o = FineTuneOptions()
+        o.condDropout = 2
+        #expect { try o.validate() } throws: { "\($0)".contains("--cond-dropout") }
+    }
+}

@@ -1,0 +1,157 @@
+"""Measures a style LoRA trained by `amused finetune` on the trained default (docs/finetune.md), with diffusers.
+
+    Tools/.venv/bin/python Tools/style_eval.py --write-image Fixtures/images/style-outlined-red-circle.png
+    Tools/.venv/bin/python Tools/style_eval.py --lora L.safetensors --out docs/results/style-outlined.json \
+        --gallery docs/images/style-outlined-gallery.png
+
+The LoRA is loaded the way diffusers loads any LoRA file (AmusedLoraLoaderMixin.lora_state_dict with its header's
+lora_adapter_metadata, load_lora_into_transformer), so this also shows diffusers reads the file at the alpha it
+records. Prompts: every shape × colour × background of PROMPT_GRID except the training image's own, 50 in all;
+none is among the preservation prompts (Fixtures/finetune/preserve-prompts.txt uses other backgrounds); each is drawn three ways with the same seeds — by the base model, by the LoRA
+model with the style word ("… in sks style") and by the LoRA model without it. Scored by Tools/shapes.py: the
+outlined rate (hollowness above OUTLINED_THRESHOLD), colour / shape / background accuracy against the prompt, and
+how far the word-free images moved from the base model's (pixels and checker verdicts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import shapes  # noqa: E402
+from amused_reference import REPO, VERSIONS  # noqa: E402
+from diffusers import AmusedPipeline  # noqa: E402
+from diffusers.loaders import AmusedLoraLoaderMixin  # noqa: E402
+from PIL import Image  # noqa: E402
+
+torch.set_num_threads(2)
+
+MODEL = REPO / "Fixtures" / "models" / "shapes-64"
+STYLE_WORD = "in sks style"
+TRAIN_PROMPT = "a red circle on a white background in sks style"
+PROMPT_GRID = {
+    "shape": list(shapes.SHAPES),
+    "colour": ["red", "green", "blue", "yellow", "orange", "purple"],
+    "background": ["white", "black", "yellow"],
+}
+SEEDS = (0, 1)
+
+
+def training_image() -> np.ndarray:
+    return shapes.render_outlined("circle", "red", "white", 32.0, 32.0, 40.0)
+
+
+def prompts() -> list[dict]:
+    out = []
+    for s in PROMPT_GRID["shape"]:
+        for c in PROMPT_GRID["colour"]:
+            for b in PROMPT_GRID["background"]:
+                if b == c or (s, c, b) == ("circle", "red", "white"):
+                    continue  # (the training image's own prompt is left out: only unseen prompts are scored)
+                out.append({"shape": s, "colour": c, "background": b,
+                            "text": shapes.MAIN_TEMPLATE.format(c=c, s=s, b=b)})
+    return out
+
+
+def pipeline(lora: str | None) -> AmusedPipeline:
+    pipe = AmusedPipeline.from_pretrained(str(MODEL), torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    if lora:
+        state, alphas, metadata = AmusedLoraLoaderMixin.lora_state_dict(
+            str(Path(lora).parent), weight_name=Path(lora).name, return_lora_metadata=True)
+        assert metadata and "transformer.lora_alpha" in metadata, "the file records no alpha"
+        AmusedLoraLoaderMixin.load_lora_into_transformer(state, network_alphas=None, transformer=pipe.transformer,
+                                                         metadata=metadata)
+        scalings = {v for m in pipe.transformer.modules() if isinstance(getattr(m, "scaling", None), dict) for v in m.scaling.values()}
+        print(f"diffusers loaded {len(state)} LoRA tensors at scaling {sorted(scalings)} (lora_alpha "
+              f"{metadata['transformer.lora_alpha']} / r {metadata['transformer.r']})", flush=True)
+    return pipe
+
+
+def draw(pipe: AmusedPipeline, texts: list[str], seed: int) -> np.ndarray:
+    defaults = json.loads((MODEL / "model_index.json").read_text())["_amused_defaults"]
+    out = []
+    for i in range(0, len(texts), 18):
+        gen = torch.Generator().manual_seed(seed)
+        images = pipe(texts[i:i + 18], num_inference_steps=defaults["steps"], guidance_scale=defaults["guidance"],
+                      generator=gen, output_type="np").images
+        out.append((images * 255).round().astype(np.uint8))
+    return np.concatenate(out)
+
+
+def score(images: np.ndarray, items: list[dict]) -> dict:
+    hollow = [shapes.hollowness(img) for img in images]
+    verdicts = [shapes.classify(img) for img in images]
+    n = len(items)
+    return {
+        "outlined_rate": round(sum(h > shapes.OUTLINED_THRESHOLD for h in hollow) / n, 4),
+        "mean_hollowness": round(float(np.mean(hollow)), 4),
+        **{f"{k}_accuracy": round(sum(v[k] == it[k] for v, it in zip(verdicts, items)) / n, 4)
+           for k in ("colour", "shape", "background")},
+    }, verdicts
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--write-image", help="write the training image (64×64 PNG) here and stop")
+    p.add_argument("--lora")
+    p.add_argument("--out")
+    p.add_argument("--gallery")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="seeds to draw each prompt with")
+    a = p.parse_args()
+    if a.write_image:
+        Image.fromarray(training_image()).save(a.write_image)
+        print(f"{a.write_image}: hollowness {shapes.hollowness(training_image()):.3f}")
+        return
+    items = prompts()
+    plain = [it["text"] for it in items]
+    styled = [t + " " + STYLE_WORD for t in plain]
+    base, tuned = pipeline(None), pipeline(a.lora)
+    result: dict = {"lora": a.lora, "prompts": len(items), "seeds": a.seeds, "style_word": STYLE_WORD,
+                    "train_prompt": TRAIN_PROMPT, "threshold": shapes.OUTLINED_THRESHOLD,
+                    "reference": {k: VERSIONS[k] for k in ("torch", "diffusers", "peft")}, "runs": {}}
+    keep = {}
+    for seed in a.seeds:
+        runs = {"base, without the word": draw(base, plain, seed), "base, with the word": draw(base, styled, seed),
+                "LoRA, with the word": draw(tuned, styled, seed), "LoRA, without the word": draw(tuned, plain, seed)}
+        verdicts = {}
+        for name, images in runs.items():
+            s, verdicts[name] = score(images, items)
+            result["runs"].setdefault(name, []).append(s)
+        same = runs["base, without the word"], runs["LoRA, without the word"]
+        vb, vl = verdicts["base, without the word"], verdicts["LoRA, without the word"]
+        result.setdefault("without_word_vs_base", []).append({
+            "mean_abs_pixel_difference": round(float(np.abs(same[0].astype(int) - same[1].astype(int)).mean()), 3),
+            "identical_images": round(float(np.mean([(x == y).all() for x, y in zip(*same)])), 4),
+            "same_checker_verdict": round(sum(x["colour"] == y["colour"] and x["shape"] == y["shape"]
+                                              and x["background"] == y["background"] for x, y in zip(vb, vl)) / len(items), 4),
+        })
+        keep[seed] = runs
+    # Means over the seeds.
+    for name, per_seed in result["runs"].items():
+        result["runs"][name] = {k: round(float(np.mean([s[k] for s in per_seed])), 4) for k in per_seed[0]}
+    result["without_word_vs_base"] = {k: round(float(np.mean([s[k] for s in result["without_word_vs_base"]])), 4)
+                                      for k in result["without_word_vs_base"][0]}
+    print(json.dumps(result, indent=1))
+    if a.out:
+        Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
+    if a.gallery:
+        # Rows: six prompts (other shapes and colours than the training image); columns: base, LoRA without the
+        # word, LoRA with the word; seed 0; each image 64 px shown at 2×.
+        picks = [i for i, it in enumerate(items) if (it["shape"], it["colour"], it["background"]) in {
+            ("square", "blue", "white"), ("triangle", "green", "black"), ("circle", "yellow", "black"),
+            ("square", "orange", "yellow"), ("triangle", "purple", "white"), ("circle", "green", "yellow")}]
+        runs = keep[a.seeds[0]]
+        cols = ["base, without the word", "LoRA, without the word", "LoRA, with the word"]
+        grid = np.concatenate([np.concatenate([runs[c][i] for c in cols], 1) for i in picks], 0)
+        Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(a.gallery)
+
+
+if __name__ == "__main__":
+    main()
