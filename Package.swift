@@ -98,7 +98,7 @@ let package = Package(
                     path: "Tests/AmusedModelTests"),
         .testTarget(name: "AmusedTrainTests",
                     dependencies: ["AmusedTrain", "AmusedModel", "AmusedBind", "AmusedRead", "AmusedTensors", "AmusedImage",
-                                   "AmusedTestSupport"],
+                                   "AmusedVerify", "AmusedTestSupport"],
                     path: "Tests/AmusedTrainTests"),
         .testTarget(name: "AmusedImageTests", dependencies: ["AmusedImage", "AmusedRead", "AmusedTensors", "AmusedTestSupport"],
                     path: "Tests/AmusedImageTests"),

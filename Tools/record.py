@@ -3,7 +3,7 @@
 LoRA-merged model, the released ones — with diffusers on the CPU, one torch thread, deterministically:
 
     Tools/.venv/bin/python Tools/record.py --model DIR|HUB_ID [--revision R] [--variant fp16]
-        [--lora F [--lora-scale S]] [--cases quick|full] [--prompts FILE] [--seed S] --out RECORD
+        [--lora F [--lora-scale S]] [--cases quick|full | --only CASE,…] [--prompts FILE] [--seed S] --out RECORD
 
 Every case kind, at the sizes and batches its config implies: the text encoder (the prompts of --prompts, one per
 line, or a built-in set), the transformer and the VQ-GAN at batch 1 and 2, and the pipelines seed for seed —
@@ -66,6 +66,7 @@ def main() -> None:
     p.add_argument("--lora", help="a diffusers/PEFT LoRA file to apply")
     p.add_argument("--lora-scale", type=float, default=1.0)
     p.add_argument("--cases", choices=("quick", "full"), default="quick")
+    p.add_argument("--only", help="comma-separated case names instead of --cases (e.g. transformer_b1,t2i_b1_defaults)")
     p.add_argument("--prompts", help="a text file, one prompt per line, for the text encoder's many-prompt case")
     p.add_argument("--seed", type=int, default=20240101)
     p.add_argument("--out", required=True, help="the record folder to write (record.json, record.safetensors)")
@@ -89,7 +90,10 @@ def main() -> None:
         extra.append(("t2i_b1_defaults", dict(prompts=[(prompts or ["a photo of a cat"])[0]], seed=0,
                                               steps=defaults.get("steps", 12),
                                               guidance_scale=defaults.get("guidance", 10.0))))
-    record_pipeline("record", pipe, out, a.seed, model=model, only=None if a.cases == "full" else QUICK | {"t2i_b1_defaults"},
+    only = None if a.cases == "full" else QUICK | {"t2i_b1_defaults"}
+    if a.only:
+        only = set(a.only.split(","))
+    record_pipeline("record", pipe, out, a.seed, model=model, only=only,
                     prompts=prompts, t2i_extra=extra)
     print(f"wrote {out}/record.json and record.safetensors ({a.cases} cases) for {a.model}")
 

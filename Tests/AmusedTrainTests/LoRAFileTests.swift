@@ -8,6 +8,7 @@ import AmusedRead
 import AmusedTensors
 import AmusedTestSupport
 import AmusedTrain
+import AmusedVerify
 import Foundation
 import Testing
 
@@ -139,5 +140,23 @@ struct LoRAFileTests {
         o = FineTuneOptions()
         o.condDropout = 2
         #expect { try o.validate() } throws: { "\($0)".contains("--cond-dropout") }
+    }
+
+    /// A LoRA `amused finetune` wrote (Fixtures/finetune/outlined-sks.safetensors), loaded by diffusers through the
+    /// LoraConfig its header records (scaling 2.0), gives the transformer logits and the tokens of every sampling step
+    /// that `amused generate --lora` gives at --lora-scale 1 (record made by Tools/record.py). At scale 0.5 the
+    /// same record fails: the check sees the scale.
+    @Test func finetunedLoRAMatchesDiffusers() throws {
+        let record = try ReferenceRecord(path: FixturePaths.path("finetune/record"))
+        let lora = try LoRA(path: FixturePaths.path("finetune/outlined-sks.safetensors"))
+        #expect(lora.hasAlpha)
+        let profile = try ToleranceProfile.load("fp32")
+        let report = try Verifier(record: record, profile: profile, lora: LoRAFusion(lora, scale: 1)).run()
+        #expect(report.pass)
+        for c in report.cases where c.kind == "text_to_image" {
+            #expect(c.tokenAgreementPerStep?.allSatisfy { $0 == 1 } == true, "\(c.name)")
+        }
+        let wrong = try Verifier(record: record, profile: profile, lora: LoRAFusion(lora, scale: 0.5)).run()
+        #expect(!wrong.pass)
     }
 }
