@@ -3,6 +3,7 @@ autograd, and the adapters after 1 and 10 AdamW steps, on fixed tokens, masks an
 
     Tools/.venv/bin/python Tools/lora_grad_records.py            # every model below
     Tools/.venv/bin/python Tools/lora_grad_records.py shapes-64  # one
+    Tools/.venv/bin/python Tools/lora_grad_records.py --text-encoder tiny-256 tiny-512 shapes-64
 
 For each model, PEFT adds LoraConfig(r=4, lora_alpha=8, target_modules=["to_q", "to_k", "to_v"]) to the transformer,
 exactly as train_amused.py --use_lora does, but with init_lora_weights=False (B drawn too, so that A's gradients are
@@ -17,6 +18,11 @@ visibly), one fresh mask per step. Written to Fixtures/records/<model>/finetune/
     step1/<module>…, step10/<module>…                            the adapters after 1 and after 10 AdamW steps
     step{k}/input_ids [B,h,w] int64, step{k}/labels [B,h·w] int64, loss [10]
     encoder_hidden_states, pooled_text_emb, micro_conds
+
+With --text-encoder (train_amused.py --train_text_encoder --text_encoder_use_lora, target modules q_proj, k_proj,
+v_proj, the same r and alpha) the text encoder gets adapters too, the prompts are encoded inside every step with
+gradients, and the record goes to finetune-text/: its adapters and gradients under init/text/, grad/text/, …, and
+the prompts' ids as text_ids [B, 77] int64 (encoder_hidden_states and pooled_text_emb are the first step's).
 """
 
 from __future__ import annotations
@@ -71,7 +77,7 @@ def lora_state(model: torch.nn.Module, grad: bool = False) -> dict[str, torch.Te
     return out
 
 
-def record(name: str) -> None:
+def record(name: str, text: bool = False) -> None:
     folder, prompts = MODELS[name]
     pipe = AmusedPipeline.from_pretrained(str(REPO / folder))
     transformer = pipe.transformer
@@ -82,8 +88,16 @@ def record(name: str) -> None:
     transformer.train()
     for n, p in transformer.named_parameters():
         p.requires_grad_("lora_" in n)
+    text_encoder = pipe.text_encoder
+    text_encoder.requires_grad_(False)
+    if text:
+        text_encoder.add_adapter(LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=["q_proj", "k_proj", "v_proj"],
+                                            init_lora_weights=False))
+        text_encoder.train()
+        for n, p in text_encoder.named_parameters():
+            p.requires_grad_("lora_" in n)
     with torch.no_grad():
-        _, hidden, pooled = encode_prompts(pipe, prompts)
+        text_ids, hidden, pooled = encode_prompts(pipe, prompts)
     side = cfg.sample_size
     gen = torch.Generator().manual_seed(SEED + 1)
     tokens = torch.randint(0, cfg.codebook_size, (BATCH, side * side), generator=gen)
@@ -93,13 +107,21 @@ def record(name: str) -> None:
     # The masks come from their own generator, so that the Swift side can check it draws the same ones.
     mask_gen = torch.Generator().manual_seed(SEED + 2)
     params = [p for p in transformer.parameters() if p.requires_grad]
+    if text:
+        params += [p for p in text_encoder.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, **OPTIM)
     tensors: dict[str, torch.Tensor] = {"encoder_hidden_states": hidden, "pooled_text_emb": pooled,
                                         "micro_conds": micro}
     tensors.update({f"init/{k}": v for k, v in lora_state(transformer).items()})
+    if text:
+        tensors["text_ids"] = text_ids
+        tensors.update({f"init/text/{k}": v for k, v in lora_state(text_encoder).items()})
     losses = []
     for step in range(1, STEPS + 1):
         ids, labels = mask_batch(tokens, mask_id, mask_gen)
+        if text:
+            out = text_encoder(text_ids, return_dict=True, output_hidden_states=True)
+            hidden, pooled = out.hidden_states[-2], out.text_embeds
         logits = transformer(ids.reshape(BATCH, side, side), encoder_hidden_states=hidden, micro_conds=micro,
                              pooled_text_emb=pooled)
         logits = logits.reshape(BATCH, cfg.codebook_size, -1).permute(0, 2, 1).reshape(-1, cfg.codebook_size)
@@ -108,14 +130,18 @@ def record(name: str) -> None:
         loss.backward()
         if step == 1:
             tensors.update({f"grad/{k}": v for k, v in lora_state(transformer, grad=True).items()})
+            if text:
+                tensors.update({f"grad/text/{k}": v for k, v in lora_state(text_encoder, grad=True).items()})
         opt.step()
         losses.append(loss.item())
         tensors[f"step{step}/input_ids"] = ids.reshape(BATCH, side, side).clone()
         tensors[f"step{step}/labels"] = labels.clone()
         if step in (1, STEPS):
             tensors.update({f"step{step}/{k}": v for k, v in lora_state(transformer).items()})
+            if text:
+                tensors.update({f"step{step}/text/{k}": v for k, v in lora_state(text_encoder).items()})
     tensors["loss"] = torch.tensor(losses, dtype=torch.float32)
-    out = REPO / "Fixtures" / "records" / name / "finetune"
+    out = REPO / "Fixtures" / "records" / name / ("finetune-text" if text else "finetune")
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "finetune.safetensors"))
     meta = {
@@ -123,12 +149,14 @@ def record(name: str) -> None:
         "model_path": folder,
         "lora": {"r": RANK, "lora_alpha": ALPHA, "target_modules": ["to_q", "to_k", "to_v"],
                  "init_lora_weights": False},
+        "text_encoder_lora": {"r": RANK, "lora_alpha": ALPHA, "target_modules": ["q_proj", "k_proj", "v_proj"],
+                              "init_lora_weights": False} if text else None,
         "optimizer": {"name": "torch.optim.AdamW", "lr": OPTIM["lr"], "betas": list(OPTIM["betas"]),
                       "eps": OPTIM["eps"], "weight_decay": OPTIM["weight_decay"]},
         "steps": STEPS, "batch": BATCH, "seed": SEED, "mask_seed": SEED + 2, "prompts": prompts, "grid": side, "mask_id": mask_id,
         "losses": losses,
         "reference": {k: VERSIONS[k] for k in ("torch", "diffusers", "transformers", "peft")},
-        "command": f"Tools/.venv/bin/python Tools/lora_grad_records.py {name}",
+        "command": f"Tools/.venv/bin/python Tools/lora_grad_records.py {'--text-encoder ' if text else ''}{name}",
     }
     (out / "finetune.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(f"{name}: loss {losses[0]:.5f} → {losses[-1]:.5f}, {sum(1 for k in tensors if k.startswith('grad/'))} "
@@ -136,5 +164,8 @@ def record(name: str) -> None:
 
 
 if __name__ == "__main__":
-    for n in sys.argv[1:] or list(MODELS):
-        record(n)
+    args = sys.argv[1:]
+    text = "--text-encoder" in args
+    names = [a for a in args if a != "--text-encoder"]
+    for n in names or list(MODELS):
+        record(n, text=text)

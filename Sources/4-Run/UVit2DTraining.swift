@@ -44,11 +44,34 @@ public struct MaskedTokenBatch: Sendable {
     }
 }
 
+/// What one training forward and backward produced.
+public struct MaskedTokenGradients: Sendable {
+    /// The loss.
+    public let loss: Float
+    /// ∂L/∂A, ∂L/∂B of every adapter (nil when only the loss was asked for).
+    public let lora: LoRAGradients?
+    /// ∂L/∂encoder_hidden_states [batch, L, encoder_hidden_size], when asked for (to train the text encoder).
+    public let encoderHiddenStates: [Float]?
+    /// ∂L/∂pooled_text_emb [batch, cond_embed_dim], when asked for.
+    public let pooledTextEmb: [Float]?
+}
+
 extension UVit2DModel {
     /// train_amused.py's loss — cross-entropy of the logits at the labelled (masked) positions, mean over them — with
     /// `lora` applied, and (when `gradients`) its gradient with respect to every adapter's A and B.
     public func maskedTokenLoss(_ batch: MaskedTokenBatch, lora: LoRAAdapters, gradients: Bool = true)
         throws(ModelError) -> (loss: Float, gradients: LoRAGradients?)
+    {
+        let r = try train(batch, lora: lora, gradients: gradients, textGradients: false)
+        return (r.loss, r.lora)
+    }
+
+    /// The loss, the adapters' gradients and, when `textGradients`, the gradients with respect to the two text
+    /// inputs — what the text encoder's backward pass starts from. Those flow back through every cross-attention's
+    /// keys and values (the projected text, and the UVit blocks' kv_mapper), and through every AdaLN and ConvNext
+    /// modulation into the conditioning MLP to the pooled embedding.
+    public func train(_ batch: MaskedTokenBatch, lora: LoRAAdapters, gradients: Bool = true, textGradients: Bool)
+        throws(ModelError) -> MaskedTokenGradients
     {
         let c = config, n = batch.batch, (h, w) = (batch.height, batch.width)
         guard batch.labels.count == n * h * w else {
@@ -57,7 +80,8 @@ extension UVit2DModel {
         if let bad = batch.labels.first(where: { $0 != -100 && ($0 < 0 || $0 >= Int64(c.codebookSize)) }) {
             throw .invalidInput("label \(bad) is neither −100 (ignored) nor a code below \(c.codebookSize)")
         }
-        guard lora.adapters.map(\.module) == (try LoRAAdapters.targets(c)).map(\.module) else {
+        guard lora.component == "transformer", lora.adapters.map(\.module) == (try LoRAAdapters.targets(c)).map(\.module)
+        else {
             throw .invalidInput("the adapters were made for a different transformer config")
         }
         let cond = try conditioning(encoderHiddenStates: batch.encoderHiddenStates, pooledTextEmb: batch.pooledTextEmb,
@@ -69,11 +93,12 @@ extension UVit2DModel {
             throw .invalidInput("token id \(bad) is outside the vocabulary of \(c.vocabSize)")
         }
         if c.downsample && (h % 2 != 0 || w % 2 != 0) { throw .invalidInput("downsampling needs an even token grid") }
-        let run = LoRARun(lora)
+        let run = LoRARun(lora, inputGradients: textGradients)
         let length = cond.textLength
 
         // The adapter-free text side: the projected text, and each UVit block's context (kv_mapper(SiLU(e)) or e).
-        var e = encoderProj(batch.encoderHiddenStates, rows: n * length)
+        let e0 = encoderProj(batch.encoderHiddenStates, rows: n * length)
+        var e = e0
         encoderProjNorm(&e)
         func contexts(_ block: UVitBlock) -> [[Float]] {
             block.attentionBlocks.map { b in b.kvMapper.map { $0(Ops.silu(e), rows: n * length) } ?? e }
@@ -126,22 +151,78 @@ extension UVit2DModel {
             }
         }
         guard counted > 0 else { throw .invalidInput("no position is masked: the loss has nothing to average") }
-        guard gradients else { return (loss, nil) }
+        guard gradients || textGradients else {
+            return MaskedTokenGradients(loss: loss, lora: nil, encoderHiddenStates: nil, pooledTextEmb: nil)
+        }
 
         // Backward, in reverse order.
         var g = mlmConv2.backwardInput(dLogits, rows: rows)
         g = mlmNorm.backward(input: m1, dy: g)
         g = mlmConv1.backwardInput(g, rows: rows)
-        g = upBlock.trainingBackward(g, cache: up.cache, run: run, stopAtFirstAdapter: false)!
-        g = projectFromHidden.backwardInput(g, rows: n * tokens)
+        let upBack = upBlock.trainingBackward(g, cache: up.cache, run: run, stopAtFirstAdapter: false)
+        g = projectFromHidden.backwardInput(upBack.input!, rows: n * tokens)
         g = projectFromHiddenNorm.backward(input: fromHiddenInput, dy: g)
+        var layerBacks: [UVitTransformerLayer.Gradients] = []
         for (i, layer) in layers.enumerated().reversed() {
-            g = layer.trainingBackward(g, cache: layerCaches[i], run: run)
+            let back = layer.trainingBackward(g, cache: layerCaches[i], run: run)
+            g = back.input
+            layerBacks.append(back)
         }
         g = projectToHidden.backwardInput(g, rows: n * tokens)
         g = projectToHiddenNorm.backward(input: toHiddenInput, dy: g)
-        _ = downBlock.trainingBackward(g, cache: down.cache, run: run, stopAtFirstAdapter: true)
-        return (loss, run.gradients)
+        let downBack = downBlock.trainingBackward(g, cache: down.cache, run: run, stopAtFirstAdapter: true)
+        guard textGradients else {
+            return MaskedTokenGradients(loss: loss, lora: run.gradients, encoderHiddenStates: nil, pooledTextEmb: nil)
+        }
+
+        // The text side. ∂L/∂e: the transformer layers' cross-attention reads e; each UVit attention block reads
+        // kv_mapper(SiLU(e)) or e.
+        var dE = [Float](repeating: 0, count: e.count)
+        for back in layerBacks { Ops.add(&dE, back.context) }
+        for (block, back) in [(downBlock, downBack), (upBlock, upBack)] {
+            for (i, attention) in block.attentionBlocks.enumerated() {
+                guard let mapper = attention.kvMapper else {
+                    Ops.add(&dE, back.contexts[i])
+                    continue
+                }
+                var dSilu = mapper.backwardInput(back.contexts[i], rows: n * length)
+                for j in dSilu.indices { dSilu[j] *= Kernels.siluDerivative(e[j]) }
+                Ops.add(&dE, dSilu)
+            }
+        }
+        let dEncoder = encoderProj.backwardInput(encoderProjNorm.backward(input: e0, dy: dE), rows: n * length)
+
+        // ∂L/∂pooled: every modulation is linear(SiLU(cond)), cond = linear_2(SiLU(linear_1([pooled | micro]))).
+        let width = c.condEmbedDim + c.microCondEmbedDim
+        var condInput = [Float](repeating: 0, count: n * width)
+        let micro = microConditioning(batch.microConds)
+        for b in 0..<n {
+            for i in 0..<c.condEmbedDim { condInput[b * width + i] = batch.pooledTextEmb[b * c.condEmbedDim + i] }
+            for i in 0..<c.microCondEmbedDim { condInput[b * width + c.condEmbedDim + i] = micro[b * c.microCondEmbedDim + i] }
+        }
+        let h1 = condLinear1(condInput, rows: n)
+        let condVector = condLinear2(Ops.silu(h1), rows: n)
+        var dSiluCond = [Float](repeating: 0, count: condVector.count)
+        for (back, layer) in zip(layerBacks.reversed(), layers) {
+            for (k, norm) in [layer.norm1, layer.norm2, layer.norm3].enumerated() {
+                Ops.add(&dSiluCond, norm.linear.backwardInput(back.modulations[k], rows: n))
+            }
+        }
+        for (block, back) in [(downBlock, downBack), (upBlock, upBack)] {
+            for (i, res) in block.resBlocks.enumerated() {
+                Ops.add(&dSiluCond, res.condMapper.backwardInput(back.modulations[i], rows: n))
+            }
+        }
+        for j in dSiluCond.indices { dSiluCond[j] *= Kernels.siluDerivative(condVector[j]) }
+        var dHidden = condLinear2.backwardInput(dSiluCond, rows: n)
+        for j in dHidden.indices { dHidden[j] *= Kernels.siluDerivative(h1[j]) }
+        let dCondInput = condLinear1.backwardInput(dHidden, rows: n)
+        var dPooled = [Float](repeating: 0, count: n * c.condEmbedDim)
+        for b in 0..<n {
+            for i in 0..<c.condEmbedDim { dPooled[b * c.condEmbedDim + i] = dCondInput[b * width + i] }
+        }
+        return MaskedTokenGradients(loss: loss, lora: gradients ? run.gradients : nil, encoderHiddenStates: dEncoder,
+                                    pooledTextEmb: dPooled)
     }
 }
 
@@ -150,9 +231,12 @@ final class LoRARun {
     let lora: LoRAAdapters
     let byModule: [String: Int]
     var gradients: LoRAGradients
+    /// Whether gradients with respect to the text side (contexts, modulations) are wanted as well.
+    let inputGradients: Bool
 
-    init(_ lora: LoRAAdapters) {
+    init(_ lora: LoRAAdapters, inputGradients: Bool = false) {
         self.lora = lora
+        self.inputGradients = inputGradients
         byModule = Dictionary(uniqueKeysWithValues: lora.adapters.enumerated().map { ($1.module, $0) })
         gradients = LoRAGradients(zerosLike: lora)
     }
@@ -259,8 +343,10 @@ extension LayerNorm {
 }
 
 extension AdaLayerNormContinuous {
-    /// ∂L/∂x of norm(x)·(1 + scale) + shift, given the forward's input.
-    func backward(input x: [Float], dy: [Float], batch: Int, tokens: Int, modulation: [Float]) -> [Float] {
+    /// ∂L/∂x of norm(x)·(1 + scale) + shift, given the forward's input; with `modulation gradients` also
+    /// ∂L/∂(scale, shift) [batch, 2·dim]: Σ over tokens of dy·norm(x), and of dy.
+    func backward(input x: [Float], dy: [Float], batch: Int, tokens: Int, modulation: [Float],
+                  modulationGradients: Bool = false) -> (dx: [Float], dModulation: [Float]?) {
         var g = dy
         for b in 0..<batch {
             let scale = b * 2 * dim
@@ -269,8 +355,22 @@ extension AdaLayerNormContinuous {
                 for i in 0..<dim { g[row + i] *= 1 + modulation[scale + i] }
             }
         }
-        if let rms { return rms.backward(input: x, dy: g) }
-        return layer!.backward(input: x, dy: g)
+        let dx = rms.map { $0.backward(input: x, dy: g) } ?? layer!.backward(input: x, dy: g)
+        guard modulationGradients else { return (dx, nil) }
+        var normed = x
+        if let rms { rms(&normed) } else { layer!(&normed) }
+        var dm = [Float](repeating: 0, count: batch * 2 * dim)
+        for b in 0..<batch {
+            let scale = b * 2 * dim, shift = scale + dim
+            for t in 0..<tokens {
+                let row = (b * tokens + t) * dim
+                for i in 0..<dim {
+                    dm[scale + i] += dy[row + i] * normed[row + i]
+                    dm[shift + i] += dy[row + i]
+                }
+            }
+        }
+        return (dx, dm)
     }
 }
 
@@ -280,12 +380,12 @@ extension MultiHeadAttention {
         let q: LoRARun.LinearCache, k: LoRARun.LinearCache, v: LoRARun.LinearCache, out: LoRARun.LinearCache
         let queries: [Float], keys: [Float], values: [Float]
         let batch: Int, queryCount: Int, keyCount: Int
-        let selfAttention: Bool
+        let selfAttention: Bool, causal: Bool
     }
 
     /// Attention of `x` over `context` (self-attention when `context` is nil), adapters applied.
-    func trainingForward(_ x: [Float], batch: Int, queries: Int, context: [Float]?, keys: Int, run: LoRARun)
-        -> ([Float], Cache)
+    func trainingForward(_ x: [Float], batch: Int, queries: Int, context: [Float]?, keys: Int, causal: Bool = false,
+                         run: LoRARun) -> ([Float], Cache)
     {
         let source = context ?? x
         let (q, qc) = run.forward(toQ, x, rows: batch * queries)
@@ -295,16 +395,19 @@ extension MultiHeadAttention {
         var attended = [Float](repeating: 0, count: batch * queries * inner)
         attended.withUnsafeMutableBufferPointer { op in
             Kernels.attention(q: q, qStride: inner, k: k, kStride: inner, v: v, vStride: inner, batch: batch,
-                              queries: queries, keys: keys, heads: heads, headDim: headDim,
+                              queries: queries, keys: keys, heads: heads, headDim: headDim, causal: causal,
                               output: op.baseAddress!, outStride: inner)
         }
         let (y, oc) = run.forward(toOut, attended, rows: batch * queries)
         return (y, Cache(q: qc, k: kc, v: vc, out: oc, queries: q, keys: k, values: v, batch: batch,
-                         queryCount: queries, keyCount: keys, selfAttention: context == nil))
+                         queryCount: queries, keyCount: keys, selfAttention: context == nil, causal: causal))
     }
 
-    /// Collects the adapters' gradients; returns ∂L/∂x (through Q, and K and V too for self-attention).
-    func trainingBackward(_ dy: [Float], cache c: Cache, run: LoRARun, needInput: Bool) -> [Float]? {
+    /// Collects the adapters' gradients; returns ∂L/∂x (through Q, and K and V too for self-attention) and, for
+    /// cross-attention when the run wants text gradients, ∂L/∂context (through K and V).
+    func trainingBackward(_ dy: [Float], cache c: Cache, run: LoRARun, needInput: Bool)
+        -> (input: [Float]?, context: [Float]?)
+    {
         let dAttended = run.backward(toOut, c.out, dy: dy, needInput: true)!
         var dq = [Float](repeating: 0, count: c.queries.count), dk = [Float](repeating: 0, count: c.keys.count),
             dv = [Float](repeating: 0, count: c.values.count)
@@ -312,18 +415,22 @@ extension MultiHeadAttention {
             dv.withUnsafeMutableBufferPointer { vp in
                 Kernels.attentionBackward(q: c.queries, k: c.keys, v: c.values, dOut: dAttended, batch: c.batch,
                                           queries: c.queryCount, keys: c.keyCount, heads: heads, headDim: headDim,
-                                          dQ: qp.baseAddress!, dK: kp.baseAddress!, dV: vp.baseAddress!)
+                                          causal: c.causal, dQ: qp.baseAddress!, dK: kp.baseAddress!,
+                                          dV: vp.baseAddress!)
             }
         } }
         var dx = run.backward(toQ, c.q, dy: dq, needInput: needInput)
-        let fromKV = needInput && c.selfAttention
-        let dxk = run.backward(toK, c.k, dy: dk, needInput: fromKV)
-        let dxv = run.backward(toV, c.v, dy: dv, needInput: fromKV)
-        if fromKV {
-            Ops.add(&dx!, dxk!)
-            Ops.add(&dx!, dxv!)
+        let throughKV = c.selfAttention ? needInput : run.inputGradients
+        let dxk = run.backward(toK, c.k, dy: dk, needInput: throughKV)
+        let dxv = run.backward(toV, c.v, dy: dv, needInput: throughKV)
+        guard throughKV else { return (dx, nil) }
+        var dSource = dxk!
+        Ops.add(&dSource, dxv!)
+        if c.selfAttention {
+            Ops.add(&dx!, dSource)
+            return (dx, nil)
         }
-        return dx
+        return (dx, dSource)
     }
 }
 
@@ -355,8 +462,15 @@ extension UVitTransformerLayer {
                            batch: batch, tokens: tokens))
     }
 
-    func trainingBackward(_ dOut: [Float], cache c: Cache, run: LoRARun) -> [Float] {
-        let rows = c.batch * c.tokens
+    /// ∂L/∂input and, when the run wants text gradients, ∂L/∂context and ∂L/∂(each AdaLN's modulation).
+    struct Gradients {
+        let input: [Float]
+        let context: [Float]
+        let modulations: [[Float]]
+    }
+
+    func trainingBackward(_ dOut: [Float], cache c: Cache, run: LoRARun) -> Gradients {
+        let rows = c.batch * c.tokens, text = run.inputGradients
         // GEGLU: out = a ⊙ gelu(gate); da = dy ⊙ gelu(gate), dgate = dy ⊙ a ⊙ gelu′(gate).
         let dGated = ffOut.backwardInput(dOut, rows: rows)
         var dProjected = [Float](repeating: 0, count: c.projected.count)
@@ -368,16 +482,21 @@ extension UVitTransformerLayer {
                 dProjected[gate + i] = dGated[o + i] * c.projected[a + i] * Kernels.geluDerivative(x)
             }
         }
-        var dh2 = norm3.backward(input: c.h2, dy: ffProj.backwardInput(dProjected, rows: rows), batch: c.batch,
-                                 tokens: c.tokens, modulation: c.adaLN[2])
+        let (dn3, dm3) = norm3.backward(input: c.h2, dy: ffProj.backwardInput(dProjected, rows: rows), batch: c.batch,
+                                        tokens: c.tokens, modulation: c.adaLN[2], modulationGradients: text)
+        var dh2 = dn3
         Ops.add(&dh2, dOut)
-        let dn2 = attn2.trainingBackward(dh2, cache: c.attn2, run: run, needInput: true)!
-        var dh1 = norm2.backward(input: c.h1, dy: dn2, batch: c.batch, tokens: c.tokens, modulation: c.adaLN[1])
+        let (dq2, dContext) = attn2.trainingBackward(dh2, cache: c.attn2, run: run, needInput: true)
+        let (dn2, dm2) = norm2.backward(input: c.h1, dy: dq2!, batch: c.batch, tokens: c.tokens,
+                                        modulation: c.adaLN[1], modulationGradients: text)
+        var dh1 = dn2
         Ops.add(&dh1, dh2)
-        let dn1 = attn1.trainingBackward(dh1, cache: c.attn1, run: run, needInput: true)!
-        var dh0 = norm1.backward(input: c.h0, dy: dn1, batch: c.batch, tokens: c.tokens, modulation: c.adaLN[0])
+        let dn1 = attn1.trainingBackward(dh1, cache: c.attn1, run: run, needInput: true).input!
+        let (dx, dm1) = norm1.backward(input: c.h0, dy: dn1, batch: c.batch, tokens: c.tokens, modulation: c.adaLN[0],
+                                       modulationGradients: text)
+        var dh0 = dx
         Ops.add(&dh0, dh1)
-        return dh0
+        return Gradients(input: dh0, context: dContext ?? [], modulations: text ? [dm1!, dm2!, dm3!] : [])
     }
 
     /// The GEGLU of the inference forward: first half linear, second half through exact GELU.
@@ -407,6 +526,8 @@ extension ConvNextBlock {
         let input: [Float], depthwiseOut: [Float], normed: [Float], preGelu: [Float], activated: [Float]
         let responseNorm: [[Float]], responseMean: [Float]
         let modulation: [Float]
+        /// linear_2's output plus the input: what the modulation scales.
+        let residual: [Float]
         let batch: Int, height: Int, width: Int
     }
 
@@ -447,19 +568,36 @@ extension ConvNextBlock {
                 }
             }
         }
-        var out = linear2(h, rows: batch * tokens)
+        var residual = linear2(h, rows: batch * tokens)
+        Ops.add(&residual, x)
+        var out = residual
         for b in 0..<batch {
             let scale = b * 2 * ch, shift = scale + ch
             for t in 0..<tokens {
                 let row = (b * tokens + t) * ch
-                for i in 0..<ch {
-                    out[row + i] = (out[row + i] + x[row + i]) * (1 + modulation[scale + i]) + modulation[shift + i]
-                }
+                for i in 0..<ch { out[row + i] = residual[row + i] * (1 + modulation[scale + i]) + modulation[shift + i] }
             }
         }
         return (out, Cache(input: x, depthwiseOut: y, normed: normed, preGelu: pre, activated: act,
-                           responseNorm: norms, responseMean: means, modulation: modulation, batch: batch,
-                           height: height, width: width))
+                           responseNorm: norms, responseMean: means, modulation: modulation, residual: residual,
+                           batch: batch, height: height, width: width))
+    }
+
+    /// ∂L/∂(scale, shift) of the modulation [batch, 2·channels]: Σ over positions of dy·(linear_2 + input), and of dy.
+    func modulationBackward(_ dOut: [Float], cache c: Cache) -> [Float] {
+        let ch = channels, tokens = c.height * c.width
+        var dm = [Float](repeating: 0, count: c.batch * 2 * ch)
+        for b in 0..<c.batch {
+            let scale = b * 2 * ch, shift = scale + ch
+            for t in 0..<tokens {
+                let row = (b * tokens + t) * ch
+                for i in 0..<ch {
+                    dm[scale + i] += dOut[row + i] * c.residual[row + i]
+                    dm[shift + i] += dOut[row + i]
+                }
+            }
+        }
+        return dm
     }
 
     func trainingBackward(_ dOut: [Float], cache c: Cache) -> [Float] {
@@ -540,14 +678,20 @@ extension SkipFFTransformerBlock {
         return (out, Cache(x: x, h: h, attn1: c1, attn2: c2))
     }
 
-    func trainingBackward(_ dOut: [Float], cache c: Cache, run: LoRARun, needInput: Bool) -> [Float]? {
-        let dn2 = attn2.trainingBackward(dOut, cache: c.attn2, run: run, needInput: true)!
-        var dh = norm2.backward(input: c.h, dy: dn2)
+    /// ∂L/∂input (when `needInput`) and, for text gradients, ∂L/∂context (attn1's and attn2's keys and values).
+    func trainingBackward(_ dOut: [Float], cache c: Cache, run: LoRARun, needInput: Bool)
+        -> (input: [Float]?, context: [Float]?)
+    {
+        let (dn2, dc2) = attn2.trainingBackward(dOut, cache: c.attn2, run: run, needInput: true)
+        var dh = norm2.backward(input: c.h, dy: dn2!)
         Ops.add(&dh, dOut)
-        guard let dn1 = attn1.trainingBackward(dh, cache: c.attn1, run: run, needInput: needInput) else { return nil }
+        let (dn1, dc1) = attn1.trainingBackward(dh, cache: c.attn1, run: run, needInput: needInput)
+        var context = dc1
+        if let dc2 { Ops.add(&context!, dc2) }
+        guard let dn1 else { return (nil, context) }
         var dx = norm1.backward(input: c.x, dy: dn1)
         Ops.add(&dx, dh)
-        return dx
+        return (dx, context)
     }
 }
 
@@ -592,8 +736,15 @@ extension UVitBlock {
                          width: w))
     }
 
-    /// ∂L/∂input, or nil when `stopAtFirstAdapter` (the down block: nothing before its first attention is trained).
-    func trainingBackward(_ dOut: [Float], cache c: Cache, run: LoRARun, stopAtFirstAdapter: Bool) -> [Float]? {
+    /// ∂L/∂input (nil when `stopAtFirstAdapter`: in the down block nothing before the first attention is trained)
+    /// and, when the run wants text gradients, ∂L/∂context per attention block and ∂L/∂modulation per res block.
+    struct Gradients {
+        let input: [Float]?
+        let contexts: [[Float]]
+        let modulations: [[Float]]
+    }
+
+    func trainingBackward(_ dOut: [Float], cache c: Cache, run: LoRARun, stopAtFirstAdapter: Bool) -> Gradients {
         var g = dOut
         if let upNorm, let upConv, let input = c.upsampleInput {
             var dn = [Float](repeating: 0, count: input.count)
@@ -604,12 +755,20 @@ extension UVitBlock {
             } } }
             g = upNorm.backward(input: input, dy: dn)
         }
+        let text = run.inputGradients
+        var contexts = [[Float]](repeating: [], count: resBlocks.count)
+        var modulations = [[Float]](repeating: [], count: resBlocks.count)
         for i in (0..<resBlocks.count).reversed() {
             let last = stopAtFirstAdapter && i == 0
-            guard let ga = attentionBlocks[i].trainingBackward(g, cache: c.attention[i], run: run, needInput: !last)
-            else { return nil }
+            // The first res block's modulation still reads the text: its output gradient is needed for that.
+            let (ga, context) = attentionBlocks[i].trainingBackward(g, cache: c.attention[i], run: run,
+                                                                   needInput: !last || text)
+            if text { contexts[i] = context! }
+            guard let ga else { return Gradients(input: nil, contexts: contexts, modulations: modulations) }
+            if text { modulations[i] = resBlocks[i].modulationBackward(ga, cache: c.res[i]) }
+            if last { return Gradients(input: nil, contexts: contexts, modulations: modulations) }
             g = resBlocks[i].trainingBackward(ga, cache: c.res[i])
         }
-        return g
+        return Gradients(input: g, contexts: contexts, modulations: modulations)
     }
 }

@@ -40,6 +40,9 @@ public struct FineTuneOptions: Sendable, Equatable, Codable {
     public var maxGradNorm: Float?
     /// Mirror the image left-right as augmentation.
     public var flip = true
+    /// Train LoRA adapters on the text encoder's q_proj/k_proj/v_proj too (train_amused.py --train_text_encoder
+    /// --text_encoder_use_lora --text_encoder_lora_target_modules q_proj k_proj v_proj), same rank and alpha.
+    public var trainTextEncoder = false
     /// Share of each batch drawn from the preservation samples, when there are any (DreamBooth's prior
     /// preservation, with the model's own images as the prior).
     public var preservationShare: Float = 0.5
@@ -88,6 +91,10 @@ public struct FineTuneData: Sendable {
     public let prompt: TextEncoderOutput
     /// The empty prompt's, for conditioning dropout.
     public let empty: TextEncoderOutput
+    /// The prompt's token ids [L] (encoded again at every step when the text encoder is trained).
+    public let promptIds: [Int64]
+    /// The empty prompt's token ids.
+    public let emptyIds: [Int64]
     /// The mask id (vocab_size − 1).
     public let maskId: Int64
     /// Preservation samples: the model's own images for other prompts, trained on alongside the style image so that
@@ -100,6 +107,8 @@ public struct FineTuneData: Sendable {
         public let prompt: String
         /// Its encoding.
         public let text: TextEncoderOutput
+        /// Its token ids.
+        public let ids: [Int64]
         /// The token grid the base model generated [h·w].
         public let tokens: [Int64]
         /// The micro-conditioning it was generated with.
@@ -146,8 +155,10 @@ public struct FineTuneData: Sendable {
         }
         height = side / f
         width = side / f
-        self.prompt = try text(tokenizer.encode(prompt), batch: 1)
-        empty = try text(tokenizer.encode(""), batch: 1)
+        promptIds = tokenizer.encode(prompt)
+        emptyIds = tokenizer.encode("")
+        self.prompt = try text(promptIds, batch: 1)
+        empty = try text(emptyIds, batch: 1)
         maskId = Int64(transformer.config.vocabSize - 1)
     }
 
@@ -172,7 +183,8 @@ public struct FineTuneData: Sendable {
         let grid = height * width
         let micro: [Float] = [Float(width * f), Float(height * f), 0, 0, request.aestheticScore]
         for (i, prompt) in prompts.enumerated() {
-            preservation.append(Sample(prompt: prompt, text: try text(tokenizer.encode(prompt), batch: 1),
+            let ids = tokenizer.encode(prompt)
+            preservation.append(Sample(prompt: prompt, text: try text(ids, batch: 1), ids: ids,
                                        tokens: Array(tokens[(i * grid)..<((i + 1) * grid)]), microConds: micro))
         }
     }
@@ -184,6 +196,8 @@ public struct FineTuneState: Sendable {
     public var adapters: LoRAAdapters
     /// AdamW's moments and step.
     public var optimizer: AdamW
+    /// The text encoder's adapters and their moments, when it is trained.
+    public var text: (adapters: LoRAAdapters, optimizer: AdamW)?
     /// The generator every draw of a step comes from.
     public var generator: TorchGenerator
     /// Steps done.
@@ -191,19 +205,28 @@ public struct FineTuneState: Sendable {
 
     /// The state before the first step: adapters as PEFT initialises them (A from a generator seeded with `seed`,
     /// B = 0), zero moments, the step generator seeded with `seed + 1`.
-    public init(config: UVit2DConfig, options: FineTuneOptions) throws {
+    /// With `textConfig` (the text encoder trained), its adapters are drawn next from the same generator.
+    public init(config: UVit2DConfig, textConfig: CLIPTextConfig? = nil, options: FineTuneOptions) throws {
         var initial = TorchGenerator(seed: options.seed)
         adapters = try LoRAAdapters(config: config, rank: options.rank, alpha: options.alpha,
                                     uniform: { initial.nextUniform() })
         optimizer = AdamW(options.optimizer, for: adapters)
+        if options.trainTextEncoder {
+            guard let textConfig else { throw TrainError("training the text encoder needs its config") }
+            let t = try LoRAAdapters(textConfig: textConfig, rank: options.rank, alpha: options.alpha,
+                                     uniform: { initial.nextUniform() })
+            text = (t, AdamW(options.optimizer, for: t))
+        }
         generator = TorchGenerator(seed: options.seed &+ 1)
         step = 0
     }
 
     /// A state restored from a checkpoint's parts.
-    public init(adapters: LoRAAdapters, optimizer: AdamW, generator: TorchGenerator, step: Int) {
+    public init(adapters: LoRAAdapters, optimizer: AdamW, text: (adapters: LoRAAdapters, optimizer: AdamW)? = nil,
+                generator: TorchGenerator, step: Int) {
         self.adapters = adapters
         self.optimizer = optimizer
+        self.text = text
         self.generator = generator
         self.step = step
     }
@@ -223,15 +246,20 @@ public struct FineTuneStep: Sendable {
 public struct FineTuner: Sendable {
     /// The frozen transformer.
     public let transformer: UVit2DModel
+    /// The frozen text encoder (needed when it gets adapters).
+    public let textEncoder: CLIPTextModel?
     /// The prepared image and prompt.
     public let data: FineTuneData
     /// The settings.
     public let options: FineTuneOptions
 
     /// A tuner for `transformer` on `data`; the options are validated.
-    public init(transformer: UVit2DModel, data: FineTuneData, options: FineTuneOptions) throws(TrainError) {
+    public init(transformer: UVit2DModel, textEncoder: CLIPTextModel? = nil, data: FineTuneData,
+                options: FineTuneOptions) throws(TrainError) {
         try options.validate()
+        if options.trainTextEncoder && textEncoder == nil { throw TrainError("training the text encoder needs it") }
         self.transformer = transformer
+        self.textEncoder = textEncoder
         self.data = data
         self.options = options
     }
@@ -239,15 +267,15 @@ public struct FineTuner: Sendable {
     /// The batch of the next step, drawn from `generator`: per item, which example (the last
     /// ⌊share · batch⌋ items from the preservation samples when there are any, the rest from the image's views), then
     /// train_amused.py's masking, then (only when conditioning dropout is on) one uniform per item.
-    public func nextBatch(_ generator: inout TorchGenerator) -> MaskedTokenBatch {
+    public func nextBatch(_ generator: inout TorchGenerator) -> (batch: MaskedTokenBatch, textIds: [Int64]) {
         let n = options.batch, v = data.variants, kept = data.preservation
         let preserved = kept.isEmpty ? 0 : Int(Float(n) * options.preservationShare)
         let picks = generator.uniform(count: n).enumerated().map { i, u in
             i < n - preserved ? min(v.count - 1, Int(u * Float(v.count))) : v.count + min(kept.count - 1, Int(u * Float(kept.count)))
         }
-        func item(_ k: Int) -> (tokens: [Int64], text: TextEncoderOutput, micro: [Float]) {
-            k < v.count ? (v[k].tokens, data.prompt, v[k].microConds)
-                : (kept[k - v.count].tokens, kept[k - v.count].text, kept[k - v.count].microConds)
+        func item(_ k: Int) -> (tokens: [Int64], text: TextEncoderOutput, ids: [Int64], micro: [Float]) {
+            k < v.count ? (v[k].tokens, data.prompt, data.promptIds, v[k].microConds)
+                : (kept[k - v.count].tokens, kept[k - v.count].text, kept[k - v.count].ids, kept[k - v.count].microConds)
         }
         let items = picks.map(item)
         let (ids, labels) = Masking.mask(items.flatMap(\.tokens), batch: n, maskId: data.maskId,
@@ -255,29 +283,43 @@ public struct FineTuner: Sendable {
         let dropped = options.condDropout > 0 ? generator.uniform(count: n).map { $0 < options.condDropout }
             : [Bool](repeating: false, count: n)
         let texts = zip(items, dropped).map { $1 ? data.empty : $0.text }
-        return MaskedTokenBatch(
+        let batch = MaskedTokenBatch(
             batch: n, height: data.height, width: data.width, inputIds: ids, labels: labels,
             encoderHiddenStates: texts.flatMap(\.penultimateHiddenStates), pooledTextEmb: texts.flatMap(\.textEmbeds),
             microConds: items.flatMap(\.micro))
+        return (batch, zip(items, dropped).flatMap { $1 ? data.emptyIds : $0.ids })
     }
 
     /// One step on `state`: batch, loss and gradients, optional clipping, AdamW.
     public func step(_ state: inout FineTuneState) throws -> FineTuneStep {
-        let batch = nextBatch(&state.generator)
-        let (loss, grads) = try transformer.maskedTokenLoss(batch, lora: state.adapters)
-        guard var g = grads, loss.isFinite else {
-            throw TrainError("step \(state.step + 1): the loss is \(loss); lower --lr")
+        let (batch, textIds) = nextBatch(&state.generator)
+        let loss: Float
+        var grads: [LoRAGradients]
+        if let text = state.text, let textEncoder {
+            let r = try transformer.maskedTokenLoss(batch, lora: state.adapters, textEncoder: textEncoder,
+                                                    textIds: textIds, textLoRA: text.adapters)
+            (loss, grads) = (r.loss, [r.transformer, r.textEncoder])
+        } else {
+            let r = try transformer.maskedTokenLoss(batch, lora: state.adapters)
+            (loss, grads) = (r.loss, [r.gradients!])
         }
-        let norm = g.norm
+        guard loss.isFinite else { throw TrainError("step \(state.step + 1): the loss is \(loss); lower --lr") }
+        let norm = grads.map { $0.norm * $0.norm }.reduce(0, +).squareRoot()
         if let limit = options.maxGradNorm, norm > limit {
-            // clip_grad_norm_: scale by max_norm / (total_norm + 1e-6), only when that is below 1.
+            // clip_grad_norm_ over every trained parameter: scale by max_norm / (total_norm + 1e-6).
             let k = limit / (norm + 1e-6)
-            for i in g.a.indices {
-                for j in g.a[i].indices { g.a[i][j] *= k }
-                for j in g.b[i].indices { g.b[i][j] *= k }
+            for s in grads.indices {
+                for i in grads[s].a.indices {
+                    for j in grads[s].a[i].indices { grads[s].a[i][j] *= k }
+                    for j in grads[s].b[i].indices { grads[s].b[i][j] *= k }
+                }
             }
         }
-        state.optimizer.update(&state.adapters, with: g)
+        state.optimizer.update(&state.adapters, with: grads[0])
+        if var text = state.text {
+            text.optimizer.update(&text.adapters, with: grads[1])
+            state.text = text
+        }
         state.step += 1
         return FineTuneStep(step: state.step, loss: loss, gradientNorm: norm)
     }

@@ -7,7 +7,7 @@
 // so the scale alpha / r is recorded in the file: diffusers' load_lora_into_transformer and `amused generate --lora`
 // both apply it, where files without it are reloaded at scale 1.
 //
-// A checkpoint is the same tensors plus AdamW's moments (`optimizer.exp_avg.<module>.lora_A.weight`, …), the
+// A checkpoint is the same tensors plus AdamW's moments (`optimizer.exp_avg.transformer.<module>.lora_A.weight`, …), the
 // generator's state and the step (metadata `amused_finetune`, with the options and what was trained on, so a resume
 // with different settings is refused). Both are written atomically: a Ctrl-C leaves the previous file whole.
 
@@ -23,14 +23,20 @@ public enum LoRAFile {
     /// The metadata key of a checkpoint's run state.
     public static let checkpointKey = "amused_finetune"
 
-    /// The LoraConfig diffusers rebuilds: r, lora_alpha, target_modules, under the component prefix.
-    static func adapterMetadata(_ lora: LoRAAdapters) -> String {
-        let targets = LoRAAdapters.targetSuffixes.map { JSONValue.quote(String($0.dropFirst())) }.joined(separator: ", ")
+    /// The LoraConfig diffusers rebuilds per component: r, lora_alpha, target_modules (and empty rank and alpha
+    /// patterns, which diffusers reads unconditionally), under the component prefix.
+    static func adapterMetadata(_ sets: [LoRAAdapters]) -> String {
+        var fields: [(String, String)] = []
+        for lora in sets {
+            let suffixes = lora.component == "transformer" ? LoRAAdapters.targetSuffixes : LoRAAdapters.textEncoderTargetSuffixes
+            let targets = suffixes.map { JSONValue.quote(String($0.dropFirst())) }.joined(separator: ", ")
+            fields += [("\(lora.component).alpha_pattern", "{}"), ("\(lora.component).lora_alpha", formatNumber(lora.alpha)),
+                       ("\(lora.component).r", "\(lora.rank)"), ("\(lora.component).rank_pattern", "{}"),
+                       ("\(lora.component).target_modules", "[\(targets)]")]
+        }
         // json.dumps(…, indent=2, sort_keys=True) as diffusers writes it; any JSON object reads back the same.
-        // diffusers builds LoraConfig(**fields) and reads rank_pattern and target_modules unconditionally.
-        return "{\n  \"transformer.alpha_pattern\": {},\n  \"transformer.lora_alpha\": \(formatNumber(lora.alpha)),\n"
-            + "  \"transformer.r\": \(lora.rank),\n  \"transformer.rank_pattern\": {},\n"
-            + "  \"transformer.target_modules\": [\(targets)]\n}"
+        return "{\n" + fields.sorted { $0.0 < $1.0 }.map { "  \(JSONValue.quote($0.0)): \($0.1)" }.joined(separator: ",\n")
+            + "\n}"
     }
 
     static func formatNumber(_ x: Float) -> String {
@@ -39,16 +45,18 @@ public enum LoRAFile {
 
     static func loraTensors(_ lora: LoRAAdapters) throws -> [(name: String, tensor: Tensor)] {
         try lora.adapters.flatMap { a in
-            [("transformer.\(a.module).lora_A.weight", try Tensor(floats: a.a, shape: [lora.rank, a.inFeatures])),
-             ("transformer.\(a.module).lora_B.weight", try Tensor(floats: a.b, shape: [a.outFeatures, lora.rank]))]
+            [("\(lora.component).\(a.module).lora_A.weight", try Tensor(floats: a.a, shape: [lora.rank, a.inFeatures])),
+             ("\(lora.component).\(a.module).lora_B.weight", try Tensor(floats: a.b, shape: [a.outFeatures, lora.rank]))]
         }
     }
 
-    /// Writes `lora` as a diffusers/PEFT LoRA file at `path`, atomically, with its alpha recorded.
-    public static func write(_ lora: LoRAAdapters, to path: String, note: String? = nil) throws {
-        var metadata: [(String, String)] = [("format", "pt"), (adapterMetadataKey, adapterMetadata(lora))]
+    /// Writes `lora` (and the text encoder's adapters, when trained) as a diffusers/PEFT LoRA file at `path`,
+    /// atomically, with the alphas recorded.
+    public static func write(_ lora: LoRAAdapters, text: LoRAAdapters? = nil, to path: String, note: String? = nil) throws {
+        let sets = [lora] + (text.map { [$0] } ?? [])
+        var metadata: [(String, String)] = [("format", "pt"), (adapterMetadataKey, adapterMetadata(sets))]
         if let note { metadata.append(("amused_note", note)) }
-        try SafetensorsWriter.write(try loraTensors(lora), metadata: metadata, to: path)
+        try SafetensorsWriter.write(try sets.flatMap(loraTensors), metadata: metadata, to: path)
     }
 
     /// What identifies a run, for refusing a resume that would mix two.
@@ -73,21 +81,25 @@ public enum LoRAFile {
 
     /// Writes a resumable checkpoint of `state` at `path`, atomically.
     public static func writeCheckpoint(_ state: FineTuneState, identity: RunIdentity, to path: String) throws {
-        var tensors = try loraTensors(state.adapters)
-        for (k, a) in state.adapters.adapters.enumerated() {
-            for (slot, part, shape) in [(2 * k, "lora_A", [state.adapters.rank, a.inFeatures]),
-                                        (2 * k + 1, "lora_B", [a.outFeatures, state.adapters.rank])] {
-                tensors.append(("optimizer.exp_avg.\(a.module).\(part).weight",
-                                try Tensor(floats: state.optimizer.expAvg[slot], shape: shape)))
-                tensors.append(("optimizer.exp_avg_sq.\(a.module).\(part).weight",
-                                try Tensor(floats: state.optimizer.expAvgSq[slot], shape: shape)))
+        var sets = [(state.adapters, state.optimizer)]
+        if let text = state.text { sets.append((text.adapters, text.optimizer)) }
+        var tensors: [(name: String, tensor: Tensor)] = []
+        for (lora, optimizer) in sets {
+            tensors += try loraTensors(lora)
+            for (k, a) in lora.adapters.enumerated() {
+                for (slot, part, shape) in [(2 * k, "lora_A", [lora.rank, a.inFeatures]),
+                                            (2 * k + 1, "lora_B", [a.outFeatures, lora.rank])] {
+                    let name = "\(lora.component).\(a.module).\(part).weight"
+                    tensors.append(("optimizer.exp_avg.\(name)", try Tensor(floats: optimizer.expAvg[slot], shape: shape)))
+                    tensors.append(("optimizer.exp_avg_sq.\(name)", try Tensor(floats: optimizer.expAvgSq[slot], shape: shape)))
+                }
             }
         }
         let snapshot = state.generator.snapshot.map(Int64.init)
         tensors.append(("generator.state", try Tensor(int64s: snapshot, shape: [snapshot.count])))
         let run = CheckpointRun(step: state.step, optimizerStep: state.optimizer.step, identity: identity)
         let runText = String(decoding: try encoder.encode(run), as: UTF8.self)
-        try SafetensorsWriter.write(tensors, metadata: [("format", "pt"), (adapterMetadataKey, adapterMetadata(state.adapters)),
+        try SafetensorsWriter.write(tensors, metadata: [("format", "pt"), (adapterMetadataKey, adapterMetadata(sets.map(\.0))),
                                                         (checkpointKey, runText)], to: path)
     }
 
@@ -106,7 +118,8 @@ public enum LoRAFile {
 
     /// Reads a checkpoint written by `writeCheckpoint` for `config`; throws naming the file and key when it is not
     /// one, or when it was made with a different model, options, prompt or image than `identity`.
-    public static func readCheckpoint(path: String, config: UVit2DConfig, identity: RunIdentity) throws -> FineTuneState {
+    public static func readCheckpoint(path: String, config: UVit2DConfig, textConfig: CLIPTextConfig? = nil,
+                                      identity: RunIdentity) throws -> FineTuneState {
         let file = try SafetensorsFile(path: path)
         guard let runText = file.metadataValue(checkpointKey),
               let run = try? JSONDecoder().decode(CheckpointRun.self, from: Data(runText.utf8)),
@@ -125,27 +138,39 @@ public enum LoRAFile {
                              + "--image, --prompt and options, or start a new run")
         }
         let o = identity.options
-        var values: [String: (a: [Float], b: [Float])] = [:]
-        var expAvg: [[Float]] = [], expAvgSq: [[Float]] = []
         func floats(_ name: String) throws -> [Float] {
             guard file.infos.contains(where: { $0.name == name }) else {
                 throw TrainError("\(path): missing tensor \(name); the checkpoint is incomplete or for another model")
             }
             return try file.tensor(named: name).floats()
         }
-        for t in try LoRAAdapters.targets(config) {
-            values[t.module] = (try floats("transformer.\(t.module).lora_A.weight"),
-                                try floats("transformer.\(t.module).lora_B.weight"))
-            for part in ["lora_A", "lora_B"] {
-                expAvg.append(try floats("optimizer.exp_avg.\(t.module).\(part).weight"))
-                expAvgSq.append(try floats("optimizer.exp_avg_sq.\(t.module).\(part).weight"))
+        /// One component's adapters and moments.
+        func restore(_ component: String, _ targets: [LoRAAdapters.Target],
+                     _ make: ([String: (a: [Float], b: [Float])]) throws -> LoRAAdapters) throws -> (LoRAAdapters, AdamW) {
+            var values: [String: (a: [Float], b: [Float])] = [:]
+            var expAvg: [[Float]] = [], expAvgSq: [[Float]] = []
+            for t in targets {
+                let name = "\(component).\(t.module)"
+                values[t.module] = (try floats("\(name).lora_A.weight"), try floats("\(name).lora_B.weight"))
+                for part in ["lora_A", "lora_B"] {
+                    expAvg.append(try floats("optimizer.exp_avg.\(name).\(part).weight"))
+                    expAvgSq.append(try floats("optimizer.exp_avg_sq.\(name).\(part).weight"))
+                }
+            }
+            let adapters: LoRAAdapters
+            do { adapters = try make(values) } catch { throw TrainError("\(path): \(error)") }
+            return (adapters, try AdamW(o.optimizer, step: optimizerStep, expAvg: expAvg, expAvgSq: expAvgSq, for: adapters))
+        }
+        let (adapters, optimizer) = try restore("transformer", try LoRAAdapters.targets(config)) {
+            try LoRAAdapters(config: config, rank: o.rank, alpha: o.alpha, values: $0)
+        }
+        var text: (adapters: LoRAAdapters, optimizer: AdamW)?
+        if o.trainTextEncoder {
+            guard let textConfig else { throw TrainError("\(path): the run trains the text encoder; its config is needed") }
+            text = try restore("text_encoder", try LoRAAdapters.targets(textConfig)) {
+                try LoRAAdapters(textConfig: textConfig, rank: o.rank, alpha: o.alpha, values: $0)
             }
         }
-        let adapters: LoRAAdapters
-        do { adapters = try LoRAAdapters(config: config, rank: o.rank, alpha: o.alpha, values: values) } catch {
-            throw TrainError("\(path): \(error)")
-        }
-        let optimizer = try AdamW(o.optimizer, step: Int(optimizerStep), expAvg: expAvg, expAvgSq: expAvgSq, for: adapters)
         let words = try file.tensor(named: "generator.state").int64s()
         guard words.allSatisfy({ $0 >= 0 && $0 <= Int64(UInt32.max) }),
               let generator = TorchGenerator(snapshot: words.map { UInt32($0) })
@@ -153,6 +178,6 @@ public enum LoRAFile {
         guard step <= o.steps else {
             throw TrainError("\(path): the checkpoint is at step \(step), beyond --steps \(o.steps)")
         }
-        return FineTuneState(adapters: adapters, optimizer: optimizer, generator: generator, step: step)
+        return FineTuneState(adapters: adapters, optimizer: optimizer, text: text, generator: generator, step: step)
     }
 }

@@ -73,12 +73,31 @@ extension Kernels {
         }
     }
 
-    /// The gradients of `attention` (no mask) with respect to Q, K and V, given the forward's Q, K, V and the
-    /// output's gradient, all [batch, tokens, heads·headDim] with row stride `inner`. The probabilities are recomputed:
-    /// P = softmax(s·QKᵀ), dV = Pᵀ·dO, dS = P ⊙ (dO·Vᵀ − rowsum(P ⊙ dO·Vᵀ)), dQ = s·dS·K, dK = s·dSᵀ·Q.
+    /// `dy[i] *= quick_gelu′(x[i])`, in place: d/dx x·σ(1.702x) = σ + 1.702·x·σ·(1 − σ).
+    public static func quickGeluBackward(x: UnsafePointer<Float>, dy: UnsafeMutablePointer<Float>, count: Int) {
+        let out = SharedPointer(dy), xs = UncheckedSendable(x)
+        Parallel.chunks(count, cost: 30) { range in
+            for i in range {
+                let v = xs.value[i], s = 1 / (1 + expf(-1.702 * v))
+                out.p[i] *= s + 1.702 * v * s * (1 - s)
+            }
+        }
+    }
+
+    /// The derivative of SiLU at `x`: σ(x)·(1 + x·(1 − σ(x))).
+    @inline(__always)
+    public static func siluDerivative(_ x: Float) -> Float {
+        let s = 1 / (1 + expf(-x))
+        return s * (1 + x * (1 - s))
+    }
+
+    /// The gradients of `attention` with respect to Q, K and V, given the forward's Q, K, V and the output's gradient,
+    /// all [batch, tokens, heads·headDim] with row stride `inner`. The probabilities are recomputed (with the causal
+    /// mask when `causal`): P = softmax(s·QKᵀ), dV = Pᵀ·dO, dS = P ⊙ (dO·Vᵀ − rowsum(P ⊙ dO·Vᵀ)), dQ = s·dS·K,
+    /// dK = s·dSᵀ·Q. Masked entries have P = 0, so they get no gradient.
     public static func attentionBackward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                                          dOut: UnsafePointer<Float>, batch: Int, queries: Int, keys: Int, heads: Int,
-                                         headDim: Int, dQ: UnsafeMutablePointer<Float>,
+                                         headDim: Int, causal: Bool = false, dQ: UnsafeMutablePointer<Float>,
                                          dK: UnsafeMutablePointer<Float>, dV: UnsafeMutablePointer<Float>) {
         let inner = heads * headDim, scale = 1 / Float(headDim).squareRoot()
         let qs = UncheckedSendable(q), ks = UncheckedSendable(k), vs = UncheckedSendable(v),
@@ -96,6 +115,11 @@ extension Kernels {
                 let qo = b * queries * inner + hd * headDim, ko = b * keys * inner + hd * headDim
                 gemmCall(m: queries, n: keys, k: headDim, a: qs.value + qo, lda: inner, b: ks.value + ko, ldb: inner,
                          transposeB: true, transposeA: false, c: p, ldc: keys, alpha: scale, beta: 0)
+                if causal {
+                    for i in 0..<queries where i + 1 < keys {
+                        (p + i * keys + i + 1).update(repeating: -.infinity, count: keys - i - 1)
+                    }
+                }
                 for i in 0..<queries { softmaxRow(p + i * keys, keys) }
                 // dV = Pᵀ · dO
                 gemmCall(m: keys, n: headDim, k: queries, a: p, lda: keys, b: gs.value + qo, ldb: inner,

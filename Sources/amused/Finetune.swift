@@ -60,6 +60,9 @@ struct Finetune: ParsableCommand {
     @Option(help: "Clip the gradient norm to this (off by default, as in train_amused.py).")
     var maxGradNorm: Float?
 
+    @Flag(help: "Train LoRA adapters on the text encoder's q_proj/k_proj/v_proj as well (same rank and alpha).")
+    var textEncoder = false
+
     @Flag(help: "Do not mirror the image left-right as augmentation.")
     var noFlip = false
 
@@ -103,6 +106,7 @@ struct Finetune: ParsableCommand {
         o.maxGradNorm = maxGradNorm
         o.flip = !noFlip
         o.preservationShare = preservationShare
+        o.trainTextEncoder = textEncoder
         return o
     }
 
@@ -147,16 +151,20 @@ struct Finetune: ParsableCommand {
             FileHandle.standardError.write(Data("drawing \(prompts.count) preservation images with the unchanged model…\n".utf8))
             try data.addPreservation(components: components, prompts: prompts, seed: seed)
         }
-        let tuner = try FineTuner(transformer: transformer, data: data, options: options)
+        let tuner = try FineTuner(transformer: transformer, textEncoder: components.textEncoder, data: data,
+                                  options: options)
+        let textConfig = components.textEncoder?.config
         let identity = LoRAFile.RunIdentity(options: options, prompt: prompt,
                                             imageSHA256: try BundleFormat.sha256(file: image).hex,
                                             preservationPrompts: data.preservation.map(\.prompt))
         var state = try resume.map {
-            try LoRAFile.readCheckpoint(path: $0, config: transformer.config, identity: identity)
-        } ?? FineTuneState(config: transformer.config, options: options)
+            try LoRAFile.readCheckpoint(path: $0, config: transformer.config, textConfig: textConfig, identity: identity)
+        } ?? FineTuneState(config: transformer.config, textConfig: textConfig, options: options)
         let adapters = state.adapters
-        var intro = "fine-tuning \(adapters.adapters.count) LoRA adapters (rank \(rank), alpha \(alpha), "
-        intro += "\(adapters.parameterCount) values) on \(data.variants.count) view(s) of \(image), "
+        let count = adapters.adapters.count + (state.text?.adapters.adapters.count ?? 0)
+        let values = adapters.parameterCount + (state.text?.adapters.parameterCount ?? 0)
+        var intro = "fine-tuning \(count) LoRA adapters" + (state.text != nil ? " (transformer and text encoder)" : "")
+        intro += " (rank \(rank), alpha \(alpha), \(values) values) on \(data.variants.count) view(s) of \(image), "
         intro += "\(data.height)×\(data.width) tokens, batch \(batch)"
         if state.step > 0 { intro += ", resuming at step \(state.step)" }
         FileHandle.standardError.write(Data((intro + "\n").utf8))
@@ -181,7 +189,7 @@ struct Finetune: ParsableCommand {
             if checkpointEvery > 0 { try LoRAFile.writeCheckpoint(s, identity: identity, to: checkpointPath) }
         })
         if interactive { FileHandle.standardError.write(Data("\n".utf8)) }
-        try LoRAFile.write(state.adapters, to: out, note: "amused finetune: \(steps) steps on \(image) "
+        try LoRAFile.write(state.adapters, text: state.text?.adapters, to: out, note: "amused finetune: \(steps) steps on \(image) "
                            + "with \"\(prompt)\", seed \(seed)")
         FileHandle.standardError.write(Data(String(
             format: "trained %d steps in %.1f s → %@ (alpha %g / rank %d = scale %g recorded in the file)\n",

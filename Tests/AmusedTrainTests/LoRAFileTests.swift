@@ -104,6 +104,44 @@ struct LoRAFileTests {
         #expect(resumed.generator.snapshot == straight.generator.snapshot)
     }
 
+    /// With the text encoder trained, the LoRA file carries both sets (the text encoder's under `text_encoder.`, its
+    /// alpha recorded too) and a checkpoint resumes both exactly.
+    @Test func textEncoderAdaptersAreWrittenAndResumed() throws {
+        var run = try TinyRun()
+        run.options.trainTextEncoder = true
+        let config = run.components.transformer!.config, textConfig = run.components.textEncoder!.config
+        let tuner = try FineTuner(transformer: run.components.transformer!, textEncoder: run.components.textEncoder,
+                                  data: run.data, options: run.options)
+        var straight = try FineTuneState(config: config, textConfig: textConfig, options: run.options)
+        try tuner.run(&straight)
+        let text = try #require(straight.text)
+        #expect(text.optimizer.step == 4)
+        let dir = try ScratchFolder()
+        let file = dir.path + "/style.safetensors"
+        try LoRAFile.write(straight.adapters, text: text.adapters, to: file)
+        let lora = try LoRA(path: file)
+        let pair = try #require(lora.pair(text.adapters.adapters[0].module + ".weight", component: "text_encoder"))
+        #expect(pair.alpha == 8 && pair.down.shape == [4, textConfig.hiddenSize])
+        #expect(lora.pairs["text_encoder"]?.count == text.adapters.adapters.count)
+        _ = try AmusedComponents(path: FixturePaths.path("records/tiny-256/model"), lora: LoRAFusion(lora, scale: 1))
+
+        var stopped = run
+        stopped.options.steps = 2
+        let first = try FineTuner(transformer: run.components.transformer!, textEncoder: run.components.textEncoder,
+                                  data: run.data, options: stopped.options)
+        var state = try FineTuneState(config: config, textConfig: textConfig, options: run.options)
+        try first.run(&state)
+        let identity = LoRAFile.RunIdentity(options: run.options, prompt: "p", imageSHA256: "00")
+        let checkpoint = dir.path + "/run.checkpoint.safetensors"
+        try LoRAFile.writeCheckpoint(state, identity: identity, to: checkpoint)
+        var resumed = try LoRAFile.readCheckpoint(path: checkpoint, config: config, textConfig: textConfig,
+                                                  identity: identity)
+        try tuner.run(&resumed)
+        #expect(resumed.adapters == straight.adapters)
+        #expect(resumed.text?.adapters == text.adapters)
+        #expect(resumed.text?.optimizer == text.optimizer)
+    }
+
     /// Resuming with another prompt, or from a file that is not a checkpoint, is refused with the file named.
     @Test func wrongResumesAreRefused() throws {
         let run = try TinyRun()

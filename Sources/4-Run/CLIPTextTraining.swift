@@ -1,0 +1,155 @@
+// The text encoder's backward pass, for LoRA on its q_proj/k_proj/v_proj (train_amused.py --train_text_encoder
+// --text_encoder_use_lora): from the gradients of the two outputs the transformer reads — hidden_states[-2] and
+// text_embeds — back through the causal self-attention, LayerNorms and quick_gelu MLPs to the first layer's adapters.
+// The forward is the inference forward of CLIPTextModel.swift with the adapters added and each layer's input kept.
+// The embeddings are frozen and below every adapter: nothing is propagated into them.
+
+import AmusedKernels
+
+extension CLIPTextModel {
+    /// What the backward pass needs from a training forward.
+    public struct TrainingCache: @unchecked Sendable {
+        let run: LoRARun
+        let layers: [CLIPEncoderLayer.Cache]
+        let finalInput: [Float]
+        let pooledRows: [Int]
+        let batch: Int, length: Int
+    }
+
+    /// The outputs for `ids` with `lora` on q/k/v_proj, and what `trainingBackward` needs.
+    public func trainingForward(_ ids: [Int64], batch: Int, lora: LoRAAdapters) throws(ModelError)
+        -> (output: TextEncoderOutput, cache: TrainingCache)
+    {
+        guard lora.component == "text_encoder", lora.adapters.map(\.module) == (try LoRAAdapters.targets(config)).map(\.module)
+        else {
+            throw .invalidInput("the adapters were made for a different text encoder config")
+        }
+        guard batch > 0, ids.count % batch == 0 else { throw .invalidInput("\(ids.count) ids do not split into \(batch) rows") }
+        let length = ids.count / batch, d = config.hiddenSize
+        guard length <= config.maxPositionEmbeddings else {
+            throw .invalidInput("\(length) tokens exceed max_position_embeddings \(config.maxPositionEmbeddings)")
+        }
+        if let bad = ids.first(where: { $0 < 0 || $0 >= Int64(config.vocabSize) }) {
+            throw .invalidInput("token id \(bad) is outside the vocabulary of \(config.vocabSize)")
+        }
+        let run = LoRARun(lora)
+        var x = [Float](repeating: 0, count: batch * length * d)
+        var position = [Float](repeating: 0, count: d)
+        x.withUnsafeMutableBufferPointer { xp in
+            for b in 0..<batch {
+                for t in 0..<length {
+                    let id = Int(ids[b * length + t]), row = xp.baseAddress! + (b * length + t) * d
+                    tokenEmbedding.rows(id..<(id + 1), into: row)
+                    position.withUnsafeMutableBufferPointer { positionEmbedding.rows(t..<(t + 1), into: $0.baseAddress!) }
+                    for i in 0..<d { row[i] += position[i] }
+                }
+            }
+        }
+        var penultimate = x
+        var caches: [CLIPEncoderLayer.Cache] = []
+        for (i, layer) in layers.enumerated() {
+            if i == layers.count - 1 { penultimate = x }
+            let (y, cache) = layer.trainingForward(x, batch: batch, length: length, run: run)
+            caches.append(cache)
+            x = y
+        }
+        let finalInput = x
+        finalLayerNorm(&x)
+        var pooled = [Float](repeating: 0, count: batch * d), rows: [Int] = []
+        for b in 0..<batch {
+            let at = b * length + pooledIndex(ids[(b * length)..<((b + 1) * length)])
+            rows.append(at)
+            for i in 0..<d { pooled[b * d + i] = x[at * d + i] }
+        }
+        let embeds = textProjection(pooled, rows: batch)
+        return (TextEncoderOutput(penultimateHiddenStates: penultimate, textEmbeds: embeds),
+                TrainingCache(run: run, layers: caches, finalInput: finalInput, pooledRows: rows, batch: batch,
+                              length: length))
+    }
+
+    /// ∂L/∂A and ∂L/∂B of every adapter, given ∂L/∂hidden_states[-2] and ∂L/∂text_embeds.
+    public func trainingBackward(penultimate dPenultimate: [Float], textEmbeds dEmbeds: [Float], cache c: TrainingCache)
+        -> LoRAGradients
+    {
+        let d = config.hiddenSize, rows = c.batch * c.length
+        // text_embeds = projection(final_layer_norm(x)[pooled rows]).
+        let dPooled = textProjection.backwardInput(dEmbeds, rows: c.batch)
+        var dNormed = [Float](repeating: 0, count: rows * d)
+        for (b, at) in c.pooledRows.enumerated() {
+            for i in 0..<d { dNormed[at * d + i] = dPooled[b * d + i] }
+        }
+        var g = finalLayerNorm.backward(input: c.finalInput, dy: dNormed)
+        for i in layers.indices.reversed() {
+            guard let dx = layers[i].trainingBackward(g, cache: c.layers[i], run: c.run, needInput: i > 0) else { break }
+            g = dx
+            // hidden_states[-2] is the last layer's input: its gradient joins below that layer.
+            if i == layers.count - 1 { Ops.add(&g, dPenultimate) }
+        }
+        return c.run.gradients
+    }
+}
+
+extension CLIPEncoderLayer {
+    struct Cache {
+        let x: [Float], attended: [Float]
+        let attention: MultiHeadAttention.Cache
+        let preActivation: [Float]
+    }
+
+    func trainingForward(_ x: [Float], batch: Int, length: Int, run: LoRARun) -> ([Float], Cache) {
+        var h = x
+        layerNorm1(&h)
+        let (a, ac) = attention.trainingForward(h, batch: batch, queries: length, context: nil, keys: length,
+                                                causal: true, run: run)
+        var out = a
+        Ops.add(&out, x)
+        var m = out
+        layerNorm2(&m)
+        let pre = fc1(m, rows: batch * length)
+        var inner = pre
+        inner.withUnsafeMutableBufferPointer { p in
+            if quickGelu { Kernels.quickGelu(p.baseAddress!, count: p.count) } else { Kernels.gelu(p.baseAddress!, count: p.count) }
+        }
+        var y = fc2(inner, rows: batch * length)
+        Ops.add(&y, out)
+        return (y, Cache(x: x, attended: out, attention: ac, preActivation: pre))
+    }
+
+    /// Collects the adapters' gradients; ∂L/∂x when `needInput`.
+    func trainingBackward(_ dy: [Float], cache c: Cache, run: LoRARun, needInput: Bool) -> [Float]? {
+        let rows = c.x.count / layerNorm1.dim
+        var dInner = fc2.backwardInput(dy, rows: rows)
+        c.preActivation.withUnsafeBufferPointer { xp in dInner.withUnsafeMutableBufferPointer { gp in
+            if quickGelu {
+                Kernels.quickGeluBackward(x: xp.baseAddress!, dy: gp.baseAddress!, count: gp.count)
+            } else {
+                Kernels.geluBackward(x: xp.baseAddress!, dy: gp.baseAddress!, count: gp.count)
+            }
+        } }
+        var dOut = layerNorm2.backward(input: c.attended, dy: fc1.backwardInput(dInner, rows: rows))
+        Ops.add(&dOut, dy)
+        guard let dh = attention.trainingBackward(dOut, cache: c.attention, run: run, needInput: needInput).input
+        else { return nil }
+        var dx = layerNorm1.backward(input: c.x, dy: dh)
+        Ops.add(&dx, dOut)
+        return dx
+    }
+}
+
+extension UVit2DModel {
+    /// The masked-token loss with the text encoder in the step: `textIds` [batch, L] are encoded with `textLoRA`
+    /// applied (replacing the batch's text inputs), and the gradients of both sets of adapters are returned.
+    public func maskedTokenLoss(_ batch: MaskedTokenBatch, lora: LoRAAdapters, textEncoder: CLIPTextModel,
+                                textIds: [Int64], textLoRA: LoRAAdapters) throws(ModelError)
+        -> (loss: Float, transformer: LoRAGradients, textEncoder: LoRAGradients)
+    {
+        let (text, cache) = try textEncoder.trainingForward(textIds, batch: batch.batch, lora: textLoRA)
+        var b = batch
+        b.encoderHiddenStates = text.penultimateHiddenStates
+        b.pooledTextEmb = text.textEmbeds
+        let r = try train(b, lora: lora, textGradients: true)
+        let textGradients = textEncoder.trainingBackward(penultimate: r.encoderHiddenStates!,
+                                                          textEmbeds: r.pooledTextEmb!, cache: cache)
+        return (r.loss, r.lora!, textGradients)
+    }
+}
