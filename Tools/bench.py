@@ -7,7 +7,11 @@ FlopCounterMode: matmul/conv/bmm, 2 per multiply-add, as in docs/model-notes.md 
 
     swift build -c release
     Tools/.venv/bin/python Tools/bench.py [--model .fullsize/amused-256/model] [--runs 3] [--threads 2] [--pipeline]
-        [--no-blas-rows]
+        [--no-blas-rows] [--train-step]
+
+--train-step adds one LoRA fine-tuning step at batch 1 (rank 16, alpha 32 on every to_q/to_k/to_v, every other token
+masked; forward, cross-entropy, backward, AdamW): PEFT + torch autograd against `amused bench --part train-step`,
+with both sides' peak memory (the Python side's is the process's, after loading the transformer and the step).
 
 Besides the default build it times the same binary with AMUSED_GEMM=blas (OpenBLAS as pinned, and OpenBLAS choosing
 its own kernels), unless --no-blas-rows.
@@ -26,6 +30,9 @@ from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu, vector_extensions  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -55,6 +62,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--pipeline", action="store_true",
                     help="also time a full 12-step guided text-to-image generation (diffusers vs amused generate)")
+    ap.add_argument("--train-step", action="store_true", help="time one LoRA fine-tuning step instead")
     ap.add_argument("--no-blas-rows", action="store_true",
                     help="skip the AMUSED_GEMM=blas comparison rows (time the default build only)")
     args = ap.parse_args()
@@ -66,6 +74,10 @@ def main() -> None:
         sys.exit("build the release binary first: swift build -c release")
 
     torch.set_num_threads(args.threads)
+    print(f"CPU: {cpu()}; vector extensions: {vector_extensions()}")
+    if args.train_step:
+        bench_train_step(model, binary, args)
+        return
     from diffusers import UVit2DModel, VQModel
 
     results = {}
@@ -124,6 +136,51 @@ def main() -> None:
                   f"{run[name]['peak_rss_mib']:>12} MiB")
     if args.pipeline:
         bench_pipeline(model, binary, args.threads, rows)
+
+
+def bench_train_step(model: Path, binary: Path, args) -> None:
+    """One LoRA training step at batch 1, both sides on the same deterministic inputs."""
+    import resource
+
+    from diffusers import UVit2DModel
+    from peft import LoraConfig
+
+    t = UVit2DModel.from_pretrained(str(model / "transformer"))
+    t.requires_grad_(False)
+    t.add_adapter(LoraConfig(r=16, lora_alpha=32, target_modules=["to_q", "to_k", "to_v"]))
+    t.train()
+    c = t.config
+    grid, b = c.sample_size, 1
+    tokens = (torch.arange(b * grid * grid) * 7919 % c.codebook_size).reshape(b, grid * grid)
+    masked = torch.arange(grid * grid) % 2 == 0
+    ids = torch.where(masked, c.vocab_size - 1, tokens).reshape(b, grid, grid)
+    labels = torch.where(masked, tokens, -100).reshape(-1)
+    text = torch.sin(torch.arange(b * 77 * c.encoder_hidden_size, dtype=torch.float64)).float().reshape(b, 77, -1)
+    pooled = torch.cos(torch.arange(b * c.cond_embed_dim, dtype=torch.float64)).float().reshape(b, -1)
+    micro = torch.tensor([[grid * 16, grid * 16, 0, 0, 6.0]] * b)
+    params = [p for p in t.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=3e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+
+    def step():
+        logits = t(ids, micro_conds=micro, pooled_text_emb=pooled, encoder_hidden_states=text)
+        logits = logits.reshape(b, c.codebook_size, -1).permute(0, 2, 1).reshape(-1, c.codebook_size)
+        loss = torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    torch_times = timed(step, args.runs)
+    torch_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    del t, opt, params
+    swift = json.loads(subprocess.run([str(binary), "bench", str(model), "--part", "train-step", "--batch", "1",
+                                       "--runs", str(args.runs), "--json"], check=True, capture_output=True,
+                                      text=True).stdout)
+    st, tt = float(swift["train_step"]["best_seconds"]), min(torch_times)
+    print(f"model {model}, {args.threads} threads, torch {torch.__version__}, best of {args.runs} runs after a warm-up")
+    print(f"Swift products: {swift['products']}")
+    print(f"{'part':<38}{'PyTorch s':>11}{'Swift s':>10}{'ratio':>8}{'torch peak RSS':>16}{'Swift peak RSS':>16}")
+    print(f"{'LoRA training step, batch 1, r 16':<38}{tt:>11.2f}{st:>10.2f}{st / tt:>8.2f}{torch_rss:>12.0f} MiB"
+          f"{swift['train_step']['peak_rss_mib']:>12} MiB")
 
 
 def bench_pipeline(model: Path, binary: Path, threads: int, rows: list[tuple[str, dict[str, str]]]) -> None:

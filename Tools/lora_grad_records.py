@@ -48,6 +48,8 @@ MODELS = {
     "tiny-512": ("Fixtures/records/tiny-512/model", ["a photo of a cat", "an oil painting"]),
     "tiny-variant": ("Fixtures/records/tiny-variant/model", ["a photo of a cat", ""]),
     "shapes-64": ("Fixtures/models/shapes-64", ["a red circle on a blue background", "a green square"]),
+    # Full size (Tools/make_fullsize.py): written under .fullsize/records, checked by `amused bench --part gradients`.
+    "amused-256": (".fullsize/amused-256/model", ["a photo of a cat", "winter mountains"]),
 }
 RANK, ALPHA = 4, 8.0
 # train_amused.py's AdamW settings (betas, eps, weight decay); lr 1e-3 instead of 3e-4 so that ten steps move the
@@ -141,11 +143,11 @@ def record(name: str, text: bool = False) -> None:
             if text:
                 tensors.update({f"step{step}/text/{k}": v for k, v in lora_state(text_encoder).items()})
     tensors["loss"] = torch.tensor(losses, dtype=torch.float32)
-    out = REPO / "Fixtures" / "records" / name / ("finetune-text" if text else "finetune")
+    root = REPO / ".fullsize" / "records" if folder.startswith(".fullsize") else REPO / "Fixtures" / "records"
+    out = root / name / ("finetune-text" if text else "finetune")
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "finetune.safetensors"))
     meta = {
-        "model": str(Path(folder).relative_to("Fixtures") if folder.startswith("Fixtures/models") else "../model"),
         "model_path": folder,
         "lora": {"r": RANK, "lora_alpha": ALPHA, "target_modules": ["to_q", "to_k", "to_v"],
                  "init_lora_weights": False},
@@ -167,5 +169,5 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     text = "--text-encoder" in args
     names = [a for a in args if a != "--text-encoder"]
-    for n in names or list(MODELS):
+    for n in names or [m for m in MODELS if not MODELS[m][0].startswith(".fullsize")]:
         record(n, text=text)

@@ -68,6 +68,9 @@ def pipeline(lora: str | None) -> AmusedPipeline:
         assert metadata and "transformer.lora_alpha" in metadata, "the file records no alpha"
         AmusedLoraLoaderMixin.load_lora_into_transformer(state, network_alphas=None, transformer=pipe.transformer,
                                                          metadata=metadata)
+        if any(k.startswith("text_encoder.") for k in state):
+            AmusedLoraLoaderMixin.load_lora_into_text_encoder(state, network_alphas=None, text_encoder=pipe.text_encoder,
+                                                              prefix="text_encoder", metadata=metadata)
         scalings = {v for m in pipe.transformer.modules() if isinstance(getattr(m, "scaling", None), dict) for v in m.scaling.values()}
         print(f"diffusers loaded {len(state)} LoRA tensors at scaling {sorted(scalings)} (lora_alpha "
               f"{metadata['transformer.lora_alpha']} / r {metadata['transformer.r']})", flush=True)
@@ -116,6 +119,15 @@ def main() -> None:
     result: dict = {"lora": a.lora, "prompts": len(items), "seeds": a.seeds, "style_word": STYLE_WORD,
                     "train_prompt": TRAIN_PROMPT, "threshold": shapes.OUTLINED_THRESHOLD,
                     "reference": {k: VERSIONS[k] for k in ("torch", "diffusers", "peft")}, "runs": {}}
+    # The training prompt itself, 20 samples each (one batch of 20, so every sample gets its own draws).
+    same_prompt = {}
+    for name, pipe in (("base", base), ("LoRA", tuned)):
+        images = draw(pipe, [TRAIN_PROMPT] * 20, 0)
+        same_prompt[name] = images
+        hollow = [shapes.hollowness(img) for img in images]
+        result.setdefault("train_prompt_20_samples", {})[name] = {
+            "outlined_rate": round(sum(h > shapes.OUTLINED_THRESHOLD for h in hollow) / len(hollow), 4),
+            "mean_hollowness": round(float(np.mean(hollow)), 4)}
     keep = {}
     for seed in a.seeds:
         runs = {"base, without the word": draw(base, plain, seed), "base, with the word": draw(base, styled, seed),
@@ -150,6 +162,13 @@ def main() -> None:
         runs = keep[a.seeds[0]]
         cols = ["base, without the word", "LoRA, without the word", "LoRA, with the word"]
         grid = np.concatenate([np.concatenate([runs[c][i] for c in cols], 1) for i in picks], 0)
+        # Beside it: the training image, then the training prompt drawn by the base model and by the LoRA (4 each).
+        side = np.full((grid.shape[0], 64 * 3, 3), 255, np.uint8)
+        side[:64, :64] = training_image()
+        for k in range(4):
+            side[64 * (k + 1):64 * (k + 2), 64:128] = same_prompt["base"][k]
+            side[64 * (k + 1):64 * (k + 2), 128:192] = same_prompt["LoRA"][k]
+        grid = np.concatenate([side, np.full((grid.shape[0], 8, 3), 255, np.uint8), grid], 1)
         Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(a.gallery)
 
 

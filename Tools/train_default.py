@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import shapes  # noqa: E402
+from machine import cpu  # noqa: E402
 from amused_reference import VERSIONS, clip_tokenizer, save_pipeline  # noqa: E402
 from diffusers import AmusedPipeline, AmusedScheduler, UVit2DModel, VQModel  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection  # noqa: E402
@@ -263,15 +264,6 @@ def plot(logs: list[tuple[str, Path, str]], out: Path) -> None:
         d.text((x0 + 4, pad - 6), f"{hi:.3g}", fill="black")
         d.text((x0 + 4, h - pad - 6), f"{lo:.3g}", fill="black")
     canvas.save(out)
-
-
-def cpu() -> str:
-    """The CPU's name, family and model (torch's kernels, and so the low bits of the weights, depend on them)."""
-    fields = {}
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    return f"{fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
 
 
 def main() -> None:

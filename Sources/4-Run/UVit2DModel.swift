@@ -171,6 +171,14 @@ public struct UVit2DModel: Sendable {
     /// `microConds` [B, 5] = [width, height, crop top, crop left, aesthetic score].
     public func conditioning(encoderHiddenStates: [Float], pooledTextEmb: [Float], microConds: [Float], batch: Int,
                              trace: Trace? = nil) throws(ModelError) -> UVitConditioning {
+        try conditioning(encoderHiddenStates: encoderHiddenStates, pooledTextEmb: pooledTextEmb, microConds: microConds,
+                         batch: batch, trace: trace, keysAndValues: true)
+    }
+
+    /// The same; without `keysAndValues` the cross-attention K/V are left empty (training recomputes them with its
+    /// adapters).
+    func conditioning(encoderHiddenStates: [Float], pooledTextEmb: [Float], microConds: [Float], batch: Int,
+                      trace: Trace?, keysAndValues: Bool) throws(ModelError) -> UVitConditioning {
         let c = config
         guard batch > 0, encoderHiddenStates.count % (batch * c.encoderHiddenSize) == 0,
               pooledTextEmb.count == batch * c.condEmbedDim, microConds.count == batch * 5
@@ -196,10 +204,10 @@ public struct UVit2DModel: Sendable {
         let siluCond = Ops.silu(cond)
         return UVitConditioning(
             batch: batch, textLength: length,
-            layerKV: layers.map { $0.attn2.keysAndValues(e, rows: batch * length) },
+            layerKV: keysAndValues ? layers.map { $0.attn2.keysAndValues(e, rows: batch * length) } : [],
             layerAdaLN: layers.map { layer in [layer.norm1, layer.norm2, layer.norm3].map { $0.modulation(siluCond, batch: batch) } },
-            downKV: downBlock.keysAndValues(e, batch: batch, length: length),
-            upKV: upBlock.keysAndValues(e, batch: batch, length: length),
+            downKV: keysAndValues ? downBlock.keysAndValues(e, batch: batch, length: length) : [],
+            upKV: keysAndValues ? upBlock.keysAndValues(e, batch: batch, length: length) : [],
             downAdaLN: downBlock.resBlocks.map { $0.condMapper(siluCond, rows: batch) },
             upAdaLN: upBlock.resBlocks.map { $0.condMapper(siluCond, rows: batch) })
     }
@@ -344,17 +352,21 @@ struct UVitTransformerLayer: Sendable {
                     k: kv.k, v: kv.v, keys: textLength)
         Ops.add(&out, h)
         h = out
-        // GEGLU: the first half of ff.net.0.proj is the linear branch, the second half goes through exact GELU.
         let projected = ffProj(norm3(h, batch: batch, tokens: tokens, modulation: adaLN[2]), rows: batch * tokens)
-        var gated = [Float](repeating: 0, count: batch * tokens * inner)
+        out = ffOut(Self.geglu(projected, rows: batch * tokens, inner: inner), rows: batch * tokens)
+        Ops.add(&out, h)
+        return out
+    }
+
+    /// GEGLU: the first half of ff.net.0.proj's output is the linear branch, the second goes through exact GELU.
+    static func geglu(_ projected: [Float], rows: Int, inner n: Int) -> [Float] {
+        var gated = [Float](repeating: 0, count: rows * n)
         projected.withUnsafeBufferPointer { p in
             gated.withUnsafeMutableBufferPointer { g in
-                let src = p.baseAddress!, dst = g.baseAddress!
-                let n = inner
-                let shared = SharedPointer(dst)
-                Parallel.chunks(batch * tokens, cost: n * 30) { range in
+                let src = UncheckedSendablePointer(p.baseAddress!), shared = SharedPointer(g.baseAddress!)
+                Parallel.chunks(rows, cost: n * 30) { range in
                     for r in range {
-                        let a = src + r * 2 * n, gate = a + n, o = shared.p + r * n
+                        let a = src.p + r * 2 * n, gate = a + n, o = shared.p + r * n
                         o.update(from: gate, count: n)
                         FastMath.apply(o, n, .gelu)
                         for i in 0..<n { o[i] *= a[i] }
@@ -362,10 +374,14 @@ struct UVitTransformerLayer: Sendable {
                 }
             }
         }
-        out = ffOut(gated, rows: batch * tokens)
-        Ops.add(&out, h)
-        return out
+        return gated
     }
+}
+
+/// A read-only pointer shared by the chunks of one parallel loop.
+struct UncheckedSendablePointer: @unchecked Sendable {
+    let p: UnsafePointer<Float>
+    init(_ p: UnsafePointer<Float>) { self.p = p }
 }
 
 /// `UVitBlock`: optional 2×2 downsample, `num_res_blocks` × (ConvNextBlock → SkipFFTransformerBlock), optional

@@ -85,7 +85,7 @@ extension UVit2DModel {
             throw .invalidInput("the adapters were made for a different transformer config")
         }
         let cond = try conditioning(encoderHiddenStates: batch.encoderHiddenStates, pooledTextEmb: batch.pooledTextEmb,
-                                    microConds: batch.microConds, batch: n)
+                                    microConds: batch.microConds, batch: n, trace: nil, keysAndValues: false)
         guard batch.inputIds.count == n * h * w else {
             throw .invalidInput("\(batch.inputIds.count) ids for batch \(n) of \(h)×\(w)")
         }
@@ -156,7 +156,17 @@ extension UVit2DModel {
         }
 
         // Backward, in reverse order.
-        var g = mlmConv2.backwardInput(dLogits, rows: rows)
+        // Rows with label −100 have a zero logit gradient: only the masked rows go through the largest product.
+        let maskedRows = batch.labels.indices.filter { batch.labels[$0] != -100 }
+        var dMasked = [Float](repeating: 0, count: maskedRows.count * c.codebookSize)
+        for (k, row) in maskedRows.enumerated() {
+            for j in 0..<c.codebookSize { dMasked[k * c.codebookSize + j] = dLogits[row * c.codebookSize + j] }
+        }
+        let gMasked = mlmConv2.backwardInput(dMasked, rows: maskedRows.count)
+        var g = [Float](repeating: 0, count: rows * c.inChannels)
+        for (k, row) in maskedRows.enumerated() {
+            for j in 0..<c.inChannels { g[row * c.inChannels + j] = gMasked[k * c.inChannels + j] }
+        }
         g = mlmNorm.backward(input: m1, dy: g)
         g = mlmConv1.backwardInput(g, rows: rows)
         let upBack = upBlock.trainingBackward(g, cache: up.cache, run: run, stopAtFirstAdapter: false)
@@ -474,13 +484,8 @@ extension UVitTransformerLayer {
         // GEGLU: out = a ⊙ gelu(gate); da = dy ⊙ gelu(gate), dgate = dy ⊙ a ⊙ gelu′(gate).
         let dGated = ffOut.backwardInput(dOut, rows: rows)
         var dProjected = [Float](repeating: 0, count: c.projected.count)
-        for r in 0..<rows {
-            let a = r * 2 * inner, gate = a + inner, o = r * inner
-            for i in 0..<inner {
-                let x = c.projected[gate + i]
-                dProjected[a + i] = dGated[o + i] * FastMath.gelu(x)
-                dProjected[gate + i] = dGated[o + i] * c.projected[a + i] * Kernels.geluDerivative(x)
-            }
+        dProjected.withUnsafeMutableBufferPointer { dp in
+            Kernels.gegluBackward(projected: c.projected, dy: dGated, rows: rows, inner: inner, dProjected: dp.baseAddress!)
         }
         let (dn3, dm3) = norm3.backward(input: c.h2, dy: ffProj.backwardInput(dProjected, rows: rows), batch: c.batch,
                                         tokens: c.tokens, modulation: c.adaLN[2], modulationGradients: text)
@@ -498,27 +503,6 @@ extension UVitTransformerLayer {
         Ops.add(&dh0, dh1)
         return Gradients(input: dh0, context: dContext ?? [], modulations: text ? [dm1!, dm2!, dm3!] : [])
     }
-
-    /// The GEGLU of the inference forward: first half linear, second half through exact GELU.
-    static func geglu(_ projected: [Float], rows: Int, inner: Int) -> [Float] {
-        var gated = [Float](repeating: 0, count: rows * inner)
-        projected.withUnsafeBufferPointer { p in
-            gated.withUnsafeMutableBufferPointer { g in
-                for r in 0..<rows {
-                    let a = p.baseAddress! + r * 2 * inner, o = g.baseAddress! + r * inner
-                    o.update(from: a + inner, count: inner)
-                    FastMath.apply(o, inner, .gelu)
-                    for i in 0..<inner { o[i] *= a[i] }
-                }
-            }
-        }
-        return gated
-    }
-}
-
-extension FastMath {
-    /// Exact GELU of one float, through the same vector code as the forward.
-    static func gelu(_ x: Float) -> Float { gelu(V(repeating: x))[0] }
 }
 
 extension ConvNextBlock {

@@ -68,8 +68,50 @@ extension Kernels {
     /// `dy[i] *= gelu′(x[i])`, in place: the gradient through exact GELU given its input.
     public static func geluBackward(x: UnsafePointer<Float>, dy: UnsafeMutablePointer<Float>, count: Int) {
         let out = SharedPointer(dy), xs = UncheckedSendable(x)
-        Parallel.chunks(count, cost: 40) { range in
-            for i in range { out.p[i] *= geluDerivative(xs.value[i]) }
+        let blocks = (count + 1023) / 1024
+        Parallel.chunks(blocks, cost: 1024 * 30) { range in
+            let lo = range.lowerBound * 1024, hi = min(count, range.upperBound * 1024)
+            var i = lo
+            while i + 8 <= hi {
+                let v = UnsafeRawPointer(xs.value + i).loadUnaligned(as: FastMath.V.self)
+                let g = UnsafeRawPointer(out.p + i).loadUnaligned(as: FastMath.V.self)
+                UnsafeMutableRawPointer(out.p + i).storeBytes(of: g * FastMath.geluDerivative(v), as: FastMath.V.self)
+                i += 8
+            }
+            while i < hi {
+                out.p[i] *= geluDerivative(xs.value[i])
+                i += 1
+            }
+        }
+    }
+
+    /// GEGLU's backward pass: the forward read `projected` [rows, 2·inner] (the linear half, then the gate) and
+    /// wrote a ⊙ gelu(gate); writes d(linear half) = dy ⊙ gelu(gate) and d(gate) = dy ⊙ a ⊙ gelu′(gate).
+    public static func gegluBackward(projected: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, inner: Int,
+                                     dProjected: UnsafeMutablePointer<Float>) {
+        let out = SharedPointer(dProjected), ps = UncheckedSendable(projected), gs = UncheckedSendable(dy)
+        Parallel.chunks(rows, cost: inner * 60) { range in
+            for r in range {
+                let a = ps.value + r * 2 * inner, gate = a + inner, g = gs.value + r * inner
+                let da = out.p + r * 2 * inner, dgate = da + inner
+                var i = 0
+                while i + 8 <= inner {
+                    let x = UnsafeRawPointer(gate + i).loadUnaligned(as: FastMath.V.self)
+                    let av = UnsafeRawPointer(a + i).loadUnaligned(as: FastMath.V.self)
+                    let gv = UnsafeRawPointer(g + i).loadUnaligned(as: FastMath.V.self)
+                    UnsafeMutableRawPointer(da + i).storeBytes(of: gv * FastMath.gelu(x), as: FastMath.V.self)
+                    UnsafeMutableRawPointer(dgate + i).storeBytes(of: gv * av * FastMath.geluDerivative(x),
+                                                                  as: FastMath.V.self)
+                    i += 8
+                }
+                while i < inner {
+                    var lane = FastMath.V(repeating: 0)
+                    lane[0] = gate[i]
+                    da[i] = g[i] * FastMath.gelu(lane)[0]
+                    dgate[i] = g[i] * a[i] * FastMath.geluDerivative(lane)[0]
+                    i += 1
+                }
+            }
         }
     }
 

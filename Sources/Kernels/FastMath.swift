@@ -56,6 +56,12 @@ public enum FastMath {
     @inline(__always)
     public static func gelu(_ x: V) -> V { 0.5 * x * (1 + erf(x * 0.70710678118654752)) }
 
+    /// The derivative of exact GELU, lane-wise: Φ(x) + x·φ(x) = 0.5·(1 + erf(x/√2)) + x·e^(−x²/2)/√(2π).
+    @inline(__always)
+    public static func geluDerivative(_ x: V) -> V {
+        0.5 * (1 + erf(x * 0.70710678118654752)) + x * exp(-0.5 * x * x) * 0.3989422804014327
+    }
+
     /// The element-wise functions the kernels apply.
     public enum Function: Sendable {
         /// Exact GELU.

@@ -6,6 +6,8 @@ import AmusedKernels
 import AmusedModel
 import AmusedPack
 import AmusedRead
+import AmusedTensors
+import AmusedTrain
 import ArgumentParser
 import Foundation
 #if canImport(Glibc)
@@ -20,17 +22,21 @@ struct Bench: ParsableCommand {
         discussion: """
             Inputs are deterministic: token ids i·7919 mod codebook, text features sin(i), micro-conditioning \
             [size, size, 0, 0, 6]; the text encoder gets --batch rows of 77 ids i·7919 mod vocabulary. Prints the best and median of --runs timed runs after one warm-up, and the \
-            process's peak RSS after each part. Tools/bench.py runs this and PyTorch side by side.
+            process's peak RSS after each part. Tools/bench.py runs this and PyTorch side by side. \
+            --part train-step (not part of `all`) times one LoRA fine-tuning step instead: rank 16, alpha 32 on every \
+            to_q/to_k/to_v, --batch images with every other token masked, loss, gradients and an AdamW update. \
+            --part gradients --reference DIR compares the first step's LoRA gradients with a record of \
+            Tools/lora_grad_records.py (for a full-size model, where a test would be too slow).
             """)
 
     enum Part: String, ExpressibleByArgument, CaseIterable {
-        case transformer, vqDecode = "vq-decode", textEncoder = "text-encoder", all
+        case transformer, vqDecode = "vq-decode", textEncoder = "text-encoder", all, trainStep = "train-step", gradients
     }
 
     @Argument(help: "A pipeline folder (e.g. .fullsize/amused-256/model) or an .amused bundle (its weights run as stored).")
     var model: String
 
-    @Option(help: "What to time: transformer, vq-decode, text-encoder or all.")
+    @Option(help: "What to time: transformer, vq-decode, text-encoder, all, or train-step.")
     var part: Part = .all
 
     @Option(help: "Batch size of the transformer forward (2 = one guided sampling step).")
@@ -38,6 +44,9 @@ struct Bench: ParsableCommand {
 
     @Option(help: "Timed runs after the warm-up.")
     var runs = 3
+
+    @Option(help: "With --part gradients: a folder written by Tools/lora_grad_records.py (finetune.safetensors).")
+    var reference: String?
 
     @Flag(help: "Print one JSON document.")
     var json = false
@@ -78,6 +87,81 @@ struct Bench: ParsableCommand {
             let ids = (0..<(grid * grid)).map { Int64(($0 * 7919) % vq.config.numVqEmbeddings) }
             let times = try measure { _ = try vq.decode(ids, batch: 1, height: grid, width: grid) }
             results.insert("vq_decode", report(times, extra: ["batch": 1, "pixels": grid * vq.config.scaleFactor]))
+        }
+        if part == .trainStep {
+            let components = try load([.transformer])
+            guard let transformer = components.transformer else { throw ValidationError("\(model) has no transformer") }
+            let c = transformer.config
+            let grid = c.sampleSize, n = grid * grid
+            let tokens = (0..<(batch * n)).map { Int64(($0 * 7919) % c.codebookSize) }
+            let size = Float(grid * 16)
+            let batchInput = MaskedTokenBatch(
+                batch: batch, height: grid, width: grid,
+                inputIds: tokens.enumerated().map { $0 % 2 == 0 ? Int64(c.vocabSize - 1) : $1 },
+                labels: tokens.enumerated().map { $0 % 2 == 0 ? $1 : -100 },
+                encoderHiddenStates: (0..<(batch * 77 * c.encoderHiddenSize)).map { Float(sin(Double($0))) },
+                pooledTextEmb: (0..<(batch * c.condEmbedDim)).map { Float(cos(Double($0))) },
+                microConds: (0..<batch).flatMap { _ -> [Float] in [size, size, 0, 0, 6] })
+            var generator = TorchGenerator(seed: 0)
+            var lora = try LoRAAdapters(config: c, rank: 16, alpha: 32, uniform: { generator.nextUniform() })
+            var optimizer = AdamW(AdamWSettings(), for: lora)
+            let times = try measure {
+                let (_, grads) = try transformer.maskedTokenLoss(batchInput, lora: lora)
+                optimizer.update(&lora, with: grads!)
+            }
+            results.insert("train_step", report(times, extra: ["batch": batch, "grid": grid, "rank": 16]))
+        }
+        if part == .gradients {
+            guard let reference else { throw ValidationError("--part gradients needs --reference") }
+            let components = try load([.transformer])
+            guard let transformer = components.transformer else { throw ValidationError("\(model) has no transformer") }
+            let record = try openWeights(path: reference + "/finetune.safetensors")
+            let meta = try StrictJSONParser(path: reference + "/finetune.json")
+                .parse(try ReadOnlyFile(path: reference + "/finetune.json").readAll())
+            guard let rank = meta["lora"]?["r"]?.intValue, let alpha = meta["lora"]?["lora_alpha"]?.doubleValue else {
+                throw ValidationError("\(reference)/finetune.json has no lora.r / lora.lora_alpha")
+            }
+            let c = transformer.config
+            func floats(_ name: String) throws -> [Float] { try record.tensor(named: name).floats() }
+            var values: [String: (a: [Float], b: [Float])] = [:]
+            for t in try LoRAAdapters.targets(c) {
+                values[t.module] = (try floats("init/\(t.module).lora_A.weight"), try floats("init/\(t.module).lora_B.weight"))
+            }
+            let lora = try LoRAAdapters(config: c, rank: rank, alpha: Float(alpha), values: values)
+            let ids = try record.tensor(named: "step1/input_ids")
+            let input = MaskedTokenBatch(batch: ids.shape[0], height: ids.shape[1], width: ids.shape[2],
+                                         inputIds: try ids.int64s(), labels: try record.tensor(named: "step1/labels").int64s(),
+                                         encoderHiddenStates: try floats("encoder_hidden_states"),
+                                         pooledTextEmb: try floats("pooled_text_emb"), microConds: try floats("micro_conds"))
+            var worst: (Double, String) = (0, ""), errors: [Double] = []
+            let times = try measure {
+                errors = []
+                let (_, grads) = try transformer.maskedTokenLoss(input, lora: lora)
+                for (i, adapter) in lora.adapters.enumerated() {
+                    for (part, got) in [("lora_A", grads!.a[i]), ("lora_B", grads!.b[i])] {
+                        let want = try floats("grad/\(adapter.module).\(part).weight")
+                        var d = 0.0, n = 0.0
+                        for j in want.indices {
+                            d += Double(got[j] - want[j]) * Double(got[j] - want[j])
+                            n += Double(want[j]) * Double(want[j])
+                        }
+                        let error = (d / max(n, 1e-30)).squareRoot()
+                        errors.append(error)
+                        if error > worst.0 { worst = (error, "\(adapter.module).\(part)") }
+                    }
+                }
+            }
+            var o = report(times, extra: ["adapters": lora.adapters.count, "rank": rank])
+            if case .object(var object) = o {
+                object.insert("worst_relative_error", .number(String(format: "%.3e", worst.0)))
+                object.insert("worst_tensor", .string(worst.1))
+                let sorted = errors.sorted()
+                object.insert("median_relative_error", .number(String(format: "%.3e", sorted[sorted.count / 2])))
+                object.insert("tensors_above_1e-4", .number(String(errors.filter { $0 > 1e-4 }.count)))
+                object.insert("tensors", .number(String(errors.count)))
+                o = .object(object)
+            }
+            results.insert("gradients", o)
         }
         if json {
             var document = results
@@ -121,13 +205,21 @@ struct Bench: ParsableCommand {
     }
 }
 
-/// The process's peak resident set size in MiB (ru_maxrss is KiB on Linux, bytes on Apple platforms).
+/// The process's peak resident set size in MiB: VmHWM from /proc/self/status on Linux — not getrusage's ru_maxrss,
+/// which Linux carries across exec, so that a command spawned by a large Python process (Tools/bench.py) would report
+/// the parent's peak — and ru_maxrss (bytes) on Apple platforms.
 func peakRSSMiB() -> Double {
-    var usage = rusage()
     #if os(Linux)
+    if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+       let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+       let kib = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) {
+        return kib / 1024
+    }
+    var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
     return Double(usage.ru_maxrss) / 1024
     #else
+    var usage = rusage()
     getrusage(RUSAGE_SELF, &usage)
     return Double(usage.ru_maxrss) / 1_048_576
     #endif
