@@ -136,8 +136,12 @@ public struct LoRA: Sendable {
             let r = object[component + ".r"], alpha = object[component + ".lora_alpha"]
             guard r != nil || alpha != nil else { continue }
             let key = "__metadata__.lora_adapter_metadata." + component
-            guard let rank = r?.intValue, rank > 0, let a = alpha?.doubleValue, a.isFinite, a > 0 else {
+            guard let rank = r?.intValue, rank > 0, let a = alpha?.doubleValue, Float(a).isFinite, a > 0 else {
                 throw BindError(.lora, path: source.path, key: key, "needs a positive integer r and a positive lora_alpha")
+            }
+            if object[component + ".use_rslora"]?.boolValue == true {
+                throw BindError(.lora, path: source.path, key: key + ".use_rslora",
+                                "rank-stabilised LoRA (scale alpha / √r) is not supported; only alpha / r")
             }
             for pattern in ["rank_pattern", "alpha_pattern"] {
                 if let p = object[component + "." + pattern], p.objectValue.map({ !$0.keys.isEmpty }) ?? (p != .null) {

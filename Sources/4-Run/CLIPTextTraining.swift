@@ -8,7 +8,7 @@ import AmusedKernels
 
 extension CLIPTextModel {
     /// What the backward pass needs from a training forward.
-    public struct TrainingCache: @unchecked Sendable {
+    public struct TrainingCache {
         let run: LoRARun
         let layers: [CLIPEncoderLayer.Cache]
         let finalInput: [Float]
@@ -20,7 +20,8 @@ extension CLIPTextModel {
     public func trainingForward(_ ids: [Int64], batch: Int, lora: LoRAAdapters) throws(ModelError)
         -> (output: TextEncoderOutput, cache: TrainingCache)
     {
-        guard lora.component == "text_encoder", lora.adapters.map(\.module) == (try LoRAAdapters.targets(config)).map(\.module)
+        guard lora.component == "text_encoder", lora.adapters.map(\.module) == (try LoRAAdapters.targets(config)).map(\.module),
+              lora.adapters.allSatisfy({ $0.a.count == lora.rank * $0.inFeatures && $0.b.count == $0.outFeatures * lora.rank })
         else {
             throw .invalidInput("the adapters were made for a different text encoder config")
         }
@@ -91,7 +92,8 @@ extension CLIPTextModel {
 
 extension CLIPEncoderLayer {
     struct Cache {
-        let x: [Float], attended: [Float]
+        /// The layer's input, and the residual stream after the attention (x + attn(ln1(x))).
+        let x: [Float], afterAttention: [Float]
         let attention: MultiHeadAttention.Cache
         let preActivation: [Float]
     }
@@ -112,7 +114,7 @@ extension CLIPEncoderLayer {
         }
         var y = fc2(inner, rows: batch * length)
         Ops.add(&y, out)
-        return (y, Cache(x: x, attended: out, attention: ac, preActivation: pre))
+        return (y, Cache(x: x, afterAttention: out, attention: ac, preActivation: pre))
     }
 
     /// Collects the adapters' gradients; ∂L/∂x when `needInput`.
@@ -126,7 +128,7 @@ extension CLIPEncoderLayer {
                 Kernels.geluBackward(x: xp.baseAddress!, dy: gp.baseAddress!, count: gp.count)
             }
         } }
-        var dOut = layerNorm2.backward(input: c.attended, dy: fc1.backwardInput(dInner, rows: rows))
+        var dOut = layerNorm2.backward(input: c.afterAttention, dy: fc1.backwardInput(dInner, rows: rows))
         Ops.add(&dOut, dy)
         guard let dh = attention.trainingBackward(dOut, cache: c.attention, run: run, needInput: needInput).input
         else { return nil }

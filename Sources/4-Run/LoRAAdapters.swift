@@ -4,7 +4,8 @@
 // --text_encoder_use_lora` the text encoder gets the same on q_proj/k_proj/v_proj (the names CLIP has; the script's
 // default, to_q/to_k/to_v, matches nothing in CLIP).
 
-/// The LoRA adapters being trained on a `UVit2DModel`, one per targeted Linear, in graph order.
+/// The LoRA adapters being trained on one component (the transformer or the text encoder), one per targeted Linear,
+/// in graph order.
 public struct LoRAAdapters: Sendable, Equatable {
     /// One adapter: A [rank, in] and B [out, rank], row-major.
     public struct Adapter: Sendable, Equatable {

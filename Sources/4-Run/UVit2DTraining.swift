@@ -4,10 +4,11 @@
 // The forward below is the inference forward of UVit2DModel.swift, step for step, with LoRA added to the targeted
 // Linears (PEFT: y = W·x + s·B·(A·x)) and with each layer's inputs kept for the backward pass. The text side — the
 // projected text, the cross-attention contexts, the conditioning vector and every AdaLN modulation — carries no
-// adapter and is computed once without gradients (the text encoder is frozen). The gradient flows from the loss back
-// to the first adapter, down_block.attention_blocks.0: the embedding, its 1×1 conv, the downsampling and the first
-// down res block lie before every adapter, so nothing is propagated through them. Memory: every layer input of one
-// step is kept (full-size amused-256 at batch 1: about 1 GB besides the weights), nothing is recomputed.
+// adapter; its gradients are computed only when the text encoder is trained (`textGradients`). The gradient flows
+// from the loss back to the first adapter, down_block.attention_blocks.0: the embedding, its 1×1 conv, the
+// downsampling and the first down res block's input lie before every adapter, so nothing is propagated through them.
+// Memory: every layer input of one step is kept (full-size amused-256 at batch 1: 2.9 GB peak with the mapped
+// weights); norm statistics and attention probabilities are recomputed in the backward pass, not stored.
 
 import AmusedKernels
 
@@ -15,7 +16,7 @@ import AmusedKernels
 public struct MaskedTokenBatch: Sendable {
     /// Batch size.
     public var batch: Int
-    /// Token grid height and width.
+    /// Token grid height.
     public var height: Int
     /// Token grid width.
     public var width: Int
@@ -80,9 +81,13 @@ extension UVit2DModel {
         if let bad = batch.labels.first(where: { $0 != -100 && ($0 < 0 || $0 >= Int64(c.codebookSize)) }) {
             throw .invalidInput("label \(bad) is neither −100 (ignored) nor a code below \(c.codebookSize)")
         }
-        guard lora.component == "transformer", lora.adapters.map(\.module) == (try LoRAAdapters.targets(c)).map(\.module)
+        guard lora.component == "transformer", lora.adapters.map(\.module) == (try LoRAAdapters.targets(c)).map(\.module),
+              lora.adapters.allSatisfy({ $0.a.count == lora.rank * $0.inFeatures && $0.b.count == $0.outFeatures * lora.rank })
         else {
-            throw .invalidInput("the adapters were made for a different transformer config")
+            throw .invalidInput("the adapters were made for a different transformer config (or A/B have the wrong size)")
+        }
+        guard c.downsample == c.upsample else {
+            throw .invalidConfig("training needs downsample == upsample (the logits must cover the token grid)")
         }
         let cond = try conditioning(encoderHiddenStates: batch.encoderHiddenStates, pooledTextEmb: batch.pooledTextEmb,
                                     microConds: batch.microConds, batch: n, trace: nil, keysAndValues: false)

@@ -44,7 +44,7 @@ public struct AdamW: Sendable, Equatable {
         throws(TrainError)
     {
         let shapes = adapters.adapters.flatMap { [$0.a.count, $0.b.count] }
-        guard step >= 0, expAvg.map(\.count) == shapes, expAvgSq.map(\.count) == shapes else {
+        guard step >= 0, step < Int(Int32.max), expAvg.map(\.count) == shapes, expAvgSq.map(\.count) == shapes else {
             throw TrainError("the optimizer state does not match the adapters (\(expAvg.count) moments for "
                              + "\(shapes.count) tensors); the checkpoint belongs to a different run")
         }
@@ -57,7 +57,11 @@ public struct AdamW: Sendable, Equatable {
     /// One AdamW step on every adapter, in torch's order of operations: decay, lerp the first moment, the second
     /// moment, then p −= (lr / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε). Scalars are computed in double, as Python
     /// floats, and enter the float32 arithmetic where torch passes them to a tensor op.
+    /// The gradients and the moments must be shaped like `adapters` (a programming error otherwise).
     public mutating func update(_ adapters: inout LoRAAdapters, with gradients: LoRAGradients) {
+        precondition(gradients.a.map(\.count) == adapters.adapters.map(\.a.count)
+                     && gradients.b.map(\.count) == adapters.adapters.map(\.b.count)
+                     && expAvg.count == 2 * adapters.adapters.count, "gradients or moments not shaped like the adapters")
         step += 1
         let s = settings
         let decay = Float(1 - s.learningRate * s.weightDecay)

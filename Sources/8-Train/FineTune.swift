@@ -1,8 +1,8 @@
 // Learning a style from one image: train_amused.py --use_lora --instance_data_image, in Swift.
 //
-// What is the same as the script: LoRA (r, alpha) on every to_q/to_k/to_v of the transformer, image tokens from the
-// frozen VQ encoder (pixels in [0, 1], as its ToTensor gives), the prompt through the frozen CLIP (hidden_states[-2],
-// text_embeds), micro-conditioning [original width, original height, crop top, crop left, 6], t ~ U(0, 1), the
+// What is the same as the script: LoRA (r, alpha) on every to_q/to_k/to_v of the transformer (and on CLIP's
+// q_proj/k_proj/v_proj with `trainTextEncoder`), image tokens from the frozen VQ encoder (pixels in [0, 1], as its
+// ToTensor gives), the prompt through CLIP (hidden_states[-2], text_embeds), micro-conditioning [original width, original height, crop top, crop left, 6], t ~ U(0, 1), the
 // cosine mask count, cross-entropy on the masked positions, AdamW with its defaults and a constant learning rate.
 // What differs, and why:
 // - Resizing uses Pillow's Lanczos (AmusedImage) where the script uses torchvision's bilinear: the one resampler here.
@@ -125,6 +125,10 @@ public struct FineTuneData: Sendable {
         guard image.width >= 8, image.height >= 8 else {
             throw TrainError("the image is \(image.width)×\(image.height); it needs at least 8 pixels a side")
         }
+        // Resizing keeps the aspect ratio: a long strip would become a huge image. Crop it first.
+        guard max(image.width, image.height) <= 4 * min(image.width, image.height) else {
+            throw TrainError("the image is \(image.width)×\(image.height); crop it to an aspect ratio of at most 4:1")
+        }
         // Resize(size): the shorter side to `side`, the longer in proportion (torchvision rounds down).
         let (rw, rh) = image.width <= image.height
             ? (side, max(side, image.height * side / image.width)) : (max(side, image.width * side / image.height), side)
@@ -173,19 +177,24 @@ public struct FineTuneData: Sendable {
         guard !prompts.isEmpty else { return }
         let pipeline = try AmusedPipeline(components: c)
         guard let text = c.textEncoder, let tokenizer = c.tokenizer else { throw TrainError("no text encoder") }
-        let f = pipeline.vqvae.config.scaleFactor
-        var request = GenerationRequest(prompts: prompts, height: height * f, width: width * f)
-        request.seed = seed
-        request.steps = steps ?? c.samplingDefaults?.steps ?? request.steps
-        request.guidanceScale = guidance ?? c.samplingDefaults?.guidance ?? request.guidanceScale
-        let result = try pipeline.generate(request)
-        guard let tokens = result.tokens.last else { throw TrainError("the preservation generation produced nothing") }
-        let grid = height * width
-        let micro: [Float] = [Float(width * f), Float(height * f), 0, 0, request.aestheticScore]
-        for (i, prompt) in prompts.enumerated() {
-            let ids = tokenizer.encode(prompt)
-            preservation.append(Sample(prompt: prompt, text: try text(ids, batch: 1), ids: ids,
-                                       tokens: Array(tokens[(i * grid)..<((i + 1) * grid)]), microConds: micro))
+        let f = pipeline.vqvae.config.scaleFactor, grid = height * width
+        // In groups of 8 prompts (one generator seeded `seed + group` each), so memory stays that of a batch of 8.
+        for start in stride(from: 0, to: prompts.count, by: 8) {
+            let group = Array(prompts[start..<min(prompts.count, start + 8)])
+            var request = GenerationRequest(prompts: group, height: height * f, width: width * f)
+            request.seed = seed &+ UInt64(start / 8)
+            request.steps = steps ?? c.samplingDefaults?.steps ?? request.steps
+            request.guidanceScale = guidance ?? c.samplingDefaults?.guidance ?? request.guidanceScale
+            let result = try pipeline.generate(request)
+            guard let tokens = result.tokens.last, tokens.count == group.count * grid else {
+                throw TrainError("the preservation generation produced nothing")
+            }
+            let micro: [Float] = [Float(width * f), Float(height * f), 0, 0, request.aestheticScore]
+            for (i, prompt) in group.enumerated() {
+                let ids = tokenizer.encode(prompt)
+                preservation.append(Sample(prompt: prompt, text: try text(ids, batch: 1), ids: ids,
+                                           tokens: Array(tokens[(i * grid)..<((i + 1) * grid)]), microConds: micro))
+            }
         }
     }
 }
@@ -258,6 +267,10 @@ public struct FineTuner: Sendable {
                 options: FineTuneOptions) throws(TrainError) {
         try options.validate()
         if options.trainTextEncoder && textEncoder == nil { throw TrainError("training the text encoder needs it") }
+        if !data.preservation.isEmpty && Int(Float(options.batch) * options.preservationShare) == 0 {
+            throw TrainError("with --batch \(options.batch) and --preservation-share \(options.preservationShare) no batch "
+                             + "item comes from the preservation samples; raise one of them")
+        }
         self.transformer = transformer
         self.textEncoder = textEncoder
         self.data = data

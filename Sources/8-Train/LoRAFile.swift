@@ -69,13 +69,19 @@ public enum LoRAFile {
         public var imageSHA256: String
         /// The preservation prompts, if any.
         public var preservationPrompts: [String]
+        /// A fingerprint of the model's weights (`LoRAFile.fingerprint`), so that a resume on other weights of the
+        /// same config is refused.
+        public var model: String = ""
 
-        /// The identity of a run on `prompt` and the image with digest `imageSHA256`.
-        public init(options: FineTuneOptions, prompt: String, imageSHA256: String, preservationPrompts: [String] = []) {
+        /// The identity of a run on `prompt` and the image with digest `imageSHA256`, on weights with fingerprint
+        /// `model`.
+        public init(options: FineTuneOptions, prompt: String, imageSHA256: String, preservationPrompts: [String] = [],
+                    model: String = "") {
             self.options = options
             self.prompt = prompt
             self.imageSHA256 = imageSHA256
             self.preservationPrompts = preservationPrompts
+            self.model = model
         }
     }
 
@@ -103,6 +109,27 @@ public enum LoRAFile {
                                                         (checkpointKey, runText)], to: path)
     }
 
+    /// A fingerprint of a component's weights: CRC-32 over every tensor's name, shape and up to 64 values spread
+    /// through it (cheap for a 2.4 GB transformer; different fine-tunes of one config differ in it).
+    public static func fingerprint(_ source: any TensorSource) throws -> String {
+        var crc: UInt32 = 0
+        for info in source.infos.sorted(by: { $0.name < $1.name }) {
+            crc = Array((info.name + describeShape(info.shape)).utf8).withUnsafeBytes { CRC32.checksum($0, continuing: crc) }
+            let t = try source.tensor(named: info.name)
+            let step = max(1, info.byteCount / 64)
+            try t.withUnsafeBytes { raw in
+                var samples: [UInt8] = []
+                var offset = 0
+                while offset < raw.count {
+                    samples.append(raw[offset])
+                    offset += step
+                }
+                crc = samples.withUnsafeBytes { CRC32.checksum($0, continuing: crc) }
+            }
+        }
+        return String(format: "%08x", crc)
+    }
+
     /// A checkpoint's run state, stored as JSON in its metadata.
     struct CheckpointRun: Codable {
         var step: Int
@@ -117,13 +144,14 @@ public enum LoRAFile {
     }
 
     /// Reads a checkpoint written by `writeCheckpoint` for `config`; throws naming the file and key when it is not
-    /// one, or when it was made with a different model, options, prompt or image than `identity`.
+    /// one (every tensor's dtype and shape are checked before it is read), or when it was made with different
+    /// weights, options, prompt, image or preservation prompts than `identity`.
     public static func readCheckpoint(path: String, config: UVit2DConfig, textConfig: CLIPTextConfig? = nil,
                                       identity: RunIdentity) throws -> FineTuneState {
         let file = try SafetensorsFile(path: path)
         guard let runText = file.metadataValue(checkpointKey),
               let run = try? JSONDecoder().decode(CheckpointRun.self, from: Data(runText.utf8)),
-              run.step >= 0, run.optimizerStep >= 0
+              run.step >= 0, run.optimizerStep == run.step
         else {
             throw TrainError("\(path): not an AmusedKit fine-tune checkpoint (no valid `\(checkpointKey)` metadata); "
                              + "pass a file written by `amused finetune --checkpoint-every`")
@@ -133,16 +161,29 @@ public enum LoRAFile {
             let what = savedIdentity.prompt != identity.prompt ? "prompt \"\(savedIdentity.prompt)\""
                 : savedIdentity.imageSHA256 != identity.imageSHA256 ? "image (SHA-256 \(savedIdentity.imageSHA256.prefix(12))…)"
                 : savedIdentity.preservationPrompts != identity.preservationPrompts ? "set of --preserve prompts"
+                : savedIdentity.model != identity.model ? "model (weights fingerprint \(savedIdentity.model))"
                 : "options"
             throw TrainError("\(path): the checkpoint was made with a different \(what); resume with the same "
                              + "--image, --prompt and options, or start a new run")
         }
         let o = identity.options
-        func floats(_ name: String) throws -> [Float] {
-            guard file.infos.contains(where: { $0.name == name }) else {
+        guard step <= o.steps else {
+            throw TrainError("\(path): the checkpoint is at step \(step), beyond --steps \(o.steps)")
+        }
+        /// The float32 tensor `name` of exactly `shape`, every value finite (and ≥ 0 when `nonNegative`).
+        func floats(_ name: String, _ shape: [Int], nonNegative: Bool = false) throws -> [Float] {
+            guard let info = file.infos.first(where: { $0.name == name }) else {
                 throw TrainError("\(path): missing tensor \(name); the checkpoint is incomplete or for another model")
             }
-            return try file.tensor(named: name).floats()
+            guard info.dtype == .f32, info.shape == shape else {
+                throw TrainError("\(path): \(name) is \(info.dtype) \(describeShape(info.shape)), expected F32 "
+                                 + "\(describeShape(shape)); the checkpoint is for another model or rank")
+            }
+            let values = try file.tensor(named: name).floats()
+            guard values.allSatisfy({ $0.isFinite && (!nonNegative || $0 >= 0) }) else {
+                throw TrainError("\(path): \(name) holds non-finite" + (nonNegative ? " or negative" : "") + " values")
+            }
+            return values
         }
         /// One component's adapters and moments.
         func restore(_ component: String, _ targets: [LoRAAdapters.Target],
@@ -151,10 +192,12 @@ public enum LoRAFile {
             var expAvg: [[Float]] = [], expAvgSq: [[Float]] = []
             for t in targets {
                 let name = "\(component).\(t.module)"
-                values[t.module] = (try floats("\(name).lora_A.weight"), try floats("\(name).lora_B.weight"))
-                for part in ["lora_A", "lora_B"] {
-                    expAvg.append(try floats("optimizer.exp_avg.\(name).\(part).weight"))
-                    expAvgSq.append(try floats("optimizer.exp_avg_sq.\(name).\(part).weight"))
+                let shapes = [("lora_A", [o.rank, t.inFeatures]), ("lora_B", [t.outFeatures, o.rank])]
+                values[t.module] = (try floats("\(name).lora_A.weight", shapes[0].1),
+                                    try floats("\(name).lora_B.weight", shapes[1].1))
+                for (part, shape) in shapes {
+                    expAvg.append(try floats("optimizer.exp_avg.\(name).\(part).weight", shape))
+                    expAvgSq.append(try floats("optimizer.exp_avg_sq.\(name).\(part).weight", shape, nonNegative: true))
                 }
             }
             let adapters: LoRAAdapters
@@ -171,13 +214,13 @@ public enum LoRAFile {
                 try LoRAAdapters(textConfig: textConfig, rank: o.rank, alpha: o.alpha, values: $0)
             }
         }
+        guard let state = file.infos.first(where: { $0.name == "generator.state" }), state.dtype == .i64,
+              state.shape == [625]
+        else { throw TrainError("\(path): generator.state is missing or not I64 [625]") }
         let words = try file.tensor(named: "generator.state").int64s()
         guard words.allSatisfy({ $0 >= 0 && $0 <= Int64(UInt32.max) }),
               let generator = TorchGenerator(snapshot: words.map { UInt32($0) })
         else { throw TrainError("\(path): generator.state is not a generator state") }
-        guard step <= o.steps else {
-            throw TrainError("\(path): the checkpoint is at step \(step), beyond --steps \(o.steps)")
-        }
         return FineTuneState(adapters: adapters, optimizer: optimizer, text: text, generator: generator, step: step)
     }
 }

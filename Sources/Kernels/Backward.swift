@@ -244,7 +244,8 @@ extension Kernels {
 
     /// Mean cross-entropy over the rows whose label is not `ignoreIndex` (torch's `F.cross_entropy(…,
     /// ignore_index=-100, reduction="mean")`), and its gradient with respect to `logits` written to `dLogits`
-    /// (zero on ignored rows). Returns the loss and the number of rows counted.
+    /// (zero on ignored rows). Returns the loss and the number of rows counted. Every other label must be in
+    /// 0..<classes (the caller validates them).
     public static func softmaxCrossEntropy(logits: UnsafePointer<Float>, labels: UnsafePointer<Int64>, rows: Int,
                                            classes: Int, ignoreIndex: Int64 = -100,
                                            dLogits: UnsafeMutablePointer<Float>) -> (loss: Float, counted: Int) {
@@ -254,6 +255,7 @@ extension Kernels {
         guard counted > 0 else { return (0, 0) }
         var total: Double = 0
         for r in 0..<rows where labels[r] != ignoreIndex {
+            precondition(labels[r] >= 0 && labels[r] < classes, "label \(labels[r]) outside 0..<\(classes)")
             let row = logits + r * classes, g = dLogits + r * classes
             var maxValue = -Float.infinity
             for j in 0..<classes where row[j] > maxValue { maxValue = row[j] }

@@ -36,7 +36,7 @@ struct Bench: ParsableCommand {
     @Argument(help: "A pipeline folder (e.g. .fullsize/amused-256/model) or an .amused bundle (its weights run as stored).")
     var model: String
 
-    @Option(help: "What to time: transformer, vq-decode, text-encoder, all, or train-step.")
+    @Option(help: "What to time: transformer, vq-decode, text-encoder, all, train-step, or gradients (with --reference).")
     var part: Part = .all
 
     @Option(help: "Batch size of the transformer forward (2 = one guided sampling step).")
@@ -52,7 +52,10 @@ struct Bench: ParsableCommand {
     var json = false
 
     /// A hub id for the model is resolved in the local Hugging Face cache (revision main) before anything runs.
-    mutating func validate() throws { model = try runReporting { try HubCache.resolve(model) } }
+    mutating func validate() throws {
+        guard runs >= 1, batch >= 1 else { throw ValidationError("--runs and --batch must be at least 1") }
+        model = try runReporting { try HubCache.resolve(model) }
+    }
 
     func run() throws {
         var results = JSONObject()
@@ -129,6 +132,9 @@ struct Bench: ParsableCommand {
             }
             let lora = try LoRAAdapters(config: c, rank: rank, alpha: Float(alpha), values: values)
             let ids = try record.tensor(named: "step1/input_ids")
+            guard ids.shape.count == 3, ids.shape[1] == c.sampleSize, ids.shape[2] == c.sampleSize else {
+                throw ValidationError("\(reference): step1/input_ids is \(ids.shape), not [B, \(c.sampleSize), \(c.sampleSize)]")
+            }
             let input = MaskedTokenBatch(batch: ids.shape[0], height: ids.shape[1], width: ids.shape[2],
                                          inputIds: try ids.int64s(), labels: try record.tensor(named: "step1/labels").int64s(),
                                          encoderHiddenStates: try floats("encoder_hidden_states"),
@@ -140,6 +146,9 @@ struct Bench: ParsableCommand {
                 for (i, adapter) in lora.adapters.enumerated() {
                     for (part, got) in [("lora_A", grads!.a[i]), ("lora_B", grads!.b[i])] {
                         let want = try floats("grad/\(adapter.module).\(part).weight")
+                        guard want.count == got.count else {
+                            throw ValidationError("\(reference): grad/\(adapter.module).\(part) has \(want.count) values, not \(got.count)")
+                        }
                         var d = 0.0, n = 0.0
                         for j in want.indices {
                             d += Double(got[j] - want[j]) * Double(got[j] - want[j])

@@ -12,7 +12,8 @@ import Foundation
 struct Finetune: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "finetune",
-        abstract: "Train a LoRA on one image (the transformer's to_q/to_k/to_v), as train_amused.py --use_lora does.",
+        abstract: "Train a LoRA on one image (the transformer's to_q/to_k/to_v; with --text-encoder CLIP's "
+            + "q_proj/k_proj/v_proj too), as train_amused.py --use_lora does.",
         discussion: """
             The output is a diffusers/PEFT LoRA file with its alpha recorded in the header (diffusers' \
             lora_adapter_metadata), so `amused generate --lora` and diffusers' load_lora_weights both apply \
@@ -139,27 +140,38 @@ struct Finetune: ParsableCommand {
             throw ImageError(path: image, "cannot read the file (or it is larger than 256 MiB)")
         }
         let picture = try decodeImage([UInt8](bytes), path: image)
-        var data = try FineTuneData(components: components, image: picture, prompt: prompt, flip: !noFlip)
+        var preservationPrompts: [String] = []
         if let preserve {
             guard let text = FileManager.default.contents(atPath: preserve).flatMap({ String(data: $0, encoding: .utf8) })
             else { throw TrainError("\(preserve): cannot read the preservation prompts") }
-            var prompts = text.components(separatedBy: "\n")
-            if prompts.last == "" { prompts.removeLast() }
-            guard !prompts.isEmpty, prompts.count <= 4096 else {
-                throw TrainError("\(preserve): give between 1 and 4096 prompts, one per line")
+            preservationPrompts = text.components(separatedBy: "\n").map {
+                $0.hasSuffix("\r") ? String($0.dropLast()) : $0
             }
-            FileHandle.standardError.write(Data("drawing \(prompts.count) preservation images with the unchanged model…\n".utf8))
-            try data.addPreservation(components: components, prompts: prompts, seed: seed)
+            if preservationPrompts.last == "" { preservationPrompts.removeLast() }
+            guard !preservationPrompts.isEmpty, preservationPrompts.count <= 1024 else {
+                throw TrainError("\(preserve): give between 1 and 1024 prompts, one per line")
+            }
+        }
+        let textConfig = components.textEncoder?.config
+        guard let weights = components.checkpoint?.component("transformer")?.weights else {
+            throw TrainError("\(model): the transformer's weights cannot be read")
+        }
+        let identity = LoRAFile.RunIdentity(options: options, prompt: prompt,
+                                            imageSHA256: try BundleFormat.sha256(file: image).hex,
+                                            preservationPrompts: preservationPrompts,
+                                            model: try LoRAFile.fingerprint(weights))
+        // A checkpoint is checked before anything slow runs.
+        let resumed = try resume.map {
+            try LoRAFile.readCheckpoint(path: $0, config: transformer.config, textConfig: textConfig, identity: identity)
+        }
+        var data = try FineTuneData(components: components, image: picture, prompt: prompt, flip: !noFlip)
+        if !preservationPrompts.isEmpty {
+            FileHandle.standardError.write(Data("drawing \(preservationPrompts.count) preservation images with the unchanged model…\n".utf8))
+            try data.addPreservation(components: components, prompts: preservationPrompts, seed: seed)
         }
         let tuner = try FineTuner(transformer: transformer, textEncoder: components.textEncoder, data: data,
                                   options: options)
-        let textConfig = components.textEncoder?.config
-        let identity = LoRAFile.RunIdentity(options: options, prompt: prompt,
-                                            imageSHA256: try BundleFormat.sha256(file: image).hex,
-                                            preservationPrompts: data.preservation.map(\.prompt))
-        var state = try resume.map {
-            try LoRAFile.readCheckpoint(path: $0, config: transformer.config, textConfig: textConfig, identity: identity)
-        } ?? FineTuneState(config: transformer.config, textConfig: textConfig, options: options)
+        var state = try resumed ?? FineTuneState(config: transformer.config, textConfig: textConfig, options: options)
         let adapters = state.adapters
         let count = adapters.adapters.count + (state.text?.adapters.adapters.count ?? 0)
         let values = adapters.parameterCount + (state.text?.adapters.parameterCount ?? 0)

@@ -167,6 +167,58 @@ struct LoRAFileTests {
         }
     }
 
+    /// Hostile checkpoints and LoRA headers are refused with the file and tensor named, before anything is trusted: a
+    /// transposed A (same element count), a negative second moment, an optimizer step that disagrees with the run's,
+    /// and a LoRA header asking for rank-stabilised scaling. An image more than 4:1 is refused before resizing.
+    @Test func hostileFilesAreRefused() throws {
+        let run = try TinyRun()
+        let config = run.components.transformer!.config
+        let identity = LoRAFile.RunIdentity(options: run.options, prompt: "p", imageSHA256: "00")
+        let dir = try ScratchFolder()
+        let good = dir.path + "/good.safetensors"
+        try LoRAFile.writeCheckpoint(try FineTuneState(config: config, options: run.options), identity: identity, to: good)
+        let file = try SafetensorsFile(path: good)
+        let first = try #require(file.infos.first { $0.name.hasSuffix(".lora_A.weight") && $0.name.hasPrefix("transformer.") })
+        let moment = try #require(file.infos.first { $0.name.hasPrefix("optimizer.exp_avg_sq.") })
+        func variant(_ name: String, metadata: [(String, String)]? = nil,
+                     _ change: (String, Tensor) throws -> Tensor) throws -> String {
+            let tensors = try file.infos.map { ($0.name, try change($0.name, try file.tensor(named: $0.name))) }
+            let path = dir.path + "/" + name
+            try SafetensorsWriter.write(tensors, metadata: metadata ?? file.metadata.map { ($0.key, $0.value) }, to: path)
+            return path
+        }
+        let transposed = try variant("transposed.safetensors") { name, t in
+            name == first.name ? try t.reshaped(t.shape.reversed()) : t
+        }
+        #expect { try LoRAFile.readCheckpoint(path: transposed, config: config, identity: identity) } throws: { error in
+            "\(error)".contains(transposed) && "\(error)".contains(first.name)
+        }
+        let negative = try variant("negative.safetensors") { name, t in
+            name == moment.name ? try Tensor(floats: try t.floats().map { _ in -1 }, shape: t.shape) : t
+        }
+        #expect { try LoRAFile.readCheckpoint(path: negative, config: config, identity: identity) } throws: { error in
+            "\(error)".contains(moment.name) && "\(error)".contains("negative")
+        }
+        let runText = try #require(file.metadataValue(LoRAFile.checkpointKey))
+        let skewed = try variant("skewed.safetensors", metadata: [("format", "pt"), (LoRAFile.checkpointKey,
+            runText.replacingOccurrences(of: "\"optimizerStep\":0", with: "\"optimizerStep\":9223372036854775807"))]) { $1 }
+        #expect { try LoRAFile.readCheckpoint(path: skewed, config: config, identity: identity) } throws: { error in
+            "\(error)".contains("not an AmusedKit fine-tune checkpoint")
+        }
+        let lora = dir.path + "/lora.safetensors"
+        try LoRAFile.write(try FineTuneState(config: config, options: run.options).adapters, to: lora)
+        let loraFile = try SafetensorsFile(path: lora)
+        let rslora = dir.path + "/rslora.safetensors"
+        try SafetensorsWriter.write(try loraFile.infos.map { ($0.name, try loraFile.tensor(named: $0.name)) },
+                                    metadata: [("lora_adapter_metadata", #"{"transformer.r": 4, "transformer.lora_alpha": 8, "transformer.use_rslora": true}"#)],
+                                    to: rslora)
+        #expect { try LoRA(path: rslora) } throws: { "\($0)".contains("use_rslora") && "\($0)".contains(rslora) }
+        let strip = Image8(width: 200, height: 40, channels: 3, pixels: [UInt8](repeating: 9, count: 200 * 40 * 3))
+        #expect { try FineTuneData(components: run.components, image: strip, prompt: "p", flip: true) } throws: {
+            "\($0)".contains("4:1")
+        }
+    }
+
     /// Options out of range are refused naming the option.
     @Test func badOptionsAreNamed() throws {
         var o = FineTuneOptions()
