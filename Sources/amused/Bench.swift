@@ -175,9 +175,10 @@ struct Bench: ParsableCommand {
         if json {
             var document = results
             document.insert("products", .string(Kernels.blasDescription))
+            document.insert("cpu", .string(Kernels.cpuDescription))
             emit(JSONValue.object(document).serialized + "\n")
         } else {
-            emit("products: \(Kernels.blasDescription)\n")
+            emit("cpu: \(Kernels.cpuDescription)\nproducts: \(Kernels.blasDescription)\n")
             for (name, value) in results.entries {
                 emit("\(name): best \(value["best_seconds"]!.serialized) s, median \(value["median_seconds"]!.serialized) s, "
                     + "peak RSS \(value["peak_rss_mib"]!.serialized) MiB\n")

@@ -20,6 +20,7 @@ enum AmusedVersion {
             ("zstd", String(cString: ZSTD_versionString())),
             ("hdf5", "\(major).\(minor).\(release)"),
             ("blas", Kernels.blasDescription),
+            ("cpu", Kernels.cpuDescription),
         ]
     }
 }
