@@ -91,8 +91,8 @@ public struct CLIPTextModel: Sendable {
         return (ids.firstIndex(of: Int64(config.eosTokenId)) ?? ids.endIndex - 1) - ids.startIndex
     }
 
-    /// Encodes `batch` rows of token ids (each of any length up to 77, usually 77).
-    public func callAsFunction(_ ids: [Int64], batch: Int, trace: Trace? = nil) throws(ModelError) -> TextEncoderOutput {
+    /// Token + position embeddings [batch·length, hidden] of `batch` rows of ids, after checking them.
+    func embeddings(_ ids: [Int64], batch: Int) throws(ModelError) -> (x: [Float], length: Int) {
         guard batch > 0, ids.count % batch == 0 else { throw .invalidInput("\(ids.count) ids do not split into \(batch) rows") }
         let length = ids.count / batch
         let d = config.hiddenSize
@@ -114,6 +114,13 @@ public struct CLIPTextModel: Sendable {
                 }
             }
         }
+        return (x, length)
+    }
+
+    /// Encodes `batch` rows of token ids (each of any length up to 77, usually 77).
+    public func callAsFunction(_ ids: [Int64], batch: Int, trace: Trace? = nil) throws(ModelError) -> TextEncoderOutput {
+        var (x, length) = try embeddings(ids, batch: batch)
+        let d = config.hiddenSize
         trace?.record("text_model.embeddings", x, [batch, length, d])
         var penultimate = x  // hidden_states[-2] is the embeddings when there is a single layer
         for (i, layer) in layers.enumerated() {

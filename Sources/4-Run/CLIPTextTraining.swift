@@ -25,27 +25,9 @@ extension CLIPTextModel {
         else {
             throw .invalidInput("the adapters were made for a different text encoder config")
         }
-        guard batch > 0, ids.count % batch == 0 else { throw .invalidInput("\(ids.count) ids do not split into \(batch) rows") }
-        let length = ids.count / batch, d = config.hiddenSize
-        guard length <= config.maxPositionEmbeddings else {
-            throw .invalidInput("\(length) tokens exceed max_position_embeddings \(config.maxPositionEmbeddings)")
-        }
-        if let bad = ids.first(where: { $0 < 0 || $0 >= Int64(config.vocabSize) }) {
-            throw .invalidInput("token id \(bad) is outside the vocabulary of \(config.vocabSize)")
-        }
+        var (x, length) = try embeddings(ids, batch: batch)
+        let d = config.hiddenSize
         let run = LoRARun(lora)
-        var x = [Float](repeating: 0, count: batch * length * d)
-        var position = [Float](repeating: 0, count: d)
-        x.withUnsafeMutableBufferPointer { xp in
-            for b in 0..<batch {
-                for t in 0..<length {
-                    let id = Int(ids[b * length + t]), row = xp.baseAddress! + (b * length + t) * d
-                    tokenEmbedding.rows(id..<(id + 1), into: row)
-                    position.withUnsafeMutableBufferPointer { positionEmbedding.rows(t..<(t + 1), into: $0.baseAddress!) }
-                    for i in 0..<d { row[i] += position[i] }
-                }
-            }
-        }
         var penultimate = x
         var caches: [CLIPEncoderLayer.Cache] = []
         for (i, layer) in layers.enumerated() {

@@ -494,7 +494,7 @@ struct ConvNextBlock: Sendable {
     }
 
     func callAsFunction(_ x: [Float], batch: Int, height: Int, width: Int, modulation: [Float]) -> [Float] {
-        let ch = channels, tokens = height * width, wide = 4 * ch
+        let ch = channels, tokens = height * width
         var y = [Float](repeating: 0, count: x.count)
         x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
             Kernels.depthwiseConv3x3NHWC(input: xp.baseAddress!, batch: batch, height: height, width: width,
@@ -504,8 +504,27 @@ struct ConvNextBlock: Sendable {
         norm(&y)
         var h = linear1(y, rows: batch * tokens)
         h.withUnsafeMutableBufferPointer { Kernels.gelu($0.baseAddress!, count: $0.count) }
-        // GlobalResponseNorm: G = L2 norm over the spatial dims per channel; N = G / (mean_c G + 1e-6);
-        // y = gamma·(x·N) + beta + x.
+        _ = responseNormalize(&h, batch: batch, tokens: tokens)
+        var out = linear2(h, rows: batch * tokens)
+        for b in 0..<batch {
+            let scale = b * 2 * ch, shift = scale + ch
+            for t in 0..<tokens {
+                let row = (b * tokens + t) * ch
+                for i in 0..<ch {
+                    out[row + i] = (out[row + i] + x[row + i]) * (1 + modulation[scale + i]) + modulation[shift + i]
+                }
+            }
+        }
+        return out
+    }
+}
+
+extension ConvNextBlock {
+    /// GlobalResponseNorm in place: G = L2 norm over the spatial dims per channel; N = G / (mean_c G + 1e-6);
+    /// y = gamma·(x·N) + beta + x. Returns G per batch item and its mean (what the backward pass needs).
+    func responseNormalize(_ h: inout [Float], batch: Int, tokens: Int) -> (norms: [[Float]], means: [Float]) {
+        let wide = 4 * channels
+        var norms: [[Float]] = [], means: [Float] = []
         for b in 0..<batch {
             var g = [Float](repeating: 0, count: wide)
             for t in 0..<tokens {
@@ -518,26 +537,17 @@ struct ConvNextBlock: Sendable {
                 mean += g[i]
             }
             mean /= Float(wide)
-            for i in 0..<wide { g[i] /= (mean + 1e-6) }
+            norms.append(g)
+            means.append(mean)
             for t in 0..<tokens {
                 let row = (b * tokens + t) * wide
                 for i in 0..<wide {
                     let v = h[row + i]
-                    h[row + i] = grnGamma.p[i] * (v * g[i]) + grnBeta.p[i] + v
+                    h[row + i] = grnGamma.p[i] * (v * (g[i] / (mean + 1e-6))) + grnBeta.p[i] + v
                 }
             }
         }
-        var out = linear2(h, rows: batch * tokens)
-        for b in 0..<batch {
-            let scale = b * 2 * ch, shift = scale + ch
-            for t in 0..<tokens {
-                let row = (b * tokens + t) * ch
-                for i in 0..<ch {
-                    out[row + i] = (out[row + i] + x[row + i]) * (1 + modulation[scale + i]) + modulation[shift + i]
-                }
-            }
-        }
-        return out
+        return (norms, means)
     }
 }
 

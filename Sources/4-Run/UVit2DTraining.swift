@@ -521,7 +521,7 @@ extension ConvNextBlock {
     }
 
     func trainingForward(_ x: [Float], batch: Int, height: Int, width: Int, modulation: [Float]) -> ([Float], Cache) {
-        let ch = channels, tokens = height * width, wide = 4 * ch
+        let ch = channels, tokens = height * width
         var y = [Float](repeating: 0, count: x.count)
         x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
             Kernels.depthwiseConv3x3NHWC(input: xp.baseAddress!, batch: batch, height: height, width: width,
@@ -534,29 +534,7 @@ extension ConvNextBlock {
         var act = pre
         act.withUnsafeMutableBufferPointer { Kernels.gelu($0.baseAddress!, count: $0.count) }
         var h = act
-        var norms: [[Float]] = [], means: [Float] = []
-        for b in 0..<batch {
-            var g = [Float](repeating: 0, count: wide)
-            for t in 0..<tokens {
-                let row = (b * tokens + t) * wide
-                for i in 0..<wide { g[i] += h[row + i] * h[row + i] }
-            }
-            var mean: Float = 0
-            for i in 0..<wide {
-                g[i] = g[i].squareRoot()
-                mean += g[i]
-            }
-            mean /= Float(wide)
-            norms.append(g)
-            means.append(mean)
-            for t in 0..<tokens {
-                let row = (b * tokens + t) * wide
-                for i in 0..<wide {
-                    let v = h[row + i]
-                    h[row + i] = grnGamma.p[i] * (v * (g[i] / (mean + 1e-6))) + grnBeta.p[i] + v
-                }
-            }
-        }
+        let (norms, means) = responseNormalize(&h, batch: batch, tokens: tokens)
         var residual = linear2(h, rows: batch * tokens)
         Ops.add(&residual, x)
         var out = residual

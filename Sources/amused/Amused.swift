@@ -60,6 +60,20 @@ func runReporting<R>(_ body: () throws -> R) throws -> R {
     }
 }
 
+/// Runs `body`, printing any error but an exit code to stderr (its description, naming the file or option) and
+/// exiting with the bad-input code.
+func reportingErrors(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as ExitCode {
+        throw error
+    } catch {
+        let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"
+        FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+        throw ExitCode(ExitCodes.badInput)
+    }
+}
+
 /// Writes `text` to stdout.
 func emit(_ text: String) {
     FileHandle.standardOutput.write(Data(text.utf8))

@@ -116,17 +116,7 @@ struct Finetune: ParsableCommand {
             + ".checkpoint.safetensors"
     }
 
-    func run() throws {
-        do {
-            try finetune()
-        } catch let error as ExitCode {
-            throw error
-        } catch {
-            let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"
-            FileHandle.standardError.write(Data("error: \(message)\n".utf8))
-            throw ExitCode(ExitCodes.badInput)
-        }
-    }
+    func run() throws { try reportingErrors(finetune) }
 
     func finetune() throws {
         let start = Date()

@@ -88,17 +88,7 @@ struct Generate: ParsableCommand {
         if (steps ?? 1) < 1 || imagesPerPrompt < 1 { throw ValidationError("--steps and --images-per-prompt must be positive") }
     }
 
-    func run() throws {
-        do {
-            try generate()
-        } catch let error as ExitCode {
-            throw error
-        } catch {
-            let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"
-            FileHandle.standardError.write(Data("error: \(message)\n".utf8))
-            throw ExitCode(ExitCodes.badInput)
-        }
-    }
+    func run() throws { try reportingErrors(generate) }
 
     func generate() throws {
         let start = Date()
