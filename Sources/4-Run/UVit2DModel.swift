@@ -450,20 +450,25 @@ struct UVitBlock: Sendable {
             x = attentionBlocks[i](x, batch: batch, tokens: height * width, kv: kv[i], textLength: textLength)
             trace?.record("\(name).attention_blocks.\(i)", x, [batch, height, width, channels])
         }
-        if let upNorm, let upConv {
-            upNorm(&x)
-            var y = [Float](repeating: 0, count: batch * height * width * 4 * channels)
-            x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in upConv.withFloats { w in
-                Kernels.convTranspose2x2Stride2NHWC(input: xp.baseAddress!, batch: batch, height: height, width: width,
-                                                    channels: channels, weight: w, outChannels: channels,
-                                                    bias: upBias?.p, output: yp.baseAddress!)
-            } } }
-            x = y
-            height *= 2
-            width *= 2
-            trace?.record("\(name).upsample", x, [batch, height, width, channels])
-        }
+        x = upsampled(x, batch: batch, height: &height, width: &width)
+        if upNorm != nil { trace?.record("\(name).upsample", x, [batch, height, width, channels]) }
         return x
+    }
+
+    /// The block's optional RMSNorm + 2×2 stride-2 transposed convolution (the input unchanged without it).
+    func upsampled(_ input: [Float], batch: Int, height: inout Int, width: inout Int) -> [Float] {
+        guard let upNorm, let upConv else { return input }
+        var x = input
+        upNorm(&x)
+        var y = [Float](repeating: 0, count: batch * height * width * 4 * channels)
+        x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in upConv.withFloats { w in
+            Kernels.convTranspose2x2Stride2NHWC(input: xp.baseAddress!, batch: batch, height: height, width: width,
+                                                channels: channels, weight: w, outChannels: channels,
+                                                bias: upBias?.p, output: yp.baseAddress!)
+        } } }
+        height *= 2
+        width *= 2
+        return y
     }
 }
 

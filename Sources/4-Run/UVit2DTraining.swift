@@ -685,20 +685,8 @@ extension UVitBlock {
             x = a
         }
         let (h, w) = (height, width)
-        var upsampleInput: [Float]?
-        if let upNorm, let upConv {
-            upsampleInput = x
-            upNorm(&x)
-            var y = [Float](repeating: 0, count: batch * height * width * 4 * channels)
-            x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in upConv.withFloats { w in
-                Kernels.convTranspose2x2Stride2NHWC(input: xp.baseAddress!, batch: batch, height: height, width: width,
-                                                    channels: channels, weight: w, outChannels: channels,
-                                                    bias: upBias?.p, output: yp.baseAddress!)
-            } } }
-            x = y
-            height *= 2
-            width *= 2
-        }
+        let upsampleInput = upNorm != nil ? x : nil
+        x = upsampled(x, batch: batch, height: &height, width: &width)
         return (x, Cache(res: res, attention: attention, upsampleInput: upsampleInput, batch: batch, height: h,
                          width: w))
     }
