@@ -1,7 +1,7 @@
 // Finds the weights in what a user points at: one file, a sharded index, one component folder, or a whole
 // diffusers pipeline folder (model_index.json with transformer/, vqvae/, text_encoder/, tokenizer/, scheduler/).
 
-import AmusedTensors
+import AmusedCore
 
 #if canImport(Glibc)
 import Glibc

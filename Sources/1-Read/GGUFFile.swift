@@ -3,7 +3,7 @@
 // published GGUF heap overflows were all "a size drove an allocation first"). F32, F16, BF16, F64 and the integer
 // types I8, I16, I32, I64 are zero-copy; Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 are dequantized to float32 on read.
 
-import AmusedTensors
+import AmusedCore
 
 /// A GGUF metadata value.
 public enum GGUFValue: Sendable, Equatable {

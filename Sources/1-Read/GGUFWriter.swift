@@ -2,7 +2,7 @@
 // data aligned to 32 bytes; F32, F16 and Q8_0 (blocks of 32: an f16 scale max|x|/127 and 32 int8 values rounded
 // half away from zero, exactly as gguf-py's quantize does).
 
-import AmusedTensors
+import AmusedCore
 
 /// A GGUF tensor type AmusedKit writes.
 public enum GGUFWriteType: String, Sendable, CaseIterable {

@@ -4,7 +4,7 @@
 // no plugin is loaded; types other than float, integer and h5py's bool enum are refused; traversal is bounded.
 // Data is read (copied: the format forces it) only when a tensor is asked for.
 
-import AmusedTensors
+import AmusedCore
 import CHDF5
 import Foundation
 

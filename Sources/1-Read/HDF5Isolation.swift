@@ -3,7 +3,7 @@
 // this process only ever parses safetensors. A helper that crashes is reported as a malformed file, never a crash.
 // In-process parsing happens only when asked for by name (`HDF5File(path:)`, or `HDF5Reading.inProcess`).
 
-import AmusedTensors
+import AmusedCore
 import Foundation
 
 /// How HDF5 files are parsed.

@@ -2,7 +2,7 @@
 // (`<cache>/models--<org>--<name>/refs/<revision>` holding a commit, `snapshots/<commit>/…` whose files are symlinks
 // into `blobs/`). Offline only: AmusedKit never downloads.
 
-import AmusedTensors
+import AmusedCore
 import Foundation
 
 /// Resolves Hugging Face hub ids (`amused/amused-256`) to snapshot folders in the local cache.

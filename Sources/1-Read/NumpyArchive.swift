@@ -3,7 +3,7 @@
 // object arrays are refused. Stored little-endian members are zero-copy views; deflated or big-endian members are
 // decoded (the format forces that copy).
 
-import AmusedTensors
+import AmusedCore
 import Foundation
 
 /// The arrays of an `.npz` file, by member name without `.npy`.

@@ -3,7 +3,7 @@
 // the opcodes a state dict needs and an allow-list of globals; nothing is ever executed, and everything else —
 // another global, TorchScript, the pre-zip format — is refused with the opcode or global and its byte offset.
 
-import AmusedTensors
+import AmusedCore
 
 /// A PyTorch `.bin` / `.pt` / `.pth` state dict, its tensors viewing the memory-mapped zip records.
 public struct PyTorchCheckpoint: TensorSource {

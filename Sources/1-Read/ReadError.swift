@@ -1,7 +1,7 @@
 // The one error type of the read stage: a family, the file, where in it, and what to do.
 
 import Foundation
-import AmusedTensors
+import AmusedCore
 
 /// What went wrong while reading a weights file, with the file, the byte offset and the field it concerns.
 public struct ReadError: Error, LocalizedError, Equatable, Sendable {

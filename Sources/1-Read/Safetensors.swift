@@ -2,7 +2,7 @@
 // an 8-byte little-endian header length N, N bytes of JSON, then a data section that the header tiles exactly.
 // Everything in the header is validated before a byte of data is trusted; the data is memory-mapped, not copied.
 
-import AmusedTensors
+import AmusedCore
 
 /// A validated safetensors file: its header parsed and checked, its data memory-mapped on demand.
 public struct SafetensorsFile: TensorSource {

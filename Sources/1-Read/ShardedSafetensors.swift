@@ -1,7 +1,7 @@
 // Sharded safetensors: `*.safetensors.index.json` ({"metadata": {"total_size": N}, "weight_map": {name: shard}})
 // as transformers and diffusers write it. The index and the shards are checked against each other both ways.
 
-import AmusedTensors
+import AmusedCore
 
 /// A checkpoint split over several safetensors files, opened through its index.
 public struct ShardedSafetensors: TensorSource {

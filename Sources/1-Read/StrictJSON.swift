@@ -3,7 +3,7 @@
 // mode, and both parsers must accept it (a checker that parses differently from the loader is a bypass).
 
 import CJSONC
-import AmusedTensors
+import AmusedCore
 
 /// A parsed JSON value. Numbers keep their source text so that integer grammar can be checked exactly.
 public enum JSONValue: Sendable, Equatable {

@@ -1,6 +1,6 @@
 // What every reader offers: a list of tensors described without reading them, and zero-copy access by name.
 
-import AmusedTensors
+import AmusedCore
 
 /// A tensor described by a file's index, before any of its bytes are read.
 public struct TensorInfo: Sendable, Equatable {

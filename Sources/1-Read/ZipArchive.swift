@@ -2,7 +2,7 @@
 // strict: the central directory and every local header must agree, entries may not overlap each other or the
 // directory, names are never paths, and CRCs are checked before a record's bytes are used.
 
-import AmusedTensors
+import AmusedCore
 
 /// One member of a zip archive.
 public struct ZipEntry: Sendable {

@@ -2,7 +2,7 @@
 // ledger that accounts for every source tensor — mapped, renamed, transformed, dropped — or names the unmapped ones.
 
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 
 /// What happened to the source tensors.
 public struct MapLedger: Sendable {

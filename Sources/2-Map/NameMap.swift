@@ -3,7 +3,7 @@
 // view of the source under canonical names and a ledger that accounts for every source tensor.
 
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import Foundation
 
 /// The one error type of the map stage.

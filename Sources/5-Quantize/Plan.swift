@@ -5,7 +5,7 @@
 import AmusedModel
 import Foundation
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 
 /// One tensor of the plan.
 public struct PlannedTensor: Sendable {

@@ -4,7 +4,7 @@
 
 import AmusedModel
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import Foundation
 
 /// The one error type of the quantize stage.

@@ -4,7 +4,7 @@
 // schema CI services validate against (Jenkins' junit-10.xsd): testsuites > testsuite[name, tests, failures, errors,
 // skipped, time] > testcase[name, classname, time] > failure | skipped | system-out.
 
-import AmusedTensors
+import AmusedCore
 import Foundation
 
 extension VerifyReport {

@@ -2,7 +2,7 @@
 // with the checkpoint in model/ or where "model" points.
 
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import Foundation
 
 /// The one error type of the verify stage.

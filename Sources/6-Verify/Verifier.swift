@@ -3,7 +3,7 @@
 import AmusedBind
 import AmusedModel
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import Foundation
 
 /// Thresholds a check passes against, from `tolerance-profiles.json` (each with the reason for its value).
@@ -159,7 +159,7 @@ public struct VerifyReport: Sendable {
     /// The record folder.
     public let record: String
     /// The checkpoint checked.
-    public let model: String
+    public internal(set) var model: String
     /// The tolerance profile used.
     public let profile: String
     /// Per case.
@@ -167,6 +167,14 @@ public struct VerifyReport: Sendable {
     /// Whether cases that could not run (unknown kind, missing component) are accepted; by default they fail the run,
     /// so that a record whose cases this version cannot check never reads as a pass.
     public var skipsAllowed = false
+
+    /// The same report naming `new` as the model where it named `old` (a bundle is checked at its temporary path and
+    /// reported by its destination).
+    public func renamingModel(_ old: String, to new: String) -> VerifyReport {
+        var renamed = self
+        renamed.model = model.replacingOccurrences(of: old, with: new)
+        return renamed
+    }
 
     /// Cases not run.
     public var skippedCount: Int { cases.filter { $0.status == .skipped }.count }

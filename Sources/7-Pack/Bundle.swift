@@ -15,7 +15,7 @@
 // the declared size. Readers treat all of it as untrusted (docs/hostile-inputs.md §6.7).
 
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import Crypto
 import CZstd
 import Foundation
@@ -71,8 +71,10 @@ public enum BundleFormat {
     public static let maxBufferBytes = 4 << 30
     /// The largest zstd window accepted when decoding (2^27 = 128 MiB).
     public static let windowLogMax: Int32 = 27
-    /// The version of AmusedKit recorded in manifests.
+    /// The version of AmusedKit (recorded in manifests, printed by `amused --version`).
     public static let toolkitVersion = "0.2.0"
+    /// The version of the zstd library compressed bundles go through.
+    public static var zstdVersion: String { String(cString: ZSTD_versionString()) }
 
     /// `n` rounded up to the alignment.
     static func aligned(_ n: Int) -> Int { (n + alignment - 1) / alignment * alignment }

@@ -5,7 +5,7 @@
 import AmusedBind
 import AmusedModel
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 
 extension AmusedComponents {
     /// Loads the components of `bundle` (all, or those in `only`). `verifyIntegrity` checks every digest first, so a

@@ -5,7 +5,7 @@
 
 import AmusedModel
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import Crypto
 import Foundation
 
@@ -72,6 +72,16 @@ public final class AmusedBundle: @unchecked Sendable {
     /// The tokenizer file names a bundle may carry (an allowlist: no other name, no path, is ever accepted).
     public static let fileNames = ["tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer/special_tokens_map.json",
                                    "tokenizer/tokenizer_config.json"]
+
+    /// True when `path` is a bundle: a regular file starting with the bundle magic (or named *.amused).
+    public static func isBundle(_ path: String) -> Bool {
+        var dir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &dir), !dir.boolValue else { return false }
+        if path.hasSuffix(".amused") { return true }
+        guard let file = try? ReadOnlyFile(path: path), file.byteCount >= 8, let head = try? file.read(at: 0, count: 8)
+        else { return false }
+        return head == BundleFormat.magic
+    }
 
     /// Opens and validates `path` (no buffer is read; `verifyIntegrity()` checks the digests).
     public init(path: String) throws(BundleError) {

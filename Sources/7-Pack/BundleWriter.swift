@@ -3,7 +3,7 @@
 // rename the destination is untouched; a writer dropped without committing removes its temporary file.
 
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import Crypto
 import Foundation
 

@@ -7,7 +7,7 @@ import AmusedBind
 import AmusedModel
 import AmusedQuantize
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import Foundation
 
 /// What a parity check of a freshly written bundle concluded.
@@ -71,8 +71,8 @@ public enum BundleConversion {
     public static func plan(_ checkpoint: Checkpoint, options: ConversionOptions) throws
         -> (imports: [ComponentImportPlan], plan: QuantPlan)
     {
-        let imports = try DiffusersExport.check(checkpoint)
-        try DiffusersExport.check(options.lora, against: imports, in: checkpoint)
+        let imports = try CheckpointImport.check(checkpoint)
+        try CheckpointImport.check(options.lora, against: imports, in: checkpoint)
         let plan = try QuantPlan(policy: options.policy,
                                  components: imports.map { ($0.part.rawValue, $0.specs) })
         return (imports, plan)
@@ -101,7 +101,7 @@ public enum BundleConversion {
         log("quantize: \(plan.tensors.count) tensors")
         for p in imports {
             if case .transformer(let u) = p.graph.config { uvit = u }
-            let source = DiffusersExport.source(p, lora: options.lora)
+            let source = CheckpointImport.source(p, lora: options.lora)
             let planned = plan.tensors.filter { $0.component == p.part.rawValue }
             var tensors: [JSONValue] = []
             for t in planned {
@@ -110,7 +110,7 @@ public enum BundleConversion {
                 done += 1
                 progress?(done, plan.tensors.count)
             }
-            let (config, className, _) = DiffusersExport.canonicalConfig(p, checkpoint)
+            let (config, className, _) = CheckpointImport.canonicalConfig(p, checkpoint)
             var c = JSONObject()
             c.insert("name", .string(p.part.rawValue))
             c.insert("class", .string(className))
@@ -120,8 +120,8 @@ public enum BundleConversion {
             components.append(.object(c))
         }
         var files: [JSONValue] = []
-        if let folder = DiffusersExport.tokenizerFolder(checkpoint) {
-            for name in DiffusersExport.tokenizerFiles where FileManager.default.fileExists(atPath: folder + "/" + name) {
+        if let folder = CheckpointImport.tokenizerFolder(checkpoint) {
+            for name in CheckpointImport.tokenizerFiles where FileManager.default.fileExists(atPath: folder + "/" + name) {
                 let bytes = try ReadOnlyFile(path: folder + "/" + name).readAll()
                 let blob = try bytes.withUnsafeBytes { raw throws(BundleError) in try writer.append(raw, width: 1) }
                 var f = JSONObject()
@@ -157,8 +157,8 @@ public enum BundleConversion {
         m.insert("compression", .object(compression))
         m.insert("components", .array(components))
         m.insert("files", .array(files))
-        m.insert("scheduler", DiffusersExport.schedulerConfig(checkpoint, transformer: uvit) ?? .null)
-        m.insert("sampling", try DiffusersExport.samplingDefaults(checkpoint)?.json ?? .null)
+        m.insert("scheduler", CheckpointImport.schedulerConfig(checkpoint, transformer: uvit) ?? .null)
+        m.insert("sampling", try CheckpointImport.samplingDefaults(checkpoint)?.json ?? .null)
         m.insert("parity", .null)
         try writer.finish(manifest: .object(m))
 

@@ -1,4 +1,4 @@
-import AmusedTensors
+import AmusedCore
 
 // PNG (ISO/IEC 15948) reading and writing for the pipelines' inputs and outputs. Reading validates every chunk's
 // length and CRC, caps the image size before allocating, and inflates with a bound; writing uses stored DEFLATE

@@ -2,6 +2,7 @@
 
 import AmusedKernels
 import ArgumentParser
+import AmusedPack
 import AmusedRead
 import Foundation
 
@@ -50,27 +51,20 @@ func writePeakResidentMemory() {
     try? Data((kib + "\n").utf8).write(to: URL(fileURLWithPath: path))
 }
 
-/// Runs `body`, printing a read error to stderr and exiting with the bad-input code.
-func runReporting<R>(_ body: () throws -> R) throws -> R {
+/// The one error wrapper of the command line: runs `body`; any error but a usage error or an exit code is printed to
+/// stderr (its description names the file, key or offset) and becomes the bad-input exit code, or the parity-failed
+/// one for a bundle that failed its parity check.
+func reportingErrors<R>(_ body: () throws -> R) throws -> R {
     do {
         return try body()
-    } catch let error as ReadError {
-        FileHandle.standardError.write(Data(("error: " + (error.errorDescription ?? "\(error)") + "\n").utf8))
-        throw ExitCode(ExitCodes.badInput)
-    }
-}
-
-/// Runs `body`, printing any error but an exit code to stderr (its description, naming the file or option) and
-/// exiting with the bad-input code.
-func reportingErrors(_ body: () throws -> Void) throws {
-    do {
-        try body()
     } catch let error as ExitCode {
+        throw error
+    } catch let error as ValidationError {
         throw error
     } catch {
         let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"
         FileHandle.standardError.write(Data("error: \(message)\n".utf8))
-        throw ExitCode(ExitCodes.badInput)
+        throw ExitCode(error is ParityFailure ? ExitCodes.parityFailed : ExitCodes.badInput)
     }
 }
 

@@ -6,7 +6,7 @@ import AmusedKernels
 import AmusedModel
 import AmusedPack
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import AmusedTrain
 import ArgumentParser
 import Foundation
@@ -54,7 +54,7 @@ struct Bench: ParsableCommand {
     /// A hub id for the model is resolved in the local Hugging Face cache (revision main) before anything runs.
     mutating func validate() throws {
         guard runs >= 1, batch >= 1 else { throw ValidationError("--runs and --batch must be at least 1") }
-        model = try runReporting { try HubCache.resolve(model) }
+        model = try reportingErrors { try HubCache.resolve(model) }
     }
 
     func run() throws {

@@ -3,11 +3,12 @@
 // into a diffusers pipeline folder; `--dry-run` prints the import plan and checks it without writing.
 
 import AmusedBind
+import AmusedConvert
 import AmusedPack
 import AmusedQuantize
 import AmusedVerify
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import ArgumentParser
 import Foundation
 
@@ -154,7 +155,7 @@ struct Convert: ParsableCommand {
         if isBundle { return try convertToBundle() }
         if isFolder { return try importFolder() }
         guard let out else { return }
-        do {
+        try reportingErrors {
             let source = try openWeights(path: input)
             // One tensor in memory at a time; strided views (from PyTorch) are written row-major.
             switch format {
@@ -162,10 +163,6 @@ struct Convert: ParsableCommand {
             case .gguf: try GGUFWriter.write(source: source, type: GGUFWriteType(rawValue: ggufType)!, to: out)
             }
             FileHandle.standardError.write(Data("wrote \(source.infos.count) tensors to \(out)\n".utf8))
-        } catch {
-            let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"
-            FileHandle.standardError.write(Data("error: \(message)\n".utf8))
-            throw ExitCode(ExitCodes.badInput)
         }
     }
 
@@ -175,7 +172,7 @@ struct Convert: ParsableCommand {
         func stage(_ line: String) {
             FileHandle.standardError.write(Data(String(format: "[%6.1f s] %@\n", Date().timeIntervalSince(started), line).utf8))
         }
-        do {
+        try reportingErrors {
             if ModelSource.isBundle(input) {
                 // A bundle in: re-encoded (compressed or not), digests and everything else unchanged.
                 guard quantize == nil, policy == nil, verify == nil, int4Group == nil else {
@@ -206,31 +203,17 @@ struct Convert: ParsableCommand {
                 stage("dry run: the plan is complete; nothing was written")
                 return
             }
-            var verifier: ((AmusedBundle) throws -> ParityOutcome)? = nil
+            var parity: ParityCheck? = nil
             if let verify {
-                let record = try ReferenceRecord(path: verify)
-                let profileName = profile ?? chosen.name
-                let baselinePath = baseline ?? input
-                verifier = { bundle in
-                    let components = try AmusedComponents(bundle: bundle, verifyIntegrity: false)
-                    var report = try Verify.verify(record: record, components: components, policy: chosen.name,
-                                                   profile: profileName, profileFile: nil, baseline: baselinePath,
-                                                   trace: nil)
-                    report.skipsAllowed = allowSkip
-                    if let junit { try writeJUnit(report, to: junit) }
-                    // The bundle is checked at its temporary path; the table names it by its destination.
-                    FileHandle.standardError.write(Data(report.text.replacingOccurrences(of: bundle.path, with: out!).utf8))
-                    return ParityOutcome(pass: report.pass, report: report.json(includeTimings: false))
-                }
+                parity = ParityCheck(record: try ReferenceRecord(path: verify))
+                parity?.profile = profile
+                parity?.baseline = baseline
+                parity?.allowSkip = allowSkip
             }
-            let interactive = isatty(2) != 0
-            let result = try BundleConversion.convert(checkpoint, to: out!, options: options, verify: verifier, log: stage) {
-                done, total in
-                guard interactive else { return }
-                let width = 30, filled = width * done / total
-                FileHandle.standardError.write(Data(("\rtensor \(done)/\(total) [" + String(repeating: "=", count: filled)
-                    + String(repeating: " ", count: width - filled) + "]" + (done == total ? "\n" : "")).utf8))
-            }
+            let result = try Conversion.toBundle(checkpoint, to: out!, options: options, parity: parity, report: { report in
+                if let junit { try writeJUnit(report, to: junit) }
+                FileHandle.standardError.write(Data(report.text.utf8))
+            }, log: stage, progress: ProgressBar(unit: "tensor").update)
             if result.plan.tensors.contains(where: { $0.scheme == .f16 || $0.scheme == .bf16 }) {
                 let t = result.totals
                 stage("half precision: \(t.overflows) values overflowed to ±inf, \(t.underflows) non-zero values became 0, "
@@ -240,32 +223,23 @@ struct Convert: ParsableCommand {
             stage(String(format: "wrote %@: %ld bytes, %.3f× the %ld float32 bytes of its tensors%@", result.path,
                          result.bytes, Double(result.bytes) / Double(max(1, result.float32Bytes)), result.float32Bytes,
                          result.parity.map { $0.pass ? "; parity passed, report stored in the bundle" : "" } ?? ""))
-        } catch let failure as ParityFailure {
-            FileHandle.standardError.write(Data("error: \(failure.errorDescription ?? "")\n".utf8))
-            throw ExitCode(ExitCodes.parityFailed)
-        } catch let error as ValidationError {
-            throw error
-        } catch {
-            let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"
-            FileHandle.standardError.write(Data("error: \(message)\n".utf8))
-            throw ExitCode(ExitCodes.badInput)
         }
     }
 
     func importFolder() throws {
-        do {
+        try reportingErrors {
             let checkpoint = try Checkpoint(path: input, variant: variant, mapData: !dryRun, layout: layoutOptions.layout,
                                             configs: layoutOptions.configs)
             if dryRun {
                 emit(Inspect.mapReport(checkpoint, try importPlan(checkpoint)))
-                let plans = try DiffusersExport.check(checkpoint, allowUnmapped: allowUnmapped, allowMissing: allowMissing)
+                let plans = try CheckpointImport.check(checkpoint, allowUnmapped: allowUnmapped, allowMissing: allowMissing)
                 let count = plans.reduce(0) { $0 + $1.specs.count - $1.missing.count }
                 emit("\ndry run: the import is complete; \(count) tensors would be written"
                      + (out.map { " to \($0)" } ?? "") + ". Nothing was written.\n")
                 return
             }
-            let report = try DiffusersExport.write(checkpoint, to: out!, allowUnmapped: allowUnmapped,
-                                                   allowMissing: allowMissing, lora: try loraOptions.fusion())
+            let report = try Conversion.toDiffusersFolder(checkpoint, to: out!, allowUnmapped: allowUnmapped,
+                                                          allowMissing: allowMissing, lora: try loraOptions.fusion())
             let total = report.written.values.reduce(0, +)
             let left = report.plans.reduce(0) { $0 + $1.unmapped.count }
             let missing = report.plans.reduce(0) { $0 + $1.missing.count }
@@ -273,10 +247,6 @@ struct Convert: ParsableCommand {
                 + "\(total) tensors" + (left > 0 ? ", \(left) unmapped tensors left out by --allow-unmapped" : "")
                 + (missing > 0 ? ", \(missing) graph parameters MISSING by --allow-missing: it will not load as is" : "")
                 + "; report in amused-import.json)\n").utf8))
-        } catch {
-            let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"
-            FileHandle.standardError.write(Data("error: \(message)\n".utf8))
-            throw ExitCode(ExitCodes.badInput)
         }
     }
 }

@@ -170,7 +170,7 @@ struct Finetune: ParsableCommand {
         intro += "\(data.height)×\(data.width) tokens, batch \(batch)"
         if state.step > 0 { intro += ", resuming at step \(state.step)" }
         FileHandle.standardError.write(Data((intro + "\n").utf8))
-        let interactive = isatty(2) != 0
+        let bar = ProgressBar(unit: "step", every: 10)
         var recent: [Float] = []
         let runStart = Date()
         let first = state.step
@@ -178,19 +178,11 @@ struct Finetune: ParsableCommand {
             recent = Array((recent + [report.loss]).suffix(20))
             let mean = recent.reduce(0, +) / Float(recent.count)
             let perStep = Date().timeIntervalSince(runStart) / Double(report.step - first)
-            let width = 30, filled = width * report.step / steps
-            let bar = String(repeating: "=", count: filled) + String(repeating: " ", count: width - filled)
-            let line = String(format: "step %d/%d [%@] loss %.4f (mean of last %d: %.4f) %.2f s/step",
-                              report.step, steps, bar, report.loss, recent.count, mean, perStep)
-            if interactive {
-                FileHandle.standardError.write(Data(("\r" + line).utf8))
-            } else if report.step % 10 == 0 || report.step == steps {
-                FileHandle.standardError.write(Data((line + "\n").utf8))
-            }
+            bar.update(report.step, steps, suffix: String(format: " loss %.4f (mean of last %d: %.4f) %.2f s/step",
+                                                          report.loss, recent.count, mean, perStep))
         }, checkpoint: { s in
             if checkpointEvery > 0 { try LoRAFile.writeCheckpoint(s, identity: identity, to: checkpointPath) }
         })
-        if interactive { FileHandle.standardError.write(Data("\n".utf8)) }
         try LoRAFile.write(state.adapters, text: state.text?.adapters, to: out, note: "amused finetune: \(steps) steps on \(image) "
                            + "with \"\(prompt)\", seed \(seed)")
         FileHandle.standardError.write(Data(String(

@@ -4,7 +4,7 @@ import AmusedBind
 import AmusedImage
 import AmusedModel
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import ArgumentParser
 import Foundation
 
@@ -128,14 +128,7 @@ struct Generate: ParsableCommand {
                 request.mask = Array((0..<prompt.count).map { _ in m.pixels }.joined())
             }
         }
-        let interactive = isatty(2) != 0
-        let result = try pipeline.generate(request) { done, total in
-            guard interactive else { return }
-            let width = 30, filled = width * done / total
-            let bar = String(repeating: "=", count: filled) + String(repeating: " ", count: width - filled)
-            FileHandle.standardError.write(Data("\rstep \(done)/\(total) [\(bar)]".utf8))
-        }
-        if interactive { FileHandle.standardError.write(Data("\n".utf8)) }
+        let result = try pipeline.generate(request, progress: ProgressBar(unit: "step").update)
         var written: [String] = []
         let perImage = result.height * result.width * 3
         for b in 0..<result.batch {

@@ -3,7 +3,7 @@
 import AmusedBind
 import AmusedPack
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import ArgumentParser
 import Foundation
 
@@ -41,7 +41,7 @@ struct Inspect: ParsableCommand {
 
     func run() throws {
         if ModelSource.isBundle(path) { return try inspectBundle() }
-        try runReporting {
+        try reportingErrors {
             let checkpoint = try Checkpoint(path: path, variant: variant, mapData: false, layout: layoutOptions.layout,
                                             configs: layoutOptions.configs)
             if map {

@@ -22,6 +22,6 @@ struct LayoutOptions: ParsableArguments {
     /// `model` itself, or — for a hub id such as amused/amused-256 — its snapshot folder in the local Hugging Face
     /// cache (HF_HUB_CACHE, HF_HOME/hub or ~/.cache/huggingface/hub), at `--revision`.
     func resolve(_ model: String) throws -> String {
-        try runReporting { try HubCache.resolve(model, revision: revision) }
+        try reportingErrors { try HubCache.resolve(model, revision: revision) }
     }
 }

@@ -4,19 +4,12 @@
 import AmusedBind
 import AmusedPack
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import Foundation
 
 enum ModelSource {
-    /// True when `path` is a bundle: a regular file starting with the bundle magic (or named *.amused).
-    static func isBundle(_ path: String) -> Bool {
-        var dir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &dir), !dir.boolValue else { return false }
-        if path.hasSuffix(".amused") { return true }
-        guard let file = try? ReadOnlyFile(path: path), file.byteCount >= 8, let head = try? file.read(at: 0, count: 8)
-        else { return false }
-        return head == BundleFormat.magic
-    }
+    /// True when `path` is a bundle.
+    static func isBundle(_ path: String) -> Bool { AmusedBundle.isBundle(path) }
 
     /// The components at `path`; LoRA, layout and variant options apply to checkpoints only (a bundle has its LoRA
     /// baked in at conversion).

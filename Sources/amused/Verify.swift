@@ -1,10 +1,11 @@
 // `amused verify MODEL --reference RECORD`: parity of the Swift graph against PyTorch reference records.
 
 import AmusedBind
+import AmusedConvert
 import AmusedModel
 import AmusedPack
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import AmusedVerify
 import ArgumentParser
 import Foundation
@@ -65,47 +66,27 @@ struct Verify: ParsableCommand {
     mutating func validate() throws { model = try model.map { try layoutOptions.resolve($0) } }
 
     func run() throws {
-        var report: VerifyReport
-        do {
+        var report: VerifyReport = try reportingErrors {
             let record = try ReferenceRecord(path: reference)
             if let model, ModelSource.isBundle(model) {
                 let bundle = try AmusedBundle(path: model)
                 let components = try ModelSource.components(model, variant: variant, lora: loraOptions, layout: layoutOptions)
-                report = try Self.verify(record: record, components: components, policy: bundle.policyName,
-                                         profile: profile, profileFile: profileFile, baseline: baseline, trace: trace)
+                return try Conversion.verify(record: record, components: components, policy: bundle.policyName,
+                                               profile: profile, profileFile: profileFile, baseline: baseline,
+                                               trace: trace)
             } else {
                 let verifier = try Verifier(record: record, modelPath: model,
                                             profile: try ToleranceProfile.load(profile ?? "fp32", file: profileFile),
                                             traceFolder: trace, lora: try loraOptions.fusion(),
                                             layout: layoutOptions.layout, configs: layoutOptions.configs, variant: variant)
-                report = try verifier.run()
+                return try verifier.run()
             }
-        } catch {
-            let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"
-            FileHandle.standardError.write(Data("error: \(message)\n".utf8))
-            throw ExitCode(ExitCodes.badInput)
         }
         report.skipsAllowed = allowSkip
         if let junit { try writeJUnit(report, to: junit) }
         emit(json ? report.json.serialized + "\n" : report.text)
         if let trace { try printBisection(report, folder: trace) }
         if !report.pass { throw ExitCode(ExitCodes.parityFailed) }
-    }
-
-    /// Runs `record` against bundle components under `profile` (default: the profile named like the bundle's
-    /// policy, else fp32), with the float32 `baseline` (default: the record's own model) for quantized metrics.
-    static func verify(record: ReferenceRecord, components: AmusedComponents, policy: String?, profile: String?,
-                       profileFile: String?, baseline: String?, trace: String?) throws -> VerifyReport {
-        let name = profile ?? policy.flatMap { (try? ToleranceProfile.load($0, file: profileFile)) != nil ? $0 : nil } ?? "fp32"
-        let tolerance = try ToleranceProfile.load(name, file: profileFile)
-        var base: AmusedComponents? = nil
-        if tolerance.optional("quantized_max_mean_kl") != nil {
-            let path = baseline ?? record.modelPath
-            base = ModelSource.isBundle(path) ? try AmusedComponents(bundle: try AmusedBundle(path: path))
-                : try AmusedComponents(path: path)
-        }
-        return try Verifier(record: record, components: components, baseline: base, profile: tolerance,
-                            traceFolder: trace).run()
     }
 
     /// For each case with both traces, the first activation whose error exceeds 1e-4 of its magnitude.
@@ -124,12 +105,9 @@ struct Verify: ParsableCommand {
 
 /// Writes `report` as JUnit XML to `path`, atomically; a failure to write is bad input (exit 1) naming the file.
 func writeJUnit(_ report: VerifyReport, to path: String) throws {
-    do {
+    try reportingErrors {
         let writer = try AtomicFileWriter(destination: path)
         try writer.write(Array(report.junitXML.utf8))
         try writer.commit()
-    } catch {
-        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-        throw ExitCode(ExitCodes.badInput)
     }
 }

@@ -1,24 +1,22 @@
 // `amused version`: the toolkit version and the C libraries it is linked against.
 
 import AmusedKernels
+import AmusedPack
+import AmusedRead
 import ArgumentParser
-import CHDF5
-import CJSONC
-import CZstd
 
 /// Version strings of the toolkit and its linked libraries.
 enum AmusedVersion {
-    /// The toolkit's version.
-    static let toolkit = "0.1.0"
+    /// The toolkit's version (the one bundles record).
+    static let toolkit = BundleFormat.toolkitVersion
 
     /// One line per linked library, from the libraries themselves.
     static var libraries: [(String, String)] {
-        var major: UInt32 = 0, minor: UInt32 = 0, release: UInt32 = 0
-        H5get_libversion(&major, &minor, &release)
+        let read = Dictionary(uniqueKeysWithValues: ReadLibraries.versions)
         return [
-            ("json-c", String(cString: json_c_version())),
-            ("zstd", String(cString: ZSTD_versionString())),
-            ("hdf5", "\(major).\(minor).\(release)"),
+            ("json-c", read["json-c"] ?? "?"),
+            ("zstd", BundleFormat.zstdVersion),
+            ("hdf5", read["hdf5"] ?? "?"),
             ("blas", Kernels.blasDescription),
             ("cpu", Kernels.cpuDescription),
         ]

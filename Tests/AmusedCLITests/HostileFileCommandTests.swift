@@ -3,7 +3,7 @@
 // at most twice the file's size plus 256 MiB — measured on the child process (its VmHWM at exit).
 
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import AmusedTestSupport
 import Foundation
 import Testing

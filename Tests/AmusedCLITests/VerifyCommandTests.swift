@@ -1,7 +1,7 @@
 // `amused verify` from the command line: exit 0 on parity, 3 when parity fails, 1 on bad input; JSON output.
 
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import AmusedTestSupport
 import CGemm
 import Foundation

@@ -6,7 +6,7 @@ import AmusedBind
 import AmusedMap
 import AmusedModel
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import AmusedTestSupport
 import AmusedVerify
 import Testing

@@ -3,9 +3,10 @@
 // the tiny-256 fixture's component files, so the reference is that fixture's PyTorch record.
 
 import AmusedBind
+import AmusedConvert
 import AmusedModel
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import AmusedTestSupport
 import AmusedVerify
 import Foundation

@@ -4,7 +4,7 @@
 import AmusedPack
 import AmusedQuantize
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import AmusedTestSupport
 import Crypto
 import Foundation

@@ -7,7 +7,7 @@ import AmusedModel
 import AmusedPack
 import AmusedQuantize
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import AmusedTestSupport
 import AmusedVerify
 import Foundation

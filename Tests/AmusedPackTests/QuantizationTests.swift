@@ -4,7 +4,7 @@
 
 import AmusedQuantize
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import AmusedTestSupport
 import Testing
 

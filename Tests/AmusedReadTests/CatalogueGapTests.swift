@@ -2,7 +2,7 @@
 // (HDF5 through libhdf5) and refused with the stated family, or — where the catalogue says so — accepted as inert.
 
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import AmusedTestSupport
 import CHDF5
 import Foundation

@@ -1,7 +1,7 @@
 // Layout detection over the committed tiny pipelines, strict JSON, and the fixture manifest.
 
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import AmusedTestSupport
 import Crypto
 import Foundation

@@ -4,7 +4,7 @@
 // read is refused with the reason.
 
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import AmusedTestSupport
 import Foundation
 import Testing

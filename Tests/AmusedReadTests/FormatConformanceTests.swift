@@ -2,7 +2,7 @@
 // Tools/make_fixtures.py): every tensor decodes to exactly what torch.load, numpy.load and gguf-py read back.
 
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import AmusedTestSupport
 import Testing
 

@@ -2,7 +2,7 @@
 // built here byte by byte and must fail with the stated error family, quickly, without a crash.
 
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import AmusedTestSupport
 import Foundation
 import Testing

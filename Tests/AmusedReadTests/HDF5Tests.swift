@@ -3,7 +3,7 @@
 // compound types), each refused before any data is read.
 
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import AmusedTestSupport
 import CHDF5
 import Foundation

@@ -1,7 +1,7 @@
 // The reader and writer against files Python's safetensors wrote (Fixtures/, made by Tools/make_fixtures.py).
 
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import AmusedTestSupport
 import Foundation
 import Testing

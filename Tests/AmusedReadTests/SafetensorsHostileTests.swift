@@ -2,7 +2,7 @@
 // controls of §6.9 that strictness must not break.
 
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import AmusedTestSupport
 import Foundation
 import Testing

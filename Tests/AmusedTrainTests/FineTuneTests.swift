@@ -4,7 +4,7 @@
 import AmusedBind
 import AmusedModel
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import AmusedTestSupport
 import AmusedTrain
 import Foundation

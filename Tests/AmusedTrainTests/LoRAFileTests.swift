@@ -5,7 +5,7 @@ import AmusedBind
 import AmusedImage
 import AmusedModel
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import AmusedTestSupport
 import AmusedTrain
 import AmusedVerify

@@ -2,7 +2,7 @@
 // of every reader (docs/hostile-inputs.md) and for the fuzzers' seed corpora.
 
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 
 /// A zip member for `zipBytes`.
 public struct Member {

@@ -10,7 +10,7 @@ import AmusedModel
 import AmusedPack
 import AmusedQuantize
 import AmusedRead
-import AmusedTensors
+import AmusedCore
 import AmusedVerify
 import Foundation
 

@@ -1,0 +1,35 @@
+// The convert stage's error: an output that cannot be written where it was asked for. What goes wrong with the
+// input surfaces as the earlier stages' errors (ReadError, MapError, BindError, QuantizeError, VerifyError,
+// BundleError), each naming its file and key.
+
+import Foundation
+
+/// The one error type of the convert stage.
+public struct ConvertError: Error, LocalizedError, Equatable, Sendable {
+    /// What kind of problem.
+    public enum Kind: String, Sendable {
+        /// The output path exists already, or cannot be created, written or moved into place.
+        case output
+    }
+
+    /// The kind.
+    public let kind: Kind
+    /// The file or folder concerned.
+    public let path: String
+    /// What is wrong.
+    public let message: String
+
+    /// Creates an error.
+    public init(_ kind: Kind, path: String, _ message: String) {
+        self.kind = kind
+        self.path = path
+        self.message = message
+    }
+
+    /// `path: message (kind). advice`.
+    public var errorDescription: String? {
+        switch kind {
+        case .output: "\(path): \(message) (output). Choose a new output path in a writable folder; nothing was written."
+        }
+    }
+}
