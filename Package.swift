@@ -27,6 +27,8 @@ let package = Package(
         .target(name: "CJPEG", path: "Sources/C/CJPEG", linkerSettings: [.linkedLibrary("jpeg")]),
         // AmusedKit's own AVX-512 SGEMM (x86-64), used in optimised builds on CPUs that have AVX-512F; BLAS otherwise.
         .target(name: "CGemm", path: "Sources/C/CGemm"),
+        // glibc's malloc.h (mallopt), for Kernels.configureAllocator on Linux.
+        .systemLibrary(name: "CAllocator", path: "Sources/C/CAllocator"),
         .systemLibrary(name: "COpenBLAS", path: "Sources/C/COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
 
@@ -72,7 +74,8 @@ let package = Package(
         // the one door to BLAS and the numeric kernels (OpenBLAS on Linux, Accelerate on Apple platforms).
         .target(name: "AmusedImage", dependencies: ["AmusedCore", "CJPEG"], path: "Sources/Image"),
         .target(name: "AmusedKernels",
-                dependencies: ["CGemm", .target(name: "COpenBLAS", condition: .when(platforms: [.linux]))],
+                dependencies: ["CGemm", .target(name: "COpenBLAS", condition: .when(platforms: [.linux])),
+                               .target(name: "CAllocator", condition: .when(platforms: [.linux]))],
                 path: "Sources/Kernels"),
         // The command line: a thin skin over the libraries.
         .executableTarget(name: "amused",

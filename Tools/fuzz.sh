@@ -57,6 +57,7 @@ if [[ "$target" == hdf5* ]] && [ -z "${AMUSED_HDF5_HELPER:-}" ]; then
   export AMUSED_HDF5_HELPER=$PWD/.build/release/amused
 fi
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:allocator_may_return_null=1}
+started=$(date +%s)
 fork=()
 [ "$target" = hdf5-inprocess ] && fork=(-fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1)
 set +e
@@ -65,6 +66,7 @@ set +e
   -print_final_stats=1 "${fork[@]}" "$@" >"$log" 2>&1
 status=$?
 set -e
+elapsed=$(( $(date +%s) - started ))
 if [ ${#fork[@]} -gt 0 ]; then
   # Fork mode prints "#EXECS: cov: … crash: N …" lines and no final statistics: the last line counts them all.
   execs=$(grep -ao '^#[0-9]*: cov' "$log" | tail -1 | tr -dc 0-9)
@@ -91,6 +93,6 @@ if [ "$(ls "$merged" | wc -l)" -gt 0 ]; then
 fi
 rm -rf "$merged"
 size=$(ls "Tests/Fuzz/corpus/$target" | wc -l)
-printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$target" "$sanitize" "$seconds" "$execs" "$size" "$findings" \
+printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$target" "$sanitize" "$elapsed" "$execs" "$size" "$findings" \
   "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" >>Tests/Fuzz/log.tsv
-echo "$target: $execs executions in $seconds s, corpus $size inputs, $findings findings (exit $status; log $log)"
+echo "$target: $execs executions in $elapsed s, corpus $size inputs, $findings findings (exit $status; log $log)"

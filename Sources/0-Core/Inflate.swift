@@ -1,9 +1,13 @@
 // DEFLATE decoding (RFC 1951) and the zlib wrapper (RFC 1950), bounded: the caller states the most bytes it will
 // accept, and a stream that would expand past that is refused before the memory is used. Follows the structure of
 // zlib's reference decoder puff.c (canonical Huffman tables decoded by counts).
+import Foundation
 
 /// Errors decoding a compressed stream.
-public struct InflateError: Error, Equatable, Sendable, CustomStringConvertible {
+public struct InflateError: Error, LocalizedError, Equatable, Sendable, CustomStringConvertible {
+    /// The same as `description` (what the command line prints).
+    public var errorDescription: String? { description }
+
     /// What is wrong.
     public let message: String
     /// Byte offset in the compressed input where it was found.

@@ -1,5 +1,6 @@
 // Tensor bytes: owned memory, or a read-only view into a memory-mapped file that is never copied.
 
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -7,7 +8,10 @@ import Darwin
 #endif
 
 /// Errors from the tensor layer: conversions, views and mapped files.
-public enum TensorError: Error, Equatable, Sendable, CustomStringConvertible {
+public enum TensorError: Error, LocalizedError, Equatable, Sendable, CustomStringConvertible {
+    /// The same as `description` (what the command line prints).
+    public var errorDescription: String? { description }
+
     /// A file could not be opened, measured or mapped (errno text included).
     case io(path: String, message: String)
     /// A file could not be written, made durable or put in place (errno text included); the destination is as it was.

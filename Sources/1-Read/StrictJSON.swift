@@ -65,6 +65,15 @@ public enum JSONValue: Sendable, Equatable {
         }
     }
 
+    /// The one way a measured number becomes JSON: integral values as integers, others in full (or to `digits`
+    /// significant digits); JSON has no infinities or NaN, so those become the strings "inf", "-inf" and "nan".
+    public static func numeric(_ d: Double, digits: Int? = nil) -> JSONValue {
+        guard d.isFinite else { return .string(d.isNaN ? "nan" : d > 0 ? "inf" : "-inf") }
+        if d == 0 { return .number("0") }
+        if let digits { return .number(String(format: "%.\(digits)g", d)) }
+        return .number(d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : "\(d)")
+    }
+
     /// `s` as a JSON string literal (escaping what RFC 8259 requires, plus DEL-free ASCII control characters).
     public static func quote(_ s: String) -> String {
         var out = "\""

@@ -1,11 +1,15 @@
 // How the graph declares and receives its parameters: every layer asks a scope for its tensors by checkpoint
 // key, next to the property it fills. The same construction run without weights lists what the graph expects.
 
+import Foundation
 import AmusedKernels
 import AmusedCore
 
 /// Errors from building or running the model graph.
-public enum ModelError: Error, Equatable, Sendable, CustomStringConvertible {
+public enum ModelError: Error, LocalizedError, Equatable, Sendable, CustomStringConvertible {
+    /// The same as `description` (what the command line prints).
+    public var errorDescription: String? { description }
+
     /// A parameter the graph needs is not among the weights.
     case missingParameter(String)
     /// A parameter has a different shape than the config implies.

@@ -58,6 +58,11 @@ public struct UVit2DConfig: Sendable, Equatable {
 }
 
 /// Everything in a forward pass that depends only on the text and micro-conditioning, not on the tokens: computed
+/// One transformer layer's AdaLN (scale, shift) for its three norms, [batch, 2·hidden] each.
+struct LayerModulation {
+    let norm1: [Float], norm2: [Float], norm3: [Float]
+}
+
 /// once per generation and reused at every sampling step.
 public struct UVitConditioning: Sendable {
     /// Batch size.
@@ -66,8 +71,8 @@ public struct UVitConditioning: Sendable {
     let textLength: Int
     /// Per-layer cross-attention keys/values of the transformer layers.
     let layerKV: [(k: [Float], v: [Float])]
-    /// Per-layer AdaLN (scale, shift) for norm1, norm2, norm3: [batch, 2·hidden] each.
-    let layerAdaLN: [[[Float]]]
+    /// Per-layer AdaLN (scale, shift) for norm1, norm2, norm3.
+    let layerAdaLN: [LayerModulation]
     /// Down and up blocks: per attention block, keys/values for attn1 and attn2; per res block, (scale, shift).
     let downKV: [[(k: [Float], v: [Float])]]
     let upKV: [[(k: [Float], v: [Float])]]
@@ -205,7 +210,11 @@ public struct UVit2DModel: Sendable {
         return UVitConditioning(
             batch: batch, textLength: length,
             layerKV: keysAndValues ? layers.map { $0.attn2.keysAndValues(e, rows: batch * length) } : [],
-            layerAdaLN: layers.map { layer in [layer.norm1, layer.norm2, layer.norm3].map { $0.modulation(siluCond, batch: batch) } },
+            layerAdaLN: layers.map { layer in
+                LayerModulation(norm1: layer.norm1.modulation(siluCond, batch: batch),
+                                norm2: layer.norm2.modulation(siluCond, batch: batch),
+                                norm3: layer.norm3.modulation(siluCond, batch: batch))
+            },
             downKV: keysAndValues ? downBlock.keysAndValues(e, batch: batch, length: length) : [],
             upKV: keysAndValues ? upBlock.keysAndValues(e, batch: batch, length: length) : [],
             downAdaLN: downBlock.resBlocks.map { $0.condMapper(siluCond, rows: batch) },
@@ -341,18 +350,18 @@ struct UVitTransformerLayer: Sendable {
         ffOut = try Linear(s.child("ff").child("net").child("2"), in: inner, out: d, bias: bias)
     }
 
-    func callAsFunction(_ x: [Float], batch: Int, tokens: Int, kv: (k: [Float], v: [Float]), adaLN: [[Float]],
+    func callAsFunction(_ x: [Float], batch: Int, tokens: Int, kv: (k: [Float], v: [Float]), adaLN: LayerModulation,
                         textLength: Int) -> [Float] {
         var h = x
-        var out = attn1(selfAttention: norm1(h, batch: batch, tokens: tokens, modulation: adaLN[0]), batch: batch,
+        var out = attn1(selfAttention: norm1(h, batch: batch, tokens: tokens, modulation: adaLN.norm1), batch: batch,
                         tokens: tokens)
         Ops.add(&out, h)
         h = out
-        out = attn2(norm2(h, batch: batch, tokens: tokens, modulation: adaLN[1]), batch: batch, queries: tokens,
+        out = attn2(norm2(h, batch: batch, tokens: tokens, modulation: adaLN.norm2), batch: batch, queries: tokens,
                     k: kv.k, v: kv.v, keys: textLength)
         Ops.add(&out, h)
         h = out
-        let projected = ffProj(norm3(h, batch: batch, tokens: tokens, modulation: adaLN[2]), rows: batch * tokens)
+        let projected = ffProj(norm3(h, batch: batch, tokens: tokens, modulation: adaLN.norm3), rows: batch * tokens)
         out = ffOut(Self.geglu(projected, rows: batch * tokens, inner: inner), rows: batch * tokens)
         Ops.add(&out, h)
         return out

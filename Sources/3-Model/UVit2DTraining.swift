@@ -455,21 +455,21 @@ extension UVitTransformerLayer {
         let h0: [Float], h1: [Float], h2: [Float]
         let attn1: MultiHeadAttention.Cache, attn2: MultiHeadAttention.Cache
         let projected: [Float]
-        let adaLN: [[Float]]
+        let adaLN: LayerModulation
         let batch: Int, tokens: Int
     }
 
-    func trainingForward(_ x: [Float], batch: Int, tokens: Int, context: [Float], adaLN: [[Float]], textLength: Int,
+    func trainingForward(_ x: [Float], batch: Int, tokens: Int, context: [Float], adaLN: LayerModulation, textLength: Int,
                          run: LoRARun) -> ([Float], Cache) {
-        let (a1, c1) = attn1.trainingForward(norm1(x, batch: batch, tokens: tokens, modulation: adaLN[0]), batch: batch,
+        let (a1, c1) = attn1.trainingForward(norm1(x, batch: batch, tokens: tokens, modulation: adaLN.norm1), batch: batch,
                                              queries: tokens, context: nil, keys: tokens, run: run)
         var h1 = a1
         Ops.add(&h1, x)
-        let (a2, c2) = attn2.trainingForward(norm2(h1, batch: batch, tokens: tokens, modulation: adaLN[1]),
+        let (a2, c2) = attn2.trainingForward(norm2(h1, batch: batch, tokens: tokens, modulation: adaLN.norm2),
                                              batch: batch, queries: tokens, context: context, keys: textLength, run: run)
         var h2 = a2
         Ops.add(&h2, h1)
-        let projected = ffProj(norm3(h2, batch: batch, tokens: tokens, modulation: adaLN[2]), rows: batch * tokens)
+        let projected = ffProj(norm3(h2, batch: batch, tokens: tokens, modulation: adaLN.norm3), rows: batch * tokens)
         let gated = Self.geglu(projected, rows: batch * tokens, inner: inner)
         var out = ffOut(gated, rows: batch * tokens)
         Ops.add(&out, h2)
@@ -493,16 +493,16 @@ extension UVitTransformerLayer {
             Kernels.gegluBackward(projected: c.projected, dy: dGated, rows: rows, inner: inner, dProjected: dp.baseAddress!)
         }
         let (dn3, dm3) = norm3.backward(input: c.h2, dy: ffProj.backwardInput(dProjected, rows: rows), batch: c.batch,
-                                        tokens: c.tokens, modulation: c.adaLN[2], modulationGradients: text)
+                                        tokens: c.tokens, modulation: c.adaLN.norm3, modulationGradients: text)
         var dh2 = dn3
         Ops.add(&dh2, dOut)
         let (dq2, dContext) = attn2.trainingBackward(dh2, cache: c.attn2, run: run, needInput: true)
         let (dn2, dm2) = norm2.backward(input: c.h1, dy: dq2!, batch: c.batch, tokens: c.tokens,
-                                        modulation: c.adaLN[1], modulationGradients: text)
+                                        modulation: c.adaLN.norm2, modulationGradients: text)
         var dh1 = dn2
         Ops.add(&dh1, dh2)
         let dn1 = attn1.trainingBackward(dh1, cache: c.attn1, run: run, needInput: true).input!
-        let (dx, dm1) = norm1.backward(input: c.h0, dy: dn1, batch: c.batch, tokens: c.tokens, modulation: c.adaLN[0],
+        let (dx, dm1) = norm1.backward(input: c.h0, dy: dn1, batch: c.batch, tokens: c.tokens, modulation: c.adaLN.norm1,
                                        modulationGradients: text)
         var dh0 = dx
         Ops.add(&dh0, dh1)

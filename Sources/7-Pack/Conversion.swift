@@ -48,7 +48,7 @@ public struct ConversionResult: Sendable {
     /// The parity outcome, when verified.
     public let parity: ParityOutcome?
     /// Summed over tensors: float16 overflows, underflows to zero, and values made subnormal.
-    public let totals: QuantizationError
+    public let totals: QuantizationStats
 }
 
 /// Options of a conversion.
@@ -97,7 +97,7 @@ public enum BundleConversion {
         var components: [JSONValue] = []
         var uvit: UVit2DConfig?
         var done = 0
-        var totals = QuantizationError()
+        var totals = QuantizationStats()
         log("quantize: \(plan.tensors.count) tensors")
         for p in imports {
             if case .transformer(let u) = p.graph.config { uvit = u }
@@ -193,7 +193,7 @@ public enum BundleConversion {
 
     /// Quantizes one planned tensor and appends its buffers; returns its manifest entry.
     static func pack(_ t: PlannedTensor, from source: any TensorSource, into writer: BundleWriter,
-                     totals: inout QuantizationError) throws -> JSONValue {
+                     totals: inout QuantizationStats) throws -> JSONValue {
         let raw = try source.tensor(named: t.spec.key)
         let f32 = raw.dtype == .f32 && raw.isContiguous ? raw : try raw.converted(to: .f32)
         defer { raw.storage.releasePages() }
@@ -205,7 +205,7 @@ public enum BundleConversion {
         entry.insert("reason", .string(t.reason))
         let layout = t.scheme.buffers(for: t.spec.shape)!
         var buffers: [JSONValue] = []
-        var error = QuantizationError()
+        var error = QuantizationStats()
         func describe(_ role: String, _ dtype: DType, _ shape: [Int], _ blob: JSONObject) -> JSONValue {
             var b = JSONObject()
             b.insert("role", .string(role))
@@ -219,7 +219,7 @@ public enum BundleConversion {
             let blob = try f32.withUnsafeBytes { raw in try writer.append(raw, width: 4) }
             buffers.append(describe("data", .f32, t.spec.shape, blob))
         } else {
-            let (q, e): (QuantizedTensor, QuantizationError)
+            let (q, e): (QuantizedTensor, QuantizationStats)
             do {
                 (q, e) = try f32.withUnsafeBytes { raw in
                     try QuantizedTensor.quantize(raw.bindMemory(to: Float.self), shape: t.spec.shape, scheme: t.scheme)
@@ -324,7 +324,6 @@ public enum BundleConversion {
         return .object(s)
     }
 
-    static func number(_ d: Double) -> JSONValue {
-        d.isFinite ? .number(d == 0 ? "0" : String(format: "%.6g", d)) : .string(d > 0 ? "inf" : "nan")
-    }
+    /// Measurements in manifests: six significant digits.
+    static func number(_ d: Double) -> JSONValue { JSONValue.numeric(d, digits: 6) }
 }

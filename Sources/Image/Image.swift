@@ -1,6 +1,34 @@
 // 8-bit images for the pipelines: PNG in and out, grayscale conversion and Lanczos resampling as Pillow does them
 // (the reference pipelines preprocess with PIL), so that resized inputs give the same pixels as diffusers.
 
+import Foundation
+
+/// Errors reading or writing an image.
+public struct ImageError: Error, LocalizedError, Equatable, Sendable, CustomStringConvertible {
+    /// The file or source concerned.
+    public let path: String
+    /// What is wrong.
+    public let message: String
+    /// Byte offset, where one applies.
+    public let offset: Int?
+
+    /// Creates an error.
+    public init(path: String, offset: Int? = nil, _ message: String) {
+        self.path = path
+        self.offset = offset
+        self.message = message
+    }
+
+    /// `path [at byte N]: message`.
+    public var description: String {
+        "\(path)\(offset.map { " at byte \($0)" } ?? ""): \(message). Use a PNG (8 or 16 bits; grayscale, RGB or "
+            + "palette, with or without alpha) or a JPEG."
+    }
+
+    /// The same as `description`.
+    public var errorDescription: String? { description }
+}
+
 /// An 8-bit image, row-major, interleaved channels (1 = grayscale "L", 3 = RGB).
 public struct Image8: Sendable, Equatable {
     /// Width in pixels.
@@ -105,4 +133,5 @@ public struct Image8: Sendable, Equatable {
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
+
 #endif

@@ -4,29 +4,6 @@ import AmusedCore
 // length and CRC, caps the image size before allocating, and inflates with a bound; writing uses stored DEFLATE
 // blocks (no compression library needed) and is byte-for-byte deterministic.
 
-/// Errors reading or writing an image.
-public struct ImageError: Error, Equatable, Sendable, CustomStringConvertible {
-    /// The file or source concerned.
-    public let path: String
-    /// What is wrong.
-    public let message: String
-    /// Byte offset, where one applies.
-    public let offset: Int?
-
-    /// Creates an error.
-    public init(path: String, offset: Int? = nil, _ message: String) {
-        self.path = path
-        self.offset = offset
-        self.message = message
-    }
-
-    /// `path [at byte N]: message`.
-    public var description: String {
-        "\(path)\(offset.map { " at byte \($0)" } ?? ""): \(message). Use an 8- or 16-bit PNG (grayscale, RGB, "
-            + "palette, with or without alpha)."
-    }
-}
-
 /// PNG decoding and encoding.
 public enum PNG {
     /// Largest image accepted when reading, in pixels (64 megapixels).

@@ -4,7 +4,7 @@
 // mmap and trim thresholds keeps those blocks in the heap and reuses them (peak RSS grows by one activation).
 
 #if os(Linux)
-import COpenBLAS
+import CAllocator
 #endif
 
 extension Kernels {

@@ -16,7 +16,7 @@ struct QuantizationTests {
 
     func bytes(_ t: Tensor) throws -> [UInt8] { try t.withUnsafeBytes { [UInt8]($0) } }
 
-    func quantize(_ name: String, _ scheme: QuantScheme) throws -> (QuantizedTensor, QuantizationError) {
+    func quantize(_ name: String, _ scheme: QuantScheme) throws -> (QuantizedTensor, QuantizationStats) {
         let input = try file.tensor(named: name)
         let values = try input.floats()
         return try values.withUnsafeBufferPointer { try QuantizedTensor.quantize($0, shape: input.shape, scheme: scheme) }

@@ -1,3 +1,1 @@
 #include <cblas.h>
-// glibc's allocator settings (mallopt), used by Kernels.configureAllocator on Linux.
-#include <malloc.h>

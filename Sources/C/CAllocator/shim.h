@@ -1,0 +1,2 @@
+// glibc's allocator settings (mallopt), used by Kernels.configureAllocator on Linux.
+#include <malloc.h>
