@@ -27,6 +27,8 @@ let package = Package(
         .target(name: "CJPEG", path: "Sources/C/CJPEG", linkerSettings: [.linkedLibrary("jpeg")]),
         // AmusedKit's own AVX-512 SGEMM (x86-64), used in optimised builds on CPUs that have AVX-512F; BLAS otherwise.
         .target(name: "CGemm", path: "Sources/C/CGemm"),
+        .systemLibrary(name: "CZlib", path: "Sources/C/CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]),
         // glibc's malloc.h (mallopt), for Kernels.configureAllocator on Linux.
         .systemLibrary(name: "CAllocator", path: "Sources/C/CAllocator"),
         .systemLibrary(name: "COpenBLAS", path: "Sources/C/COpenBLAS", pkgConfig: "openblas",
@@ -35,7 +37,7 @@ let package = Package(
         // The pipeline, in dependency order: each numbered stage imports only stages numbered below it.
         // 0 core types and I/O: tensors, dtypes, checked sizes, mapped and atomic files, checksums, the stored form of
         // quantized weights.
-        .target(name: "AmusedCore", path: "Sources/0-Core"),
+        .target(name: "AmusedCore", dependencies: ["CZlib"], path: "Sources/0-Core"),
         // 1 read: the weight formats (safetensors, PyTorch zip + pickle, NumPy, GGUF, HDF5 in a helper process), strict
         // JSON, checkpoint layouts, the Hugging Face cache; the safetensors and GGUF writers.
         .target(name: "AmusedRead", dependencies: ["AmusedCore", "CJSONC", "CHDF5"], path: "Sources/1-Read"),

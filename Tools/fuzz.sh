@@ -9,8 +9,8 @@
 #
 # Limits per input, as the hostile-input contract states them: 1 s (-timeout), 2 GB (-rss_limit_mb and
 # -malloc_limit_mb). CI does no fuzzing: `swift test` replays every committed corpus input once (CorpusReplayTests).
-# Each run appends a line to Tests/Fuzz/log.tsv (committed; the README's fuzzing table sums it): when, target,
-# sanitizers, seconds, executions, corpus size, findings, CPU.
+# Each run appends a line to Tests/Fuzz/log.tsv (committed; Tools/fuzz_table.py sums it into the README's table): when,
+# target, sanitizers, seconds, executions, corpus size, findings, CPU, and the commit the binary was built from.
 #
 # hdf5-inprocess runs in libFuzzer's fork mode with crashes ignored: libhdf5 itself crashes on some files (which is
 # why every command reads HDF5 through the helper process), and fork mode keeps fuzzing past them. Every crash it
@@ -26,6 +26,7 @@ scratch=.build-fuzz-${sanitize//,/-}
 binary=$scratch/release/amused-fuzz
 
 build() {
+  mkdir -p "$scratch"; git rev-parse --short HEAD >"$scratch/commit" 2>/dev/null || true
   swift build -c release --scratch-path "$scratch" --product amused-fuzz \
     -Xswiftc -sanitize="$sanitize" -Xswiftc -DAMUSED_LIBFUZZER \
     -Xcc -fsanitize="${sanitize/fuzzer/fuzzer-no-link}" >&2
@@ -93,6 +94,7 @@ if [ "$(ls "$merged" | wc -l)" -gt 0 ]; then
 fi
 rm -rf "$merged"
 size=$(ls "Tests/Fuzz/corpus/$target" | wc -l)
-printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$target" "$sanitize" "$elapsed" "$execs" "$size" "$findings" \
-  "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" >>Tests/Fuzz/log.tsv
+cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) family $(grep -m1 'cpu family' /proc/cpuinfo | cut -d: -f2 | xargs) model $(grep -m1 '^model' /proc/cpuinfo | cut -d: -f2 | xargs)"
+printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$target" "$sanitize" "$elapsed" "$execs" "$size" "$findings" \
+  "$cpu" "$(cat "$scratch/commit" 2>/dev/null || echo unknown)" >>Tests/Fuzz/log.tsv
 echo "$target: $execs executions in $elapsed s, corpus $size inputs, $findings findings (exit $status; log $log)"

@@ -1,5 +1,5 @@
 """Small seed bundles for the `bundle` fuzz target: each bundle in the corpus cut down to its first few tensors per
-component (buffers copied as stored, re-laid out at aligned offsets, the manifest and its SHA-256 rewritten). The
+component and the first tensor of every other quantization scheme (buffers copied as stored, re-laid out at aligned offsets, the manifest and its SHA-256 rewritten). The
 reader and the integrity check cost time in proportion to the bytes, so seeds of a few KB fuzz ~50× faster than the
 150 KB bundles the tiny fixtures convert to, over the same manifest shapes. Standard library only.
 
@@ -35,7 +35,13 @@ def shrink(data: bytes, keep: int) -> bytes | None:
 
     try:
         for component in manifest["components"]:
-            component["tensors"] = component["tensors"][:keep]
+            # The first `keep` tensors and the first of every other scheme (so every decoder stays covered).
+            kept, schemes = [], set()
+            for i, tensor in enumerate(component["tensors"]):
+                if i < keep or tensor.get("scheme") not in schemes:
+                    kept.append(tensor)
+                schemes.add(tensor.get("scheme"))
+            component["tensors"] = kept
             for tensor in component["tensors"]:
                 for buffer in tensor["buffers"]:
                     move(buffer)

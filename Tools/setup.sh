@@ -2,7 +2,7 @@
 # Installs what AmusedKit needs on Debian/Ubuntu: the C libraries (as -dev packages) and pkg-config.
 # Swift 6.3 itself is expected on PATH. The PyTorch reference for Tools/ is separate (see README).
 set -euo pipefail
-packages=(libhdf5-dev libzstd-dev libjson-c-dev libopenblas-dev libjpeg-dev pkg-config)
+packages=(libhdf5-dev libzstd-dev libjson-c-dev libopenblas-dev libjpeg-dev zlib1g-dev pkg-config)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -52,9 +52,14 @@ public enum CheckpointImport {
     {
         switch p.graph.config {
         case .transformer(let u):
-            return (diffusersConfig(u, source: checkpoint.component(p.component)?.config), "UVit2DModel",
-                    "diffusion_pytorch_model.safetensors")
-        case .vqvae(let v): return (diffusersConfig(v), "VQModel", "diffusion_pytorch_model.safetensors")
+            return (AmusedBind.canonicalConfig(u, fields: UVit2DConfig.diffusersFields, className: "UVit2DModel",
+                                               source: checkpoint.component(p.component)?.config),
+                    "UVit2DModel", "diffusion_pytorch_model.safetensors")
+        case .vqvae(let v):
+            // Not the source's keys: a taming config spells none of diffusers' (and diffusers' defaults are written).
+            return (AmusedBind.canonicalConfig(v, fields: VQModelConfig.diffusersFields, className: "VQModel",
+                                               source: nil),
+                    "VQModel", "diffusion_pytorch_model.safetensors")
         case .textEncoder:
             // transformers' CLIPTextConfig in every layout: kept as it is (parsing it succeeded, so it is there).
             return (checkpoint.component(p.component)!.config!, "CLIPTextModelWithProjection", "model.safetensors")
@@ -111,67 +116,6 @@ public enum CheckpointImport {
         s.insert("mask_token_id", .number(String(maskId)))
         s.insert("masking_schedule", .string(schedulerSource?["masking_schedule"]?.stringValue ?? "cosine"))
         return .object(s)
-    }
-
-    static func diffusersConfig(_ c: UVit2DConfig, source: JSONValue?) -> JSONValue {
-        var o = JSONObject()
-        let float = { (key: String, fallback: String) -> JSONValue in
-            if case .number(let text)? = source?[key] { return .number(text) }
-            return .number(fallback)
-        }
-        o.insert("_class_name", .string("UVit2DModel"))
-        o.insert("_diffusers_version", .string(diffusersVersion))
-        o.insert("attention_dropout", float("attention_dropout", "0.0"))
-        o.insert("block_num_heads", .number(String(c.blockNumHeads)))
-        o.insert("block_out_channels", .number(String(c.blockOutChannels)))
-        o.insert("codebook_size", .number(String(c.codebookSize)))
-        o.insert("cond_embed_dim", .number(String(c.condEmbedDim)))
-        o.insert("downsample", .bool(c.downsample))
-        o.insert("encoder_hidden_size", .number(String(c.encoderHiddenSize)))
-        o.insert("hidden_dropout", float("hidden_dropout", "0.0"))
-        o.insert("hidden_size", .number(String(c.hiddenSize)))
-        o.insert("in_channels", .number(String(c.inChannels)))
-        o.insert("intermediate_size", .number(String(c.intermediateSize)))
-        o.insert("layer_norm_eps", float("layer_norm_eps", "1e-06"))
-        o.insert("ln_elementwise_affine", .bool(c.lnElementwiseAffine))
-        o.insert("micro_cond_embed_dim", .number(String(c.microCondEmbedDim)))
-        o.insert("micro_cond_encode_dim", .number(String(c.microCondEncodeDim)))
-        o.insert("num_attention_heads", .number(String(c.numAttentionHeads)))
-        o.insert("num_hidden_layers", .number(String(c.numHiddenLayers)))
-        o.insert("num_res_blocks", .number(String(c.numResBlocks)))
-        o.insert("sample_size", .number(String(c.sampleSize)))
-        o.insert("upsample", .bool(c.upsample))
-        o.insert("use_bias", .bool(c.useBias))
-        o.insert("vocab_size", .number(String(c.vocabSize)))
-        return .object(o)
-    }
-
-    /// diffusers' `VQModel` config (`sample_size`, `scaling_factor`, `force_upcast` at diffusers' defaults: aMUSEd
-    /// does not use them).
-    static func diffusersConfig(_ c: VQModelConfig) -> JSONValue {
-        var o = JSONObject()
-        let n = c.blockOutChannels.count
-        o.insert("_class_name", .string("VQModel"))
-        o.insert("_diffusers_version", .string(diffusersVersion))
-        o.insert("act_fn", .string("silu"))
-        o.insert("block_out_channels", .array(c.blockOutChannels.map { .number(String($0)) }))
-        o.insert("down_block_types", .array(Array(repeating: .string("DownEncoderBlock2D"), count: n)))
-        o.insert("force_upcast", .bool(true))
-        o.insert("in_channels", .number(String(c.inChannels)))
-        o.insert("latent_channels", .number(String(c.latentChannels)))
-        o.insert("layers_per_block", .number(String(c.layersPerBlock)))
-        o.insert("lookup_from_codebook", .bool(c.lookupFromCodebook))
-        o.insert("mid_block_add_attention", .bool(c.midBlockAddAttention))
-        o.insert("norm_num_groups", .number(String(c.normNumGroups)))
-        o.insert("norm_type", .string("group"))
-        o.insert("num_vq_embeddings", .number(String(c.numVqEmbeddings)))
-        o.insert("out_channels", .number(String(c.outChannels)))
-        o.insert("sample_size", .number("32"))
-        o.insert("scaling_factor", .number("0.18215"))
-        o.insert("up_block_types", .array(Array(repeating: .string("UpDecoderBlock2D"), count: n)))
-        // null means latent_channels, as the released configs say it (taming's quantized_embed_dim equals z_channels).
-        o.insert("vq_embed_dim", c.vqEmbedDim.flatMap { $0 == c.latentChannels ? nil : .number(String($0)) } ?? .null)
-        return .object(o)
     }
 
     /// `json.dumps(value, indent=2, sort_keys=True)`, the way diffusers writes configs.

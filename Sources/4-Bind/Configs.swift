@@ -1,6 +1,7 @@
-// Component configs, read from the checkpoint's config.json files onto the graph's config types. Keys a class does
-// not use are ignored (configs carry bookkeeping such as `_diffusers_version`); a key of the wrong type, or a value
-// the graph does not implement, is an error naming the key.
+// Component configs, read from the checkpoint's config.json files onto the graph's config types, and written back in
+// diffusers' schema, both from one table of keys per class. Keys a class does not use are ignored (configs carry
+// bookkeeping such as `_diffusers_version`); a key of the wrong type, or a value the graph does not implement, is an
+// error naming the key.
 
 import AmusedModel
 import AmusedRead
@@ -88,59 +89,163 @@ struct ConfigReader {
     }
 }
 
+/// One key of a diffusers config: the graph property it fills, how it is read (and checked), and how the canonical
+/// config writes it back. The tables below (`diffusersFields`) are the only place these keys are spelled: reading a
+/// config.json and writing one (the diffusers-folder export, bundle manifests) both go through them.
+struct ConfigField<Config>: Sendable {
+    /// The JSON key.
+    let key: String
+    /// Reads the key (absent or null: the property keeps its default) into the config, or throws naming the key.
+    let read: @Sendable (inout Config, ConfigReader) throws(BindError) -> Void
+    /// The value written for the config; the second argument is the source config's value for the key, if any.
+    let write: @Sendable (Config, JSONValue?) -> JSONValue
+
+    /// An integer size (1…2^20 unless `range` says otherwise).
+    static func int(_ key: String, _ property: WritableKeyPath<Config, Int> & Sendable,
+                    in range: ClosedRange<Int> = ConfigReader.sizes) -> Self {
+        Self(key: key, read: { c, r throws(BindError) in c[keyPath: property] = try r.int(key, c[keyPath: property], in: range) },
+             write: { c, _ in .number(String(c[keyPath: property])) })
+    }
+
+    /// A flag.
+    static func bool(_ key: String, _ property: WritableKeyPath<Config, Bool> & Sendable) -> Self {
+        Self(key: key, read: { c, r throws(BindError) in c[keyPath: property] = try r.bool(key, c[keyPath: property]) },
+             write: { c, _ in .bool(c[keyPath: property]) })
+    }
+
+    /// A list of sizes.
+    static func ints(_ key: String, _ property: WritableKeyPath<Config, [Int]> & Sendable) -> Self {
+        Self(key: key, read: { c, r throws(BindError) in c[keyPath: property] = try r.ints(key, c[keyPath: property]) },
+             write: { c, _ in .array(c[keyPath: property].map { .number(String($0)) }) })
+    }
+
+    /// A float, written as the source spelled it (configs are compared byte for byte with diffusers'), else as
+    /// `written`, the spelling of the default in diffusers' own configs.
+    static func float(_ key: String, _ property: WritableKeyPath<Config, Float> & Sendable, written: String) -> Self {
+        Self(key: key, read: { c, r throws(BindError) in c[keyPath: property] = try r.float(key, c[keyPath: property]) },
+             write: { _, source in if case .number(let text)? = source { .number(text) } else { .number(written) } })
+    }
+
+    /// A key the graph does not read (dropout during training, VAE scaling): written as the source had it (when it
+    /// is of the same JSON kind), else as `written`.
+    static func passThrough(_ key: String, written: JSONValue) -> Self {
+        Self(key: key, read: { _, _ in }, write: { _, source in
+            switch (source, written) {
+            case (.number(let text)?, .number): .number(text)
+            case (.bool(let b)?, .bool): .bool(b)
+            default: written
+            }
+        })
+    }
+
+    /// A string the graph implements one value of (others are refused, naming the key); written as that value.
+    static func only(_ key: String, _ value: String) -> Self {
+        Self(key: key, read: { _, r throws(BindError) in try r.require(key, try r.string(key, value), oneOf: [value]) },
+             write: { _, _ in .string(value) })
+    }
+
+    /// A custom key.
+    static func custom(_ key: String, read: @escaping @Sendable (inout Config, ConfigReader) throws(BindError) -> Void,
+                       write: @escaping @Sendable (Config, JSONValue?) -> JSONValue) -> Self {
+        Self(key: key, read: read, write: write)
+    }
+}
+
+extension ConfigReader {
+    /// Reads every field of `fields` onto `config`, in table order.
+    func read<Config>(_ fields: [ConfigField<Config>], into config: inout Config) throws(BindError) {
+        for field in fields { try field.read(&config, self) }
+    }
+}
+
+/// The canonical config: `_class_name`, `_diffusers_version`, then every field (the tables are in key order, as
+/// diffusers writes them).
+func canonicalConfig<Config>(_ config: Config, fields: [ConfigField<Config>], className: String,
+                             source: JSONValue?) -> JSONValue {
+    var o = JSONObject()
+    o.insert("_class_name", .string(className))
+    o.insert("_diffusers_version", .string(CheckpointImport.diffusersVersion))
+    for field in fields { o.insert(field.key, field.write(config, source?[field.key])) }
+    return .object(o)
+}
+
 extension UVit2DConfig {
+    /// diffusers' `UVit2DModel` config keys.
+    static let diffusersFields: [ConfigField<UVit2DConfig>] = [
+        .passThrough("attention_dropout", written: .number("0.0")),
+        .int("block_num_heads", \.blockNumHeads),
+        .int("block_out_channels", \.blockOutChannels),
+        .int("codebook_size", \.codebookSize),
+        .int("cond_embed_dim", \.condEmbedDim),
+        .bool("downsample", \.downsample),
+        .int("encoder_hidden_size", \.encoderHiddenSize),
+        .passThrough("hidden_dropout", written: .number("0.0")),
+        .int("hidden_size", \.hiddenSize),
+        .int("in_channels", \.inChannels),
+        .int("intermediate_size", \.intermediateSize),
+        .float("layer_norm_eps", \.layerNormEps, written: "1e-06"),
+        .bool("ln_elementwise_affine", \.lnElementwiseAffine),
+        .int("micro_cond_embed_dim", \.microCondEmbedDim),
+        .int("micro_cond_encode_dim", \.microCondEncodeDim),
+        .int("num_attention_heads", \.numAttentionHeads),
+        .int("num_hidden_layers", \.numHiddenLayers, in: ConfigReader.counts),
+        .int("num_res_blocks", \.numResBlocks, in: ConfigReader.counts),
+        .int("sample_size", \.sampleSize),
+        .bool("upsample", \.upsample),
+        .bool("use_bias", \.useBias),
+        .int("vocab_size", \.vocabSize),
+    ]
+
     /// Reads a diffusers `UVit2DModel` config.
     public init(json: JSONValue?, path: String) throws(BindError) {
         let r = try ConfigReader(json, path: path)
         self.init()
-        hiddenSize = try r.int("hidden_size", hiddenSize)
-        useBias = try r.bool("use_bias", useBias)
-        condEmbedDim = try r.int("cond_embed_dim", condEmbedDim)
-        microCondEncodeDim = try r.int("micro_cond_encode_dim", microCondEncodeDim)
-        microCondEmbedDim = try r.int("micro_cond_embed_dim", microCondEmbedDim)
-        encoderHiddenSize = try r.int("encoder_hidden_size", encoderHiddenSize)
-        vocabSize = try r.int("vocab_size", vocabSize)
-        codebookSize = try r.int("codebook_size", codebookSize)
-        inChannels = try r.int("in_channels", inChannels)
-        blockOutChannels = try r.int("block_out_channels", blockOutChannels)
-        numResBlocks = try r.int("num_res_blocks", numResBlocks, in: ConfigReader.counts)
-        downsample = try r.bool("downsample", downsample)
-        upsample = try r.bool("upsample", upsample)
-        blockNumHeads = try r.int("block_num_heads", blockNumHeads)
-        numHiddenLayers = try r.int("num_hidden_layers", numHiddenLayers, in: ConfigReader.counts)
-        numAttentionHeads = try r.int("num_attention_heads", numAttentionHeads)
-        intermediateSize = try r.int("intermediate_size", intermediateSize)
-        layerNormEps = try r.float("layer_norm_eps", layerNormEps)
-        lnElementwiseAffine = try r.bool("ln_elementwise_affine", lnElementwiseAffine)
-        sampleSize = try r.int("sample_size", sampleSize)
+        try r.read(Self.diffusersFields, into: &self)
     }
 }
 
 extension VQModelConfig {
+    /// Block types are one kind repeated per level: checked against block_out_channels (read before them).
+    static func blockTypes(_ key: String, _ kind: String) -> ConfigField<VQModelConfig> {
+        .custom(key, read: { c, r throws(BindError) in
+            let types = try r.strings(key, [kind])
+            for t in types { try r.require(key, t, oneOf: [kind]) }
+            guard types.count == c.blockOutChannels.count else {
+                throw BindError(.config, path: r.path, key: key,
+                                "\(types.count) block types for \(c.blockOutChannels.count) block_out_channels")
+            }
+        }, write: { c, _ in .array(Array(repeating: .string(kind), count: c.blockOutChannels.count)) })
+    }
+
+    /// diffusers' `VQModel` config keys (`force_upcast`, `sample_size`, `scaling_factor` at diffusers' defaults when
+    /// the source has none: aMUSEd does not use them).
+    static let diffusersFields: [ConfigField<VQModelConfig>] = [
+        .only("act_fn", "silu"),
+        .ints("block_out_channels", \.blockOutChannels),
+        blockTypes("down_block_types", "DownEncoderBlock2D"),
+        .passThrough("force_upcast", written: .bool(true)),
+        .int("in_channels", \.inChannels),
+        .int("latent_channels", \.latentChannels),
+        .int("layers_per_block", \.layersPerBlock, in: ConfigReader.counts),
+        .bool("lookup_from_codebook", \.lookupFromCodebook),
+        .bool("mid_block_add_attention", \.midBlockAddAttention),
+        .int("norm_num_groups", \.normNumGroups),
+        .only("norm_type", "group"),
+        .int("num_vq_embeddings", \.numVqEmbeddings),
+        .int("out_channels", \.outChannels),
+        .passThrough("sample_size", written: .number("32")),
+        .passThrough("scaling_factor", written: .number("0.18215")),
+        blockTypes("up_block_types", "UpDecoderBlock2D"),
+        // null means latent_channels, as the released configs say it (taming's quantized_embed_dim equals z_channels).
+        .custom("vq_embed_dim", read: { c, r throws(BindError) in c.vqEmbedDim = try r.optionalInt("vq_embed_dim") },
+                write: { c, _ in c.vqEmbedDim.flatMap { $0 == c.latentChannels ? nil : .number(String($0)) } ?? .null }),
+    ]
+
     /// Reads a diffusers `VQModel` config.
     public init(json: JSONValue?, path: String) throws(BindError) {
         let r = try ConfigReader(json, path: path)
         self.init()
-        inChannels = try r.int("in_channels", inChannels)
-        outChannels = try r.int("out_channels", outChannels)
-        blockOutChannels = try r.ints("block_out_channels", blockOutChannels)
-        layersPerBlock = try r.int("layers_per_block", layersPerBlock, in: ConfigReader.counts)
-        latentChannels = try r.int("latent_channels", latentChannels)
-        numVqEmbeddings = try r.int("num_vq_embeddings", numVqEmbeddings)
-        vqEmbedDim = try r.optionalInt("vq_embed_dim")
-        normNumGroups = try r.int("norm_num_groups", normNumGroups)
-        midBlockAddAttention = try r.bool("mid_block_add_attention", midBlockAddAttention)
-        lookupFromCodebook = try r.bool("lookup_from_codebook", lookupFromCodebook)
-        try r.require("act_fn", try r.string("act_fn", "silu"), oneOf: ["silu"])
-        try r.require("norm_type", try r.string("norm_type", "group"), oneOf: ["group"])
-        for (key, kind) in [("down_block_types", "DownEncoderBlock2D"), ("up_block_types", "UpDecoderBlock2D")] {
-            let types = try r.strings(key, [kind])
-            for t in types { try r.require(key, t, oneOf: [kind]) }
-            guard types.count == blockOutChannels.count else {
-                throw BindError(.config, path: path, key: key,
-                                "\(types.count) block types for \(blockOutChannels.count) block_out_channels")
-            }
-        }
+        try r.read(Self.diffusersFields, into: &self)
     }
 }
 

@@ -1,8 +1,8 @@
 import AmusedCore
 
 // PNG (ISO/IEC 15948) reading and writing for the pipelines' inputs and outputs. Reading validates every chunk's
-// length and CRC, caps the image size before allocating, and inflates with a bound; writing uses stored DEFLATE
-// blocks (no compression library needed) and is byte-for-byte deterministic.
+// length and CRC, caps the image size before allocating, and inflates with a bound; writing compresses with zlib
+// (level 6, filter type 0 on every row) and is byte-for-byte deterministic for a given zlib.
 
 /// PNG decoding and encoding.
 public enum PNG {
@@ -141,8 +141,8 @@ public enum PNG {
         return grayscale ? image.grayscale() : image
     }
 
-    /// Encodes an 8-bit grayscale or RGB image (no filtering, stored DEFLATE blocks): deterministic bytes.
-    public static func encode(_ image: Image8) -> [UInt8] {
+    /// Encodes an 8-bit grayscale or RGB image (no row filters, zlib level 6): deterministic bytes for a given zlib.
+    public static func encode(_ image: Image8) throws(ImageError) -> [UInt8] {
         var out = signature
         func chunk(_ type: String, _ body: [UInt8]) {
             var length = UInt32(body.count).bigEndian
@@ -163,16 +163,8 @@ public enum PNG {
             raw.append(0)
             raw += image.pixels[(y * stride)..<((y + 1) * stride)]
         }
-        var z: [UInt8] = [0x78, 0x01]
-        var i = 0
-        repeat {
-            let n = min(65535, raw.count - i)
-            let final: UInt8 = i + n >= raw.count ? 1 : 0
-            z += [final, UInt8(n & 0xFF), UInt8(n >> 8), UInt8(~n & 0xFF), UInt8((~n >> 8) & 0xFF)]
-            z += raw[i..<(i + n)]
-            i += n
-        } while i < raw.count
-        withUnsafeBytes(of: Inflate.adler32(raw).bigEndian) { z += $0 }
+        let z: [UInt8]
+        do { z = try Deflate.zlib(raw) } catch { throw ImageError(path: "<png>", "\(error)") }
         chunk("IDAT", z)
         chunk("IEND", [])
         return out

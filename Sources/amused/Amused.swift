@@ -24,7 +24,8 @@ struct Amused: ParsableCommand {
             3 parity failed; 64 usage error.
             """,
         version: AmusedVersion.toolkit,
-        subcommands: [Generate.self, Finetune.self, Inspect.self, Verify.self, Convert.self, Bench.self, Version.self, HDF5Helper.self]
+        subcommands: [Convert.self, Verify.self, Generate.self, Finetune.self, Import.self, Export.self, Inspect.self,
+                      Bench.self, Version.self, HDF5Helper.self]
     )
 
     /// Tunes the allocator for large activations, then parses the command line and runs the subcommand.

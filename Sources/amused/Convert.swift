@@ -1,6 +1,6 @@
-// `amused convert FILE --format safetensors|gguf --out F`: a plain format conversion, names unchanged.
-// `amused convert FOLDER --out DIR`: a checkpoint (open-muse, diffusers, one component) imported through the name maps
-// into a diffusers pipeline folder; `--dry-run` prints the import plan and checks it without writing.
+// `amused convert CHECKPOINT --out F.amused`: the main job. read → map → bind → quantize → verify → pack, through
+// AmusedConvert's `Conversion.toBundle`; a bundle in is re-encoded. The older spellings `amused convert FOLDER --out
+// DIR` and `amused convert FILE --format F` still work, with a note: they are `amused import` and `amused export`.
 
 import AmusedBind
 import AmusedConvert
@@ -14,155 +14,130 @@ import Foundation
 
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Turn a checkpoint into a verified .amused bundle; or import it as a diffusers folder; or convert a weights file.",
+        abstract: "Turn a checkpoint into a verified .amused bundle (quantized, checksummed, memory-mappable).",
         discussion: """
-            Given --out F.amused (or --quantize, --policy, --verify, --compress): read → map → bind → quantize → \
-            verify → pack. Every tensor gets a scheme from the preset or policy (the plan is printed first; \
-            --dry-run prints it per tensor and writes nothing); tensors are quantized one at a time into a \
-            temporary file; with --verify RECORD the finished bundle is read back and checked against the PyTorch \
-            record under the precision's tolerance profile (quantized pipelines against the float32 model: per-step \
-            KL, top-1, unmasked-set agreement, final tokens, PSNR) — a failure exits 3 and writes nothing, a pass \
-            stores the report in the bundle; then the file is fsynced and renamed into place. Given a bundle, \
+            read → map → bind → quantize → verify → pack. Every tensor gets a scheme from the preset or policy (the \
+            plan is printed first; --dry-run prints it per tensor and writes nothing); tensors are quantized one at a \
+            time into a temporary file; with --verify RECORD the finished bundle is read back and checked against the \
+            PyTorch record under the precision's tolerance profile (quantized pipelines against the float32 model: \
+            per-step KL, top-1, unmasked-set agreement, final tokens, PSNR) — a failure exits 3 and writes nothing, a \
+            pass stores the report in the bundle; then the file is fsynced and renamed into place. Given a bundle, \
             re-encodes it (--compress or not).
-
-            Given a checkpoint (an original open-muse folder, a diffusers pipeline or component folder, or one file \
-            with every component under transformer./vqvae./text_encoder. and --configs DIR), the names go through \
-            the shipped name maps and the configs are translated, and a diffusers AmusedPipeline folder is written \
-            (safetensors, dtypes kept, tokenizer copied, amused-import.json recording the ledger). Every source \
-            tensor must be mapped or dropped by a rule and every graph parameter present with its shape; \
-            --allow-unmapped / --allow-missing let those through instead, and the report lists them. --lora bakes \
-            a LoRA into the output. --dry-run prints the plan and the verdict, reading no tensor data.
-
-            Given a file:
-            Reads safetensors (single or sharded), PyTorch .bin/.pt (zip + pickle, never executed), NumPy .npz or GGUF \
-            and writes safetensors (the same bytes Python's safetensors writes) or GGUF v3 (F32, F16 or Q8_0; \
-            quantized GGUF tensors are dequantized on read). Everything is validated before the first byte is \
-            written, and the output appears atomically (temporary file, fsync, rename).
+            To write a diffusers folder instead: amused import. A weights file in another format: amused export.
             """)
 
-    enum Format: String, ExpressibleByArgument, CaseIterable {
-        case safetensors, gguf
-    }
-
-    @Argument(help: "The weights file (or sharded index), or a checkpoint folder, to convert.")
+    @Argument(help: "The checkpoint (a folder, a hub id from the local Hugging Face cache, or one file with --configs), or a bundle to re-encode.")
     var input: String
 
-    @Option(help: "Output format: safetensors or gguf (folders: safetensors).")
-    var format: Format = .safetensors
-
-    @Flag(help: "Folders: print the import plan and check it; write nothing.")
+    @Flag(help: "Print the plan per tensor and check everything; write nothing.")
     var dryRun = false
 
-    @Flag(help: "Folders: leave tensors no map rule consumes out of the output (listed in amused-import.json) instead of failing.")
-    var allowUnmapped = false
-
-    @Flag(help: "Folders: write the folder even when graph parameters are missing (listed in amused-import.json; the result will not load here, and diffusers would initialise them randomly).")
-    var allowMissing = false
-
-    @Option(help: "Folders: read *.{variant}.safetensors files (e.g. fp16).")
+    @Option(help: "Read *.{variant}.safetensors files (e.g. fp16), widened to float32.")
     var variant: String?
+
+    // The older spellings of `amused export` and `amused import`, still accepted (hidden from the help).
+    @Option(help: .hidden) var format: Export.Format?
+    @Option(help: .hidden) var ggufType: GGUFWriteType.RawValue = "f32"
+    @Flag(help: .hidden) var allowUnmapped = false
+    @Flag(help: .hidden) var allowMissing = false
 
     @OptionGroup var layoutOptions: LayoutOptions
 
     @OptionGroup var loraOptions: LoRAOptions
 
-    @Option(help: "GGUF tensor type: f32, f16 or q8_0 (q8_0 needs rows that are multiples of 32; others use f16).")
-    var ggufType: GGUFWriteType.RawValue = "f32"
-
-    @Option(help: "Output file (or folder, for a folder input). A name ending in .amused makes a bundle.")
+    @Option(help: "The bundle to write (conventionally *.amused).")
     var out: String?
 
-    @Option(help: ArgumentHelp("Bundles: the quantization preset (fp32, fp16, bf16, int8, int4, mixed; default int8).",
+    @Option(help: ArgumentHelp("The quantization preset (fp32, fp16, bf16, int8, int4, mixed; default int8).",
                                valueName: "preset"))
     var quantize: String?
 
-    @Option(help: "Bundles: a quantization policy file (Schemas/quant-policy.schema.json) instead of a preset.")
+    @Option(help: "A quantization policy file (Schemas/quant-policy.schema.json) instead of a preset.")
     var policy: String?
 
-    @Option(help: "Bundles: the int4 group size (32, 64 or 128) for the preset or policy.")
+    @Option(help: "The int4 group size (32, 64 or 128) for the preset or policy.")
     var int4Group: Int?
 
-    @Option(help: ArgumentHelp("Bundles: verify the bundle against this reference record before writing it; a failed check fails the conversion (exit 3) and writes nothing.", valueName: "record"))
+    @Option(help: ArgumentHelp("Verify the bundle against this reference record before writing it; a failed check fails the conversion (exit 3) and writes nothing.", valueName: "record"))
     var verify: String?
 
-    @Option(help: "Bundles: the tolerance profile for --verify (default: the preset's).")
+    @Option(help: "The tolerance profile for --verify (default: the preset's).")
     var profile: String?
 
-    @Option(help: "Bundles: the float32 model quantized metrics compare against (default: the input checkpoint).")
+    @Option(help: "The float32 model quantized metrics compare against (default: the input checkpoint).")
     var baseline: String?
 
-    @Flag(help: "Bundles: with --verify, accept record cases that cannot run instead of failing.")
+    @Flag(help: "With --verify, accept record cases that cannot run instead of failing.")
     var allowSkip = false
 
-    @Option(help: ArgumentHelp("Bundles: with --verify, also write the parity report as JUnit XML for CI.",
+    @Option(help: ArgumentHelp("With --verify, also write the parity report as JUnit XML for CI.",
                                valueName: "file.xml"))
     var junit: String?
 
-    @Flag(help: "Bundles: compress buffers with zstd for distribution (byte planes where they help); such a bundle is decoded into memory when loaded. Converting it again without --compress restores a memory-mappable one.")
+    @Flag(help: "Compress buffers with zstd for distribution (byte planes where they help); such a bundle is decoded into memory when loaded. Converting it again without --compress restores a memory-mappable one.")
     var compress = false
 
-    @Option(help: "Bundles: zstd level for --compress.")
+    @Option(help: "Zstd level for --compress.")
     var compressionLevel: Int32 = 9
 
-    @Flag(help: "Bundles: print the plan per tensor (tensor, shape, use, scheme, bytes, reason) on stdout.")
+    @Flag(help: "Print the plan per tensor (tensor, shape, use, scheme, bytes, reason) on stdout.")
     var showPlan = false
 
-    /// A checkpoint to import (a folder, or a single file with --configs or --layout single-file) rather than a
-    /// file to convert.
-    var isFolder: Bool {
+    /// The older spellings, as `convert` told them apart before `import` and `export` existed: without a bundle
+    /// output or option, a checkpoint folder (or a file with --configs) was imported as a diffusers folder and a file
+    /// was written in another format.
+    var legacy: String? {
+        let bundle = (out?.hasSuffix(".amused") ?? false) || AmusedBundle.isBundle(input) || quantize != nil
+            || policy != nil || verify != nil || compress
+        if bundle { return nil }
         var dir: ObjCBool = false
-        return (FileManager.default.fileExists(atPath: input, isDirectory: &dir) && dir.boolValue)
+        let isFolder = (FileManager.default.fileExists(atPath: input, isDirectory: &dir) && dir.boolValue)
             || layoutOptions.configs != nil || layoutOptions.layout == .singleFile
-    }
-
-    /// A bundle is written (or the input is one): .amused output or input, or a bundle option.
-    var isBundle: Bool {
-        (out?.hasSuffix(".amused") ?? false) || ModelSource.isBundle(input) || quantize != nil || policy != nil
-            || verify != nil || compress
+        return isFolder ? "import" : "export"
     }
 
     mutating func validate() throws {
         // A hub id for the input is resolved in the local Hugging Face cache before anything runs.
         input = try layoutOptions.resolve(input)
-        if isBundle {
-            if let quantize, !QuantPolicy.presets.contains(quantize) {
-                throw ValidationError("--quantize is one of \(QuantPolicy.presets.joined(separator: ", "))")
-            }
-            if quantize != nil && policy != nil { throw ValidationError("give --quantize or --policy, not both") }
-            if let g = int4Group, ![32, 64, 128].contains(g) { throw ValidationError("--int4-group is 32, 64 or 128") }
-            if out == nil && !dryRun { throw ValidationError("--out is required") }
-            if let out, URL(fileURLWithPath: out).standardizedFileURL == URL(fileURLWithPath: input).standardizedFileURL {
-                throw ValidationError("--out must differ from the input")
-            }
-            if !(1...19).contains(compressionLevel) { throw ValidationError("--compression-level is 1 to 19") }
-            return
+        if legacy != nil { return }  // validated by the command it stands for, when it runs
+        if let quantize, !QuantPolicy.presets.contains(quantize) {
+            throw ValidationError("--quantize is one of \(QuantPolicy.presets.joined(separator: ", "))")
         }
-        if isFolder && format != .safetensors { throw ValidationError("a checkpoint folder is written as safetensors") }
-        if !isFolder && (dryRun || allowUnmapped || allowMissing || variant != nil || loraOptions.lora != nil) {
-            throw ValidationError("--dry-run, --allow-unmapped, --allow-missing, --variant and --lora apply to checkpoint folders")
-        }
-        guard let out else {
-            if dryRun { return }
-            throw ValidationError("--out is required")
-        }
-        guard GGUFWriteType(rawValue: ggufType) != nil else { throw ValidationError("--gguf-type is f32, f16 or q8_0") }
-        guard URL(fileURLWithPath: out).standardizedFileURL != URL(fileURLWithPath: input).standardizedFileURL else {
+        if quantize != nil && policy != nil { throw ValidationError("give --quantize or --policy, not both") }
+        if let g = int4Group, ![32, 64, 128].contains(g) { throw ValidationError("--int4-group is 32, 64 or 128") }
+        if out == nil && !dryRun { throw ValidationError("--out is required") }
+        if let out, URL(fileURLWithPath: out).standardizedFileURL == URL(fileURLWithPath: input).standardizedFileURL {
             throw ValidationError("--out must differ from the input")
         }
+        if !(1...19).contains(compressionLevel) { throw ValidationError("--compression-level is 1 to 19") }
     }
 
     func run() throws {
-        if isBundle { return try convertToBundle() }
-        if isFolder { return try importFolder() }
-        guard let out else { return }
-        try reportingErrors {
-            let source = try openWeights(path: input)
-            // One tensor in memory at a time; strided views (from PyTorch) are written row-major.
-            switch format {
-            case .safetensors: try SafetensorsWriter.write(source: source, metadata: [("format", "pt")], to: out)
-            case .gguf: try GGUFWriter.write(source: source, type: GGUFWriteType(rawValue: ggufType)!, to: out)
-            }
-            FileHandle.standardError.write(Data("wrote \(source.infos.count) tensors to \(out)\n".utf8))
+        switch legacy {
+        case "export":
+            FileHandle.standardError.write(Data("note: converting a weights file to another format is `amused export` now; this spelling keeps working\n".utf8))
+            var command = Export()
+            command.input = input
+            command.out = out ?? ""
+            command.format = format ?? .safetensors
+            command.ggufType = ggufType
+            try command.validate()
+            try command.run()
+        case "import":
+            FileHandle.standardError.write(Data("note: importing a checkpoint as a diffusers folder is `amused import` now; this spelling keeps working\n".utf8))
+            var command = Import()
+            command.input = input
+            command.out = out
+            command.dryRun = dryRun
+            command.allowUnmapped = allowUnmapped
+            command.allowMissing = allowMissing
+            command.variant = variant
+            command.layoutOptions = layoutOptions
+            command.loraOptions = loraOptions
+            try command.validate()
+            try command.run()
+        default:
+            try convertToBundle()
         }
     }
 
@@ -223,30 +198,6 @@ struct Convert: ParsableCommand {
             stage(String(format: "wrote %@: %ld bytes, %.3f× the %ld float32 bytes of its tensors%@", result.path,
                          result.bytes, Double(result.bytes) / Double(max(1, result.float32Bytes)), result.float32Bytes,
                          result.parity.map { $0.pass ? "; parity passed, report stored in the bundle" : "" } ?? ""))
-        }
-    }
-
-    func importFolder() throws {
-        try reportingErrors {
-            let checkpoint = try Checkpoint(path: input, variant: variant, mapData: !dryRun, layout: layoutOptions.layout,
-                                            configs: layoutOptions.configs)
-            if dryRun {
-                emit(Inspect.mapReport(checkpoint, try importPlan(checkpoint)))
-                let plans = try CheckpointImport.check(checkpoint, allowUnmapped: allowUnmapped, allowMissing: allowMissing)
-                let count = plans.reduce(0) { $0 + $1.specs.count - $1.missing.count }
-                emit("\ndry run: the import is complete; \(count) tensors would be written"
-                     + (out.map { " to \($0)" } ?? "") + ". Nothing was written.\n")
-                return
-            }
-            let report = try Conversion.toDiffusersFolder(checkpoint, to: out!, allowUnmapped: allowUnmapped,
-                                                          allowMissing: allowMissing, lora: try loraOptions.fusion())
-            let total = report.written.values.reduce(0, +)
-            let left = report.plans.reduce(0) { $0 + $1.unmapped.count }
-            let missing = report.plans.reduce(0) { $0 + $1.missing.count }
-            FileHandle.standardError.write(Data(("wrote a diffusers folder \(out!) (\(report.layout.rawValue) layout, "
-                + "\(total) tensors" + (left > 0 ? ", \(left) unmapped tensors left out by --allow-unmapped" : "")
-                + (missing > 0 ? ", \(missing) graph parameters MISSING by --allow-missing: it will not load as is" : "")
-                + "; report in amused-import.json)\n").utf8))
         }
     }
 }

@@ -229,7 +229,7 @@ struct ConvertBundleCommandTests {
     /// no temporary file is left — for a bundle, a plain safetensors conversion and a generated PNG.
     @Test(arguments: [
         (["convert", "MODEL", "--out", "OUT", "--quantize", "int8"], "k.amused", 1024),  // 2.9 MB bundle, 1 MB limit
-        (["convert", "MODEL/transformer/diffusion_pytorch_model.safetensors", "--format", "safetensors", "--out", "OUT"],
+        (["export", "MODEL/transformer/diffusion_pytorch_model.safetensors", "--format", "safetensors", "--out", "OUT"],
          "t.safetensors", 256),
         (["generate", "--model", "MODEL", "--prompt", "a photo of a cat", "--out", "OUT"], "cat.png", 1),
     ])

@@ -107,7 +107,7 @@ struct HostileFileCommandTests {
         #expect(inspect.stderr.contains(path), "\(c.id): \(inspect.stderr)")
         #expect(inspect.peakRSS <= budget, "\(c.id): inspect peaked at \(inspect.peakRSS >> 20) MiB")
         let out = scratch.path + "/out.safetensors"
-        let convert = try runAmusedMeasured(["convert", path, "--format", "safetensors", "--out", out], in: scratch.path)
+        let convert = try runAmusedMeasured(["export", path, "--format", "safetensors", "--out", out], in: scratch.path)
         #expect(convert.status == 1, "\(c.id): convert exited \(convert.status): \(convert.stderr)")
         #expect(convert.stderr.contains(path), "\(c.id): \(convert.stderr)")
         #expect(convert.peakRSS <= budget, "\(c.id): convert peaked at \(convert.peakRSS >> 20) MiB")
@@ -131,7 +131,7 @@ struct HostileFileCommandTests {
         #expect(inspect.status == 0, "\(inspect.stderr)")
         #expect(inspect.peakRSS <= memoryBudget(fileBytes: zip.count), "inspect peaked at \(inspect.peakRSS >> 20) MiB")
         let out = scratch.path + "/out.safetensors"
-        let convert = try runAmusedMeasured(["convert", path, "--format", "safetensors", "--out", out], in: scratch.path)
+        let convert = try runAmusedMeasured(["export", path, "--format", "safetensors", "--out", out], in: scratch.path)
         #expect(convert.status == 0, "\(convert.stderr)")
         #expect(try FileManager.default.attributesOfItem(atPath: out)[.size] as? Int ?? 0 > count)
     }
@@ -145,7 +145,7 @@ struct HostileFileCommandTests {
         let padded = header + [UInt8](repeating: 0x20, count: (8 - header.count % 8) % 8)
         let path = try scratch.write("a.safetensors", le64(UInt64(padded.count)) + padded
             + [UInt8](repeating: 0x3F, count: count * 4))
-        let result = try runAmusedMeasured(["convert", path, "--format", "gguf", "--out", scratch.path + "/b.gguf"],
+        let result = try runAmusedMeasured(["export", path, "--format", "gguf", "--out", scratch.path + "/b.gguf"],
                                            in: scratch.path)
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.peakRSS >= count * 4, "peak \(result.peakRSS)")

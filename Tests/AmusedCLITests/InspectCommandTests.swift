@@ -119,26 +119,36 @@ struct InspectCommandTests {
         #expect(bad.stdout.contains("unmapped: down_block.downsample.conv.weight"))
     }
 
-    /// `convert FOLDER --dry-run` prints the plan and the verdict and writes nothing; `convert FOLDER --out DIR`
+    /// `import FOLDER --dry-run` prints the plan and the verdict and writes nothing; `import FOLDER --out DIR`
     /// imports an open-muse checkpoint as a diffusers folder; weights with tensors the config does not explain fail
-    /// (exit 1) naming the first, unless --allow-unmapped.
-    @Test func convertFolderDryRunAndImport() throws {
+    /// (exit 1) naming the first, unless --allow-unmapped. The older spelling, `convert FOLDER --out DIR`, still
+    /// works and says what it is now.
+    @Test func importFolderDryRunAndImport() throws {
         let scratch = try ScratchFolder()
         let openMuse = FixturePaths.path("openmuse/tiny-512")
-        let dry = try runAmused(["convert", openMuse, "--dry-run", "--out", scratch.path + "/never"])
+        let dry = try runAmused(["import", openMuse, "--dry-run", "--out", scratch.path + "/never"])
         #expect(dry.status == 0, "\(dry.stderr)")
         #expect(dry.stdout.contains("map open-muse-transformer") && dry.stdout.contains("Nothing was written"))
         #expect(!FileManager.default.fileExists(atPath: scratch.path + "/never"))
         let out = scratch.path + "/imported"
-        let run = try runAmused(["convert", openMuse, "--out", out])
+        let run = try runAmused(["import", openMuse, "--out", out])
         #expect(run.status == 0, "\(run.stderr)")
         #expect(FileManager.default.fileExists(atPath: out + "/model_index.json"))
+        let old = try runAmused(["convert", openMuse, "--out", scratch.path + "/imported-old"])
+        #expect(old.status == 0, "\(old.stderr)")
+        #expect(old.stderr.contains("is `amused import` now"))
+        let weights = openMuse + "/transformer/" + (try #require(try FileManager.default
+            .contentsOfDirectory(atPath: openMuse + "/transformer").sorted().first { !$0.hasSuffix(".json") }))
+        let exported = try runAmused(["convert", weights, "--format", "safetensors", "--out", scratch.path + "/w.safetensors"])
+        #expect(exported.status == 0 && exported.stderr.contains("is `amused export` now"), "\(exported.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path + "/imported-old").sorted()
+                == FileManager.default.contentsOfDirectory(atPath: out).sorted())
 
         let folder = try Self.mismatchedTransformer(scratch)
-        let bad = try runAmused(["convert", folder, "--dry-run"])
+        let bad = try runAmused(["import", folder, "--dry-run"])
         #expect(bad.status == 1)
         #expect(bad.stderr.contains("[down_block.downsample.conv.weight]") && bad.stderr.contains("--allow-unmapped"))
-        let allowed = try runAmused(["convert", folder, "--dry-run", "--allow-unmapped"])
+        let allowed = try runAmused(["import", folder, "--dry-run", "--allow-unmapped"])
         #expect(allowed.status == 0, "\(allowed.stderr)")
     }
 

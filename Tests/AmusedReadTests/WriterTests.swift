@@ -53,7 +53,7 @@ struct WriterTests {
         let binary = try #require(candidates.first { FileManager.default.isExecutableFile(atPath: $0) })
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["convert", input, "--format", format, "--out", out]
+        process.arguments = ["export", input, "--format", format, "--out", out]
         process.standardError = FileHandle.nullDevice
         try process.run()
         process.waitUntilExit()
