@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 # several times the executions per second, for volume; the default, fuzzer,address, also catches memory errors in
 # the unsafe-pointer and C code.
 sanitize=${SANITIZE:-fuzzer,address}
-scratch=.build-fuzz-${sanitize//,/-}
+scratch=${FUZZ_SCRATCH:-.build-fuzz-${sanitize//,/-}}
 binary=$scratch/release/amused-fuzz
 
 build() {

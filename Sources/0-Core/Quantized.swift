@@ -73,8 +73,10 @@ public enum QuantScheme: Sendable, Hashable, CustomStringConvertible {
             guard shape.count >= 2 else { return nil }
             let (rows, columns) = QuantizedTensor.matrix(shape)
             guard columns % g == 0, g % 2 == 0 else { return nil }
-            return [("data", .u8, [rows, columns / 2]), ("scales", .f16, [rows, columns / g]),
-                    ("minimums", .f16, [rows, columns / g])]
+            return [
+                ("data", .u8, [rows, columns / 2]), ("scales", .f16, [rows, columns / g]),
+                ("minimums", .f16, [rows, columns / g]),
+            ]
         }
     }
 
@@ -114,8 +116,9 @@ public struct QuantizedTensor: Sendable {
         }
         for (want, have) in zip(layout, buffers) {
             guard have.dtype == want.dtype, have.shape.reduce(1, *) == want.shape.reduce(1, *), have.isContiguous else {
-                throw .invalidView("\(scheme) \(want.role) buffer must be contiguous \(want.dtype.rawValue) "
-                    + "\(describeShape(want.shape)); got \(have.dtype.rawValue) \(describeShape(have.shape))")
+                throw .invalidView(
+                    "\(scheme) \(want.role) buffer must be contiguous \(want.dtype.rawValue) "
+                        + "\(describeShape(want.shape)); got \(have.dtype.rawValue) \(describeShape(have.shape))")
             }
         }
         self.scheme = scheme
@@ -129,7 +132,6 @@ public struct QuantizedTensor: Sendable {
 
     /// Bytes of all buffers.
     public var byteCount: Int { buffers.reduce(0) { $0 + $1.byteCount } }
-
 
     /// Writes rows `range` as float32, row-major, to `out` (`range.count × columns` values).
     public func dequantizeRows(_ range: Range<Int>, into out: UnsafeMutablePointer<Float>) {
@@ -152,12 +154,14 @@ public struct QuantizedTensor: Sendable {
             }
         case .int4(let g):
             let q = base[0].assumingMemoryBound(to: UInt8.self)
-            let scales = base[1].assumingMemoryBound(to: UInt16.self), mins = base[2].assumingMemoryBound(to: UInt16.self)
+            let scales = base[1].assumingMemoryBound(to: UInt16.self),
+                mins = base[2].assumingMemoryBound(to: UInt16.self)
             let groups = columns / g
             for (k, r) in range.enumerated() {
                 let dst = out + k * columns
                 for j in 0..<groups {
-                    let s = FloatBits.halfToFloat(scales[r * groups + j]), m = FloatBits.halfToFloat(mins[r * groups + j])
+                    let s = FloatBits.halfToFloat(scales[r * groups + j]),
+                        m = FloatBits.halfToFloat(mins[r * groups + j])
                     let bytes = q + (r * columns + j * g) / 2, d = dst + j * g
                     for c in 0..<(g / 2) {
                         let b = bytes[c]

@@ -34,7 +34,7 @@ public enum SizeMath {
     /// fill whole bytes.
     public static func byteCount(shape: [Int], dtype: DType) -> Int? {
         guard let count = product(shape), let nonZero = product(shape.filter { $0 != 0 }),
-              byteCount(elements: nonZero, dtype: dtype) != nil
+            byteCount(elements: nonZero, dtype: dtype) != nil
         else { return nil }
         return byteCount(elements: count, dtype: dtype)
     }

@@ -1,6 +1,7 @@
 // Tensor bytes: owned memory, or a read-only view into a memory-mapped file that is never copied.
 
 import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -26,7 +27,7 @@ public enum TensorError: Error, LocalizedError, Equatable, Sendable, CustomStrin
     /// The problem alone, naming the file, without advice (for errors that wrap this one and give their own).
     public var summary: String {
         switch self {
-        case let .io(path, message), let .write(path, message): "\(path): \(message)"
+        case .io(let path, let message), .write(let path, let message): "\(path): \(message)"
         default: description
         }
     }
@@ -34,17 +35,17 @@ public enum TensorError: Error, LocalizedError, Equatable, Sendable, CustomStrin
     /// A message that names the problem and says what to do.
     public var description: String {
         switch self {
-        case let .io(path, message):
+        case .io(let path, let message):
             "\(path): \(message). Check that the file exists and is readable."
-        case let .write(path, message):
+        case .write(let path, let message):
             "\(path): \(message). Check the folder's permissions, the free space and any file-size limit; "
                 + "the destination was left as it was."
-        case let .fileChanged(path, expected, actual):
+        case .fileChanged(let path, let expected, let actual):
             "\(path): the file changed size while it was open (\(expected) bytes when opened, \(actual) now). "
                 + "Another process is rewriting it; wait for it to finish and run again."
-        case let .unsupportedConversion(from, to):
+        case .unsupportedConversion(let from, let to):
             "cannot convert \(from.rawValue) elements to \(to.rawValue); convert packed or complex tensors explicitly."
-        case let .invalidView(message):
+        case .invalidView(let message):
             "invalid tensor view: \(message)"
         }
     }
@@ -160,7 +161,8 @@ public final class Storage: @unchecked Sendable {
     /// A view of `byteCount` bytes at `offset` in `file`; fails when the range is not inside the file.
     public init(file: MappedFile, offset: Int, byteCount: Int) throws(TensorError) {
         guard offset >= 0, byteCount >= 0, let end = SizeMath.add(offset, byteCount), end <= file.byteCount else {
-            throw .invalidView("bytes \(offset)..<\(offset &+ byteCount) lie outside \(file.path) (\(file.byteCount) bytes)")
+            throw .invalidView(
+                "bytes \(offset)..<\(offset &+ byteCount) lie outside \(file.path) (\(file.byteCount) bytes)")
         }
         self.baseAddress = file.pointer(at: offset)
         self.byteCount = byteCount

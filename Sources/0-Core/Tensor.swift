@@ -19,7 +19,8 @@ public struct Tensor: Sendable {
     {
         let strides = strides ?? contiguousStrides(shape)
         guard strides.count == shape.count else {
-            throw .invalidView("shape \(describeShape(shape)) has \(shape.count) dimensions but \(strides.count) strides")
+            throw .invalidView(
+                "shape \(describeShape(shape)) has \(shape.count) dimensions but \(strides.count) strides")
         }
         // Every count and byte size derived from the shape later (`elementCount`, `byteCount`, a copy) fits in an Int.
         guard let count = SizeMath.product(shape), SizeMath.byteCount(shape: shape, dtype: dtype) != nil else {
@@ -32,24 +33,27 @@ public struct Tensor: Sendable {
                 var maxIndex = 0
                 for (d, s) in zip(shape, strides) {
                     guard s >= 0, let step = SizeMath.product([d - 1, s]), let m = SizeMath.add(maxIndex, step) else {
-                        throw .invalidView("strides \(strides) of shape \(describeShape(shape)) are negative or overflow")
+                        throw .invalidView(
+                            "strides \(strides) of shape \(describeShape(shape)) are negative or overflow")
                     }
                     maxIndex = m
                 }
                 guard let end = SizeMath.add(maxIndex, 1),
-                      let lastByte = SizeMath.product([end, width]).flatMap({ SizeMath.add($0, byteOffset) }),
-                      lastByte <= storage.byteCount
+                    let lastByte = SizeMath.product([end, width]).flatMap({ SizeMath.add($0, byteOffset) }),
+                    lastByte <= storage.byteCount
                 else {
-                    throw .invalidView("shape \(describeShape(shape)) with strides \(strides) at byte \(byteOffset) "
-                        + "reaches past the end of its \(storage.byteCount)-byte storage")
+                    throw .invalidView(
+                        "shape \(describeShape(shape)) with strides \(strides) at byte \(byteOffset) "
+                            + "reaches past the end of its \(storage.byteCount)-byte storage")
                 }
             } else {
                 guard strides == contiguousStrides(shape),
-                      let bytes = SizeMath.byteCount(elements: count, dtype: dtype),
-                      let end = SizeMath.add(byteOffset, bytes), end <= storage.byteCount
+                    let bytes = SizeMath.byteCount(elements: count, dtype: dtype),
+                    let end = SizeMath.add(byteOffset, bytes), end <= storage.byteCount
                 else {
-                    throw .invalidView("packed \(dtype.rawValue) tensor of shape \(describeShape(shape)) must be "
-                        + "contiguous, fill whole bytes and fit its storage")
+                    throw .invalidView(
+                        "packed \(dtype.rawValue) tensor of shape \(describeShape(shape)) must be "
+                            + "contiguous, fill whole bytes and fit its storage")
                 }
             }
         }

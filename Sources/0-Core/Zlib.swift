@@ -63,10 +63,12 @@ public enum Inflate {
         }
         defer { inflateEnd(&stream) }
         func failure(_ status: Int32) -> InflateError {
-            let reason = stream.msg.map { String(cString: $0) }
+            let reason =
+                stream.msg.map { String(cString: $0) }
                 ?? (status == Z_BUF_ERROR || status == Z_OK ? "compressed data ends early" : "zlib status \(status)")
-            return InflateError(message: windowBits > 0 && status == Z_DATA_ERROR && reason == "incorrect data check"
-                                ? "Adler-32 mismatch" : reason, offset: Int(stream.total_in))
+            return InflateError(
+                message: windowBits > 0 && status == Z_DATA_ERROR && reason == "incorrect data check"
+                    ? "Adler-32 mismatch" : reason, offset: Int(stream.total_in))
         }
         // The output grows by doubling, starting small: memory follows what the stream produces, not the limit.
         var out = [UInt8](repeating: 0, count: min(limit, max(1 << 16, min(input.count, 1 << 26) * 4)))
@@ -94,8 +96,9 @@ public enum Inflate {
                         }
                         if status == Z_STREAM_END && stream.avail_out == 1 { break }
                         if stream.avail_out == 0 {
-                            var e = InflateError(message: "inflates past the limit of \(limit) bytes",
-                                                 offset: Int(stream.total_in))
+                            var e = InflateError(
+                                message: "inflates past the limit of \(limit) bytes",
+                                offset: Int(stream.total_in))
                             e.pastLimit = true
                             throw e
                         }
@@ -130,7 +133,8 @@ public enum Deflate {
         var length = compressBound(uLong(input.count))
         var out = [UInt8](repeating: 0, count: Int(length))
         let status = out.withUnsafeMutableBufferPointer { o in
-            input.withUnsafeBufferPointer { i in compress2(o.baseAddress, &length, i.baseAddress, uLong(i.count), level) }
+            input.withUnsafeBufferPointer { i in compress2(o.baseAddress, &length, i.baseAddress, uLong(i.count), level)
+            }
         }
         guard status == Z_OK else {
             throw InflateError(message: "zlib could not compress \(input.count) bytes (status \(status))", offset: 0)

@@ -45,8 +45,10 @@ public enum WeightFormat: String, Sendable {
         if head.starts(with: Array("GGUF".utf8)) { return .gguf }
         if head.count >= 9 && [UInt8(ascii: "{"), 0x20, 0x0A, 0x09, 0x0D].contains(head[8]) { return .safetensors }
         if head.first == 0x80 { return .legacyPickle }
-        throw ReadError(.unsupported, path: path, offset: 0, "not a recognised weights format "
-            + "(safetensors, a safetensors index, PyTorch zip, HDF5, NumPy .npz or GGUF)")
+        throw ReadError(
+            .unsupported, path: path, offset: 0,
+            "not a recognised weights format "
+                + "(safetensors, a safetensors index, PyTorch zip, HDF5, NumPy .npz or GGUF)")
     }
 }
 
@@ -61,12 +63,17 @@ public func openWeights(path: String, mapData: Bool = true, hdf5: HDF5Reading = 
     case .zip:
         // By name first, then by content: torch.save archives hold `<dir>/data.pkl`; numpy.savez archives hold
         // only `.npy` members.
-        if [".pt", ".pth", ".bin", ".ckpt"].contains(where: path.hasSuffix) { return try PyTorchCheckpoint(path: path) }
+        if [".pt", ".pth", ".bin", ".ckpt"].contains(where: path.hasSuffix) {
+            return try PyTorchCheckpoint(path: path)
+        }
         if path.hasSuffix(".npz") { return try NumpyArchive(path: path) }
         let names = try ZipArchive(path: path).entries.map(\.name)
-        if names.contains(where: { $0.hasSuffix("/data.pkl") || $0 == "data.pkl" }) { return try PyTorchCheckpoint(path: path) }
+        if names.contains(where: { $0.hasSuffix("/data.pkl") || $0 == "data.pkl" }) {
+            return try PyTorchCheckpoint(path: path)
+        }
         if !names.isEmpty && names.allSatisfy({ $0.hasSuffix(".npy") }) { return try NumpyArchive(path: path) }
-        throw ReadError(.unsupported, path: path, offset: 0, "a zip archive that is neither torch.save's nor numpy.savez's")
+        throw ReadError(
+            .unsupported, path: path, offset: 0, "a zip archive that is neither torch.save's nor numpy.savez's")
     case .gguf: return try GGUFFile(path: path)
     case .npy: return try NumpyArray(path: path)
     case .hdf5:
@@ -75,10 +82,11 @@ public func openWeights(path: String, mapData: Bool = true, hdf5: HDF5Reading = 
         case .isolated(let helper): return try HDF5Isolation.open(path: path, helper: helper)
         }
     case let other:
-        throw ReadError(.unsupported, path: path, offset: 0,
-                        other == .legacyPickle
-                            ? "a pre-1.6 torch.save file (bare pickle) is not read; re-save it with a current torch.save"
-                            : "\(other.rawValue) files are recognised but not read yet; convert to safetensors first")
+        throw ReadError(
+            .unsupported, path: path, offset: 0,
+            other == .legacyPickle
+                ? "a pre-1.6 torch.save file (bare pickle) is not read; re-save it with a current torch.save"
+                : "\(other.rawValue) files are recognised but not read yet; convert to safetensors first")
     }
 }
 
@@ -117,7 +125,9 @@ public struct PrefixedSource: TensorSource {
     public init(_ source: any TensorSource, prefix: String) {
         self.source = source
         self.prefix = prefix
-        infos = source.infos.filter { $0.name.hasPrefix(prefix) }.map { $0.renamed(String($0.name.dropFirst(prefix.count))) }
+        infos = source.infos.filter { $0.name.hasPrefix(prefix) }.map {
+            $0.renamed(String($0.name.dropFirst(prefix.count)))
+        }
     }
 
     /// The tensor `prefix + name`.
@@ -171,8 +181,10 @@ public struct Checkpoint: Sendable {
     }
 
     /// The prefixes a single-file checkpoint may use, and the component each names.
-    public static let singleFilePrefixes = [("transformer.", "transformer"), ("vqvae.", "vqvae"), ("vae.", "vqvae"),
-                                            ("text_encoder.", "text_encoder")]
+    public static let singleFilePrefixes = [
+        ("transformer.", "transformer"), ("vqvae.", "vqvae"), ("vae.", "vqvae"),
+        ("text_encoder.", "text_encoder"),
+    ]
 
     /// The path given.
     public let path: String
@@ -190,9 +202,11 @@ public struct Checkpoint: Sendable {
     /// `mapData` false reads headers only (listing a 2.4 GB file then reads a few kilobytes). The layout is detected
     /// from the files unless `layout` forces one (an error when the files do not fit it). `configs` is a diffusers
     /// pipeline folder whose configs, tokenizer and scheduler a single-file checkpoint uses.
-    public init(path: String, variant: String? = nil, mapData: Bool = true, layout forced: Layout? = nil,
-                configs: String? = nil,
-                opener: Opener = { (p, m) throws(ReadError) in try openWeights(path: p, mapData: m) }) throws(ReadError) {
+    public init(
+        path: String, variant: String? = nil, mapData: Bool = true, layout forced: Layout? = nil,
+        configs: String? = nil,
+        opener: Opener = { (p, m) throws(ReadError) in try openWeights(path: p, mapData: m) }
+    ) throws(ReadError) {
         let path = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
         self.path = path
         guard let kind = Self.fileKind(path) else {
@@ -202,7 +216,9 @@ public struct Checkpoint: Sendable {
             ReadError(.inconsistent, path: path, "--layout \(forced!.rawValue) does not fit: \(why)")
         }
         if kind == .file {
-            guard forced == nil || forced == .file || forced == .singleFile else { throw refuse("this is a single file") }
+            guard forced == nil || forced == .file || forced == .singleFile else {
+                throw refuse("this is a single file")
+            }
             let source = try opener(path, mapData)
             let prefixed = source.infos.allSatisfy { info in
                 Self.singleFilePrefixes.contains { info.name.hasPrefix($0.0) }
@@ -210,9 +226,13 @@ public struct Checkpoint: Sendable {
             modelIndex = nil
             let lora = Self.looksLikeLoRA(source.infos.map(\.name))
             if forced == .singleFile || (forced == nil && prefixed && !lora && !source.infos.isEmpty) {
-                if let stray = source.infos.first(where: { info in !Self.singleFilePrefixes.contains { info.name.hasPrefix($0.0) } }) {
-                    throw ReadError(.inconsistent, path: path, field: stray.name, "a single-file checkpoint keeps every "
-                        + "tensor under transformer., vqvae. (or vae.) or text_encoder.; this one is under none")
+                if let stray = source.infos.first(where: { info in
+                    !Self.singleFilePrefixes.contains { info.name.hasPrefix($0.0) }
+                }) {
+                    throw ReadError(
+                        .inconsistent, path: path, field: stray.name,
+                        "a single-file checkpoint keeps every "
+                            + "tensor under transformer., vqvae. (or vae.) or text_encoder.; this one is under none")
                 }
                 layout = .singleFile
                 components = try Self.singleFileComponents(source, configs: configs)
@@ -220,15 +240,20 @@ public struct Checkpoint: Sendable {
             }
             layout = .file
             let name = path.split(separator: "/").last.map(String.init) ?? path
-            components = [CheckpointComponent(name: name, className: nil, config: nil, configPath: nil,
-                                              weights: source, files: [])]
+            components = [
+                CheckpointComponent(
+                    name: name, className: nil, config: nil, configPath: nil,
+                    weights: source, files: [])
+            ]
             return
         }
         if forced == .file || forced == .singleFile { throw refuse("this is a folder") }
         if forced == .pipeline && Self.fileKind(path + "/model_index.json") != .file {
             throw refuse("there is no model_index.json")
         }
-        if forced == .openMuse && (Self.fileKind(path + "/transformer/config.json") != .file || Self.fileKind(path + "/vae") != .folder) {
+        if forced == .openMuse
+            && (Self.fileKind(path + "/transformer/config.json") != .file || Self.fileKind(path + "/vae") != .folder)
+        {
             throw refuse("an open-muse folder has transformer/config.json and vae/")
         }
         if (forced == nil || forced == .pipeline) && Self.fileKind(path + "/model_index.json") == .file {
@@ -243,23 +268,29 @@ public struct Checkpoint: Sendable {
                 guard let spec = value.arrayValue, spec.count == 2, let cls = spec[1].stringValue else { continue }
                 let folder = path + "/" + key
                 guard Self.fileKind(folder) == .folder else {
-                    throw ReadError(.inconsistent, path: path + "/model_index.json", field: key,
-                                    "model_index.json names component \(key) but \(folder) is not a folder")
+                    throw ReadError(
+                        .inconsistent, path: path + "/model_index.json", field: key,
+                        "model_index.json names component \(key) but \(folder) is not a folder")
                 }
-                components.append(try Self.component(name: key, folder: folder, className: cls, variant: variant,
-                                                      mapData: mapData, opener: opener))
+                components.append(
+                    try Self.component(
+                        name: key, folder: folder, className: cls, variant: variant,
+                        mapData: mapData, opener: opener))
             }
             self.components = components
             return
         }
         if forced == nil || forced == .openMuse, Self.fileKind(path + "/transformer/config.json") == .file,
-           Self.fileKind(path + "/vae") == .folder {
+            Self.fileKind(path + "/vae") == .folder
+        {
             layout = .openMuse
             modelIndex = nil
             var components: [CheckpointComponent] = []
             for key in ["transformer", "vae", "text_encoder"] where Self.fileKind(path + "/" + key) == .folder {
-                components.append(try Self.component(name: key, folder: path + "/" + key, className: nil,
-                                                     variant: variant, mapData: mapData, opener: opener))
+                components.append(
+                    try Self.component(
+                        name: key, folder: path + "/" + key, className: nil,
+                        variant: variant, mapData: mapData, opener: opener))
             }
             self.components = components
             return
@@ -267,8 +298,11 @@ public struct Checkpoint: Sendable {
         layout = .component
         modelIndex = nil
         let name = path.split(separator: "/").last.map(String.init) ?? path
-        components = [try Self.component(name: name, folder: path, className: nil, variant: variant, mapData: mapData,
-                                         opener: opener)]
+        components = [
+            try Self.component(
+                name: name, folder: path, className: nil, variant: variant, mapData: mapData,
+                opener: opener)
+        ]
     }
 
     /// The component called `name`.
@@ -282,38 +316,46 @@ public struct Checkpoint: Sendable {
         var components: [CheckpointComponent] = []
         for (prefix, name) in singleFilePrefixes where source.infos.contains(where: { $0.name.hasPrefix(prefix) }) {
             if components.contains(where: { $0.name == name }) {
-                throw ReadError(.inconsistent, path: source.path, field: prefix,
-                                "both vqvae. and vae. prefixes: one file holds two VQ-GANs")
+                throw ReadError(
+                    .inconsistent, path: source.path, field: prefix,
+                    "both vqvae. and vae. prefixes: one file holds two VQ-GANs")
             }
             var config: JSONValue? = nil, configPath: String? = nil, folder: String? = nil
             if let configs {
                 folder = configs + "/" + name
                 configPath = configs + "/" + name + "/config.json"
                 guard fileKind(configPath!) == .file else {
-                    throw ReadError(.io, path: configPath!, "the file has \(name) tensors but --configs has no \(name)/config.json")
+                    throw ReadError(
+                        .io, path: configPath!, "the file has \(name) tensors but --configs has no \(name)/config.json")
                 }
                 config = try readJSON(configPath!)
             }
-            components.append(CheckpointComponent(
-                name: name, className: config?["_class_name"]?.stringValue ?? config?["architectures"]?.arrayValue?.first?.stringValue,
-                config: config, configPath: configPath, weights: PrefixedSource(source, prefix: prefix), files: [],
-                folder: folder))
+            components.append(
+                CheckpointComponent(
+                    name: name,
+                    className: config?["_class_name"]?.stringValue
+                        ?? config?["architectures"]?.arrayValue?.first?.stringValue,
+                    config: config, configPath: configPath, weights: PrefixedSource(source, prefix: prefix), files: [],
+                    folder: folder))
         }
         guard let configs else { return components }
         for name in ["tokenizer", "scheduler"] where fileKind(configs + "/" + name) == .folder {
             let scheduler = configs + "/" + name + "/scheduler_config.json"
             let config = fileKind(scheduler) == .file ? try readJSON(scheduler) : nil
-            components.append(CheckpointComponent(name: name, className: config?["_class_name"]?.stringValue,
-                                                  config: config, configPath: config == nil ? nil : scheduler,
-                                                  weights: nil, files: listFolder(configs + "/" + name),
-                                                  folder: configs + "/" + name))
+            components.append(
+                CheckpointComponent(
+                    name: name, className: config?["_class_name"]?.stringValue,
+                    config: config, configPath: config == nil ? nil : scheduler,
+                    weights: nil, files: listFolder(configs + "/" + name),
+                    folder: configs + "/" + name))
         }
         return components
     }
 
-    private static func component(name: String, folder: String, className: String?, variant: String?,
-                                  mapData: Bool, opener: Opener) throws(ReadError) -> CheckpointComponent
-    {
+    private static func component(
+        name: String, folder: String, className: String?, variant: String?,
+        mapData: Bool, opener: Opener
+    ) throws(ReadError) -> CheckpointComponent {
         var configPath: String? = nil
         var config: JSONValue? = nil
         for candidate in ["config.json", "scheduler_config.json"] where fileKind(folder + "/" + candidate) == .file {
@@ -326,12 +368,16 @@ public struct Checkpoint: Sendable {
         let weights: (any TensorSource)? = try weightsPath.map { (p) throws(ReadError) in
             try opener(p, mapData)
         }
-        let cls = className ?? config?["_class_name"]?.stringValue
+        let cls =
+            className ?? config?["_class_name"]?.stringValue
             ?? config?["architectures"]?.arrayValue?.first?.stringValue
-        let others = listing.filter { !$0.hasSuffix(".safetensors") && !$0.contains(".safetensors.index")
-            && $0 != "config.json" && $0 != "scheduler_config.json" }
-        return CheckpointComponent(name: name, className: cls, config: config, configPath: configPath,
-                                   weights: weights, files: others, folder: folder)
+        let others = listing.filter {
+            !$0.hasSuffix(".safetensors") && !$0.contains(".safetensors.index")
+                && $0 != "config.json" && $0 != "scheduler_config.json"
+        }
+        return CheckpointComponent(
+            name: name, className: cls, config: config, configPath: configPath,
+            weights: weights, files: others, folder: folder)
     }
 
     /// The weights file of a component folder: the diffusers/transformers names first, then a lone safetensors file.
@@ -339,27 +385,36 @@ public struct Checkpoint: Sendable {
         -> String?
     {
         let infix = variant.map { ".\($0)" } ?? ""
-        let preferred = ["diffusion_pytorch_model\(infix).safetensors", "model\(infix).safetensors",
-                         "diffusion_pytorch_model.safetensors.index\(infix).json",
-                         "diffusion_pytorch_model\(infix).safetensors.index.json",
-                         "model.safetensors.index\(infix).json", "model\(infix).safetensors.index.json"]
+        let preferred = [
+            "diffusion_pytorch_model\(infix).safetensors", "model\(infix).safetensors",
+            "diffusion_pytorch_model.safetensors.index\(infix).json",
+            "diffusion_pytorch_model\(infix).safetensors.index.json",
+            "model.safetensors.index\(infix).json", "model\(infix).safetensors.index.json",
+        ]
         for name in preferred where listing.contains(name) { return folder + "/" + name }
         let safetensors = listing.filter { name in
-            name.hasSuffix(".safetensors") && (variant == nil
-                ? !name.dropLast(".safetensors".count).contains(".") : name.hasSuffix("\(infix).safetensors"))
+            name.hasSuffix(".safetensors")
+                && (variant == nil
+                    ? !name.dropLast(".safetensors".count).contains(".") : name.hasSuffix("\(infix).safetensors"))
         }
         if safetensors.count == 1 { return folder + "/" + safetensors[0] }
         if safetensors.count > 1 {
-            throw ReadError(.inconsistent, path: folder, "several weights files (\(safetensors.joined(separator: ", ")))"
-                + " and no index; point at one file")
+            throw ReadError(
+                .inconsistent, path: folder,
+                "several weights files (\(safetensors.joined(separator: ", ")))"
+                    + " and no index; point at one file")
         }
         if variant != nil, listing.contains(where: { $0.hasSuffix(".safetensors") }) {
-            throw ReadError(.inconsistent, path: folder, "no \(variant!) variant weights here; drop --variant "
-                + "or choose one of: " + listing.filter { $0.hasSuffix(".safetensors") }.joined(separator: ", "))
+            throw ReadError(
+                .inconsistent, path: folder,
+                "no \(variant!) variant weights here; drop --variant "
+                    + "or choose one of: " + listing.filter { $0.hasSuffix(".safetensors") }.joined(separator: ", "))
         }
         for candidate in ["diffusion_pytorch_model\(infix).bin", "pytorch_model\(infix).bin", "model\(infix).bin"]
-            where listing.contains(candidate) { return folder + "/" + candidate }
-        let other = listing.filter { [".bin", ".pt", ".pth", ".ckpt", ".h5", ".npz", ".gguf"].contains(where: $0.hasSuffix) }
+        where listing.contains(candidate) { return folder + "/" + candidate }
+        let other = listing.filter {
+            [".bin", ".pt", ".pth", ".ckpt", ".h5", ".npz", ".gguf"].contains(where: $0.hasSuffix)
+        }
         if other.count == 1 { return folder + "/" + other[0] }
         return nil
     }
@@ -397,6 +452,7 @@ public struct Checkpoint: Sendable {
             throw ReadError(.limitExceeded, path: path, "config is \(file.byteCount) bytes (limit 16 MiB)")
         }
         do { return try StrictJSONParser(path: path).parse(try file.read(at: 0, count: file.byteCount)) } catch let e
-            as ReadError { throw e } catch { throw ReadError(.io, path: path, "\(error)") }
+            as ReadError
+        { throw e } catch { throw ReadError(.io, path: path, "\(error)") }
     }
 }

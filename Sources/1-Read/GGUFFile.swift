@@ -45,7 +45,9 @@ public struct GGUFFile: TensorSource {
         24: ("I8", 1, 1), 25: ("I16", 1, 2), 26: ("I32", 1, 4), 27: ("I64", 1, 8), 28: ("F64", 1, 8),
     ]
     /// The types read as views of the file, with their dtypes; the others are block quantizations, dequantized.
-    static let plainTypes: [Int: DType] = [0: .f32, 1: .f16, 30: .bf16, 24: .i8, 25: .i16, 26: .i32, 27: .i64, 28: .f64]
+    static let plainTypes: [Int: DType] = [
+        0: .f32, 1: .f16, 30: .bf16, 24: .i8, 25: .i16, 26: .i32, 27: .i64, 28: .f64,
+    ]
     /// Longest tensor name (GGML_MAX_NAME).
     public static let maxNameBytes = 64
     /// Memory the parsed metadata may take (a `GGUFValue` per array element plus string bytes). A 128k-token
@@ -57,12 +59,17 @@ public struct GGUFFile: TensorSource {
         self.path = path
         do { file = try MappedFile(path: path) } catch { throw ReadError.from(error, path: path) }
         var cursor = Cursor(base: file.pointer(at: 0), count: file.byteCount, path: path, budget: Self.maxMetadataBytes)
-        guard file.byteCount >= 24 else { throw ReadError(.truncated, path: path, offset: 0, "file shorter than a GGUF header") }
-        guard try cursor.u32() == 0x4655_4747 else { throw ReadError(.malformed, path: path, offset: 0, "not a GGUF file") }
+        guard file.byteCount >= 24 else {
+            throw ReadError(.truncated, path: path, offset: 0, "file shorter than a GGUF header")
+        }
+        guard try cursor.u32() == 0x4655_4747 else {
+            throw ReadError(.malformed, path: path, offset: 0, "not a GGUF file")
+        }
         let version = try cursor.u32()
         guard version == 2 || version == 3 else {
-            throw ReadError(.unsupported, path: path, offset: 4,
-                            version == 0x0300_0000 || version == 0x0200_0000 ? "big-endian GGUF" : "GGUF version \(version)")
+            throw ReadError(
+                .unsupported, path: path, offset: 4,
+                version == 0x0300_0000 || version == 0x0200_0000 ? "big-endian GGUF" : "GGUF version \(version)")
         }
         self.version = Int(version)
         let tensorCount = try cursor.count(minimumRecord: 8 + 4 + 4 + 8, what: "tensor count")
@@ -73,14 +80,16 @@ public struct GGUFFile: TensorSource {
             let at = cursor.pos
             let key = try cursor.string(limit: 65535)
             guard !key.isEmpty, key.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }), keys.insert(key).inserted else {
-                throw ReadError(.malformed, path: path, offset: at, field: key, "metadata keys must be unique, non-empty ASCII")
+                throw ReadError(
+                    .malformed, path: path, offset: at, field: key, "metadata keys must be unique, non-empty ASCII")
             }
             metadata.append((key, try cursor.value(type: try cursor.u32(), depth: 0)))
         }
         var alignment = 32
         if let a = metadata.first(where: { $0.0 == "general.alignment" })?.1 {
             guard case .uint(let v) = a, v > 0, v <= 1 << 16, v & (v - 1) == 0 else {
-                throw ReadError(.malformed, path: path, field: "general.alignment", "alignment must be a power of two up to 65536")
+                throw ReadError(
+                    .malformed, path: path, field: "general.alignment", "alignment must be a power of two up to 65536")
             }
             alignment = Int(v)
         }
@@ -90,14 +99,19 @@ public struct GGUFFile: TensorSource {
             let at = cursor.pos
             let name = try cursor.string(limit: 1 << 16)
             guard !name.isEmpty, name.utf8.count <= Self.maxNameBytes, names.insert(name).inserted else {
-                throw ReadError(.malformed, path: path, offset: at, field: name, "tensor names must be unique, 1–64 bytes")
+                throw ReadError(
+                    .malformed, path: path, offset: at, field: name, "tensor names must be unique, 1–64 bytes")
             }
             let rank = try cursor.u32()
-            guard rank >= 1 && rank <= 4 else { throw ReadError(.malformed, path: path, offset: at, field: name, "rank \(rank)") }
+            guard rank >= 1 && rank <= 4 else {
+                throw ReadError(.malformed, path: path, offset: at, field: name, "rank \(rank)")
+            }
             var dims: [Int] = []
             for _ in 0..<rank {
                 let d = try cursor.u64()
-                guard d < 1 << 62 else { throw ReadError(.malformed, path: path, offset: at, field: name, "dimension \(d)") }
+                guard d < 1 << 62 else {
+                    throw ReadError(.malformed, path: path, offset: at, field: name, "dimension \(d)")
+                }
                 dims.append(Int(d))
             }
             let type = Int(try cursor.u32())
@@ -105,7 +119,9 @@ public struct GGUFFile: TensorSource {
                 throw ReadError(.unsupported, path: path, offset: at, field: name, "ggml tensor type \(type)")
             }
             let offset = try cursor.u64()
-            guard offset < 1 << 62 else { throw ReadError(.arithmeticOverflow, path: path, offset: at, field: name, "offset") }
+            guard offset < 1 << 62 else {
+                throw ReadError(.arithmeticOverflow, path: path, offset: at, field: name, "offset")
+            }
             raw.append((name, dims, type, Int(offset), at))
         }
         let dataStart = (cursor.pos + alignment - 1) / alignment * alignment
@@ -116,20 +132,26 @@ public struct GGUFFile: TensorSource {
         for t in raw {
             let type = Self.types[t.type]!
             guard t.dims[0] % type.block == 0 else {
-                throw ReadError(.inconsistent, path: path, offset: t.at, field: t.name,
-                                "row of \(t.dims[0]) elements is not a multiple of the \(type.name) block (\(type.block))")
+                throw ReadError(
+                    .inconsistent, path: path, offset: t.at, field: t.name,
+                    "row of \(t.dims[0]) elements is not a multiple of the \(type.name) block (\(type.block))")
             }
             guard let count = SizeMath.product(t.dims), let blocks = Optional(count / type.block),
-                  let bytes = SizeMath.product([blocks, type.bytes])
-            else { throw ReadError(.arithmeticOverflow, path: path, offset: t.at, field: t.name, "tensor size overflows") }
+                let bytes = SizeMath.product([blocks, type.bytes])
+            else {
+                throw ReadError(.arithmeticOverflow, path: path, offset: t.at, field: t.name, "tensor size overflows")
+            }
             guard t.offset % alignment == 0 else {
-                throw ReadError(.inconsistent, path: path, offset: t.at, field: t.name, "offset \(t.offset) not aligned to \(alignment)")
+                throw ReadError(
+                    .inconsistent, path: path, offset: t.at, field: t.name,
+                    "offset \(t.offset) not aligned to \(alignment)")
             }
             guard let start = SizeMath.add(dataStart, t.offset), let end = SizeMath.add(start, bytes) else {
                 throw ReadError(.arithmeticOverflow, path: path, offset: t.at, field: t.name, "tensor end overflows")
             }
             guard end <= file.byteCount else {
-                throw ReadError(.truncated, path: path, offset: start, field: t.name, "data runs past the end of the file")
+                throw ReadError(
+                    .truncated, path: path, offset: start, field: t.name, "data runs past the end of the file")
             }
             spans.append((start, end, t.name))
             offsets[t.name] = (start, bytes, t.dims)
@@ -139,8 +161,10 @@ public struct GGUFFile: TensorSource {
             guard let readBytes = SizeMath.byteCount(shape: shape, dtype: dtype) else {
                 throw ReadError(.arithmeticOverflow, path: path, offset: t.at, field: t.name, "tensor size overflows")
             }
-            infos.append(try TensorInfo(name: t.name, dtype: dtype, shape: shape, fileOffset: start,
-                                        byteCount: readBytes, path: path))
+            infos.append(
+                try TensorInfo(
+                    name: t.name, dtype: dtype, shape: shape, fileOffset: start,
+                    byteCount: readBytes, path: path))
         }
         spans.sort { $0.0 < $1.0 }
         for (a, b) in zip(spans, spans.dropFirst()) where a.1 > b.0 {
@@ -164,8 +188,9 @@ public struct GGUFFile: TensorSource {
             switch Self.plainTypes[typeID] {
             case let dtype?: return try Tensor(dtype: dtype, shape: shape, storage: storage)
             case nil:
-                let values = GGMLQuant.dequantize(type: typeID, UnsafeRawBufferPointer(start: storage.baseAddress, count: bytes),
-                                                  count: shape.reduce(1, *))  // checked at open
+                let values = GGMLQuant.dequantize(
+                    type: typeID, UnsafeRawBufferPointer(start: storage.baseAddress, count: bytes),
+                    count: shape.reduce(1, *))  // checked at open
                 return try Tensor(floats: values, shape: shape)
             }
         } catch {
@@ -194,8 +219,9 @@ public struct GGUFFile: TensorSource {
         /// Charges `bytes` of parsed values against the budget before they are allocated.
         mutating func spend(_ bytes: Int, at: Int) throws(ReadError) {
             guard bytes <= budget else {
-                throw ReadError(.limitExceeded, path: path, offset: at,
-                                "metadata would take more than \(GGUFFile.maxMetadataBytes >> 20) MiB in memory")
+                throw ReadError(
+                    .limitExceeded, path: path, offset: at,
+                    "metadata would take more than \(GGUFFile.maxMetadataBytes >> 20) MiB in memory")
             }
             budget -= bytes
         }
@@ -220,7 +246,8 @@ public struct GGUFFile: TensorSource {
             let at = pos
             let n = try u64()
             guard n <= UInt64(count - pos) / UInt64(minimumRecord) else {
-                throw ReadError(.truncated, path: path, offset: at, field: what, "\(n) records cannot fit in \(count - pos) bytes")
+                throw ReadError(
+                    .truncated, path: path, offset: at, field: what, "\(n) records cannot fit in \(count - pos) bytes")
             }
             return Int(n)
         }
@@ -231,17 +258,22 @@ public struct GGUFFile: TensorSource {
             guard n <= UInt64(count - pos) else {
                 throw ReadError(.truncated, path: path, offset: at, "string of \(n) bytes, \(count - pos) remain")
             }
-            guard n <= UInt64(limit) else { throw ReadError(.malformed, path: path, offset: at, "string of \(n) bytes") }
+            guard n <= UInt64(limit) else {
+                throw ReadError(.malformed, path: path, offset: at, "string of \(n) bytes")
+            }
             try spend(Int(n), at: at)
             defer { pos += Int(n) }
-            guard let s = String(validating: UnsafeRawBufferPointer(start: base + pos, count: Int(n)), as: UTF8.self) else {
+            guard let s = String(validating: UnsafeRawBufferPointer(start: base + pos, count: Int(n)), as: UTF8.self)
+            else {
                 throw ReadError(.malformed, path: path, offset: at, "string is not UTF-8")
             }
             return s
         }
 
-        static let minimumSize: [UInt32: Int] = [0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 8: 8, 9: 12, 10: 8,
-                                                  11: 8, 12: 8]
+        static let minimumSize: [UInt32: Int] = [
+            0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 8: 8, 9: 12, 10: 8,
+            11: 8, 12: 8,
+        ]
 
         mutating func value(type: UInt32, depth: Int) throws(ReadError) -> GGUFValue {
             let at = pos
@@ -285,7 +317,9 @@ enum GGMLQuant {
     static func dequantize(type: Int, _ raw: UnsafeRawBufferPointer, count: Int) -> [Float] {
         var out = [Float](repeating: 0, count: count)
         let blocks = count / 32
-        func half(_ o: Int) -> Float { FloatBits.halfToFloat(raw.loadUnaligned(fromByteOffset: o, as: UInt16.self).littleEndian) }
+        func half(_ o: Int) -> Float {
+            FloatBits.halfToFloat(raw.loadUnaligned(fromByteOffset: o, as: UInt16.self).littleEndian)
+        }
         for b in 0..<blocks {
             let o = b * 32
             switch type {

@@ -26,8 +26,10 @@ public enum GGUFWriteType: String, Sendable, CaseIterable {
 public enum GGUFWriter {
     /// Writes the tensors of `source` (converted to `type`; Q8_0 needs the innermost dimension to be a multiple of
     /// 32, others fall back to F16) and string `metadata` to `path` atomically, one tensor in memory at a time.
-    public static func write(source: any TensorSource, type: GGUFWriteType, metadata: [(String, String)] = [],
-                             to path: String) throws {
+    public static func write(
+        source: any TensorSource, type: GGUFWriteType, metadata: [(String, String)] = [],
+        to path: String
+    ) throws {
         var header: [UInt8] = []
         func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { header += $0 } }
         func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { header += $0 } }
@@ -81,7 +83,8 @@ public enum GGUFWriter {
             case .q8_0: blob = quantizeQ8_0(values)
             }
             guard blob.count == entry.bytes else {
-                throw ReadError(.inconsistent, path: source.path, field: entry.name, "tensor differs from its description")
+                throw ReadError(
+                    .inconsistent, path: source.path, field: entry.name, "tensor differs from its description")
             }
             try out.write(blob + [UInt8](repeating: 0, count: (32 - blob.count % 32) % 32))
         }
@@ -89,8 +92,10 @@ public enum GGUFWriter {
     }
 
     /// Writes `tensors` as a GGUF file (see `write(source:type:metadata:to:)`).
-    public static func write(_ tensors: [(name: String, tensor: Tensor)], type: GGUFWriteType,
-                             metadata: [(String, String)] = [], to path: String) throws {
+    public static func write(
+        _ tensors: [(name: String, tensor: Tensor)], type: GGUFWriteType,
+        metadata: [(String, String)] = [], to path: String
+    ) throws {
         try write(source: InMemoryTensors(tensors), type: type, metadata: metadata, to: path)
     }
 

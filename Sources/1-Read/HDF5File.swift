@@ -50,17 +50,22 @@ public final class HDF5File: TensorSource, @unchecked Sendable {
         var objects = 0
         func walk(_ group: hid_t, prefix: String, depth: Int) throws(ReadError) {
             guard depth <= Self.maxDepth else {
-                throw ReadError(.malformed, path: path, field: prefix, "groups nested deeper than \(Self.maxDepth) (cycle?)")
+                throw ReadError(
+                    .malformed, path: path, field: prefix, "groups nested deeper than \(Self.maxDepth) (cycle?)")
             }
             var ginfo = H5G_info_t()
-            guard H5Gget_info(group, &ginfo) >= 0 else { throw ReadError(.malformed, path: path, field: prefix, "unreadable group") }
+            guard H5Gget_info(group, &ginfo) >= 0 else {
+                throw ReadError(.malformed, path: path, field: prefix, "unreadable group")
+            }
             for i in 0..<ginfo.nlinks {
                 objects += 1
                 guard objects <= Self.maxObjects else {
                     throw ReadError(.limitExceeded, path: path, "more than \(Self.maxObjects) objects")
                 }
                 let length = H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, nil, 0, 0)
-                guard length > 0, length < 65536 else { throw ReadError(.malformed, path: path, field: prefix, "bad link name") }
+                guard length > 0, length < 65536 else {
+                    throw ReadError(.malformed, path: path, field: prefix, "bad link name")
+                }
                 var buffer = [CChar](repeating: 0, count: Int(length) + 1)
                 H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, &buffer, Int(length) + 1, 0)
                 let name = String(decoding: buffer.prefix(Int(length)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -79,7 +84,8 @@ public final class HDF5File: TensorSource, @unchecked Sendable {
                     throw ReadError(.unsupported, path: path, field: full, "user-defined link")
                 }
                 guard visited.insert(linfo.u.address).inserted else {
-                    throw ReadError(.malformed, path: path, field: full, "an object reached twice (hard-link cycle or alias)")
+                    throw ReadError(
+                        .malformed, path: path, field: full, "an object reached twice (hard-link cycle or alias)")
                 }
                 let object = H5Oopen(group, name, 0)
                 guard object >= 0 else { throw ReadError(.malformed, path: path, field: full, "unreadable object") }
@@ -91,12 +97,15 @@ public final class HDF5File: TensorSource, @unchecked Sendable {
                     let info = try Self.describe(object, name: full, path: path)
                     let dotted = full.replacingOccurrences(of: "/", with: ".")
                     if let other = paths[dotted] {
-                        throw ReadError(.malformed, path: path, field: dotted,
-                                        "datasets \(other) and \(full) would both be named \(dotted)")
+                        throw ReadError(
+                            .malformed, path: path, field: dotted,
+                            "datasets \(other) and \(full) would both be named \(dotted)")
                     }
                     paths[dotted] = full
-                    infos.append(try TensorInfo(name: dotted, dtype: info.dtype, shape: info.shape, fileOffset: 0,
-                                            byteCount: info.bytes, path: path))
+                    infos.append(
+                        try TensorInfo(
+                            name: dotted, dtype: info.dtype, shape: info.shape, fileOffset: 0,
+                            byteCount: info.bytes, path: path))
                 default:
                     continue  // named datatypes are not weights
                 }
@@ -190,11 +199,15 @@ public final class HDF5File: TensorSource, @unchecked Sendable {
         case H5T_ENUM where size == 1:
             dtype = .bool  // h5py stores numpy bools as an int8 enum {FALSE, TRUE}
         case H5T_OPAQUE where size == 2:
-            throw ReadError(.unsupported, path: path, field: name, "an untagged 2-byte opaque type (h5py stores "
-                + "ml_dtypes bfloat16 this way, which cannot be told from other opaque data); save float32 or float16")
+            throw ReadError(
+                .unsupported, path: path, field: name,
+                "an untagged 2-byte opaque type (h5py stores "
+                    + "ml_dtypes bfloat16 this way, which cannot be told from other opaque data); save float32 or float16"
+            )
         default:
-            throw ReadError(.unsupported, path: path, field: name,
-                            "datatype class \(H5Tget_class(type).rawValue) (compound, string, reference, opaque, …)")
+            throw ReadError(
+                .unsupported, path: path, field: name,
+                "datatype class \(H5Tget_class(type).rawValue) (compound, string, reference, opaque, …)")
         }
         let space = H5Dget_space(dataset)
         defer { H5Sclose(space) }
@@ -207,8 +220,9 @@ public final class HDF5File: TensorSource, @unchecked Sendable {
             throw ReadError(.arithmeticOverflow, path: path, field: name, "shape \(describeShape(shape)) overflows")
         }
         if H5Pget_layout(dcpl) == H5D_CONTIGUOUS && count > 0 && H5Dget_storage_size(dataset) != UInt64(bytes) {
-            throw ReadError(.limitExceeded, path: path, field: name,
-                            "contiguous dataset declares \(bytes) bytes but stores \(H5Dget_storage_size(dataset))")
+            throw ReadError(
+                .limitExceeded, path: path, field: name,
+                "contiguous dataset declares \(bytes) bytes but stores \(H5Dget_storage_size(dataset))")
         }
         return (dtype, shape, bytes)
     }
@@ -226,14 +240,16 @@ public final class HDF5File: TensorSource, @unchecked Sendable {
             // The file's type converted to this machine's native layout (byte order included) by libhdf5; libhdf5 1.10
             // has no native half type, so float16 is read as an IEEE half built here (little-endian, as Tensor keeps).
             let fileType = H5Dget_type(dataset)
-            let memoryType = info.dtype == .f16 ? Self.littleEndian(fileType) : H5Tget_native_type(fileType, H5T_DIR_DEFAULT)
+            let memoryType =
+                info.dtype == .f16 ? Self.littleEndian(fileType) : H5Tget_native_type(fileType, H5T_DIR_DEFAULT)
             H5Tclose(fileType)
             guard memoryType >= 0, H5Tget_size(memoryType) * 8 == info.dtype.bitWidth else {
                 throw ReadError(.unsupported, path: path, field: name, "no native type of the dataset's size")
             }
             defer { H5Tclose(memoryType) }
-            try Self.checkChunks(dataset, name: name, path: path, elementSize: info.dtype.byteWidth ?? 1,
-                                 bytes: info.byteCount)
+            try Self.checkChunks(
+                dataset, name: name, path: path, elementSize: info.dtype.byteWidth ?? 1,
+                bytes: info.byteCount)
             let storage = Storage(zeroedByteCount: info.byteCount)
             if info.byteCount > 0 {
                 guard H5Dread(dataset, memoryType, 0, 0, 0, storage.mutableBaseAddress) >= 0 else {
@@ -275,7 +291,7 @@ extension HDF5File {
         var chunk = [hsize_t](repeating: 0, count: 32)
         let rank = Int(H5Pget_chunk(dcpl, 32, &chunk))
         guard rank > 0, let elements = SizeMath.product(chunk.prefix(rank).map { Int(clamping: $0) }),
-              let chunkBytes = SizeMath.product([elements, elementSize])
+            let chunkBytes = SizeMath.product([elements, elementSize])
         else { throw ReadError(.malformed, path: path, field: name, "bad chunk shape") }
         let space = H5Dget_space(dataset)
         defer { H5Sclose(space) }
@@ -285,13 +301,15 @@ extension HDF5File {
         }
         // Chunks cover the dataset (edge chunks overhang it), so written chunks hold at least its bytes.
         guard chunkBytes > 0, bytes == 0 || Int(clamping: count) >= (bytes + chunkBytes - 1) / chunkBytes else {
-            throw ReadError(.inconsistent, path: path, field: name,
-                            "the dataset declares \(bytes) bytes but only \(count) chunks of \(chunkBytes) bytes are written")
+            throw ReadError(
+                .inconsistent, path: path, field: name,
+                "the dataset declares \(bytes) bytes but only \(count) chunks of \(chunkBytes) bytes are written")
         }
         guard let deflateIndex = filters.firstIndex(of: 1) else { return }
         guard filters.allSatisfy({ $0 == 1 || $0 == 2 || $0 == 3 }) else {
-            throw ReadError(.unsupported, path: path, field: name,
-                            "deflate combined with nbit or scale-offset (sizes cannot be bounded before decoding)")
+            throw ReadError(
+                .unsupported, path: path, field: name,
+                "deflate combined with nbit or scale-offset (sizes cannot be bounded before decoding)")
         }
         // fletcher32 after deflate appends its checksum to the deflated bytes; before it, to the data deflated.
         let fletcherIndex = filters.firstIndex(of: 3)
@@ -303,7 +321,8 @@ extension HDF5File {
             guard H5Dget_chunk_info(dataset, space, index, &offset, &mask, &address, &size) >= 0 else { continue }
             // Deflate cannot shrink data below 1/1032 of its size; a stored size that large is also suspicious.
             guard size / 2 <= hsize_t(chunkBytes) + 512 else {  // (size ≤ 2 · chunk + 1024, without overflow)
-                throw ReadError(.limitExceeded, path: path, field: name, "chunk \(index) stores \(size) bytes for \(chunkBytes)")
+                throw ReadError(
+                    .limitExceeded, path: path, field: name, "chunk \(index) stores \(size) bytes for \(chunkBytes)")
             }
             var raw = [UInt8](repeating: 0, count: Int(size))
             var filterMask: UInt32 = 0
@@ -317,8 +336,9 @@ extension HDF5File {
             do {
                 let out = try Inflate.zlib(Array(raw.dropLast(trailer)), limit: inflated)
                 guard out.count == inflated else {
-                    throw ReadError(.integrity, path: path, field: name,
-                                    "chunk \(index) inflates to \(out.count) bytes, not \(inflated)")
+                    throw ReadError(
+                        .integrity, path: path, field: name,
+                        "chunk \(index) inflates to \(out.count) bytes, not \(inflated)")
                 }
             } catch let error as InflateError {
                 throw ReadError(.limitExceeded, path: path, field: name, "chunk \(index): \(error)")

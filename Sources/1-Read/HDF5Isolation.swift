@@ -28,7 +28,8 @@ public enum HDF5Isolation {
         let fm = FileManager.default
         let selfPath = (try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let folder = URL(fileURLWithPath: selfPath).deletingLastPathComponent().path
-        let candidates = [selfPath].filter { $0.hasSuffix("/amused") } + [folder + "/amused"]
+        let candidates =
+            [selfPath].filter { $0.hasSuffix("/amused") } + [folder + "/amused"]
             + (environment["PATH"] ?? "").split(separator: ":").map { $0 + "/amused" }
         return candidates.first { fm.isExecutableFile(atPath: $0) }
     }
@@ -37,9 +38,11 @@ public enum HDF5Isolation {
     /// temporary file is deleted once mapped: the mapping keeps it alive).
     public static func open(path: String, helper: String? = nil) throws(ReadError) -> any TensorSource {
         guard let helper = helper ?? Self.helper() else {
-            throw ReadError(.unsupported, path: path, "HDF5 files are read in a helper process and no amused executable "
-                + "was found: build it (swift build) and put it on PATH or set AMUSED_HDF5_HELPER, or read in this "
-                + "process by name with HDF5File(path:)")
+            throw ReadError(
+                .unsupported, path: path,
+                "HDF5 files are read in a helper process and no amused executable "
+                    + "was found: build it (swift build) and put it on PATH or set AMUSED_HDF5_HELPER, or read in this "
+                    + "process by name with HDF5File(path:)")
         }
         let output = NSTemporaryDirectory() + "amused-hdf5-\(UUID().uuidString).safetensors"
         defer { unlink(output) }
@@ -51,17 +54,21 @@ public enum HDF5Isolation {
         let errors = Pipe()
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
-        do { try process.run() } catch { throw ReadError(.io, path: path, "cannot start the HDF5 helper \(helper): \(error)") }
+        do { try process.run() } catch {
+            throw ReadError(.io, path: path, "cannot start the HDF5 helper \(helper): \(error)")
+        }
         let message = String(decoding: Self.readToEnd(errors.fileHandleForReading.fileDescriptor), as: UTF8.self)
         process.waitUntilExit()
         if process.terminationReason == .uncaughtSignal {
-            throw ReadError(.malformed, path: path,
-                            "libhdf5 crashed reading this file (signal \(process.terminationStatus)); it is damaged or hostile")
+            throw ReadError(
+                .malformed, path: path,
+                "libhdf5 crashed reading this file (signal \(process.terminationStatus)); it is damaged or hostile")
         }
         guard process.terminationStatus == 0 else {
-            let parts = message.split(separator: "\n").last.map {
-                $0.split(separator: "\t", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
-            } ?? []
+            let parts =
+                message.split(separator: "\n").last.map {
+                    $0.split(separator: "\t", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
+                } ?? []
             if parts.count == 3, let family = ReadError.Family(rawValue: parts[0]) {
                 throw ReadError(family, path: path, field: parts[1].isEmpty ? nil : parts[1], parts[2])
             }

@@ -18,15 +18,17 @@ public enum HubCache {
     /// True when `text` reads as a hub model id (`org/name`, no other slashes) rather than a path.
     public static func isHubID(_ text: String) -> Bool {
         let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-        return parts.count == 2 && parts.allSatisfy { part in
-            !part.isEmpty && part != "." && part != ".." && part.first != "."
-                && part.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
-        }
+        return parts.count == 2
+            && parts.allSatisfy { part in
+                !part.isEmpty && part != "." && part != ".." && part.first != "."
+                    && part.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
+            }
     }
 
     /// `path` itself when it exists; otherwise, when it is a hub id, its cached snapshot folder for `revision`
     /// (a branch or tag name from `refs/`, or a commit hash).
-    public static func resolve(_ path: String, revision: String? = nil, root: String = HubCache.root()) throws(ReadError)
+    public static func resolve(_ path: String, revision: String? = nil, root: String = HubCache.root())
+        throws(ReadError)
         -> String
     {
         if FileManager.default.fileExists(atPath: path) && revision == nil { return path }
@@ -45,21 +47,23 @@ public enum HubCache {
     {
         let fm = FileManager.default
         let repo = root + "/models--" + id.replacingOccurrences(of: "/", with: "--")
-        let fetch = "fetch it first (with huggingface_hub: `huggingface-cli download \(id)` or diffusers' "
+        let fetch =
+            "fetch it first (with huggingface_hub: `huggingface-cli download \(id)` or diffusers' "
             + "from_pretrained), or point HF_HUB_CACHE / HF_HOME at the cache that has it; AmusedKit never downloads"
         guard fm.fileExists(atPath: repo) else {
             throw ReadError(.io, path: id, "not in the Hugging Face cache (\(repo) does not exist): \(fetch)")
         }
         guard !revision.isEmpty, !revision.split(separator: "/").contains(where: { $0 == ".." || $0 == "." }),
-              revision.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_./".contains($0)) })
+            revision.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_./".contains($0)) })
         else { throw ReadError(.malformed, path: id, field: "revision", "\"\(revision)\" is not a revision name") }
         var commit = revision
         let isHash = revision.count == 40 && revision.allSatisfy(\.isHexDigit)
         if !isHash {
             let ref = repo + "/refs/" + revision
             guard let text = try? String(contentsOfFile: ref, encoding: .utf8) else {
-                throw ReadError(.io, path: id, field: "revision",
-                                "revision \(revision) is not in the cache (no \(ref)): \(fetch) at that revision")
+                throw ReadError(
+                    .io, path: id, field: "revision",
+                    "revision \(revision) is not in the cache (no \(ref)): \(fetch) at that revision")
             }
             commit = text.trimmingCharacters(in: .whitespacesAndNewlines)
             guard commit.count == 40, commit.allSatisfy(\.isHexDigit) else {
@@ -69,8 +73,9 @@ public enum HubCache {
         let snapshot = repo + "/snapshots/" + commit
         var isDirectory: ObjCBool = false
         guard fm.fileExists(atPath: snapshot, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw ReadError(.io, path: id, field: "revision",
-                            "the cache names commit \(commit) but has no snapshot of it (\(snapshot)): \(fetch)")
+            throw ReadError(
+                .io, path: id, field: "revision",
+                "the cache names commit \(commit) but has no snapshot of it (\(snapshot)): \(fetch)")
         }
         return snapshot
     }

@@ -35,7 +35,8 @@ public struct NumpyArchive: TensorSource {
             let h: Header
             do {
                 h = try head.withUnsafeBytes { raw in
-                    try Self.header(raw, memberSize: entry.size, path: path, member: entry.name, fileOffset: entry.dataOffset)
+                    try Self.header(
+                        raw, memberSize: entry.size, path: path, member: entry.name, fileOffset: entry.dataOffset)
                 }
             } catch let error as ReadError {
                 throw error
@@ -43,8 +44,10 @@ public struct NumpyArchive: TensorSource {
                 throw ReadError(.malformed, path: path, field: entry.name, "\(error)")
             }
             members[name] = entry
-            infos.append(try TensorInfo(name: name, dtype: h.dtype, shape: h.shape, fileOffset: entry.dataOffset,
-                                        byteCount: h.bytes, path: path))
+            infos.append(
+                try TensorInfo(
+                    name: name, dtype: h.dtype, shape: h.shape, fileOffset: entry.dataOffset,
+                    byteCount: h.bytes, path: path))
         }
         self.path = path
         self.infos = infos
@@ -67,8 +70,9 @@ public struct NumpyArchive: TensorSource {
         } else {
             storage = try zip.data(entry).withUnsafeBytes { Storage(copying: $0) }
         }
-        return try array(UnsafeRawBufferPointer(start: storage.baseAddress, count: storage.byteCount),
-                         storage: storage, path: path, member: entry.name, fileOffset: entry.dataOffset)
+        return try array(
+            UnsafeRawBufferPointer(start: storage.baseAddress, count: storage.byteCount),
+            storage: storage, path: path, member: entry.name, fileOffset: entry.dataOffset)
     }
 
     static let dtypes: [String: DType] = [
@@ -113,11 +117,17 @@ public struct NumpyArchive: TensorSource {
             throw fail(.limitExceeded, 8, "header of \(headerLength) bytes (limit \(maxHeaderBytes))")
         }
         let headerStart = 8 + lengthBytes
-        guard headerStart + headerLength <= raw.count else { throw fail(.truncated, headerStart, "header runs past the member") }
+        guard headerStart + headerLength <= raw.count else {
+            throw fail(.truncated, headerStart, "header runs past the member")
+        }
         let header = String(decoding: raw[headerStart..<(headerStart + headerLength)], as: UTF8.self)
         let (descr, fortran, shape) = try parseHeader(header) { message in fail(.malformed, headerStart, message) }
-        if descr == "|O" || descr.hasSuffix("O") { throw fail(.forbidden, headerStart, "object array (would need pickle)") }
-        guard descr.count == 3, let order = descr.first, "<>|=".contains(order), let dtype = dtypes[String(descr.dropFirst())] else {
+        if descr == "|O" || descr.hasSuffix("O") {
+            throw fail(.forbidden, headerStart, "object array (would need pickle)")
+        }
+        guard descr.count == 3, let order = descr.first, "<>|=".contains(order),
+            let dtype = dtypes[String(descr.dropFirst())]
+        else {
             throw fail(.unsupported, headerStart, "dtype \(descr)")
         }
         guard let count = SizeMath.product(shape), let bytes = SizeMath.byteCount(shape: shape, dtype: dtype) else {
@@ -125,11 +135,13 @@ public struct NumpyArchive: TensorSource {
         }
         let dataStart = headerStart + headerLength
         guard memberSize - dataStart == bytes else {
-            throw fail(memberSize - dataStart < bytes ? .truncated : .inconsistent, dataStart,
-                       "\(memberSize - dataStart) data bytes for shape \(describeShape(shape)) of \(descr) (\(bytes) needed)")
+            throw fail(
+                memberSize - dataStart < bytes ? .truncated : .inconsistent, dataStart,
+                "\(memberSize - dataStart) data bytes for shape \(describeShape(shape)) of \(descr) (\(bytes) needed)")
         }
-        return Header(descr: descr, order: order, dtype: dtype, fortran: fortran, shape: shape, count: count,
-                      bytes: bytes, dataStart: dataStart)
+        return Header(
+            descr: descr, order: order, dtype: dtype, fortran: fortran, shape: shape, count: count,
+            bytes: bytes, dataStart: dataStart)
     }
 
     /// Parses one `.npy` member held in `storage` (whose bytes `raw` are) into a contiguous tensor.
@@ -137,8 +149,10 @@ public struct NumpyArchive: TensorSource {
         throws(ReadError) -> Tensor
     {
         let h = try header(raw, memberSize: raw.count, path: path, member: member, fileOffset: fileOffset)
-        let (order, dtype, fortran, shape, count, bytes, dataStart) = (h.order, h.dtype, h.fortran, h.shape, h.count,
-                                                                        h.bytes, h.dataStart)
+        let (order, dtype, fortran, shape, count, bytes, dataStart) = (
+            h.order, h.dtype, h.fortran, h.shape, h.count,
+            h.bytes, h.dataStart
+        )
         func fail(_ family: ReadError.Family, _ at: Int, _ message: String) -> ReadError {
             ReadError(family, path: path, offset: fileOffset + at, field: member, message)
         }
@@ -161,7 +175,13 @@ public struct NumpyArchive: TensorSource {
                 let width = dtype.byteWidth!
                 let swapped = Storage(zeroedByteCount: bytes)
                 let src = storage.baseAddress + dataStart, dst = swapped.mutableBaseAddress!
-                for i in 0..<count { for b in 0..<width { dst.storeBytes(of: src.load(fromByteOffset: i * width + width - 1 - b, as: UInt8.self), toByteOffset: i * width + b, as: UInt8.self) } }
+                for i in 0..<count {
+                    for b in 0..<width {
+                        dst.storeBytes(
+                            of: src.load(fromByteOffset: i * width + width - 1 - b, as: UInt8.self),
+                            toByteOffset: i * width + b, as: UInt8.self)
+                    }
+                }
                 t = try Tensor(dtype: dtype, shape: shape, storage: swapped, byteOffset: 0, strides: strides)
             }
             return try t.contiguous()
@@ -200,16 +220,24 @@ public struct NumpyArchive: TensorSource {
             switch key {
             case "descr" where descr == nil: descr = try quoted()
             case "fortran_order" where fortran == nil:
-                if s.hasPrefix("True") { fortran = true; s.removeFirst(4) } else if s.hasPrefix("False") {
+                if s.hasPrefix("True") {
+                    fortran = true
+                    s.removeFirst(4)
+                } else if s.hasPrefix("False") {
                     fortran = false
                     s.removeFirst(5)
-                } else { throw fail("fortran_order is not True or False") }
+                } else {
+                    throw fail("fortran_order is not True or False")
+                }
             case "shape" where shape == nil:
                 try expect("(")
                 var dims: [Int] = []
                 while true {
                     skip()
-                    if s.first == ")" { s.removeFirst(); break }
+                    if s.first == ")" {
+                        s.removeFirst()
+                        break
+                    }
                     let digits = s.prefix { $0.isASCII && $0.isNumber }
                     guard !digits.isEmpty, digits.count <= 18, let d = Int(digits) else {
                         throw fail("shape entries must be non-negative integers")
@@ -233,7 +261,6 @@ public struct NumpyArchive: TensorSource {
     }
 }
 
-
 /// One array saved by `numpy.save`: a bare `.npy` file, its tensor named after the file (`w.npy` → `w`). Little-endian
 /// C-order data is a view of the mapped file; Fortran-order or big-endian data is decoded.
 public struct NumpyArray: TensorSource {
@@ -252,8 +279,11 @@ public struct NumpyArray: TensorSource {
         let name = String((path.split(separator: "/").last ?? Substring(path)).dropLast(path.hasSuffix(".npy") ? 4 : 0))
         let raw = UnsafeRawBufferPointer(start: file.pointer(at: 0), count: min(file.byteCount, NumpyArchive.maxPrefix))
         let h = try NumpyArchive.header(raw, memberSize: file.byteCount, path: path, member: name, fileOffset: 0)
-        infos = [try TensorInfo(name: name, dtype: h.dtype, shape: h.shape, fileOffset: h.dataStart, byteCount: h.bytes,
-                                path: path)]
+        infos = [
+            try TensorInfo(
+                name: name, dtype: h.dtype, shape: h.shape, fileOffset: h.dataStart, byteCount: h.bytes,
+                path: path)
+        ]
     }
 
     /// The array (`name` is the file's name without `.npy`).
@@ -264,8 +294,9 @@ public struct NumpyArray: TensorSource {
         do {
             try file.checkIntact()
             let storage = try Storage(file: file, offset: 0, byteCount: file.byteCount)
-            return try NumpyArchive.array(UnsafeRawBufferPointer(start: storage.baseAddress, count: storage.byteCount),
-                                          storage: storage, path: path, member: name, fileOffset: 0)
+            return try NumpyArchive.array(
+                UnsafeRawBufferPointer(start: storage.baseAddress, count: storage.byteCount),
+                storage: storage, path: path, member: name, fileOffset: 0)
         } catch let error as ReadError {
             throw error
         } catch let error as TensorError {

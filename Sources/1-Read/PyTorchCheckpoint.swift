@@ -26,8 +26,9 @@ public struct PyTorchCheckpoint: TensorSource {
         let names = zip.entries.map(\.name)
         let tops = Set(names.map { $0.split(separator: "/").first.map(String.init) ?? "" })
         if names.contains(where: { $0.hasSuffix("/constants.pkl") || $0.contains("/code/") }) {
-            throw ReadError(.forbidden, path: path, field: "TorchScript",
-                            "this is a TorchScript archive (code inside); export the state_dict with torch.save instead")
+            throw ReadError(
+                .forbidden, path: path, field: "TorchScript",
+                "this is a TorchScript archive (code inside); export the state_dict with torch.save instead")
         }
         guard tops.count == 1, let top = tops.first, let pickle = zip.entry(top + "/data.pkl") else {
             throw ReadError(.malformed, path: path, "a torch.save archive has one top-level folder holding data.pkl")
@@ -42,16 +43,21 @@ public struct PyTorchCheckpoint: TensorSource {
         }
         var recordOfStorage: [UnsafeRawPointer: ZipEntry] = [:]
         guard pickle.size <= Self.maxPickleBytes else {
-            throw ReadError(.limitExceeded, path: path, offset: pickle.dataOffset, field: pickle.name,
-                            "a pickle of \(pickle.size) bytes (limit \(Self.maxPickleBytes >> 20) MiB)")
+            throw ReadError(
+                .limitExceeded, path: path, offset: pickle.dataOffset, field: pickle.name,
+                "a pickle of \(pickle.size) bytes (limit \(Self.maxPickleBytes >> 20) MiB)")
         }
-        var machine = PickleMachine(bytes: try zip.data(pickle), path: path, bigEndian: bigEndian) { (key, dtype, numel) throws(ReadError) -> Storage in
+        var machine = PickleMachine(bytes: try zip.data(pickle), path: path, bigEndian: bigEndian) {
+            (key, dtype, numel) throws(ReadError) -> Storage in
             guard let record = zip.entry("\(top)/data/\(key)") else {
-                throw ReadError(.inconsistent, path: path, field: "data/\(key)", "the pickle names storage \(key) but the archive lacks it")
+                throw ReadError(
+                    .inconsistent, path: path, field: "data/\(key)",
+                    "the pickle names storage \(key) but the archive lacks it")
             }
             guard let bytes = SizeMath.byteCount(elements: numel, dtype: dtype), bytes == record.size else {
-                throw ReadError(.inconsistent, path: path, offset: record.dataOffset, field: "data/\(key)",
-                                "storage of \(numel) \(dtype.rawValue) elements but the record holds \(record.size) bytes")
+                throw ReadError(
+                    .inconsistent, path: path, offset: record.dataOffset, field: "data/\(key)",
+                    "storage of \(numel) \(dtype.rawValue) elements but the record holds \(record.size) bytes")
             }
             if bigEndian {
                 // Records written on a big-endian machine: swapped into a new little-endian buffer (a copy).
@@ -80,7 +86,8 @@ public struct PyTorchCheckpoint: TensorSource {
         var records: [String: ZipEntry] = [:]
         for (key, value) in dict {
             guard case .tensor(let t) = value else {
-                throw ReadError(.malformed, path: path, field: key, "not a state_dict: the value of \(key) is not a tensor")
+                throw ReadError(
+                    .malformed, path: path, field: key, "not a state_dict: the value of \(key) is not a tensor")
             }
             guard tensors[key] == nil else { throw ReadError(.malformed, path: path, field: key, "duplicate key") }
             tensors[key] = t
@@ -197,12 +204,16 @@ struct PickleMachine {
         "torch.bool": .bool, "torch.uint16": .u16, "torch.uint32": .u32, "torch.uint64": .u64,
         "torch.float8_e4m3fn": .f8e4m3, "torch.float8_e5m2": .f8e5m2,
     ]
-    static let allowedGlobals: Set<String> = Set(["collections.OrderedDict", "torch._utils._rebuild_tensor_v2",
-                                                  "torch._utils._rebuild_tensor_v3", "torch._utils._rebuild_parameter"])
-        .union(storageTypes.keys).union(dtypeObjects.keys)
+    static let allowedGlobals: Set<String> = Set([
+        "collections.OrderedDict", "torch._utils._rebuild_tensor_v2",
+        "torch._utils._rebuild_tensor_v3", "torch._utils._rebuild_parameter",
+    ])
+    .union(storageTypes.keys).union(dtypeObjects.keys)
 
-    init(bytes: [UInt8], path: String, bigEndian: Bool = false,
-         loadStorage: @escaping (String, DType, Int) throws(ReadError) -> Storage) {
+    init(
+        bytes: [UInt8], path: String, bigEndian: Bool = false,
+        loadStorage: @escaping (String, DType, Int) throws(ReadError) -> Storage
+    ) {
         self.bytes = bytes
         self.path = path
         self.bigEndian = bigEndian
@@ -327,7 +338,9 @@ struct PickleMachine {
                     throw fail(.malformed, at, "not a state_dict: the pickle's result is not a dict")
                 }
                 return try d.entries.map { (k, v) throws(ReadError) in
-                    guard case .string(let key) = k else { throw fail(.malformed, at, "not a state_dict: a key is not a string") }
+                    guard case .string(let key) = k else {
+                        throw fail(.malformed, at, "not a state_dict: a key is not a string")
+                    }
                     return (key, v)
                 }
             case 0x28: marks.append(stack.count)  // MARK
@@ -384,32 +397,38 @@ struct PickleMachine {
                 let raw = try take(8, at: at)
                 try push(.float(Double(bitPattern: raw.reduce(UInt64(0)) { $0 << 8 | UInt64($1) })))
             case 0x58: try push(.string(try string(Int(try uint(4, at: at)), at: at)), literal: true)  // BINUNICODE
-            case 0x8C: try push(.string(try string(Int(try uint(1, at: at)), at: at)), literal: true)  // SHORT_BINUNICODE
+            case 0x8C:  // SHORT_BINUNICODE
+                try push(.string(try string(Int(try uint(1, at: at)), at: at)), literal: true)
             case 0x8D:  // BINUNICODE8
                 let n = try uint(8, at: at)
-                guard n <= UInt64(bytes.count - pos) else { throw fail(.truncated, at, "string longer than the pickle") }
+                guard n <= UInt64(bytes.count - pos) else {
+                    throw fail(.truncated, at, "string longer than the pickle")
+                }
                 try push(.string(try string(Int(n), at: at)), literal: true)
             case 0x63:  // GLOBAL
                 let module = try line(at: at), name = try line(at: at)
                 try push(try allow("\(module).\(name)", at: at))
             case 0x93:  // STACK_GLOBAL: only from two literal strings
                 guard stack.count >= 2, literal[literal.count - 1], literal[literal.count - 2],
-                      case .string(let name) = try pop(at: at), case .string(let module) = try pop(at: at)
+                    case .string(let name) = try pop(at: at), case .string(let module) = try pop(at: at)
                 else { throw fail(.forbidden, at, "STACK_GLOBAL whose operands are not literal strings") }
                 try push(try allow("\(module).\(name)", at: at))
             case 0x71, 0x72, 0x94:  // BINPUT, LONG_BINPUT, MEMOIZE
                 let index = op == 0x71 ? Int(try uint(1, at: at)) : op == 0x72 ? Int(try uint(4, at: at)) : memo.count
                 guard let top = stack.last else { throw fail(.malformed, at, "memoize on an empty stack") }
-                guard memo.count < Self.maxMemo || memo[index] != nil else { throw fail(.limitExceeded, at, "memo too large") }
+                guard memo.count < Self.maxMemo || memo[index] != nil else {
+                    throw fail(.limitExceeded, at, "memo too large")
+                }
                 memo[index] = top
             case 0x68, 0x6A:  // BINGET, LONG_BINGET
                 let index = op == 0x68 ? Int(try uint(1, at: at)) : Int(try uint(4, at: at))
                 guard let v = memo[index] else { throw fail(.malformed, at, "dangling memo reference \(index)") }
                 try push(v)
             case 0x51:  // BINPERSID: ('storage', type, key, location, numel)
-                guard case .tuple(let t) = try pop(at: at), case let id = t.items, id.count == 5, case .string("storage") = id[0],
-                      case .global(let type) = id[1], let dtype = Self.storageTypes[type], case .string(let key) = id[2],
-                      case .string = id[3], case .int(let numel) = id[4], numel >= 0
+                guard case .tuple(let t) = try pop(at: at), case let id = t.items, id.count == 5,
+                    case .string("storage") = id[0],
+                    case .global(let type) = id[1], let dtype = Self.storageTypes[type], case .string(let key) = id[2],
+                    case .string = id[3], case .int(let numel) = id[4], numel >= 0
                 else { throw fail(.malformed, at, "persistent id is not ('storage', type, key, location, numel)") }
                 if let known = storages[key] {
                     guard known.0 == dtype, known.1 == numel else {
@@ -422,7 +441,8 @@ struct PickleMachine {
                     try push(.storage(storage, dtype, numel))
                 }
             case 0x52:  // REDUCE
-                guard case .tuple(let t) = try pop(at: at), case let args = t.items, case .global(let callable) = try pop(at: at)
+                guard case .tuple(let t) = try pop(at: at), case let args = t.items,
+                    case .global(let callable) = try pop(at: at)
                 else {
                     throw fail(.malformed, at, "REDUCE needs an allowed callable and an argument tuple")
                 }
@@ -430,14 +450,17 @@ struct PickleMachine {
             case 0x62:  // BUILD: only the state dict's `_metadata`
                 let state = try pop(at: at)
                 guard case .dict(let target) = stack.last, target.ordered, case .dict(let s) = state,
-                      s.entries.allSatisfy({ if case .string("_metadata") = $0.0 { true } else { false } })
+                    s.entries.allSatisfy({ if case .string("_metadata") = $0.0 { true } else { false } })
                 else { throw fail(.forbidden, at, "BUILD other than a state dict's _metadata") }
             default:
-                let names: [UInt8: String] = [0x81: "NEWOBJ", 0x69: "INST", 0x6F: "OBJ", 0x92: "NEWOBJ_EX", 0x82: "EXT1",
-                                              0x83: "EXT2", 0x84: "EXT4", 0x50: "PERSID", 0x95: "FRAME",
-                                              0x96: "BYTEARRAY8", 0x97: "NEXT_BUFFER", 0x98: "READONLY_BUFFER",
-                                              0x53: "STRING", 0x55: "SHORT_BINSTRING", 0x54: "BINSTRING"]
-                throw fail(.unsupported, at, "opcode \(names[op] ?? "0x" + String(op, radix: 16)) is not read in a state dict")
+                let names: [UInt8: String] = [
+                    0x81: "NEWOBJ", 0x69: "INST", 0x6F: "OBJ", 0x92: "NEWOBJ_EX", 0x82: "EXT1",
+                    0x83: "EXT2", 0x84: "EXT4", 0x50: "PERSID", 0x95: "FRAME",
+                    0x96: "BYTEARRAY8", 0x97: "NEXT_BUFFER", 0x98: "READONLY_BUFFER",
+                    0x53: "STRING", 0x55: "SHORT_BINSTRING", 0x54: "BINSTRING",
+                ]
+                throw fail(
+                    .unsupported, at, "opcode \(names[op] ?? "0x" + String(op, radix: 16)) is not read in a state dict")
             }
         }
     }
@@ -456,40 +479,47 @@ struct PickleMachine {
         case "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor_v3":
             let v3 = callable.hasSuffix("v3")
             guard args.count == (v3 ? 7 : 6) || args.count == (v3 ? 8 : 7),
-                  case .storage(let storage, var dtype, let numel) = args[0],
-                  case .int(let offset) = args[1], case .tuple(let sizeTuple) = args[2],
-                  case .tuple(let strideTuple) = args[3], case let sizeValues = sizeTuple.items,
-                  case let strideValues = strideTuple.items
+                case .storage(let storage, var dtype, let numel) = args[0],
+                case .int(let offset) = args[1], case .tuple(let sizeTuple) = args[2],
+                case .tuple(let strideTuple) = args[3], case let sizeValues = sizeTuple.items,
+                case let strideValues = strideTuple.items
             else { throw fail(.malformed, at, "bad \(callable) arguments") }
             try requireEmptyHooks(args[5], at: at)
             if v3 {
                 // v3: an untyped byte storage and a dtype object.
                 guard case .global(let name) = args[6], let typed = Self.dtypeObjects[name], dtype == .u8,
-                      let width = typed.byteWidth, numel % width == 0
+                    let width = typed.byteWidth, numel % width == 0
                 else { throw fail(.malformed, at, "bad _rebuild_tensor_v3 dtype or storage size") }
                 dtype = typed
                 guard !bigEndian || width == 1 else {
                     // The record was read as bytes; its elements would need swapping at this dtype's width.
-                    throw fail(.unsupported, at, "big-endian \(name) tensor in an untyped storage; re-save it on a "
-                        + "little-endian machine")
+                    throw fail(
+                        .unsupported, at,
+                        "big-endian \(name) tensor in an untyped storage; re-save it on a "
+                            + "little-endian machine")
                 }
             }
             let metadataIndex = v3 ? 7 : 6
             if args.count > metadataIndex, case .dict(let metadata) = args[metadataIndex], !metadata.entries.isEmpty {
                 throw fail(.forbidden, at, "tensor metadata is not empty")
             }
-            guard sizeValues.count == strideValues.count else { throw fail(.malformed, at, "size and stride ranks differ") }
+            guard sizeValues.count == strideValues.count else {
+                throw fail(.malformed, at, "size and stride ranks differ")
+            }
             guard sizeValues.count <= 16 else { throw fail(.limitExceeded, at, "rank \(sizeValues.count) over 16") }
             var shape: [Int] = [], strides: [Int] = []
             for (s, t) in zip(sizeValues, strideValues) {
-                guard case .int(let size) = s, case .int(let stride) = t else { throw fail(.malformed, at, "non-integer size or stride") }
+                guard case .int(let size) = s, case .int(let stride) = t else {
+                    throw fail(.malformed, at, "non-integer size or stride")
+                }
                 guard size >= 0, stride >= 0 else { throw fail(.inconsistent, at, "negative size or stride") }
                 shape.append(size)
                 strides.append(stride)
             }
             guard offset >= 0 else { throw fail(.inconsistent, at, "negative storage offset") }
             guard SizeMath.byteCount(shape: shape, dtype: dtype) != nil else {
-                throw fail(.arithmeticOverflow, at, "sizes \(describeShape(shape)) of \(dtype.rawValue) overflow 64 bits")
+                throw fail(
+                    .arithmeticOverflow, at, "sizes \(describeShape(shape)) of \(dtype.rawValue) overflow 64 bits")
             }
             guard let width = dtype.byteWidth, let byteOffset = SizeMath.product([offset, width]) else {
                 throw fail(.arithmeticOverflow, at, "storage offset overflows")
@@ -497,15 +527,18 @@ struct PickleMachine {
             _ = numel
             let tensor: Tensor
             do {
-                tensor = try Tensor(dtype: dtype, shape: shape, storage: storage, byteOffset: byteOffset, strides: strides)
+                tensor = try Tensor(
+                    dtype: dtype, shape: shape, storage: storage, byteOffset: byteOffset, strides: strides)
             } catch {
                 throw fail(.inconsistent, at, "tensor view does not fit its storage: \(error)")
             }
             // Zero or overlapping strides (torch's expanded views) reach more elements than the storage holds; copying
             // such a view contiguous would allocate from a size claim, so beyond a fixed allowance it is refused.
             if tensor.byteCount > storage.byteCount && tensor.byteCount > Self.maxExpandedBytes {
-                throw fail(.limitExceeded, at, "an expanded view of \(tensor.byteCount) bytes over a \(storage.byteCount)-"
-                    + "byte storage (limit \(Self.maxExpandedBytes >> 20) MiB); save it with .contiguous() first")
+                throw fail(
+                    .limitExceeded, at,
+                    "an expanded view of \(tensor.byteCount) bytes over a \(storage.byteCount)-"
+                        + "byte storage (limit \(Self.maxExpandedBytes >> 20) MiB); save it with .contiguous() first")
             }
             return .tensor(tensor)
         default:
@@ -514,7 +547,8 @@ struct PickleMachine {
     }
 
     func requireEmptyHooks(_ v: PickleValue, at: Int) throws(ReadError) {
-        guard case .dict(let d) = v, d.entries.isEmpty else { throw fail(.forbidden, at, "backward hooks are not empty") }
+        guard case .dict(let d) = v, d.entries.isEmpty else {
+            throw fail(.forbidden, at, "backward hooks are not empty")
+        }
     }
 }
-

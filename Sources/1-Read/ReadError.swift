@@ -1,7 +1,7 @@
 // The one error type of the read stage: a family, the file, where in it, and what to do.
 
-import Foundation
 import AmusedCore
+import Foundation
 
 /// What went wrong while reading a weights file, with the file, the byte offset and the field it concerns.
 public struct ReadError: Error, LocalizedError, Equatable, Sendable {
@@ -75,9 +75,10 @@ public struct ReadError: Error, LocalizedError, Equatable, Sendable {
     public static func from(_ error: TensorError, path: String, field: String? = nil) -> ReadError {
         switch error {
         case .io(_, let message), .write(_, let message): ReadError(.io, path: path, field: field, message)
-        case let .fileChanged(_, expected, actual):
-            ReadError(.io, path: path, field: field,
-                      "the file changed size while open (\(expected) bytes when opened, \(actual) now)")
+        case .fileChanged(_, let expected, let actual):
+            ReadError(
+                .io, path: path, field: field,
+                "the file changed size while open (\(expected) bytes when opened, \(actual) now)")
         case .unsupportedConversion, .invalidView: ReadError(.inconsistent, path: path, field: field, error.description)
         }
     }

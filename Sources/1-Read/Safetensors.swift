@@ -37,18 +37,21 @@ public struct SafetensorsFile: TensorSource {
         do { file = try ReadOnlyFile(path: path) } catch { throw ReadError.from(error, path: path) }
         let size = file.byteCount
         guard size >= 8 else {
-            throw ReadError(.truncated, path: path, offset: 0,
-                            "file is \(size) bytes, shorter than the 8-byte header length")
+            throw ReadError(
+                .truncated, path: path, offset: 0,
+                "file is \(size) bytes, shorter than the 8-byte header length")
         }
         let lengthBytes = try Self.read(file, at: 0, count: 8)
         let n = lengthBytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
         guard n <= UInt64(Self.maxHeaderBytes) else {
-            throw ReadError(.limitExceeded, path: path, offset: 0, field: "header length",
-                            "header length \(n) exceeds the \(Self.maxHeaderBytes)-byte limit")
+            throw ReadError(
+                .limitExceeded, path: path, offset: 0, field: "header length",
+                "header length \(n) exceeds the \(Self.maxHeaderBytes)-byte limit")
         }
         guard Int(n) <= size - 8 else {
-            throw ReadError(.truncated, path: path, offset: 0, field: "header length",
-                            "header length \(n) is more than the \(size - 8) bytes after it")
+            throw ReadError(
+                .truncated, path: path, offset: 0, field: "header length",
+                "header length \(n) is more than the \(size - 8) bytes after it")
         }
         let headerBytes = try Self.read(file, at: 8, count: Int(n))
         let header = try StrictJSONParser(path: path, baseOffset: 8).parse(headerBytes)
@@ -66,8 +69,9 @@ public struct SafetensorsFile: TensorSource {
                 }
                 for (mk, mv) in m.entries {
                     guard let s = mv.stringValue else {
-                        throw ReadError(.malformed, path: path, offset: 8, field: "__metadata__.\(mk)",
-                                        "metadata values must be strings")
+                        throw ReadError(
+                            .malformed, path: path, offset: 8, field: "__metadata__.\(mk)",
+                            "metadata values must be strings")
                     }
                     metadata.append((mk, s))
                 }
@@ -82,21 +86,26 @@ public struct SafetensorsFile: TensorSource {
         var expected = 0
         for span in spans {
             if span.begin != expected {
-                let what = span.begin > expected ? "leaves a hole of \(span.begin - expected) bytes before it"
+                let what =
+                    span.begin > expected
+                    ? "leaves a hole of \(span.begin - expected) bytes before it"
                     : "overlaps the previous tensor"
-                throw ReadError(.inconsistent, path: path, offset: 8 + Int(n) + span.begin, field: span.name,
-                                "data_offsets begin at \(span.begin), which \(what) (expected \(expected))")
+                throw ReadError(
+                    .inconsistent, path: path, offset: 8 + Int(n) + span.begin, field: span.name,
+                    "data_offsets begin at \(span.begin), which \(what) (expected \(expected))")
             }
             expected = span.end
         }
         if expected > dataSize {
             let last = spans.last!
-            throw ReadError(.truncated, path: path, offset: size, field: last.name,
-                            "data ends at \(expected) but the data section holds only \(dataSize) bytes")
+            throw ReadError(
+                .truncated, path: path, offset: size, field: last.name,
+                "data ends at \(expected) but the data section holds only \(dataSize) bytes")
         }
         if expected < dataSize {
-            throw ReadError(.inconsistent, path: path, offset: 8 + Int(n) + expected,
-                            "\(dataSize - expected) bytes after the last tensor are not described by the header")
+            throw ReadError(
+                .inconsistent, path: path, offset: 8 + Int(n) + expected,
+                "\(dataSize - expected) bytes after the last tensor are not described by the header")
         }
         self.path = path
         self.fileSize = size
@@ -160,11 +169,15 @@ public struct SafetensorsFile: TensorSource {
         for key in fields.keys where !["dtype", "shape", "data_offsets"].contains(key) {
             throw fail(.malformed, "unknown field \"\(key)\" in tensor entry")
         }
-        guard let dtypeName = fields["dtype"]?.stringValue else { throw fail(.malformed, "missing or non-string dtype") }
+        guard let dtypeName = fields["dtype"]?.stringValue else {
+            throw fail(.malformed, "missing or non-string dtype")
+        }
         guard let dtype = DType(rawValue: dtypeName) else {
             throw fail(.unsupported, "unsupported dtype \"\(dtypeName)\"")
         }
-        guard let shapeValues = fields["shape"]?.arrayValue else { throw fail(.malformed, "missing or non-array shape") }
+        guard let shapeValues = fields["shape"]?.arrayValue else {
+            throw fail(.malformed, "missing or non-array shape")
+        }
         guard shapeValues.count <= maxRank else {
             throw fail(.limitExceeded, "rank \(shapeValues.count) exceeds \(maxRank)")
         }
@@ -177,7 +190,7 @@ public struct SafetensorsFile: TensorSource {
             shape.append(Int(u))
         }
         guard let offsets = fields["data_offsets"]?.arrayValue, offsets.count == 2,
-              let b = offsets[0].uint64Value, let e = offsets[1].uint64Value
+            let b = offsets[0].uint64Value, let e = offsets[1].uint64Value
         else { throw fail(.malformed, "data_offsets must be two non-negative integers") }
         guard b <= UInt64(Int.max), e <= UInt64(Int.max) else {
             throw fail(.arithmeticOverflow, "data_offsets [\(b), \(e)] overflow 63 bits")
@@ -195,14 +208,17 @@ public struct SafetensorsFile: TensorSource {
         }
         guard end >= begin else { throw fail(.inconsistent, "data_offsets end \(end) is before begin \(begin)") }
         guard end - begin == bits / 8 else {
-            throw fail(.inconsistent, "data_offsets span \(end - begin) bytes but shape \(describeShape(shape)) "
-                + "of \(dtype.rawValue) needs \(bits / 8)")
+            throw fail(
+                .inconsistent,
+                "data_offsets span \(end - begin) bytes but shape \(describeShape(shape)) "
+                    + "of \(dtype.rawValue) needs \(bits / 8)")
         }
         guard let fileOffset = SizeMath.add(dataStart, begin) else {
             throw fail(.arithmeticOverflow, "data offset \(begin) overflows")
         }
-        let info = try TensorInfo(name: name, dtype: dtype, shape: shape, fileOffset: fileOffset,
-                                  byteCount: bits / 8, path: path)
+        let info = try TensorInfo(
+            name: name, dtype: dtype, shape: shape, fileOffset: fileOffset,
+            byteCount: bits / 8, path: path)
         return (info, begin, end)
     }
 }
@@ -232,23 +248,27 @@ public enum SafetensorsWriter {
         }
         let rank = Dictionary(uniqueKeysWithValues: DType.allCases.enumerated().map { ($1, $0) })
         let order = entries.sorted {
-            rank[$0.dtype]! != rank[$1.dtype]! ? rank[$0.dtype]! > rank[$1.dtype]!
+            rank[$0.dtype]! != rank[$1.dtype]!
+                ? rank[$0.dtype]! > rank[$1.dtype]!
                 : $0.name.utf8.lexicographicallyPrecedes($1.name.utf8)
         }
         var parts: [String] = []
         if !metadata.isEmpty {
-            parts.append("\"__metadata__\":{" + metadata.map { JSONValue.quote($0.0) + ":" + JSONValue.quote($0.1) }
-                .joined(separator: ",") + "}")
+            parts.append(
+                "\"__metadata__\":{"
+                    + metadata.map { JSONValue.quote($0.0) + ":" + JSONValue.quote($0.1) }
+                    .joined(separator: ",") + "}")
         }
         var offset = 0
         for (name, dtype, shape) in order {
             guard let count = SizeMath.product(shape), let bytes = SizeMath.byteCount(elements: count, dtype: dtype),
-                  let end = SizeMath.add(offset, bytes)
+                let end = SizeMath.add(offset, bytes)
             else {
                 throw ReadError(.arithmeticOverflow, path: "<output>", field: name, "tensor size overflows")
             }
-            parts.append(JSONValue.quote(name) + ":{\"dtype\":\"\(dtype.rawValue)\",\"shape\":["
-                + shape.map(String.init).joined(separator: ",") + "],\"data_offsets\":[\(offset),\(end)]}")
+            parts.append(
+                JSONValue.quote(name) + ":{\"dtype\":\"\(dtype.rawValue)\",\"shape\":["
+                    + shape.map(String.init).joined(separator: ",") + "],\"data_offsets\":[\(offset),\(end)]}")
             offset = end
         }
         var header = Array(("{" + parts.joined(separator: ",") + "}").utf8)
@@ -271,9 +291,10 @@ public enum SafetensorsWriter {
     }
 
     /// Writes `tensors` to `path` atomically (a temporary file renamed into place once complete and synced).
-    public static func write(_ tensors: [(name: String, tensor: Tensor)], metadata: [(String, String)] = [],
-                             to path: String) throws(ReadError)
-    {
+    public static func write(
+        _ tensors: [(name: String, tensor: Tensor)], metadata: [(String, String)] = [],
+        to path: String
+    ) throws(ReadError) {
         let (header, order) = try plan(tensors, metadata: metadata)
         let byName = Dictionary(uniqueKeysWithValues: order.map { ($0.name, $0.tensor) })
         do {

@@ -36,10 +36,11 @@ public struct ShardedSafetensors: TensorSource {
             }
             // Shard names are file names in the index's folder, never paths.
             guard !shardName.isEmpty, !shardName.contains("/"), !shardName.contains("\\"), shardName != "..",
-                  shardName != ".", !shardName.contains("\0")
+                shardName != ".", !shardName.contains("\0")
             else {
-                throw ReadError(.forbidden, path: path, field: name,
-                                "shard \"\(shardName)\" is not a plain file name in the index's folder")
+                throw ReadError(
+                    .forbidden, path: path, field: name,
+                    "shard \"\(shardName)\" is not a plain file name in the index's folder")
             }
             indexed[name] = shardName
         }
@@ -54,13 +55,15 @@ public struct ShardedSafetensors: TensorSource {
         for (i, shard) in shards.enumerated() {
             for info in shard.infos {
                 guard let claimed = indexed[info.name] else {
-                    throw ReadError(.inconsistent, path: path, field: info.name,
-                                    "shard \(shardNames[i]) holds this tensor but the index does not list it "
-                                        + "(stale index?)")
+                    throw ReadError(
+                        .inconsistent, path: path, field: info.name,
+                        "shard \(shardNames[i]) holds this tensor but the index does not list it "
+                            + "(stale index?)")
                 }
                 guard claimed == shardNames[i] else {
-                    throw ReadError(.inconsistent, path: path, field: info.name,
-                                    "the index puts this tensor in \(claimed) but it is in \(shardNames[i])")
+                    throw ReadError(
+                        .inconsistent, path: path, field: info.name,
+                        "the index puts this tensor in \(claimed) but it is in \(shardNames[i])")
                 }
                 guard shardOf[info.name] == nil else {
                     throw ReadError(.inconsistent, path: path, field: info.name, "tensor appears in two shards")
@@ -70,15 +73,17 @@ public struct ShardedSafetensors: TensorSource {
             }
         }
         for (name, shardName) in indexed.sorted(by: { $0.key < $1.key }) where shardOf[name] == nil {
-            throw ReadError(.inconsistent, path: path, field: name,
-                            "the index lists this tensor in \(shardName) but that shard does not contain it "
-                                + "(stale index?)")
+            throw ReadError(
+                .inconsistent, path: path, field: name,
+                "the index lists this tensor in \(shardName) but that shard does not contain it "
+                    + "(stale index?)")
         }
         if let total = root["metadata"]?["total_size"] {
             let sum = infos.reduce(0) { $0 + $1.byteCount }
             guard total.uint64Value == UInt64(sum) else {
-                throw ReadError(.inconsistent, path: path, field: "metadata.total_size",
-                                "index says total_size \(total.serialized) but the shards hold \(sum) bytes")
+                throw ReadError(
+                    .inconsistent, path: path, field: "metadata.total_size",
+                    "index says total_size \(total.serialized) but the shards hold \(sum) bytes")
             }
         }
         self.path = path

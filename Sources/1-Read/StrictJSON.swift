@@ -2,8 +2,8 @@
 // numbers kept as their exact text, every offset reported. Each document is also parsed by json-c in strict
 // mode, and both parsers must accept it (a checker that parses differently from the loader is a bypass).
 
-import CJSONC
 import AmusedCore
+import CJSONC
 
 /// A parsed JSON value. Numbers keep their source text so that integer grammar can be checked exactly.
 public enum JSONValue: Sendable, Equatable {
@@ -60,8 +60,10 @@ public enum JSONValue: Sendable, Equatable {
         case .number(let n): n
         case .string(let s): JSONValue.quote(s)
         case .array(let a): "[" + a.map(\.serialized).joined(separator: ",") + "]"
-        case .object(let o): "{" + o.entries.map { JSONValue.quote($0.key) + ":" + $0.value.serialized }
-            .joined(separator: ",") + "}"
+        case .object(let o):
+            "{"
+                + o.entries.map { JSONValue.quote($0.key) + ":" + $0.value.serialized }
+                .joined(separator: ",") + "}"
         }
     }
 
@@ -189,14 +191,17 @@ public struct StrictJSONParser {
                 let obj = json_tokener_parse_ex(tok, c.baseAddress, Int32(c.count))
                 let err = json_tokener_get_error(tok)
                 defer { if let obj { json_object_put(obj) } }
-                return (obj != nil && err == json_tokener_success, Int(json_tokener_get_parse_end(tok)),
-                        String(cString: json_tokener_error_desc(err)))
+                return (
+                    obj != nil && err == json_tokener_success, Int(json_tokener_get_parse_end(tok)),
+                    String(cString: json_tokener_error_desc(err))
+                )
             }
         }
         let trailingIsWhitespace = buffer[min(outcome.end, buffer.count)...].allSatisfy(Cursor.isWhitespace)
         guard outcome.ok, trailingIsWhitespace else {
-            return ReadError(.malformed, path: path, offset: baseOffset + outcome.end,
-                             "json-c rejects this JSON in strict mode (\(outcome.text))")
+            return ReadError(
+                .malformed, path: path, offset: baseOffset + outcome.end,
+                "json-c rejects this JSON in strict mode (\(outcome.text))")
         }
         return nil
     }
@@ -209,10 +214,18 @@ public struct StrictJSONParser {
         var escaped = false
         for (i, c) in b.enumerated() {
             if inString {
-                if escaped { escaped = false } else if c == UInt8(ascii: "\\") { escaped = true } else if c == 0x22 { inString = false }
+                if escaped {
+                    escaped = false
+                } else if c == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if c == 0x22 {
+                    inString = false
+                }
             } else if c == 0x22 {
                 inString = true
-            } else if c == UInt8(ascii: ",") || c == UInt8(ascii: ":") || c == UInt8(ascii: "[") || c == UInt8(ascii: "{") {
+            } else if c == UInt8(ascii: ",") || c == UInt8(ascii: ":") || c == UInt8(ascii: "[")
+                || c == UInt8(ascii: "{")
+            {
                 count += 1
                 if count > maxValues { return (count, i) }
             }
@@ -225,14 +238,26 @@ public struct StrictJSONParser {
         let n = b.count
         while i < n {
             let c = b[i]
-            if c < 0x80 { i += 1; continue }
+            if c < 0x80 {
+                i += 1
+                continue
+            }
             var need = 0
             var minValue: UInt32 = 0
             var value: UInt32 = 0
             switch c {
-            case 0xC2...0xDF: need = 1; minValue = 0x80; value = UInt32(c & 0x1F)
-            case 0xE0...0xEF: need = 2; minValue = 0x800; value = UInt32(c & 0x0F)
-            case 0xF0...0xF4: need = 3; minValue = 0x10000; value = UInt32(c & 0x07)
+            case 0xC2...0xDF:
+                need = 1
+                minValue = 0x80
+                value = UInt32(c & 0x1F)
+            case 0xE0...0xEF:
+                need = 2
+                minValue = 0x800
+                value = UInt32(c & 0x0F)
+            case 0xF0...0xF4:
+                need = 3
+                minValue = 0x10000
+                value = UInt32(c & 0x07)
             default: return i
             }
             guard i + need < n else { return i }
@@ -296,7 +321,10 @@ public struct StrictJSONParser {
             pos += 1
             var object = JSONObject()
             skipWhitespace()
-            if peek() == UInt8(ascii: "}") { pos += 1; return .object(object) }
+            if peek() == UInt8(ascii: "}") {
+                pos += 1
+                return .object(object)
+            }
             while true {
                 skipWhitespace()
                 guard peek() == UInt8(ascii: "\"") else { throw error("expected a string key") }
@@ -308,8 +336,9 @@ public struct StrictJSONParser {
                 skipWhitespace()
                 let v = try value(depth: depth)
                 guard object.insert(key, v) else {
-                    throw ReadError(.malformed, path: parser.path, offset: parser.baseOffset + keyOffset,
-                                    field: key, "duplicate key \"\(key)\"")
+                    throw ReadError(
+                        .malformed, path: parser.path, offset: parser.baseOffset + keyOffset,
+                        field: key, "duplicate key \"\(key)\"")
                 }
                 skipWhitespace()
                 guard let c = peek() else { throw error("JSON text ends inside an object") }
@@ -324,7 +353,10 @@ public struct StrictJSONParser {
             pos += 1
             var items: [JSONValue] = []
             skipWhitespace()
-            if peek() == UInt8(ascii: "]") { pos += 1; return .array(items) }
+            if peek() == UInt8(ascii: "]") {
+                pos += 1
+                return .array(items)
+            }
             while true {
                 skipWhitespace()
                 items.append(try value(depth: depth))
@@ -371,7 +403,10 @@ public struct StrictJSONParser {
                     return String(scalars)
                 }
                 if c < 0x20 { throw error("control character 0x\(String(c, radix: 16)) inside a string") }
-                if c != UInt8(ascii: "\\") { pos += 1; continue }
+                if c != UInt8(ascii: "\\") {
+                    pos += 1
+                    continue
+                }
                 flush(&scalars, runStart, pos, bytes)
                 pos += 1
                 guard let e = peek() else { throw error("JSON string ends inside an escape") }
@@ -389,7 +424,8 @@ public struct StrictJSONParser {
                     let escapeStart = pos - 2
                     var v = try hex4()
                     if (0xD800...0xDBFF).contains(v) {
-                        guard pos + 1 < bytes.count, bytes[pos] == UInt8(ascii: "\\"), bytes[pos + 1] == UInt8(ascii: "u")
+                        guard pos + 1 < bytes.count, bytes[pos] == UInt8(ascii: "\\"),
+                            bytes[pos + 1] == UInt8(ascii: "u")
                         else { throw error("lone surrogate in \\u escape", at: escapeStart) }
                         pos += 2
                         let low = try hex4()
@@ -429,7 +465,7 @@ public struct StrictJSONParser {
                 if peek() == UInt8(ascii: "+") || peek() == UInt8(ascii: "-") { pos += 1 }
                 guard digits(&self) > 0 else { throw error("invalid number: no exponent digits", at: start) }
             }
-            if let c = peek(), (c >= 0x30 && c <= 0x39) { throw error("invalid number: leading zero", at: start) }
+            if let c = peek(), c >= 0x30 && c <= 0x39 { throw error("invalid number: leading zero", at: start) }
             return .number(String(decoding: bytes[start..<pos], as: UTF8.self))
         }
     }

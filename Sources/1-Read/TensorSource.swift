@@ -26,8 +26,9 @@ public struct TensorInfo: Sendable, Equatable {
         throws(ReadError)
     {
         guard SizeMath.byteCount(shape: shape, dtype: dtype) != nil else {
-            throw ReadError(.arithmeticOverflow, path: path, offset: fileOffset, field: name,
-                            "shape \(describeShape(shape)) of \(dtype.rawValue) overflows 64 bits")
+            throw ReadError(
+                .arithmeticOverflow, path: path, offset: fileOffset, field: name,
+                "shape \(describeShape(shape)) of \(dtype.rawValue) overflows 64 bits")
         }
         self.init(checked: name, dtype, shape, fileOffset, byteCount, path)
     }
@@ -42,8 +43,10 @@ public struct TensorInfo: Sendable, Equatable {
         TensorInfo(checked: name, dtype, shape, fileOffset ?? self.fileOffset, byteCount, path ?? self.path)
     }
 
-    private init(checked name: String, _ dtype: DType, _ shape: [Int], _ fileOffset: Int, _ byteCount: Int,
-                 _ path: String) {
+    private init(
+        checked name: String, _ dtype: DType, _ shape: [Int], _ fileOffset: Int, _ byteCount: Int,
+        _ path: String
+    ) {
         self.name = name
         self.dtype = dtype
         self.shape = shape

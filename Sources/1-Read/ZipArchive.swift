@@ -45,7 +45,9 @@ public final class ZipArchive: @unchecked Sendable {
         func u32(_ o: Int) -> Int { Int(bytes.loadUnaligned(fromByteOffset: o, as: UInt32.self).littleEndian) }
         func u64(_ o: Int) throws(ReadError) -> Int {
             let v = bytes.loadUnaligned(fromByteOffset: o, as: UInt64.self).littleEndian
-            guard v <= UInt64(Int.max) else { throw ReadError(.arithmeticOverflow, path: path, offset: o, "64-bit size overflows") }
+            guard v <= UInt64(Int.max) else {
+                throw ReadError(.arithmeticOverflow, path: path, offset: o, "64-bit size overflows")
+            }
             return Int(v)
         }
         guard size >= 22, u32(0) == 0x0403_4B50 else {
@@ -55,7 +57,10 @@ public final class ZipArchive: @unchecked Sendable {
         var eocd = -1
         var o = size - 22
         while o >= max(0, size - 22 - 65535) {
-            if u32(o) == 0x0605_4B50 { eocd = o; break }
+            if u32(o) == 0x0605_4B50 {
+                eocd = o
+                break
+            }
             o -= 1
         }
         guard eocd >= 0 else { throw ReadError(.malformed, path: path, "no end-of-central-directory record") }
@@ -106,7 +111,9 @@ public final class ZipArchive: @unchecked Sendable {
             let extraEnd = e + extraLength
             while e + 4 <= extraEnd {
                 let id = u16(e), length = u16(e + 2)
-                guard e + 4 + length <= extraEnd else { throw ReadError(.malformed, path: path, offset: e, "bad extra field") }
+                guard e + 4 + length <= extraEnd else {
+                    throw ReadError(.malformed, path: path, offset: e, "bad extra field")
+                }
                 if id == 0x0001 {
                     var q = e + 4
                     func take() throws(ReadError) -> Int {
@@ -123,12 +130,15 @@ public final class ZipArchive: @unchecked Sendable {
                 e += 4 + length
             }
             if uncompressed == 0xFFFF_FFFF || compressed == 0xFFFF_FFFF || headerOffset == 0xFFFF_FFFF {
-                throw ReadError(.malformed, path: path, offset: p, field: name, "ZIP64 sentinel without a ZIP64 extra field")
+                throw ReadError(
+                    .malformed, path: path, offset: p, field: name, "ZIP64 sentinel without a ZIP64 extra field")
             }
             guard !name.isEmpty, !name.hasPrefix("/"), !name.contains("\\"), !name.contains("\0"),
-                  !name.split(separator: "/").contains("..")
+                !name.split(separator: "/").contains("..")
             else { throw ReadError(.forbidden, path: path, offset: p + 46, field: name, "member name is a path trick") }
-            guard flags & 0x1 == 0 else { throw ReadError(.unsupported, path: path, offset: p, field: name, "encrypted member") }
+            guard flags & 0x1 == 0 else {
+                throw ReadError(.unsupported, path: path, offset: p, field: name, "encrypted member")
+            }
             guard method == 0 || method == 8 else {
                 throw ReadError(.unsupported, path: path, offset: p, field: name, "compression method \(method)")
             }
@@ -144,23 +154,36 @@ public final class ZipArchive: @unchecked Sendable {
             }
             let localNameLength = u16(headerOffset + 26), localExtra = u16(headerOffset + 28)
             guard u16(headerOffset + 8) == method, localNameLength == nameLength,
-                  headerOffset + 30 + nameLength <= size,
-                  Array(bytes[(headerOffset + 30)..<(headerOffset + 30 + nameLength)]) == nameBytes
-            else { throw ReadError(.inconsistent, path: path, offset: headerOffset, field: name, "local header disagrees with the directory") }
+                headerOffset + 30 + nameLength <= size,
+                Array(bytes[(headerOffset + 30)..<(headerOffset + 30 + nameLength)]) == nameBytes
+            else {
+                throw ReadError(
+                    .inconsistent, path: path, offset: headerOffset, field: name,
+                    "local header disagrees with the directory")
+            }
             if u16(headerOffset + 6) & 0x8 == 0 {
                 // Without a data descriptor the local sizes and CRC are meaningful and must match.
-                let localCRC = UInt32(u32(headerOffset + 14)), localC = u32(headerOffset + 18), localU = u32(headerOffset + 22)
+                let localCRC = UInt32(u32(headerOffset + 14)), localC = u32(headerOffset + 18),
+                    localU = u32(headerOffset + 22)
                 guard localCRC == crc, localC == compressed || localC == 0xFFFF_FFFF,
-                      localU == uncompressed || localU == 0xFFFF_FFFF
-                else { throw ReadError(.inconsistent, path: path, offset: headerOffset, field: name, "local sizes or CRC disagree with the directory") }
+                    localU == uncompressed || localU == 0xFFFF_FFFF
+                else {
+                    throw ReadError(
+                        .inconsistent, path: path, offset: headerOffset, field: name,
+                        "local sizes or CRC disagree with the directory")
+                }
             }
             let dataOffset = headerOffset + 30 + nameLength + localExtra
             guard let dataEnd = SizeMath.add(dataOffset, compressed), dataEnd <= cdOffset else {
-                throw ReadError(.malformed, path: path, offset: dataOffset, field: name, "member data overlaps the central directory or runs past it")
+                throw ReadError(
+                    .malformed, path: path, offset: dataOffset, field: name,
+                    "member data overlaps the central directory or runs past it")
             }
             names[name] = entries.count
-            entries.append(ZipEntry(name: name, method: method, compressedSize: compressed, size: uncompressed, crc: crc,
-                                    headerOffset: headerOffset, dataOffset: dataOffset))
+            entries.append(
+                ZipEntry(
+                    name: name, method: method, compressedSize: compressed, size: uncompressed, crc: crc,
+                    headerOffset: headerOffset, dataOffset: dataOffset))
             p += 46 + nameLength + extraLength + commentLength
         }
         // No two members may share bytes.
@@ -210,8 +233,9 @@ public final class ZipArchive: @unchecked Sendable {
     /// Deflate cannot expand more than 1032:1; a larger declared size is not real.
     func checkDeflateClaim(_ e: ZipEntry) throws(ReadError) {
         guard e.size <= max(e.compressedSize, 1) * 1032 else {
-            throw ReadError(.limitExceeded, path: path, offset: e.dataOffset, field: e.name,
-                            "declared size \(e.size) is more than deflate can produce from \(e.compressedSize) bytes")
+            throw ReadError(
+                .limitExceeded, path: path, offset: e.dataOffset, field: e.name,
+                "declared size \(e.size) is more than deflate can produce from \(e.compressedSize) bytes")
         }
     }
 
@@ -228,8 +252,9 @@ public final class ZipArchive: @unchecked Sendable {
             throw ReadError(.integrity, path: path, offset: e.dataOffset, field: e.name, "\(error)")
         }
         guard out.count == e.size else {
-            throw ReadError(.integrity, path: path, offset: e.dataOffset, field: e.name,
-                            "inflates to \(out.count) bytes, the directory says \(e.size)")
+            throw ReadError(
+                .integrity, path: path, offset: e.dataOffset, field: e.name,
+                "inflates to \(out.count) bytes, the directory says \(e.size)")
         }
         guard out.withUnsafeBytes({ CRC32.checksum($0) }) == e.crc else {
             throw ReadError(.integrity, path: path, offset: e.dataOffset, field: e.name, "CRC-32 mismatch")

@@ -1,8 +1,8 @@
 // Applying a name map: a TensorSource under canonical names (tensors computed lazily; renames stay zero-copy) and a
 // ledger that accounts for every source tensor — mapped, renamed, transformed, dropped — or names the unmapped ones.
 
-import AmusedRead
 import AmusedCore
+import AmusedRead
 
 /// What happened to the source tensors.
 public struct MapLedger: Sendable {
@@ -39,7 +39,9 @@ public struct MapLedger: Sendable {
 
     /// Counts per kind, plus unmapped.
     public var counts: [String: Int] {
-        var c: [String: Int] = ["unchanged": 0, "renamed": 0, "transformed": 0, "dropped": 0, "unmapped": unmapped.count]
+        var c: [String: Int] = [
+            "unchanged": 0, "renamed": 0, "transformed": 0, "dropped": 0, "unmapped": unmapped.count,
+        ]
         for e in entries { c[e.kind.rawValue, default: 0] += e.sources.count }
         return c
     }
@@ -69,8 +71,10 @@ public struct MappedSource: TensorSource {
 
     /// Applies `map` to `source`. `constants` are the map's named values (for example `last` = the index of the
     /// last VQ level). Unmapped source tensors are an error unless `allowUnmapped`.
-    public init(_ source: any TensorSource, map: NameMap, constants: [String: Int] = [:],
-                allowUnmapped: Bool = false) throws(MapError) {
+    public init(
+        _ source: any TensorSource, map: NameMap, constants: [String: Int] = [:],
+        allowUnmapped: Bool = false
+    ) throws(MapError) {
         var infoByName: [String: TensorInfo] = [:]
         for info in source.infos where infoByName.updateValue(info, forKey: info.name) != nil {
             throw MapError(info.name, "the source holds two tensors of this name")
@@ -87,14 +91,17 @@ public struct MappedSource: TensorSource {
                 throw MapError(name, "shape \(describeShape(shape)) of \(dtype.rawValue) overflows 64 bits")
             }
             do {
-                infos.append(try TensorInfo(name: name, dtype: dtype, shape: shape, fileOffset: 0, byteCount: bytes,
-                                            path: source.path))
+                infos.append(
+                    try TensorInfo(
+                        name: name, dtype: dtype, shape: shape, fileOffset: 0, byteCount: bytes,
+                        path: source.path))
             } catch { throw MapError(name, error.message) }
         }
         outer: for info in source.infos where !consumed.contains(info.name) {
             for rule in map.rules {
                 guard let bindings = rule.from[0].match(info.name) else {
-                    if rule.operation == .concat, rule.from.dropFirst().contains(where: { $0.match(info.name) != nil }) {
+                    if rule.operation == .concat, rule.from.dropFirst().contains(where: { $0.match(info.name) != nil })
+                    {
                         secondary.append(info.name)
                         continue outer
                     }
@@ -110,35 +117,60 @@ public struct MappedSource: TensorSource {
                         guard shape.count == 2 else { throw MapError(info.name, "transpose needs a 2-D tensor") }
                         shape.reverse()
                     }
-                    try produce(target, shape, info.dtype, Plan(operation: rule.operation, sources: [info.name], axis: 0,
-                                                                part: 0, parts: 1))
-                    let kind: MapLedger.Entry.Kind = rule.operation == .transpose ? .transformed
+                    try produce(
+                        target, shape, info.dtype,
+                        Plan(
+                            operation: rule.operation, sources: [info.name], axis: 0,
+                            part: 0, parts: 1))
+                    let kind: MapLedger.Entry.Kind =
+                        rule.operation == .transpose
+                        ? .transformed
                         : target == info.name ? .unchanged : .renamed
-                    entries.append(.init(sources: [info.name], targets: [target], kind: kind,
-                                         detail: rule.operation == .transpose ? "transpose" : nil))
+                    entries.append(
+                        .init(
+                            sources: [info.name], targets: [target], kind: kind,
+                            detail: rule.operation == .transpose ? "transpose" : nil))
                 case .concat:
-                    let names = try rule.from.map { (t) throws(MapError) in try t.render(bindings, constants: constants) }
+                    let names = try rule.from.map { (t) throws(MapError) in try t.render(bindings, constants: constants)
+                    }
                     var shape = info.shape
-                    guard rule.axis >= 0, rule.axis < shape.count else { throw MapError(info.name, "concat axis out of range") }
+                    guard rule.axis >= 0, rule.axis < shape.count else {
+                        throw MapError(info.name, "concat axis out of range")
+                    }
                     shape[rule.axis] = 0
                     for n in names {
                         guard let other = infoByName[n], !consumed.contains(n) || n == info.name else {
-                            throw MapError(n, "concat into \(try rule.to[0].render(bindings, constants: constants)) needs this tensor")
+                            throw MapError(
+                                n,
+                                "concat into \(try rule.to[0].render(bindings, constants: constants)) needs this tensor"
+                            )
                         }
                         guard other.dtype == info.dtype, other.shape.count == info.shape.count,
-                              zip(other.shape, info.shape).enumerated().allSatisfy({ $0.offset == rule.axis || $0.element.0 == $0.element.1 })
-                        else { throw MapError(n, "shape \(describeShape(other.shape)) cannot be concatenated with \(describeShape(info.shape))") }
+                            zip(other.shape, info.shape).enumerated().allSatisfy({
+                                $0.offset == rule.axis || $0.element.0 == $0.element.1
+                            })
+                        else {
+                            throw MapError(
+                                n,
+                                "shape \(describeShape(other.shape)) cannot be concatenated with \(describeShape(info.shape))"
+                            )
+                        }
                         guard let sum = SizeMath.add(shape[rule.axis], other.shape[rule.axis]) else {
                             throw MapError(n, "concatenated size overflows 64 bits")
                         }
                         shape[rule.axis] = sum
                     }
                     let target = try rule.to[0].render(bindings, constants: constants)
-                    try produce(target, shape, info.dtype, Plan(operation: .concat, sources: names, axis: rule.axis,
-                                                                part: 0, parts: 1))
-                    names.forEach { consumed.insert($0) }
-                    entries.append(.init(sources: names, targets: [target], kind: .transformed,
-                                         detail: "concat along axis \(rule.axis)"))
+                    try produce(
+                        target, shape, info.dtype,
+                        Plan(
+                            operation: .concat, sources: names, axis: rule.axis,
+                            part: 0, parts: 1))
+                    consumed.formUnion(names)
+                    entries.append(
+                        .init(
+                            sources: names, targets: [target], kind: .transformed,
+                            detail: "concat along axis \(rule.axis)"))
                 case .reshape, .squeeze:
                     let target = try rule.to[0].render(bindings, constants: constants)
                     let count = info.shape.reduce(1, *)
@@ -148,14 +180,20 @@ public struct MappedSource: TensorSource {
                         shape = rule.shape
                         // The map's shape is user data: its products are checked.
                         let known = SizeMath.product(shape.filter { $0 != -1 }) ?? 0
-                        if let free = shape.firstIndex(of: -1), known > 0, count % known == 0 { shape[free] = count / known }
+                        if let free = shape.firstIndex(of: -1), known > 0, count % known == 0 {
+                            shape[free] = count / known
+                        }
                         guard SizeMath.product(shape) == count, !shape.contains(-1) else {
-                            throw MapError(info.name, "cannot reshape \(describeShape(info.shape)) to \(describeShape(rule.shape))")
+                            throw MapError(
+                                info.name, "cannot reshape \(describeShape(info.shape)) to \(describeShape(rule.shape))"
+                            )
                         }
                         detail = "reshape to \(describeShape(shape))"
                     } else if rule.hasAxis {
                         guard rule.axis >= 0, rule.axis < info.shape.count, info.shape[rule.axis] == 1 else {
-                            throw MapError(info.name, "cannot squeeze axis \(rule.axis) of \(describeShape(info.shape)): it is not of size 1")
+                            throw MapError(
+                                info.name,
+                                "cannot squeeze axis \(rule.axis) of \(describeShape(info.shape)): it is not of size 1")
                         }
                         shape = info.shape
                         shape.remove(at: rule.axis)
@@ -169,18 +207,26 @@ public struct MappedSource: TensorSource {
                     try produce(target, shape, info.dtype, plan)
                     entries.append(.init(sources: [info.name], targets: [target], kind: .transformed, detail: detail))
                 case .split:
-                    let targets = try rule.to.map { (t) throws(MapError) in try t.render(bindings, constants: constants) }
-                    guard rule.axis >= 0, rule.axis < info.shape.count, info.shape[rule.axis] % targets.count == 0 else {
-                        throw MapError(info.name, "cannot split \(describeShape(info.shape)) into \(targets.count) parts")
+                    let targets = try rule.to.map { (t) throws(MapError) in try t.render(bindings, constants: constants)
+                    }
+                    guard rule.axis >= 0, rule.axis < info.shape.count, info.shape[rule.axis] % targets.count == 0
+                    else {
+                        throw MapError(
+                            info.name, "cannot split \(describeShape(info.shape)) into \(targets.count) parts")
                     }
                     var shape = info.shape
                     shape[rule.axis] /= targets.count
                     for (k, t) in targets.enumerated() {
-                        try produce(t, shape, info.dtype, Plan(operation: .split, sources: [info.name], axis: rule.axis,
-                                                               part: k, parts: targets.count))
+                        try produce(
+                            t, shape, info.dtype,
+                            Plan(
+                                operation: .split, sources: [info.name], axis: rule.axis,
+                                part: k, parts: targets.count))
                     }
-                    entries.append(.init(sources: [info.name], targets: targets, kind: .transformed,
-                                         detail: "split along axis \(rule.axis)"))
+                    entries.append(
+                        .init(
+                            sources: [info.name], targets: targets, kind: .transformed,
+                            detail: "split along axis \(rule.axis)"))
                 }
                 consumed.insert(info.name)
                 continue outer
@@ -188,7 +234,8 @@ public struct MappedSource: TensorSource {
         }
         let unmapped = source.infos.map(\.name).filter { !consumed.contains($0) }
         if !unmapped.isEmpty && !allowUnmapped {
-            throw MapError(unmapped[0], "no rule of map \(map.name) maps this tensor (\(unmapped.count) unmapped in all)")
+            throw MapError(
+                unmapped[0], "no rule of map \(map.name) maps this tensor (\(unmapped.count) unmapped in all)")
         }
         _ = secondary
         self.source = source
@@ -210,8 +257,10 @@ public struct MappedSource: TensorSource {
                 return try source.tensor(named: plan.sources[0]).contiguous().reshaped(plan.shape)
             case .transpose:
                 let t = try source.tensor(named: plan.sources[0])
-                return try Tensor(dtype: t.dtype, shape: t.shape.reversed(), storage: t.storage, byteOffset: t.byteOffset,
-                                  strides: t.strides.reversed()).contiguous()
+                return try Tensor(
+                    dtype: t.dtype, shape: t.shape.reversed(), storage: t.storage, byteOffset: t.byteOffset,
+                    strides: t.strides.reversed()
+                ).contiguous()
             case .concat:
                 let parts = try plan.sources.map { n in try source.tensor(named: n).contiguous() }
                 guard parts[0].dtype.byteWidth != nil else { throw Self.packed(parts[0].dtype, path: path, name: name) }
@@ -220,21 +269,24 @@ public struct MappedSource: TensorSource {
                 let t = try source.tensor(named: plan.sources[0]).contiguous()
                 guard let width = t.dtype.byteWidth else { throw Self.packed(t.dtype, path: path, name: name) }
                 guard plan.axis < t.shape.count, t.shape[plan.axis] % plan.parts == 0 else {
-                    throw ReadError(.inconsistent, path: path, field: name,
-                                    "\(plan.sources[0]) is \(describeShape(t.shape)), which its description did not say")
+                    throw ReadError(
+                        .inconsistent, path: path, field: name,
+                        "\(plan.sources[0]) is \(describeShape(t.shape)), which its description did not say")
                 }
                 var shape = t.shape
                 shape[plan.axis] /= plan.parts
                 let outer = t.shape[..<plan.axis].reduce(1, *)
                 let inner = shape[plan.axis...].reduce(1, *) * width
                 if outer == 1 {
-                    return try Tensor(dtype: t.dtype, shape: shape, storage: t.storage,
-                                      byteOffset: t.byteOffset + plan.part * inner)
+                    return try Tensor(
+                        dtype: t.dtype, shape: shape, storage: t.storage,
+                        byteOffset: t.byteOffset + plan.part * inner)
                 }
                 let out = Storage(zeroedByteCount: outer * inner)
                 for o in 0..<outer {
                     (out.mutableBaseAddress! + o * inner).copyMemory(
-                        from: t.storage.baseAddress + t.byteOffset + (o * plan.parts + plan.part) * inner, byteCount: inner)
+                        from: t.storage.baseAddress + t.byteOffset + (o * plan.parts + plan.part) * inner,
+                        byteCount: inner)
                 }
                 return try Tensor(dtype: t.dtype, shape: shape, storage: out)
             }
@@ -249,22 +301,29 @@ public struct MappedSource: TensorSource {
 
     /// Concat and split copy whole elements: packed sub-byte types (F4, F6) are refused.
     static func packed(_ dtype: DType, path: String, name: String) -> ReadError {
-        ReadError(.unsupported, path: path, field: name, "\(dtype.rawValue) elements are packed below a byte; "
-                  + "they cannot be split or concatenated")
+        ReadError(
+            .unsupported, path: path, field: name,
+            "\(dtype.rawValue) elements are packed below a byte; "
+                + "they cannot be split or concatenated")
     }
 
     func concatenate(_ parts: [Tensor], axis: Int) throws -> Tensor {
         // The plan checked the sources' descriptions; the tensors read must agree with them before bytes are copied.
         var shape = parts[0].shape
-        guard axis < shape.count, let width = parts[0].dtype.byteWidth, parts.allSatisfy({ p in
-            p.dtype == parts[0].dtype && p.shape.count == shape.count
-                && zip(p.shape, shape).enumerated().allSatisfy { $0.offset == axis || $0.element.0 == $0.element.1 }
-        }) else {
-            throw TensorError.invalidView("cannot concatenate \(parts.map { describeShape($0.shape) }) along axis \(axis)")
+        guard axis < shape.count, let width = parts[0].dtype.byteWidth,
+            parts.allSatisfy({ p in
+                p.dtype == parts[0].dtype && p.shape.count == shape.count
+                    && zip(p.shape, shape).enumerated().allSatisfy { $0.offset == axis || $0.element.0 == $0.element.1 }
+            })
+        else {
+            throw TensorError.invalidView(
+                "cannot concatenate \(parts.map { describeShape($0.shape) }) along axis \(axis)")
         }
         var total = 0
         for p in parts {
-            guard let sum = SizeMath.add(total, p.shape[axis]) else { throw TensorError.invalidView("concatenation overflows") }
+            guard let sum = SizeMath.add(total, p.shape[axis]) else {
+                throw TensorError.invalidView("concatenation overflows")
+            }
             total = sum
         }
         shape[axis] = total

@@ -2,8 +2,8 @@
 // names into the canonical (diffusers) names, with a small closed set of tensor operations. Applying a map yields a
 // view of the source under canonical names and a ledger that accounts for every source tensor.
 
-import AmusedRead
 import AmusedCore
+import AmusedRead
 import Foundation
 
 /// The one error type of the map stage.
@@ -50,7 +50,10 @@ struct Template: Sendable, Equatable {
                 if body == "*" {
                     parts.append(.rest)
                 } else if let colon = body.firstIndex(of: ":") {
-                    parts.append(.choice(String(body[..<colon]), body[body.index(after: colon)...].split(separator: "|").map(String.init)))
+                    parts.append(
+                        .choice(
+                            String(body[..<colon]),
+                            body[body.index(after: colon)...].split(separator: "|").map(String.init)))
                 } else if let minus = body.firstIndex(of: "-") {
                     parts.append(.difference(String(body[..<minus]), String(body[body.index(after: minus)...])))
                 } else {
@@ -109,7 +112,9 @@ struct Template: Sendable, Equatable {
             switch part {
             case .literal(let l): out += l
             case .digits(let n):
-                guard let b = bindings[n] ?? constants[n].map(String.init) else { throw MapError(text, "unbound {\(n)}") }
+                guard let b = bindings[n] ?? constants[n].map(String.init) else {
+                    throw MapError(text, "unbound {\(n)}")
+                }
                 out += b
             case .choice(let n, _):
                 guard let b = bindings[n] else { throw MapError(text, "unbound {\(n)}") }
@@ -175,8 +180,8 @@ public struct NameMap: Sendable {
     /// Decodes a map document.
     public init(json: JSONValue, source: String) throws(MapError) {
         guard json["format"]?.stringValue == "amused-name-map", json["version"]?.intValue == 1,
-              let name = json["name"]?.stringValue, let component = json["component"]?.stringValue,
-              let rules = json["rules"]?.arrayValue
+            let name = json["name"]?.stringValue, let component = json["component"]?.stringValue,
+            let rules = json["rules"]?.arrayValue
         else { throw MapError(source, "not an amused-name-map version 1 document") }
         self.name = name
         self.component = component
@@ -199,18 +204,22 @@ public struct NameMap: Sendable {
             case .rename, .transpose, .squeeze: shapeOK = from.count == 1 && to.count == 1
             case .reshape:
                 let dims = r["shape"]?.arrayValue?.compactMap(\.intValue) ?? []
-                shapeOK = from.count == 1 && to.count == 1 && !dims.isEmpty && dims.count == r["shape"]?.arrayValue?.count
+                shapeOK =
+                    from.count == 1 && to.count == 1 && !dims.isEmpty && dims.count == r["shape"]?.arrayValue?.count
                     && dims.filter { $0 == -1 }.count <= 1 && dims.allSatisfy { $0 == -1 || $0 > 0 }
             case .concat: shapeOK = from.count >= 2 && to.count == 1
             case .split: shapeOK = from.count == 1 && to.count >= 2
             case .drop: shapeOK = from.count == 1 && to.isEmpty && r["reason"]?.stringValue != nil
             }
             guard shapeOK else {
-                throw MapError(source, "rule \(i): wrong number of patterns for \(op.rawValue)"
-                               + (op == .reshape ? ", or no valid shape (positive sizes, at most one -1)" : ""))
+                throw MapError(
+                    source,
+                    "rule \(i): wrong number of patterns for \(op.rawValue)"
+                        + (op == .reshape ? ", or no valid shape (positive sizes, at most one -1)" : ""))
             }
-            var rule = MapRule(operation: op, from: from, to: to, axis: r["axis"]?.intValue ?? 0,
-                               reason: r["reason"]?.stringValue)
+            var rule = MapRule(
+                operation: op, from: from, to: to, axis: r["axis"]?.intValue ?? 0,
+                reason: r["reason"]?.stringValue)
             rule.shape = r["shape"]?.arrayValue?.compactMap(\.intValue) ?? []
             rule.hasAxis = r["axis"] != nil
             parsed.append(rule)
@@ -220,8 +229,9 @@ public struct NameMap: Sendable {
 
     /// The maps that ship with AmusedKit, by name.
     public static func shipped(_ name: String) throws -> NameMap {
-        guard let url = Bundle.module.url(forResource: name, withExtension: "json", subdirectory: "maps")
-            ?? Bundle.module.url(forResource: name, withExtension: "json")
+        guard
+            let url = Bundle.module.url(forResource: name, withExtension: "json", subdirectory: "maps")
+                ?? Bundle.module.url(forResource: name, withExtension: "json")
         else { throw MapError(name, "no such shipped map") }
         return try NameMap(json: Checkpoint.readJSON(url.path), source: url.lastPathComponent)
     }

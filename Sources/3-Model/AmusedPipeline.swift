@@ -82,8 +82,10 @@ public struct AmusedPipeline: Sendable {
     public let maskingSchedule: MaskingSchedule
 
     /// A pipeline over bound components.
-    public init(tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, transformer: UVit2DModel, vqvae: VQModel,
-                maskTokenId: Int, maskingSchedule: MaskingSchedule = .cosine) {
+    public init(
+        tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, transformer: UVit2DModel, vqvae: VQModel,
+        maskTokenId: Int, maskingSchedule: MaskingSchedule = .cosine
+    ) {
         self.tokenizer = tokenizer
         self.textEncoder = textEncoder
         self.transformer = transformer
@@ -151,14 +153,17 @@ public struct AmusedPipeline: Sendable {
         let micro: [Float] = (0..<modelBatch).flatMap { _ -> [Float] in
             [Float(width), Float(height), Float(r.cropCoord.0), Float(r.cropCoord.1), r.aestheticScore]
         }
-        return try transformer.conditioning(encoderHiddenStates: hidden, pooledTextEmb: pooled, microConds: micro,
-                                            batch: modelBatch)
+        return try transformer.conditioning(
+            encoderHiddenStates: hidden, pooledTextEmb: pooled, microConds: micro,
+            batch: modelBatch)
     }
 
     /// The logits the scheduler samples from, [batch, positions, codebook]: one forward (both halves under guidance)
     /// and uncond + g·(cond − uncond) on the raw logits, float32, in that order.
-    func guidedLogits(_ latents: [Int64], _ r: GenerationRequest, conditioning: UVitConditioning, batch: Int, h: Int,
-                      w: Int) throws -> [Float] {
+    func guidedLogits(
+        _ latents: [Int64], _ r: GenerationRequest, conditioning: UVitConditioning, batch: Int, h: Int,
+        w: Int
+    ) throws -> [Float] {
         let guided = r.guidanceScale > 1
         let input = guided ? latents + latents : latents
         let logits = try transformer.logitsByPosition(input, height: h, width: w, conditioning: conditioning)
@@ -172,8 +177,10 @@ public struct AmusedPipeline: Sendable {
     /// Largest batch (prompts × images per prompt), step count and image side a request may ask for.
     static let maxBatch = 256, maxSteps = 1000, maxSide = 4096
 
-    func generate(_ r: GenerationRequest, randomness: inout some SamplerRandomness,
-                  progress: ((Int, Int) -> Void)?, shadow: Shadow? = nil) throws -> GenerationResult {
+    func generate(
+        _ r: GenerationRequest, randomness: inout some SamplerRandomness,
+        progress: ((Int, Int) -> Void)?, shadow: Shadow? = nil
+    ) throws -> GenerationResult {
         let started = DispatchTime.now().uptimeNanoseconds
         let prompts = r.prompts.count
         guard prompts > 0, r.imagesPerPrompt > 0, r.steps > 0 else {
@@ -181,12 +188,14 @@ public struct AmusedPipeline: Sendable {
         }
         // Requests also come from files (reference records): every size is bounded before anything is multiplied
         // or allocated from it.
-        guard prompts <= Self.maxBatch, r.imagesPerPrompt <= Self.maxBatch, prompts * r.imagesPerPrompt <= Self.maxBatch,
-              r.steps <= Self.maxSteps, (1...Self.maxSide).contains(r.height), (1...Self.maxSide).contains(r.width)
+        guard prompts <= Self.maxBatch, r.imagesPerPrompt <= Self.maxBatch,
+            prompts * r.imagesPerPrompt <= Self.maxBatch,
+            r.steps <= Self.maxSteps, (1...Self.maxSide).contains(r.height), (1...Self.maxSide).contains(r.width)
         else {
-            throw ModelError.invalidInput("at most \(Self.maxBatch) images, \(Self.maxSteps) steps and "
-                + "\(Self.maxSide) pixels a side (got \(prompts)×\(r.imagesPerPrompt) images, \(r.steps) steps, "
-                + "\(r.height)×\(r.width))")
+            throw ModelError.invalidInput(
+                "at most \(Self.maxBatch) images, \(Self.maxSteps) steps and "
+                    + "\(Self.maxSide) pixels a side (got \(prompts)×\(r.imagesPerPrompt) images, \(r.steps) steps, "
+                    + "\(r.height)×\(r.width))")
         }
         guard r.guidanceScale.isFinite, r.strength.map({ $0.isFinite && (0...1).contains($0) }) ?? true else {
             throw ModelError.invalidInput("guidance scale must be finite and strength within 0…1")
@@ -252,24 +261,34 @@ public struct AmusedPipeline: Sendable {
             let logits = try guidedLogits(latents, r, conditioning: conditioning, batch: batch, h: h, w: w)
             if let shadow, let shadowConditioning {
                 // The shadow predicts from the same tokens; its step uses the same random draws.
-                let theirs = try shadow.pipeline.guidedLogits(latents, r, conditioning: shadowConditioning, batch: batch,
-                                                              h: h, w: w)
+                let theirs = try shadow.pipeline.guidedLogits(
+                    latents, r, conditioning: shadowConditioning, batch: batch,
+                    h: h, w: w)
                 var shadowRandomness = randomness
-                let theirNext = scheduler.step(logitsByPosition: theirs, codebook: codebook,
-                                               timestep: scheduler.timesteps[i], sample: latents, batch: batch,
-                                               startingMaskRatio: startingMaskRatio,
-                                               randomness: &shadowRandomness).prevSample
-                let ourNext = scheduler.step(logitsByPosition: logits, codebook: codebook,
-                                             timestep: scheduler.timesteps[i], sample: latents, batch: batch,
-                                             startingMaskRatio: startingMaskRatio, randomness: &randomness).prevSample
-                shadow.observe(StepComparison(reference: logits, candidate: theirs, input: latents, referenceNext: ourNext,
-                                              candidateNext: theirNext, maskTokenId: Int64(maskTokenId), batch: batch,
-                                              codebook: codebook, positions: positions))
+                let theirNext = scheduler.step(
+                    logitsByPosition: theirs, codebook: codebook,
+                    timestep: scheduler.timesteps[i], sample: latents, batch: batch,
+                    startingMaskRatio: startingMaskRatio,
+                    randomness: &shadowRandomness
+                ).prevSample
+                let ourNext = scheduler.step(
+                    logitsByPosition: logits, codebook: codebook,
+                    timestep: scheduler.timesteps[i], sample: latents, batch: batch,
+                    startingMaskRatio: startingMaskRatio, randomness: &randomness
+                ).prevSample
+                shadow.observe(
+                    StepComparison(
+                        reference: logits, candidate: theirs, input: latents, referenceNext: ourNext,
+                        candidateNext: theirNext, maskTokenId: Int64(maskTokenId), batch: batch,
+                        codebook: codebook, positions: positions))
                 latents = ourNext
             } else {
-                latents = scheduler.step(logitsByPosition: logits, codebook: codebook, timestep: scheduler.timesteps[i],
-                                         sample: latents, batch: batch, startingMaskRatio: startingMaskRatio,
-                                         randomness: &randomness).prevSample
+                latents =
+                    scheduler.step(
+                        logitsByPosition: logits, codebook: codebook, timestep: scheduler.timesteps[i],
+                        sample: latents, batch: batch, startingMaskRatio: startingMaskRatio,
+                        randomness: &randomness
+                    ).prevSample
             }
             history.append(latents)
             stepSeconds.append(Double(DispatchTime.now().uptimeNanoseconds - stepStart) / 1e9)
@@ -289,9 +308,10 @@ public struct AmusedPipeline: Sendable {
             }
         }
         let end = DispatchTime.now().uptimeNanoseconds
-        return GenerationResult(images: images, tokens: history, batch: batch, height: height, width: width,
-                                stepSeconds: stepSeconds,
-                                otherSeconds: Double(prepared - started + end - decodeStart) / 1e9)
+        return GenerationResult(
+            images: images, tokens: history, batch: batch, height: height, width: width,
+            stepSeconds: stepSeconds,
+            otherSeconds: Double(prepared - started + end - decodeStart) / 1e9)
     }
 
     static func nhwcToNCHW(_ x: [Float], batch: Int, height: Int, width: Int) -> [Float] {
@@ -323,8 +343,10 @@ public struct StepComparison: Sendable {
 
     /// Compares logits [batch, positions, codebook] at the masked positions of `input`, and the positions the two
     /// steps unmasked.
-    init(reference: [Float], candidate: [Float], input: [Int64], referenceNext: [Int64], candidateNext: [Int64],
-         maskTokenId: Int64, batch: Int, codebook: Int, positions: Int) {
+    init(
+        reference: [Float], candidate: [Float], input: [Int64], referenceNext: [Int64], candidateNext: [Int64],
+        maskTokenId: Int64, batch: Int, codebook: Int, positions: Int
+    ) {
         var klSum = 0.0, klMax = 0.0, same = 0, masked = 0
         var p = [Double](repeating: 0, count: codebook), q = [Double](repeating: 0, count: codebook)
         for b in 0..<batch {
@@ -334,8 +356,14 @@ public struct StepComparison: Sendable {
                 for v in 0..<codebook {
                     p[v] = Double(reference[(b * positions + s) * codebook + v])
                     q[v] = Double(candidate[(b * positions + s) * codebook + v])
-                    if p[v] > pMax { pMax = p[v]; pArg = v }
-                    if q[v] > qMax { qMax = q[v]; qArg = v }
+                    if p[v] > pMax {
+                        pMax = p[v]
+                        pArg = v
+                    }
+                    if q[v] > qMax {
+                        qMax = q[v]
+                        qArg = v
+                    }
                 }
                 if pArg == qArg { same += 1 }
                 // log-softmax of each, then Σ p (log p − log q).

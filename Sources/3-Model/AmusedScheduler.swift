@@ -1,6 +1,7 @@
 // port of diffusers/schedulers/scheduling_amused.py (AmusedScheduler), v0.35.2 — float32 arithmetic in torch's order.
 
 import AmusedKernels
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -68,8 +69,10 @@ public struct AmusedScheduler: Sendable {
     /// One step. `rows` are the logits as [batch, positions, codebook] (`UVit2DModel.logitsByPosition`, guidance
     /// already applied): one contiguous row per position, the layout the softmax reads. `sample` is
     /// [batch, positions]. Returns the next sample and the predicted original.
-    public func step(logitsByPosition rows: [Float], codebook: Int, timestep: Int, sample: [Int64], batch: Int,
-                     startingMaskRatio: Float = 1, randomness: inout some SamplerRandomness)
+    public func step(
+        logitsByPosition rows: [Float], codebook: Int, timestep: Int, sample: [Int64], batch: Int,
+        startingMaskRatio: Float = 1, randomness: inout some SamplerRandomness
+    )
         -> (prevSample: [Int64], predOriginal: [Int64])
     {
         let positions = sample.count / batch
@@ -79,7 +82,8 @@ public struct AmusedScheduler: Sendable {
         var probs = [Float](repeating: 0, count: batch * positions * codebook)
         rows.withUnsafeBufferPointer { lp in
             probs.withUnsafeMutableBufferPointer { pp in
-                let x = SharedPointer(UnsafeMutablePointer(mutating: lp.baseAddress!)), out = SharedPointer(pp.baseAddress!)
+                let x = SharedPointer(UnsafeMutablePointer(mutating: lp.baseAddress!)),
+                    out = SharedPointer(pp.baseAddress!)
                 Parallel.chunks(batch * positions, cost: 8 * codebook) { range in
                     for row in range {
                         let src = x.p + row * codebook, dst = out.p + row * codebook

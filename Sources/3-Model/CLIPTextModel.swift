@@ -59,8 +59,9 @@ public struct CLIPTextModel: Sendable {
         self.config = config
         let text = scope.child("text_model")
         let embeddings = text.child("embeddings")
-        tokenEmbedding = try embeddings.child("token_embedding").param("weight", [config.vocabSize, config.hiddenSize],
-                                                                              use: .embedding)
+        tokenEmbedding = try embeddings.child("token_embedding").param(
+            "weight", [config.vocabSize, config.hiddenSize],
+            use: .embedding)
         positionEmbedding = try embeddings.child("position_embedding").param(
             "weight", [config.maxPositionEmbeddings, config.hiddenSize], use: .embedding)
         var layers: [CLIPEncoderLayer] = []
@@ -69,8 +70,9 @@ public struct CLIPTextModel: Sendable {
         }
         self.layers = layers
         finalLayerNorm = try LayerNorm(text.child("final_layer_norm"), dim: config.hiddenSize, eps: config.layerNormEps)
-        textProjection = try Linear(scope.child("text_projection"), in: config.hiddenSize, out: config.projectionDim,
-                                    bias: false)
+        textProjection = try Linear(
+            scope.child("text_projection"), in: config.hiddenSize, out: config.projectionDim,
+            bias: false)
     }
 
     /// Every parameter the config implies, in declaration order.
@@ -93,7 +95,9 @@ public struct CLIPTextModel: Sendable {
 
     /// Token + position embeddings [batch·length, hidden] of `batch` rows of ids, after checking them.
     func embeddings(_ ids: [Int64], batch: Int) throws(ModelError) -> (x: [Float], length: Int) {
-        guard batch > 0, ids.count % batch == 0 else { throw .invalidInput("\(ids.count) ids do not split into \(batch) rows") }
+        guard batch > 0, ids.count % batch == 0 else {
+            throw .invalidInput("\(ids.count) ids do not split into \(batch) rows")
+        }
         let length = ids.count / batch
         let d = config.hiddenSize
         guard length <= config.maxPositionEmbeddings else {
@@ -109,7 +113,9 @@ public struct CLIPTextModel: Sendable {
                 for t in 0..<length {
                     let id = Int(ids[b * length + t]), row = xp.baseAddress! + (b * length + t) * d
                     tokenEmbedding.rows(id..<(id + 1), into: row)
-                    position.withUnsafeMutableBufferPointer { positionEmbedding.rows(t..<(t + 1), into: $0.baseAddress!) }
+                    position.withUnsafeMutableBufferPointer {
+                        positionEmbedding.rows(t..<(t + 1), into: $0.baseAddress!)
+                    }
                     for i in 0..<d { row[i] += position[i] }
                 }
             }
@@ -118,7 +124,8 @@ public struct CLIPTextModel: Sendable {
     }
 
     /// Encodes `batch` rows of token ids (each of any length up to 77, usually 77).
-    public func callAsFunction(_ ids: [Int64], batch: Int, trace: Trace? = nil) throws(ModelError) -> TextEncoderOutput {
+    public func callAsFunction(_ ids: [Int64], batch: Int, trace: Trace? = nil) throws(ModelError) -> TextEncoderOutput
+    {
         var (x, length) = try embeddings(ids, batch: batch)
         let d = config.hiddenSize
         trace?.record("text_model.embeddings", x, [batch, length, d])
@@ -175,7 +182,11 @@ struct CLIPEncoderLayer: Sendable {
         layerNorm2(&m)
         var inner = fc1(m, rows: batch * length)
         inner.withUnsafeMutableBufferPointer { p in
-            if quickGelu { Kernels.quickGelu(p.baseAddress!, count: p.count) } else { Kernels.gelu(p.baseAddress!, count: p.count) }
+            if quickGelu {
+                Kernels.quickGelu(p.baseAddress!, count: p.count)
+            } else {
+                Kernels.gelu(p.baseAddress!, count: p.count)
+            }
         }
         var y = fc2(inner, rows: batch * length)
         Ops.add(&y, out)

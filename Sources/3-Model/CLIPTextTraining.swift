@@ -20,8 +20,11 @@ extension CLIPTextModel {
     public func trainingForward(_ ids: [Int64], batch: Int, lora: LoRAAdapters) throws(ModelError)
         -> (output: TextEncoderOutput, cache: TrainingCache)
     {
-        guard lora.component == "text_encoder", lora.adapters.map(\.module) == (try LoRAAdapters.targets(config)).map(\.module),
-              lora.adapters.allSatisfy({ $0.a.count == lora.rank * $0.inFeatures && $0.b.count == $0.outFeatures * lora.rank })
+        guard lora.component == "text_encoder",
+            lora.adapters.map(\.module) == (try LoRAAdapters.targets(config)).map(\.module),
+            lora.adapters.allSatisfy({
+                $0.a.count == lora.rank * $0.inFeatures && $0.b.count == $0.outFeatures * lora.rank
+            })
         else {
             throw .invalidInput("the adapters were made for a different text encoder config")
         }
@@ -45,9 +48,12 @@ extension CLIPTextModel {
             for i in 0..<d { pooled[b * d + i] = x[at * d + i] }
         }
         let embeds = textProjection(pooled, rows: batch)
-        return (TextEncoderOutput(penultimateHiddenStates: penultimate, textEmbeds: embeds),
-                TrainingCache(run: run, layers: caches, finalInput: finalInput, pooledRows: rows, batch: batch,
-                              length: length))
+        return (
+            TextEncoderOutput(penultimateHiddenStates: penultimate, textEmbeds: embeds),
+            TrainingCache(
+                run: run, layers: caches, finalInput: finalInput, pooledRows: rows, batch: batch,
+                length: length)
+        )
     }
 
     /// ∂L/∂A and ∂L/∂B of every adapter, given ∂L/∂hidden_states[-2] and ∂L/∂text_embeds.
@@ -63,7 +69,9 @@ extension CLIPTextModel {
         }
         var g = finalLayerNorm.backward(input: c.finalInput, dy: dNormed)
         for i in layers.indices.reversed() {
-            guard let dx = layers[i].trainingBackward(g, cache: c.layers[i], run: c.run, needInput: i > 0) else { break }
+            guard let dx = layers[i].trainingBackward(g, cache: c.layers[i], run: c.run, needInput: i > 0) else {
+                break
+            }
             g = dx
             // hidden_states[-2] is the last layer's input: its gradient joins below that layer.
             if i == layers.count - 1 { Ops.add(&g, dPenultimate) }
@@ -83,8 +91,9 @@ extension CLIPEncoderLayer {
     func trainingForward(_ x: [Float], batch: Int, length: Int, run: LoRARun) -> ([Float], Cache) {
         var h = x
         layerNorm1(&h)
-        let (a, ac) = attention.trainingForward(h, batch: batch, queries: length, context: nil, keys: length,
-                                                causal: true, run: run)
+        let (a, ac) = attention.trainingForward(
+            h, batch: batch, queries: length, context: nil, keys: length,
+            causal: true, run: run)
         var out = a
         Ops.add(&out, x)
         var m = out
@@ -92,7 +101,11 @@ extension CLIPEncoderLayer {
         let pre = fc1(m, rows: batch * length)
         var inner = pre
         inner.withUnsafeMutableBufferPointer { p in
-            if quickGelu { Kernels.quickGelu(p.baseAddress!, count: p.count) } else { Kernels.gelu(p.baseAddress!, count: p.count) }
+            if quickGelu {
+                Kernels.quickGelu(p.baseAddress!, count: p.count)
+            } else {
+                Kernels.gelu(p.baseAddress!, count: p.count)
+            }
         }
         var y = fc2(inner, rows: batch * length)
         Ops.add(&y, out)
@@ -103,13 +116,15 @@ extension CLIPEncoderLayer {
     func trainingBackward(_ dy: [Float], cache c: Cache, run: LoRARun, needInput: Bool) -> [Float]? {
         let rows = c.x.count / layerNorm1.dim
         var dInner = fc2.backwardInput(dy, rows: rows)
-        c.preActivation.withUnsafeBufferPointer { xp in dInner.withUnsafeMutableBufferPointer { gp in
-            if quickGelu {
-                Kernels.quickGeluBackward(x: xp.baseAddress!, dy: gp.baseAddress!, count: gp.count)
-            } else {
-                Kernels.geluBackward(x: xp.baseAddress!, dy: gp.baseAddress!, count: gp.count)
+        c.preActivation.withUnsafeBufferPointer { xp in
+            dInner.withUnsafeMutableBufferPointer { gp in
+                if quickGelu {
+                    Kernels.quickGeluBackward(x: xp.baseAddress!, dy: gp.baseAddress!, count: gp.count)
+                } else {
+                    Kernels.geluBackward(x: xp.baseAddress!, dy: gp.baseAddress!, count: gp.count)
+                }
             }
-        } }
+        }
         var dOut = layerNorm2.backward(input: c.afterAttention, dy: fc1.backwardInput(dInner, rows: rows))
         Ops.add(&dOut, dy)
         guard let dh = attention.trainingBackward(dOut, cache: c.attention, run: run, needInput: needInput).input
@@ -123,8 +138,10 @@ extension CLIPEncoderLayer {
 extension UVit2DModel {
     /// The masked-token loss with the text encoder in the step: `textIds` [batch, L] are encoded with `textLoRA`
     /// applied (replacing the batch's text inputs), and the gradients of both sets of adapters are returned.
-    public func maskedTokenLoss(_ batch: MaskedTokenBatch, lora: LoRAAdapters, textEncoder: CLIPTextModel,
-                                textIds: [Int64], textLoRA: LoRAAdapters) throws(ModelError)
+    public func maskedTokenLoss(
+        _ batch: MaskedTokenBatch, lora: LoRAAdapters, textEncoder: CLIPTextModel,
+        textIds: [Int64], textLoRA: LoRAAdapters
+    ) throws(ModelError)
         -> (loss: Float, transformer: LoRAGradients, textEncoder: LoRAGradients)
     {
         let (text, cache) = try textEncoder.trainingForward(textIds, batch: batch.batch, lora: textLoRA)
@@ -132,8 +149,9 @@ extension UVit2DModel {
         b.encoderHiddenStates = text.penultimateHiddenStates
         b.pooledTextEmb = text.textEmbeds
         let r = try train(b, lora: lora, textGradients: true)
-        let textGradients = textEncoder.trainingBackward(penultimate: r.encoderHiddenStates!,
-                                                          textEmbeds: r.pooledTextEmb!, cache: cache)
+        let textGradients = textEncoder.trainingBackward(
+            penultimate: r.encoderHiddenStates!,
+            textEmbeds: r.pooledTextEmb!, cache: cache)
         return (r.loss, r.lora!, textGradients)
     }
 }

@@ -36,8 +36,9 @@ public struct CLIPTokenizer: Sendable {
             throw .invalidConfig("vocab.json lacks <|startoftext|> or <|endoftext|>")
         }
         guard let pad = vocab[padToken] else { throw .invalidConfig("vocab.json lacks the pad token \(padToken)") }
-        let lines = mergesText.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n",
-                                                                                      omittingEmptySubsequences: false)
+        let lines = mergesText.trimmingCharacters(in: .whitespacesAndNewlines).split(
+            separator: "\n",
+            omittingEmptySubsequences: false)
         var ranks: [Pair: Int] = [:]
         for (rank, line) in lines.dropFirst().prefix(49152 - 256 - 2).enumerated() {
             let parts = line.split(separator: " ")
@@ -101,7 +102,10 @@ public struct CLIPTokenizer: Sendable {
         return ids
     }
 
-    enum Piece { case special(Int), text(String) }
+    enum Piece {
+        case special(Int)
+        case text(String)
+    }
 
     func splitOnSpecialTokens(_ text: String) -> [Piece] {
         var pieces: [Piece] = []
@@ -157,7 +161,9 @@ public struct CLIPTokenizer: Sendable {
                 i += 1
                 continue
             } else {
-                while j < scalars.count, !isWhitespace(scalars[j]), !isLetter(scalars[j]), !isNumber(scalars[j]) { j += 1 }
+                while j < scalars.count, !isWhitespace(scalars[j]), !isLetter(scalars[j]), !isNumber(scalars[j]) {
+                    j += 1
+                }
             }
             tokens.append(String(String.UnicodeScalarView(scalars[i..<j])))
             i = j
@@ -226,15 +232,27 @@ enum TextCleaner {
         text = fixMojibake(text)
         var out = String.UnicodeScalarView()
         for s in text.unicodeScalars {
-            if let lig = ligatures[s.value] { out.append(contentsOf: lig.unicodeScalars); continue }
-            if s.value == 0x3000 { out.append(" "); continue }
+            if let lig = ligatures[s.value] {
+                out.append(contentsOf: lig.unicodeScalars)
+                continue
+            }
+            if s.value == 0x3000 {
+                out.append(" ")
+                continue
+            }
             if (0xFF01...0xFFEF).contains(s.value) {
                 let nfkc = String(s).precomposedStringWithCompatibilityMapping
                 out.append(contentsOf: nfkc.unicodeScalars)
                 continue
             }
-            if s.value == 0x02BC || (0x2018...0x201B).contains(s.value) { out.append("'"); continue }
-            if (0x201C...0x201F).contains(s.value) { out.append("\""); continue }
+            if s.value == 0x02BC || (0x2018...0x201B).contains(s.value) {
+                out.append("'")
+                continue
+            }
+            if (0x201C...0x201F).contains(s.value) {
+                out.append("\"")
+                continue
+            }
             if isRemovedControl(s.value) { continue }
             out.append(s)
         }
@@ -315,9 +333,16 @@ enum TextCleaner {
         var out = String.UnicodeScalarView()
         var scalars = text.unicodeScalars.makeIterator()
         while let s = scalars.next() {
-            guard s == "\u{1B}" else { out.append(s); continue }
+            guard s == "\u{1B}" else {
+                out.append(s)
+                continue
+            }
             guard let open = scalars.next() else { break }
-            guard open == "[" else { out.append(s); out.append(open); continue }
+            guard open == "[" else {
+                out.append(s)
+                out.append(open)
+                continue
+            }
             while let t = scalars.next(), !(0x40...0x7E).contains(t.value) {}
         }
         return String(out)

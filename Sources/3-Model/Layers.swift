@@ -27,9 +27,10 @@ struct Linear: Sendable {
     let outFeatures: Int
 
     init(_ scope: ParameterScope, in inFeatures: Int, out outFeatures: Int, bias: Bool) throws(ModelError) {
-        self.init(weight: try scope.param("weight", [outFeatures, inFeatures], use: .linear),
-                  bias: try scope.param("bias", [outFeatures], if: bias), inFeatures: inFeatures,
-                  outFeatures: outFeatures)
+        self.init(
+            weight: try scope.param("weight", [outFeatures, inFeatures], use: .linear),
+            bias: try scope.param("bias", [outFeatures], if: bias), inFeatures: inFeatures,
+            outFeatures: outFeatures)
     }
 
     init(weight: Param, bias: Param?, inFeatures: Int, outFeatures: Int) {
@@ -55,8 +56,9 @@ struct Linear: Sendable {
         guard rows > 0 else { return }
         // A quantized weight is widened into a pooled buffer for the product, so it stays small in memory.
         weight.withFloats { w in
-            Kernels.sgemm(m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, b: w, ldb: inFeatures,
-                          transposeB: true, c: y, ldc: ldy)
+            Kernels.sgemm(
+                m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, b: w, ldb: inFeatures,
+                transposeB: true, c: y, ldc: ldy)
         }
         if let bias {
             for r in 0..<rows {
@@ -77,10 +79,13 @@ struct Conv2d: Sendable {
     let stride: Int
     let padding: Kernels.Padding
 
-    init(_ scope: ParameterScope, in inChannels: Int, out outChannels: Int, kernel: Int, stride: Int = 1,
-         padding: Kernels.Padding = .same(0), bias: Bool) throws(ModelError) {
-        self.weight = try scope.param("weight", [outChannels, inChannels, kernel, kernel],
-                                      use: kernel == 1 ? .linear : .conv)
+    init(
+        _ scope: ParameterScope, in inChannels: Int, out outChannels: Int, kernel: Int, stride: Int = 1,
+        padding: Kernels.Padding = .same(0), bias: Bool
+    ) throws(ModelError) {
+        self.weight = try scope.param(
+            "weight", [outChannels, inChannels, kernel, kernel],
+            use: kernel == 1 ? .linear : .conv)
         self.bias = try scope.param("bias", [outChannels], if: bias)
         self.inChannels = inChannels
         self.outChannels = outChannels
@@ -90,22 +95,28 @@ struct Conv2d: Sendable {
     }
 
     func outputSize(height: Int, width: Int) -> (Int, Int) {
-        (Kernels.convOutputSize(height, kernel: kernel, stride: stride, padBefore: padding.top, padAfter: padding.bottom),
-         Kernels.convOutputSize(width, kernel: kernel, stride: stride, padBefore: padding.left, padAfter: padding.right))
+        (
+            Kernels.convOutputSize(
+                height, kernel: kernel, stride: stride, padBefore: padding.top, padAfter: padding.bottom),
+            Kernels.convOutputSize(
+                width, kernel: kernel, stride: stride, padBefore: padding.left, padAfter: padding.right)
+        )
     }
 
     /// Applies the convolution to a batch of NCHW images; returns the output and its spatial size.
-    func callAsFunction(_ x: [Float], batch: Int, height: Int, width: Int) -> (values: [Float], height: Int, width: Int) {
+    func callAsFunction(_ x: [Float], batch: Int, height: Int, width: Int) -> (values: [Float], height: Int, width: Int)
+    {
         let (ho, wo) = outputSize(height: height, width: width)
         var y = [Float](repeating: 0, count: batch * outChannels * ho * wo)
         x.withUnsafeBufferPointer { xp in
             y.withUnsafeMutableBufferPointer { yp in
                 weight.withFloats { w in
                     for b in 0..<batch {
-                        Kernels.conv2d(input: xp.baseAddress! + b * inChannels * height * width, channels: inChannels,
-                                       height: height, width: width, weight: w, outChannels: outChannels,
-                                       kernel: kernel, stride: stride, padding: padding, bias: bias?.p,
-                                       output: yp.baseAddress! + b * outChannels * ho * wo)
+                        Kernels.conv2d(
+                            input: xp.baseAddress! + b * inChannels * height * width, channels: inChannels,
+                            height: height, width: width, weight: w, outChannels: outChannels,
+                            kernel: kernel, stride: stride, padding: padding, bias: bias?.p,
+                            output: yp.baseAddress! + b * outChannels * ho * wo)
                     }
                 }
             }
@@ -128,7 +139,9 @@ struct RMSNorm: Sendable {
 
     func callAsFunction(_ x: inout [Float]) {
         let rows = x.count / dim
-        x.withUnsafeMutableBufferPointer { Kernels.rmsNorm($0.baseAddress!, rows: rows, dim: dim, eps: eps, weight: weight?.p) }
+        x.withUnsafeMutableBufferPointer {
+            Kernels.rmsNorm($0.baseAddress!, rows: rows, dim: dim, eps: eps, weight: weight?.p)
+        }
     }
 }
 
@@ -176,8 +189,9 @@ struct GroupNorm: Sendable {
     func callAsFunction(_ x: inout [Float], batch: Int, spatial: Int, silu: Bool = false) {
         x.withUnsafeMutableBufferPointer { xp in
             for b in 0..<batch {
-                Kernels.groupNorm(xp.baseAddress! + b * channels * spatial, channels: channels, spatial: spatial,
-                                  groups: groups, eps: eps, weight: weight.p, bias: bias.p, silu: silu)
+                Kernels.groupNorm(
+                    xp.baseAddress! + b * channels * spatial, channels: channels, spatial: spatial,
+                    groups: groups, eps: eps, weight: weight.p, bias: bias.p, silu: silu)
             }
         }
     }
@@ -193,14 +207,17 @@ struct MultiHeadAttention: Sendable {
     let heads: Int
     let headDim: Int
 
-    init(_ scope: ParameterScope, queryDim: Int, contextDim: Int, heads: Int, headDim: Int, bias: Bool,
-         outBias: Bool) throws(ModelError) {
+    init(
+        _ scope: ParameterScope, queryDim: Int, contextDim: Int, heads: Int, headDim: Int, bias: Bool,
+        outBias: Bool
+    ) throws(ModelError) {
         let inner = heads * headDim
-        self.init(toQ: try Linear(scope.child("to_q"), in: queryDim, out: inner, bias: bias),
-                  toK: try Linear(scope.child("to_k"), in: contextDim, out: inner, bias: bias),
-                  toV: try Linear(scope.child("to_v"), in: contextDim, out: inner, bias: bias),
-                  toOut: try Linear(scope.child("to_out").child("0"), in: inner, out: queryDim, bias: outBias),
-                  heads: heads, headDim: headDim)
+        self.init(
+            toQ: try Linear(scope.child("to_q"), in: queryDim, out: inner, bias: bias),
+            toK: try Linear(scope.child("to_k"), in: contextDim, out: inner, bias: bias),
+            toV: try Linear(scope.child("to_v"), in: contextDim, out: inner, bias: bias),
+            toOut: try Linear(scope.child("to_out").child("0"), in: inner, out: queryDim, bias: outBias),
+            heads: heads, headDim: headDim)
     }
 
     init(toQ: Linear, toK: Linear, toV: Linear, toOut: Linear, heads: Int, headDim: Int) {
@@ -218,8 +235,10 @@ struct MultiHeadAttention: Sendable {
     }
 
     /// Attention of `x` ([batch·queries, queryDim]) over precomputed keys/values ([batch·keys, inner]).
-    func callAsFunction(_ x: [Float], batch: Int, queries: Int, k: [Float], v: [Float], keys: Int,
-                        causal: Bool = false) -> [Float] {
+    func callAsFunction(
+        _ x: [Float], batch: Int, queries: Int, k: [Float], v: [Float], keys: Int,
+        causal: Bool = false
+    ) -> [Float] {
         let inner = heads * headDim
         let q = toQ(x, rows: batch * queries)
         var attended = [Float](repeating: 0, count: batch * queries * inner)
@@ -227,10 +246,11 @@ struct MultiHeadAttention: Sendable {
             k.withUnsafeBufferPointer { kp in
                 v.withUnsafeBufferPointer { vp in
                     attended.withUnsafeMutableBufferPointer { op in
-                        Kernels.attention(q: qp.baseAddress!, qStride: inner, k: kp.baseAddress!, kStride: inner,
-                                          v: vp.baseAddress!, vStride: inner, batch: batch, queries: queries,
-                                          keys: keys, heads: heads, headDim: headDim, causal: causal,
-                                          output: op.baseAddress!, outStride: inner)
+                        Kernels.attention(
+                            q: qp.baseAddress!, qStride: inner, k: kp.baseAddress!, kStride: inner,
+                            v: vp.baseAddress!, vStride: inner, batch: batch, queries: queries,
+                            keys: keys, heads: heads, headDim: headDim, causal: causal,
+                            output: op.baseAddress!, outStride: inner)
                     }
                 }
             }
@@ -248,9 +268,11 @@ struct MultiHeadAttention: Sendable {
 /// Element-wise helpers on arrays.
 enum Ops {
     static func add(_ a: inout [Float], _ b: [Float]) {
-        a.withUnsafeMutableBufferPointer { ap in b.withUnsafeBufferPointer { bp in
-            Kernels.add(ap.baseAddress!, bp.baseAddress!, count: ap.count)
-        } }
+        a.withUnsafeMutableBufferPointer { ap in
+            b.withUnsafeBufferPointer { bp in
+                Kernels.add(ap.baseAddress!, bp.baseAddress!, count: ap.count)
+            }
+        }
     }
 
     static func silu(_ x: [Float]) -> [Float] {

@@ -63,27 +63,32 @@ public struct LoRAAdapters: Sendable, Equatable {
     /// Adapters for every target of `config`, initialised as PEFT does by default: A ~ U(−1/√in, 1/√in) (kaiming
     /// uniform with a = √5), B = 0, so training starts from the unchanged model. `uniform` draws U(0, 1).
     public init(config: UVit2DConfig, rank: Int, alpha: Float, uniform: () -> Float) throws(ModelError) {
-        try self.init(component: "transformer", targets: try Self.targets(config), rank: rank, alpha: alpha,
-                      uniform: uniform)
+        try self.init(
+            component: "transformer", targets: try Self.targets(config), rank: rank, alpha: alpha,
+            uniform: uniform)
     }
 
     /// Text-encoder adapters, initialised the same way.
     public init(textConfig: CLIPTextConfig, rank: Int, alpha: Float, uniform: () -> Float) throws(ModelError) {
-        try self.init(component: "text_encoder", targets: try Self.targets(textConfig), rank: rank, alpha: alpha,
-                      uniform: uniform)
+        try self.init(
+            component: "text_encoder", targets: try Self.targets(textConfig), rank: rank, alpha: alpha,
+            uniform: uniform)
     }
 
     init(component: String, targets: [Target], rank: Int, alpha: Float, uniform: () -> Float) throws(ModelError) {
         guard rank > 0 else { throw .invalidConfig("the LoRA rank must be positive, not \(rank)") }
-        guard alpha.isFinite, alpha > 0 else { throw .invalidConfig("lora_alpha must be a positive number, not \(alpha)") }
+        guard alpha.isFinite, alpha > 0 else {
+            throw .invalidConfig("lora_alpha must be a positive number, not \(alpha)")
+        }
         self.component = component
         self.rank = rank
         self.alpha = alpha
         adapters = targets.map { t in
             let bound = 1 / Float(t.inFeatures).squareRoot()
-            return Adapter(module: t.module, inFeatures: t.inFeatures, outFeatures: t.outFeatures,
-                           a: (0..<(rank * t.inFeatures)).map { _ in (2 * uniform() - 1) * bound },
-                           b: [Float](repeating: 0, count: t.outFeatures * rank))
+            return Adapter(
+                module: t.module, inFeatures: t.inFeatures, outFeatures: t.outFeatures,
+                a: (0..<(rank * t.inFeatures)).map { _ in (2 * uniform() - 1) * bound },
+                b: [Float](repeating: 0, count: t.outFeatures * rank))
         }
     }
 
@@ -92,16 +97,18 @@ public struct LoRAAdapters: Sendable, Equatable {
     public init(config: UVit2DConfig, rank: Int, alpha: Float, values: [String: (a: [Float], b: [Float])])
         throws(ModelError)
     {
-        try self.init(component: "transformer", targets: try Self.targets(config), rank: rank, alpha: alpha,
-                      values: values)
+        try self.init(
+            component: "transformer", targets: try Self.targets(config), rank: rank, alpha: alpha,
+            values: values)
     }
 
     /// Text-encoder adapters with the given values.
     public init(textConfig: CLIPTextConfig, rank: Int, alpha: Float, values: [String: (a: [Float], b: [Float])])
         throws(ModelError)
     {
-        try self.init(component: "text_encoder", targets: try Self.targets(textConfig), rank: rank, alpha: alpha,
-                      values: values)
+        try self.init(
+            component: "text_encoder", targets: try Self.targets(textConfig), rank: rank, alpha: alpha,
+            values: values)
     }
 
     init(component: String, targets: [Target], rank: Int, alpha: Float, values: [String: (a: [Float], b: [Float])])
@@ -117,15 +124,19 @@ public struct LoRAAdapters: Sendable, Equatable {
         for t in targets {
             guard let v = values[t.module] else { throw .missingParameter(t.module + ".lora_A.weight") }
             guard v.a.count == rank * t.inFeatures else {
-                throw .shapeMismatch(key: t.module + ".lora_A.weight", expected: [rank, t.inFeatures],
-                                     found: [v.a.count])
+                throw .shapeMismatch(
+                    key: t.module + ".lora_A.weight", expected: [rank, t.inFeatures],
+                    found: [v.a.count])
             }
             guard v.b.count == t.outFeatures * rank else {
-                throw .shapeMismatch(key: t.module + ".lora_B.weight", expected: [t.outFeatures, rank],
-                                     found: [v.b.count])
+                throw .shapeMismatch(
+                    key: t.module + ".lora_B.weight", expected: [t.outFeatures, rank],
+                    found: [v.b.count])
             }
-            adapters.append(Adapter(module: t.module, inFeatures: t.inFeatures, outFeatures: t.outFeatures,
-                                    a: v.a, b: v.b))
+            adapters.append(
+                Adapter(
+                    module: t.module, inFeatures: t.inFeatures, outFeatures: t.outFeatures,
+                    a: v.a, b: v.b))
         }
         self.component = component
         self.rank = rank

@@ -1,9 +1,9 @@
 // How the graph declares and receives its parameters: every layer asks a scope for its tensors by checkpoint
 // key, next to the property it fills. The same construction run without weights lists what the graph expects.
 
-import Foundation
-import AmusedKernels
 import AmusedCore
+import AmusedKernels
+import Foundation
 
 /// Errors from building or running the model graph.
 public enum ModelError: Error, LocalizedError, Equatable, Sendable, CustomStringConvertible {
@@ -25,7 +25,7 @@ public enum ModelError: Error, LocalizedError, Equatable, Sendable, CustomString
     public var description: String {
         switch self {
         case .missingParameter(let key): "missing parameter \(key): the checkpoint does not provide it"
-        case let .shapeMismatch(key, expected, found):
+        case .shapeMismatch(let key, let expected, let found):
             "parameter \(key) has shape \(describeShape(found)) but the config implies \(describeShape(expected))"
         case .notFloat32(let key): "parameter \(key) is not contiguous float32; bind weights before building the model"
         case .invalidConfig(let message): "invalid config: \(message)"

@@ -4,6 +4,7 @@
 // are plain GEMMs and no permute happens between layers; the logits are returned NCHW like diffusers'.
 
 import AmusedKernels
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -108,8 +109,9 @@ public struct UVit2DModel: Sendable {
             throw .invalidConfig("hidden_size / block_out_channels must be divisible by their head counts")
         }
         guard c.microCondEncodeDim % 2 == 0, c.microCondEmbedDim == 5 * c.microCondEncodeDim else {
-            throw .invalidConfig("micro_cond_embed_dim (\(c.microCondEmbedDim)) must be 5 × an even "
-                + "micro_cond_encode_dim (\(c.microCondEncodeDim))")
+            throw .invalidConfig(
+                "micro_cond_embed_dim (\(c.microCondEmbedDim)) must be 5 × an even "
+                    + "micro_cond_encode_dim (\(c.microCondEncodeDim))")
         }
         config = c
         let bias = c.useBias, affine = c.lnElementwiseAffine, eps = c.layerNormEps
@@ -120,29 +122,37 @@ public struct UVit2DModel: Sendable {
         embedNorm = try RMSNorm(embed.child("layer_norm"), dim: c.inChannels, eps: eps, affine: affine)
         embedConv = try Linear.conv1x1(embed.child("conv"), in: c.inChannels, out: c.blockOutChannels, bias: bias)
         // TimestepEmbedding(micro_cond_embed_dim + cond_embed_dim → hidden): both linears take use_bias.
-        condLinear1 = try Linear(s.child("cond_embed").child("linear_1"), in: c.microCondEmbedDim + c.condEmbedDim,
-                                 out: c.hiddenSize, bias: bias)
-        condLinear2 = try Linear(s.child("cond_embed").child("linear_2"), in: c.hiddenSize, out: c.hiddenSize, bias: bias)
+        condLinear1 = try Linear(
+            s.child("cond_embed").child("linear_1"), in: c.microCondEmbedDim + c.condEmbedDim,
+            out: c.hiddenSize, bias: bias)
+        condLinear2 = try Linear(
+            s.child("cond_embed").child("linear_2"), in: c.hiddenSize, out: c.hiddenSize, bias: bias)
         downBlock = try UVitBlock(s.child("down_block"), config: c, downsample: c.downsample, upsample: false)
-        projectToHiddenNorm = try RMSNorm(s.child("project_to_hidden_norm"), dim: c.blockOutChannels, eps: eps,
-                                          affine: affine)
-        projectToHidden = try Linear(s.child("project_to_hidden"), in: c.blockOutChannels, out: c.hiddenSize, bias: bias)
+        projectToHiddenNorm = try RMSNorm(
+            s.child("project_to_hidden_norm"), dim: c.blockOutChannels, eps: eps,
+            affine: affine)
+        projectToHidden = try Linear(
+            s.child("project_to_hidden"), in: c.blockOutChannels, out: c.hiddenSize, bias: bias)
         var layers: [UVitTransformerLayer] = []
         for i in 0..<c.numHiddenLayers {
             layers.append(try UVitTransformerLayer(s.child("transformer_layers").child("\(i)"), config: c))
         }
         self.layers = layers
-        projectFromHiddenNorm = try RMSNorm(s.child("project_from_hidden_norm"), dim: c.hiddenSize, eps: eps,
-                                            affine: affine)
-        projectFromHidden = try Linear(s.child("project_from_hidden"), in: c.hiddenSize, out: c.blockOutChannels,
-                                       bias: bias)
+        projectFromHiddenNorm = try RMSNorm(
+            s.child("project_from_hidden_norm"), dim: c.hiddenSize, eps: eps,
+            affine: affine)
+        projectFromHidden = try Linear(
+            s.child("project_from_hidden"), in: c.hiddenSize, out: c.blockOutChannels,
+            bias: bias)
         upBlock = try UVitBlock(s.child("up_block"), config: c, downsample: false, upsample: c.upsample)
         // ConvMlmLayer: conv1 goes block_out → in_channels, conv2 in_channels → codebook.
-        mlmConv1 = try Linear.conv1x1(s.child("mlm_layer").child("conv1"), in: c.blockOutChannels, out: c.inChannels,
-                                      bias: bias)
+        mlmConv1 = try Linear.conv1x1(
+            s.child("mlm_layer").child("conv1"), in: c.blockOutChannels, out: c.inChannels,
+            bias: bias)
         mlmNorm = try RMSNorm(s.child("mlm_layer").child("layer_norm"), dim: c.inChannels, eps: eps, affine: affine)
-        mlmConv2 = try Linear.conv1x1(s.child("mlm_layer").child("conv2"), in: c.inChannels, out: c.codebookSize,
-                                      bias: bias)
+        mlmConv2 = try Linear.conv1x1(
+            s.child("mlm_layer").child("conv2"), in: c.inChannels, out: c.codebookSize,
+            bias: bias)
     }
 
     /// Every parameter the config implies, in declaration order.
@@ -174,22 +184,29 @@ public struct UVit2DModel: Sendable {
     /// Computes the step-invariant work: projected text, the conditioning vector, every cross-attention K/V and
     /// every AdaLN modulation. `encoderHiddenStates` [B, L, encoder_hidden_size], `pooledTextEmb` [B, cond_embed_dim],
     /// `microConds` [B, 5] = [width, height, crop top, crop left, aesthetic score].
-    public func conditioning(encoderHiddenStates: [Float], pooledTextEmb: [Float], microConds: [Float], batch: Int,
-                             trace: Trace? = nil) throws(ModelError) -> UVitConditioning {
-        try conditioning(encoderHiddenStates: encoderHiddenStates, pooledTextEmb: pooledTextEmb, microConds: microConds,
-                         batch: batch, trace: trace, keysAndValues: true)
+    public func conditioning(
+        encoderHiddenStates: [Float], pooledTextEmb: [Float], microConds: [Float], batch: Int,
+        trace: Trace? = nil
+    ) throws(ModelError) -> UVitConditioning {
+        try conditioning(
+            encoderHiddenStates: encoderHiddenStates, pooledTextEmb: pooledTextEmb, microConds: microConds,
+            batch: batch, trace: trace, keysAndValues: true)
     }
 
     /// The same; without `keysAndValues` the cross-attention K/V are left empty (training recomputes them with its
     /// adapters).
-    func conditioning(encoderHiddenStates: [Float], pooledTextEmb: [Float], microConds: [Float], batch: Int,
-                      trace: Trace?, keysAndValues: Bool) throws(ModelError) -> UVitConditioning {
+    func conditioning(
+        encoderHiddenStates: [Float], pooledTextEmb: [Float], microConds: [Float], batch: Int,
+        trace: Trace?, keysAndValues: Bool
+    ) throws(ModelError) -> UVitConditioning {
         let c = config
         guard batch > 0, encoderHiddenStates.count % (batch * c.encoderHiddenSize) == 0,
-              pooledTextEmb.count == batch * c.condEmbedDim, microConds.count == batch * 5
+            pooledTextEmb.count == batch * c.condEmbedDim, microConds.count == batch * 5
         else {
-            throw .invalidInput("conditioning shapes do not match batch \(batch): encoder_hidden_states "
-                + "\(encoderHiddenStates.count), pooled_text_emb \(pooledTextEmb.count), micro_conds \(microConds.count)")
+            throw .invalidInput(
+                "conditioning shapes do not match batch \(batch): encoder_hidden_states "
+                    + "\(encoderHiddenStates.count), pooled_text_emb \(pooledTextEmb.count), micro_conds \(microConds.count)"
+            )
         }
         let length = encoderHiddenStates.count / (batch * c.encoderHiddenSize)
         var e = encoderProj(encoderHiddenStates, rows: batch * length)
@@ -200,7 +217,9 @@ public struct UVit2DModel: Sendable {
         let width = c.condEmbedDim + c.microCondEmbedDim
         for b in 0..<batch {
             for i in 0..<c.condEmbedDim { condInput[b * width + i] = pooledTextEmb[b * c.condEmbedDim + i] }
-            for i in 0..<c.microCondEmbedDim { condInput[b * width + c.condEmbedDim + i] = micro[b * c.microCondEmbedDim + i] }
+            for i in 0..<c.microCondEmbedDim {
+                condInput[b * width + c.condEmbedDim + i] = micro[b * c.microCondEmbedDim + i]
+            }
         }
         let hidden = Ops.silu(condLinear1(condInput, rows: batch))
         let cond = condLinear2(hidden, rows: batch)
@@ -211,9 +230,10 @@ public struct UVit2DModel: Sendable {
             batch: batch, textLength: length,
             layerKV: keysAndValues ? layers.map { $0.attn2.keysAndValues(e, rows: batch * length) } : [],
             layerAdaLN: layers.map { layer in
-                LayerModulation(norm1: layer.norm1.modulation(siluCond, batch: batch),
-                                norm2: layer.norm2.modulation(siluCond, batch: batch),
-                                norm3: layer.norm3.modulation(siluCond, batch: batch))
+                LayerModulation(
+                    norm1: layer.norm1.modulation(siluCond, batch: batch),
+                    norm2: layer.norm2.modulation(siluCond, batch: batch),
+                    norm3: layer.norm3.modulation(siluCond, batch: batch))
             },
             downKV: keysAndValues ? downBlock.keysAndValues(e, batch: batch, length: length) : [],
             upKV: keysAndValues ? upBlock.keysAndValues(e, batch: batch, length: length) : [],
@@ -222,15 +242,19 @@ public struct UVit2DModel: Sendable {
     }
 
     /// Logits [B, codebook, h, w] (NCHW, like diffusers) for token ids [B, h, w].
-    public func callAsFunction(_ inputIds: [Int64], height h: Int, width w: Int, conditioning cond: UVitConditioning,
-                               trace: Trace? = nil) throws(ModelError) -> [Float] {
+    public func callAsFunction(
+        _ inputIds: [Int64], height h: Int, width w: Int, conditioning cond: UVitConditioning,
+        trace: Trace? = nil
+    ) throws(ModelError) -> [Float] {
         let logits = try logitsByPosition(inputIds, height: h, width: w, conditioning: cond, trace: trace)
         return Ops.toNCHW(logits, batch: cond.batch, channels: config.codebookSize, spatial: h * w)
     }
 
     /// Logits [B, h·w, codebook] — one row per position, the layout the mlm layer computes and the sampler reads.
-    public func logitsByPosition(_ inputIds: [Int64], height h: Int, width w: Int, conditioning cond: UVitConditioning,
-                                 trace: Trace? = nil) throws(ModelError) -> [Float] {
+    public func logitsByPosition(
+        _ inputIds: [Int64], height h: Int, width w: Int, conditioning cond: UVitConditioning,
+        trace: Trace? = nil
+    ) throws(ModelError) -> [Float] {
         let c = config, batch = cond.batch
         guard inputIds.count == batch * h * w else {
             throw .invalidInput("\(inputIds.count) ids for batch \(batch) of \(h)×\(w)")
@@ -250,20 +274,23 @@ public struct UVit2DModel: Sendable {
         x = embedConv(x, rows: inputIds.count)
         trace?.record("embed", x, [batch, h, w, c.blockOutChannels])
         var (gh, gw) = (h, w)
-        x = downBlock(x, batch: batch, height: &gh, width: &gw, kv: cond.downKV, adaLN: cond.downAdaLN,
-                      textLength: cond.textLength, trace: trace, name: "down_block")
+        x = downBlock(
+            x, batch: batch, height: &gh, width: &gw, kv: cond.downKV, adaLN: cond.downAdaLN,
+            textLength: cond.textLength, trace: trace, name: "down_block")
         let tokens = gh * gw
         projectToHiddenNorm(&x)
         x = projectToHidden(x, rows: batch * tokens)
         for (i, layer) in layers.enumerated() {
-            x = layer(x, batch: batch, tokens: tokens, kv: cond.layerKV[i], adaLN: cond.layerAdaLN[i],
-                      textLength: cond.textLength)
+            x = layer(
+                x, batch: batch, tokens: tokens, kv: cond.layerKV[i], adaLN: cond.layerAdaLN[i],
+                textLength: cond.textLength)
             trace?.record("transformer_layers.\(i)", x, [batch, tokens, c.hiddenSize])
         }
         projectFromHiddenNorm(&x)
         x = projectFromHidden(x, rows: batch * tokens)
-        x = upBlock(x, batch: batch, height: &gh, width: &gw, kv: cond.upKV, adaLN: cond.upAdaLN,
-                    textLength: cond.textLength, trace: trace, name: "up_block")
+        x = upBlock(
+            x, batch: batch, height: &gh, width: &gw, kv: cond.upKV, adaLN: cond.upAdaLN,
+            textLength: cond.textLength, trace: trace, name: "up_block")
         var m = mlmConv1(x, rows: batch * gh * gw)
         mlmNorm(&m)
         let logits = mlmConv2(m, rows: batch * gh * gw)
@@ -335,30 +362,37 @@ struct UVitTransformerLayer: Sendable {
     init(_ s: ParameterScope, config c: UVit2DConfig) throws(ModelError) {
         let d = c.hiddenSize, heads = c.numAttentionHeads, bias = c.useBias
         func ada(_ name: String, _ layerNorm: Bool) throws(ModelError) -> AdaLayerNormContinuous {
-            try AdaLayerNormContinuous(s.child(name), dim: d, condDim: d, eps: c.layerNormEps,
-                                       affine: c.lnElementwiseAffine, bias: bias, layerNorm: layerNorm)
+            try AdaLayerNormContinuous(
+                s.child(name), dim: d, condDim: d, eps: c.layerNormEps,
+                affine: c.lnElementwiseAffine, bias: bias, layerNorm: layerNorm)
         }
         norm1 = try ada("norm1", false)
-        attn1 = try MultiHeadAttention(s.child("attn1"), queryDim: d, contextDim: d, heads: heads, headDim: d / heads,
-                                       bias: bias, outBias: bias)
+        attn1 = try MultiHeadAttention(
+            s.child("attn1"), queryDim: d, contextDim: d, heads: heads, headDim: d / heads,
+            bias: bias, outBias: bias)
         norm2 = try ada("norm2", false)
-        attn2 = try MultiHeadAttention(s.child("attn2"), queryDim: d, contextDim: d, heads: heads, headDim: d / heads,
-                                       bias: bias, outBias: bias)
+        attn2 = try MultiHeadAttention(
+            s.child("attn2"), queryDim: d, contextDim: d, heads: heads, headDim: d / heads,
+            bias: bias, outBias: bias)
         norm3 = try ada("norm3", true)
         inner = c.intermediateSize
         ffProj = try Linear(s.child("ff").child("net").child("0").child("proj"), in: d, out: 2 * inner, bias: bias)
         ffOut = try Linear(s.child("ff").child("net").child("2"), in: inner, out: d, bias: bias)
     }
 
-    func callAsFunction(_ x: [Float], batch: Int, tokens: Int, kv: (k: [Float], v: [Float]), adaLN: LayerModulation,
-                        textLength: Int) -> [Float] {
+    func callAsFunction(
+        _ x: [Float], batch: Int, tokens: Int, kv: (k: [Float], v: [Float]), adaLN: LayerModulation,
+        textLength: Int
+    ) -> [Float] {
         var h = x
-        var out = attn1(selfAttention: norm1(h, batch: batch, tokens: tokens, modulation: adaLN.norm1), batch: batch,
-                        tokens: tokens)
+        var out = attn1(
+            selfAttention: norm1(h, batch: batch, tokens: tokens, modulation: adaLN.norm1), batch: batch,
+            tokens: tokens)
         Ops.add(&out, h)
         h = out
-        out = attn2(norm2(h, batch: batch, tokens: tokens, modulation: adaLN.norm2), batch: batch, queries: tokens,
-                    k: kv.k, v: kv.v, keys: textLength)
+        out = attn2(
+            norm2(h, batch: batch, tokens: tokens, modulation: adaLN.norm2), batch: batch, queries: tokens,
+            k: kv.k, v: kv.v, keys: textLength)
         Ops.add(&out, h)
         h = out
         let projected = ffProj(norm3(h, batch: batch, tokens: tokens, modulation: adaLN.norm3), rows: batch * tokens)
@@ -412,9 +446,11 @@ struct UVitBlock: Sendable {
         /// The RMSNorm and 2×2 convolution of `downsample` / `upsample` (Conv2d weights are (out, in, kH, kW),
         /// ConvTranspose2d's (in, out, kH, kW): both [ch, ch, 2, 2] here).
         func resample(_ name: String) throws(ModelError) -> (RMSNorm, Param, Param?) {
-            (try RMSNorm(s.child(name).child("norm"), dim: ch, eps: c.layerNormEps, affine: c.lnElementwiseAffine),
-             try s.child(name).child("conv").param("weight", [ch, ch, 2, 2], use: .conv),
-             try s.child(name).child("conv").param("bias", [ch], if: c.useBias))
+            (
+                try RMSNorm(s.child(name).child("norm"), dim: ch, eps: c.layerNormEps, affine: c.lnElementwiseAffine),
+                try s.child(name).child("conv").param("weight", [ch, ch, 2, 2], use: .conv),
+                try s.child(name).child("conv").param("bias", [ch], if: c.useBias)
+            )
         }
         (downNorm, downConv, downBias) = downsample ? try resample("downsample") : (nil, nil, nil)
         var res: [ConvNextBlock] = [], attn: [SkipFFTransformerBlock] = []
@@ -438,19 +474,26 @@ struct UVitBlock: Sendable {
         var x = input
         downNorm(&x)
         var y = [Float](repeating: 0, count: batch * (height / 2) * (width / 2) * channels)
-        x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in downConv.withFloats { w in
-            Kernels.conv2x2Stride2NHWC(input: xp.baseAddress!, batch: batch, height: height, width: width,
-                                       channels: channels, weight: w, outChannels: channels,
-                                       bias: downBias?.p, output: yp.baseAddress!)
-        } } }
+        x.withUnsafeBufferPointer { xp in
+            y.withUnsafeMutableBufferPointer { yp in
+                downConv.withFloats { w in
+                    Kernels.conv2x2Stride2NHWC(
+                        input: xp.baseAddress!, batch: batch, height: height, width: width,
+                        channels: channels, weight: w, outChannels: channels,
+                        bias: downBias?.p, output: yp.baseAddress!)
+                }
+            }
+        }
         height /= 2
         width /= 2
         return y
     }
 
-    func callAsFunction(_ input: [Float], batch: Int, height: inout Int, width: inout Int,
-                        kv: [[(k: [Float], v: [Float])]], adaLN: [[Float]], textLength: Int, trace: Trace?,
-                        name: String) -> [Float] {
+    func callAsFunction(
+        _ input: [Float], batch: Int, height: inout Int, width: inout Int,
+        kv: [[(k: [Float], v: [Float])]], adaLN: [[Float]], textLength: Int, trace: Trace?,
+        name: String
+    ) -> [Float] {
         var x = downsampled(input, batch: batch, height: &height, width: &width)
         if downNorm != nil { trace?.record("\(name).downsample", x, [batch, height, width, channels]) }
         for i in 0..<resBlocks.count {
@@ -470,11 +513,16 @@ struct UVitBlock: Sendable {
         var x = input
         upNorm(&x)
         var y = [Float](repeating: 0, count: batch * height * width * 4 * channels)
-        x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in upConv.withFloats { w in
-            Kernels.convTranspose2x2Stride2NHWC(input: xp.baseAddress!, batch: batch, height: height, width: width,
-                                                channels: channels, weight: w, outChannels: channels,
-                                                bias: upBias?.p, output: yp.baseAddress!)
-        } } }
+        x.withUnsafeBufferPointer { xp in
+            y.withUnsafeMutableBufferPointer { yp in
+                upConv.withFloats { w in
+                    Kernels.convTranspose2x2Stride2NHWC(
+                        input: xp.baseAddress!, batch: batch, height: height, width: width,
+                        channels: channels, weight: w, outChannels: channels,
+                        bias: upBias?.p, output: yp.baseAddress!)
+                }
+            }
+        }
         height *= 2
         width *= 2
         return y
@@ -510,11 +558,14 @@ struct ConvNextBlock: Sendable {
     func callAsFunction(_ x: [Float], batch: Int, height: Int, width: Int, modulation: [Float]) -> [Float] {
         let ch = channels, tokens = height * width
         var y = [Float](repeating: 0, count: x.count)
-        x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
-            Kernels.depthwiseConv3x3NHWC(input: xp.baseAddress!, batch: batch, height: height, width: width,
-                                         channels: ch, weight: depthwise.p, bias: depthwiseBias?.p,
-                                         output: yp.baseAddress!)
-        } }
+        x.withUnsafeBufferPointer { xp in
+            y.withUnsafeMutableBufferPointer { yp in
+                Kernels.depthwiseConv3x3NHWC(
+                    input: xp.baseAddress!, batch: batch, height: height, width: width,
+                    channels: ch, weight: depthwise.p, bias: depthwiseBias?.p,
+                    output: yp.baseAddress!)
+            }
+        }
         norm(&y)
         var h = linear1(y, rows: batch * tokens)
         h.withUnsafeMutableBufferPointer { Kernels.gelu($0.baseAddress!, count: $0.count) }
@@ -578,14 +629,17 @@ struct SkipFFTransformerBlock: Sendable {
 
     init(_ s: ParameterScope, config c: UVit2DConfig) throws(ModelError) {
         let ch = c.blockOutChannels, heads = c.blockNumHeads
-        kvMapper = c.hiddenSize != ch
+        kvMapper =
+            c.hiddenSize != ch
             ? try Linear(s.child("kv_mapper"), in: c.hiddenSize, out: ch, bias: c.useBias) : nil
         norm1 = try RMSNorm(s.child("norm1"), dim: ch, eps: 1e-6, affine: true)
-        attn1 = try MultiHeadAttention(s.child("attn1"), queryDim: ch, contextDim: ch, heads: heads, headDim: ch / heads,
-                                       bias: c.useBias, outBias: c.useBias)
+        attn1 = try MultiHeadAttention(
+            s.child("attn1"), queryDim: ch, contextDim: ch, heads: heads, headDim: ch / heads,
+            bias: c.useBias, outBias: c.useBias)
         norm2 = try RMSNorm(s.child("norm2"), dim: ch, eps: 1e-6, affine: true)
-        attn2 = try MultiHeadAttention(s.child("attn2"), queryDim: ch, contextDim: ch, heads: heads, headDim: ch / heads,
-                                       bias: c.useBias, outBias: c.useBias)
+        attn2 = try MultiHeadAttention(
+            s.child("attn2"), queryDim: ch, contextDim: ch, heads: heads, headDim: ch / heads,
+            bias: c.useBias, outBias: c.useBias)
     }
 
     /// K/V of attn1 and attn2 over the (mapped) text, flattened as [k1, v1, k2, v2] pairs.
@@ -594,7 +648,9 @@ struct SkipFFTransformerBlock: Sendable {
         return [attn1.keysAndValues(context, rows: rows), attn2.keysAndValues(context, rows: rows)]
     }
 
-    func callAsFunction(_ x: [Float], batch: Int, tokens: Int, kv: [(k: [Float], v: [Float])], textLength: Int) -> [Float] {
+    func callAsFunction(_ x: [Float], batch: Int, tokens: Int, kv: [(k: [Float], v: [Float])], textLength: Int)
+        -> [Float]
+    {
         var n = x
         norm1(&n)
         var h = attn1(n, batch: batch, queries: tokens, k: kv[0].k, v: kv[0].v, keys: textLength)

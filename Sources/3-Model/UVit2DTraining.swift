@@ -32,8 +32,10 @@ public struct MaskedTokenBatch: Sendable {
     public var microConds: [Float]
 
     /// A batch from its parts (shapes are checked by the loss).
-    public init(batch: Int, height: Int, width: Int, inputIds: [Int64], labels: [Int64], encoderHiddenStates: [Float],
-                pooledTextEmb: [Float], microConds: [Float]) {
+    public init(
+        batch: Int, height: Int, width: Int, inputIds: [Int64], labels: [Int64], encoderHiddenStates: [Float],
+        pooledTextEmb: [Float], microConds: [Float]
+    ) {
         self.batch = batch
         self.height = height
         self.width = width
@@ -81,16 +83,21 @@ extension UVit2DModel {
         if let bad = batch.labels.first(where: { $0 != -100 && ($0 < 0 || $0 >= Int64(c.codebookSize)) }) {
             throw .invalidInput("label \(bad) is neither −100 (ignored) nor a code below \(c.codebookSize)")
         }
-        guard lora.component == "transformer", lora.adapters.map(\.module) == (try LoRAAdapters.targets(c)).map(\.module),
-              lora.adapters.allSatisfy({ $0.a.count == lora.rank * $0.inFeatures && $0.b.count == $0.outFeatures * lora.rank })
+        guard lora.component == "transformer",
+            lora.adapters.map(\.module) == (try LoRAAdapters.targets(c)).map(\.module),
+            lora.adapters.allSatisfy({
+                $0.a.count == lora.rank * $0.inFeatures && $0.b.count == $0.outFeatures * lora.rank
+            })
         else {
-            throw .invalidInput("the adapters were made for a different transformer config (or A/B have the wrong size)")
+            throw .invalidInput(
+                "the adapters were made for a different transformer config (or A/B have the wrong size)")
         }
         guard c.downsample == c.upsample else {
             throw .invalidConfig("training needs downsample == upsample (the logits must cover the token grid)")
         }
-        let cond = try conditioning(encoderHiddenStates: batch.encoderHiddenStates, pooledTextEmb: batch.pooledTextEmb,
-                                    microConds: batch.microConds, batch: n, trace: nil, keysAndValues: false)
+        let cond = try conditioning(
+            encoderHiddenStates: batch.encoderHiddenStates, pooledTextEmb: batch.pooledTextEmb,
+            microConds: batch.microConds, batch: n, trace: nil, keysAndValues: false)
         guard batch.inputIds.count == n * h * w else {
             throw .invalidInput("\(batch.inputIds.count) ids for batch \(n) of \(h)×\(w)")
         }
@@ -121,8 +128,9 @@ extension UVit2DModel {
         x = embedConv(x, rows: batch.inputIds.count)
 
         var (gh, gw) = (h, w)
-        let down = downBlock.trainingForward(x, batch: n, height: &gh, width: &gw, contexts: downContexts,
-                                             adaLN: cond.downAdaLN, textLength: length, run: run)
+        let down = downBlock.trainingForward(
+            x, batch: n, height: &gh, width: &gw, contexts: downContexts,
+            adaLN: cond.downAdaLN, textLength: length, run: run)
         x = down.output
         let tokens = gh * gw
         let toHiddenInput = x
@@ -130,16 +138,18 @@ extension UVit2DModel {
         x = projectToHidden(x, rows: n * tokens)
         var layerCaches: [UVitTransformerLayer.Cache] = []
         for (i, layer) in layers.enumerated() {
-            let (out, cache) = layer.trainingForward(x, batch: n, tokens: tokens, context: e, adaLN: cond.layerAdaLN[i],
-                                                     textLength: length, run: run)
+            let (out, cache) = layer.trainingForward(
+                x, batch: n, tokens: tokens, context: e, adaLN: cond.layerAdaLN[i],
+                textLength: length, run: run)
             layerCaches.append(cache)
             x = out
         }
         let fromHiddenInput = x
         projectFromHiddenNorm(&x)
         x = projectFromHidden(x, rows: n * tokens)
-        let up = upBlock.trainingForward(x, batch: n, height: &gh, width: &gw, contexts: upContexts,
-                                         adaLN: cond.upAdaLN, textLength: length, run: run)
+        let up = upBlock.trainingForward(
+            x, batch: n, height: &gh, width: &gw, contexts: upContexts,
+            adaLN: cond.upAdaLN, textLength: length, run: run)
         x = up.output
         let rows = n * gh * gw
         let m1 = mlmConv1(x, rows: rows)
@@ -150,8 +160,9 @@ extension UVit2DModel {
         let (loss, counted) = logits.withUnsafeBufferPointer { lp in
             batch.labels.withUnsafeBufferPointer { yp in
                 dLogits.withUnsafeMutableBufferPointer { gp in
-                    Kernels.softmaxCrossEntropy(logits: lp.baseAddress!, labels: yp.baseAddress!, rows: rows,
-                                                classes: c.codebookSize, dLogits: gp.baseAddress!)
+                    Kernels.softmaxCrossEntropy(
+                        logits: lp.baseAddress!, labels: yp.baseAddress!, rows: rows,
+                        classes: c.codebookSize, dLogits: gp.baseAddress!)
                 }
             }
         }
@@ -213,7 +224,9 @@ extension UVit2DModel {
         let micro = microConditioning(batch.microConds)
         for b in 0..<n {
             for i in 0..<c.condEmbedDim { condInput[b * width + i] = batch.pooledTextEmb[b * c.condEmbedDim + i] }
-            for i in 0..<c.microCondEmbedDim { condInput[b * width + c.condEmbedDim + i] = micro[b * c.microCondEmbedDim + i] }
+            for i in 0..<c.microCondEmbedDim {
+                condInput[b * width + c.condEmbedDim + i] = micro[b * c.microCondEmbedDim + i]
+            }
         }
         let h1 = condLinear1(condInput, rows: n)
         let condVector = condLinear2(Ops.silu(h1), rows: n)
@@ -236,8 +249,9 @@ extension UVit2DModel {
         for b in 0..<n {
             for i in 0..<c.condEmbedDim { dPooled[b * c.condEmbedDim + i] = dCondInput[b * width + i] }
         }
-        return MaskedTokenGradients(loss: loss, lora: gradients ? run.gradients : nil, encoderHiddenStates: dEncoder,
-                                    pooledTextEmb: dPooled)
+        return MaskedTokenGradients(
+            loss: loss, lora: gradients ? run.gradients : nil, encoderHiddenStates: dEncoder,
+            pooledTextEmb: dPooled)
     }
 }
 
@@ -274,14 +288,16 @@ final class LoRARun {
         let r = lora.rank, ad = lora.adapters[i]
         var hidden = [Float](repeating: 0, count: rows * r)
         hidden.withUnsafeMutableBufferPointer { hp in
-            Kernels.sgemm(m: rows, n: r, k: ad.inFeatures, a: x, lda: ad.inFeatures, b: ad.a, ldb: ad.inFeatures,
-                          transposeB: true, c: hp.baseAddress!, ldc: r)
+            Kernels.sgemm(
+                m: rows, n: r, k: ad.inFeatures, a: x, lda: ad.inFeatures, b: ad.a, ldb: ad.inFeatures,
+                transposeB: true, c: hp.baseAddress!, ldc: r)
         }
         // PEFT adds lora_B(lora_A(x)) * scaling to the base output: the product first, then the scale.
         var delta = [Float](repeating: 0, count: rows * ad.outFeatures)
         delta.withUnsafeMutableBufferPointer { dp in
-            Kernels.sgemm(m: rows, n: ad.outFeatures, k: r, a: hidden, lda: r, b: ad.b, ldb: r, transposeB: true,
-                          c: dp.baseAddress!, ldc: ad.outFeatures)
+            Kernels.sgemm(
+                m: rows, n: ad.outFeatures, k: r, a: hidden, lda: r, b: ad.b, ldb: r, transposeB: true,
+                c: dp.baseAddress!, ldc: ad.outFeatures)
         }
         let s = lora.scale
         for j in 0..<y.count { y[j] += delta[j] * s }
@@ -295,22 +311,26 @@ final class LoRARun {
         let r = lora.rank, ad = lora.adapters[i], s = lora.scale, rows = cache.rows
         // dB = s · dyᵀ·(A·x); d(A·x) = s · dy·B; dA = d(A·x)ᵀ·x; dx += d(A·x)·A.
         gradients.b[i].withUnsafeMutableBufferPointer { gb in
-            Kernels.sgemm(m: ad.outFeatures, n: r, k: rows, a: dy, lda: ad.outFeatures, b: hidden, ldb: r,
-                          transposeB: false, transposeA: true, c: gb.baseAddress!, ldc: r, alpha: s, beta: 1)
+            Kernels.sgemm(
+                m: ad.outFeatures, n: r, k: rows, a: dy, lda: ad.outFeatures, b: hidden, ldb: r,
+                transposeB: false, transposeA: true, c: gb.baseAddress!, ldc: r, alpha: s, beta: 1)
         }
         var dHidden = [Float](repeating: 0, count: rows * r)
         dHidden.withUnsafeMutableBufferPointer { dh in
-            Kernels.sgemm(m: rows, n: r, k: ad.outFeatures, a: dy, lda: ad.outFeatures, b: ad.b, ldb: r,
-                          transposeB: false, c: dh.baseAddress!, ldc: r, alpha: s)
+            Kernels.sgemm(
+                m: rows, n: r, k: ad.outFeatures, a: dy, lda: ad.outFeatures, b: ad.b, ldb: r,
+                transposeB: false, c: dh.baseAddress!, ldc: r, alpha: s)
         }
         gradients.a[i].withUnsafeMutableBufferPointer { ga in
-            Kernels.sgemm(m: r, n: ad.inFeatures, k: rows, a: dHidden, lda: r, b: cache.x, ldb: ad.inFeatures,
-                          transposeB: false, transposeA: true, c: ga.baseAddress!, ldc: ad.inFeatures, beta: 1)
+            Kernels.sgemm(
+                m: r, n: ad.inFeatures, k: rows, a: dHidden, lda: r, b: cache.x, ldb: ad.inFeatures,
+                transposeB: false, transposeA: true, c: ga.baseAddress!, ldc: ad.inFeatures, beta: 1)
         }
         if needInput {
             dx!.withUnsafeMutableBufferPointer { dp in
-                Kernels.sgemm(m: rows, n: ad.inFeatures, k: r, a: dHidden, lda: r, b: ad.a, ldb: ad.inFeatures,
-                              transposeB: false, c: dp.baseAddress!, ldc: ad.inFeatures, beta: 1)
+                Kernels.sgemm(
+                    m: rows, n: ad.inFeatures, k: r, a: dHidden, lda: r, b: ad.a, ldb: ad.inFeatures,
+                    transposeB: false, c: dp.baseAddress!, ldc: ad.inFeatures, beta: 1)
             }
         }
         return dx
@@ -324,8 +344,9 @@ extension Linear {
         dy.withUnsafeBufferPointer { gp in
             dx.withUnsafeMutableBufferPointer { dp in
                 weight.withFloats { wp in
-                    Kernels.sgemm(m: rows, n: inFeatures, k: outFeatures, a: gp.baseAddress!, lda: outFeatures, b: wp,
-                                  ldb: inFeatures, transposeB: false, c: dp.baseAddress!, ldc: inFeatures)
+                    Kernels.sgemm(
+                        m: rows, n: inFeatures, k: outFeatures, a: gp.baseAddress!, lda: outFeatures, b: wp,
+                        ldb: inFeatures, transposeB: false, c: dp.baseAddress!, ldc: inFeatures)
                 }
             }
         }
@@ -337,10 +358,15 @@ extension RMSNorm {
     /// ∂L/∂x given the forward's input.
     func backward(input x: [Float], dy: [Float]) -> [Float] {
         var dx = [Float](repeating: 0, count: x.count)
-        x.withUnsafeBufferPointer { xp in dy.withUnsafeBufferPointer { gp in dx.withUnsafeMutableBufferPointer { dp in
-            Kernels.rmsNormBackward(x: xp.baseAddress!, dy: gp.baseAddress!, rows: x.count / dim, dim: dim, eps: eps,
-                                    weight: weight?.p, dx: dp.baseAddress!)
-        } } }
+        x.withUnsafeBufferPointer { xp in
+            dy.withUnsafeBufferPointer { gp in
+                dx.withUnsafeMutableBufferPointer { dp in
+                    Kernels.rmsNormBackward(
+                        x: xp.baseAddress!, dy: gp.baseAddress!, rows: x.count / dim, dim: dim, eps: eps,
+                        weight: weight?.p, dx: dp.baseAddress!)
+                }
+            }
+        }
         return dx
     }
 }
@@ -349,10 +375,15 @@ extension LayerNorm {
     /// ∂L/∂x given the forward's input.
     func backward(input x: [Float], dy: [Float]) -> [Float] {
         var dx = [Float](repeating: 0, count: x.count)
-        x.withUnsafeBufferPointer { xp in dy.withUnsafeBufferPointer { gp in dx.withUnsafeMutableBufferPointer { dp in
-            Kernels.layerNormBackward(x: xp.baseAddress!, dy: gp.baseAddress!, rows: x.count / dim, dim: dim,
-                                      eps: eps, weight: weight?.p, dx: dp.baseAddress!)
-        } } }
+        x.withUnsafeBufferPointer { xp in
+            dy.withUnsafeBufferPointer { gp in
+                dx.withUnsafeMutableBufferPointer { dp in
+                    Kernels.layerNormBackward(
+                        x: xp.baseAddress!, dy: gp.baseAddress!, rows: x.count / dim, dim: dim,
+                        eps: eps, weight: weight?.p, dx: dp.baseAddress!)
+                }
+            }
+        }
         return dx
     }
 }
@@ -360,8 +391,10 @@ extension LayerNorm {
 extension AdaLayerNormContinuous {
     /// ∂L/∂x of norm(x)·(1 + scale) + shift, given the forward's input; with `modulation gradients` also
     /// ∂L/∂(scale, shift) [batch, 2·dim]: Σ over tokens of dy·norm(x), and of dy.
-    func backward(input x: [Float], dy: [Float], batch: Int, tokens: Int, modulation: [Float],
-                  modulationGradients: Bool = false) -> (dx: [Float], dModulation: [Float]?) {
+    func backward(
+        input x: [Float], dy: [Float], batch: Int, tokens: Int, modulation: [Float],
+        modulationGradients: Bool = false
+    ) -> (dx: [Float], dModulation: [Float]?) {
         var g = dy
         for b in 0..<batch {
             let scale = b * 2 * dim
@@ -399,9 +432,10 @@ extension MultiHeadAttention {
     }
 
     /// Attention of `x` over `context` (self-attention when `context` is nil), adapters applied.
-    func trainingForward(_ x: [Float], batch: Int, queries: Int, context: [Float]?, keys: Int, causal: Bool = false,
-                         run: LoRARun) -> ([Float], Cache)
-    {
+    func trainingForward(
+        _ x: [Float], batch: Int, queries: Int, context: [Float]?, keys: Int, causal: Bool = false,
+        run: LoRARun
+    ) -> ([Float], Cache) {
         let source = context ?? x
         let (q, qc) = run.forward(toQ, x, rows: batch * queries)
         let (k, kc) = run.forward(toK, source, rows: batch * keys)
@@ -409,13 +443,18 @@ extension MultiHeadAttention {
         let inner = heads * headDim
         var attended = [Float](repeating: 0, count: batch * queries * inner)
         attended.withUnsafeMutableBufferPointer { op in
-            Kernels.attention(q: q, qStride: inner, k: k, kStride: inner, v: v, vStride: inner, batch: batch,
-                              queries: queries, keys: keys, heads: heads, headDim: headDim, causal: causal,
-                              output: op.baseAddress!, outStride: inner)
+            Kernels.attention(
+                q: q, qStride: inner, k: k, kStride: inner, v: v, vStride: inner, batch: batch,
+                queries: queries, keys: keys, heads: heads, headDim: headDim, causal: causal,
+                output: op.baseAddress!, outStride: inner)
         }
         let (y, oc) = run.forward(toOut, attended, rows: batch * queries)
-        return (y, Cache(q: qc, k: kc, v: vc, out: oc, queries: q, keys: k, values: v, batch: batch,
-                         queryCount: queries, keyCount: keys, selfAttention: context == nil, causal: causal))
+        return (
+            y,
+            Cache(
+                q: qc, k: kc, v: vc, out: oc, queries: q, keys: k, values: v, batch: batch,
+                queryCount: queries, keyCount: keys, selfAttention: context == nil, causal: causal)
+        )
     }
 
     /// Collects the adapters' gradients; returns ∂L/∂x (through Q, and K and V too for self-attention) and, for
@@ -426,14 +465,17 @@ extension MultiHeadAttention {
         let dAttended = run.backward(toOut, c.out, dy: dy, needInput: true)!
         var dq = [Float](repeating: 0, count: c.queries.count), dk = [Float](repeating: 0, count: c.keys.count),
             dv = [Float](repeating: 0, count: c.values.count)
-        dq.withUnsafeMutableBufferPointer { qp in dk.withUnsafeMutableBufferPointer { kp in
-            dv.withUnsafeMutableBufferPointer { vp in
-                Kernels.attentionBackward(q: c.queries, k: c.keys, v: c.values, dOut: dAttended, batch: c.batch,
-                                          queries: c.queryCount, keys: c.keyCount, heads: heads, headDim: headDim,
-                                          causal: c.causal, dQ: qp.baseAddress!, dK: kp.baseAddress!,
-                                          dV: vp.baseAddress!)
+        dq.withUnsafeMutableBufferPointer { qp in
+            dk.withUnsafeMutableBufferPointer { kp in
+                dv.withUnsafeMutableBufferPointer { vp in
+                    Kernels.attentionBackward(
+                        q: c.queries, k: c.keys, v: c.values, dOut: dAttended, batch: c.batch,
+                        queries: c.queryCount, keys: c.keyCount, heads: heads, headDim: headDim,
+                        causal: c.causal, dQ: qp.baseAddress!, dK: kp.baseAddress!,
+                        dV: vp.baseAddress!)
+                }
             }
-        } }
+        }
         var dx = run.backward(toQ, c.q, dy: dq, needInput: needInput)
         let throughKV = c.selfAttention ? needInput : run.inputGradients
         let dxk = run.backward(toK, c.k, dy: dk, needInput: throughKV)
@@ -459,22 +501,30 @@ extension UVitTransformerLayer {
         let batch: Int, tokens: Int
     }
 
-    func trainingForward(_ x: [Float], batch: Int, tokens: Int, context: [Float], adaLN: LayerModulation, textLength: Int,
-                         run: LoRARun) -> ([Float], Cache) {
-        let (a1, c1) = attn1.trainingForward(norm1(x, batch: batch, tokens: tokens, modulation: adaLN.norm1), batch: batch,
-                                             queries: tokens, context: nil, keys: tokens, run: run)
+    func trainingForward(
+        _ x: [Float], batch: Int, tokens: Int, context: [Float], adaLN: LayerModulation, textLength: Int,
+        run: LoRARun
+    ) -> ([Float], Cache) {
+        let (a1, c1) = attn1.trainingForward(
+            norm1(x, batch: batch, tokens: tokens, modulation: adaLN.norm1), batch: batch,
+            queries: tokens, context: nil, keys: tokens, run: run)
         var h1 = a1
         Ops.add(&h1, x)
-        let (a2, c2) = attn2.trainingForward(norm2(h1, batch: batch, tokens: tokens, modulation: adaLN.norm2),
-                                             batch: batch, queries: tokens, context: context, keys: textLength, run: run)
+        let (a2, c2) = attn2.trainingForward(
+            norm2(h1, batch: batch, tokens: tokens, modulation: adaLN.norm2),
+            batch: batch, queries: tokens, context: context, keys: textLength, run: run)
         var h2 = a2
         Ops.add(&h2, h1)
         let projected = ffProj(norm3(h2, batch: batch, tokens: tokens, modulation: adaLN.norm3), rows: batch * tokens)
         let gated = Self.geglu(projected, rows: batch * tokens, inner: inner)
         var out = ffOut(gated, rows: batch * tokens)
         Ops.add(&out, h2)
-        return (out, Cache(h0: x, h1: h1, h2: h2, attn1: c1, attn2: c2, projected: projected, adaLN: adaLN,
-                           batch: batch, tokens: tokens))
+        return (
+            out,
+            Cache(
+                h0: x, h1: h1, h2: h2, attn1: c1, attn2: c2, projected: projected, adaLN: adaLN,
+                batch: batch, tokens: tokens)
+        )
     }
 
     /// ∂L/∂input and, when the run wants text gradients, ∂L/∂context and ∂L/∂(each AdaLN's modulation).
@@ -490,20 +540,24 @@ extension UVitTransformerLayer {
         let dGated = ffOut.backwardInput(dOut, rows: rows)
         var dProjected = [Float](repeating: 0, count: c.projected.count)
         dProjected.withUnsafeMutableBufferPointer { dp in
-            Kernels.gegluBackward(projected: c.projected, dy: dGated, rows: rows, inner: inner, dProjected: dp.baseAddress!)
+            Kernels.gegluBackward(
+                projected: c.projected, dy: dGated, rows: rows, inner: inner, dProjected: dp.baseAddress!)
         }
-        let (dn3, dm3) = norm3.backward(input: c.h2, dy: ffProj.backwardInput(dProjected, rows: rows), batch: c.batch,
-                                        tokens: c.tokens, modulation: c.adaLN.norm3, modulationGradients: text)
+        let (dn3, dm3) = norm3.backward(
+            input: c.h2, dy: ffProj.backwardInput(dProjected, rows: rows), batch: c.batch,
+            tokens: c.tokens, modulation: c.adaLN.norm3, modulationGradients: text)
         var dh2 = dn3
         Ops.add(&dh2, dOut)
         let (dq2, dContext) = attn2.trainingBackward(dh2, cache: c.attn2, run: run, needInput: true)
-        let (dn2, dm2) = norm2.backward(input: c.h1, dy: dq2!, batch: c.batch, tokens: c.tokens,
-                                        modulation: c.adaLN.norm2, modulationGradients: text)
+        let (dn2, dm2) = norm2.backward(
+            input: c.h1, dy: dq2!, batch: c.batch, tokens: c.tokens,
+            modulation: c.adaLN.norm2, modulationGradients: text)
         var dh1 = dn2
         Ops.add(&dh1, dh2)
         let dn1 = attn1.trainingBackward(dh1, cache: c.attn1, run: run, needInput: true).input!
-        let (dx, dm1) = norm1.backward(input: c.h0, dy: dn1, batch: c.batch, tokens: c.tokens, modulation: c.adaLN.norm1,
-                                       modulationGradients: text)
+        let (dx, dm1) = norm1.backward(
+            input: c.h0, dy: dn1, batch: c.batch, tokens: c.tokens, modulation: c.adaLN.norm1,
+            modulationGradients: text)
         var dh0 = dx
         Ops.add(&dh0, dh1)
         return Gradients(input: dh0, context: dContext ?? [], modulations: text ? [dm1!, dm2!, dm3!] : [])
@@ -523,11 +577,14 @@ extension ConvNextBlock {
     func trainingForward(_ x: [Float], batch: Int, height: Int, width: Int, modulation: [Float]) -> ([Float], Cache) {
         let ch = channels, tokens = height * width
         var y = [Float](repeating: 0, count: x.count)
-        x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { yp in
-            Kernels.depthwiseConv3x3NHWC(input: xp.baseAddress!, batch: batch, height: height, width: width,
-                                         channels: ch, weight: depthwise.p, bias: depthwiseBias?.p,
-                                         output: yp.baseAddress!)
-        } }
+        x.withUnsafeBufferPointer { xp in
+            y.withUnsafeMutableBufferPointer { yp in
+                Kernels.depthwiseConv3x3NHWC(
+                    input: xp.baseAddress!, batch: batch, height: height, width: width,
+                    channels: ch, weight: depthwise.p, bias: depthwiseBias?.p,
+                    output: yp.baseAddress!)
+            }
+        }
         var normed = y
         norm(&normed)
         let pre = linear1(normed, rows: batch * tokens)
@@ -542,12 +599,18 @@ extension ConvNextBlock {
             let scale = b * 2 * ch, shift = scale + ch
             for t in 0..<tokens {
                 let row = (b * tokens + t) * ch
-                for i in 0..<ch { out[row + i] = residual[row + i] * (1 + modulation[scale + i]) + modulation[shift + i] }
+                for i in 0..<ch {
+                    out[row + i] = residual[row + i] * (1 + modulation[scale + i]) + modulation[shift + i]
+                }
             }
         }
-        return (out, Cache(input: x, depthwiseOut: y, normed: normed, preGelu: pre, activated: act,
-                           responseNorm: norms, responseMean: means, modulation: modulation, residual: residual,
-                           batch: batch, height: height, width: width))
+        return (
+            out,
+            Cache(
+                input: x, depthwiseOut: y, normed: normed, preGelu: pre, activated: act,
+                responseNorm: norms, responseMean: means, modulation: modulation, residual: residual,
+                batch: batch, height: height, width: width)
+        )
     }
 
     /// ∂L/∂(scale, shift) of the modulation [batch, 2·channels]: Σ over positions of dy·(linear_2 + input), and of dy.
@@ -605,17 +668,22 @@ extension ConvNextBlock {
                 }
             }
         }
-        c.preGelu.withUnsafeBufferPointer { xp in dAct.withUnsafeMutableBufferPointer { gp in
-            Kernels.geluBackward(x: xp.baseAddress!, dy: gp.baseAddress!, count: gp.count)
-        } }
+        c.preGelu.withUnsafeBufferPointer { xp in
+            dAct.withUnsafeMutableBufferPointer { gp in
+                Kernels.geluBackward(x: xp.baseAddress!, dy: gp.baseAddress!, count: gp.count)
+            }
+        }
         let dNormed = linear1.backwardInput(dAct, rows: c.batch * tokens)
         let dDepthwise = norm.backward(input: c.depthwiseOut, dy: dNormed)
         var dx = [Float](repeating: 0, count: c.input.count)
-        dDepthwise.withUnsafeBufferPointer { gp in dx.withUnsafeMutableBufferPointer { dp in
-            Kernels.depthwiseConv3x3BackwardNHWC(dy: gp.baseAddress!, batch: c.batch, height: c.height,
-                                                 width: c.width, channels: ch, weight: depthwise.p,
-                                                 dx: dp.baseAddress!)
-        } }
+        dDepthwise.withUnsafeBufferPointer { gp in
+            dx.withUnsafeMutableBufferPointer { dp in
+                Kernels.depthwiseConv3x3BackwardNHWC(
+                    dy: gp.baseAddress!, batch: c.batch, height: c.height,
+                    width: c.width, channels: ch, weight: depthwise.p,
+                    dx: dp.baseAddress!)
+            }
+        }
         Ops.add(&dx, dPre)
         return dx
     }
@@ -632,14 +700,16 @@ extension SkipFFTransformerBlock {
     {
         var n = x
         norm1(&n)
-        let (a1, c1) = attn1.trainingForward(n, batch: batch, queries: tokens, context: context, keys: textLength,
-                                             run: run)
+        let (a1, c1) = attn1.trainingForward(
+            n, batch: batch, queries: tokens, context: context, keys: textLength,
+            run: run)
         var h = a1
         Ops.add(&h, x)
         n = h
         norm2(&n)
-        let (a2, c2) = attn2.trainingForward(n, batch: batch, queries: tokens, context: context, keys: textLength,
-                                             run: run)
+        let (a2, c2) = attn2.trainingForward(
+            n, batch: batch, queries: tokens, context: context, keys: textLength,
+            run: run)
         var out = a2
         Ops.add(&out, h)
         return (out, Cache(x: x, h: h, attn1: c1, attn2: c2))
@@ -670,16 +740,20 @@ extension UVitBlock {
         let batch: Int, height: Int, width: Int
     }
 
-    func trainingForward(_ input: [Float], batch: Int, height: inout Int, width: inout Int, contexts: [[Float]],
-                         adaLN: [[Float]], textLength: Int, run: LoRARun) -> (output: [Float], cache: Cache) {
+    func trainingForward(
+        _ input: [Float], batch: Int, height: inout Int, width: inout Int, contexts: [[Float]],
+        adaLN: [[Float]], textLength: Int, run: LoRARun
+    ) -> (output: [Float], cache: Cache) {
         // Downsampling comes before every adapter of the block: run as in inference.
         var x = downsampled(input, batch: batch, height: &height, width: &width)
         var res: [ConvNextBlock.Cache] = [], attention: [SkipFFTransformerBlock.Cache] = []
         for i in 0..<resBlocks.count {
-            let (r, rc) = resBlocks[i].trainingForward(x, batch: batch, height: height, width: width,
-                                                       modulation: adaLN[i])
-            let (a, ac) = attentionBlocks[i].trainingForward(r, batch: batch, tokens: height * width,
-                                                             context: contexts[i], textLength: textLength, run: run)
+            let (r, rc) = resBlocks[i].trainingForward(
+                x, batch: batch, height: height, width: width,
+                modulation: adaLN[i])
+            let (a, ac) = attentionBlocks[i].trainingForward(
+                r, batch: batch, tokens: height * width,
+                context: contexts[i], textLength: textLength, run: run)
             res.append(rc)
             attention.append(ac)
             x = a
@@ -687,8 +761,12 @@ extension UVitBlock {
         let (h, w) = (height, width)
         let upsampleInput = upNorm != nil ? x : nil
         x = upsampled(x, batch: batch, height: &height, width: &width)
-        return (x, Cache(res: res, attention: attention, upsampleInput: upsampleInput, batch: batch, height: h,
-                         width: w))
+        return (
+            x,
+            Cache(
+                res: res, attention: attention, upsampleInput: upsampleInput, batch: batch, height: h,
+                width: w)
+        )
     }
 
     /// ∂L/∂input (nil when `stopAtFirstAdapter`: in the down block nothing before the first attention is trained)
@@ -703,11 +781,16 @@ extension UVitBlock {
         var g = dOut
         if let upNorm, let upConv, let input = c.upsampleInput {
             var dn = [Float](repeating: 0, count: input.count)
-            dOut.withUnsafeBufferPointer { gp in dn.withUnsafeMutableBufferPointer { dp in upConv.withFloats { w in
-                Kernels.convTranspose2x2Stride2BackwardNHWC(dy: gp.baseAddress!, batch: c.batch, height: c.height,
-                                                            width: c.width, channels: channels, weight: w,
-                                                            outChannels: channels, dx: dp.baseAddress!)
-            } } }
+            dOut.withUnsafeBufferPointer { gp in
+                dn.withUnsafeMutableBufferPointer { dp in
+                    upConv.withFloats { w in
+                        Kernels.convTranspose2x2Stride2BackwardNHWC(
+                            dy: gp.baseAddress!, batch: c.batch, height: c.height,
+                            width: c.width, channels: channels, weight: w,
+                            outChannels: channels, dx: dp.baseAddress!)
+                    }
+                }
+            }
             g = upNorm.backward(input: input, dy: dn)
         }
         let text = run.inputGradients
@@ -716,8 +799,9 @@ extension UVitBlock {
         for i in (0..<resBlocks.count).reversed() {
             let last = stopAtFirstAdapter && i == 0
             // The first res block's modulation still reads the text: its output gradient is needed for that.
-            let (ga, context) = attentionBlocks[i].trainingBackward(g, cache: c.attention[i], run: run,
-                                                                   needInput: !last || text)
+            let (ga, context) = attentionBlocks[i].trainingBackward(
+                g, cache: c.attention[i], run: run,
+                needInput: !last || text)
             if text { contexts[i] = context! }
             guard let ga else { return Gradients(input: nil, contexts: contexts, modulations: modulations) }
             if text { modulations[i] = resBlocks[i].modulationBackward(ga, cache: c.res[i]) }

@@ -63,41 +63,51 @@ public struct VQModel: Sendable {
         config = c
         let groups = c.normNumGroups, channels = c.blockOutChannels
         let enc = s.child("encoder")
-        encoderConvIn = try Conv2d(enc.child("conv_in"), in: c.inChannels, out: channels[0], kernel: 3,
-                                   padding: .same(1), bias: true)
+        encoderConvIn = try Conv2d(
+            enc.child("conv_in"), in: c.inChannels, out: channels[0], kernel: 3,
+            padding: .same(1), bias: true)
         var down: [(resnets: [ResnetBlock2D], downsample: Conv2d?)] = []
         var previous = channels[0]
         for (i, out) in channels.enumerated() {
             let block = enc.child("down_blocks").child("\(i)")
             var resnets: [ResnetBlock2D] = []
             for j in 0..<c.layersPerBlock {
-                resnets.append(try ResnetBlock2D(block.child("resnets").child("\(j)"), in: j == 0 ? previous : out,
-                                                 out: out, groups: groups))
+                resnets.append(
+                    try ResnetBlock2D(
+                        block.child("resnets").child("\(j)"), in: j == 0 ? previous : out,
+                        out: out, groups: groups))
             }
             // Downsample2D(padding=0): zero-pad right and bottom by one, then a 3×3 stride-2 conv (taming style).
-            let downsample = i < channels.count - 1
-                ? try Conv2d(block.child("downsamplers").child("0").child("conv"), in: out, out: out, kernel: 3,
-                             stride: 2, padding: Kernels.Padding(top: 0, left: 0, bottom: 1, right: 1), bias: true)
+            let downsample =
+                i < channels.count - 1
+                ? try Conv2d(
+                    block.child("downsamplers").child("0").child("conv"), in: out, out: out, kernel: 3,
+                    stride: 2, padding: Kernels.Padding(top: 0, left: 0, bottom: 1, right: 1), bias: true)
                 : nil
             down.append((resnets, downsample))
             previous = out
         }
         downBlocks = down
         let top = channels.last!
-        encoderMid = try MidBlock2D(enc.child("mid_block"), channels: top, groups: groups,
-                                    attention: c.midBlockAddAttention)
+        encoderMid = try MidBlock2D(
+            enc.child("mid_block"), channels: top, groups: groups,
+            attention: c.midBlockAddAttention)
         encoderNormOut = try GroupNorm(enc.child("conv_norm_out"), channels: top, groups: groups, eps: 1e-6)
-        encoderConvOut = try Conv2d(enc.child("conv_out"), in: top, out: c.latentChannels, kernel: 3, padding: .same(1),
-                                    bias: true)
+        encoderConvOut = try Conv2d(
+            enc.child("conv_out"), in: top, out: c.latentChannels, kernel: 3, padding: .same(1),
+            bias: true)
         quantConv = try Conv2d(s.child("quant_conv"), in: c.latentChannels, out: c.embedDim, kernel: 1, bias: true)
         codebook = try s.child("quantize").child("embedding").param("weight", [c.numVqEmbeddings, c.embedDim])
-        postQuantConv = try Conv2d(s.child("post_quant_conv"), in: c.embedDim, out: c.latentChannels, kernel: 1,
-                                   bias: true)
+        postQuantConv = try Conv2d(
+            s.child("post_quant_conv"), in: c.embedDim, out: c.latentChannels, kernel: 1,
+            bias: true)
         let dec = s.child("decoder")
-        decoderConvIn = try Conv2d(dec.child("conv_in"), in: c.latentChannels, out: top, kernel: 3, padding: .same(1),
-                                   bias: true)
-        decoderMid = try MidBlock2D(dec.child("mid_block"), channels: top, groups: groups,
-                                    attention: c.midBlockAddAttention)
+        decoderConvIn = try Conv2d(
+            dec.child("conv_in"), in: c.latentChannels, out: top, kernel: 3, padding: .same(1),
+            bias: true)
+        decoderMid = try MidBlock2D(
+            dec.child("mid_block"), channels: top, groups: groups,
+            attention: c.midBlockAddAttention)
         var up: [(resnets: [ResnetBlock2D], upsample: Conv2d?)] = []
         let reversed = Array(channels.reversed())
         previous = reversed[0]
@@ -105,21 +115,26 @@ public struct VQModel: Sendable {
             let block = dec.child("up_blocks").child("\(i)")
             var resnets: [ResnetBlock2D] = []
             for j in 0...c.layersPerBlock {  // decoder blocks have layers_per_block + 1 resnets
-                resnets.append(try ResnetBlock2D(block.child("resnets").child("\(j)"), in: j == 0 ? previous : out,
-                                                 out: out, groups: groups))
+                resnets.append(
+                    try ResnetBlock2D(
+                        block.child("resnets").child("\(j)"), in: j == 0 ? previous : out,
+                        out: out, groups: groups))
             }
             // Upsample2D: nearest ×2, then a 3×3 conv with padding 1.
-            let upsample = i < reversed.count - 1
-                ? try Conv2d(block.child("upsamplers").child("0").child("conv"), in: out, out: out, kernel: 3,
-                             padding: .same(1), bias: true)
+            let upsample =
+                i < reversed.count - 1
+                ? try Conv2d(
+                    block.child("upsamplers").child("0").child("conv"), in: out, out: out, kernel: 3,
+                    padding: .same(1), bias: true)
                 : nil
             up.append((resnets, upsample))
             previous = out
         }
         upBlocks = up
         decoderNormOut = try GroupNorm(dec.child("conv_norm_out"), channels: channels[0], groups: groups, eps: 1e-6)
-        decoderConvOut = try Conv2d(dec.child("conv_out"), in: channels[0], out: c.outChannels, kernel: 3,
-                                    padding: .same(1), bias: true)
+        decoderConvOut = try Conv2d(
+            dec.child("conv_out"), in: channels[0], out: c.outChannels, kernel: 3,
+            padding: .same(1), bias: true)
     }
 
     /// Every parameter the config implies, in declaration order.
@@ -159,10 +174,13 @@ public struct VQModel: Sendable {
         let z = Ops.toNHWC(latents, batch: batch, channels: d, spatial: spatial)
         let rows = batch * spatial
         var dot = [Float](repeating: 0, count: rows * n)
-        z.withUnsafeBufferPointer { zp in dot.withUnsafeMutableBufferPointer { dp in
-            Kernels.sgemm(m: rows, n: n, k: d, a: zp.baseAddress!, lda: d, b: codebook.p, ldb: d, transposeB: true,
-                          c: dp.baseAddress!, ldc: n, alpha: -2)
-        } }
+        z.withUnsafeBufferPointer { zp in
+            dot.withUnsafeMutableBufferPointer { dp in
+                Kernels.sgemm(
+                    m: rows, n: n, k: d, a: zp.baseAddress!, lda: d, b: codebook.p, ldb: d, transposeB: true,
+                    c: dp.baseAddress!, ldc: n, alpha: -2)
+            }
+        }
         var codeNorms = [Float](repeating: 0, count: n)
         for j in 0..<n { for i in 0..<d { codeNorms[j] += codebook.p[j * d + i] * codebook.p[j * d + i] } }
         var ids = [Int64](repeating: 0, count: rows)
@@ -188,7 +206,9 @@ public struct VQModel: Sendable {
         throws(ModelError) -> [Float]
     {
         let d = config.embedDim
-        guard ids.count == batch * h * w else { throw .invalidInput("\(ids.count) ids for batch \(batch) of \(h)×\(w)") }
+        guard ids.count == batch * h * w else {
+            throw .invalidInput("\(ids.count) ids for batch \(batch) of \(h)×\(w)")
+        }
         if let bad = ids.first(where: { $0 < 0 || $0 >= Int64(config.numVqEmbeddings) }) {
             throw .invalidInput("code \(bad) is outside the codebook of \(config.numVqEmbeddings)")
         }
@@ -209,12 +229,15 @@ public struct VQModel: Sendable {
             if let u = block.upsample {
                 let ch = block.resnets.last!.outChannels
                 var up = [Float](repeating: 0, count: batch * ch * 4 * hh * ww)
-                x.withUnsafeBufferPointer { xp in up.withUnsafeMutableBufferPointer { up in
-                    for b in 0..<batch {
-                        Kernels.upsampleNearest2x(input: xp.baseAddress! + b * ch * hh * ww, channels: ch, height: hh,
-                                                  width: ww, output: up.baseAddress! + b * ch * 4 * hh * ww)
+                x.withUnsafeBufferPointer { xp in
+                    up.withUnsafeMutableBufferPointer { up in
+                        for b in 0..<batch {
+                            Kernels.upsampleNearest2x(
+                                input: xp.baseAddress! + b * ch * hh * ww, channels: ch, height: hh,
+                                width: ww, output: up.baseAddress! + b * ch * 4 * hh * ww)
+                        }
                     }
-                } }
+                }
                 (x, hh, ww) = u(up, batch: batch, height: 2 * hh, width: 2 * ww)
             }
             trace?.record("decoder.up_blocks.\(i)", x, [batch, block.resnets.last!.outChannels, hh, ww])
@@ -263,9 +286,12 @@ struct MidBlock2D: Sendable {
     let attention: SpatialAttention?
 
     init(_ s: ParameterScope, channels: Int, groups: Int, attention: Bool) throws(ModelError) {
-        resnets = [try ResnetBlock2D(s.child("resnets").child("0"), in: channels, out: channels, groups: groups),
-                   try ResnetBlock2D(s.child("resnets").child("1"), in: channels, out: channels, groups: groups)]
-        self.attention = attention
+        resnets = [
+            try ResnetBlock2D(s.child("resnets").child("0"), in: channels, out: channels, groups: groups),
+            try ResnetBlock2D(s.child("resnets").child("1"), in: channels, out: channels, groups: groups),
+        ]
+        self.attention =
+            attention
             ? try SpatialAttention(s.child("attentions").child("0"), channels: channels, groups: groups) : nil
     }
 
@@ -284,8 +310,9 @@ struct SpatialAttention: Sendable {
 
     init(_ s: ParameterScope, channels: Int, groups: Int) throws(ModelError) {
         groupNorm = try GroupNorm(s.child("group_norm"), channels: channels, groups: groups, eps: 1e-6)
-        attention = try MultiHeadAttention(s, queryDim: channels, contextDim: channels, heads: 1, headDim: channels,
-                                           bias: true, outBias: true)
+        attention = try MultiHeadAttention(
+            s, queryDim: channels, contextDim: channels, heads: 1, headDim: channels,
+            bias: true, outBias: true)
         self.channels = channels
     }
 

@@ -2,9 +2,9 @@
 // be present with its exact shape; every tensor in the file must be used (or dropped by a named rule); float16 and
 // bfloat16 are widened to float32; float32 stays a zero-copy view of the mapped file.
 
+import AmusedCore
 import AmusedModel
 import AmusedRead
-import AmusedCore
 import Foundation
 
 /// The one error type of the bind stage.
@@ -55,7 +55,9 @@ public struct BindError: Error, LocalizedError, Equatable, Sendable {
         case .dtype: s += "Convert the weights to float32, float16 or bfloat16."
         case .config: s += "Fix the config file or use the one shipped with the checkpoint."
         case .tokenizer: s += "The tokenizer/ folder needs vocab.json and merges.txt from the same checkpoint."
-        case .lora: s += "Pass the pytorch_lora_weights.safetensors written for this base model by diffusers' save_lora_weights."
+        case .lora:
+            s +=
+                "Pass the pytorch_lora_weights.safetensors written for this base model by diffusers' save_lora_weights."
         }
         return s
     }
@@ -77,19 +79,22 @@ public func bind(_ source: any TensorSource, to specs: [ParameterSpec]) throws(B
     let wanted = Set(specs.map(\.key))
     if let unused = byName.keys.sorted().first(where: { !wanted.contains($0) }) {
         let count = byName.keys.filter { !wanted.contains($0) }.count
-        throw BindError(.unused, path: source.path, key: unused,
-                        "the graph has no parameter of this name (\(count) unused tensor\(count == 1 ? "" : "s") in all)")
+        throw BindError(
+            .unused, path: source.path, key: unused,
+            "the graph has no parameter of this name (\(count) unused tensor\(count == 1 ? "" : "s") in all)")
     }
     var tensors: [String: Tensor] = [:]
     var zeroCopy = 0
     for spec in specs {
         guard let info = byName[spec.key] else {
-            throw BindError(.missing, path: source.path, key: spec.key,
-                            "the config implies this parameter with shape \(describeShape(spec.shape)) but the file lacks it")
+            throw BindError(
+                .missing, path: source.path, key: spec.key,
+                "the config implies this parameter with shape \(describeShape(spec.shape)) but the file lacks it")
         }
         guard info.shape == spec.shape else {
-            throw BindError(.shape, path: source.path, key: spec.key,
-                            "shape \(describeShape(info.shape)) in the file, \(describeShape(spec.shape)) implied by the config")
+            throw BindError(
+                .shape, path: source.path, key: spec.key,
+                "shape \(describeShape(info.shape)) in the file, \(describeShape(spec.shape)) implied by the config")
         }
         guard [.f32, .f16, .bf16, .f64].contains(info.dtype) else {
             throw BindError(.dtype, path: source.path, key: spec.key, "\(info.dtype.rawValue) weights are not usable")

@@ -3,10 +3,10 @@
 // config on diffusers' schema, its tensors as a lazy source with a LoRA fused in, the tokenizer, scheduler and
 // sampling defaults. Both outputs start here: the diffusers folder export and the `.amused` bundle (AmusedConvert).
 
+import AmusedCore
 import AmusedMap
 import AmusedModel
 import AmusedRead
-import AmusedCore
 import Foundation
 
 /// A checkpoint's import, checked, and its canonical parts.
@@ -17,8 +17,10 @@ public enum CheckpointImport {
     /// Checks `checkpoint` completely (every tensor mapped or dropped by a rule, every parameter present with its
     /// shape), unless `allowUnmapped` lets unmapped tensors be left out or `allowMissing` lets parameters be absent.
     /// Throws the first problem, naming the key.
-    public static func check(_ checkpoint: Checkpoint, allowUnmapped: Bool = false,
-                             allowMissing: Bool = false) throws -> [ComponentImportPlan] {
+    public static func check(
+        _ checkpoint: Checkpoint, allowUnmapped: Bool = false,
+        allowMissing: Bool = false
+    ) throws -> [ComponentImportPlan] {
         let plans = try importPlan(checkpoint)
         guard !plans.isEmpty else {
             throw BindError(.missing, path: checkpoint.path, "no transformer, VQ-GAN or text encoder weights found")
@@ -26,18 +28,24 @@ public enum CheckpointImport {
         for p in plans {
             let path = checkpoint.component(p.component)?.weights?.path ?? checkpoint.path
             if let m = p.misshapen.first {
-                throw BindError(.shape, path: path, key: m.key, "shape \(describeShape(m.found)) after mapping, "
-                                + "\(describeShape(m.expected)) implied by the config")
+                throw BindError(
+                    .shape, path: path, key: m.key,
+                    "shape \(describeShape(m.found)) after mapping, "
+                        + "\(describeShape(m.expected)) implied by the config")
             }
             if let m = p.missing.first, !allowMissing {
-                throw BindError(.missing, path: path, key: m.key, "the config implies this parameter with shape "
-                                + "\(describeShape(m.shape)) but no source tensor provides it (\(p.missing.count) missing); "
-                                + "--allow-missing writes the folder without them, recorded in the report")
+                throw BindError(
+                    .missing, path: path, key: m.key,
+                    "the config implies this parameter with shape "
+                        + "\(describeShape(m.shape)) but no source tensor provides it (\(p.missing.count) missing); "
+                        + "--allow-missing writes the folder without them, recorded in the report")
             }
             if let u = p.unmapped.first, !allowUnmapped {
-                throw BindError(.unused, path: path, key: u, "no rule of map \(p.map) consumes this tensor "
-                                + "(\(p.unmapped.count) unmapped); pass --allow-unmapped to leave such tensors out, "
-                                + "recorded in the report")
+                throw BindError(
+                    .unused, path: path, key: u,
+                    "no rule of map \(p.map) consumes this tensor "
+                        + "(\(p.unmapped.count) unmapped); pass --allow-unmapped to leave such tensors out, "
+                        + "recorded in the report")
             }
         }
         return plans
@@ -52,14 +60,20 @@ public enum CheckpointImport {
     {
         switch p.graph.config {
         case .transformer(let u):
-            return (AmusedBind.canonicalConfig(u, fields: UVit2DConfig.diffusersFields, className: "UVit2DModel",
-                                               source: checkpoint.component(p.component)?.config),
-                    "UVit2DModel", "diffusion_pytorch_model.safetensors")
+            return (
+                AmusedBind.canonicalConfig(
+                    u, fields: UVit2DConfig.diffusersFields, className: "UVit2DModel",
+                    source: checkpoint.component(p.component)?.config),
+                "UVit2DModel", "diffusion_pytorch_model.safetensors"
+            )
         case .vqvae(let v):
             // Not the source's keys: a taming config spells none of diffusers' (and diffusers' defaults are written).
-            return (AmusedBind.canonicalConfig(v, fields: VQModelConfig.diffusersFields, className: "VQModel",
-                                               source: nil),
-                    "VQModel", "diffusion_pytorch_model.safetensors")
+            return (
+                AmusedBind.canonicalConfig(
+                    v, fields: VQModelConfig.diffusersFields, className: "VQModel",
+                    source: nil),
+                "VQModel", "diffusion_pytorch_model.safetensors"
+            )
         case .textEncoder:
             // transformers' CLIPTextConfig in every layout: kept as it is (parsing it succeeded, so it is there).
             return (checkpoint.component(p.component)!.config!, "CLIPTextModelWithProjection", "model.safetensors")
@@ -67,15 +81,18 @@ public enum CheckpointImport {
     }
 
     /// Checks that every update of `lora` lands on a weight of the planned output, before anything is written.
-    public static func check(_ lora: LoRAFusion?, against plans: [ComponentImportPlan], in checkpoint: Checkpoint) throws {
+    public static func check(_ lora: LoRAFusion?, against plans: [ComponentImportPlan], in checkpoint: Checkpoint)
+        throws
+    {
         guard let lora else { return }
         for component in LoRA.components where lora.lora.pairs[component] != nil {
             guard let p = plans.first(where: { $0.part.rawValue == component }) else {
                 try lora.lora.refuseAbsent(component, in: checkpoint.path)
                 continue
             }
-            try lora.lora.check(shapes: Dictionary(p.view.infos.map { ($0.name, $0.shape) }, uniquingKeysWith: { a, _ in a }),
-                                component: component)
+            try lora.lora.check(
+                shapes: Dictionary(p.view.infos.map { ($0.name, $0.shape) }, uniquingKeysWith: { a, _ in a }),
+                component: component)
         }
     }
 
@@ -93,8 +110,11 @@ public enum CheckpointImport {
     /// The folder holding the tokenizer files: diffusers' tokenizer/, or open-muse's files beside the text encoder.
     public static func tokenizerFolder(_ checkpoint: Checkpoint) -> String? {
         let fm = FileManager.default
-        return [checkpoint.component("tokenizer")?.folder ?? checkpoint.path + "/tokenizer", checkpoint.path + "/text_encoder"]
-            .first { fm.fileExists(atPath: $0 + "/vocab.json") && fm.fileExists(atPath: $0 + "/merges.txt") }
+        return [
+            checkpoint.component("tokenizer")?.folder ?? checkpoint.path + "/tokenizer",
+            checkpoint.path + "/text_encoder",
+        ]
+        .first { fm.fileExists(atPath: $0 + "/vocab.json") && fm.fileExists(atPath: $0 + "/merges.txt") }
     }
 
     /// The sampling settings the checkpoint recommends (`model_index.json`'s `_amused_defaults`), checked.
@@ -108,8 +128,10 @@ public enum CheckpointImport {
     public static func schedulerConfig(_ checkpoint: Checkpoint, transformer uvit: UVit2DConfig?) -> JSONValue? {
         let schedulerSource = checkpoint.components.first { $0.name == "scheduler" }?.config
         let transformerConfig = checkpoint.components.first { $0.name == "transformer" }?.config
-        guard let maskId = schedulerSource?["mask_token_id"]?.intValue ?? transformerConfig?["mask_token_id"]?.intValue
-            ?? uvit.map({ $0.vocabSize - 1 }) else { return nil }
+        guard
+            let maskId = schedulerSource?["mask_token_id"]?.intValue ?? transformerConfig?["mask_token_id"]?.intValue
+                ?? uvit.map({ $0.vocabSize - 1 })
+        else { return nil }
         var s = JSONObject()
         s.insert("_class_name", .string("AmusedScheduler"))
         s.insert("_diffusers_version", .string(diffusersVersion))
@@ -124,10 +146,12 @@ public enum CheckpointImport {
         switch value {
         case .array(let a):
             if a.isEmpty { return "[]" }
-            return "[\n" + a.map { pad + pythonJSON($0, depth: depth + 1) }.joined(separator: ",\n") + "\n" + close + "]"
+            return "[\n" + a.map { pad + pythonJSON($0, depth: depth + 1) }.joined(separator: ",\n") + "\n" + close
+                + "]"
         case .object(let o):
             if o.entries.isEmpty { return "{}" }
-            return "{\n" + o.entries.sorted { $0.key < $1.key }
+            return "{\n"
+                + o.entries.sorted { $0.key < $1.key }
                 .map { pad + JSONValue.quote($0.key) + ": " + pythonJSON($0.value, depth: depth + 1) }
                 .joined(separator: ",\n") + "\n" + close + "}"
         default:
@@ -152,8 +176,9 @@ struct LoRAFusedSource: TensorSource {
             let fused = try fusion.lora.fused(t, pair, component: component, scale: fusion.scale)
             return t.dtype == .f32 ? fused : try fused.converted(to: t.dtype)
         } catch {
-            throw ReadError(.inconsistent, path: fusion.lora.path, field: component + "." + name,
-                            (error as? LocalizedError)?.errorDescription ?? "\(error)")
+            throw ReadError(
+                .inconsistent, path: fusion.lora.path, field: component + "." + name,
+                (error as? LocalizedError)?.errorDescription ?? "\(error)")
         }
     }
 }

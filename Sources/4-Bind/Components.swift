@@ -1,9 +1,9 @@
 // Loading a diffusers aMUSEd checkpoint folder into the Swift graph: configs, strict binding, tokenizer, scheduler.
 
+import AmusedCore
 import AmusedMap
 import AmusedModel
 import AmusedRead
-import AmusedCore
 import Foundation
 
 /// The aMUSEd components found in a checkpoint, bound and ready to run. Any may be absent when the checkpoint
@@ -49,17 +49,22 @@ public struct AmusedComponents: Sendable {
     /// `only`; `variant` picks `*.{variant}.safetensors` files; `lora` is fused into the transformer and text encoder
     /// (a LoRA update for a component the checkpoint lacks is an error; one for a component not asked for is unused).
     /// `layout` forces a layout instead of detecting it; `configs` gives a single-file checkpoint its configs.
-    public init(path: String, variant: String? = nil, only: Set<Part> = Set(Part.allCases), lora: LoRAFusion? = nil,
-                layout: Checkpoint.Layout? = nil, configs: String? = nil) throws {
-        try self.init(checkpoint: try Checkpoint(path: path, variant: variant, layout: layout, configs: configs),
-                      only: only, lora: lora)
+    public init(
+        path: String, variant: String? = nil, only: Set<Part> = Set(Part.allCases), lora: LoRAFusion? = nil,
+        layout: Checkpoint.Layout? = nil, configs: String? = nil
+    ) throws {
+        try self.init(
+            checkpoint: try Checkpoint(path: path, variant: variant, layout: layout, configs: configs),
+            only: only, lora: lora)
     }
 
     /// Loads the components of an opened checkpoint.
     public init(checkpoint: Checkpoint, only: Set<Part> = Set(Part.allCases), lora: LoRAFusion? = nil) throws {
         if checkpoint.isLoRA {
-            throw BindError(.lora, path: checkpoint.path, "this is a LoRA file, not a model: pass it with --lora "
-                            + "alongside the base checkpoint it was trained on")
+            throw BindError(
+                .lora, path: checkpoint.path,
+                "this is a LoRA file, not a model: pass it with --lora "
+                    + "alongside the base checkpoint it was trained on")
         }
         self.checkpoint = checkpoint
         self.source = checkpoint.path
@@ -67,7 +72,7 @@ public struct AmusedComponents: Sendable {
         /// The model component for `part` (with weights), if asked for and present, and how it meets the graph.
         func model(_ part: Part) throws -> (CheckpointComponent, ComponentGraph)? {
             guard only.contains(part),
-                  let c = checkpoint.components.first(where: { ComponentGraph.isPart(part, $0) && $0.weights != nil })
+                let c = checkpoint.components.first(where: { ComponentGraph.isPart(part, $0) && $0.weights != nil })
             else { return nil }
             return try ComponentGraph(c, layout: checkpoint.layout).map { (c, $0) }
         }
@@ -90,13 +95,15 @@ public struct AmusedComponents: Sendable {
         let openMuse = checkpoint.layout == .openMuse
         var ledgers: [String: MapLedger] = [:]
         if let (c, graph) = try model(.textEncoder), case .textEncoder(let config) = graph.config {
-            textEncoder = try CLIPTextModel(config: config, scope: .binding(try fused(try mapped(c, graph), "text_encoder")))
+            textEncoder = try CLIPTextModel(
+                config: config, scope: .binding(try fused(try mapped(c, graph), "text_encoder")))
         } else {
             textEncoder = nil
             try absent("text_encoder", .textEncoder)
         }
         if let (c, graph) = try model(.transformer), case .transformer(let config) = graph.config {
-            transformer = try UVit2DModel(config: config, scope: .binding(try fused(try mapped(c, graph), "transformer")))
+            transformer = try UVit2DModel(
+                config: config, scope: .binding(try fused(try mapped(c, graph), "transformer")))
         } else {
             transformer = nil
             try absent("transformer", .transformer)
@@ -107,7 +114,8 @@ public struct AmusedComponents: Sendable {
             vqvae = nil
         }
         if only.contains(.tokenizer), !openMuse,
-           let c = checkpoint.components.first(where: { $0.name == "tokenizer" || $0.className == "CLIPTokenizer" }) {
+            let c = checkpoint.components.first(where: { $0.name == "tokenizer" || $0.className == "CLIPTokenizer" })
+        {
             tokenizer = try Self.loadTokenizer(folder: c.folder ?? checkpoint.path + "/" + c.name)
         } else if openMuse, FileManager.default.fileExists(atPath: checkpoint.path + "/text_encoder/vocab.json") {
             // open-muse keeps the tokenizer files beside the text encoder.
@@ -122,19 +130,23 @@ public struct AmusedComponents: Sendable {
         let scheduler = schedulerComponent?.config
         // open-muse has no scheduler config: the mask id comes from the transformer config.
         let transformerConfig = checkpoint.components.first { $0.name == "transformer" }?.config
-        maskTokenId = scheduler?["mask_token_id"]?.intValue ?? transformerConfig?["mask_token_id"]?.intValue
+        maskTokenId =
+            scheduler?["mask_token_id"]?.intValue ?? transformerConfig?["mask_token_id"]?.intValue
             ?? transformer.map { $0.config.vocabSize - 1 }
         let schedulerFile = schedulerComponent?.folder.map { $0 + "/scheduler_config.json" }
-        maskingSchedule = try Self.maskingSchedule(scheduler?["masking_schedule"],
-                                                   path: schedulerFile ?? checkpoint.path + " [scheduler config]")
+        maskingSchedule = try Self.maskingSchedule(
+            scheduler?["masking_schedule"],
+            path: schedulerFile ?? checkpoint.path + " [scheduler config]")
         samplingDefaults = try CheckpointImport.samplingDefaults(checkpoint)
         self.dropped = dropped
     }
 
     /// Components bound elsewhere (from a bundle): `source` names where they came from.
-    public init(source: String, textEncoder: CLIPTextModel?, transformer: UVit2DModel?, vqvae: VQModel?,
-                tokenizer: CLIPTokenizer?, maskTokenId: Int?, maskingSchedule: MaskingSchedule,
-                samplingDefaults: SamplingDefaults? = nil) {
+    public init(
+        source: String, textEncoder: CLIPTextModel?, transformer: UVit2DModel?, vqvae: VQModel?,
+        tokenizer: CLIPTokenizer?, maskTokenId: Int?, maskingSchedule: MaskingSchedule,
+        samplingDefaults: SamplingDefaults? = nil
+    ) {
         self.checkpoint = nil
         self.source = source
         self.textEncoder = textEncoder
@@ -153,9 +165,10 @@ public struct AmusedComponents: Sendable {
     public static func maskingSchedule(_ value: JSONValue?, path: String) throws(BindError) -> MaskingSchedule {
         guard let value, value != .null else { return .cosine }
         guard let name = value.stringValue, let schedule = MaskingSchedule(rawValue: name) else {
-            throw BindError(.config, path: path, key: "masking_schedule",
-                            "\(value.serialized) is not a masking schedule diffusers' AmusedScheduler knows; "
-                            + "use \"cosine\" or \"linear\"")
+            throw BindError(
+                .config, path: path, key: "masking_schedule",
+                "\(value.serialized) is not a masking schedule diffusers' AmusedScheduler knows; "
+                    + "use \"cosine\" or \"linear\"")
         }
         return schedule
     }
@@ -182,10 +195,13 @@ public struct AmusedComponents: Sendable {
         var vocab: [String: Int] = [:]
         vocab.reserveCapacity(object.entries.count)
         for (token, id) in object.entries {
-            guard let i = id.intValue else { throw BindError(.tokenizer, path: vocabPath, key: token, "id is not an integer") }
+            guard let i = id.intValue else {
+                throw BindError(.tokenizer, path: vocabPath, key: token, "id is not an integer")
+            }
             vocab[token] = i
         }
-        guard let mergesBytes = try read("merges.txt"), let merges = String(validating: mergesBytes, as: UTF8.self) else {
+        guard let mergesBytes = try read("merges.txt"), let merges = String(validating: mergesBytes, as: UTF8.self)
+        else {
             throw BindError(.tokenizer, path: mergesPath, "cannot read merges.txt as UTF-8")
         }
         var pad = "<|endoftext|>"
@@ -210,17 +226,22 @@ extension AmusedPipeline {
     /// the scheduler config's mask token id and masking schedule. Throws naming the parts that are missing.
     public init(components c: AmusedComponents) throws(BindError) {
         guard let tokenizer = c.tokenizer, let textEncoder = c.textEncoder, let transformer = c.transformer,
-              let vqvae = c.vqvae, let maskTokenId = c.maskTokenId
+            let vqvae = c.vqvae, let maskTokenId = c.maskTokenId
         else {
-            let missing = [("tokenizer", c.tokenizer == nil), ("text_encoder", c.textEncoder == nil),
-                           ("transformer", c.transformer == nil), ("vqvae", c.vqvae == nil)]
-                .filter(\.1).map(\.0)
-            throw BindError(.missing, path: c.source, "a pipeline needs all its components; missing: "
-                            + (missing.isEmpty ? "the mask token id" : missing.joined(separator: ", "))
-                            + " (use a pipeline folder or a bundle converted from one)")
+            let missing = [
+                ("tokenizer", c.tokenizer == nil), ("text_encoder", c.textEncoder == nil),
+                ("transformer", c.transformer == nil), ("vqvae", c.vqvae == nil),
+            ]
+            .filter(\.1).map(\.0)
+            throw BindError(
+                .missing, path: c.source,
+                "a pipeline needs all its components; missing: "
+                    + (missing.isEmpty ? "the mask token id" : missing.joined(separator: ", "))
+                    + " (use a pipeline folder or a bundle converted from one)")
         }
-        self.init(tokenizer: tokenizer, textEncoder: textEncoder, transformer: transformer, vqvae: vqvae,
-                  maskTokenId: maskTokenId, maskingSchedule: c.maskingSchedule)
+        self.init(
+            tokenizer: tokenizer, textEncoder: textEncoder, transformer: transformer, vqvae: vqvae,
+            maskTokenId: maskTokenId, maskingSchedule: c.maskingSchedule)
     }
 }
 
@@ -244,24 +265,29 @@ public struct SamplingDefaults: Sendable, Equatable {
     /// Reads `{"steps": …, "guidance": …}` strictly (an unknown key or a value out of range is an error).
     public init(json: JSONValue, path: String) throws(BindError) {
         guard let object = json.objectValue else {
-            throw BindError(.config, path: path, key: Self.modelIndexKey, "\(json.serialized) is not an object; "
-                            + "write {\"steps\": 12, \"guidance\": 4.0}")
+            throw BindError(
+                .config, path: path, key: Self.modelIndexKey,
+                "\(json.serialized) is not an object; "
+                    + "write {\"steps\": 12, \"guidance\": 4.0}")
         }
         for (key, _) in object.entries where key != "steps" && key != "guidance" {
-            throw BindError(.config, path: path, key: Self.modelIndexKey + "." + key,
-                            "unknown sampling setting; the known ones are steps and guidance")
+            throw BindError(
+                .config, path: path, key: Self.modelIndexKey + "." + key,
+                "unknown sampling setting; the known ones are steps and guidance")
         }
         if let v = object["steps"] {
             guard let n = v.intValue, (1...1000).contains(n) else {
-                throw BindError(.config, path: path, key: Self.modelIndexKey + ".steps",
-                                "\(v.serialized) is not a step count between 1 and 1000")
+                throw BindError(
+                    .config, path: path, key: Self.modelIndexKey + ".steps",
+                    "\(v.serialized) is not a step count between 1 and 1000")
             }
             steps = n
         }
         if let v = object["guidance"] {
             guard let g = v.doubleValue, g.isFinite, (0...100).contains(g) else {
-                throw BindError(.config, path: path, key: Self.modelIndexKey + ".guidance",
-                                "\(v.serialized) is not a guidance scale between 0 and 100")
+                throw BindError(
+                    .config, path: path, key: Self.modelIndexKey + ".guidance",
+                    "\(v.serialized) is not a guidance scale between 0 and 100")
             }
             guidance = Float(g)
         }

@@ -13,8 +13,10 @@ struct ConfigReader {
 
     init(_ json: JSONValue?, path: String) throws(BindError) {
         guard let json else {
-            throw BindError(.config, path: path, "no config for this component (a single-file checkpoint carries none: "
-                            + "pass --configs DIR, a diffusers folder of the same model)")
+            throw BindError(
+                .config, path: path,
+                "no config for this component (a single-file checkpoint carries none: "
+                    + "pass --configs DIR, a diffusers folder of the same model)")
         }
         guard let object = json.objectValue else { throw BindError(.config, path: path, "config is not a JSON object") }
         self.object = object
@@ -77,14 +79,17 @@ struct ConfigReader {
 
     func strings(_ key: String, _ fallback: [String]) throws(BindError) -> [String] {
         guard let v = object[key], v != .null else { return fallback }
-        guard let a = v.arrayValue, a.allSatisfy({ $0.stringValue != nil }) else { throw fail(key, "a list of strings") }
+        guard let a = v.arrayValue, a.allSatisfy({ $0.stringValue != nil }) else {
+            throw fail(key, "a list of strings")
+        }
         return a.map { $0.stringValue! }
     }
 
     func require(_ key: String, _ value: String, oneOf allowed: [String]) throws(BindError) {
         guard allowed.contains(value) else {
-            throw BindError(.config, path: path, key: key,
-                            "\"\(value)\" is not implemented (supported: \(allowed.joined(separator: ", ")))")
+            throw BindError(
+                .config, path: path, key: key,
+                "\"\(value)\" is not implemented (supported: \(allowed.joined(separator: ", ")))")
         }
     }
 }
@@ -101,52 +106,64 @@ struct ConfigField<Config>: Sendable {
     let write: @Sendable (Config, JSONValue?) -> JSONValue
 
     /// An integer size (1…2^20 unless `range` says otherwise).
-    static func int(_ key: String, _ property: WritableKeyPath<Config, Int> & Sendable,
-                    in range: ClosedRange<Int> = ConfigReader.sizes) -> Self {
-        Self(key: key, read: { c, r throws(BindError) in c[keyPath: property] = try r.int(key, c[keyPath: property], in: range) },
-             write: { c, _ in .number(String(c[keyPath: property])) })
+    static func int(
+        _ key: String, _ property: WritableKeyPath<Config, Int> & Sendable,
+        in range: ClosedRange<Int> = ConfigReader.sizes
+    ) -> Self {
+        Self(
+            key: key,
+            read: { c, r throws(BindError) in c[keyPath: property] = try r.int(key, c[keyPath: property], in: range) },
+            write: { c, _ in .number(String(c[keyPath: property])) })
     }
 
     /// A flag.
     static func bool(_ key: String, _ property: WritableKeyPath<Config, Bool> & Sendable) -> Self {
-        Self(key: key, read: { c, r throws(BindError) in c[keyPath: property] = try r.bool(key, c[keyPath: property]) },
-             write: { c, _ in .bool(c[keyPath: property]) })
+        Self(
+            key: key, read: { c, r throws(BindError) in c[keyPath: property] = try r.bool(key, c[keyPath: property]) },
+            write: { c, _ in .bool(c[keyPath: property]) })
     }
 
     /// A list of sizes.
     static func ints(_ key: String, _ property: WritableKeyPath<Config, [Int]> & Sendable) -> Self {
-        Self(key: key, read: { c, r throws(BindError) in c[keyPath: property] = try r.ints(key, c[keyPath: property]) },
-             write: { c, _ in .array(c[keyPath: property].map { .number(String($0)) }) })
+        Self(
+            key: key, read: { c, r throws(BindError) in c[keyPath: property] = try r.ints(key, c[keyPath: property]) },
+            write: { c, _ in .array(c[keyPath: property].map { .number(String($0)) }) })
     }
 
     /// A float, written as the source spelled it (configs are compared byte for byte with diffusers'), else as
     /// `written`, the spelling of the default in diffusers' own configs.
     static func float(_ key: String, _ property: WritableKeyPath<Config, Float> & Sendable, written: String) -> Self {
-        Self(key: key, read: { c, r throws(BindError) in c[keyPath: property] = try r.float(key, c[keyPath: property]) },
-             write: { _, source in if case .number(let text)? = source { .number(text) } else { .number(written) } })
+        Self(
+            key: key, read: { c, r throws(BindError) in c[keyPath: property] = try r.float(key, c[keyPath: property]) },
+            write: { _, source in if case .number(let text)? = source { .number(text) } else { .number(written) } })
     }
 
     /// A key the graph does not read (dropout during training, VAE scaling): written as the source had it (when it
     /// is of the same JSON kind), else as `written`.
     static func passThrough(_ key: String, written: JSONValue) -> Self {
-        Self(key: key, read: { _, _ in }, write: { _, source in
-            switch (source, written) {
-            case (.number(let text)?, .number): .number(text)
-            case (.bool(let b)?, .bool): .bool(b)
-            default: written
-            }
-        })
+        Self(
+            key: key, read: { _, _ in },
+            write: { _, source in
+                switch (source, written) {
+                case (.number(let text)?, .number): .number(text)
+                case (.bool(let b)?, .bool): .bool(b)
+                default: written
+                }
+            })
     }
 
     /// A string the graph implements one value of (others are refused, naming the key); written as that value.
     static func only(_ key: String, _ value: String) -> Self {
-        Self(key: key, read: { _, r throws(BindError) in try r.require(key, try r.string(key, value), oneOf: [value]) },
-             write: { _, _ in .string(value) })
+        Self(
+            key: key, read: { _, r throws(BindError) in try r.require(key, try r.string(key, value), oneOf: [value]) },
+            write: { _, _ in .string(value) })
     }
 
     /// A custom key.
-    static func custom(_ key: String, read: @escaping @Sendable (inout Config, ConfigReader) throws(BindError) -> Void,
-                       write: @escaping @Sendable (Config, JSONValue?) -> JSONValue) -> Self {
+    static func custom(
+        _ key: String, read: @escaping @Sendable (inout Config, ConfigReader) throws(BindError) -> Void,
+        write: @escaping @Sendable (Config, JSONValue?) -> JSONValue
+    ) -> Self {
         Self(key: key, read: read, write: write)
     }
 }
@@ -160,8 +177,10 @@ extension ConfigReader {
 
 /// The canonical config: `_class_name`, `_diffusers_version`, then every field (the tables are in key order, as
 /// diffusers writes them).
-func canonicalConfig<Config>(_ config: Config, fields: [ConfigField<Config>], className: String,
-                             source: JSONValue?) -> JSONValue {
+func canonicalConfig<Config>(
+    _ config: Config, fields: [ConfigField<Config>], className: String,
+    source: JSONValue?
+) -> JSONValue {
     var o = JSONObject()
     o.insert("_class_name", .string(className))
     o.insert("_diffusers_version", .string(CheckpointImport.diffusersVersion))
@@ -207,14 +226,17 @@ extension UVit2DConfig {
 extension VQModelConfig {
     /// Block types are one kind repeated per level: checked against block_out_channels (read before them).
     static func blockTypes(_ key: String, _ kind: String) -> ConfigField<VQModelConfig> {
-        .custom(key, read: { c, r throws(BindError) in
-            let types = try r.strings(key, [kind])
-            for t in types { try r.require(key, t, oneOf: [kind]) }
-            guard types.count == c.blockOutChannels.count else {
-                throw BindError(.config, path: r.path, key: key,
-                                "\(types.count) block types for \(c.blockOutChannels.count) block_out_channels")
-            }
-        }, write: { c, _ in .array(Array(repeating: .string(kind), count: c.blockOutChannels.count)) })
+        .custom(
+            key,
+            read: { c, r throws(BindError) in
+                let types = try r.strings(key, [kind])
+                for t in types { try r.require(key, t, oneOf: [kind]) }
+                guard types.count == c.blockOutChannels.count else {
+                    throw BindError(
+                        .config, path: r.path, key: key,
+                        "\(types.count) block types for \(c.blockOutChannels.count) block_out_channels")
+                }
+            }, write: { c, _ in .array(Array(repeating: .string(kind), count: c.blockOutChannels.count)) })
     }
 
     /// diffusers' `VQModel` config keys (`force_upcast`, `sample_size`, `scaling_factor` at diffusers' defaults when
@@ -237,8 +259,9 @@ extension VQModelConfig {
         .passThrough("scaling_factor", written: .number("0.18215")),
         blockTypes("up_block_types", "UpDecoderBlock2D"),
         // null means latent_channels, as the released configs say it (taming's quantized_embed_dim equals z_channels).
-        .custom("vq_embed_dim", read: { c, r throws(BindError) in c.vqEmbedDim = try r.optionalInt("vq_embed_dim") },
-                write: { c, _ in c.vqEmbedDim.flatMap { $0 == c.latentChannels ? nil : .number(String($0)) } ?? .null }),
+        .custom(
+            "vq_embed_dim", read: { c, r throws(BindError) in c.vqEmbedDim = try r.optionalInt("vq_embed_dim") },
+            write: { c, _ in c.vqEmbedDim.flatMap { $0 == c.latentChannels ? nil : .number(String($0)) } ?? .null }),
     ]
 
     /// Reads a diffusers `VQModel` config.
@@ -297,8 +320,9 @@ extension VQModelConfig {
         for m in try r.ints("channel_mult", [1, 2, 2, 4, 6]) {
             // Both factors are at most 2^20, so the product fits; it must be a size too.
             guard ConfigReader.sizes.contains(m * hidden) else {
-                throw BindError(.config, path: path, key: "channel_mult",
-                                "hidden_channels \(hidden) × \(m) is outside 1…\(ConfigReader.sizes.upperBound)")
+                throw BindError(
+                    .config, path: path, key: "channel_mult",
+                    "hidden_channels \(hidden) × \(m) is outside 1…\(ConfigReader.sizes.upperBound)")
             }
             blockOutChannels.append(m * hidden)
         }
@@ -312,7 +336,8 @@ extension VQModelConfig {
         outChannels = inChannels
         lookupFromCodebook = true
         guard try r.ints("attn_resolutions", [], in: Int.min...Int.max).isEmpty else {
-            throw BindError(.config, path: path, key: "attn_resolutions", "attention inside the VQ levels is not implemented")
+            throw BindError(
+                .config, path: path, key: "attn_resolutions", "attention inside the VQ levels is not implemented")
         }
     }
 }

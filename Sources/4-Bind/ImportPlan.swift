@@ -2,10 +2,10 @@
 // component goes through, what it renames, transforms and drops, and what is unmapped, missing or misshapen
 // against the graph the config implies. `amused inspect --map` prints it.
 
+import AmusedCore
 import AmusedMap
 import AmusedModel
 import AmusedRead
-import AmusedCore
 
 /// How one model component of a checkpoint meets the graph: its config (translated from open-muse / taming where
 /// the layout says so), the parameters that config implies, and the name map its tensors go through. Loading,
@@ -52,12 +52,16 @@ public struct ComponentGraph: Sendable {
         let openMuse = layout == .openMuse
         let path = c.configPath ?? c.weights?.path ?? c.name
         if Self.isPart(.transformer, c) {
-            let config = openMuse ? try UVit2DConfig(openMuse: c.config, path: path) : try UVit2DConfig(json: c.config, path: path)
+            let config =
+                openMuse
+                ? try UVit2DConfig(openMuse: c.config, path: path) : try UVit2DConfig(json: c.config, path: path)
             (part, self.config, specs) = (.transformer, .transformer(config), try UVit2DModel.parameterSpecs(config))
             map = openMuse ? "open-muse-transformer" : "diffusers-transformer"
             constants = [:]
         } else if Self.isPart(.vqvae, c) {
-            let config = openMuse ? try VQModelConfig(taming: c.config, path: path) : try VQModelConfig(json: c.config, path: path)
+            let config =
+                openMuse
+                ? try VQModelConfig(taming: c.config, path: path) : try VQModelConfig(json: c.config, path: path)
             (part, self.config, specs) = (.vqvae, .vqvae(config), try VQModel.parameterSpecs(config))
             map = openMuse ? "taming-vqgan" : "diffusers-vqvae"
             constants = ["last": config.blockOutChannels.count - 1]
@@ -107,8 +111,9 @@ public func importPlan(_ checkpoint: Checkpoint) throws -> [ComponentImportPlan]
     for c in checkpoint.components {
         guard let source = c.weights, let graph = try ComponentGraph(c, layout: checkpoint.layout) else { continue }
         let specs = graph.specs
-        let view = try MappedSource(source, map: try NameMap.shipped(graph.map), constants: graph.constants,
-                                    allowUnmapped: true)
+        let view = try MappedSource(
+            source, map: try NameMap.shipped(graph.map), constants: graph.constants,
+            allowUnmapped: true)
         let provided = Dictionary(view.infos.map { ($0.name, $0.shape) }, uniquingKeysWith: { a, _ in a })
         let wanted = Set(specs.map(\.key))
         var misshapen: [(String, [Int], [Int])] = []
@@ -117,11 +122,12 @@ public func importPlan(_ checkpoint: Checkpoint) throws -> [ComponentImportPlan]
             guard let shape = provided[spec.key] else { continue }
             if shape == spec.shape { matched += 1 } else { misshapen.append((spec.key, spec.shape, shape)) }
         }
-        plans.append(ComponentImportPlan(
-            component: c.name, graph: graph, ledger: view.ledger,
-            missing: specs.filter { provided[$0.key] == nil },
-            unmapped: view.ledger.unmapped + view.infos.map(\.name).filter { !wanted.contains($0) },
-            misshapen: misshapen, matched: matched, view: view))
+        plans.append(
+            ComponentImportPlan(
+                component: c.name, graph: graph, ledger: view.ledger,
+                missing: specs.filter { provided[$0.key] == nil },
+                unmapped: view.ledger.unmapped + view.infos.map(\.name).filter { !wanted.contains($0) },
+                misshapen: misshapen, matched: matched, view: view))
     }
     return plans
 }

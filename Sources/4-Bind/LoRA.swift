@@ -9,10 +9,10 @@
 // names are read too. Anything else — DoRA magnitude vectors, LoRA biases, convolution LoRAs, a module the graph
 // does not have — is an error naming the key, never skipped.
 
+import AmusedCore
 import AmusedKernels
 import AmusedModel
 import AmusedRead
-import AmusedCore
 import Foundation
 
 /// A LoRA file, parsed and checked, ready to fuse into a component's weights.
@@ -48,7 +48,9 @@ public struct LoRA: Sendable {
     /// Reads and checks a LoRA file (safetensors, or any format `openWeights` reads).
     public init(path: String) throws(BindError) {
         let source: any TensorSource
-        do { source = try openWeights(path: path) } catch { throw BindError(.lora, path: path, error.errorDescription ?? "\(error)") }
+        do { source = try openWeights(path: path) } catch {
+            throw BindError(.lora, path: path, error.errorDescription ?? "\(error)")
+        }
         try self.init(source)
     }
 
@@ -58,15 +60,17 @@ public struct LoRA: Sendable {
         var parts: [String: [String: [Checkpoint.LoRARole: TensorInfo]]] = [:]  // component → module → role
         for info in source.infos {
             guard let component = Self.components.first(where: { info.name.hasPrefix($0 + ".") }) else {
-                throw BindError(.lora, path: path, key: info.name,
-                                "the key does not start with `transformer.` or `text_encoder.`, the prefixes diffusers' "
-                                + "save_lora_weights writes; this is not an aMUSEd LoRA file")
+                throw BindError(
+                    .lora, path: path, key: info.name,
+                    "the key does not start with `transformer.` or `text_encoder.`, the prefixes diffusers' "
+                        + "save_lora_weights writes; this is not an aMUSEd LoRA file")
             }
             let rest = String(info.name.dropFirst(component.count + 1))
             guard let (suffix, role) = Checkpoint.loraSuffixes.first(where: { rest.hasSuffix($0.suffix) }) else {
-                throw BindError(.lora, path: path, key: info.name,
-                                "not a LoRA A/B weight or alpha (DoRA magnitude vectors, LoRA biases and embedding LoRAs "
-                                + "cannot be fused by this toolkit)")
+                throw BindError(
+                    .lora, path: path, key: info.name,
+                    "not a LoRA A/B weight or alpha (DoRA magnitude vectors, LoRA biases and embedding LoRAs "
+                        + "cannot be fused by this toolkit)")
             }
             let module = String(rest.dropLast(suffix.count))
             if parts[component, default: [:]][module, default: [:]][role] != nil {
@@ -81,28 +85,38 @@ public struct LoRA: Sendable {
                 let roles = modules[module]!
                 let key = component + "." + module
                 guard let a = roles[.down], let b = roles[.up] else {
-                    throw BindError(.lora, path: path, key: key, roles[.down] == nil
-                                    ? "has B (up) but no A (down) weight" : "has A (down) but no B (up) weight")
+                    throw BindError(
+                        .lora, path: path, key: key,
+                        roles[.down] == nil
+                            ? "has B (up) but no A (down) weight" : "has A (down) but no B (up) weight")
                 }
                 guard a.shape.count == 2, b.shape.count == 2 else {
-                    throw BindError(.lora, path: path, key: a.name, "A is \(describeShape(a.shape)) and B is "
-                                    + "\(describeShape(b.shape)); only Linear LoRAs (2-D A and B) can be fused")
+                    throw BindError(
+                        .lora, path: path, key: a.name,
+                        "A is \(describeShape(a.shape)) and B is "
+                            + "\(describeShape(b.shape)); only Linear LoRAs (2-D A and B) can be fused")
                 }
                 guard a.shape[0] == b.shape[1], a.shape[0] > 0 else {
-                    throw BindError(.lora, path: path, key: key, "ranks disagree: A is \(describeShape(a.shape)), "
-                                    + "B is \(describeShape(b.shape)) (expected A [r, in], B [out, r])")
+                    throw BindError(
+                        .lora, path: path, key: key,
+                        "ranks disagree: A is \(describeShape(a.shape)), "
+                            + "B is \(describeShape(b.shape)) (expected A [r, in], B [out, r])")
                 }
                 var alpha: Float?
                 if let info = roles[.alpha] {
                     guard info.shape.reduce(1, *) == 1, let v = try? Self.floats(source, info).first else {
-                        throw BindError(.lora, path: path, key: info.name, "alpha must be one number, found \(describeShape(info.shape))")
+                        throw BindError(
+                            .lora, path: path, key: info.name,
+                            "alpha must be one number, found \(describeShape(info.shape))")
                     }
                     alpha = v
                 } else if let config = configured[component] {
                     // diffusers' lora_adapter_metadata: one LoraConfig (r, lora_alpha) for the whole component.
                     guard config.rank == a.shape[0] else {
-                        throw BindError(.lora, path: path, key: key, "the file's lora_adapter_metadata says r = "
-                                        + "\(config.rank) for the \(component), but A is \(describeShape(a.shape))")
+                        throw BindError(
+                            .lora, path: path, key: key,
+                            "the file's lora_adapter_metadata says r = "
+                                + "\(config.rank) for the \(component), but A is \(describeShape(a.shape))")
                     }
                     alpha = config.alpha
                 }
@@ -123,10 +137,13 @@ public struct LoRA: Sendable {
     /// {"transformer.r": 16, "transformer.lora_alpha": 32, …}). Per-module rank or alpha patterns are refused: this
     /// toolkit fuses one scale per component.
     static func adapterConfigs(_ source: any TensorSource) throws(BindError) -> [String: (rank: Int, alpha: Float)] {
-        guard let file = source as? SafetensorsFile, let text = file.metadataValue("lora_adapter_metadata") else { return [:] }
+        guard let file = source as? SafetensorsFile, let text = file.metadataValue("lora_adapter_metadata") else {
+            return [:]
+        }
         let json: JSONValue
         do { json = try StrictJSONParser(path: source.path).parse(Array(text.utf8)) } catch {
-            throw BindError(.lora, path: source.path, key: "__metadata__.lora_adapter_metadata", "is not JSON: \(error)")
+            throw BindError(
+                .lora, path: source.path, key: "__metadata__.lora_adapter_metadata", "is not JSON: \(error)")
         }
         guard let object = json.objectValue else {
             throw BindError(.lora, path: source.path, key: "__metadata__.lora_adapter_metadata", "is not a JSON object")
@@ -137,16 +154,19 @@ public struct LoRA: Sendable {
             guard r != nil || alpha != nil else { continue }
             let key = "__metadata__.lora_adapter_metadata." + component
             guard let rank = r?.intValue, rank > 0, let a = alpha?.doubleValue, Float(a).isFinite, a > 0 else {
-                throw BindError(.lora, path: source.path, key: key, "needs a positive integer r and a positive lora_alpha")
+                throw BindError(
+                    .lora, path: source.path, key: key, "needs a positive integer r and a positive lora_alpha")
             }
             if object[component + ".use_rslora"]?.boolValue == true {
-                throw BindError(.lora, path: source.path, key: key + ".use_rslora",
-                                "rank-stabilised LoRA (scale alpha / √r) is not supported; only alpha / r")
+                throw BindError(
+                    .lora, path: source.path, key: key + ".use_rslora",
+                    "rank-stabilised LoRA (scale alpha / √r) is not supported; only alpha / r")
             }
             for pattern in ["rank_pattern", "alpha_pattern"] {
                 if let p = object[component + "." + pattern], p.objectValue.map({ !$0.keys.isEmpty }) ?? (p != .null) {
-                    throw BindError(.lora, path: source.path, key: key + "." + pattern,
-                                    "per-module ranks or alphas cannot be fused by this toolkit (one scale per component)")
+                    throw BindError(
+                        .lora, path: source.path, key: key + "." + pattern,
+                        "per-module ranks or alphas cannot be fused by this toolkit (one scale per component)")
                 }
             }
             out[component] = (rank, Float(a))
@@ -175,14 +195,17 @@ public struct LoRA: Sendable {
         for pair in pairs[component] ?? [] {
             let key = component + "." + pair.target
             guard let shape = shapes[pair.target] else {
-                throw BindError(.lora, path: path, key: key,
-                                "the \(component) graph has no weight \(pair.target) for this LoRA to update; "
-                                + "the LoRA was trained on a different model")
+                throw BindError(
+                    .lora, path: path, key: key,
+                    "the \(component) graph has no weight \(pair.target) for this LoRA to update; "
+                        + "the LoRA was trained on a different model")
             }
             let out = pair.up.shape[0], inner = pair.down.shape[1]
             guard shape == [out, inner] else {
-                throw BindError(.lora, path: path, key: key, "B · A is [\(out), \(inner)] but \(pair.target) is "
-                                + "\(describeShape(shape)); the LoRA was trained on a different model")
+                throw BindError(
+                    .lora, path: path, key: key,
+                    "B · A is [\(out), \(inner)] but \(pair.target) is "
+                        + "\(describeShape(shape)); the LoRA was trained on a different model")
             }
         }
     }
@@ -190,8 +213,9 @@ public struct LoRA: Sendable {
     /// Throws when the LoRA updates `component` and `checkpoint` has none: such updates are never skipped silently.
     public func refuseAbsent(_ component: String, in checkpoint: String) throws(BindError) {
         guard let first = pairs[component]?.first else { return }
-        throw BindError(.lora, path: path, key: component + "." + first.target,
-                        "the LoRA updates the \(component) but \(checkpoint) has no \(component)")
+        throw BindError(
+            .lora, path: path, key: component + "." + first.target,
+            "the LoRA updates the \(component) but \(checkpoint) has no \(component)")
     }
 
     /// The pair updating `target` of `component`, if any.
@@ -205,8 +229,10 @@ public struct LoRA: Sendable {
         let out = pair.up.shape[0], inner = pair.down.shape[1], r = pair.rank
         // The GEMM below writes out × inner floats into w's values: w must be exactly that (not only as described).
         guard w.shape == [out, inner] else {
-            throw BindError(.lora, path: path, key: key, "B · A is [\(out), \(inner)] but the weight read is "
-                            + "\(describeShape(w.shape))")
+            throw BindError(
+                .lora, path: path, key: key,
+                "B · A is [\(out), \(inner)] but the weight read is "
+                    + "\(describeShape(w.shape))")
         }
         let effective = scale * (pair.alpha.map { $0 / Float(r) } ?? 1)
         do {
@@ -215,9 +241,10 @@ public struct LoRA: Sendable {
             fused.withUnsafeMutableBufferPointer { c in
                 b.withUnsafeBufferPointer { bp in
                     a.withUnsafeBufferPointer { ap in
-                        Kernels.sgemm(m: out, n: inner, k: r, a: bp.baseAddress!, lda: r, b: ap.baseAddress!,
-                                      ldb: inner, transposeB: false, c: c.baseAddress!, ldc: inner,
-                                      alpha: effective, beta: 1)
+                        Kernels.sgemm(
+                            m: out, n: inner, k: r, a: bp.baseAddress!, lda: r, b: ap.baseAddress!,
+                            ldb: inner, transposeB: false, c: c.baseAddress!, ldc: inner,
+                            alpha: effective, beta: 1)
                     }
                 }
             }

@@ -44,8 +44,9 @@ extension QuantizedTensor {
             throw .invalidView("\(values.count) values for shape \(describeShape(shape))")
         }
         if scheme.isInteger, let i = (0..<values.count).first(where: { !values[$0].isFinite }) {
-            throw .invalidView("value \(i) is \(values[i]); integer quantization needs finite weights (keep this tensor "
-                + "in f32 or f16 with a policy rule)")
+            throw .invalidView(
+                "value \(i) is \(values[i]); integer quantization needs finite weights (keep this tensor "
+                    + "in f32 or f16 with a policy rule)")
         }
         let storages = layout.map { Storage(zeroedByteCount: $0.shape.reduce(1, *) * ($0.dtype.bitWidth / 8)) }
         let out = storages.map { $0.mutableBaseAddress! }

@@ -2,10 +2,10 @@
 // bytes it will take — resolved from names, shapes and uses before any tensor is read, so a conversion can print it
 // and refuse a bad policy before it writes anything.
 
-import AmusedModel
-import Foundation
-import AmusedRead
 import AmusedCore
+import AmusedModel
+import AmusedRead
+import Foundation
 
 /// One tensor of the plan.
 public struct PlannedTensor: Sendable {
@@ -38,22 +38,26 @@ public struct QuantPlan: Sendable {
         for (component, specs) in components {
             for spec in specs {
                 guard let i = policy.rules.firstIndex(where: { $0.matches(component: component, spec: spec) }) else {
-                    throw QuantizeError(path: policy.name, field: "\(component)/\(spec.key)",
-                                        "no rule of the policy matches this tensor (\(spec.use.rawValue), shape "
-                                        + "\(describeShape(spec.shape))); end the rules with a catch-all")
+                    throw QuantizeError(
+                        path: policy.name, field: "\(component)/\(spec.key)",
+                        "no rule of the policy matches this tensor (\(spec.use.rawValue), shape "
+                            + "\(describeShape(spec.shape))); end the rules with a catch-all")
                 }
                 let rule = policy.rules[i]
                 var scheme = rule.scheme, reason = rule.reason
                 if let why = Self.refusal(rule.scheme, spec) {
                     guard let fallback = rule.fallback, Self.refusal(fallback, spec) == nil else {
-                        throw QuantizeError(path: policy.name, field: "\(component)/\(spec.key)",
-                                            "rule \(i) gives \(rule.scheme), but \(why), and the rule has no usable fallback")
+                        throw QuantizeError(
+                            path: policy.name, field: "\(component)/\(spec.key)",
+                            "rule \(i) gives \(rule.scheme), but \(why), and the rule has no usable fallback")
                     }
                     scheme = fallback
                     reason += "; \(rule.scheme) → \(fallback): \(why)"
                 }
-                tensors.append(PlannedTensor(component: component, spec: spec, scheme: scheme, reason: reason, rule: i,
-                                             bytes: scheme.byteCount(for: spec.shape)!))
+                tensors.append(
+                    PlannedTensor(
+                        component: component, spec: spec, scheme: scheme, reason: reason, rule: i,
+                        bytes: scheme.byteCount(for: spec.shape)!))
             }
         }
         self.policy = policy
@@ -69,7 +73,9 @@ public struct QuantPlan: Sendable {
                 return "int8 is for linear, convolution and embedding weights (this is read value by value)"
             }
         case .int4(let g):
-            guard spec.use == .linear else { return "int4 is for linear weights (this is a \(spec.use.rawValue) weight)" }
+            guard spec.use == .linear else {
+                return "int4 is for linear weights (this is a \(spec.use.rawValue) weight)"
+            }
             let columns = QuantizedTensor.matrix(spec.shape).columns
             guard columns % g == 0 else { return "rows of \(columns) inputs do not split into groups of \(g)" }
         }
@@ -85,7 +91,8 @@ public struct QuantPlan: Sendable {
     public var table: String {
         var out = "tensor\tshape\tuse\tscheme\tbytes\treason\n"
         for t in tensors {
-            out += "\(t.component)/\(t.spec.key)\t\(describeShape(t.spec.shape))\t\(t.spec.use.rawValue)\t\(t.scheme)\t"
+            out +=
+                "\(t.component)/\(t.spec.key)\t\(describeShape(t.spec.shape))\t\(t.spec.use.rawValue)\t\(t.scheme)\t"
                 + "\(t.bytes)\t\(t.reason)\n"
         }
         return out
@@ -109,12 +116,14 @@ public struct QuantPlan: Sendable {
         out += "  component     scheme   tensors        bytes   (fp32 bytes)  reason\n"
         for k in order {
             let g = groups[k]!
-            out += "  " + k.component.padding(toLength: 13, withPad: " ", startingAt: 0) + " "
+            out +=
+                "  " + k.component.padding(toLength: 13, withPad: " ", startingAt: 0) + " "
                 + k.scheme.padding(toLength: 8, withPad: " ", startingAt: 0) + " "
                 + String(g.count).leftPadded(7) + " " + String(g.bytes).leftPadded(12) + " "
                 + ("(" + String(g.f32) + ")").leftPadded(14) + "  " + g.reason + "\n"
         }
-        out += "  total: \(tensors.count) tensors, \(bytes) bytes (\(String(format: "%.3f", Double(bytes) / Double(max(1, float32Bytes))))× the "
+        out +=
+            "  total: \(tensors.count) tensors, \(bytes) bytes (\(String(format: "%.3f", Double(bytes) / Double(max(1, float32Bytes))))× the "
             + "\(float32Bytes) float32 bytes)\n"
         return out
     }
@@ -123,21 +132,26 @@ public struct QuantPlan: Sendable {
     public var json: JSONValue {
         var o = JSONObject()
         o.insert("policy", policy.json)
-        o.insert("tensors", .array(tensors.map { t in
-            var e = JSONObject()
-            e.insert("component", .string(t.component))
-            e.insert("key", .string(t.spec.key))
-            e.insert("shape", .array(t.spec.shape.map { .number(String($0)) }))
-            e.insert("use", .string(t.spec.use.rawValue))
-            e.insert("scheme", .string(t.scheme.description))
-            e.insert("bytes", .number(String(t.bytes)))
-            e.insert("reason", .string(t.reason))
-            return .object(e)
-        }))
+        o.insert(
+            "tensors",
+            .array(
+                tensors.map { t in
+                    var e = JSONObject()
+                    e.insert("component", .string(t.component))
+                    e.insert("key", .string(t.spec.key))
+                    e.insert("shape", .array(t.spec.shape.map { .number(String($0)) }))
+                    e.insert("use", .string(t.spec.use.rawValue))
+                    e.insert("scheme", .string(t.scheme.description))
+                    e.insert("bytes", .number(String(t.bytes)))
+                    e.insert("reason", .string(t.reason))
+                    return .object(e)
+                }))
         return .object(o)
     }
 }
 
 extension String {
-    func leftPadded(_ width: Int) -> String { count >= width ? self : String(repeating: " ", count: width - count) + self }
+    func leftPadded(_ width: Int) -> String {
+        count >= width ? self : String(repeating: " ", count: width - count) + self
+    }
 }

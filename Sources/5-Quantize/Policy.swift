@@ -2,9 +2,9 @@
 // every graph parameter a storage scheme and a reason. The first rule that matches a tensor decides; a policy that
 // leaves a tensor unmatched is an error naming it. The presets are shipped policies.
 
+import AmusedCore
 import AmusedModel
 import AmusedRead
-import AmusedCore
 import Foundation
 
 /// The one error type of the quantize stage.
@@ -79,7 +79,7 @@ public struct QuantPolicy: Sendable {
     /// A shipped preset.
     public static func preset(_ name: String) throws -> QuantPolicy {
         guard presets.contains(name),
-              let url = Bundle.module.url(forResource: name, withExtension: "json", subdirectory: "policies")
+            let url = Bundle.module.url(forResource: name, withExtension: "json", subdirectory: "policies")
                 ?? Bundle.module.url(forResource: name, withExtension: "json")
         else { throw QuantizeError(path: name, "no such preset (known: \(presets.joined(separator: ", ")))") }
         return try load(url.path)
@@ -98,11 +98,15 @@ public struct QuantPolicy: Sendable {
     public init(json: JSONValue, path: String) throws {
         guard let root = json.objectValue else { throw QuantizeError(path: path, "a policy is a JSON object") }
         let known: Set<String> = ["format", "version", "name", "description", "rules"]
-        if let k = root.keys.first(where: { !known.contains($0) }) { throw QuantizeError(path: path, field: k, "unknown field") }
+        if let k = root.keys.first(where: { !known.contains($0) }) {
+            throw QuantizeError(path: path, field: k, "unknown field")
+        }
         guard json["format"]?.stringValue == "amused-quant-policy" else {
             throw QuantizeError(path: path, field: "format", "must be \"amused-quant-policy\"")
         }
-        guard json["version"]?.intValue == 1 else { throw QuantizeError(path: path, field: "version", "only version 1 is known") }
+        guard json["version"]?.intValue == 1 else {
+            throw QuantizeError(path: path, field: "version", "only version 1 is known")
+        }
         guard let name = json["name"]?.stringValue, !name.isEmpty else {
             throw QuantizeError(path: path, field: "name", "a non-empty name is required")
         }
@@ -110,7 +114,9 @@ public struct QuantPolicy: Sendable {
             throw QuantizeError(path: path, field: "rules", "at least one rule is required")
         }
         var parsed: [PolicyRule] = []
-        let ruleFields: Set<String> = ["component", "key", "use", "min_elements", "max_elements", "scheme", "fallback", "reason"]
+        let ruleFields: Set<String> = [
+            "component", "key", "use", "min_elements", "max_elements", "scheme", "fallback", "reason",
+        ]
         for (i, r) in rules.enumerated() {
             let at = "rules[\(i)]"
             guard let o = r.objectValue else { throw QuantizeError(path: path, field: at, "a rule is an object") }
@@ -134,8 +140,9 @@ public struct QuantPolicy: Sendable {
             func scheme(_ field: String) throws -> QuantScheme? {
                 guard let v = r[field] else { return nil }
                 guard let s = v.stringValue.flatMap(QuantScheme.init(name:)) else {
-                    throw QuantizeError(path: path, field: "\(at).\(field)",
-                                        "unknown scheme (f32, f16, bf16, int8, int4, int4g32, int4g64, int4g128)")
+                    throw QuantizeError(
+                        path: path, field: "\(at).\(field)",
+                        "unknown scheme (f32, f16, bf16, int8, int4, int4g32, int4g64, int4g128)")
                 }
                 return s
             }
@@ -143,22 +150,28 @@ public struct QuantPolicy: Sendable {
             if let names = try strings("use") {
                 uses = try names.map { n in
                     guard let u = ParameterUse(rawValue: n) else {
-                        throw QuantizeError(path: path, field: "\(at).use", "unknown use \(n) (linear, conv, embedding, other)")
+                        throw QuantizeError(
+                            path: path, field: "\(at).use", "unknown use \(n) (linear, conv, embedding, other)")
                     }
                     return u
                 }
             }
-            guard let s = try scheme("scheme") else { throw QuantizeError(path: path, field: "\(at).scheme", "required") }
+            guard let s = try scheme("scheme") else {
+                throw QuantizeError(path: path, field: "\(at).scheme", "required")
+            }
             guard let reason = r["reason"]?.stringValue, !reason.isEmpty else {
                 throw QuantizeError(path: path, field: "\(at).reason", "every rule says why (a non-empty reason)")
             }
             let components = try strings("component")
             if let bad = components?.first(where: { !["transformer", "text_encoder", "vqvae"].contains($0) }) {
-                throw QuantizeError(path: path, field: "\(at).component", "unknown component \(bad) (transformer, text_encoder, vqvae)")
+                throw QuantizeError(
+                    path: path, field: "\(at).component", "unknown component \(bad) (transformer, text_encoder, vqvae)")
             }
-            parsed.append(PolicyRule(components: components, keys: try strings("key"), uses: uses,
-                                     minElements: try count("min_elements"), maxElements: try count("max_elements"),
-                                     scheme: s, fallback: try scheme("fallback"), reason: reason))
+            parsed.append(
+                PolicyRule(
+                    components: components, keys: try strings("key"), uses: uses,
+                    minElements: try count("min_elements"), maxElements: try count("max_elements"),
+                    scheme: s, fallback: try scheme("fallback"), reason: reason))
         }
         self.name = name
         self.description = json["description"]?.stringValue ?? ""

@@ -15,9 +15,11 @@ extension VerifyReport {
         // A skipped case fails the run unless skips are allowed; CI then shows it as a failure, not a skip.
         let skippedFail = !skipsAllowed
         var out = #"<?xml version="1.0" encoding="UTF-8"?>"# + "\n"
-        out += "<testsuites name=\"amused verify\" tests=\"\(cases.count)\" failures=\"\(failures + (skippedFail ? skippedCount : 0))\" "
+        out +=
+            "<testsuites name=\"amused verify\" tests=\"\(cases.count)\" failures=\"\(failures + (skippedFail ? skippedCount : 0))\" "
             + "errors=\"0\" time=\"\(Self.time(seconds))\">\n"
-        out += "  <testsuite name=\"\(Self.escape(record))\" tests=\"\(cases.count)\" "
+        out +=
+            "  <testsuite name=\"\(Self.escape(record))\" tests=\"\(cases.count)\" "
             + "failures=\"\(failures + (skippedFail ? skippedCount : 0))\" errors=\"0\" "
             + "skipped=\"\(skippedFail ? 0 : skippedCount)\" time=\"\(Self.time(seconds))\">\n"
         out += "    <properties>\n"
@@ -26,7 +28,8 @@ extension VerifyReport {
         }
         out += "    </properties>\n"
         for c in cases {
-            out += "    <testcase name=\"\(Self.escape(c.name))\" classname=\"\(Self.escape("amused.verify.\(c.kind)"))\" "
+            out +=
+                "    <testcase name=\"\(Self.escape(c.name))\" classname=\"\(Self.escape("amused.verify.\(c.kind)"))\" "
                 + "time=\"\(Self.time(c.seconds))\""
             let details = Self.details(c)
             switch c.status {
@@ -34,11 +37,13 @@ extension VerifyReport {
                 out += ">\n      <system-out>\(Self.escape(details))</system-out>\n    </testcase>\n"
             case .fail:
                 let first = c.note.map { "first tensor out of tolerance: \($0)" } ?? "parity failed"
-                out += ">\n      <failure type=\"parity\" message=\"\(Self.escape(first))\">\(Self.escape(details))</failure>\n"
+                out +=
+                    ">\n      <failure type=\"parity\" message=\"\(Self.escape(first))\">\(Self.escape(details))</failure>\n"
                     + "    </testcase>\n"
             case .skipped:
                 let why = "not run: \(c.note ?? "unknown reason")"
-                out += skippedFail
+                out +=
+                    skippedFail
                     ? ">\n      <failure type=\"skipped\" message=\"\(Self.escape(why + " (--allow-skip accepts it)"))\"/>\n"
                         + "    </testcase>\n"
                     : ">\n      <skipped message=\"\(Self.escape(why))\"/>\n    </testcase>\n"
@@ -50,16 +55,20 @@ extension VerifyReport {
     /// The metrics of one case, one line each, as the text report prints them.
     static func details(_ c: CaseResult) -> String {
         var lines = c.metrics.map { m in
-            if let a = m.agreement { return "\(m.pass ? "ok  " : "FAIL") \(m.tensor) agreement \(String(format: "%.6f", a))" }
-            return String(format: "%@ %@ max abs %.3e mean abs %.3e cosine %.9f (max |ref| %.3g; %@)",
-                          m.pass ? "ok  " : "FAIL", m.tensor, m.maxAbs, m.meanAbs, m.cosine, m.maxReference, m.criterion)
+            if let a = m.agreement {
+                return "\(m.pass ? "ok  " : "FAIL") \(m.tensor) agreement \(String(format: "%.6f", a))"
+            }
+            return String(
+                format: "%@ %@ max abs %.3e mean abs %.3e cosine %.9f (max |ref| %.3g; %@)",
+                m.pass ? "ok  " : "FAIL", m.tensor, m.maxAbs, m.meanAbs, m.cosine, m.maxReference, m.criterion)
         }
         if let steps = c.tokenAgreementPerStep {
             lines.append("token agreement per step: " + steps.map { String(format: "%.4f", $0) }.joined(separator: " "))
         }
         for k in c.quantization?.checks ?? [] {
-            lines.append("\(k.pass ? "ok  " : "FAIL") \(k.name) \(String(format: "%.4g", k.value)) "
-                + "\(k.atMost ? "≤" : "≥") \(k.bound)")
+            lines.append(
+                "\(k.pass ? "ok  " : "FAIL") \(k.name) \(String(format: "%.4g", k.value)) "
+                    + "\(k.atMost ? "≤" : "≥") \(k.bound)")
         }
         return lines.joined(separator: "\n")
     }

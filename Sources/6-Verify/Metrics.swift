@@ -2,9 +2,9 @@
 // float32 baseline.
 
 import AmusedBind
+import AmusedCore
 import AmusedModel
 import AmusedRead
-import AmusedCore
 import Foundation
 
 /// Error statistics of one output tensor against its reference.
@@ -26,8 +26,10 @@ public struct TensorMetrics: Sendable {
     /// The tolerance that decided it, in words.
     public let criterion: String
 
-    static func floats(_ name: String, ours: [Float], reference: [Float], tolerance: Double, relative: Bool,
-                       minCosine: Double? = nil) -> TensorMetrics {
+    static func floats(
+        _ name: String, ours: [Float], reference: [Float], tolerance: Double, relative: Bool,
+        minCosine: Double? = nil
+    ) -> TensorMetrics {
         var maxAbs = 0.0, sumAbs = 0.0, dot = 0.0, na = 0.0, nb = 0.0, maxRef = 0.0
         let n = min(ours.count, reference.count)
         for i in 0..<n {
@@ -48,8 +50,9 @@ public struct TensorMetrics: Sendable {
             pass = pass && cosine >= minCosine
             criterion += ", cosine ≥ \(minCosine)"
         }
-        return TensorMetrics(tensor: name, maxAbs: maxAbs, meanAbs: n > 0 ? sumAbs / Double(n) : 0, cosine: cosine,
-                             maxReference: maxRef, agreement: nil, pass: pass, criterion: criterion)
+        return TensorMetrics(
+            tensor: name, maxAbs: maxAbs, meanAbs: n > 0 ? sumAbs / Double(n) : 0, cosine: cosine,
+            maxReference: maxRef, agreement: nil, pass: pass, criterion: criterion)
     }
 
     static func ids(_ name: String, ours: [Int64], reference: [Int64], minAgreement: Double) -> TensorMetrics {
@@ -57,9 +60,10 @@ public struct TensorMetrics: Sendable {
         let same = (0..<n).filter { ours[$0] == reference[$0] }.count
         let agreement = reference.isEmpty ? 1 : Double(same) / Double(reference.count)
         let maxDiff = (0..<n).map { Double(abs(ours[$0] - reference[$0])) }.max() ?? 0
-        return TensorMetrics(tensor: name, maxAbs: maxDiff, meanAbs: 0, cosine: 1, maxReference: 0,
-                             agreement: agreement, pass: ours.count == reference.count && agreement >= minAgreement,
-                             criterion: "agreement ≥ \(minAgreement)")
+        return TensorMetrics(
+            tensor: name, maxAbs: maxDiff, meanAbs: 0, cosine: 1, maxReference: 0,
+            agreement: agreement, pass: ours.count == reference.count && agreement >= minAgreement,
+            criterion: "agreement ≥ \(minAgreement)")
     }
 }
 

@@ -2,9 +2,9 @@
 // per step, the final pixels; under a quantized profile, teacher-forced metrics against the float32 baseline.
 
 import AmusedBind
+import AmusedCore
 import AmusedModel
 import AmusedRead
-import AmusedCore
 import Foundation
 
 extension Verifier {
@@ -18,12 +18,17 @@ extension Verifier {
         }
         let j = c.json
         guard let prompts = j["prompts"]?.arrayValue?.compactMap(\.stringValue), let seed = j["seed"]?.uint64Value,
-              let steps = j["steps"]?.intValue, let guidance = j["guidance_scale"]?.doubleValue
-        else { throw VerifyError(path: record.folder + "/record.json", field: c.name, "pipeline case lacks prompts, seed, steps or guidance_scale") }
+            let steps = j["steps"]?.intValue, let guidance = j["guidance_scale"]?.doubleValue
+        else {
+            throw VerifyError(
+                path: record.folder + "/record.json", field: c.name,
+                "pipeline case lacks prompts, seed, steps or guidance_scale")
+        }
         let expectedTokens = try record.tensor(c, "tokens", rank: 4)
         let expectedImage = try record.tensor(c, "image", rank: 4)
-        var request = GenerationRequest(prompts: prompts, height: j["height"]?.intValue ?? expectedImage.shape[1],
-                                        width: j["width"]?.intValue ?? expectedImage.shape[2])
+        var request = GenerationRequest(
+            prompts: prompts, height: j["height"]?.intValue ?? expectedImage.shape[1],
+            width: j["width"]?.intValue ?? expectedImage.shape[2])
         request.negativePrompts = j["negative_prompts"]?.arrayValue?.compactMap(\.stringValue)
         request.seed = seed
         request.steps = steps
@@ -59,34 +64,45 @@ extension Verifier {
                 firstDivergence = s
                 let i = zip(ours, theirs).enumerated().first { $1.0 != $1.1 }!.offset
                 let grid = expectedTokens.shape[2] * expectedTokens.shape[3]
-                divergence = "step \(s), image \(i / grid), token (\((i % grid) / expectedTokens.shape[3]), "
+                divergence =
+                    "step \(s), image \(i / grid), token (\((i % grid) / expectedTokens.shape[3]), "
                     + "\(i % expectedTokens.shape[3])): \(ours[i]) vs \(theirs[theirs.startIndex + i])"
             }
         }
         let stepsMatch = generated.tokens.count == expectedTokens.shape[0]
         let tokensPass = stepsMatch && firstDivergence == nil
-        var metrics = [TensorMetrics.ids("\(c.name)/tokens", ours: Array(generated.tokens.joined()), reference: reference,
-                                         minAgreement: try profile.value("pipeline_min_token_agreement"))]
+        var metrics = [
+            TensorMetrics.ids(
+                "\(c.name)/tokens", ours: Array(generated.tokens.joined()), reference: reference,
+                minAgreement: try profile.value("pipeline_min_token_agreement"))
+        ]
         let ourPixels = generated.images.map { Float($0) }, theirPixels = try expectedImage.floats()
         // Pixels are compared only where the tokens agree; a different token legitimately changes its patch.
-        metrics.append(.floats("\(c.name)/image", ours: ourPixels, reference: theirPixels,
-                               tolerance: tokensPass ? try profile.value("pipeline_image_max_levels") : .infinity,
-                               relative: false))
+        metrics.append(
+            .floats(
+                "\(c.name)/image", ours: ourPixels, reference: theirPixels,
+                tolerance: tokensPass ? try profile.value("pipeline_image_max_levels") : .infinity,
+                relative: false))
         var outcome = CaseResult(
             name: c.name, kind: c.kind, status: metrics.allSatisfy(\.pass) && stepsMatch ? .pass : .fail,
             metrics: metrics,
-            note: !stepsMatch ? "ran \(generated.tokens.count) steps, the record has \(expectedTokens.shape[0])"
-                : divergence.map { "tokens diverge at \($0)" } ?? metrics.first { !$0.pass }.map { "\($0.tensor) (\($0.criterion))" },
+            note: !stepsMatch
+                ? "ran \(generated.tokens.count) steps, the record has \(expectedTokens.shape[0])"
+                : divergence.map { "tokens diverge at \($0)" }
+                    ?? metrics.first { !$0.pass }.map { "\($0.tensor) (\($0.criterion))" },
             seconds: Date().timeIntervalSince(start))
         outcome.tokenAgreementPerStep = agreement
         outcome.firstDivergingStep = firstDivergence
         if profile.optional("quantized_max_mean_kl") != nil {
             guard let baseline else {
-                throw VerifyError(path: record.folder, field: c.name, "a quantized profile needs the float32 baseline "
-                                  + "model (the record's own model, or --baseline) to compare the pipeline against")
+                throw VerifyError(
+                    path: record.folder, field: c.name,
+                    "a quantized profile needs the float32 baseline "
+                        + "model (the record's own model, or --baseline) to compare the pipeline against")
             }
             let reference = try AmusedPipeline(components: baseline)  // its own error names what the baseline lacks
-            let q = try quantizationMetrics(reference: reference, candidate: pipeline, request: request, candidateResult: generated)
+            let q = try quantizationMetrics(
+                reference: reference, candidate: pipeline, request: request, candidateResult: generated)
             outcome.quantization = q
             // Under a quantized profile the verdict is the quantized metrics (the record's exact tokens are reported).
             outcome.status = q.pass && stepsMatch ? .pass : .fail
@@ -99,8 +115,10 @@ extension Verifier {
     }
 
     /// The quantized metrics of `candidate` against the float32 `reference` pipeline on `request`.
-    func quantizationMetrics(reference: AmusedPipeline, candidate: AmusedPipeline, request: GenerationRequest,
-                             candidateResult: GenerationResult) throws -> QuantizationMetrics {
+    func quantizationMetrics(
+        reference: AmusedPipeline, candidate: AmusedPipeline, request: GenerationRequest,
+        candidateResult: GenerationResult
+    ) throws -> QuantizationMetrics {
         let (baseline, steps) = try reference.compare(request, candidate: candidate)
         let ours = candidateResult.tokens.last ?? [], theirs = baseline.tokens.last ?? []
         let same = zip(ours, theirs).filter { $0 == $1 }.count
@@ -131,10 +149,11 @@ extension Verifier {
         check("unmasked-set agreement (pooled over steps)", keptAll, "quantized_min_kept_agreement", atMost: false)
         check("final token agreement", finalAgreement, "quantized_min_final_token_agreement", atMost: false)
         check("image PSNR dB", psnr, "quantized_min_psnr", atMost: false)
-        return QuantizationMetrics(klMeanPerStep: kl, klMaxPerStep: steps.map(\.klMax), top1PerStep: top1,
-                                   keptAgreementPerStep: kept, klMean: klAll, top1: top1All, keptAgreement: keptAll,
-                                   maskedPredictions: steps.reduce(0) { $0 + $1.maskedPositions },
-                                   finalTokenAgreement: finalAgreement, psnr: psnr,
-                                   checks: checks)
+        return QuantizationMetrics(
+            klMeanPerStep: kl, klMaxPerStep: steps.map(\.klMax), top1PerStep: top1,
+            keptAgreementPerStep: kept, klMean: klAll, top1: top1All, keptAgreement: keptAll,
+            maskedPredictions: steps.reduce(0) { $0 + $1.maskedPositions },
+            finalTokenAgreement: finalAgreement, psnr: psnr,
+            checks: checks)
     }
 }

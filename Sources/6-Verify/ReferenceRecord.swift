@@ -1,8 +1,8 @@
 // Reference records (docs/reference-record.md, format version 1): record.json + record.safetensors,
 // with the checkpoint in model/ or where "model" points.
 
-import AmusedRead
 import AmusedCore
+import AmusedRead
 import Foundation
 
 /// The one error type of the verify stage.
@@ -62,28 +62,37 @@ public struct ReferenceRecord: Sendable {
             throw VerifyError(path: jsonPath, field: "format", "not an amused-reference-record")
         }
         guard root["version"]?.intValue == 1 else {
-            throw VerifyError(path: jsonPath, field: "version", "unsupported record version \(root["version"]?.serialized ?? "none")")
+            throw VerifyError(
+                path: jsonPath, field: "version", "unsupported record version \(root["version"]?.serialized ?? "none")")
         }
         let model = root["model"]?.stringValue ?? "model"
         let local = model.hasPrefix("/") ? model : folder + "/" + model
         // A record of a hub checkpoint (Tools/record.py --model org/name) names it by its id: the local cache has it.
         if !FileManager.default.fileExists(atPath: local), HubCache.isHubID(model),
-           let snapshot = try? HubCache.snapshot(id: model) {
+            let snapshot = try? HubCache.snapshot(id: model)
+        {
             modelPath = snapshot
         } else {
             modelPath = local
         }
         reference = root["reference"]
-        guard let list = root["cases"]?.arrayValue else { throw VerifyError(path: jsonPath, field: "cases", "no cases list") }
+        guard let list = root["cases"]?.arrayValue else {
+            throw VerifyError(path: jsonPath, field: "cases", "no cases list")
+        }
         var seen = Set<String>()
         var cases: [RecordCase] = []
         for c in list {
             guard let name = c["name"]?.stringValue, let kind = c["kind"]?.stringValue else {
                 throw VerifyError(path: jsonPath, field: "cases", "a case lacks a name or kind")
             }
-            guard !name.isEmpty, name.utf8.allSatisfy({ $0 == 0x5F || $0 == 0x2D || (0x30...0x39).contains($0)
-                || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) }), seen.insert(name).inserted
-            else { throw VerifyError(path: jsonPath, field: name, "case names must be unique and match [A-Za-z0-9_-]+") }
+            guard !name.isEmpty,
+                name.utf8.allSatisfy({
+                    $0 == 0x5F || $0 == 0x2D || (0x30...0x39).contains($0)
+                        || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0)
+                }), seen.insert(name).inserted
+            else {
+                throw VerifyError(path: jsonPath, field: name, "case names must be unique and match [A-Za-z0-9_-]+")
+            }
             cases.append(RecordCase(name: name, kind: kind, json: c))
         }
         self.cases = cases
@@ -98,7 +107,8 @@ public struct ReferenceRecord: Sendable {
         }
         let t = try tensors.tensor(named: name)
         if let rank, t.shape.count != rank {
-            throw VerifyError(path: tensors.path, field: name, "expected \(rank) dimensions, found \(describeShape(t.shape))")
+            throw VerifyError(
+                path: tensors.path, field: name, "expected \(rank) dimensions, found \(describeShape(t.shape))")
         }
         return t
     }

@@ -1,9 +1,9 @@
 // Tolerance profiles: the thresholds a check passes against, one profile per precision, each value with its reason.
 
 import AmusedBind
+import AmusedCore
 import AmusedModel
 import AmusedRead
-import AmusedCore
 import Foundation
 
 /// Thresholds a check passes against, from `tolerance-profiles.json` (each with the reason for its value).
@@ -18,13 +18,16 @@ public struct ToleranceProfile: Sendable {
 
     /// The threshold `key`.
     public func value(_ key: String) throws -> Double {
-        guard let v = thresholds[key] else { throw VerifyError(path: "tolerance-profiles.json", field: key, "profile \(name) lacks it") }
+        guard let v = thresholds[key] else {
+            throw VerifyError(path: "tolerance-profiles.json", field: key, "profile \(name) lacks it")
+        }
         return v
     }
 
     /// Loads profile `name` from the shipped profiles file, or from `file` when given.
     public static func load(_ name: String, file: String? = nil) throws -> ToleranceProfile {
-        let path = file ?? Bundle.module.path(forResource: "tolerance-profiles", ofType: "json") ?? "tolerance-profiles.json"
+        let path =
+            file ?? Bundle.module.path(forResource: "tolerance-profiles", ofType: "json") ?? "tolerance-profiles.json"
         let root = try Checkpoint.readJSON(path)
         guard let profile = root["profiles"]?[name]?.objectValue else {
             let known = root["profiles"]?.objectValue?.keys.joined(separator: ", ") ?? ""

@@ -2,18 +2,21 @@
 // first layer that diverges.
 
 import AmusedBind
+import AmusedCore
 import AmusedModel
 import AmusedRead
-import AmusedCore
 import Foundation
 
 extension Verifier {
     /// Writes the Swift activations of a case to `<folder>/<case>.swift.safetensors`.
     func writeTrace(_ trace: Trace, case name: String, folder: String) throws {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        let tensors = try trace.entries.map { entry in (entry.name, try Tensor(floats: entry.values, shape: entry.shape)) }
-        try SafetensorsWriter.write(tensors, metadata: [("trace_order", trace.entries.map(\.name).joined(separator: ","))],
-                                    to: "\(folder)/\(name).swift.safetensors")
+        let tensors = try trace.entries.map { entry in
+            (entry.name, try Tensor(floats: entry.values, shape: entry.shape))
+        }
+        try SafetensorsWriter.write(
+            tensors, metadata: [("trace_order", trace.entries.map(\.name).joined(separator: ","))],
+            to: "\(folder)/\(name).swift.safetensors")
     }
 }
 

@@ -1,9 +1,9 @@
 // The outcome of a record: per case, and as JSON (what bundles store) and as the text `amused verify` prints.
 
 import AmusedBind
+import AmusedCore
 import AmusedModel
 import AmusedRead
-import AmusedCore
 import Foundation
 
 /// The outcome of one case.
@@ -83,54 +83,63 @@ public struct VerifyReport: Sendable {
         root.insert("profile", .string(profile))
         root.insert("skipped", .number(String(skippedCount)))
         root.insert("skips_allowed", .bool(skipsAllowed))
-        root.insert("cases", .array(cases.map { c in
-            var o = JSONObject()
-            o.insert("name", .string(c.name))
-            o.insert("kind", .string(c.kind))
-            o.insert("pass", c.status == .skipped ? .null : .bool(c.status == .pass))
-            o.insert("status", .string(c.status.rawValue))
-            o.insert("metrics", .array(c.metrics.map { m in
-                var t = JSONObject()
-                t.insert("tensor", .string(m.tensor))
-                t.insert("pass", .bool(m.pass))
-                t.insert("max_abs", number(m.maxAbs))
-                t.insert("mean_abs", number(m.meanAbs))
-                t.insert("cosine", number(m.cosine))
-                t.insert("max_reference", number(m.maxReference))
-                if let a = m.agreement { t.insert("agreement", number(a)) }
-                t.insert("criterion", .string(m.criterion))
-                return .object(t)
-            }))
-            o.insert("note", c.note.map(JSONValue.string) ?? .null)
-            if let steps = c.tokenAgreementPerStep {
-                o.insert("token_agreement_per_step", .array(steps.map(number)))
-                o.insert("first_diverging_step", c.firstDivergingStep.map { .number(String($0)) } ?? .null)
-            }
-            if let q = c.quantization {
-                var j = JSONObject()
-                j.insert("kl_mean_per_step", .array(q.klMeanPerStep.map(number)))
-                j.insert("kl_max_per_step", .array(q.klMaxPerStep.map(number)))
-                j.insert("top1_per_step", .array(q.top1PerStep.map(number)))
-                j.insert("kept_agreement_per_step", .array(q.keptAgreementPerStep.map(number)))
-                j.insert("kl_mean", number(q.klMean))
-                j.insert("top1", number(q.top1))
-                j.insert("kept_agreement", number(q.keptAgreement))
-                j.insert("masked_predictions", .number(String(q.maskedPredictions)))
-                j.insert("final_token_agreement", number(q.finalTokenAgreement))
-                j.insert("psnr_db", number(q.psnr))
-                j.insert("checks", .array(q.checks.map { k in
-                    var e = JSONObject()
-                    e.insert("name", .string(k.name))
-                    e.insert("value", number(k.value))
-                    e.insert(k.atMost ? "max" : "min", number(k.bound))
-                    e.insert("pass", .bool(k.pass))
-                    return .object(e)
+        root.insert(
+            "cases",
+            .array(
+                cases.map { c in
+                    var o = JSONObject()
+                    o.insert("name", .string(c.name))
+                    o.insert("kind", .string(c.kind))
+                    o.insert("pass", c.status == .skipped ? .null : .bool(c.status == .pass))
+                    o.insert("status", .string(c.status.rawValue))
+                    o.insert(
+                        "metrics",
+                        .array(
+                            c.metrics.map { m in
+                                var t = JSONObject()
+                                t.insert("tensor", .string(m.tensor))
+                                t.insert("pass", .bool(m.pass))
+                                t.insert("max_abs", number(m.maxAbs))
+                                t.insert("mean_abs", number(m.meanAbs))
+                                t.insert("cosine", number(m.cosine))
+                                t.insert("max_reference", number(m.maxReference))
+                                if let a = m.agreement { t.insert("agreement", number(a)) }
+                                t.insert("criterion", .string(m.criterion))
+                                return .object(t)
+                            }))
+                    o.insert("note", c.note.map(JSONValue.string) ?? .null)
+                    if let steps = c.tokenAgreementPerStep {
+                        o.insert("token_agreement_per_step", .array(steps.map(number)))
+                        o.insert("first_diverging_step", c.firstDivergingStep.map { .number(String($0)) } ?? .null)
+                    }
+                    if let q = c.quantization {
+                        var j = JSONObject()
+                        j.insert("kl_mean_per_step", .array(q.klMeanPerStep.map(number)))
+                        j.insert("kl_max_per_step", .array(q.klMaxPerStep.map(number)))
+                        j.insert("top1_per_step", .array(q.top1PerStep.map(number)))
+                        j.insert("kept_agreement_per_step", .array(q.keptAgreementPerStep.map(number)))
+                        j.insert("kl_mean", number(q.klMean))
+                        j.insert("top1", number(q.top1))
+                        j.insert("kept_agreement", number(q.keptAgreement))
+                        j.insert("masked_predictions", .number(String(q.maskedPredictions)))
+                        j.insert("final_token_agreement", number(q.finalTokenAgreement))
+                        j.insert("psnr_db", number(q.psnr))
+                        j.insert(
+                            "checks",
+                            .array(
+                                q.checks.map { k in
+                                    var e = JSONObject()
+                                    e.insert("name", .string(k.name))
+                                    e.insert("value", number(k.value))
+                                    e.insert(k.atMost ? "max" : "min", number(k.bound))
+                                    e.insert("pass", .bool(k.pass))
+                                    return .object(e)
+                                }))
+                        o.insert("quantization", .object(j))
+                    }
+                    if includeTimings { o.insert("seconds", number(c.seconds)) }
+                    return .object(o)
                 }))
-                o.insert("quantization", .object(j))
-            }
-            if includeTimings { o.insert("seconds", number(c.seconds)) }
-            return .object(o)
-        }))
         return .object(root)
     }
 
@@ -138,20 +147,28 @@ public struct VerifyReport: Sendable {
     public var text: String {
         var out = "record: \(record)\nmodel:  \(model)\nprofile: \(profile)\n\n"
         for c in cases {
-            out += "\(c.status.rawValue.uppercased().padding(toLength: 7, withPad: " ", startingAt: 0)) \(c.name) (\(c.kind))"
-            if c.status == .skipped { out += ": \(c.note ?? "")\n"; continue }
+            out +=
+                "\(c.status.rawValue.uppercased().padding(toLength: 7, withPad: " ", startingAt: 0)) \(c.name) (\(c.kind))"
+            if c.status == .skipped {
+                out += ": \(c.note ?? "")\n"
+                continue
+            }
             out += String(format: "  %.2f s\n", c.seconds)
             for m in c.metrics {
                 if let a = m.agreement {
                     out += String(format: "    %@ %@  agreement %.6f\n", m.pass ? "ok  " : "FAIL", m.tensor, a)
                 } else {
-                    out += String(format: "    %@ %@  max abs %.3e  mean abs %.3e  cosine %.9f  (max |ref| %.3g)\n",
-                                  m.pass ? "ok  " : "FAIL", m.tensor, m.maxAbs, m.meanAbs, m.cosine, m.maxReference)
+                    out += String(
+                        format: "    %@ %@  max abs %.3e  mean abs %.3e  cosine %.9f  (max |ref| %.3g)\n",
+                        m.pass ? "ok  " : "FAIL", m.tensor, m.maxAbs, m.meanAbs, m.cosine, m.maxReference)
                 }
             }
             if let steps = c.tokenAgreementPerStep {
-                out += "    token agreement per step: " + steps.map { String(format: "%.4f", $0) }.joined(separator: " ")
-                out += c.firstDivergingStep.map { "  (first divergence at step \($0))\n" } ?? "  (identical at every step)\n"
+                out +=
+                    "    token agreement per step: " + steps.map { String(format: "%.4f", $0) }.joined(separator: " ")
+                out +=
+                    c.firstDivergingStep.map { "  (first divergence at step \($0))\n" }
+                    ?? "  (identical at every step)\n"
             }
             if let q = c.quantization {
                 func row(_ label: String, _ values: [Double], _ format: String) -> String {
@@ -160,10 +177,12 @@ public struct VerifyReport: Sendable {
                 out += row("KL per step (mean, nats)", q.klMeanPerStep, "%.2e")
                 out += row("top-1 agreement per step", q.top1PerStep, "%.4f")
                 out += row("unmasked-set agreement  ", q.keptAgreementPerStep, "%.4f")
-                out += String(format: "    final token agreement %.4f, image PSNR %.2f dB (against the float32 baseline)\n",
-                              q.finalTokenAgreement, q.psnr)
+                out += String(
+                    format: "    final token agreement %.4f, image PSNR %.2f dB (against the float32 baseline)\n",
+                    q.finalTokenAgreement, q.psnr)
                 for k in q.checks {
-                    out += "    \(k.pass ? "ok  " : "FAIL") \(k.name) \(String(format: "%.4g", k.value)) "
+                    out +=
+                        "    \(k.pass ? "ok  " : "FAIL") \(k.name) \(String(format: "%.4g", k.value)) "
                         + "\(k.atMost ? "≤" : "≥") \(k.bound)\n"
                 }
             }
@@ -173,7 +192,9 @@ public struct VerifyReport: Sendable {
         out += "\n\(ran.filter { $0.status == .pass }.count) passed, \(ran.filter { $0.status == .fail }.count) failed"
         let skipped = cases.count - ran.count
         if skipped > 0 {
-            out += ", \(skipped) skipped" + (skipsAllowed ? "" : " (a skipped case fails the run; --allow-skip accepts them)")
+            out +=
+                ", \(skipped) skipped"
+                + (skipsAllowed ? "" : " (a skipped case fails the run; --allow-skip accepts them)")
         }
         return out + "\n"
     }

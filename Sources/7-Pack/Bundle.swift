@@ -14,10 +14,10 @@
 // buffer carries the SHA-256 of its (decoded) bytes; compressed bundles store zstd frames whose content size must equal
 // the declared size. Readers treat all of it as untrusted (docs/hostile-inputs.md §6.7).
 
-import AmusedRead
 import AmusedCore
-import Crypto
+import AmusedRead
 import CZstd
+import Crypto
 import Foundation
 
 /// The one error type of the pack stage: reading, checking and writing bundles.
@@ -48,8 +48,10 @@ public struct BundleError: Error, LocalizedError, Equatable, Sendable {
         s += ": \(message) (\(family.rawValue)). "
         switch family {
         case .integrity: s += "The bundle is damaged; copy it again or re-run amused convert."
-        case .io: s += "Check the path, the permissions, the free space and any file-size limit; a bundle being "
-            + "written is left as it was."
+        case .io:
+            s +=
+                "Check the path, the permissions, the free space and any file-size limit; a bundle being "
+                + "written is left as it was."
         case .unsupported: s += "Convert the checkpoint again with this version of amused."
         default: s += "This is not a valid .amused bundle; re-run amused convert to make one."
         }
@@ -143,51 +145,65 @@ public enum BundleFormat {
     /// Checks that `stored` is exactly one zstd frame that decodes to `expected` bytes, before anything of that size
     /// is allocated: frames without a content size, with a different one, with a window beyond `windowLogMax`,
     /// followed by anything, or claiming more than zstd can produce from their size are refused.
-    static func checkFrame(_ stored: UnsafeRawBufferPointer, expected: Int, path: String, field: String,
-                           offset: Int) throws(BundleError) {
+    static func checkFrame(
+        _ stored: UnsafeRawBufferPointer, expected: Int, path: String, field: String,
+        offset: Int
+    ) throws(BundleError) {
         // zstd's densest block is RLE: 4 bytes (header and byte) for at most 128 KiB, so at most 32768:1.
         guard expected / 32768 <= stored.count else {
-            throw BundleError(.limitExceeded, path: path, field: field, offset: offset,
-                              "\(expected) bytes claimed from a \(stored.count)-byte zstd frame, more than zstd can produce")
+            throw BundleError(
+                .limitExceeded, path: path, field: field, offset: offset,
+                "\(expected) bytes claimed from a \(stored.count)-byte zstd frame, more than zstd can produce")
         }
-        guard stored.count >= 4 else { throw BundleError(.truncated, path: path, field: field, offset: offset, "zstd frame too short") }
+        guard stored.count >= 4 else {
+            throw BundleError(.truncated, path: path, field: field, offset: offset, "zstd frame too short")
+        }
         var header = ZSTD_frameHeader()
         let h = ZSTD_getFrameHeader(&header, stored.baseAddress, stored.count)
         guard h == 0, header.frameType == ZSTD_frame else {
-            throw BundleError(.inconsistent, path: path, field: field, offset: offset,
-                              "not a single zstd data frame (a skippable frame or a broken header)")
+            throw BundleError(
+                .inconsistent, path: path, field: field, offset: offset,
+                "not a single zstd data frame (a skippable frame or a broken header)")
         }
         guard header.frameContentSize != UInt64.max else {
-            throw BundleError(.inconsistent, path: path, field: field, offset: offset, "zstd frame without a content size")
+            throw BundleError(
+                .inconsistent, path: path, field: field, offset: offset, "zstd frame without a content size")
         }
         guard header.frameContentSize == UInt64(expected) else {
-            throw BundleError(.inconsistent, path: path, field: field, offset: offset,
-                              "zstd frame holds \(header.frameContentSize) bytes, the manifest says \(expected)")
+            throw BundleError(
+                .inconsistent, path: path, field: field, offset: offset,
+                "zstd frame holds \(header.frameContentSize) bytes, the manifest says \(expected)")
         }
         guard header.windowSize <= UInt64(1) << UInt64(windowLogMax) else {
-            throw BundleError(.limitExceeded, path: path, field: field, offset: offset,
-                              "zstd window of \(header.windowSize) bytes exceeds 2^\(windowLogMax)")
+            throw BundleError(
+                .limitExceeded, path: path, field: field, offset: offset,
+                "zstd window of \(header.windowSize) bytes exceeds 2^\(windowLogMax)")
         }
         let frame = ZSTD_findFrameCompressedSize(stored.baseAddress, stored.count)
         guard ZSTD_isError(frame) == 0, frame == stored.count else {
-            throw BundleError(.inconsistent, path: path, field: field, offset: offset,
-                              "bytes after the zstd frame (a second frame, a skippable frame or trailing data)")
+            throw BundleError(
+                .inconsistent, path: path, field: field, offset: offset,
+                "bytes after the zstd frame (a second frame, a skippable frame or trailing data)")
         }
     }
 
     /// Decodes exactly one zstd frame of `stored` into `out` (`expected` bytes; `checkFrame` has passed).
-    static func decompress(_ stored: UnsafeRawBufferPointer, expected: Int, into out: UnsafeMutableRawPointer,
-                           path: String, field: String, offset: Int) throws(BundleError) {
+    static func decompress(
+        _ stored: UnsafeRawBufferPointer, expected: Int, into out: UnsafeMutableRawPointer,
+        path: String, field: String, offset: Int
+    ) throws(BundleError) {
         let dctx = ZSTD_createDCtx()!
         defer { ZSTD_freeDCtx(dctx) }
         ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, windowLogMax)
         let n = ZSTD_decompressDCtx(dctx, out, expected, stored.baseAddress, stored.count)
         guard ZSTD_isError(n) == 0 else {
-            throw BundleError(.integrity, path: path, field: field, offset: offset,
-                              "zstd: \(String(cString: ZSTD_getErrorName(n)))")
+            throw BundleError(
+                .integrity, path: path, field: field, offset: offset,
+                "zstd: \(String(cString: ZSTD_getErrorName(n)))")
         }
         guard n == expected else {
-            throw BundleError(.inconsistent, path: path, field: field, offset: offset, "zstd gave \(n) bytes, expected \(expected)")
+            throw BundleError(
+                .inconsistent, path: path, field: field, offset: offset, "zstd gave \(n) bytes, expected \(expected)")
         }
     }
 }

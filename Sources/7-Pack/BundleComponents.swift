@@ -3,9 +3,9 @@
 // — and the tokenizer from the bundled files.
 
 import AmusedBind
+import AmusedCore
 import AmusedModel
 import AmusedRead
-import AmusedCore
 
 extension AmusedComponents {
     /// Loads the components of `bundle` (all, or those in `only`). `verifyIntegrity` checks every digest first, so a
@@ -17,18 +17,23 @@ extension AmusedComponents {
             let byKey = Dictionary(c.tensors.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
             let wanted = Set(specs.map(\.key))
             if let extra = c.tensors.first(where: { !wanted.contains($0.key) }) {
-                throw BundleError(.inconsistent, path: bundle.path, field: "\(c.name)/\(extra.key)",
-                                  "the config of \(c.name) has no parameter of this name")
+                throw BundleError(
+                    .inconsistent, path: bundle.path, field: "\(c.name)/\(extra.key)",
+                    "the config of \(c.name) has no parameter of this name")
             }
             var dense: [String: Tensor] = [:], quantized: [String: QuantizedTensor] = [:]
             for spec in specs {
                 guard let t = byKey[spec.key] else {
-                    throw BundleError(.inconsistent, path: bundle.path, field: "\(c.name)/\(spec.key)",
-                                      "the config implies this parameter with shape \(describeShape(spec.shape)); the bundle lacks it")
+                    throw BundleError(
+                        .inconsistent, path: bundle.path, field: "\(c.name)/\(spec.key)",
+                        "the config implies this parameter with shape \(describeShape(spec.shape)); the bundle lacks it"
+                    )
                 }
                 guard t.shape == spec.shape else {
-                    throw BundleError(.inconsistent, path: bundle.path, field: "\(c.name)/\(spec.key)",
-                                      "shape \(describeShape(t.shape)) in the bundle, \(describeShape(spec.shape)) implied by the config")
+                    throw BundleError(
+                        .inconsistent, path: bundle.path, field: "\(c.name)/\(spec.key)",
+                        "shape \(describeShape(t.shape)) in the bundle, \(describeShape(spec.shape)) implied by the config"
+                    )
                 }
                 let q = try bundle.quantized(t)
                 if t.scheme == .f32 { dense[spec.key] = q.buffers[0] } else { quantized[spec.key] = q }
@@ -40,11 +45,13 @@ extension AmusedComponents {
         var textEncoder: CLIPTextModel? = nil, transformer: UVit2DModel? = nil, vqvae: VQModel? = nil
         if only.contains(.textEncoder), let c = config("text_encoder") {
             let cfg = try CLIPTextConfig(json: c.config, path: at + " [text_encoder config]")
-            textEncoder = try CLIPTextModel(config: cfg, scope: .binding(try weights(c, try CLIPTextModel.parameterSpecs(cfg))))
+            textEncoder = try CLIPTextModel(
+                config: cfg, scope: .binding(try weights(c, try CLIPTextModel.parameterSpecs(cfg))))
         }
         if only.contains(.transformer), let c = config("transformer") {
             let cfg = try UVit2DConfig(json: c.config, path: at + " [transformer config]")
-            transformer = try UVit2DModel(config: cfg, scope: .binding(try weights(c, try UVit2DModel.parameterSpecs(cfg))))
+            transformer = try UVit2DModel(
+                config: cfg, scope: .binding(try weights(c, try UVit2DModel.parameterSpecs(cfg))))
         }
         if only.contains(.vqvae), let c = config("vqvae") {
             let cfg = try VQModelConfig(json: c.config, path: at + " [vqvae config]")
@@ -57,12 +64,14 @@ extension AmusedComponents {
             }
         }
         let scheduler = bundle.manifest["scheduler"]
-        self.init(source: bundle.path, textEncoder: textEncoder, transformer: transformer, vqvae: vqvae,
-                  tokenizer: tokenizer, maskTokenId: scheduler?["mask_token_id"]?.intValue,
-                  maskingSchedule: try AmusedComponents.maskingSchedule(scheduler?["masking_schedule"],
-                                                                        path: at + " [manifest scheduler]"),
-                  samplingDefaults: try bundle.manifest["sampling"].flatMap { v throws(BindError) in
-                      v == .null ? nil : try SamplingDefaults(json: v, path: at + " [manifest sampling]")
-                  })
+        self.init(
+            source: bundle.path, textEncoder: textEncoder, transformer: transformer, vqvae: vqvae,
+            tokenizer: tokenizer, maskTokenId: scheduler?["mask_token_id"]?.intValue,
+            maskingSchedule: try AmusedComponents.maskingSchedule(
+                scheduler?["masking_schedule"],
+                path: at + " [manifest scheduler]"),
+            samplingDefaults: try bundle.manifest["sampling"].flatMap { v throws(BindError) in
+                v == .null ? nil : try SamplingDefaults(json: v, path: at + " [manifest sampling]")
+            })
     }
 }

@@ -3,9 +3,9 @@
 // touched; `verifyIntegrity()` then checks every SHA-256 and the zero padding. Uncompressed buffers are views of the
 // memory-mapped file; compressed ones are decoded into memory bounded by their declared sizes.
 
+import AmusedCore
 import AmusedModel
 import AmusedRead
-import AmusedCore
 import Crypto
 import Foundation
 
@@ -70,8 +70,10 @@ public final class AmusedBundle: @unchecked Sendable {
     let file: MappedFile
 
     /// The tokenizer file names a bundle may carry (an allowlist: no other name, no path, is ever accepted).
-    public static let fileNames = ["tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer/special_tokens_map.json",
-                                   "tokenizer/tokenizer_config.json"]
+    public static let fileNames = [
+        "tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer/special_tokens_map.json",
+        "tokenizer/tokenizer_config.json",
+    ]
 
     /// True when `path` is a bundle: a regular file starting with the bundle magic (or named *.amused).
     public static func isBundle(_ path: String) -> Bool {
@@ -98,22 +100,31 @@ public final class AmusedBundle: @unchecked Sendable {
         }
         let header = [UInt8](UnsafeRawBufferPointer(start: file.pointer(at: 0), count: BundleFormat.alignment))
         guard Array(header[0..<8]) == BundleFormat.magic else {
-            throw fail(.malformed, "header", 0, "not an AmusedKit bundle (the magic bytes AMUSEDKB are missing or damaged)")
+            throw fail(
+                .malformed, "header", 0, "not an AmusedKit bundle (the magic bytes AMUSEDKB are missing or damaged)")
         }
         let version = header.readLE(UInt32.self, at: 8)
         guard version == BundleFormat.version else {
-            throw fail(.unsupported, "header", 8, "format version \(version); this toolkit reads version \(BundleFormat.version)")
+            throw fail(
+                .unsupported, "header", 8,
+                "format version \(version); this toolkit reads version \(BundleFormat.version)")
         }
-        guard header.readLE(UInt32.self, at: 12) == 0 else { throw fail(.malformed, "header", 12, "reserved bytes are not zero") }
+        guard header.readLE(UInt32.self, at: 12) == 0 else {
+            throw fail(.malformed, "header", 12, "reserved bytes are not zero")
+        }
         let manifestOffset = header.readLE(UInt64.self, at: 16), manifestLength = header.readLE(UInt64.self, at: 24)
         guard manifestLength <= UInt64(BundleFormat.maxManifestBytes) else {
-            throw fail(.limitExceeded, "manifest", 24, "manifest of \(manifestLength) bytes (limit \(BundleFormat.maxManifestBytes))")
+            throw fail(
+                .limitExceeded, "manifest", 24,
+                "manifest of \(manifestLength) bytes (limit \(BundleFormat.maxManifestBytes))")
         }
         guard manifestOffset >= UInt64(BundleFormat.alignment), manifestOffset % UInt64(BundleFormat.alignment) == 0,
-              manifestOffset <= UInt64(size), manifestLength == UInt64(size) - manifestOffset, manifestLength > 0
+            manifestOffset <= UInt64(size), manifestLength == UInt64(size) - manifestOffset, manifestLength > 0
         else {
-            throw fail(.inconsistent, "manifest", 16, "manifest at \(manifestOffset) of \(manifestLength) bytes does not end the "
-                       + "\(size)-byte file at an aligned offset")
+            throw fail(
+                .inconsistent, "manifest", 16,
+                "manifest at \(manifestOffset) of \(manifestLength) bytes does not end the "
+                    + "\(size)-byte file at an aligned offset")
         }
         let mOffset = Int(manifestOffset), mLength = Int(manifestLength)
         let manifestRaw = UnsafeRawBufferPointer(start: file.pointer(at: mOffset), count: mLength)
@@ -131,7 +142,8 @@ public final class AmusedBundle: @unchecked Sendable {
             throw fail(.malformed, "manifest", nil, "format is not \"amused-bundle\"")
         }
         guard manifest["version"]?.intValue == Int(BundleFormat.version) else {
-            throw fail(.unsupported, "manifest", nil, "manifest version \(manifest["version"]?.serialized ?? "missing")")
+            throw fail(
+                .unsupported, "manifest", nil, "manifest version \(manifest["version"]?.serialized ?? "missing")")
         }
         guard let codec = manifest["compression"]?["codec"]?.stringValue, ["none", "zstd"].contains(codec) else {
             throw fail(.malformed, "manifest.compression", nil, "codec must be none or zstd")
@@ -143,27 +155,41 @@ public final class AmusedBundle: @unchecked Sendable {
         var blobs: [BundleBlob] = []
         func blob(_ j: JSONValue?, owner: String, dtype: DType, shape: [Int]) throws(BundleError) -> BundleBlob {
             guard let j, let offset = j["offset"]?.intValue, let stored = j["stored_bytes"]?.intValue,
-                  let bytes = j["bytes"]?.intValue, let encoding = j["encoding"]?.stringValue,
-                  let sha = j["sha256"]?.stringValue, sha.count == 64, sha.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) })
-            else { throw fail(.malformed, owner, nil, "buffer needs offset, stored_bytes, bytes, encoding and a hex sha256") }
-            guard offset >= 0, stored >= 0, bytes >= 0 else { throw fail(.malformed, owner, nil, "negative size or offset") }
+                let bytes = j["bytes"]?.intValue, let encoding = j["encoding"]?.stringValue,
+                let sha = j["sha256"]?.stringValue, sha.count == 64,
+                sha.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) })
+            else {
+                throw fail(
+                    .malformed, owner, nil, "buffer needs offset, stored_bytes, bytes, encoding and a hex sha256")
+            }
+            guard offset >= 0, stored >= 0, bytes >= 0 else {
+                throw fail(.malformed, owner, nil, "negative size or offset")
+            }
             guard bytes <= BundleFormat.maxBufferBytes, stored <= BundleFormat.maxBufferBytes else {
-                throw fail(.limitExceeded, owner, offset, "buffer of \(max(bytes, stored)) bytes (limit \(BundleFormat.maxBufferBytes))")
+                throw fail(
+                    .limitExceeded, owner, offset,
+                    "buffer of \(max(bytes, stored)) bytes (limit \(BundleFormat.maxBufferBytes))")
             }
             guard let count = SizeMath.product(shape), let expected = SizeMath.byteCount(elements: count, dtype: dtype),
-                  expected == bytes
-            else { throw fail(.inconsistent, owner, offset, "\(bytes) bytes for \(dtype.rawValue) \(describeShape(shape))") }
+                expected == bytes
+            else {
+                throw fail(.inconsistent, owner, offset, "\(bytes) bytes for \(dtype.rawValue) \(describeShape(shape))")
+            }
             switch encoding {
             case "raw":
                 guard stored == bytes else {
-                    throw fail(.inconsistent, owner, offset, "a raw buffer stores \(stored) bytes but declares \(bytes)")
+                    throw fail(
+                        .inconsistent, owner, offset, "a raw buffer stores \(stored) bytes but declares \(bytes)")
                 }
             case "zstd", "zstd-planes":
-                guard isCompressed else { throw fail(.inconsistent, owner, offset, "zstd buffer in an uncompressed bundle") }
+                guard isCompressed else {
+                    throw fail(.inconsistent, owner, offset, "zstd buffer in an uncompressed bundle")
+                }
             default: throw fail(.unsupported, owner, offset, "unknown encoding \(encoding)")
             }
-            let b = BundleBlob(owner: owner, offset: offset, storedBytes: stored, bytes: bytes, encoding: encoding,
-                               width: max(1, dtype.bitWidth / 8), sha256: sha)
+            let b = BundleBlob(
+                owner: owner, offset: offset, storedBytes: stored, bytes: bytes, encoding: encoding,
+                width: max(1, dtype.bitWidth / 8), sha256: sha)
             blobs.append(b)
             return b
         }
@@ -173,8 +199,11 @@ public final class AmusedBundle: @unchecked Sendable {
         }
         for c in componentList {
             guard let name = c["name"]?.stringValue, ["transformer", "text_encoder", "vqvae"].contains(name),
-                  let config = c["config"], config.objectValue != nil, let tensors = c["tensors"]?.arrayValue
-            else { throw fail(.malformed, "manifest.components", nil, "a component needs a known name, a config and tensors") }
+                let config = c["config"], config.objectValue != nil, let tensors = c["tensors"]?.arrayValue
+            else {
+                throw fail(
+                    .malformed, "manifest.components", nil, "a component needs a known name, a config and tensors")
+            }
             guard !parsedComponents.contains(where: { $0.name == name }) else {
                 throw fail(.inconsistent, "manifest.components", nil, "component \(name) appears twice")
             }
@@ -182,7 +211,7 @@ public final class AmusedBundle: @unchecked Sendable {
             var seen = Set<String>()
             for t in tensors {
                 guard let key = t["key"]?.stringValue, let shapeJSON = t["shape"]?.arrayValue,
-                      let schemeName = t["scheme"]?.stringValue, let buffers = t["buffers"]?.arrayValue
+                    let schemeName = t["scheme"]?.stringValue, let buffers = t["buffers"]?.arrayValue
                 else { throw fail(.malformed, name, nil, "a tensor needs key, shape, scheme and buffers") }
                 let owner = "\(name)/\(key)"
                 guard seen.insert(key).inserted else { throw fail(.inconsistent, owner, nil, "tensor appears twice") }
@@ -194,31 +223,46 @@ public final class AmusedBundle: @unchecked Sendable {
                 guard SizeMath.byteCount(shape: shape, dtype: .f32) != nil else {
                     throw fail(.arithmeticOverflow, owner, nil, "shape \(describeShape(shape)) overflows 64 bits")
                 }
-                guard let scheme = QuantScheme(name: schemeName) else { throw fail(.unsupported, owner, nil, "unknown scheme \(schemeName)") }
+                guard let scheme = QuantScheme(name: schemeName) else {
+                    throw fail(.unsupported, owner, nil, "unknown scheme \(schemeName)")
+                }
                 guard let layout = scheme.buffers(for: shape), layout.count == buffers.count else {
-                    throw fail(.inconsistent, owner, nil, "scheme \(scheme) and shape \(describeShape(shape)) need other buffers")
+                    throw fail(
+                        .inconsistent, owner, nil,
+                        "scheme \(scheme) and shape \(describeShape(shape)) need other buffers")
                 }
                 var parsed: [(String, DType, [Int], BundleBlob)] = []
                 for (want, j) in zip(layout, buffers) {
                     guard j["role"]?.stringValue == want.role, j["dtype"]?.stringValue == want.dtype.rawValue,
-                          j["shape"]?.arrayValue?.compactMap(\.intValue) == want.shape
+                        j["shape"]?.arrayValue?.compactMap(\.intValue) == want.shape
                     else {
-                        throw fail(.inconsistent, owner, nil, "\(want.role) buffer must be \(want.dtype.rawValue) \(describeShape(want.shape)) "
-                                   + "for \(scheme) \(describeShape(shape))")
+                        throw fail(
+                            .inconsistent, owner, nil,
+                            "\(want.role) buffer must be \(want.dtype.rawValue) \(describeShape(want.shape)) "
+                                + "for \(scheme) \(describeShape(shape))")
                     }
-                    parsed.append((want.role, want.dtype, want.shape,
-                                   try blob(j, owner: "\(owner) \(want.role)", dtype: want.dtype, shape: want.shape)))
+                    parsed.append(
+                        (
+                            want.role, want.dtype, want.shape,
+                            try blob(j, owner: "\(owner) \(want.role)", dtype: want.dtype, shape: want.shape)
+                        ))
                 }
-                list.append(BundleTensor(key: key, shape: shape, scheme: scheme, use: t["use"]?.stringValue ?? "other",
-                                         buffers: parsed))
+                list.append(
+                    BundleTensor(
+                        key: key, shape: shape, scheme: scheme, use: t["use"]?.stringValue ?? "other",
+                        buffers: parsed))
             }
             parsedComponents.append(BundleComponent(name: name, config: config, tensors: list))
         }
         var files: [String: BundleBlob] = [:]
         for f in manifest["files"]?.arrayValue ?? [] {
-            guard let name = f["name"]?.stringValue else { throw fail(.malformed, "manifest.files", nil, "a file needs a name") }
+            guard let name = f["name"]?.stringValue else {
+                throw fail(.malformed, "manifest.files", nil, "a file needs a name")
+            }
             guard Self.fileNames.contains(name) else {
-                throw fail(.forbidden, "file \(name)", nil, "file names are limited to \(Self.fileNames.joined(separator: ", "))")
+                throw fail(
+                    .forbidden, "file \(name)", nil,
+                    "file names are limited to \(Self.fileNames.joined(separator: ", "))")
             }
             guard files[name] == nil else { throw fail(.inconsistent, "file \(name)", nil, "appears twice") }
             files[name] = try blob(f, owner: "file \(name)", dtype: .u8, shape: [f["bytes"]?.intValue ?? -1])
@@ -227,7 +271,9 @@ public final class AmusedBundle: @unchecked Sendable {
         var cursor = BundleFormat.alignment
         for b in blobs {
             guard b.offset == cursor else {
-                throw fail(.inconsistent, b.owner, b.offset, "buffer at \(b.offset), expected \(cursor) (buffers must tile the file)")
+                throw fail(
+                    .inconsistent, b.owner, b.offset,
+                    "buffer at \(b.offset), expected \(cursor) (buffers must tile the file)")
             }
             guard let end = SizeMath.add(b.offset, b.storedBytes), end <= mOffset else {
                 throw fail(.inconsistent, b.owner, b.offset, "buffer of \(b.storedBytes) bytes runs past the manifest")
@@ -254,8 +300,9 @@ public final class AmusedBundle: @unchecked Sendable {
             let next = b?.offset ?? manifestOffset
             let padding = UnsafeRawBufferPointer(start: file.pointer(at: cursor), count: next - cursor)
             if let i = padding.firstIndex(where: { $0 != 0 }) {
-                throw BundleError(.integrity, path: path, field: b?.owner ?? "manifest", offset: cursor + i,
-                                  "padding byte is not zero")
+                throw BundleError(
+                    .integrity, path: path, field: b?.owner ?? "manifest", offset: cursor + i,
+                    "padding byte is not zero")
             }
             guard let b else { break }
             try withBytes(b) { bytes throws(BundleError) in
@@ -273,7 +320,9 @@ public final class AmusedBundle: @unchecked Sendable {
     func releasePages(_ blob: BundleBlob) { file.release(offset: blob.offset, count: blob.storedBytes) }
 
     /// Runs `body` with the decoded bytes of `blob` (a view of the mapping when raw).
-    func withBytes<R>(_ blob: BundleBlob, _ body: (UnsafeRawBufferPointer) throws(BundleError) -> R) throws(BundleError) -> R {
+    func withBytes<R>(_ blob: BundleBlob, _ body: (UnsafeRawBufferPointer) throws(BundleError) -> R) throws(BundleError)
+        -> R
+    {
         do { try file.checkIntact() } catch { throw BundleError(.io, path: path, "\(error)") }
         let stored = UnsafeRawBufferPointer(start: file.pointer(at: blob.offset), count: blob.storedBytes)
         if blob.encoding == "raw" { return try body(stored) }
@@ -286,13 +335,16 @@ public final class AmusedBundle: @unchecked Sendable {
         let out = Storage(zeroedByteCount: blob.bytes)
         if blob.encoding == "zstd-planes" {
             let planes = Storage(zeroedByteCount: blob.bytes)
-            try BundleFormat.decompress(stored, expected: blob.bytes, into: planes.mutableBaseAddress!, path: path,
-                                        field: blob.owner, offset: blob.offset)
-            BundleFormat.interleave(UnsafeRawBufferPointer(start: planes.baseAddress, count: blob.bytes), width: blob.width,
-                                    into: out.mutableBaseAddress!)
+            try BundleFormat.decompress(
+                stored, expected: blob.bytes, into: planes.mutableBaseAddress!, path: path,
+                field: blob.owner, offset: blob.offset)
+            BundleFormat.interleave(
+                UnsafeRawBufferPointer(start: planes.baseAddress, count: blob.bytes), width: blob.width,
+                into: out.mutableBaseAddress!)
         } else {
-            try BundleFormat.decompress(stored, expected: blob.bytes, into: out.mutableBaseAddress!, path: path,
-                                        field: blob.owner, offset: blob.offset)
+            try BundleFormat.decompress(
+                stored, expected: blob.bytes, into: out.mutableBaseAddress!, path: path,
+                field: blob.owner, offset: blob.offset)
         }
         return out
     }
@@ -307,8 +359,11 @@ public final class AmusedBundle: @unchecked Sendable {
                 if b.blob.encoding == "raw" {
                     storage = try Storage(file: file, offset: b.blob.offset, byteCount: b.blob.bytes)
                 } else {
-                    storage = try decode(b.blob, UnsafeRawBufferPointer(start: file.pointer(at: b.blob.offset),
-                                                                     count: b.blob.storedBytes))
+                    storage = try decode(
+                        b.blob,
+                        UnsafeRawBufferPointer(
+                            start: file.pointer(at: b.blob.offset),
+                            count: b.blob.storedBytes))
                 }
                 buffers.append(try Tensor(dtype: b.dtype, shape: b.shape, storage: storage))
             } catch let e as BundleError { throw e } catch {

@@ -2,8 +2,8 @@
 // destination; the manifest goes last, then the header, then fsync, rename and fsync of the folder. Until that
 // rename the destination is untouched; a writer dropped without committing removes its temporary file.
 
-import AmusedRead
 import AmusedCore
+import AmusedRead
 import Crypto
 import Foundation
 

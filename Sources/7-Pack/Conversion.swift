@@ -4,10 +4,10 @@
 // and only then is it renamed over the destination.
 
 import AmusedBind
+import AmusedCore
 import AmusedModel
 import AmusedQuantize
 import AmusedRead
-import AmusedCore
 import Foundation
 
 /// What a parity check of a freshly written bundle concluded.
@@ -73,8 +73,9 @@ public enum BundleConversion {
     {
         let imports = try CheckpointImport.check(checkpoint)
         try CheckpointImport.check(options.lora, against: imports, in: checkpoint)
-        let plan = try QuantPlan(policy: options.policy,
-                                 components: imports.map { ($0.part.rawValue, $0.specs) })
+        let plan = try QuantPlan(
+            policy: options.policy,
+            components: imports.map { ($0.part.rawValue, $0.specs) })
         return (imports, plan)
     }
 
@@ -82,9 +83,11 @@ public enum BundleConversion {
     /// before it replaces the destination; a failing outcome throws `ParityFailure` and leaves the destination as it
     /// was. `log` receives one line per stage, `progress` (done, total) per tensor.
     @discardableResult
-    public static func convert(_ checkpoint: Checkpoint, to destination: String, options: ConversionOptions,
-                               verify: ((AmusedBundle) throws -> ParityOutcome)? = nil,
-                               log: (String) -> Void = { _ in }, progress: ((Int, Int) -> Void)? = nil)
+    public static func convert(
+        _ checkpoint: Checkpoint, to destination: String, options: ConversionOptions,
+        verify: ((AmusedBundle) throws -> ParityOutcome)? = nil,
+        log: (String) -> Void = { _ in }, progress: ((Int, Int) -> Void)? = nil
+    )
         throws -> ConversionResult
     {
         let (imports, plan) = try self.plan(checkpoint, options: options)
@@ -121,7 +124,8 @@ public enum BundleConversion {
         }
         var files: [JSONValue] = []
         if let folder = CheckpointImport.tokenizerFolder(checkpoint) {
-            for name in CheckpointImport.tokenizerFiles where FileManager.default.fileExists(atPath: folder + "/" + name) {
+            for name in CheckpointImport.tokenizerFiles
+            where FileManager.default.fileExists(atPath: folder + "/" + name) {
                 let bytes = try ReadOnlyFile(path: folder + "/" + name).readAll()
                 let blob = try bytes.withUnsafeBytes { raw throws(BundleError) in try writer.append(raw, width: 1) }
                 var f = JSONObject()
@@ -138,13 +142,15 @@ public enum BundleConversion {
         toolkit.insert("version", .string(BundleFormat.toolkitVersion))
         m.insert("toolkit", .object(toolkit))
         m.insert("source", sourceJSON)
-        m.insert("lora", try options.lora.map { l in
-            var o = JSONObject()
-            o.insert("file", .string((l.lora.path as NSString).lastPathComponent))
-            o.insert("sha256", .string(try BundleFormat.sha256(file: l.lora.path).hex))
-            o.insert("scale", .number(String(l.scale)))
-            return .object(o)
-        } ?? .null)
+        m.insert(
+            "lora",
+            try options.lora.map { l in
+                var o = JSONObject()
+                o.insert("file", .string((l.lora.path as NSString).lastPathComponent))
+                o.insert("sha256", .string(try BundleFormat.sha256(file: l.lora.path).hex))
+                o.insert("scale", .number(String(l.scale)))
+                return .object(o)
+            } ?? .null)
         var q = JSONObject()
         q.insert("policy", options.policy.json)
         q.insert("bytes", .number(String(plan.bytes)))
@@ -187,13 +193,16 @@ public enum BundleConversion {
         do { size = try ReadOnlyFile(path: destination).byteCount } catch {
             throw BundleError(.io, path: destination, "cannot read back what was written: \(error)")
         }
-        return ConversionResult(path: destination, bytes: size, float32Bytes: plan.float32Bytes, plan: plan,
-                                parity: outcome, totals: totals)
+        return ConversionResult(
+            path: destination, bytes: size, float32Bytes: plan.float32Bytes, plan: plan,
+            parity: outcome, totals: totals)
     }
 
     /// Quantizes one planned tensor and appends its buffers; returns its manifest entry.
-    static func pack(_ t: PlannedTensor, from source: any TensorSource, into writer: BundleWriter,
-                     totals: inout QuantizationStats) throws -> JSONValue {
+    static func pack(
+        _ t: PlannedTensor, from source: any TensorSource, into writer: BundleWriter,
+        totals: inout QuantizationStats
+    ) throws -> JSONValue {
         let raw = try source.tensor(named: t.spec.key)
         let f32 = raw.dtype == .f32 && raw.isContiguous ? raw : try raw.converted(to: .f32)
         defer { raw.storage.releasePages() }
@@ -226,12 +235,15 @@ public enum BundleConversion {
                 }
             } catch {
                 // Found only once the values are read (a NaN, say): nothing reaches the destination.
-                throw BundleError(.unsupported, path: source.path, field: "\(t.component)/\(t.spec.key)",
-                                  "cannot store as \(t.scheme): \(error)")
+                throw BundleError(
+                    .unsupported, path: source.path, field: "\(t.component)/\(t.spec.key)",
+                    "cannot store as \(t.scheme): \(error)")
             }
             error = e
             for (l, buffer) in zip(layout, q.buffers) {
-                let blob = try buffer.withUnsafeBytes { raw in try writer.append(raw, width: max(1, l.dtype.bitWidth / 8)) }
+                let blob = try buffer.withUnsafeBytes { raw in
+                    try writer.append(raw, width: max(1, l.dtype.bitWidth / 8))
+                }
                 buffers.append(describe(l.role, l.dtype, l.shape, blob))
             }
         }
@@ -252,8 +264,10 @@ public enum BundleConversion {
 
     /// Rewrites `bundle` as `destination` with every buffer re-encoded (`compression` nil: raw, memory-mappable) and
     /// `parity` stored in the manifest when given; the decoded bytes and their digests are unchanged.
-    public static func transcode(_ bundle: AmusedBundle, to destination: String, compression: Int32?,
-                                 parity: JSONValue? = nil) throws {
+    public static func transcode(
+        _ bundle: AmusedBundle, to destination: String, compression: Int32?,
+        parity: JSONValue? = nil
+    ) throws {
         AtomicFileWriter.removeStale(for: destination)
         let writer = try BundleWriter(destination: destination, compression: compression)
         guard var m = bundle.manifest.objectValue else { throw BundleError(.malformed, path: bundle.path, "manifest") }
@@ -262,7 +276,9 @@ public enum BundleConversion {
         func rewrite(_ j: JSONValue) throws -> JSONValue {
             let blob = bundle.blobs[next]
             next += 1
-            let fields = try bundle.withBytes(blob) { raw throws(BundleError) in try writer.append(raw, width: blob.width) }
+            let fields = try bundle.withBytes(blob) { raw throws(BundleError) in
+                try writer.append(raw, width: blob.width)
+            }
             bundle.releasePages(blob)
             guard var o = j.objectValue else { return j }
             for (k, v) in fields.entries { o.set(k, v) }
@@ -312,7 +328,10 @@ public enum BundleConversion {
         for path in paths where seen.insert(path).inserted {
             let (hex, bytes) = try BundleFormat.sha256(file: path)
             var f = JSONObject()
-            f.insert("path", .string(path.hasPrefix(root) ? String(path.dropFirst(root.count)) : (path as NSString).lastPathComponent))
+            f.insert(
+                "path",
+                .string(
+                    path.hasPrefix(root) ? String(path.dropFirst(root.count)) : (path as NSString).lastPathComponent))
             f.insert("bytes", .number(String(bytes)))
             f.insert("sha256", .string(hex))
             files.append(.object(f))

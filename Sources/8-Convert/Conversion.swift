@@ -36,9 +36,11 @@ public enum Conversion {
     /// and a failing check throws `ParityFailure` and leaves the destination as it was. `log` receives one line per
     /// stage, `progress` (done, total) per tensor.
     @discardableResult
-    public static func toBundle(_ checkpoint: Checkpoint, to destination: String, options: ConversionOptions,
-                                parity: ParityCheck? = nil, report: (VerifyReport) throws -> Void = { _ in },
-                                log: (String) -> Void = { _ in }, progress: ((Int, Int) -> Void)? = nil)
+    public static func toBundle(
+        _ checkpoint: Checkpoint, to destination: String, options: ConversionOptions,
+        parity: ParityCheck? = nil, report: (VerifyReport) throws -> Void = { _ in },
+        log: (String) -> Void = { _ in }, progress: ((Int, Int) -> Void)? = nil
+    )
         throws -> ConversionResult
     {
         try withoutActuallyEscaping(report) { report in
@@ -46,44 +48,56 @@ public enum Conversion {
             if let parity {
                 verifier = { bundle in
                     let components = try AmusedComponents(bundle: bundle, verifyIntegrity: false)
-                    var result = try verify(record: parity.record, components: components, policy: options.policy.name,
-                                            profile: parity.profile ?? options.policy.name,
-                                            profileFile: parity.profileFile, baseline: parity.baseline ?? checkpoint.path)
+                    var result = try verify(
+                        record: parity.record, components: components, policy: options.policy.name,
+                        profile: parity.profile ?? options.policy.name,
+                        profileFile: parity.profileFile, baseline: parity.baseline ?? checkpoint.path)
                     result.skipsAllowed = parity.allowSkip
                     result = result.renamingModel(bundle.path, to: destination)
                     try report(result)
                     return ParityOutcome(pass: result.pass, report: result.json(includeTimings: false))
                 }
             }
-            return try BundleConversion.convert(checkpoint, to: destination, options: options, verify: verifier,
-                                                log: log, progress: progress)
+            return try BundleConversion.convert(
+                checkpoint, to: destination, options: options, verify: verifier,
+                log: log, progress: progress)
         }
     }
 
     /// Writes `checkpoint` as a diffusers `AmusedPipeline` folder at `destination` (which must not exist).
     @discardableResult
-    public static func toDiffusersFolder(_ checkpoint: Checkpoint, to destination: String, allowUnmapped: Bool = false,
-                                         allowMissing: Bool = false, lora: LoRAFusion? = nil) throws -> ExportReport {
-        try DiffusersExport.write(checkpoint, to: destination, allowUnmapped: allowUnmapped, allowMissing: allowMissing,
-                                  lora: lora)
+    public static func toDiffusersFolder(
+        _ checkpoint: Checkpoint, to destination: String, allowUnmapped: Bool = false,
+        allowMissing: Bool = false, lora: LoRAFusion? = nil
+    ) throws -> ExportReport {
+        try DiffusersExport.write(
+            checkpoint, to: destination, allowUnmapped: allowUnmapped, allowMissing: allowMissing,
+            lora: lora)
     }
 
     /// Runs `record` against bundle `components` under `profile` (default: the profile named like the bundle's
     /// `policy` when the profiles file has one, else fp32), with the float32 `baseline` model (default: the record's
     /// own) for the quantized metrics when the profile has them.
-    public static func verify(record: ReferenceRecord, components: AmusedComponents, policy: String?,
-                              profile: String?, profileFile: String?, baseline: String?,
-                              trace: String? = nil) throws -> VerifyReport {
-        let name = profile ?? policy.flatMap { (try? ToleranceProfile.load($0, file: profileFile)) != nil ? $0 : nil }
+    public static func verify(
+        record: ReferenceRecord, components: AmusedComponents, policy: String?,
+        profile: String?, profileFile: String?, baseline: String?,
+        trace: String? = nil
+    ) throws -> VerifyReport {
+        let name =
+            profile ?? policy.flatMap { (try? ToleranceProfile.load($0, file: profileFile)) != nil ? $0 : nil }
             ?? "fp32"
         let tolerance = try ToleranceProfile.load(name, file: profileFile)
         var base: AmusedComponents? = nil
         if tolerance.optional("quantized_max_mean_kl") != nil {
             let path = baseline ?? record.modelPath
-            base = AmusedBundle.isBundle(path) ? try AmusedComponents(bundle: try AmusedBundle(path: path))
+            base =
+                AmusedBundle.isBundle(path)
+                ? try AmusedComponents(bundle: try AmusedBundle(path: path))
                 : try AmusedComponents(path: path)
         }
-        return try Verifier(record: record, components: components, baseline: base, profile: tolerance,
-                            traceFolder: trace).run()
+        return try Verifier(
+            record: record, components: components, baseline: base, profile: tolerance,
+            traceFolder: trace
+        ).run()
     }
 }

@@ -29,7 +29,8 @@ public struct ConvertError: Error, LocalizedError, Equatable, Sendable {
     /// `path: message (kind). advice`.
     public var errorDescription: String? {
         switch kind {
-        case .output: "\(path): \(message) (output). Choose a new output path in a writable folder; nothing was written."
+        case .output:
+            "\(path): \(message) (output). Choose a new output path in a writable folder; nothing was written."
         }
     }
 }

@@ -4,9 +4,9 @@
 // is checked before the first byte is written; the folder is built beside the destination and renamed into place.
 
 import AmusedBind
+import AmusedCore
 import AmusedModel
 import AmusedRead
-import AmusedCore
 import Foundation
 
 /// What an export did, written as `amused-import.json` into the output folder.
@@ -45,22 +45,30 @@ public struct ExportReport: Sendable {
             }
             o.insert("lora", .object(l))
         }
-        o.insert("components", .array(plans.map { p in
-            var c = JSONObject()
-            c.insert("component", .string(p.component))
-            c.insert("written_as", .string(DiffusersExport.folderName(p.part)))
-            c.insert("map", .string(p.map))
-            var counts = JSONObject()
-            for (k, v) in p.ledger.counts.sorted(by: { $0.key < $1.key }) { counts.insert(k, .number(String(v))) }
-            c.insert("ledger", .object(counts))
-            c.insert("dropped", .array(p.ledger.entries.filter { $0.kind == .dropped }.flatMap { e in
-                e.sources.map { JSONValue.string($0 + (e.detail.map { " (\($0))" } ?? "")) }
-            }))
-            c.insert("unmapped_left_out", .array(p.unmapped.map(JSONValue.string)))
-            c.insert("missing", .array(p.missing.map { JSONValue.string($0.key) }))
-            c.insert("tensors_written", .number(String(written[DiffusersExport.folderName(p.part)] ?? 0)))
-            return .object(c)
-        }))
+        o.insert(
+            "components",
+            .array(
+                plans.map { p in
+                    var c = JSONObject()
+                    c.insert("component", .string(p.component))
+                    c.insert("written_as", .string(DiffusersExport.folderName(p.part)))
+                    c.insert("map", .string(p.map))
+                    var counts = JSONObject()
+                    for (k, v) in p.ledger.counts.sorted(by: { $0.key < $1.key }) {
+                        counts.insert(k, .number(String(v)))
+                    }
+                    c.insert("ledger", .object(counts))
+                    c.insert(
+                        "dropped",
+                        .array(
+                            p.ledger.entries.filter { $0.kind == .dropped }.flatMap { e in
+                                e.sources.map { JSONValue.string($0 + (e.detail.map { " (\($0))" } ?? "")) }
+                            }))
+                    c.insert("unmapped_left_out", .array(p.unmapped.map(JSONValue.string)))
+                    c.insert("missing", .array(p.missing.map { JSONValue.string($0.key) }))
+                    c.insert("tensors_written", .number(String(written[DiffusersExport.folderName(p.part)] ?? 0)))
+                    return .object(c)
+                }))
         return .object(o)
     }
 }
@@ -72,8 +80,10 @@ public enum DiffusersExport {
 
     /// Exports `checkpoint` to a new folder `out` (which must not exist). Returns the report also written there.
     @discardableResult
-    public static func write(_ checkpoint: Checkpoint, to out: String, allowUnmapped: Bool = false,
-                             allowMissing: Bool = false, lora: LoRAFusion? = nil) throws -> ExportReport {
+    public static func write(
+        _ checkpoint: Checkpoint, to out: String, allowUnmapped: Bool = false,
+        allowMissing: Bool = false, lora: LoRAFusion? = nil
+    ) throws -> ExportReport {
         let plans = try CheckpointImport.check(checkpoint, allowUnmapped: allowUnmapped, allowMissing: allowMissing)
         try CheckpointImport.check(lora, against: plans, in: checkpoint)
         let fm = FileManager.default
@@ -81,7 +91,8 @@ public enum DiffusersExport {
             throw ConvertError(.output, path: out, "the output folder exists already; choose a new path")
         }
         let parent = (out as NSString).deletingLastPathComponent
-        let staging = (parent.isEmpty ? "." : parent) + "/." + (out as NSString).lastPathComponent + ".partial-"
+        let staging =
+            (parent.isEmpty ? "." : parent) + "/." + (out as NSString).lastPathComponent + ".partial-"
             + UUID().uuidString
         do {
             try fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
@@ -101,8 +112,12 @@ public enum DiffusersExport {
             try fm.createDirectory(atPath: folder, withIntermediateDirectories: true)
             let (config, className, weightsFile) = CheckpointImport.canonicalConfig(p, checkpoint)
             if case .transformer(let u) = p.graph.config { uvit = u }
-            index.insert(p.part.rawValue, .array([.string(p.part == .textEncoder ? "transformers" : "diffusers"),
-                                                  .string(className)]))
+            index.insert(
+                p.part.rawValue,
+                .array([
+                    .string(p.part == .textEncoder ? "transformers" : "diffusers"),
+                    .string(className),
+                ]))
             try writeText(CheckpointImport.pythonJSON(config) + "\n", to: folder + "/config.json")
             let view = CheckpointImport.source(p, lora: lora)
             try SafetensorsWriter.write(source: view, metadata: [("format", "pt")], to: folder + "/" + weightsFile)
@@ -127,8 +142,9 @@ public enum DiffusersExport {
         if plans.count > 1 || tokenizerFolder != nil {
             try writeText(CheckpointImport.pythonJSON(.object(index)) + "\n", to: staging + "/model_index.json")
         }
-        var report = ExportReport(source: checkpoint.path, layout: checkpoint.layout, plans: plans,
-                                  allowedUnmapped: allowUnmapped, allowedMissing: allowMissing, written: written)
+        var report = ExportReport(
+            source: checkpoint.path, layout: checkpoint.layout, plans: plans,
+            allowedUnmapped: allowUnmapped, allowedMissing: allowMissing, written: written)
         report.lora = lora
         try writeText(CheckpointImport.pythonJSON(report.json) + "\n", to: staging + "/amused-import.json")
         guard rename(staging, out) == 0 else {

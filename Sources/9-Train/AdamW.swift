@@ -35,18 +35,23 @@ public struct AdamW: Sendable, Equatable {
     /// Zero moments shaped like `adapters`.
     public init(_ settings: AdamWSettings, for adapters: LoRAAdapters) {
         self.settings = settings
-        expAvg = adapters.adapters.flatMap { [[Float](repeating: 0, count: $0.a.count), [Float](repeating: 0, count: $0.b.count)] }
+        expAvg = adapters.adapters.flatMap {
+            [[Float](repeating: 0, count: $0.a.count), [Float](repeating: 0, count: $0.b.count)]
+        }
         expAvgSq = expAvg
     }
 
     /// Moments restored from a checkpoint (shapes checked against `adapters`).
-    public init(_ settings: AdamWSettings, step: Int, expAvg: [[Float]], expAvgSq: [[Float]], for adapters: LoRAAdapters)
+    public init(
+        _ settings: AdamWSettings, step: Int, expAvg: [[Float]], expAvgSq: [[Float]], for adapters: LoRAAdapters
+    )
         throws(TrainError)
     {
         let shapes = adapters.adapters.flatMap { [$0.a.count, $0.b.count] }
         guard step >= 0, step < Int(Int32.max), expAvg.map(\.count) == shapes, expAvgSq.map(\.count) == shapes else {
-            throw TrainError("the optimizer state does not match the adapters (\(expAvg.count) moments for "
-                             + "\(shapes.count) tensors); the checkpoint belongs to a different run")
+            throw TrainError(
+                "the optimizer state does not match the adapters (\(expAvg.count) moments for "
+                    + "\(shapes.count) tensors); the checkpoint belongs to a different run")
         }
         self.settings = settings
         self.step = step
@@ -59,9 +64,10 @@ public struct AdamW: Sendable, Equatable {
     /// floats, and enter the float32 arithmetic where torch passes them to a tensor op.
     /// The gradients and the moments must be shaped like `adapters` (a programming error otherwise).
     public mutating func update(_ adapters: inout LoRAAdapters, with gradients: LoRAGradients) {
-        precondition(gradients.a.map(\.count) == adapters.adapters.map(\.a.count)
-                     && gradients.b.map(\.count) == adapters.adapters.map(\.b.count)
-                     && expAvg.count == 2 * adapters.adapters.count, "gradients or moments not shaped like the adapters")
+        precondition(
+            gradients.a.map(\.count) == adapters.adapters.map(\.a.count)
+                && gradients.b.map(\.count) == adapters.adapters.map(\.b.count)
+                && expAvg.count == 2 * adapters.adapters.count, "gradients or moments not shaped like the adapters")
         step += 1
         let s = settings
         let decay = Float(1 - s.learningRate * s.weightDecay)

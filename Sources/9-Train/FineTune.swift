@@ -58,10 +58,13 @@ public struct FineTuneOptions: Sendable, Equatable, Codable {
         try check(alpha.isFinite && alpha > 0, "--alpha must be a positive number, not \(alpha)")
         try check(batch > 0 && batch <= 256, "--batch must be in 1…256, not \(batch)")
         let o = optimizer
-        try check(o.learningRate.isFinite && o.learningRate > 0 && o.learningRate < 1, "--lr must be in (0, 1), not \(o.learningRate)")
+        try check(
+            o.learningRate.isFinite && o.learningRate > 0 && o.learningRate < 1,
+            "--lr must be in (0, 1), not \(o.learningRate)")
         try check(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, "AdamW betas must be in [0, 1)")
-        try check(o.epsilon > 0 && o.weightDecay >= 0 && o.weightDecay * o.learningRate < 1,
-                  "AdamW needs eps > 0 and 0 ≤ weight decay · lr < 1")
+        try check(
+            o.epsilon > 0 && o.weightDecay >= 0 && o.weightDecay * o.learningRate < 1,
+            "AdamW needs eps > 0 and 0 ≤ weight decay · lr < 1")
         try check(minMaskingRate >= 0 && minMaskingRate <= 1, "--min-masking-rate must be in [0, 1]")
         try check(condDropout >= 0 && condDropout <= 1, "--cond-dropout must be in [0, 1]")
         if let m = maxGradNorm { try check(m.isFinite && m > 0, "--max-grad-norm must be positive") }
@@ -119,7 +122,9 @@ public struct FineTuneData: Sendable {
     /// crops and mirrors, encodes them with the VQ encoder and `prompt` with the text encoder.
     public init(components c: AmusedComponents, image: Image8, prompt: String, flip: Bool) throws {
         guard let transformer = c.transformer, let vq = c.vqvae, let text = c.textEncoder, let tokenizer = c.tokenizer
-        else { throw TrainError("\(c.source): fine-tuning needs the transformer, VQ model, text encoder and tokenizer") }
+        else {
+            throw TrainError("\(c.source): fine-tuning needs the transformer, VQ model, text encoder and tokenizer")
+        }
         guard image.channels == 3 else { throw TrainError("the image must be RGB (it has \(image.channels) channels)") }
         let f = vq.config.scaleFactor, side = transformer.config.sampleSize * f
         guard image.width >= 8, image.height >= 8 else {
@@ -130,8 +135,10 @@ public struct FineTuneData: Sendable {
             throw TrainError("the image is \(image.width)×\(image.height); crop it to an aspect ratio of at most 4:1")
         }
         // Resize(size): the shorter side to `side`, the longer in proportion (torchvision rounds down).
-        let (rw, rh) = image.width <= image.height
-            ? (side, max(side, image.height * side / image.width)) : (max(side, image.width * side / image.height), side)
+        let (rw, rh) =
+            image.width <= image.height
+            ? (side, max(side, image.height * side / image.width))
+            : (max(side, image.width * side / image.height), side)
         let resized = image.resized(width: rw, height: rh)
         let span = max(rw, rh) - side
         let offsets = span == 0 ? [0] : [0, span / 4, span / 2, 3 * span / 4, span]
@@ -148,8 +155,11 @@ public struct FineTuneData: Sendable {
                     }
                 }
                 pixels += chw
-                made.append(([Float(image.width), Float(image.height), Float(top), Float(left), 6],
-                             "crop \(top),\(left)" + (mirrored ? " mirrored" : "")))
+                made.append(
+                    (
+                        [Float(image.width), Float(image.height), Float(top), Float(left), 6],
+                        "crop \(top),\(left)" + (mirrored ? " mirrored" : "")
+                    ))
             }
         }
         let tokens = try vq.encode(pixels, batch: made.count, height: side, width: side)
@@ -172,8 +182,10 @@ public struct FineTuneData: Sendable {
     /// teaches the LoRA one prompt, and without samples of everything else it drifts for every prompt, the empty
     /// one included — which classifier-free guidance then amplifies. Include "" and the style prompt without its
     /// style word.
-    public mutating func addPreservation(components c: AmusedComponents, prompts: [String], seed: UInt64,
-                                         steps: Int? = nil, guidance: Float? = nil) throws {
+    public mutating func addPreservation(
+        components c: AmusedComponents, prompts: [String], seed: UInt64,
+        steps: Int? = nil, guidance: Float? = nil
+    ) throws {
         guard !prompts.isEmpty else { return }
         let pipeline = try AmusedPipeline(components: c)
         guard let text = c.textEncoder, let tokenizer = c.tokenizer else { throw TrainError("no text encoder") }
@@ -192,8 +204,10 @@ public struct FineTuneData: Sendable {
             let micro: [Float] = [Float(width * f), Float(height * f), 0, 0, request.aestheticScore]
             for (i, prompt) in group.enumerated() {
                 let ids = tokenizer.encode(prompt)
-                preservation.append(Sample(prompt: prompt, text: try text(ids, batch: 1), ids: ids,
-                                           tokens: Array(tokens[(i * grid)..<((i + 1) * grid)]), microConds: micro))
+                preservation.append(
+                    Sample(
+                        prompt: prompt, text: try text(ids, batch: 1), ids: ids,
+                        tokens: Array(tokens[(i * grid)..<((i + 1) * grid)]), microConds: micro))
             }
         }
     }
@@ -217,13 +231,15 @@ public struct FineTuneState: Sendable {
     /// With `textConfig` (the text encoder trained), its adapters are drawn next from the same generator.
     public init(config: UVit2DConfig, textConfig: CLIPTextConfig? = nil, options: FineTuneOptions) throws {
         var initial = TorchGenerator(seed: options.seed)
-        adapters = try LoRAAdapters(config: config, rank: options.rank, alpha: options.alpha,
-                                    uniform: { initial.nextUniform() })
+        adapters = try LoRAAdapters(
+            config: config, rank: options.rank, alpha: options.alpha,
+            uniform: { initial.nextUniform() })
         optimizer = AdamW(options.optimizer, for: adapters)
         if options.trainTextEncoder {
             guard let textConfig else { throw TrainError("training the text encoder needs its config") }
-            let t = try LoRAAdapters(textConfig: textConfig, rank: options.rank, alpha: options.alpha,
-                                     uniform: { initial.nextUniform() })
+            let t = try LoRAAdapters(
+                textConfig: textConfig, rank: options.rank, alpha: options.alpha,
+                uniform: { initial.nextUniform() })
             text = (t, AdamW(options.optimizer, for: t))
         }
         generator = TorchGenerator(seed: options.seed &+ 1)
@@ -231,8 +247,10 @@ public struct FineTuneState: Sendable {
     }
 
     /// A state restored from a checkpoint's parts.
-    public init(adapters: LoRAAdapters, optimizer: AdamW, text: (adapters: LoRAAdapters, optimizer: AdamW)? = nil,
-                generator: TorchGenerator, step: Int) {
+    public init(
+        adapters: LoRAAdapters, optimizer: AdamW, text: (adapters: LoRAAdapters, optimizer: AdamW)? = nil,
+        generator: TorchGenerator, step: Int
+    ) {
         self.adapters = adapters
         self.optimizer = optimizer
         self.text = text
@@ -263,13 +281,16 @@ public struct FineTuner: Sendable {
     public let options: FineTuneOptions
 
     /// A tuner for `transformer` on `data`; the options are validated.
-    public init(transformer: UVit2DModel, textEncoder: CLIPTextModel? = nil, data: FineTuneData,
-                options: FineTuneOptions) throws(TrainError) {
+    public init(
+        transformer: UVit2DModel, textEncoder: CLIPTextModel? = nil, data: FineTuneData,
+        options: FineTuneOptions
+    ) throws(TrainError) {
         try options.validate()
         if options.trainTextEncoder && textEncoder == nil { throw TrainError("training the text encoder needs it") }
         if !data.preservation.isEmpty && Int(Float(options.batch) * options.preservationShare) == 0 {
-            throw TrainError("with --batch \(options.batch) and --preservation-share \(options.preservationShare) no batch "
-                             + "item comes from the preservation samples; raise one of them")
+            throw TrainError(
+                "with --batch \(options.batch) and --preservation-share \(options.preservationShare) no batch "
+                    + "item comes from the preservation samples; raise one of them")
         }
         self.transformer = transformer
         self.textEncoder = textEncoder
@@ -284,16 +305,24 @@ public struct FineTuner: Sendable {
         let n = options.batch, v = data.variants, kept = data.preservation
         let preserved = kept.isEmpty ? 0 : Int(Float(n) * options.preservationShare)
         let picks = generator.uniform(count: n).enumerated().map { i, u in
-            i < n - preserved ? min(v.count - 1, Int(u * Float(v.count))) : v.count + min(kept.count - 1, Int(u * Float(kept.count)))
+            i < n - preserved
+                ? min(v.count - 1, Int(u * Float(v.count))) : v.count + min(kept.count - 1, Int(u * Float(kept.count)))
         }
         func item(_ k: Int) -> (tokens: [Int64], text: TextEncoderOutput, ids: [Int64], micro: [Float]) {
-            k < v.count ? (v[k].tokens, data.prompt, data.promptIds, v[k].microConds)
-                : (kept[k - v.count].tokens, kept[k - v.count].text, kept[k - v.count].ids, kept[k - v.count].microConds)
+            k < v.count
+                ? (v[k].tokens, data.prompt, data.promptIds, v[k].microConds)
+                : (
+                    kept[k - v.count].tokens, kept[k - v.count].text, kept[k - v.count].ids,
+                    kept[k - v.count].microConds
+                )
         }
         let items = picks.map(item)
-        let (ids, labels) = Masking.mask(items.flatMap(\.tokens), batch: n, maskId: data.maskId,
-                                         minMaskingRate: options.minMaskingRate, generator: &generator)
-        let dropped = options.condDropout > 0 ? generator.uniform(count: n).map { $0 < options.condDropout }
+        let (ids, labels) = Masking.mask(
+            items.flatMap(\.tokens), batch: n, maskId: data.maskId,
+            minMaskingRate: options.minMaskingRate, generator: &generator)
+        let dropped =
+            options.condDropout > 0
+            ? generator.uniform(count: n).map { $0 < options.condDropout }
             : [Bool](repeating: false, count: n)
         let texts = zip(items, dropped).map { $1 ? data.empty : $0.text }
         let batch = MaskedTokenBatch(
@@ -309,8 +338,9 @@ public struct FineTuner: Sendable {
         let loss: Float
         var grads: [LoRAGradients]
         if let text = state.text, let textEncoder {
-            let r = try transformer.maskedTokenLoss(batch, lora: state.adapters, textEncoder: textEncoder,
-                                                    textIds: textIds, textLoRA: text.adapters)
+            let r = try transformer.maskedTokenLoss(
+                batch, lora: state.adapters, textEncoder: textEncoder,
+                textIds: textIds, textLoRA: text.adapters)
             (loss, grads) = (r.loss, [r.transformer, r.textEncoder])
         } else {
             let r = try transformer.maskedTokenLoss(batch, lora: state.adapters)
@@ -339,9 +369,11 @@ public struct FineTuner: Sendable {
 
     /// Steps from `state` until `options.steps`, reporting each; `checkpoint` is called after every `every` steps
     /// and after the last.
-    public func run(_ state: inout FineTuneState, checkpointEvery every: Int = 0,
-                    progress: (FineTuneStep) -> Void = { _ in },
-                    checkpoint: (FineTuneState) throws -> Void = { _ in }) throws {
+    public func run(
+        _ state: inout FineTuneState, checkpointEvery every: Int = 0,
+        progress: (FineTuneStep) -> Void = { _ in },
+        checkpoint: (FineTuneState) throws -> Void = { _ in }
+    ) throws {
         while state.step < options.steps {
             let report = try step(&state)
             progress(report)

@@ -11,9 +11,9 @@
 // generator's state and the step (metadata `amused_finetune`, with the options and what was trained on, so a resume
 // with different settings is refused). Both are written atomically: a Ctrl-C leaves the previous file whole.
 
+import AmusedCore
 import AmusedModel
 import AmusedRead
-import AmusedCore
 import Foundation
 
 /// The files a fine-tune writes and reads.
@@ -28,14 +28,18 @@ public enum LoRAFile {
     static func adapterMetadata(_ sets: [LoRAAdapters]) -> String {
         var fields: [(String, String)] = []
         for lora in sets {
-            let suffixes = lora.component == "transformer" ? LoRAAdapters.targetSuffixes : LoRAAdapters.textEncoderTargetSuffixes
+            let suffixes =
+                lora.component == "transformer" ? LoRAAdapters.targetSuffixes : LoRAAdapters.textEncoderTargetSuffixes
             let targets = suffixes.map { JSONValue.quote(String($0.dropFirst())) }.joined(separator: ", ")
-            fields += [("\(lora.component).alpha_pattern", "{}"), ("\(lora.component).lora_alpha", formatNumber(lora.alpha)),
-                       ("\(lora.component).r", "\(lora.rank)"), ("\(lora.component).rank_pattern", "{}"),
-                       ("\(lora.component).target_modules", "[\(targets)]")]
+            fields += [
+                ("\(lora.component).alpha_pattern", "{}"), ("\(lora.component).lora_alpha", formatNumber(lora.alpha)),
+                ("\(lora.component).r", "\(lora.rank)"), ("\(lora.component).rank_pattern", "{}"),
+                ("\(lora.component).target_modules", "[\(targets)]"),
+            ]
         }
         // json.dumps(…, indent=2, sort_keys=True) as diffusers writes it; any JSON object reads back the same.
-        return "{\n" + fields.sorted { $0.0 < $1.0 }.map { "  \(JSONValue.quote($0.0)): \($0.1)" }.joined(separator: ",\n")
+        return "{\n"
+            + fields.sorted { $0.0 < $1.0 }.map { "  \(JSONValue.quote($0.0)): \($0.1)" }.joined(separator: ",\n")
             + "\n}"
     }
 
@@ -45,14 +49,24 @@ public enum LoRAFile {
 
     static func loraTensors(_ lora: LoRAAdapters) throws -> [(name: String, tensor: Tensor)] {
         try lora.adapters.flatMap { a in
-            [("\(lora.component).\(a.module).lora_A.weight", try Tensor(floats: a.a, shape: [lora.rank, a.inFeatures])),
-             ("\(lora.component).\(a.module).lora_B.weight", try Tensor(floats: a.b, shape: [a.outFeatures, lora.rank]))]
+            [
+                (
+                    "\(lora.component).\(a.module).lora_A.weight",
+                    try Tensor(floats: a.a, shape: [lora.rank, a.inFeatures])
+                ),
+                (
+                    "\(lora.component).\(a.module).lora_B.weight",
+                    try Tensor(floats: a.b, shape: [a.outFeatures, lora.rank])
+                ),
+            ]
         }
     }
 
     /// Writes `lora` (and the text encoder's adapters, when trained) as a diffusers/PEFT LoRA file at `path`,
     /// atomically, with the alphas recorded.
-    public static func write(_ lora: LoRAAdapters, text: LoRAAdapters? = nil, to path: String, note: String? = nil) throws {
+    public static func write(_ lora: LoRAAdapters, text: LoRAAdapters? = nil, to path: String, note: String? = nil)
+        throws
+    {
         let sets = [lora] + (text.map { [$0] } ?? [])
         var metadata: [(String, String)] = [("format", "pt"), (adapterMetadataKey, adapterMetadata(sets))]
         if let note { metadata.append(("amused_note", note)) }
@@ -75,8 +89,10 @@ public enum LoRAFile {
 
         /// The identity of a run on `prompt` and the image with digest `imageSHA256`, on weights with fingerprint
         /// `model`.
-        public init(options: FineTuneOptions, prompt: String, imageSHA256: String, preservationPrompts: [String] = [],
-                    model: String = "") {
+        public init(
+            options: FineTuneOptions, prompt: String, imageSHA256: String, preservationPrompts: [String] = [],
+            model: String = ""
+        ) {
             self.options = options
             self.prompt = prompt
             self.imageSHA256 = imageSHA256
@@ -93,11 +109,15 @@ public enum LoRAFile {
         for (lora, optimizer) in sets {
             tensors += try loraTensors(lora)
             for (k, a) in lora.adapters.enumerated() {
-                for (slot, part, shape) in [(2 * k, "lora_A", [lora.rank, a.inFeatures]),
-                                            (2 * k + 1, "lora_B", [a.outFeatures, lora.rank])] {
+                for (slot, part, shape) in [
+                    (2 * k, "lora_A", [lora.rank, a.inFeatures]),
+                    (2 * k + 1, "lora_B", [a.outFeatures, lora.rank]),
+                ] {
                     let name = "\(lora.component).\(a.module).\(part).weight"
-                    tensors.append(("optimizer.exp_avg.\(name)", try Tensor(floats: optimizer.expAvg[slot], shape: shape)))
-                    tensors.append(("optimizer.exp_avg_sq.\(name)", try Tensor(floats: optimizer.expAvgSq[slot], shape: shape)))
+                    tensors.append(
+                        ("optimizer.exp_avg.\(name)", try Tensor(floats: optimizer.expAvg[slot], shape: shape)))
+                    tensors.append(
+                        ("optimizer.exp_avg_sq.\(name)", try Tensor(floats: optimizer.expAvgSq[slot], shape: shape)))
                 }
             }
         }
@@ -105,8 +125,12 @@ public enum LoRAFile {
         tensors.append(("generator.state", try Tensor(int64s: snapshot, shape: [snapshot.count])))
         let run = CheckpointRun(step: state.step, optimizerStep: state.optimizer.step, identity: identity)
         let runText = String(decoding: try encoder.encode(run), as: UTF8.self)
-        try SafetensorsWriter.write(tensors, metadata: [("format", "pt"), (adapterMetadataKey, adapterMetadata(sets.map(\.0))),
-                                                        (checkpointKey, runText)], to: path)
+        try SafetensorsWriter.write(
+            tensors,
+            metadata: [
+                ("format", "pt"), (adapterMetadataKey, adapterMetadata(sets.map(\.0))),
+                (checkpointKey, runText),
+            ], to: path)
     }
 
     /// A fingerprint of a component's weights: CRC-32 over every tensor's name, shape and up to 64 values spread
@@ -114,7 +138,9 @@ public enum LoRAFile {
     public static func fingerprint(_ source: any TensorSource) throws -> String {
         var crc: UInt32 = 0
         for info in source.infos.sorted(by: { $0.name < $1.name }) {
-            crc = Array((info.name + describeShape(info.shape)).utf8).withUnsafeBytes { CRC32.checksum($0, continuing: crc) }
+            crc = Array((info.name + describeShape(info.shape)).utf8).withUnsafeBytes {
+                CRC32.checksum($0, continuing: crc)
+            }
             let t = try source.tensor(named: info.name)
             let step = max(1, info.byteCount / 64)
             try t.withUnsafeBytes { raw in
@@ -146,25 +172,34 @@ public enum LoRAFile {
     /// Reads a checkpoint written by `writeCheckpoint` for `config`; throws naming the file and key when it is not
     /// one (every tensor's dtype and shape are checked before it is read), or when it was made with different
     /// weights, options, prompt, image or preservation prompts than `identity`.
-    public static func readCheckpoint(path: String, config: UVit2DConfig, textConfig: CLIPTextConfig? = nil,
-                                      identity: RunIdentity) throws -> FineTuneState {
+    public static func readCheckpoint(
+        path: String, config: UVit2DConfig, textConfig: CLIPTextConfig? = nil,
+        identity: RunIdentity
+    ) throws -> FineTuneState {
         let file = try SafetensorsFile(path: path)
         guard let runText = file.metadataValue(checkpointKey),
-              let run = try? JSONDecoder().decode(CheckpointRun.self, from: Data(runText.utf8)),
-              run.step >= 0, run.optimizerStep == run.step
+            let run = try? JSONDecoder().decode(CheckpointRun.self, from: Data(runText.utf8)),
+            run.step >= 0, run.optimizerStep == run.step
         else {
-            throw TrainError("\(path): not an AmusedKit fine-tune checkpoint (no valid `\(checkpointKey)` metadata); "
-                             + "pass a file written by `amused finetune --checkpoint-every`")
+            throw TrainError(
+                "\(path): not an AmusedKit fine-tune checkpoint (no valid `\(checkpointKey)` metadata); "
+                    + "pass a file written by `amused finetune --checkpoint-every`")
         }
         let savedIdentity = run.identity, step = run.step, optimizerStep = run.optimizerStep
         if savedIdentity != identity {
-            let what = savedIdentity.prompt != identity.prompt ? "prompt \"\(savedIdentity.prompt)\""
-                : savedIdentity.imageSHA256 != identity.imageSHA256 ? "image (SHA-256 \(savedIdentity.imageSHA256.prefix(12))…)"
-                : savedIdentity.preservationPrompts != identity.preservationPrompts ? "set of --preserve prompts"
-                : savedIdentity.model != identity.model ? "model (weights fingerprint \(savedIdentity.model))"
-                : "options"
-            throw TrainError("\(path): the checkpoint was made with a different \(what); resume with the same "
-                             + "--image, --prompt and options, or start a new run")
+            let what =
+                savedIdentity.prompt != identity.prompt
+                ? "prompt \"\(savedIdentity.prompt)\""
+                : savedIdentity.imageSHA256 != identity.imageSHA256
+                    ? "image (SHA-256 \(savedIdentity.imageSHA256.prefix(12))…)"
+                    : savedIdentity.preservationPrompts != identity.preservationPrompts
+                        ? "set of --preserve prompts"
+                        : savedIdentity.model != identity.model
+                            ? "model (weights fingerprint \(savedIdentity.model))"
+                            : "options"
+            throw TrainError(
+                "\(path): the checkpoint was made with a different \(what); resume with the same "
+                    + "--image, --prompt and options, or start a new run")
         }
         let o = identity.options
         guard step <= o.steps else {
@@ -176,8 +211,9 @@ public enum LoRAFile {
                 throw TrainError("\(path): missing tensor \(name); the checkpoint is incomplete or for another model")
             }
             guard info.dtype == .f32, info.shape == shape else {
-                throw TrainError("\(path): \(name) is \(info.dtype) \(describeShape(info.shape)), expected F32 "
-                                 + "\(describeShape(shape)); the checkpoint is for another model or rank")
+                throw TrainError(
+                    "\(path): \(name) is \(info.dtype) \(describeShape(info.shape)), expected F32 "
+                        + "\(describeShape(shape)); the checkpoint is for another model or rank")
             }
             let values = try file.tensor(named: name).floats()
             guard values.allSatisfy({ $0.isFinite && (!nonNegative || $0 >= 0) }) else {
@@ -186,15 +222,19 @@ public enum LoRAFile {
             return values
         }
         /// One component's adapters and moments.
-        func restore(_ component: String, _ targets: [LoRAAdapters.Target],
-                     _ make: ([String: (a: [Float], b: [Float])]) throws -> LoRAAdapters) throws -> (LoRAAdapters, AdamW) {
+        func restore(
+            _ component: String, _ targets: [LoRAAdapters.Target],
+            _ make: ([String: (a: [Float], b: [Float])]) throws -> LoRAAdapters
+        ) throws -> (LoRAAdapters, AdamW) {
             var values: [String: (a: [Float], b: [Float])] = [:]
             var expAvg: [[Float]] = [], expAvgSq: [[Float]] = []
             for t in targets {
                 let name = "\(component).\(t.module)"
                 let shapes = [("lora_A", [o.rank, t.inFeatures]), ("lora_B", [t.outFeatures, o.rank])]
-                values[t.module] = (try floats("\(name).lora_A.weight", shapes[0].1),
-                                    try floats("\(name).lora_B.weight", shapes[1].1))
+                values[t.module] = (
+                    try floats("\(name).lora_A.weight", shapes[0].1),
+                    try floats("\(name).lora_B.weight", shapes[1].1)
+                )
                 for (part, shape) in shapes {
                     expAvg.append(try floats("optimizer.exp_avg.\(name).\(part).weight", shape))
                     expAvgSq.append(try floats("optimizer.exp_avg_sq.\(name).\(part).weight", shape, nonNegative: true))
@@ -202,24 +242,28 @@ public enum LoRAFile {
             }
             let adapters: LoRAAdapters
             do { adapters = try make(values) } catch { throw TrainError("\(path): \(error)") }
-            return (adapters, try AdamW(o.optimizer, step: optimizerStep, expAvg: expAvg, expAvgSq: expAvgSq, for: adapters))
+            return (
+                adapters, try AdamW(o.optimizer, step: optimizerStep, expAvg: expAvg, expAvgSq: expAvgSq, for: adapters)
+            )
         }
         let (adapters, optimizer) = try restore("transformer", try LoRAAdapters.targets(config)) {
             try LoRAAdapters(config: config, rank: o.rank, alpha: o.alpha, values: $0)
         }
         var text: (adapters: LoRAAdapters, optimizer: AdamW)?
         if o.trainTextEncoder {
-            guard let textConfig else { throw TrainError("\(path): the run trains the text encoder; its config is needed") }
+            guard let textConfig else {
+                throw TrainError("\(path): the run trains the text encoder; its config is needed")
+            }
             text = try restore("text_encoder", try LoRAAdapters.targets(textConfig)) {
                 try LoRAAdapters(textConfig: textConfig, rank: o.rank, alpha: o.alpha, values: $0)
             }
         }
         guard let state = file.infos.first(where: { $0.name == "generator.state" }), state.dtype == .i64,
-              state.shape == [625]
+            state.shape == [625]
         else { throw TrainError("\(path): generator.state is missing or not I64 [625]") }
         let words = try file.tensor(named: "generator.state").int64s()
         guard words.allSatisfy({ $0 >= 0 && $0 <= Int64(UInt32.max) }),
-              let generator = TorchGenerator(snapshot: words.map { UInt32($0) })
+            let generator = TorchGenerator(snapshot: words.map { UInt32($0) })
         else { throw TrainError("\(path): generator.state is not a generator state") }
         return FineTuneState(adapters: adapters, optimizer: optimizer, text: text, generator: generator, step: step)
     }

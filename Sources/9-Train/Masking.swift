@@ -22,8 +22,10 @@ import Darwin
 public enum Masking {
     /// For `tokens` [batch, seq]: input ids (masked positions set to `maskId`) and labels (the token at masked
     /// positions, −100 elsewhere), drawing t and the permutation from `generator` as train_amused.py does.
-    public static func mask(_ tokens: [Int64], batch: Int, maskId: Int64, minMaskingRate: Float = 0,
-                            generator: inout TorchGenerator) -> (inputIds: [Int64], labels: [Int64]) {
+    public static func mask(
+        _ tokens: [Int64], batch: Int, maskId: Int64, minMaskingRate: Float = 0,
+        generator: inout TorchGenerator
+    ) -> (inputIds: [Int64], labels: [Int64]) {
         precondition(batch > 0 && tokens.count % batch == 0, "tokens must be [batch, seq] with batch > 0")
         let seq = tokens.count / batch
         let t = generator.uniform(count: batch)

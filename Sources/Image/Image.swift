@@ -114,7 +114,8 @@ public struct Image8: Sendable, Equatable {
             // Normalise, then to fixed point rounding half away from zero, as Pillow's normalize_coeffs_8bpc.
             let fixed = weights.map { w -> Int in
                 let v = total != 0 ? w / total : 0
-                return Int(v < 0 ? trunc(-0.5 + v * Double(1 << precisionBits)) : trunc(0.5 + v * Double(1 << precisionBits)))
+                return Int(
+                    v < 0 ? trunc(-0.5 + v * Double(1 << precisionBits)) : trunc(0.5 + v * Double(1 << precisionBits)))
             }
             for y in 0..<height {
                 for c in 0..<channels {

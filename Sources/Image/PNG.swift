@@ -15,14 +15,20 @@ public enum PNG {
 
     /// Decodes `data` (from `path`, for messages) to 8-bit RGB, or to grayscale when `grayscale` is set (PIL's
     /// `convert("L")` of the RGB image for colour inputs). Alpha is dropped, as PIL's `convert("RGB")` does.
-    public static func decode(_ data: [UInt8], path: String = "<png>", grayscale: Bool = false) throws(ImageError) -> Image8 {
-        guard data.count >= 8, Array(data[0..<8]) == signature else { throw ImageError(path: path, offset: 0, "not a PNG file") }
+    public static func decode(_ data: [UInt8], path: String = "<png>", grayscale: Bool = false) throws(ImageError)
+        -> Image8
+    {
+        guard data.count >= 8, Array(data[0..<8]) == signature else {
+            throw ImageError(path: path, offset: 0, "not a PNG file")
+        }
         var pos = 8
         var width = 0, height = 0, depth = 0, colorType = 0, interlace = 0
         var palette: [UInt8] = []
         var idat: [UInt8] = []
         var sawIHDR = false, sawIEND = false
-        func be32(_ at: Int) -> Int { Int(data[at]) << 24 | Int(data[at + 1]) << 16 | Int(data[at + 2]) << 8 | Int(data[at + 3]) }
+        func be32(_ at: Int) -> Int {
+            Int(data[at]) << 24 | Int(data[at + 1]) << 16 | Int(data[at + 2]) << 8 | Int(data[at + 3])
+        }
         while pos < data.count && !sawIEND {
             guard pos + 12 <= data.count else { throw ImageError(path: path, offset: pos, "truncated chunk header") }
             let length = be32(pos)
@@ -46,16 +52,22 @@ public enum PNG {
                 colorType = Int(b[9])
                 interlace = Int(b[12])
                 guard width > 0, height > 0, width <= maxPixels / height else {
-                    throw ImageError(path: path, offset: pos, "image size \(width)×\(height) is outside 1…\(maxPixels) pixels")
+                    throw ImageError(
+                        path: path, offset: pos, "image size \(width)×\(height) is outside 1…\(maxPixels) pixels")
                 }
                 guard [0, 2, 3, 4, 6].contains(colorType), b[10] == 0, b[11] == 0, interlace <= 1 else {
                     throw ImageError(path: path, offset: pos, "unsupported colour type, compression or filter method")
                 }
-                let allowed: [Int: [Int]] = [0: [1, 2, 4, 8, 16], 2: [8, 16], 3: [1, 2, 4, 8], 4: [8, 16], 6: [8, 16]]
+                let allowed: [Int: [Int]] = [
+                    0: [1, 2, 4, 8, 16], 2: [8, 16], 3: [1, 2, 4, 8], 4: [8, 16], 6: [8, 16],
+                ]
                 guard allowed[colorType]!.contains(depth) else {
-                    throw ImageError(path: path, offset: pos, "bit depth \(depth) is invalid for colour type \(colorType)")
+                    throw ImageError(
+                        path: path, offset: pos, "bit depth \(depth) is invalid for colour type \(colorType)")
                 }
-                guard interlace == 0 else { throw ImageError(path: path, offset: pos, "interlaced PNGs are not supported") }
+                guard interlace == 0 else {
+                    throw ImageError(path: path, offset: pos, "interlaced PNGs are not supported")
+                }
             case "PLTE":
                 palette = Array(body)
             case "IDAT":
@@ -80,7 +92,9 @@ public enum PNG {
         do { raw = try Inflate.zlib(idat, limit: (stride + 1) * height) } catch {
             throw ImageError(path: path, "corrupt image data: \(error)")
         }
-        guard raw.count == (stride + 1) * height else { throw ImageError(path: path, "image data is \(raw.count) bytes, expected \((stride + 1) * height)") }
+        guard raw.count == (stride + 1) * height else {
+            throw ImageError(path: path, "image data is \(raw.count) bytes, expected \((stride + 1) * height)")
+        }
         // Undo the per-row filters.
         var rows = [UInt8](repeating: 0, count: stride * height)
         for y in 0..<height {
@@ -128,7 +142,9 @@ public enum PNG {
                     (r, g, b) = (sample(y, x * samples), sample(y, x * samples + 1), sample(y, x * samples + 2))
                 default:
                     let i = sample(y, x)
-                    guard 3 * i + 2 < palette.count else { throw ImageError(path: path, "palette index \(i) out of range") }
+                    guard 3 * i + 2 < palette.count else {
+                        throw ImageError(path: path, "palette index \(i) out of range")
+                    }
                     (r, g, b) = (Int(palette[3 * i]), Int(palette[3 * i + 1]), Int(palette[3 * i + 2]))
                 }
                 let o = (y * width + x) * 3

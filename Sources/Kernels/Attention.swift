@@ -4,10 +4,12 @@ extension Kernels {
     /// softmax(Q·Kᵀ·scale [+ causal mask]) · V for every batch item and head, written to `output`
     /// ([batch, queries, heads·headDim]). `q`, `k`, `v` may be views into wider rows (`qStride` etc. are row strides).
     /// With `causal`, query i attends to keys 0...i only (CLIP's text mask).
-    public static func attention(q: UnsafePointer<Float>, qStride: Int, k: UnsafePointer<Float>, kStride: Int,
-                                 v: UnsafePointer<Float>, vStride: Int, batch: Int, queries: Int, keys: Int,
-                                 heads: Int, headDim: Int, causal: Bool = false,
-                                 output: UnsafeMutablePointer<Float>, outStride: Int) {
+    public static func attention(
+        q: UnsafePointer<Float>, qStride: Int, k: UnsafePointer<Float>, kStride: Int,
+        v: UnsafePointer<Float>, vStride: Int, batch: Int, queries: Int, keys: Int,
+        heads: Int, headDim: Int, causal: Bool = false,
+        output: UnsafeMutablePointer<Float>, outStride: Int
+    ) {
         let scale = 1 / Float(headDim).squareRoot()
         let qs = UncheckedSendable(q), ks = UncheckedSendable(k), vs = UncheckedSendable(v)
         let out = SharedPointer(output)
@@ -21,17 +23,19 @@ extension Kernels {
                 let qb = qs.value + b * queries * qStride + hd * headDim
                 let kb = ks.value + b * keys * kStride + hd * headDim
                 let vb = vs.value + b * keys * vStride + hd * headDim
-                gemmCall(m: queries, n: keys, k: headDim, a: qb, lda: qStride, b: kb, ldb: kStride, transposeB: true,
-                         transposeA: false, c: scores, ldc: keys, alpha: scale, beta: 0)
+                gemmCall(
+                    m: queries, n: keys, k: headDim, a: qb, lda: qStride, b: kb, ldb: kStride, transposeB: true,
+                    transposeA: false, c: scores, ldc: keys, alpha: scale, beta: 0)
                 if causal {
                     for i in 0..<queries where i + 1 < keys {
                         (scores + i * keys + i + 1).update(repeating: -.infinity, count: keys - i - 1)
                     }
                 }
                 for i in 0..<queries { softmaxRow(scores + i * keys, keys) }
-                gemmCall(m: queries, n: headDim, k: keys, a: scores, lda: keys, b: vb, ldb: vStride, transposeB: false,
-                         transposeA: false, c: out.p + b * queries * outStride + hd * headDim, ldc: outStride,
-                         alpha: 1, beta: 0)
+                gemmCall(
+                    m: queries, n: headDim, k: keys, a: scores, lda: keys, b: vb, ldb: vStride, transposeB: false,
+                    transposeA: false, c: out.p + b * queries * outStride + hd * headDim, ldc: outStride,
+                    alpha: 1, beta: 0)
             }
         }
     }

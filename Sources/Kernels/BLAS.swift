@@ -1,12 +1,13 @@
 // The one door to matrix products: AmusedKit's AVX-512 SGEMM (Sources/C/CGemm) where it runs, else BLAS — OpenBLAS on
 // Linux, Accelerate on Apple platforms. Everything else calls these.
 
+import CGemm
+
 #if canImport(Accelerate)
 import Accelerate
 #else
 import COpenBLAS
 #endif
-import CGemm
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -21,9 +22,11 @@ public enum Kernels {
     /// Large products are split into column blocks (or row blocks when M is larger), one per core, each computed by
     /// a single-threaded call (`ownGEMM` or BLAS): BLAS's own threads would spin between calls while the element-wise
     /// kernels need the same cores.
-    public static func sgemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
-                             b: UnsafePointer<Float>, ldb: Int, transposeB: Bool, transposeA: Bool = false,
-                             c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float = 1, beta: Float = 0) {
+    public static func sgemm(
+        m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int, transposeB: Bool, transposeA: Bool = false,
+        c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float = 1, beta: Float = 0
+    ) {
         _ = singleThreadedBLAS
         let pieces = Parallel.width
         if pieces > 1 && m * n * k >= 1 << 22 && max(m, n) >= 64 * pieces {
@@ -36,9 +39,10 @@ public enum Kernels {
                         let n0 = (n * i / pieces) & ~15, n1 = i == pieces - 1 ? n : (n * (i + 1) / pieces) & ~15
                         guard n1 > n0 else { continue }
                         let bBlock = transposeB ? bb.value + n0 * ldb : bb.value + n0
-                        gemmCall(m: m, n: n1 - n0, k: k, a: aa.value, lda: lda, b: bBlock, ldb: ldb,
-                                 transposeB: transposeB, transposeA: transposeA, c: out.p + n0, ldc: ldc,
-                                 alpha: alpha, beta: beta)
+                        gemmCall(
+                            m: m, n: n1 - n0, k: k, a: aa.value, lda: lda, b: bBlock, ldb: ldb,
+                            transposeB: transposeB, transposeA: transposeA, c: out.p + n0, ldc: ldc,
+                            alpha: alpha, beta: beta)
                     }
                 }
             } else {
@@ -47,30 +51,38 @@ public enum Kernels {
                         let m0 = m * i / pieces, m1 = m * (i + 1) / pieces
                         guard m1 > m0 else { continue }
                         let aBlock = transposeA ? aa.value + m0 : aa.value + m0 * lda
-                        gemmCall(m: m1 - m0, n: n, k: k, a: aBlock, lda: lda, b: bb.value, ldb: ldb,
-                                 transposeB: transposeB, transposeA: transposeA, c: out.p + m0 * ldc, ldc: ldc,
-                                 alpha: alpha, beta: beta)
+                        gemmCall(
+                            m: m1 - m0, n: n, k: k, a: aBlock, lda: lda, b: bb.value, ldb: ldb,
+                            transposeB: transposeB, transposeA: transposeA, c: out.p + m0 * ldc, ldc: ldc,
+                            alpha: alpha, beta: beta)
                     }
                 }
             }
             return
         }
-        gemmCall(m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, transposeB: transposeB, transposeA: transposeA,
-                 c: c, ldc: ldc, alpha: alpha, beta: beta)
+        gemmCall(
+            m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, transposeB: transposeB, transposeA: transposeA,
+            c: c, ldc: ldc, alpha: alpha, beta: beta)
     }
 
     /// One single-threaded product: the AVX-512 SGEMM when `ownGEMM`, BLAS otherwise (or if the kernel could not
     /// allocate its packing buffers).
     @inline(__always)
-    static func gemmCall(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-                         transposeB: Bool, transposeA: Bool, c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float,
-                         beta: Float) {
-        if ownGEMM && amused_sgemm(transposeA ? 1 : 0, transposeB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c,
-                                   ldc) == 0 {
+    static func gemmCall(
+        m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        transposeB: Bool, transposeA: Bool, c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float,
+        beta: Float
+    ) {
+        if ownGEMM
+            && amused_sgemm(
+                transposeA ? 1 : 0, transposeB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                ldc) == 0
+        {
             return
         }
-        cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-                    blasInt(m), blasInt(n), blasInt(k), alpha, a, blasInt(lda), b, blasInt(ldb), beta, c, blasInt(ldc))
+        cblas_sgemm(
+            CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+            blasInt(m), blasInt(n), blasInt(k), alpha, a, blasInt(lda), b, blasInt(ldb), beta, c, blasInt(ldc))
     }
 
     /// Whether products use AmusedKit's AVX-512 SGEMM (`Sources/C/CGemm`) rather than BLAS: on x86-64 CPUs with

@@ -10,8 +10,10 @@ import Darwin
 
 extension Kernels {
     /// ∂L/∂x of `rmsNorm` (y = x · r · g, r = (mean(x²) + eps)^-½): r·(g⊙dy) − x·r³·mean(x⊙g⊙dy).
-    public static func rmsNormBackward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, dim: Int,
-                                       eps: Float, weight: UnsafePointer<Float>?, dx: UnsafeMutablePointer<Float>) {
+    public static func rmsNormBackward(
+        x: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, dim: Int,
+        eps: Float, weight: UnsafePointer<Float>?, dx: UnsafeMutablePointer<Float>
+    ) {
         let out = SharedPointer(dx)
         let xs = UncheckedSendable(x), dys = UncheckedSendable(dy), ws = UncheckedSendable(weight)
         Parallel.chunks(rows, cost: dim * 6) { range in
@@ -30,8 +32,10 @@ extension Kernels {
     }
 
     /// ∂L/∂x of `layerNorm` (biased variance): r·(ĝ − mean(ĝ) − x̂·mean(ĝ⊙x̂)) with ĝ = g⊙dy, x̂ = (x − μ)·r.
-    public static func layerNormBackward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, dim: Int,
-                                         eps: Float, weight: UnsafePointer<Float>?, dx: UnsafeMutablePointer<Float>) {
+    public static func layerNormBackward(
+        x: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, dim: Int,
+        eps: Float, weight: UnsafePointer<Float>?, dx: UnsafeMutablePointer<Float>
+    ) {
         let out = SharedPointer(dx)
         let xs = UncheckedSendable(x), dys = UncheckedSendable(dy), ws = UncheckedSendable(weight)
         Parallel.chunks(rows, cost: dim * 8) { range in
@@ -87,8 +91,10 @@ extension Kernels {
 
     /// GEGLU's backward pass: the forward read `projected` [rows, 2·inner] (the linear half, then the gate) and
     /// wrote a ⊙ gelu(gate); writes d(linear half) = dy ⊙ gelu(gate) and d(gate) = dy ⊙ a ⊙ gelu′(gate).
-    public static func gegluBackward(projected: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, inner: Int,
-                                     dProjected: UnsafeMutablePointer<Float>) {
+    public static func gegluBackward(
+        projected: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, inner: Int,
+        dProjected: UnsafeMutablePointer<Float>
+    ) {
         let out = SharedPointer(dProjected), ps = UncheckedSendable(projected), gs = UncheckedSendable(dy)
         Parallel.chunks(rows, cost: inner * 60) { range in
             for r in range {
@@ -100,8 +106,9 @@ extension Kernels {
                     let av = UnsafeRawPointer(a + i).loadUnaligned(as: FastMath.V.self)
                     let gv = UnsafeRawPointer(g + i).loadUnaligned(as: FastMath.V.self)
                     UnsafeMutableRawPointer(da + i).storeBytes(of: gv * FastMath.gelu(x), as: FastMath.V.self)
-                    UnsafeMutableRawPointer(dgate + i).storeBytes(of: gv * av * FastMath.geluDerivative(x),
-                                                                  as: FastMath.V.self)
+                    UnsafeMutableRawPointer(dgate + i).storeBytes(
+                        of: gv * av * FastMath.geluDerivative(x),
+                        as: FastMath.V.self)
                     i += 8
                 }
                 while i < inner {
@@ -137,10 +144,12 @@ extension Kernels {
     /// all [batch, tokens, heads·headDim] with row stride `inner`. The probabilities are recomputed (with the causal
     /// mask when `causal`): P = softmax(s·QKᵀ), dV = Pᵀ·dO, dS = P ⊙ (dO·Vᵀ − rowsum(P ⊙ dO·Vᵀ)), dQ = s·dS·K,
     /// dK = s·dSᵀ·Q. Masked entries have P = 0, so they get no gradient.
-    public static func attentionBackward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
-                                         dOut: UnsafePointer<Float>, batch: Int, queries: Int, keys: Int, heads: Int,
-                                         headDim: Int, causal: Bool = false, dQ: UnsafeMutablePointer<Float>,
-                                         dK: UnsafeMutablePointer<Float>, dV: UnsafeMutablePointer<Float>) {
+    public static func attentionBackward(
+        q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+        dOut: UnsafePointer<Float>, batch: Int, queries: Int, keys: Int, heads: Int,
+        headDim: Int, causal: Bool = false, dQ: UnsafeMutablePointer<Float>,
+        dK: UnsafeMutablePointer<Float>, dV: UnsafeMutablePointer<Float>
+    ) {
         let inner = heads * headDim, scale = 1 / Float(headDim).squareRoot()
         let qs = UncheckedSendable(q), ks = UncheckedSendable(k), vs = UncheckedSendable(v),
             gs = UncheckedSendable(dOut)
@@ -155,8 +164,9 @@ extension Kernels {
             for pair in range {
                 let b = pair / heads, hd = pair % heads
                 let qo = b * queries * inner + hd * headDim, ko = b * keys * inner + hd * headDim
-                gemmCall(m: queries, n: keys, k: headDim, a: qs.value + qo, lda: inner, b: ks.value + ko, ldb: inner,
-                         transposeB: true, transposeA: false, c: p, ldc: keys, alpha: scale, beta: 0)
+                gemmCall(
+                    m: queries, n: keys, k: headDim, a: qs.value + qo, lda: inner, b: ks.value + ko, ldb: inner,
+                    transposeB: true, transposeA: false, c: p, ldc: keys, alpha: scale, beta: 0)
                 if causal {
                     for i in 0..<queries where i + 1 < keys {
                         (p + i * keys + i + 1).update(repeating: -.infinity, count: keys - i - 1)
@@ -164,30 +174,36 @@ extension Kernels {
                 }
                 for i in 0..<queries { softmaxRow(p + i * keys, keys) }
                 // dV = Pᵀ · dO
-                gemmCall(m: keys, n: headDim, k: queries, a: p, lda: keys, b: gs.value + qo, ldb: inner,
-                         transposeB: false, transposeA: true, c: dv.p + ko, ldc: inner, alpha: 1, beta: 0)
+                gemmCall(
+                    m: keys, n: headDim, k: queries, a: p, lda: keys, b: gs.value + qo, ldb: inner,
+                    transposeB: false, transposeA: true, c: dv.p + ko, ldc: inner, alpha: 1, beta: 0)
                 // dP = dO · Vᵀ, then dS in place
-                gemmCall(m: queries, n: keys, k: headDim, a: gs.value + qo, lda: inner, b: vs.value + ko, ldb: inner,
-                         transposeB: true, transposeA: false, c: dp, ldc: keys, alpha: 1, beta: 0)
+                gemmCall(
+                    m: queries, n: keys, k: headDim, a: gs.value + qo, lda: inner, b: vs.value + ko, ldb: inner,
+                    transposeB: true, transposeA: false, c: dp, ldc: keys, alpha: 1, beta: 0)
                 for i in 0..<queries {
                     let pr = p + i * keys, dr = dp + i * keys
                     var dot: Float = 0
                     for j in 0..<keys { dot += pr[j] * dr[j] }
                     for j in 0..<keys { dr[j] = pr[j] * (dr[j] - dot) }
                 }
-                gemmCall(m: queries, n: headDim, k: keys, a: dp, lda: keys, b: ks.value + ko, ldb: inner,
-                         transposeB: false, transposeA: false, c: dq.p + qo, ldc: inner, alpha: scale, beta: 0)
-                gemmCall(m: keys, n: headDim, k: queries, a: dp, lda: keys, b: qs.value + qo, ldb: inner,
-                         transposeB: false, transposeA: true, c: dk.p + ko, ldc: inner, alpha: scale, beta: 0)
+                gemmCall(
+                    m: queries, n: headDim, k: keys, a: dp, lda: keys, b: ks.value + ko, ldb: inner,
+                    transposeB: false, transposeA: false, c: dq.p + qo, ldc: inner, alpha: scale, beta: 0)
+                gemmCall(
+                    m: keys, n: headDim, k: queries, a: dp, lda: keys, b: qs.value + qo, ldb: inner,
+                    transposeB: false, transposeA: true, c: dk.p + ko, ldc: inner, alpha: scale, beta: 0)
             }
         }
     }
 
     /// ∂L/∂input of `depthwiseConv3x3NHWC` (padding 1): each input pixel collects the output gradients of the nine
     /// pixels it fed, through the mirrored taps.
-    public static func depthwiseConv3x3BackwardNHWC(dy: UnsafePointer<Float>, batch: Int, height h: Int, width w: Int,
-                                                    channels c: Int, weight: UnsafePointer<Float>,
-                                                    dx: UnsafeMutablePointer<Float>) {
+    public static func depthwiseConv3x3BackwardNHWC(
+        dy: UnsafePointer<Float>, batch: Int, height h: Int, width w: Int,
+        channels c: Int, weight: UnsafePointer<Float>,
+        dx: UnsafeMutablePointer<Float>
+    ) {
         var taps = [Float](repeating: 0, count: 9 * c)
         for ch in 0..<c { for t in 0..<9 { taps[t * c + ch] = weight[ch * 9 + t] } }
         let out = SharedPointer(dx), gs = UncheckedSendable(dy)
@@ -219,10 +235,12 @@ extension Kernels {
 
     /// ∂L/∂input of `convTranspose2x2Stride2NHWC`: gathers each input pixel's four output gradients into
     /// [pixel, (cout, ky, kx)] and multiplies by the weight [cin, (cout, ky, kx)] transposed.
-    public static func convTranspose2x2Stride2BackwardNHWC(dy: UnsafePointer<Float>, batch: Int, height h: Int,
-                                                           width w: Int, channels cin: Int,
-                                                           weight: UnsafePointer<Float>, outChannels cout: Int,
-                                                           dx: UnsafeMutablePointer<Float>) {
+    public static func convTranspose2x2Stride2BackwardNHWC(
+        dy: UnsafePointer<Float>, batch: Int, height h: Int,
+        width w: Int, channels cin: Int,
+        weight: UnsafePointer<Float>, outChannels cout: Int,
+        dx: UnsafeMutablePointer<Float>
+    ) {
         let m = batch * h * w, n = cout * 4
         let gathered = UnsafeMutablePointer<Float>.allocate(capacity: m * n)
         defer { gathered.deallocate() }
@@ -246,9 +264,11 @@ extension Kernels {
     /// ignore_index=-100, reduction="mean")`), and its gradient with respect to `logits` written to `dLogits`
     /// (zero on ignored rows). Returns the loss and the number of rows counted. Every other label must be in
     /// 0..<classes (the caller validates them).
-    public static func softmaxCrossEntropy(logits: UnsafePointer<Float>, labels: UnsafePointer<Int64>, rows: Int,
-                                           classes: Int, ignoreIndex: Int64 = -100,
-                                           dLogits: UnsafeMutablePointer<Float>) -> (loss: Float, counted: Int) {
+    public static func softmaxCrossEntropy(
+        logits: UnsafePointer<Float>, labels: UnsafePointer<Int64>, rows: Int,
+        classes: Int, ignoreIndex: Int64 = -100,
+        dLogits: UnsafeMutablePointer<Float>
+    ) -> (loss: Float, counted: Int) {
         var counted = 0
         for r in 0..<rows where labels[r] != ignoreIndex { counted += 1 }
         dLogits.update(repeating: 0, count: rows * classes)

@@ -43,15 +43,18 @@ extension Kernels {
     /// 2-D convolution of one NCHW image: `output[cout, ho, wo]` (overwritten) from `input[cin, h, w]` and
     /// `weight[cout, cin, kh, kw]`, plus `bias[cout]`. A 1×1 stride-1 convolution is one GEMM; others go through
     /// im2col tiles of at most ~8 MiB so that large images do not need a column buffer of their full size.
-    public static func conv2d(input: UnsafePointer<Float>, channels cin: Int, height h: Int, width w: Int,
-                              weight: UnsafePointer<Float>, outChannels cout: Int, kernel k: Int, stride: Int,
-                              padding: Padding, bias: UnsafePointer<Float>?, output: UnsafeMutablePointer<Float>) {
+    public static func conv2d(
+        input: UnsafePointer<Float>, channels cin: Int, height h: Int, width w: Int,
+        weight: UnsafePointer<Float>, outChannels cout: Int, kernel k: Int, stride: Int,
+        padding: Padding, bias: UnsafePointer<Float>?, output: UnsafeMutablePointer<Float>
+    ) {
         let ho = convOutputSize(h, kernel: k, stride: stride, padBefore: padding.top, padAfter: padding.bottom)
         let wo = convOutputSize(w, kernel: k, stride: stride, padBefore: padding.left, padAfter: padding.right)
         let n = ho * wo
         if k == 3 && stride == 1 && padding == .same(1) && useWinograd && winogradPays(height: h, width: w) {
-            conv3x3Winograd(input: input, channels: cin, height: h, width: w, weight: weight, outChannels: cout,
-                            bias: bias, output: output)
+            conv3x3Winograd(
+                input: input, channels: cin, height: h, width: w, weight: weight, outChannels: cout,
+                bias: bias, output: output)
             return
         }
         if k == 1 && stride == 1 && padding == .same(0) {
@@ -87,8 +90,9 @@ extension Kernels {
                         }
                     }
                 }
-                sgemm(m: cout, n: tileN, k: kk, a: weight, lda: kk, b: col, ldb: tileN, transposeB: false,
-                      c: output + y0 * wo, ldc: n)
+                sgemm(
+                    m: cout, n: tileN, k: kk, a: weight, lda: kk, b: col, ldb: tileN, transposeB: false,
+                    c: output + y0 * wo, ldc: n)
                 y0 += rows
             }
         }
@@ -105,9 +109,11 @@ extension Kernels {
 
     /// Depthwise 3×3 convolution, padding 1, on NHWC tokens: `output[b, y, x, c]` from `input` and
     /// `weight[c, 1, 3, 3]` (+ bias).
-    public static func depthwiseConv3x3NHWC(input: UnsafePointer<Float>, batch: Int, height h: Int, width w: Int,
-                                            channels c: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                                            output: UnsafeMutablePointer<Float>) {
+    public static func depthwiseConv3x3NHWC(
+        input: UnsafePointer<Float>, batch: Int, height h: Int, width w: Int,
+        channels c: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+        output: UnsafeMutablePointer<Float>
+    ) {
         // Transpose the weights to [tap][channel] so the inner loop runs over contiguous channels.
         var taps = [Float](repeating: 0, count: 9 * c)
         for ch in 0..<c { for t in 0..<9 { taps[t * c + ch] = weight[ch * 9 + t] } }
@@ -119,7 +125,11 @@ extension Kernels {
                     let b = row / h, y = row % h
                     for x in 0..<w {
                         let dst = out.p + ((b * h + y) * w + x) * c
-                        if let bias { for ch in 0..<c { dst[ch] = bias[ch] } } else { dst.update(repeating: 0, count: c) }
+                        if let bias {
+                            for ch in 0..<c { dst[ch] = bias[ch] }
+                        } else {
+                            dst.update(repeating: 0, count: c)
+                        }
                         for ky in 0..<3 {
                             let iy = y + ky - 1
                             if iy < 0 || iy >= h { continue }
@@ -139,9 +149,11 @@ extension Kernels {
 
     /// 2×2 stride-2 convolution on NHWC tokens (even sizes; the right/bottom zero padding diffusers adds is never
     /// read for even sizes): `output[b, h/2, w/2, cout]` from `weight[cout, cin, 2, 2]` (+ bias).
-    public static func conv2x2Stride2NHWC(input: UnsafePointer<Float>, batch: Int, height h: Int, width w: Int,
-                                          channels cin: Int, weight: UnsafePointer<Float>, outChannels cout: Int,
-                                          bias: UnsafePointer<Float>?, output: UnsafeMutablePointer<Float>) {
+    public static func conv2x2Stride2NHWC(
+        input: UnsafePointer<Float>, batch: Int, height h: Int, width w: Int,
+        channels cin: Int, weight: UnsafePointer<Float>, outChannels cout: Int,
+        bias: UnsafePointer<Float>?, output: UnsafeMutablePointer<Float>
+    ) {
         let ho = h / 2, wo = w / 2
         let m = batch * ho * wo, kk = cin * 4
         // patches[m, (cin, ky, kx)] matches the weight's [cout, cin, ky, kx] layout.
@@ -167,10 +179,12 @@ extension Kernels {
     /// 2×2 stride-2 transposed convolution on NHWC tokens: `output[b, 2h, 2w, cout]` from
     /// `weight[cin, cout, 2, 2]` (PyTorch's ConvTranspose2d layout) (+ bias). Every output pixel has exactly one
     /// contributing input pixel, so this is one GEMM and a scatter.
-    public static func convTranspose2x2Stride2NHWC(input: UnsafePointer<Float>, batch: Int, height h: Int,
-                                                   width w: Int, channels cin: Int, weight: UnsafePointer<Float>,
-                                                   outChannels cout: Int, bias: UnsafePointer<Float>?,
-                                                   output: UnsafeMutablePointer<Float>) {
+    public static func convTranspose2x2Stride2NHWC(
+        input: UnsafePointer<Float>, batch: Int, height h: Int,
+        width w: Int, channels cin: Int, weight: UnsafePointer<Float>,
+        outChannels cout: Int, bias: UnsafePointer<Float>?,
+        output: UnsafeMutablePointer<Float>
+    ) {
         let m = batch * h * w, n = cout * 4
         let products = UnsafeMutablePointer<Float>.allocate(capacity: m * n)
         defer { products.deallocate() }
@@ -192,8 +206,10 @@ extension Kernels {
     }
 
     /// Nearest-neighbour ×2 upsampling of one NCHW image.
-    public static func upsampleNearest2x(input: UnsafePointer<Float>, channels: Int, height h: Int, width w: Int,
-                                         output: UnsafeMutablePointer<Float>) {
+    public static func upsampleNearest2x(
+        input: UnsafePointer<Float>, channels: Int, height h: Int, width w: Int,
+        output: UnsafeMutablePointer<Float>
+    ) {
         let out = SharedPointer(output)
         Parallel.chunks(channels, cost: h * w * 4) { range in
             for c in range {

@@ -1,6 +1,7 @@
 // Row-wise and element-wise float32 kernels: norms, activations, softmax. Rows are split across the cores.
 
 import Dispatch
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -55,8 +56,10 @@ public struct SharedPointer: @unchecked Sendable {
 
 extension Kernels {
     /// RMSNorm over the last dimension, in place: x · rsqrt(mean(x²) + eps) · weight (weight optional).
-    public static func rmsNorm(_ x: UnsafeMutablePointer<Float>, rows: Int, dim: Int, eps: Float,
-                               weight: UnsafePointer<Float>?) {
+    public static func rmsNorm(
+        _ x: UnsafeMutablePointer<Float>, rows: Int, dim: Int, eps: Float,
+        weight: UnsafePointer<Float>?
+    ) {
         let xs = SharedPointer(x)
         Parallel.chunks(rows, cost: dim * 3) { range in
             for r in range {
@@ -74,8 +77,10 @@ extension Kernels {
     }
 
     /// LayerNorm over the last dimension, in place (biased variance, like torch), with optional weight and bias.
-    public static func layerNorm(_ x: UnsafeMutablePointer<Float>, rows: Int, dim: Int, eps: Float,
-                                 weight: UnsafePointer<Float>?, bias: UnsafePointer<Float>?) {
+    public static func layerNorm(
+        _ x: UnsafeMutablePointer<Float>, rows: Int, dim: Int, eps: Float,
+        weight: UnsafePointer<Float>?, bias: UnsafePointer<Float>?
+    ) {
         let xs = SharedPointer(x)
         Parallel.chunks(rows, cost: dim * 4) { range in
             for r in range {
@@ -100,9 +105,11 @@ extension Kernels {
     }
 
     /// GroupNorm of one NCHW image (channels × spatial), in place, with per-channel affine; optionally fused SiLU.
-    public static func groupNorm(_ x: UnsafeMutablePointer<Float>, channels: Int, spatial: Int, groups: Int,
-                                 eps: Float, weight: UnsafePointer<Float>?, bias: UnsafePointer<Float>?,
-                                 silu: Bool = false) {
+    public static func groupNorm(
+        _ x: UnsafeMutablePointer<Float>, channels: Int, spatial: Int, groups: Int,
+        eps: Float, weight: UnsafePointer<Float>?, bias: UnsafePointer<Float>?,
+        silu: Bool = false
+    ) {
         let perGroup = channels / groups
         let xs = SharedPointer(x)
         Parallel.chunks(groups, cost: perGroup * spatial * 4) { range in
@@ -199,8 +206,10 @@ extension Kernels {
 extension Kernels {
     /// `dst` [columns, rows] = `src` [rows, columns]ᵀ, row-major, for `batch` matrices stored one after another (NHWC ↔
     /// NCHW). Copies in 32×32 tiles so both sides stay in cache, tiles split over the cores.
-    public static func transpose(_ src: UnsafePointer<Float>, rows: Int, columns: Int, batch: Int = 1,
-                                 into dst: UnsafeMutablePointer<Float>) {
+    public static func transpose(
+        _ src: UnsafePointer<Float>, rows: Int, columns: Int, batch: Int = 1,
+        into dst: UnsafeMutablePointer<Float>
+    ) {
         let tile = 32
         let rowTiles = (rows + tile - 1) / tile
         let s = SharedPointer(UnsafeMutablePointer(mutating: src)), d = SharedPointer(dst)

@@ -22,7 +22,8 @@ final class ScratchPool: @unchecked Sendable {
     func borrow(_ count: Int) -> UnsafeMutablePointer<Float> {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
-        if let i = free.indices.filter({ free[$0].capacity >= count }).min(by: { free[$0].capacity < free[$1].capacity }) {
+        if let i = free.indices.filter({ free[$0].capacity >= count }).min(by: { free[$0].capacity < free[$1].capacity }
+        ) {
             return free.remove(at: i).pointer
         }
         return UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))

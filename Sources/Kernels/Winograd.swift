@@ -14,9 +14,11 @@ extension Kernels {
 
     /// 3×3 convolution with stride 1 and zero padding 1 of one NCHW image, via Winograd F(4×4, 3×3).
     /// Same contract as `conv2d` for that case.
-    public static func conv3x3Winograd(input: UnsafePointer<Float>, channels cin: Int, height h: Int, width w: Int,
-                                       weight: UnsafePointer<Float>, outChannels cout: Int,
-                                       bias: UnsafePointer<Float>?, output: UnsafeMutablePointer<Float>) {
+    public static func conv3x3Winograd(
+        input: UnsafePointer<Float>, channels cin: Int, height h: Int, width w: Int,
+        weight: UnsafePointer<Float>, outChannels cout: Int,
+        bias: UnsafePointer<Float>?, output: UnsafeMutablePointer<Float>
+    ) {
         let uCount = 36 * cout * cin
         let u = ScratchPool.shared.borrow(uCount)
         defer { ScratchPool.shared.giveBack(u, uCount) }
@@ -37,17 +39,21 @@ extension Kernels {
             transformInput(input, cin: cin, h: h, w: w, firstTileRow: band, tileRows: rows, tilesW: tilesW, into: v)
             // M[ξ] = U[ξ] · V[ξ]: 36 products of [cout × cin] · [cin × tiles].
             for xi in 0..<36 {
-                sgemm(m: cout, n: tiles, k: cin, a: u + xi * cout * cin, lda: cin, b: v + xi * cin * tiles, ldb: tiles,
-                      transposeB: false, c: m + xi * cout * tiles, ldc: tiles)
+                sgemm(
+                    m: cout, n: tiles, k: cin, a: u + xi * cout * cin, lda: cin, b: v + xi * cin * tiles, ldb: tiles,
+                    transposeB: false, c: m + xi * cout * tiles, ldc: tiles)
             }
-            transformOutput(m, cout: cout, h: h, w: w, firstTileRow: band, tileRows: rows, tilesW: tilesW, bias: bias,
-                            into: output)
+            transformOutput(
+                m, cout: cout, h: h, w: w, firstTileRow: band, tileRows: rows, tilesW: tilesW, bias: bias,
+                into: output)
             band += rows
         }
     }
 
     /// U[ξ][cout][cin] = (G g Gᵀ)[ξ] for every 3×3 filter g.
-    static func transformWeights(_ weight: UnsafePointer<Float>, cin: Int, cout: Int, into u: UnsafeMutablePointer<Float>) {
+    static func transformWeights(
+        _ weight: UnsafePointer<Float>, cin: Int, cout: Int, into u: UnsafeMutablePointer<Float>
+    ) {
         let us = SharedPointer(u), ws = UncheckedSendable(weight)
         let block = 64
         // Multiplying by the reciprocals instead of dividing: within an ulp per term, far faster than division.
@@ -62,9 +68,12 @@ extension Kernels {
                     for j in 0..<n {
                         let g = ws.value + (o * cin + i0 + j) * 9
                         // t = G·g (6×3), then U = t·Gᵀ (6×6); local[ξ·block + j].
-                        var t: (Float, Float, Float, Float, Float, Float, Float, Float, Float,
-                                Float, Float, Float, Float, Float, Float, Float, Float, Float) =
-                            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+                        var t:
+                            (
+                                Float, Float, Float, Float, Float, Float, Float, Float, Float,
+                                Float, Float, Float, Float, Float, Float, Float, Float, Float
+                            ) =
+                                (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
                         withUnsafeMutableBytes(of: &t) { raw in
                             let tp = raw.baseAddress!.assumingMemoryBound(to: Float.self)
                             for c in 0..<3 {
@@ -98,8 +107,10 @@ extension Kernels {
     }
 
     /// V[ξ][cin][tile] = (Bᵀ d B)[ξ] for every 6×6 input patch d (zero outside the image), for one band of tiles.
-    static func transformInput(_ input: UnsafePointer<Float>, cin: Int, h: Int, w: Int, firstTileRow: Int,
-                               tileRows: Int, tilesW: Int, into v: UnsafeMutablePointer<Float>) {
+    static func transformInput(
+        _ input: UnsafePointer<Float>, cin: Int, h: Int, w: Int, firstTileRow: Int,
+        tileRows: Int, tilesW: Int, into v: UnsafeMutablePointer<Float>
+    ) {
         let vs = SharedPointer(v), inp = UncheckedSendable(input)
         let tiles = tileRows * tilesW
         Parallel.chunks(cin, cost: tiles * 200) { range in
@@ -161,9 +172,11 @@ extension Kernels {
     }
 
     /// Y = Aᵀ M A per output channel and tile, plus bias, cropped at the image edge, for one band of tiles.
-    static func transformOutput(_ m: UnsafeMutablePointer<Float>, cout: Int, h: Int, w: Int, firstTileRow: Int,
-                                tileRows: Int, tilesW: Int, bias: UnsafePointer<Float>?,
-                                into output: UnsafeMutablePointer<Float>) {
+    static func transformOutput(
+        _ m: UnsafeMutablePointer<Float>, cout: Int, h: Int, w: Int, firstTileRow: Int,
+        tileRows: Int, tilesW: Int, bias: UnsafePointer<Float>?,
+        into output: UnsafeMutablePointer<Float>
+    ) {
         let ms = SharedPointer(m), out = SharedPointer(output), bs = UncheckedSendable(bias)
         let tiles = tileRows * tilesW
         Parallel.chunks(cout, cost: tiles * 150) { range in

@@ -1,9 +1,9 @@
 // The `amused` command line: a thin skin over the AmusedKit libraries.
 
 import AmusedKernels
-import ArgumentParser
 import AmusedPack
 import AmusedRead
+import ArgumentParser
 import Foundation
 
 /// Exit codes `amused` documents (also in the README).
@@ -24,8 +24,10 @@ struct Amused: ParsableCommand {
             3 parity failed; 64 usage error.
             """,
         version: AmusedVersion.toolkit,
-        subcommands: [Convert.self, Verify.self, Generate.self, Finetune.self, Import.self, Export.self, Inspect.self,
-                      Bench.self, Version.self, HDF5Helper.self]
+        subcommands: [
+            Convert.self, Verify.self, Generate.self, Finetune.self, Import.self, Export.self, Inspect.self,
+            Bench.self, Version.self, HDF5Helper.self,
+        ]
     )
 
     /// Tunes the allocator for large activations, then parses the command line and runs the subcommand.
@@ -45,8 +47,8 @@ struct Amused: ParsableCommand {
 /// Writes VmHWM from /proc/self/status to the file AMUSED_PEAK_RSS_FILE names (Linux; nothing elsewhere).
 func writePeakResidentMemory() {
     guard let path = getenv("AMUSED_PEAK_RSS_FILE").map({ String(cString: $0) }),
-          let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
+        let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+        let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
     else { return }
     let kib = line.split(separator: " ").dropFirst().first.map(String.init) ?? ""
     try? Data((kib + "\n").utf8).write(to: URL(fileURLWithPath: path))

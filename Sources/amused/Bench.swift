@@ -2,14 +2,15 @@
 // Tools/bench.py runs the PyTorch reference on the same inputs in the same run and prints the ratios.
 
 import AmusedBind
+import AmusedCore
 import AmusedKernels
 import AmusedModel
 import AmusedPack
 import AmusedRead
-import AmusedCore
 import AmusedTrain
 import ArgumentParser
 import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -30,13 +31,20 @@ struct Bench: ParsableCommand {
             """)
 
     enum Part: String, ExpressibleByArgument, CaseIterable {
-        case transformer, vqDecode = "vq-decode", textEncoder = "text-encoder", all, trainStep = "train-step", gradients
+        case transformer
+        case vqDecode = "vq-decode"
+        case textEncoder = "text-encoder"
+        case all
+        case trainStep = "train-step"
+        case gradients
     }
 
-    @Argument(help: "A pipeline folder (e.g. .fullsize/amused-256/model) or an .amused bundle (its weights run as stored).")
+    @Argument(
+        help: "A pipeline folder (e.g. .fullsize/amused-256/model) or an .amused bundle (its weights run as stored).")
     var model: String
 
-    @Option(help: "What to time: transformer, vq-decode, text-encoder, all, train-step, or gradients (with --reference).")
+    @Option(
+        help: "What to time: transformer, vq-decode, text-encoder, all, train-step, or gradients (with --reference).")
     var part: Part = .all
 
     @Option(help: "Batch size of the transformer forward (2 = one guided sampling step).")
@@ -70,8 +78,9 @@ struct Bench: ParsableCommand {
             let size = Float(grid * 16)
             let micro: [Float] = (0..<batch).flatMap { _ -> [Float] in [size, size, 0, 0, 6] }
             let times = try measure {
-                let cond = try transformer.conditioning(encoderHiddenStates: text, pooledTextEmb: pooled,
-                                                        microConds: micro, batch: batch)
+                let cond = try transformer.conditioning(
+                    encoderHiddenStates: text, pooledTextEmb: pooled,
+                    microConds: micro, batch: batch)
                 _ = try transformer(ids, height: grid, width: grid, conditioning: cond)
             }
             results.insert("transformer", report(times, extra: ["batch": batch, "grid": grid]))
@@ -128,17 +137,21 @@ struct Bench: ParsableCommand {
             func floats(_ name: String) throws -> [Float] { try record.tensor(named: name).floats() }
             var values: [String: (a: [Float], b: [Float])] = [:]
             for t in try LoRAAdapters.targets(c) {
-                values[t.module] = (try floats("init/\(t.module).lora_A.weight"), try floats("init/\(t.module).lora_B.weight"))
+                values[t.module] = (
+                    try floats("init/\(t.module).lora_A.weight"), try floats("init/\(t.module).lora_B.weight")
+                )
             }
             let lora = try LoRAAdapters(config: c, rank: rank, alpha: Float(alpha), values: values)
             let ids = try record.tensor(named: "step1/input_ids")
             guard ids.shape.count == 3, ids.shape[1] == c.sampleSize, ids.shape[2] == c.sampleSize else {
-                throw ValidationError("\(reference): step1/input_ids is \(ids.shape), not [B, \(c.sampleSize), \(c.sampleSize)]")
+                throw ValidationError(
+                    "\(reference): step1/input_ids is \(ids.shape), not [B, \(c.sampleSize), \(c.sampleSize)]")
             }
-            let input = MaskedTokenBatch(batch: ids.shape[0], height: ids.shape[1], width: ids.shape[2],
-                                         inputIds: try ids.int64s(), labels: try record.tensor(named: "step1/labels").int64s(),
-                                         encoderHiddenStates: try floats("encoder_hidden_states"),
-                                         pooledTextEmb: try floats("pooled_text_emb"), microConds: try floats("micro_conds"))
+            let input = MaskedTokenBatch(
+                batch: ids.shape[0], height: ids.shape[1], width: ids.shape[2],
+                inputIds: try ids.int64s(), labels: try record.tensor(named: "step1/labels").int64s(),
+                encoderHiddenStates: try floats("encoder_hidden_states"),
+                pooledTextEmb: try floats("pooled_text_emb"), microConds: try floats("micro_conds"))
             var worst: (Double, String) = (0, ""), errors: [Double] = []
             let times = try measure {
                 errors = []
@@ -147,7 +160,9 @@ struct Bench: ParsableCommand {
                     for (part, got) in [("lora_A", grads!.a[i]), ("lora_B", grads!.b[i])] {
                         let want = try floats("grad/\(adapter.module).\(part).weight")
                         guard want.count == got.count else {
-                            throw ValidationError("\(reference): grad/\(adapter.module).\(part) has \(want.count) values, not \(got.count)")
+                            throw ValidationError(
+                                "\(reference): grad/\(adapter.module).\(part) has \(want.count) values, not \(got.count)"
+                            )
                         }
                         var d = 0.0, n = 0.0
                         for j in want.indices {
@@ -180,15 +195,17 @@ struct Bench: ParsableCommand {
         } else {
             emit("cpu: \(Kernels.cpuDescription)\nproducts: \(Kernels.blasDescription)\n")
             for (name, value) in results.entries {
-                emit("\(name): best \(value["best_seconds"]!.serialized) s, median \(value["median_seconds"]!.serialized) s, "
-                    + "peak RSS \(value["peak_rss_mib"]!.serialized) MiB\n")
+                emit(
+                    "\(name): best \(value["best_seconds"]!.serialized) s, median \(value["median_seconds"]!.serialized) s, "
+                        + "peak RSS \(value["peak_rss_mib"]!.serialized) MiB\n")
             }
         }
     }
 
     /// The components `parts` of the model, from a checkpoint or a bundle (digests checked, pages released after).
     func load(_ parts: Set<AmusedComponents.Part>) throws -> AmusedComponents {
-        ModelSource.isBundle(model) ? try AmusedComponents(bundle: try AmusedBundle(path: model), only: parts)
+        ModelSource.isBundle(model)
+            ? try AmusedComponents(bundle: try AmusedBundle(path: model), only: parts)
             : try AmusedComponents(path: model, only: parts)
     }
 
@@ -221,8 +238,9 @@ struct Bench: ParsableCommand {
 func peakRSSMiB() -> Double {
     #if os(Linux)
     if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-       let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
-       let kib = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) {
+        let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+        let kib = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) })
+    {
         return kib / 1024
     }
     var usage = rusage()

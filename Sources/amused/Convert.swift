@@ -4,11 +4,11 @@
 
 import AmusedBind
 import AmusedConvert
+import AmusedCore
 import AmusedPack
 import AmusedQuantize
-import AmusedVerify
 import AmusedRead
-import AmusedCore
+import AmusedVerify
 import ArgumentParser
 import Foundation
 
@@ -26,7 +26,10 @@ struct Convert: ParsableCommand {
             To write a diffusers folder instead: amused import. A weights file in another format: amused export.
             """)
 
-    @Argument(help: "The checkpoint (a folder, a hub id from the local Hugging Face cache, or one file with --configs), or a bundle to re-encode.")
+    @Argument(
+        help:
+            "The checkpoint (a folder, a hub id from the local Hugging Face cache, or one file with --configs), or a bundle to re-encode."
+    )
     var input: String
 
     @Flag(help: "Print the plan per tensor and check everything; write nothing.")
@@ -48,8 +51,10 @@ struct Convert: ParsableCommand {
     @Option(help: "The bundle to write (conventionally *.amused).")
     var out: String?
 
-    @Option(help: ArgumentHelp("The quantization preset (fp32, fp16, bf16, int8, int4, mixed; default int8).",
-                               valueName: "preset"))
+    @Option(
+        help: ArgumentHelp(
+            "The quantization preset (fp32, fp16, bf16, int8, int4, mixed; default int8).",
+            valueName: "preset"))
     var quantize: String?
 
     @Option(help: "A quantization policy file (Schemas/quant-policy.schema.json) instead of a preset.")
@@ -58,7 +63,10 @@ struct Convert: ParsableCommand {
     @Option(help: "The int4 group size (32, 64 or 128) for the preset or policy.")
     var int4Group: Int?
 
-    @Option(help: ArgumentHelp("Verify the bundle against this reference record before writing it; a failed check fails the conversion (exit 3) and writes nothing.", valueName: "record"))
+    @Option(
+        help: ArgumentHelp(
+            "Verify the bundle against this reference record before writing it; a failed check fails the conversion (exit 3) and writes nothing.",
+            valueName: "record"))
     var verify: String?
 
     @Option(help: "The tolerance profile for --verify (default: the preset's).")
@@ -70,11 +78,16 @@ struct Convert: ParsableCommand {
     @Flag(help: "With --verify, accept record cases that cannot run instead of failing.")
     var allowSkip = false
 
-    @Option(help: ArgumentHelp("With --verify, also write the parity report as JUnit XML for CI.",
-                               valueName: "file.xml"))
+    @Option(
+        help: ArgumentHelp(
+            "With --verify, also write the parity report as JUnit XML for CI.",
+            valueName: "file.xml"))
     var junit: String?
 
-    @Flag(help: "Compress buffers with zstd for distribution (byte planes where they help); such a bundle is decoded into memory when loaded. Converting it again without --compress restores a memory-mappable one.")
+    @Flag(
+        help:
+            "Compress buffers with zstd for distribution (byte planes where they help); such a bundle is decoded into memory when loaded. Converting it again without --compress restores a memory-mappable one."
+    )
     var compress = false
 
     @Option(help: "Zstd level for --compress.")
@@ -87,11 +100,13 @@ struct Convert: ParsableCommand {
     /// output or option, a checkpoint folder (or a file with --configs) was imported as a diffusers folder and a file
     /// was written in another format.
     var legacy: String? {
-        let bundle = (out?.hasSuffix(".amused") ?? false) || AmusedBundle.isBundle(input) || quantize != nil
+        let bundle =
+            (out?.hasSuffix(".amused") ?? false) || AmusedBundle.isBundle(input) || quantize != nil
             || policy != nil || verify != nil || compress
         if bundle { return nil }
         var dir: ObjCBool = false
-        let isFolder = (FileManager.default.fileExists(atPath: input, isDirectory: &dir) && dir.boolValue)
+        let isFolder =
+            (FileManager.default.fileExists(atPath: input, isDirectory: &dir) && dir.boolValue)
             || layoutOptions.configs != nil || layoutOptions.layout == .singleFile
         return isFolder ? "import" : "export"
     }
@@ -115,7 +130,10 @@ struct Convert: ParsableCommand {
     func run() throws {
         switch legacy {
         case "export":
-            FileHandle.standardError.write(Data("note: converting a weights file to another format is `amused export` now; this spelling keeps working\n".utf8))
+            FileHandle.standardError.write(
+                Data(
+                    "note: converting a weights file to another format is `amused export` now; this spelling keeps working\n"
+                        .utf8))
             var command = Export()
             command.input = input
             command.out = out ?? ""
@@ -124,7 +142,10 @@ struct Convert: ParsableCommand {
             try command.validate()
             try command.run()
         case "import":
-            FileHandle.standardError.write(Data("note: importing a checkpoint as a diffusers folder is `amused import` now; this spelling keeps working\n".utf8))
+            FileHandle.standardError.write(
+                Data(
+                    "note: importing a checkpoint as a diffusers folder is `amused import` now; this spelling keeps working\n"
+                        .utf8))
             var command = Import()
             command.input = input
             command.out = out
@@ -145,13 +166,15 @@ struct Convert: ParsableCommand {
     func convertToBundle() throws {
         let started = Date()
         func stage(_ line: String) {
-            FileHandle.standardError.write(Data(String(format: "[%6.1f s] %@\n", Date().timeIntervalSince(started), line).utf8))
+            FileHandle.standardError.write(
+                Data(String(format: "[%6.1f s] %@\n", Date().timeIntervalSince(started), line).utf8))
         }
         try reportingErrors {
             if ModelSource.isBundle(input) {
                 // A bundle in: re-encoded (compressed or not), digests and everything else unchanged.
                 guard quantize == nil, policy == nil, verify == nil, int4Group == nil else {
-                    throw ValidationError("a bundle is only re-encoded (--compress or not); quantize the original checkpoint instead")
+                    throw ValidationError(
+                        "a bundle is only re-encoded (--compress or not); quantize the original checkpoint instead")
                 }
                 stage("read: \(input)")
                 let bundle = try AmusedBundle(path: input)
@@ -163,8 +186,9 @@ struct Convert: ParsableCommand {
                 return
             }
             stage("read: \(input)")
-            let checkpoint = try Checkpoint(path: input, variant: variant, mapData: !dryRun, layout: layoutOptions.layout,
-                                            configs: layoutOptions.configs)
+            let checkpoint = try Checkpoint(
+                path: input, variant: variant, mapData: !dryRun, layout: layoutOptions.layout,
+                configs: layoutOptions.configs)
             var chosen = try policy.map(QuantPolicy.load) ?? QuantPolicy.preset(quantize ?? "int8")
             if let g = int4Group { chosen = try chosen.withInt4Group(g) }
             var options = ConversionOptions(policy: chosen)
@@ -185,19 +209,24 @@ struct Convert: ParsableCommand {
                 parity?.baseline = baseline
                 parity?.allowSkip = allowSkip
             }
-            let result = try Conversion.toBundle(checkpoint, to: out!, options: options, parity: parity, report: { report in
-                if let junit { try writeJUnit(report, to: junit) }
-                FileHandle.standardError.write(Data(report.text.utf8))
-            }, log: stage, progress: ProgressBar(unit: "tensor").update)
+            let result = try Conversion.toBundle(
+                checkpoint, to: out!, options: options, parity: parity,
+                report: { report in
+                    if let junit { try writeJUnit(report, to: junit) }
+                    FileHandle.standardError.write(Data(report.text.utf8))
+                }, log: stage, progress: ProgressBar(unit: "tensor").update)
             if result.plan.tensors.contains(where: { $0.scheme == .f16 || $0.scheme == .bf16 }) {
                 let t = result.totals
-                stage("half precision: \(t.overflows) values overflowed to ±inf, \(t.underflows) non-zero values became 0, "
-                      + "\(t.subnormals) became subnormal (per tensor in the manifest; computed in float32, so the VQ-GAN's "
-                      + "float16 NaNs of diffusers do not occur)")
+                stage(
+                    "half precision: \(t.overflows) values overflowed to ±inf, \(t.underflows) non-zero values became 0, "
+                        + "\(t.subnormals) became subnormal (per tensor in the manifest; computed in float32, so the VQ-GAN's "
+                        + "float16 NaNs of diffusers do not occur)")
             }
-            stage(String(format: "wrote %@: %ld bytes, %.3f× the %ld float32 bytes of its tensors%@", result.path,
-                         result.bytes, Double(result.bytes) / Double(max(1, result.float32Bytes)), result.float32Bytes,
-                         result.parity.map { $0.pass ? "; parity passed, report stored in the bundle" : "" } ?? ""))
+            stage(
+                String(
+                    format: "wrote %@: %ld bytes, %.3f× the %ld float32 bytes of its tensors%@", result.path,
+                    result.bytes, Double(result.bytes) / Double(max(1, result.float32Bytes)), result.float32Bytes,
+                    result.parity.map { $0.pass ? "; parity passed, report stored in the bundle" : "" } ?? ""))
         }
     }
 }

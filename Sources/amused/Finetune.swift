@@ -67,10 +67,12 @@ struct Finetune: ParsableCommand {
     @Flag(help: "Do not mirror the image left-right as augmentation.")
     var noFlip = false
 
-    @Option(help: ArgumentHelp("A text file of prompts (one per line, an empty line for the empty prompt): the model "
-                               + "draws one image for each before training, and those images are trained on beside "
-                               + "yours so that prompts without the style word keep their look (prior preservation).",
-                               valueName: "file"))
+    @Option(
+        help: ArgumentHelp(
+            "A text file of prompts (one per line, an empty line for the empty prompt): the model "
+                + "draws one image for each before training, and those images are trained on beside "
+                + "yours so that prompts without the style word keep their look (prior preservation).",
+            valueName: "file"))
     var preserve: String?
 
     @Option(help: "Share of each batch taken from the --preserve samples.")
@@ -121,8 +123,9 @@ struct Finetune: ParsableCommand {
     func finetune() throws {
         let start = Date()
         guard !ModelSource.isBundle(model) else {
-            throw TrainError("\(model) is a bundle; fine-tune the checkpoint it was made from (bundles hold weights "
-                             + "for inference, possibly quantized)")
+            throw TrainError(
+                "\(model) is a bundle; fine-tune the checkpoint it was made from (bundles hold weights "
+                    + "for inference, possibly quantized)")
         }
         let components = try AmusedComponents(path: model)
         guard let transformer = components.transformer else { throw TrainError("\(model) has no transformer") }
@@ -132,7 +135,8 @@ struct Finetune: ParsableCommand {
         let picture = try decodeImage([UInt8](bytes), path: image)
         var preservationPrompts: [String] = []
         if let preserve {
-            guard let text = FileManager.default.contents(atPath: preserve).flatMap({ String(data: $0, encoding: .utf8) })
+            guard
+                let text = FileManager.default.contents(atPath: preserve).flatMap({ String(data: $0, encoding: .utf8) })
             else { throw TrainError("\(preserve): cannot read the preservation prompts") }
             preservationPrompts = text.components(separatedBy: "\n").map {
                 $0.hasSuffix("\r") ? String($0.dropLast()) : $0
@@ -146,21 +150,25 @@ struct Finetune: ParsableCommand {
         guard let weights = components.checkpoint?.component("transformer")?.weights else {
             throw TrainError("\(model): the transformer's weights cannot be read")
         }
-        let identity = LoRAFile.RunIdentity(options: options, prompt: prompt,
-                                            imageSHA256: try BundleFormat.sha256(file: image).hex,
-                                            preservationPrompts: preservationPrompts,
-                                            model: try LoRAFile.fingerprint(weights))
+        let identity = LoRAFile.RunIdentity(
+            options: options, prompt: prompt,
+            imageSHA256: try BundleFormat.sha256(file: image).hex,
+            preservationPrompts: preservationPrompts,
+            model: try LoRAFile.fingerprint(weights))
         // A checkpoint is checked before anything slow runs.
         let resumed = try resume.map {
-            try LoRAFile.readCheckpoint(path: $0, config: transformer.config, textConfig: textConfig, identity: identity)
+            try LoRAFile.readCheckpoint(
+                path: $0, config: transformer.config, textConfig: textConfig, identity: identity)
         }
         var data = try FineTuneData(components: components, image: picture, prompt: prompt, flip: !noFlip)
         if !preservationPrompts.isEmpty {
-            FileHandle.standardError.write(Data("drawing \(preservationPrompts.count) preservation images with the unchanged model…\n".utf8))
+            FileHandle.standardError.write(
+                Data("drawing \(preservationPrompts.count) preservation images with the unchanged model…\n".utf8))
             try data.addPreservation(components: components, prompts: preservationPrompts, seed: seed)
         }
-        let tuner = try FineTuner(transformer: transformer, textEncoder: components.textEncoder, data: data,
-                                  options: options)
+        let tuner = try FineTuner(
+            transformer: transformer, textEncoder: components.textEncoder, data: data,
+            options: options)
         var state = try resumed ?? FineTuneState(config: transformer.config, textConfig: textConfig, options: options)
         let adapters = state.adapters
         let count = adapters.adapters.count + (state.text?.adapters.adapters.count ?? 0)
@@ -174,19 +182,30 @@ struct Finetune: ParsableCommand {
         var recent: [Float] = []
         let runStart = Date()
         let first = state.step
-        try tuner.run(&state, checkpointEvery: checkpointEvery, progress: { report in
-            recent = Array((recent + [report.loss]).suffix(20))
-            let mean = recent.reduce(0, +) / Float(recent.count)
-            let perStep = Date().timeIntervalSince(runStart) / Double(report.step - first)
-            bar.update(report.step, steps, suffix: String(format: " loss %.4f (mean of last %d: %.4f) %.2f s/step",
-                                                          report.loss, recent.count, mean, perStep))
-        }, checkpoint: { s in
-            if checkpointEvery > 0 { try LoRAFile.writeCheckpoint(s, identity: identity, to: checkpointPath) }
-        })
-        try LoRAFile.write(state.adapters, text: state.text?.adapters, to: out, note: "amused finetune: \(steps) steps on \(image) "
-                           + "with \"\(prompt)\", seed \(seed)")
-        FileHandle.standardError.write(Data(String(
-            format: "trained %d steps in %.1f s → %@ (alpha %g / rank %d = scale %g recorded in the file)\n",
-            steps - first, Date().timeIntervalSince(start), out, alpha, rank, alpha / Float(rank)).utf8))
+        try tuner.run(
+            &state, checkpointEvery: checkpointEvery,
+            progress: { report in
+                recent = Array((recent + [report.loss]).suffix(20))
+                let mean = recent.reduce(0, +) / Float(recent.count)
+                let perStep = Date().timeIntervalSince(runStart) / Double(report.step - first)
+                bar.update(
+                    report.step, steps,
+                    suffix: String(
+                        format: " loss %.4f (mean of last %d: %.4f) %.2f s/step",
+                        report.loss, recent.count, mean, perStep))
+            },
+            checkpoint: { s in
+                if checkpointEvery > 0 { try LoRAFile.writeCheckpoint(s, identity: identity, to: checkpointPath) }
+            })
+        try LoRAFile.write(
+            state.adapters, text: state.text?.adapters, to: out,
+            note: "amused finetune: \(steps) steps on \(image) "
+                + "with \"\(prompt)\", seed \(seed)")
+        FileHandle.standardError.write(
+            Data(
+                String(
+                    format: "trained %d steps in %.1f s → %@ (alpha %g / rank %d = scale %g recorded in the file)\n",
+                    steps - first, Date().timeIntervalSince(start), out, alpha, rank, alpha / Float(rank)
+                ).utf8))
     }
 }

@@ -1,10 +1,10 @@
 // `amused generate`: text-to-image, image-to-image and inpainting with a checkpoint, seed for seed with diffusers.
 
 import AmusedBind
+import AmusedCore
 import AmusedImage
 import AmusedModel
 import AmusedRead
-import AmusedCore
 import ArgumentParser
 import Foundation
 
@@ -19,7 +19,10 @@ struct Generate: ParsableCommand {
             torch.Generator("cpu").manual_seed(seed); --fast-rng trades that for a faster sampler.
             """)
 
-    @Option(help: "The model: a diffusers pipeline folder (or open-muse folder, single file with --configs) or an .amused bundle.")
+    @Option(
+        help:
+            "The model: a diffusers pipeline folder (or open-muse folder, single file with --configs) or an .amused bundle."
+    )
     var model: String
 
     @Option(name: .long, parsing: .singleValue, help: "A prompt (repeat for a batch).")
@@ -85,7 +88,9 @@ struct Generate: ParsableCommand {
         if !negativePrompt.isEmpty && negativePrompt.count != prompt.count {
             throw ValidationError("give one --negative-prompt per --prompt (or none)")
         }
-        if (steps ?? 1) < 1 || imagesPerPrompt < 1 { throw ValidationError("--steps and --images-per-prompt must be positive") }
+        if (steps ?? 1) < 1 || imagesPerPrompt < 1 {
+            throw ValidationError("--steps and --images-per-prompt must be positive")
+        }
     }
 
     func run() throws { try reportingErrors(generate) }
@@ -121,8 +126,11 @@ struct Generate: ParsableCommand {
                 // fails unless the grid already is one; refuse the same sizes with a clear message.
                 let gw = w / f, gh = h / f
                 guard gw % f == 0, gh % f == 0 else {
-                    throw ImageError(path: mask, "the token grid \(gw)×\(gh) is not a multiple of \(f), which "
-                        + "diffusers' inpainting cannot handle either; use an image whose sides are multiples of \(f * f)")
+                    throw ImageError(
+                        path: mask,
+                        "the token grid \(gw)×\(gh) is not a multiple of \(f), which "
+                            + "diffusers' inpainting cannot handle either; use an image whose sides are multiples of \(f * f)"
+                    )
                 }
                 let m = try decodeImage(try readBytes(mask), path: mask, grayscale: true).resized(width: gw, height: gh)
                 request.mask = Array((0..<prompt.count).map { _ in m.pixels }.joined())
@@ -132,20 +140,28 @@ struct Generate: ParsableCommand {
         var written: [String] = []
         let perImage = result.height * result.width * 3
         for b in 0..<result.batch {
-            let path = result.batch == 1 ? out
+            let path =
+                result.batch == 1
+                ? out
                 : (out.hasSuffix(".png") ? String(out.dropLast(4)) : out) + "-\(b).png"
-            let image = Image8(width: result.width, height: result.height, channels: 3,
-                               pixels: Array(result.images[(b * perImage)..<((b + 1) * perImage)]))
+            let image = Image8(
+                width: result.width, height: result.height, channels: 3,
+                pixels: Array(result.images[(b * perImage)..<((b + 1) * perImage)]))
             let writer = try AtomicFileWriter(destination: path)
             try writer.write(PNG.encode(image))
             try writer.commit()
             written.append(path)
         }
-        let stepMean = result.stepSeconds.isEmpty ? 0 : result.stepSeconds.reduce(0, +) / Double(result.stepSeconds.count)
-        FileHandle.standardError.write(Data(String(
-            format: "generated %d image(s) %d×%d in %.1f s: %d steps at %.2f s/step, text+VQ %.1f s → %@\n",
-            result.batch, result.width, result.height, Date().timeIntervalSince(start), result.stepSeconds.count,
-            stepMean, result.otherSeconds, written.joined(separator: ", ")).utf8))
+        let stepMean =
+            result.stepSeconds.isEmpty ? 0 : result.stepSeconds.reduce(0, +) / Double(result.stepSeconds.count)
+        FileHandle.standardError.write(
+            Data(
+                String(
+                    format: "generated %d image(s) %d×%d in %.1f s: %d steps at %.2f s/step, text+VQ %.1f s → %@\n",
+                    result.batch, result.width, result.height, Date().timeIntervalSince(start),
+                    result.stepSeconds.count,
+                    stepMean, result.otherSeconds, written.joined(separator: ", ")
+                ).utf8))
     }
 
     func readBytes(_ path: String) throws -> [UInt8] {
@@ -156,4 +172,3 @@ struct Generate: ParsableCommand {
         return [UInt8](data)
     }
 }
-

@@ -30,10 +30,14 @@ struct Import: ParsableCommand {
     @Flag(help: "Print the import plan and check it; write nothing.")
     var dryRun = false
 
-    @Flag(help: "Leave tensors no map rule consumes out of the output (listed in amused-import.json) instead of failing.")
+    @Flag(
+        help: "Leave tensors no map rule consumes out of the output (listed in amused-import.json) instead of failing.")
     var allowUnmapped = false
 
-    @Flag(help: "Write the folder even when graph parameters are missing (listed in amused-import.json; the result will not load here, and diffusers would initialise them randomly).")
+    @Flag(
+        help:
+            "Write the folder even when graph parameters are missing (listed in amused-import.json; the result will not load here, and diffusers would initialise them randomly)."
+    )
     var allowMissing = false
 
     @Option(help: "Read *.{variant}.safetensors files (e.g. fp16).")
@@ -56,25 +60,33 @@ struct Import: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let checkpoint = try Checkpoint(path: input, variant: variant, mapData: !dryRun, layout: layoutOptions.layout,
-                                            configs: layoutOptions.configs)
+            let checkpoint = try Checkpoint(
+                path: input, variant: variant, mapData: !dryRun, layout: layoutOptions.layout,
+                configs: layoutOptions.configs)
             if dryRun {
                 emit(Inspect.mapReport(checkpoint, try importPlan(checkpoint)))
-                let plans = try CheckpointImport.check(checkpoint, allowUnmapped: allowUnmapped, allowMissing: allowMissing)
+                let plans = try CheckpointImport.check(
+                    checkpoint, allowUnmapped: allowUnmapped, allowMissing: allowMissing)
                 let count = plans.reduce(0) { $0 + $1.specs.count - $1.missing.count }
-                emit("\ndry run: the import is complete; \(count) tensors would be written"
-                     + (out.map { " to \($0)" } ?? "") + ". Nothing was written.\n")
+                emit(
+                    "\ndry run: the import is complete; \(count) tensors would be written"
+                        + (out.map { " to \($0)" } ?? "") + ". Nothing was written.\n")
                 return
             }
-            let report = try Conversion.toDiffusersFolder(checkpoint, to: out!, allowUnmapped: allowUnmapped,
-                                                          allowMissing: allowMissing, lora: try loraOptions.fusion())
+            let report = try Conversion.toDiffusersFolder(
+                checkpoint, to: out!, allowUnmapped: allowUnmapped,
+                allowMissing: allowMissing, lora: try loraOptions.fusion())
             let total = report.written.values.reduce(0, +)
             let left = report.plans.reduce(0) { $0 + $1.unmapped.count }
             let missing = report.plans.reduce(0) { $0 + $1.missing.count }
-            FileHandle.standardError.write(Data(("wrote a diffusers folder \(out!) (\(report.layout.rawValue) layout, "
-                + "\(total) tensors" + (left > 0 ? ", \(left) unmapped tensors left out by --allow-unmapped" : "")
-                + (missing > 0 ? ", \(missing) graph parameters MISSING by --allow-missing: it will not load as is" : "")
-                + "; report in amused-import.json)\n").utf8))
+            FileHandle.standardError.write(
+                Data(
+                    ("wrote a diffusers folder \(out!) (\(report.layout.rawValue) layout, "
+                        + "\(total) tensors"
+                        + (left > 0 ? ", \(left) unmapped tensors left out by --allow-unmapped" : "")
+                        + (missing > 0
+                            ? ", \(missing) graph parameters MISSING by --allow-missing: it will not load as is" : "")
+                        + "; report in amused-import.json)\n").utf8))
         }
     }
 }

@@ -1,9 +1,9 @@
 // `amused inspect PATH`: what a checkpoint holds, read from headers only.
 
 import AmusedBind
+import AmusedCore
 import AmusedPack
 import AmusedRead
-import AmusedCore
 import ArgumentParser
 import Foundation
 
@@ -27,13 +27,19 @@ struct Inspect: ParsableCommand {
     @Flag(help: "Print one JSON document instead of tables.")
     var json = false
 
-    @Flag(help: "Bundles: check every tensor's SHA-256 and the padding (exit 1 with an integrity error naming the tensor on any damage).")
+    @Flag(
+        help:
+            "Bundles: check every tensor's SHA-256 and the padding (exit 1 with an integrity error naming the tensor on any damage)."
+    )
     var check = false
 
     @Flag(help: "Bundles: print the quantization plan per tensor (scheme, bytes, reason, quantization error).")
     var plan = false
 
-    @Flag(help: "Print the import plan instead: the name map per component and what it renames, transforms and drops; unmapped, missing and misshapen tensors against the graph the config implies.")
+    @Flag(
+        help:
+            "Print the import plan instead: the name map per component and what it renames, transforms and drops; unmapped, missing and misshapen tensors against the graph the config implies."
+    )
     var map = false
 
     /// A hub id is resolved in the local Hugging Face cache before anything runs.
@@ -42,12 +48,14 @@ struct Inspect: ParsableCommand {
     func run() throws {
         if ModelSource.isBundle(path) { return try inspectBundle() }
         try reportingErrors {
-            let checkpoint = try Checkpoint(path: path, variant: variant, mapData: false, layout: layoutOptions.layout,
-                                            configs: layoutOptions.configs)
+            let checkpoint = try Checkpoint(
+                path: path, variant: variant, mapData: false, layout: layoutOptions.layout,
+                configs: layoutOptions.configs)
             if map {
                 let plans: [ComponentImportPlan]
                 do { plans = try importPlan(checkpoint) } catch {
-                    throw ReadError(.inconsistent, path: path, (error as? LocalizedError)?.errorDescription ?? "\(error)")
+                    throw ReadError(
+                        .inconsistent, path: path, (error as? LocalizedError)?.errorDescription ?? "\(error)")
                 }
                 emit(Self.mapReport(checkpoint, plans))
                 if plans.contains(where: { !$0.isComplete }) { throw ExitCode(ExitCodes.badInput) }
@@ -69,7 +77,8 @@ struct Inspect: ParsableCommand {
                 for c in bundle.manifest["components"]?.arrayValue ?? [] {
                     for t in c["tensors"]?.arrayValue ?? [] {
                         let bytes = (t["buffers"]?.arrayValue ?? []).reduce(0) { $0 + ($1["bytes"]?.intValue ?? 0) }
-                        out += "\(c["name"]?.stringValue ?? "")/\(t["key"]?.stringValue ?? "")\t"
+                        out +=
+                            "\(c["name"]?.stringValue ?? "")/\(t["key"]?.stringValue ?? "")\t"
                             + "\(t["shape"]?.serialized ?? "")\t\(t["scheme"]?.stringValue ?? "")\t\(bytes)\t"
                             + "\(t["error"]?["relative_rms"]?.serialized ?? "")\t\(t["error"]?["max_abs"]?.serialized ?? "")\t"
                             + "\(t["reason"]?.stringValue ?? "")\n"
@@ -77,7 +86,9 @@ struct Inspect: ParsableCommand {
                 }
                 emit(out)
             } else {
-                emit(Self.bundleReport(bundle) + (check ? "integrity: every tensor's SHA-256 and all padding verified\n" : ""))
+                emit(
+                    Self.bundleReport(bundle)
+                        + (check ? "integrity: every tensor's SHA-256 and all padding verified\n" : ""))
             }
         } catch {
             let message: String = (error as any Error as? LocalizedError)?.errorDescription ?? "\(error)"
@@ -88,17 +99,21 @@ struct Inspect: ParsableCommand {
 
     static func bundleReport(_ b: AmusedBundle) -> String {
         let m = b.manifest
-        var out = "bundle: \(b.path) (\(b.byteCount) bytes, format version \(m["version"]?.serialized ?? "?"), "
+        var out =
+            "bundle: \(b.path) (\(b.byteCount) bytes, format version \(m["version"]?.serialized ?? "?"), "
             + "made by AmusedKit \(m["toolkit"]?["version"]?.stringValue ?? "?"))\n"
-        out += "source: \(m["source"]?["name"]?.stringValue ?? "?") (\(m["source"]?["layout"]?.stringValue ?? "?") layout, "
+        out +=
+            "source: \(m["source"]?["name"]?.stringValue ?? "?") (\(m["source"]?["layout"]?.stringValue ?? "?") layout, "
             + "\(m["source"]?["files"]?.arrayValue?.count ?? 0) files with SHA-256)\n"
         if let lora = m["lora"], lora != .null {
             out += "lora: \(lora["file"]?.stringValue ?? "?") at scale \(lora["scale"]?.serialized ?? "?") (baked in)\n"
         }
         let q = m["quantization"]
-        out += "quantization: policy \(q?["policy"]?["name"]?.stringValue ?? "?"), \(q?["bytes"]?.serialized ?? "?") tensor bytes "
+        out +=
+            "quantization: policy \(q?["policy"]?["name"]?.stringValue ?? "?"), \(q?["bytes"]?.serialized ?? "?") tensor bytes "
             + "for \(q?["float32_bytes"]?.serialized ?? "?") float32 bytes; float16 overflows \(q?["fp16_overflows"]?.serialized ?? "0")\n"
-        out += "compression: \(m["compression"]?["codec"]?.stringValue ?? "?")"
+        out +=
+            "compression: \(m["compression"]?["codec"]?.stringValue ?? "?")"
             + (b.compressed ? " (decoded into memory when loaded)\n" : " (memory-mappable)\n")
         for c in b.components {
             var schemes: [String: (Int, Int)] = [:]
@@ -107,19 +122,24 @@ struct Inspect: ParsableCommand {
                 schemes[t.scheme.description, default: (0, 0)].0 += 1
                 schemes[t.scheme.description, default: (0, 0)].1 += bytes
             }
-            let className: String = c.config["_class_name"]?.stringValue ?? c.config["architectures"]?.arrayValue?.first?.stringValue ?? "?"
-            let parts: [String] = schemes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.0) (\($0.value.1) bytes)" }
+            let className: String =
+                c.config["_class_name"]?.stringValue ?? c.config["architectures"]?.arrayValue?.first?.stringValue ?? "?"
+            let parts: [String] = schemes.sorted { $0.key < $1.key }.map {
+                "\($0.key) \($0.value.0) (\($0.value.1) bytes)"
+            }
             out += "  \(c.name) (\(className)): \(c.tensors.count) tensors; " + parts.joined(separator: ", ") + "\n"
         }
         out += "files: " + b.files.keys.sorted().joined(separator: ", ") + "\n"
         if let parity = m["parity"], parity != .null {
             let cases = parity["cases"]?.arrayValue ?? []
             let passed = cases.filter { $0["status"]?.stringValue == "pass" }.count
-            out += "parity: \(parity["pass"] == .bool(true) ? "PASSED" : "FAILED") against \(parity["record"]?.stringValue ?? "?") "
+            out +=
+                "parity: \(parity["pass"] == .bool(true) ? "PASSED" : "FAILED") against \(parity["record"]?.stringValue ?? "?") "
                 + "(profile \(parity["profile"]?.stringValue ?? "?"), \(passed) of \(cases.count) cases passed)\n"
             for c in cases {
                 guard let q = c["quantization"] else { continue }
-                out += "  \(c["name"]?.stringValue ?? ""): KL \(q["kl_mean"]?.serialized ?? ""), top-1 \(q["top1"]?.serialized ?? ""), "
+                out +=
+                    "  \(c["name"]?.stringValue ?? ""): KL \(q["kl_mean"]?.serialized ?? ""), top-1 \(q["top1"]?.serialized ?? ""), "
                     + "final tokens \(q["final_token_agreement"]?.serialized ?? ""), PSNR \(q["psnr_db"]?.serialized ?? "") dB\n"
             }
         } else {
@@ -134,20 +154,24 @@ struct Inspect: ParsableCommand {
             out += "\n== \(p.component): map \(p.map)\n"
             do {
                 let l = p.ledger, n = l.counts
-                out += "  unchanged \(n["unchanged"]!), renamed \(n["renamed"]!), transformed \(n["transformed"]!), "
+                out +=
+                    "  unchanged \(n["unchanged"]!), renamed \(n["renamed"]!), transformed \(n["transformed"]!), "
                     + "dropped \(n["dropped"]!), unmapped \(n["unmapped"]!)\n"
                 for e in l.entries where e.kind == .transformed || e.kind == .dropped {
-                    out += "  \(e.kind.rawValue): \(e.sources.joined(separator: " + "))"
+                    out +=
+                        "  \(e.kind.rawValue): \(e.sources.joined(separator: " + "))"
                         + (e.targets.isEmpty ? "" : " → \(e.targets.joined(separator: ", "))")
                         + (e.detail.map { " (\($0))" } ?? "") + "\n"
                 }
             }
-            out += "  graph parameters matched: \(p.matched), missing: \(p.missing.count), unmapped tensors: "
+            out +=
+                "  graph parameters matched: \(p.matched), missing: \(p.missing.count), unmapped tensors: "
                 + "\(p.unmapped.count), shape mismatches: \(p.misshapen.count)\n"
             for m in p.missing { out += "  missing: \(m.key) \(describeShape(m.shape))\n" }
             for u in p.unmapped { out += "  unmapped: \(u)\n" }
             for m in p.misshapen {
-                out += "  shape: \(m.key) is \(describeShape(m.found)), the config implies \(describeShape(m.expected))\n"
+                out +=
+                    "  shape: \(m.key) is \(describeShape(m.found)), the config implies \(describeShape(m.expected))\n"
             }
         }
         return out
@@ -170,14 +194,17 @@ struct Inspect: ParsableCommand {
                 var wo = JSONObject()
                 wo.insert("path", .string(w.path))
                 wo.insert("format", .string(w.format.rawValue))
-                wo.insert("tensors", .array(w.infos.map { info in
-                    var t = JSONObject()
-                    t.insert("name", .string(info.name))
-                    t.insert("dtype", .string(info.dtype.rawValue))
-                    t.insert("shape", .array(info.shape.map { .number(String($0)) }))
-                    t.insert("bytes", .number(String(info.byteCount)))
-                    return .object(t)
-                }))
+                wo.insert(
+                    "tensors",
+                    .array(
+                        w.infos.map { info in
+                            var t = JSONObject()
+                            t.insert("name", .string(info.name))
+                            t.insert("dtype", .string(info.dtype.rawValue))
+                            t.insert("shape", .array(info.shape.map { .number(String($0)) }))
+                            t.insert("bytes", .number(String(info.byteCount)))
+                            return .object(t)
+                        }))
                 wo.insert("tensor_count", .number(String(w.infos.count)))
                 wo.insert("parameters", .number(String(w.totalElements)))
                 wo.insert("bytes", .number(String(w.totalBytes)))
@@ -219,16 +246,22 @@ struct Inspect: ParsableCommand {
             let nameWidth = min(max(w.infos.map(\.name.count).max() ?? 4, 4), 72)
             out += "  " + pad("name", nameWidth) + "  " + pad("dtype", 7) + "  " + pad("shape", 24) + "  bytes\n"
             for info in w.infos {
-                out += "  " + pad(info.name, nameWidth) + "  " + pad(info.dtype.rawValue, 7) + "  "
+                out +=
+                    "  " + pad(info.name, nameWidth) + "  " + pad(info.dtype.rawValue, 7) + "  "
                     + pad(describeShape(info.shape), 24) + "  \(grouped(info.byteCount))\n"
             }
-            out += "total: \(w.infos.count) tensors, \(grouped(w.totalElements)) parameters, "
+            out +=
+                "total: \(w.infos.count) tensors, \(grouped(w.totalElements)) parameters, "
                 + "\(grouped(w.totalBytes)) bytes\n"
             if c.isLoRA {
                 do {
                     let lora = try LoRA(path: w.path)  // small: read with data (inspect opened headers only)
-                    out += "\nLoRA: " + lora.scaleNote(scale: 1).replacingOccurrences(of: "LoRA \(w.path): ", with: "")
-                        .replacingOccurrences(of: "Choose with --lora-scale.", with: "Use it with --lora FILE [--lora-scale S] on generate, verify or convert.") + "\n"
+                    out +=
+                        "\nLoRA: "
+                        + lora.scaleNote(scale: 1).replacingOccurrences(of: "LoRA \(w.path): ", with: "")
+                        .replacingOccurrences(
+                            of: "Choose with --lora-scale.",
+                            with: "Use it with --lora FILE [--lora-scale S] on generate, verify or convert.") + "\n"
                 } catch {
                     out += "\nLoRA-like names, but not a usable LoRA: \(error.errorDescription ?? "\(error)")\n"
                 }
@@ -238,7 +271,8 @@ struct Inspect: ParsableCommand {
             totals.bytes += w.totalBytes
         }
         if c.components.count > 1 {
-            out += "\ncheckpoint total: \(totals.tensors) tensors, \(grouped(totals.parameters)) parameters, "
+            out +=
+                "\ncheckpoint total: \(totals.tensors) tensors, \(grouped(totals.parameters)) parameters, "
                 + "\(grouped(totals.bytes)) bytes\n"
         }
         return out

@@ -6,14 +6,18 @@ import Foundation
 
 /// The LoRA options of `generate` and `verify`.
 struct LoRAOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("A LoRA file (diffusers/PEFT pytorch_lora_weights.safetensors) to fuse into the "
-                               + "transformer and text encoder.", valueName: "file"))
+    @Option(
+        help: ArgumentHelp(
+            "A LoRA file (diffusers/PEFT pytorch_lora_weights.safetensors) to fuse into the "
+                + "transformer and text encoder.", valueName: "file"))
     var lora: String?
 
-    @Option(help: ArgumentHelp("Scale of the LoRA update, times alpha / r when the file records alpha (files from "
-                               + "amused finetune do). train_amused.py's files store no alpha: 1.0 is what diffusers "
-                               + "uses on reload; training with its defaults used 2.0 (alpha 32 / r 16).",
-                               valueName: "scale"))
+    @Option(
+        help: ArgumentHelp(
+            "Scale of the LoRA update, times alpha / r when the file records alpha (files from "
+                + "amused finetune do). train_amused.py's files store no alpha: 1.0 is what diffusers "
+                + "uses on reload; training with its defaults used 2.0 (alpha 32 / r 16).",
+            valueName: "scale"))
     var loraScale: Float = 1
 
     func validate() throws {

@@ -2,9 +2,9 @@
 // bundle (checked against its digests, weights run as stored).
 
 import AmusedBind
+import AmusedCore
 import AmusedPack
 import AmusedRead
-import AmusedCore
 import Foundation
 
 enum ModelSource {
@@ -18,12 +18,15 @@ enum ModelSource {
     {
         if isBundle(path) {
             guard lora.lora == nil, variant == nil, layout.layout == nil, layout.configs == nil else {
-                throw BundleError(.unsupported, path: path, "--lora, --variant, --layout and --configs apply to checkpoints; "
-                                  + "a bundle's LoRA is baked in by amused convert --lora")
+                throw BundleError(
+                    .unsupported, path: path,
+                    "--lora, --variant, --layout and --configs apply to checkpoints; "
+                        + "a bundle's LoRA is baked in by amused convert --lora")
             }
             return try AmusedComponents(bundle: try AmusedBundle(path: path))
         }
-        return try AmusedComponents(path: path, variant: variant, lora: try lora.fusion(), layout: layout.layout,
-                                    configs: layout.configs)
+        return try AmusedComponents(
+            path: path, variant: variant, lora: try lora.fusion(), layout: layout.layout,
+            configs: layout.configs)
     }
 }

@@ -18,7 +18,8 @@ struct ProgressBar {
     /// Shows `done` of `total`, followed by `suffix`.
     func update(_ done: Int, _ total: Int, suffix: String) {
         let width = 30, filled = width * min(done, total) / max(total, 1)
-        let line = "\(unit) \(done)/\(total) [" + String(repeating: "=", count: filled)
+        let line =
+            "\(unit) \(done)/\(total) [" + String(repeating: "=", count: filled)
             + String(repeating: " ", count: width - filled) + "]" + suffix
         if interactive {
             FileHandle.standardError.write(Data(("\r" + line + (done == total ? "\n" : "")).utf8))

@@ -2,10 +2,10 @@
 
 import AmusedBind
 import AmusedConvert
+import AmusedCore
 import AmusedModel
 import AmusedPack
 import AmusedRead
-import AmusedCore
 import AmusedVerify
 import ArgumentParser
 import Foundation
@@ -27,16 +27,25 @@ struct Verify: ParsableCommand {
             diverges is printed.
             """)
 
-    @Argument(help: "The checkpoint to check (a pipeline or component folder) or an .amused bundle. Default: the record's own model.")
+    @Argument(
+        help:
+            "The checkpoint to check (a pipeline or component folder) or an .amused bundle. Default: the record's own model."
+    )
     var model: String?
 
-    @Option(help: "The float32 model quantized metrics compare against (pipeline cases under a quantized profile). Default: the record's own model.")
+    @Option(
+        help:
+            "The float32 model quantized metrics compare against (pipeline cases under a quantized profile). Default: the record's own model."
+    )
     var baseline: String?
 
     @Option(name: .long, help: "The reference record folder (holding record.json and record.safetensors).")
     var reference: String
 
-    @Option(help: "Tolerance profile (tolerance-profiles.json: fp32, fp16, bf16, int8, int4, mixed). Default: fp32 for checkpoints, the bundle's quantization policy for bundles.")
+    @Option(
+        help:
+            "Tolerance profile (tolerance-profiles.json: fp32, fp16, bf16, int8, int4, mixed). Default: fp32 for checkpoints, the bundle's quantization policy for bundles."
+    )
     var profile: String?
 
     @Option(help: "A tolerance profiles file to use instead of the shipped one.")
@@ -51,8 +60,10 @@ struct Verify: ParsableCommand {
     @Flag(help: "Accept cases that cannot run (unknown kinds, components the checkpoint lacks) instead of failing.")
     var allowSkip = false
 
-    @Option(help: ArgumentHelp("Also write the report as JUnit XML (one testcase per record case) for CI to display.",
-                               valueName: "file.xml"))
+    @Option(
+        help: ArgumentHelp(
+            "Also write the report as JUnit XML (one testcase per record case) for CI to display.",
+            valueName: "file.xml"))
     var junit: String?
 
     @OptionGroup var loraOptions: LoRAOptions
@@ -70,15 +81,18 @@ struct Verify: ParsableCommand {
             let record = try ReferenceRecord(path: reference)
             if let model, ModelSource.isBundle(model) {
                 let bundle = try AmusedBundle(path: model)
-                let components = try ModelSource.components(model, variant: variant, lora: loraOptions, layout: layoutOptions)
-                return try Conversion.verify(record: record, components: components, policy: bundle.policyName,
-                                               profile: profile, profileFile: profileFile, baseline: baseline,
-                                               trace: trace)
+                let components = try ModelSource.components(
+                    model, variant: variant, lora: loraOptions, layout: layoutOptions)
+                return try Conversion.verify(
+                    record: record, components: components, policy: bundle.policyName,
+                    profile: profile, profileFile: profileFile, baseline: baseline,
+                    trace: trace)
             } else {
-                let verifier = try Verifier(record: record, modelPath: model,
-                                            profile: try ToleranceProfile.load(profile ?? "fp32", file: profileFile),
-                                            traceFolder: trace, lora: try loraOptions.fusion(),
-                                            layout: layoutOptions.layout, configs: layoutOptions.configs, variant: variant)
+                let verifier = try Verifier(
+                    record: record, modelPath: model,
+                    profile: try ToleranceProfile.load(profile ?? "fp32", file: profileFile),
+                    traceFolder: trace, lora: try loraOptions.fusion(),
+                    layout: layoutOptions.layout, configs: layoutOptions.configs, variant: variant)
                 return try verifier.run()
             }
         }
@@ -96,9 +110,13 @@ struct Verify: ParsableCommand {
             guard FileManager.default.fileExists(atPath: theirs) else { continue }
             let rows = try compareTraces(swift: ours, torch: theirs)
             let first = rows.first { $0.relative > 1e-4 }
-            FileHandle.standardError.write(Data(("trace \(c.name): \(rows.count) layers compared; "
-                + (first.map { "first divergence at \($0.name) (max abs \($0.maxAbs), \($0.relative) of max |ref|)" }
-                    ?? "no layer diverges beyond 1e-4 relative") + "\n").utf8))
+            FileHandle.standardError.write(
+                Data(
+                    ("trace \(c.name): \(rows.count) layers compared; "
+                        + (first.map {
+                            "first divergence at \($0.name) (max abs \($0.maxAbs), \($0.relative) of max |ref|)"
+                        }
+                            ?? "no layer diverges beyond 1e-4 relative") + "\n").utf8))
         }
     }
 }

@@ -1,9 +1,9 @@
 // Strict binding: a tensor missing, an extra tensor, or a wrong shape is an error that names the key.
 
 import AmusedBind
+import AmusedCore
 import AmusedModel
 import AmusedRead
-import AmusedCore
 import AmusedTestSupport
 import Foundation
 import Testing
@@ -40,16 +40,18 @@ struct BindTests {
     }
 
     @Test func unusedTensorIsNamed() throws {
-        let error = try #require(try bindEdited { $0.append(("transformer_layers.9.extra.weight", try Tensor(floats: [1], shape: [1]))) })
+        let error = try #require(
+            try bindEdited { $0.append(("transformer_layers.9.extra.weight", try Tensor(floats: [1], shape: [1]))) })
         #expect(error.kind == .unused)
         #expect(error.key == "transformer_layers.9.extra.weight")
     }
 
     @Test func wrongShapeIsNamed() throws {
-        let error = try #require(try bindEdited { tensors in
-            let i = tensors.firstIndex { $0.name == "encoder_proj.weight" }!
-            tensors[i].tensor = try tensors[i].tensor.reshaped([tensors[i].tensor.elementCount])
-        })
+        let error = try #require(
+            try bindEdited { tensors in
+                let i = tensors.firstIndex { $0.name == "encoder_proj.weight" }!
+                tensors[i].tensor = try tensors[i].tensor.reshaped([tensors[i].tensor.elementCount])
+            })
         #expect(error.kind == .shape)
         #expect(error.key == "encoder_proj.weight")
         #expect(error.errorDescription!.contains("[32, 16]"))
@@ -71,11 +73,14 @@ struct BindTests {
     }
 
     @Test func unsupportedConfigValueIsNamed() throws {
-        var object = try #require(Checkpoint.readJSON(FixturePaths.path("records/tiny-256/model/vqvae/config.json")).objectValue)
+        var object = try #require(
+            Checkpoint.readJSON(FixturePaths.path("records/tiny-256/model/vqvae/config.json")).objectValue)
         var copy = JSONObject()
         for (k, v) in object.entries { copy.insert(k, k == "act_fn" ? .string("relu") : v) }
         object = copy
-        let error = try #require(throws: BindError.self) { try VQModelConfig(json: .object(object), path: "config.json") }
+        let error = try #require(throws: BindError.self) {
+            try VQModelConfig(json: .object(object), path: "config.json")
+        }
         #expect(error.key == "act_fn")
     }
 
@@ -92,8 +97,9 @@ struct BindTests {
         try FileManager.default.copyItem(atPath: FixturePaths.path("records/tiny-variant/model"), toPath: model)
         let config = model + "/scheduler/scheduler_config.json"
         let text = try String(contentsOfFile: config, encoding: .utf8)
-        try text.replacingOccurrences(of: "\"linear\"", with: "\"sigmoid\"").write(toFile: config, atomically: true,
-                                                                                       encoding: .utf8)
+        try text.replacingOccurrences(of: "\"linear\"", with: "\"sigmoid\"").write(
+            toFile: config, atomically: true,
+            encoding: .utf8)
         let error = try #require(throws: BindError.self) { try AmusedComponents(path: model) }
         #expect(error.key == "masking_schedule")
         #expect(error.path.hasSuffix("scheduler/scheduler_config.json"))
@@ -108,18 +114,22 @@ struct BindTests {
         let expected = try #require(index["_amused_defaults"])
         #expect(trained.samplingDefaults?.steps == expected["steps"]?.intValue)
         #expect(trained.samplingDefaults?.guidance == expected["guidance"]?.doubleValue.map(Float.init))
-        #expect(try AmusedComponents(path: FixturePaths.path("records/tiny-256/model"), only: [.tokenizer])
-            .samplingDefaults == nil)
+        #expect(
+            try AmusedComponents(path: FixturePaths.path("records/tiny-256/model"), only: [.tokenizer])
+                .samplingDefaults == nil)
 
-        for (bad, key) in [(#"{"steps": 0}"#, "_amused_defaults.steps"), (#"{"guidance": 1e400}"#, "_amused_defaults.guidance"),
-                           (#"{"temperature": 2}"#, "_amused_defaults.temperature"), (#"[12]"#, "_amused_defaults")] {
+        for (bad, key) in [
+            (#"{"steps": 0}"#, "_amused_defaults.steps"), (#"{"guidance": 1e400}"#, "_amused_defaults.guidance"),
+            (#"{"temperature": 2}"#, "_amused_defaults.temperature"), (#"[12]"#, "_amused_defaults"),
+        ] {
             let scratch = try ScratchFolder()
             let model = scratch.path + "/model"
             try FileManager.default.copyItem(atPath: FixturePaths.path("records/tiny-256/model"), toPath: model)
             var object = try FixturePaths.json("records/tiny-256/model/model_index.json").objectValue!
             object.set("_amused_defaults", try StrictJSONParser(path: "test").parse(Array(bad.utf8)))
-            try JSONValue.object(object).serialized.write(toFile: model + "/model_index.json", atomically: true,
-                                                          encoding: .utf8)
+            try JSONValue.object(object).serialized.write(
+                toFile: model + "/model_index.json", atomically: true,
+                encoding: .utf8)
             let error = try #require(throws: BindError.self) { try AmusedComponents(path: model, only: [.tokenizer]) }
             #expect(error.key == key, "\(bad)")
             #expect(error.path.hasSuffix("model_index.json"))
@@ -128,7 +138,8 @@ struct BindTests {
 
     /// A pipeline needs every component; asking for one from a part of a checkpoint names what is missing.
     @Test func pipelineNamesMissingComponents() throws {
-        let textOnly = try AmusedComponents(path: FixturePaths.path("records/tiny-256/model"), only: [.textEncoder, .tokenizer])
+        let textOnly = try AmusedComponents(
+            path: FixturePaths.path("records/tiny-256/model"), only: [.textEncoder, .tokenizer])
         let error = try #require(throws: BindError.self) { try AmusedPipeline(components: textOnly) }
         #expect(error.message.contains("transformer, vqvae"))
     }

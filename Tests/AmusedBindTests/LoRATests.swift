@@ -5,9 +5,9 @@
 
 import AmusedBind
 import AmusedConvert
+import AmusedCore
 import AmusedModel
 import AmusedRead
-import AmusedCore
 import AmusedTestSupport
 import AmusedVerify
 import Foundation
@@ -19,8 +19,10 @@ struct LoRATests {
 
     static func verify(record scale: String, lora: LoRA?, at s: Float) throws -> VerifyReport {
         let record = try ReferenceRecord(path: FixturePaths.path("lora/tiny-256/scale-\(scale)"))
-        return try Verifier(record: record, profile: try ToleranceProfile.load("fp32"),
-                            lora: lora.map { LoRAFusion($0, scale: s) }).run()
+        return try Verifier(
+            record: record, profile: try ToleranceProfile.load("fp32"),
+            lora: lora.map { LoRAFusion($0, scale: s) }
+        ).run()
     }
 
     static func failing(_ report: VerifyReport) -> [String] {
@@ -52,8 +54,9 @@ struct LoRATests {
     @Test func bakedLoRAMatchesDiffusers() throws {
         let scratch = try ScratchFolder()
         let out = scratch.path + "/baked"
-        let report = try DiffusersExport.write(try Checkpoint(path: FixturePaths.path("records/tiny-256/model")), to: out,
-                                               lora: LoRAFusion(try LoRA(path: Self.file), scale: 0.5))
+        let report = try DiffusersExport.write(
+            try Checkpoint(path: FixturePaths.path("records/tiny-256/model")), to: out,
+            lora: LoRAFusion(try LoRA(path: Self.file), scale: 0.5))
         #expect(report.lora?.scale == 0.5)
         let record = try ReferenceRecord(path: FixturePaths.path("lora/tiny-256/scale-0.5"))
         let verified = try Verifier(record: record, modelPath: out, profile: try ToleranceProfile.load("fp32")).run()
@@ -63,8 +66,9 @@ struct LoRATests {
         // A LoRA that does not fit stops the export before anything is written.
         let transformerOnly = FixturePaths.path("records/tiny-256/model/transformer")
         #expect(throws: BindError.self) {
-            try DiffusersExport.write(try Checkpoint(path: transformerOnly), to: scratch.path + "/never",
-                                      lora: LoRAFusion(try LoRA(path: Self.file), scale: 1))
+            try DiffusersExport.write(
+                try Checkpoint(path: transformerOnly), to: scratch.path + "/never",
+                lora: LoRAFusion(try LoRA(path: Self.file), scale: 1))
         }
         #expect(!FileManager.default.fileExists(atPath: scratch.path + "/never"))
     }
@@ -80,8 +84,10 @@ struct LoRATests {
     }
 
     /// Rewrites the fixture's tensors through `edit` (nil drops a tensor) into a scratch file.
-    static func rewritten(_ scratch: ScratchFolder, extra: [(String, Tensor)] = [],
-                          _ edit: (String, Tensor) throws -> (String, Tensor)?) throws -> String {
+    static func rewritten(
+        _ scratch: ScratchFolder, extra: [(String, Tensor)] = [],
+        _ edit: (String, Tensor) throws -> (String, Tensor)?
+    ) throws -> String {
         let source = try SafetensorsFile(path: file)
         var out: [(name: String, tensor: Tensor)] = []
         for name in source.names {
@@ -100,15 +106,20 @@ struct LoRATests {
         var modules: [String: Int] = [:]
         let path = try Self.rewritten(scratch) { name, t in
             if name.hasSuffix(".lora_A.weight") { modules[String(name.dropLast(".lora_A.weight".count))] = t.shape[0] }
-            return (name.replacingOccurrences(of: ".lora_A.weight", with: ".lora.down.weight")
-                        .replacingOccurrences(of: ".lora_B.weight", with: ".lora.up.weight"), t)
+            return (
+                name.replacingOccurrences(of: ".lora_A.weight", with: ".lora.down.weight")
+                    .replacingOccurrences(of: ".lora_B.weight", with: ".lora.up.weight"), t
+            )
         }
         let legacy = try LoRA(path: path)
         #expect(try Self.verify(record: "1.0", lora: legacy, at: 1).pass)
 
-        let withAlpha = try Self.rewritten(scratch, extra: try modules.map { module, r in
-            (module + ".alpha", try Tensor(floats: [Float(2 * r)], shape: []))
-        }) { name, t in (name, t) }
+        let withAlpha = try Self.rewritten(
+            scratch,
+            extra: try modules.map { module, r in
+                (module + ".alpha", try Tensor(floats: [Float(2 * r)], shape: []))
+            }
+        ) { name, t in (name, t) }
         let alpha = try LoRA(path: withAlpha)
         #expect(alpha.hasAlpha)
         #expect(alpha.scaleNote(scale: 0.5).contains("alpha from the file"))
@@ -120,13 +131,16 @@ struct LoRATests {
     @Test func malformedFilesAreRefused() throws {
         let scratch = try ScratchFolder()
         let target = "transformer.transformer_layers.0.attn1.to_q"
-        func refused(_ edit: (String, Tensor) throws -> (String, Tensor)?, extra: [(String, Tensor)] = [],
-                     key: String, saying text: String, atFuse: Bool = false) throws {
+        func refused(
+            _ edit: (String, Tensor) throws -> (String, Tensor)?, extra: [(String, Tensor)] = [],
+            key: String, saying text: String, atFuse: Bool = false
+        ) throws {
             let path = try Self.rewritten(scratch, extra: extra, edit)
             do {
                 let lora = try LoRA(path: path)
                 #expect(atFuse, "parsing should have failed for \(key)")
-                _ = try AmusedComponents(path: FixturePaths.path("records/tiny-256/model"), lora: LoRAFusion(lora, scale: 1))
+                _ = try AmusedComponents(
+                    path: FixturePaths.path("records/tiny-256/model"), lora: LoRAFusion(lora, scale: 1))
                 Issue.record("\(key): no error")
             } catch let error as BindError {
                 #expect(error.kind == .lora && error.path == path && error.key == key, "\(error)")
@@ -134,24 +148,36 @@ struct LoRATests {
             }
         }
         // A key outside the transformer./text_encoder. prefixes (a UNet LoRA, say).
-        try refused({ n, t in (n.replacingOccurrences(of: "transformer.transformer_layers.0.attn1.to_q.", with: "unet.x."), t) },
-                    key: "unet.x.lora_A.weight", saying: "does not start with")
+        try refused(
+            { n, t in (n.replacingOccurrences(of: "transformer.transformer_layers.0.attn1.to_q.", with: "unet.x."), t)
+            },
+            key: "unet.x.lora_A.weight", saying: "does not start with")
         // A DoRA magnitude vector.
-        try refused({ n, t in (n, t) }, extra: [(target + ".lora_magnitude_vector", try Tensor(floats: [1], shape: [1]))],
-                    key: target + ".lora_magnitude_vector", saying: "DoRA")
+        try refused(
+            { n, t in (n, t) }, extra: [(target + ".lora_magnitude_vector", try Tensor(floats: [1], shape: [1]))],
+            key: target + ".lora_magnitude_vector", saying: "DoRA")
         // B without A.
         try refused({ n, t in n == target + ".lora_A.weight" ? nil : (n, t) }, key: target, saying: "no A")
         // Ranks that disagree.
-        try refused({ n, t in
-            n == target + ".lora_A.weight" ? (n, try Tensor(floats: [Float](repeating: 0, count: 3 * t.shape[1]), shape: [3, t.shape[1]])) : (n, t)
-        }, key: target, saying: "ranks disagree")
+        try refused(
+            { n, t in
+                n == target + ".lora_A.weight"
+                    ? (n, try Tensor(floats: [Float](repeating: 0, count: 3 * t.shape[1]), shape: [3, t.shape[1]]))
+                    : (n, t)
+            }, key: target, saying: "ranks disagree")
         // A module the graph does not have.
-        try refused({ n, t in (n.replacingOccurrences(of: target + ".", with: "transformer.transformer_layers.0.attn9.to_q."), t) },
-                    key: "transformer.transformer_layers.0.attn9.to_q.weight", saying: "has no weight", atFuse: true)
+        try refused(
+            { n, t in
+                (n.replacingOccurrences(of: target + ".", with: "transformer.transformer_layers.0.attn9.to_q."), t)
+            },
+            key: "transformer.transformer_layers.0.attn9.to_q.weight", saying: "has no weight", atFuse: true)
         // B · A that does not fit the weight.
-        try refused({ n, t in
-            n == target + ".lora_B.weight" ? (n, try Tensor(floats: [Float](repeating: 0, count: 5 * t.shape[1]), shape: [5, t.shape[1]])) : (n, t)
-        }, key: target + ".weight", saying: "trained on a different model", atFuse: true)
+        try refused(
+            { n, t in
+                n == target + ".lora_B.weight"
+                    ? (n, try Tensor(floats: [Float](repeating: 0, count: 5 * t.shape[1]), shape: [5, t.shape[1]]))
+                    : (n, t)
+            }, key: target + ".weight", saying: "trained on a different model", atFuse: true)
     }
 
     /// A LoRA for the text encoder and transformer against a folder holding only the transformer: the text-encoder
@@ -159,12 +185,14 @@ struct LoRATests {
     @Test func updatesForAMissingComponentAreAnError() throws {
         let lora = try LoRA(path: Self.file)
         #expect(throws: BindError.self) {
-            _ = try AmusedComponents(path: FixturePaths.path("records/tiny-256/model/transformer"),
-                                     lora: LoRAFusion(lora, scale: 1))
+            _ = try AmusedComponents(
+                path: FixturePaths.path("records/tiny-256/model/transformer"),
+                lora: LoRAFusion(lora, scale: 1))
         }
         // Asking only for the transformer leaves the text encoder's updates unused, by request.
-        let only = try AmusedComponents(path: FixturePaths.path("records/tiny-256/model/transformer"), only: [.transformer],
-                                        lora: LoRAFusion(lora, scale: 1))
+        let only = try AmusedComponents(
+            path: FixturePaths.path("records/tiny-256/model/transformer"), only: [.transformer],
+            lora: LoRAFusion(lora, scale: 1))
         #expect(only.transformer != nil)
     }
 }

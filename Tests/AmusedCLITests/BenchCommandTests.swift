@@ -22,8 +22,11 @@ struct BenchCommandTests {
         let products = try #require(report["products"]?.stringValue)
         // BLAS is named either way: as the library in use, or as what AMUSED_GEMM=blas would use instead.
         #expect(products.contains("OpenBLAS") || products.contains("Accelerate"), "\(products)")
-        let forced = try runAmused(["bench", FixturePaths.path("records/tiny-256/model"), "--runs", "1",
-                                    "--part", "transformer"], environment: ["AMUSED_GEMM": "blas"])
+        let forced = try runAmused(
+            [
+                "bench", FixturePaths.path("records/tiny-256/model"), "--runs", "1",
+                "--part", "transformer",
+            ], environment: ["AMUSED_GEMM": "blas"])
         #expect(forced.stdout.hasPrefix("cpu: "), "the CPU comes first: \(forced.stdout)")
         #expect(forced.stdout.contains("\nproducts: OpenBLAS") || forced.stdout.contains("\nproducts: Accelerate"))
         #expect(report["cpu"]?.stringValue?.isEmpty == false)
@@ -37,8 +40,10 @@ struct BenchCommandTests {
         #expect(step.status == 0, "\(step.stderr)")
         let report = try StrictJSONParser(path: "stdout").parse(Array(step.stdout.utf8))
         #expect((report["train_step"]?["best_seconds"]?.doubleValue ?? -1) >= 0)
-        let grads = try runAmused(["bench", model, "--part", "gradients", "--runs", "1", "--json",
-                                   "--reference", FixturePaths.path("records/tiny-256/finetune")])
+        let grads = try runAmused([
+            "bench", model, "--part", "gradients", "--runs", "1", "--json",
+            "--reference", FixturePaths.path("records/tiny-256/finetune"),
+        ])
         #expect(grads.status == 0, "\(grads.stderr)")
         let g = try StrictJSONParser(path: "stdout").parse(Array(grads.stdout.utf8))["gradients"]
         #expect(g?["tensors"]?.intValue == 72)

@@ -23,8 +23,9 @@ struct ConvertBundleCommandTests {
         let folder = scratch.path + "/record" + (name == "tiny-256" ? "" : "-" + name)
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         try Data(JSONValue.object(root).serialized.utf8).write(to: URL(fileURLWithPath: folder + "/record.json"))
-        try FileManager.default.createSymbolicLink(atPath: folder + "/record.safetensors",
-                                                   withDestinationPath: source + "/record.safetensors")
+        try FileManager.default.createSymbolicLink(
+            atPath: folder + "/record.safetensors",
+            withDestinationPath: source + "/record.safetensors")
         return folder
     }
 
@@ -33,8 +34,10 @@ struct ConvertBundleCommandTests {
         let record = try subsetRecord(["transformer_b1", "vq_decode_b1", "t2i_b2_nocfg"], in: scratch)
         let out = scratch.path + "/tiny.amused"
         let junit = scratch.path + "/parity.xml"
-        let convert = try runAmused(["convert", model, "--out", out, "--quantize", "int8", "--verify", record,
-                                     "--junit", junit])
+        let convert = try runAmused([
+            "convert", model, "--out", out, "--quantize", "int8", "--verify", record,
+            "--junit", junit,
+        ])
         #expect(convert.status == 0, "\(convert.stderr)")
         // The parity report as JUnit XML too, one testcase per record case.
         let xml = try String(contentsOfFile: junit, encoding: .utf8)
@@ -63,8 +66,10 @@ struct ConvertBundleCommandTests {
         #expect(report["profile"]?.stringValue == "int8")  // the bundle's policy names its profile
 
         let png = scratch.path + "/cat.png"
-        let generate = try runAmused(["generate", "--model", out, "--prompt", "a photo of a cat", "--steps", "4",
-                                      "--out", png])
+        let generate = try runAmused([
+            "generate", "--model", out, "--prompt", "a photo of a cat", "--steps", "4",
+            "--out", png,
+        ])
         #expect(generate.status == 0, "\(generate.stderr)")
         let image = try PNG.decode([UInt8](try Data(contentsOf: URL(fileURLWithPath: png))))
         #expect(image.width == 32 && image.height == 32)
@@ -75,8 +80,10 @@ struct ConvertBundleCommandTests {
         let record = try subsetRecord(["transformer_b1"], in: scratch)
         let out = scratch.path + "/strict.amused"
         // int4 weights cannot pass the float32 profile.
-        let result = try runAmused(["convert", model, "--out", out, "--quantize", "int4", "--int4-group", "32",
-                                    "--verify", record, "--profile", "fp32"])
+        let result = try runAmused([
+            "convert", model, "--out", out, "--quantize", "int4", "--int4-group", "32",
+            "--verify", record, "--profile", "fp32",
+        ])
         #expect(result.status == 3, "\(result.stderr)")
         #expect(result.stderr.contains("failed its parity check; nothing was written"))
         #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path).sorted() == ["record"])
@@ -85,16 +92,23 @@ struct ConvertBundleCommandTests {
     /// A deliberately broken int8 quantizer (each row's scale stored one row down, AMUSED_TEST_BREAK_QUANTIZER) fails
     /// the int8 profile — on the random tiny model and on the trained default, which the profile was not fitted on —
     /// while the correct quantizer passes the same cases: the gate measures quantization error, not noise.
-    @Test(arguments: [("tiny-256", ["transformer_b1", "t2i_b1_cfg"]), ("shapes-64", ["transformer_b1", "vq_decode_b1"])])
+    @Test(arguments: [
+        ("tiny-256", ["transformer_b1", "t2i_b1_cfg"]), ("shapes-64", ["transformer_b1", "vq_decode_b1"]),
+    ])
     func aBrokenQuantizerFailsTheInt8Profile(_ name: String, _ cases: [String]) throws {
         let scratch = try ScratchFolder()
         let record = try subsetRecord(Set(cases), in: scratch, of: name)
         let source = try Checkpoint.readJSON(record + "/record.json")["model"]!.stringValue!
-        let good = try runAmused(["convert", source, "--out", scratch.path + "/good.amused", "--quantize", "int8",
-                                  "--verify", record])
+        let good = try runAmused([
+            "convert", source, "--out", scratch.path + "/good.amused", "--quantize", "int8",
+            "--verify", record,
+        ])
         #expect(good.status == 0, "\(good.stderr)")
-        let broken = try runAmused(["convert", source, "--out", scratch.path + "/broken.amused", "--quantize", "int8",
-                                    "--verify", record], environment: ["AMUSED_TEST_BREAK_QUANTIZER": "shifted-scales"])
+        let broken = try runAmused(
+            [
+                "convert", source, "--out", scratch.path + "/broken.amused", "--quantize", "int8",
+                "--verify", record,
+            ], environment: ["AMUSED_TEST_BREAK_QUANTIZER": "shifted-scales"])
         #expect(broken.status == 3, "\(broken.stderr)")
         #expect(broken.stderr.contains("failed its parity check; nothing was written"))
         #expect(!FileManager.default.fileExists(atPath: scratch.path + "/broken.amused"))
@@ -108,13 +122,16 @@ struct ConvertBundleCommandTests {
         bytes[200] ^= 0x01  // inside the first tensor's buffer (the text encoder's token embedding)
         try Data(bytes).write(to: URL(fileURLWithPath: out))
         let record = try subsetRecord(["transformer_b1"], in: scratch)
-        for args in [["inspect", out, "--check"], ["verify", out, "--reference", record],
-                     ["generate", "--model", out, "--prompt", "x", "--out", scratch.path + "/x.png"]] {
+        for args in [
+            ["inspect", out, "--check"], ["verify", out, "--reference", record],
+            ["generate", "--model", out, "--prompt", "x", "--out", scratch.path + "/x.png"],
+        ] {
             let result = try runAmused(args)
             #expect(result.status == 1, "\(args[0]): \(result.stderr)")
             #expect(result.stderr.contains("(integrity)"), "\(args[0]): \(result.stderr)")
-            #expect(result.stderr.contains("[text_encoder/text_model.embeddings.token_embedding.weight data]"),
-                    "\(args[0]) must name the tensor: \(result.stderr)")
+            #expect(
+                result.stderr.contains("[text_encoder/text_model.embeddings.token_embedding.weight data]"),
+                "\(args[0]) must name the tensor: \(result.stderr)")
         }
         #expect(!FileManager.default.fileExists(atPath: scratch.path + "/x.png"))
     }
@@ -136,7 +153,8 @@ struct ConvertBundleCommandTests {
         // The old bundle (int8); every run writes the new one (fp16), killed at a random moment.
         #expect(try runAmused(["convert", model, "--out", out, "--quantize", "int8"]).status == 0)
         let old = try Data(contentsOf: URL(fileURLWithPath: out))
-        #expect(try runAmused(["convert", model, "--out", scratch.path + "/new.amused", "--quantize", "fp16"]).status == 0)
+        #expect(
+            try runAmused(["convert", model, "--out", scratch.path + "/new.amused", "--quantize", "fp16"]).status == 0)
         let new = try Data(contentsOf: URL(fileURLWithPath: scratch.path + "/new.amused"))
         let binary = try amusedBinary()
         var generator = SystemRandomNumberGenerator()
@@ -200,8 +218,9 @@ struct ConvertBundleCommandTests {
         let scratch = try ScratchFolder()
         let out = scratch.path + "/k.amused"
         try Data("the previous file".utf8).write(to: URL(fileURLWithPath: out))
-        let result = try runAmused(["convert", model, "--out", out, "--quantize", "int8"],
-                                   environment: ["AMUSED_TEST_FAIL_FSYNC": which])
+        let result = try runAmused(
+            ["convert", model, "--out", out, "--quantize", "int8"],
+            environment: ["AMUSED_TEST_FAIL_FSYNC": which])
         #expect(result.status == 1, "\(result.stderr)")
         #expect(result.stderr.contains("fsync") && result.stderr.contains("Input/output error"), "\(result.stderr)")
         #expect(!result.stderr.contains("wrote "), "\(result.stderr)")
@@ -229,8 +248,13 @@ struct ConvertBundleCommandTests {
     /// no temporary file is left — for a bundle, a plain safetensors conversion and a generated PNG.
     @Test(arguments: [
         (["convert", "MODEL", "--out", "OUT", "--quantize", "int8"], "k.amused", 1024),  // 2.9 MB bundle, 1 MB limit
-        (["export", "MODEL/transformer/diffusion_pytorch_model.safetensors", "--format", "safetensors", "--out", "OUT"],
-         "t.safetensors", 256),
+        (
+            [
+                "export", "MODEL/transformer/diffusion_pytorch_model.safetensors", "--format", "safetensors", "--out",
+                "OUT",
+            ],
+            "t.safetensors", 256
+        ),
         (["generate", "--model", "MODEL", "--prompt", "a photo of a cat", "--out", "OUT"], "cat.png", 1),
     ])
     func aWriteThatFailsPartWayLeavesTheDestinationAsItWas(_ arguments: [String], name: String, blocks: Int) throws {
@@ -240,7 +264,8 @@ struct ConvertBundleCommandTests {
         try old.write(to: URL(fileURLWithPath: out))
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = ["-c", "ulimit -f \(blocks); exec \"$0\" \"$@\"", try amusedBinary()]
+        process.arguments =
+            ["-c", "ulimit -f \(blocks); exec \"$0\" \"$@\"", try amusedBinary()]
             + arguments.map { $0 == "OUT" ? out : $0.replacingOccurrences(of: "MODEL", with: model) }
         let err = Pipe()
         process.standardError = err

@@ -21,8 +21,10 @@ struct GenerateCommandTests {
     @Test func textToImageMatchesDiffusers() throws {
         let scratch = try ScratchFolder()
         let out = scratch.path + "/cat.png"
-        let result = try runAmused(["generate", "--model", FixturePaths.path("records/tiny-256/model"),
-                                    "--prompt", "a photo of a cat", "--seed", "0", "--out", out])
+        let result = try runAmused([
+            "generate", "--model", FixturePaths.path("records/tiny-256/model"),
+            "--prompt", "a photo of a cat", "--seed", "0", "--out", out,
+        ])
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stderr.contains("s/step"))
         let image = try PNG.decode([UInt8](try Data(contentsOf: URL(fileURLWithPath: out))))
@@ -57,7 +59,9 @@ struct GenerateCommandTests {
         let bundle = scratch.path + "/shapes.amused"
         let converted = try runAmused(["convert", model, "--out", bundle, "--quantize", "fp32"])
         #expect(converted.status == 0, "\(converted.stderr)")
-        let fromBundle = try runAmused(["generate", "--model", bundle, "--prompt", prompt, "--out", scratch.path + "/b.png"])
+        let fromBundle = try runAmused([
+            "generate", "--model", bundle, "--prompt", prompt, "--out", scratch.path + "/b.png",
+        ])
         #expect(fromBundle.status == 0, "\(fromBundle.stderr)")
         let b = try PNG.decode([UInt8](try Data(contentsOf: URL(fileURLWithPath: scratch.path + "/b.png"))))
         #expect(maxDifference(b.pixels, expected) <= 1)
@@ -67,15 +71,19 @@ struct GenerateCommandTests {
     @Test func aWideImageMatchesDiffusers() throws {
         let scratch = try ScratchFolder()
         let out = scratch.path + "/wide.png"
-        let result = try runAmused(["generate", "--model", FixturePaths.path("records/tiny-512/model"),
-                                    "--prompt", "a photo of a cat", "--seed", "8", "--width", "128", "--height", "64",
-                                    "--out", out])
+        let result = try runAmused([
+            "generate", "--model", FixturePaths.path("records/tiny-512/model"),
+            "--prompt", "a photo of a cat", "--seed", "8", "--width", "128", "--height", "64",
+            "--out", out,
+        ])
         #expect(result.status == 0, "\(result.stderr)")
         let image = try PNG.decode([UInt8](try Data(contentsOf: URL(fileURLWithPath: out))))
         #expect(image.width == 128 && image.height == 64)
         #expect(maxDifference(image.pixels, try recordPixels("tiny-512", "t2i_b1_wide/image")) <= 1)
-        let both = try runAmused(["generate", "--model", FixturePaths.path("records/tiny-512/model"), "--prompt", "x",
-                                  "--init-image", out, "--width", "64", "--out", scratch.path + "/no.png"])
+        let both = try runAmused([
+            "generate", "--model", FixturePaths.path("records/tiny-512/model"), "--prompt", "x",
+            "--init-image", out, "--width", "64", "--out", scratch.path + "/no.png",
+        ])
         #expect(both.status != 0 && both.stderr.contains("the init image sets the size"), "\(both.stderr)")
     }
 
@@ -84,22 +92,34 @@ struct GenerateCommandTests {
         let file = try SafetensorsFile(path: FixturePaths.path("records/tiny-512/record.safetensors"))
         let initImage = try file.tensor(named: "inpaint_b1_cfg/init_image")
         let mask = try file.tensor(named: "inpaint_b1_cfg/mask")
-        try scratch.write("init.png", PNG.encode(Image8(width: initImage.shape[2], height: initImage.shape[1], channels: 3,
-                                                        pixels: try initImage.int64s().map { UInt8($0) })))
-        try scratch.write("mask.png", PNG.encode(Image8(width: mask.shape[2], height: mask.shape[1], channels: 1,
-                                                        pixels: try mask.int64s().map { UInt8($0) })))
+        try scratch.write(
+            "init.png",
+            PNG.encode(
+                Image8(
+                    width: initImage.shape[2], height: initImage.shape[1], channels: 3,
+                    pixels: try initImage.int64s().map { UInt8($0) })))
+        try scratch.write(
+            "mask.png",
+            PNG.encode(
+                Image8(
+                    width: mask.shape[2], height: mask.shape[1], channels: 1,
+                    pixels: try mask.int64s().map { UInt8($0) })))
         let out = scratch.path + "/out.png"
-        let result = try runAmused(["generate", "--model", FixturePaths.path("records/tiny-512/model"),
-                                    "--prompt", "a photo of a cat", "--seed", "6", "--init-image",
-                                    scratch.path + "/init.png", "--mask", scratch.path + "/mask.png", "--out", out])
+        let result = try runAmused([
+            "generate", "--model", FixturePaths.path("records/tiny-512/model"),
+            "--prompt", "a photo of a cat", "--seed", "6", "--init-image",
+            scratch.path + "/init.png", "--mask", scratch.path + "/mask.png", "--out", out,
+        ])
         #expect(result.status == 0, "\(result.stderr)")
         let image = try PNG.decode([UInt8](try Data(contentsOf: URL(fileURLWithPath: out))))
         #expect(maxDifference(image.pixels, try recordPixels("tiny-512", "inpaint_b1_cfg/image")) <= 1)
     }
 
     @Test func maskWithoutInitImageIsAUsageError() throws {
-        let result = try runAmused(["generate", "--model", FixturePaths.path("records/tiny-256/model"), "--prompt", "x",
-                                    "--mask", "m.png", "--out", "/tmp/never.png"])
+        let result = try runAmused([
+            "generate", "--model", FixturePaths.path("records/tiny-256/model"), "--prompt", "x",
+            "--mask", "m.png", "--out", "/tmp/never.png",
+        ])
         #expect(result.status == 64)
         #expect(!FileManager.default.fileExists(atPath: "/tmp/never.png"))
     }

@@ -26,8 +26,10 @@ func makeHubCache(_ root: String) throws -> String {
         let link = snapshot + "/" + relative
         try fm.createDirectory(atPath: (link as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         let depth = relative.split(separator: "/").count + 1  // up to the repo folder, as huggingface_hub links
-        try fm.createSymbolicLink(atPath: link, withDestinationPath:
-            String(repeating: "../", count: depth) + "blobs/" + blob)
+        try fm.createSymbolicLink(
+            atPath: link,
+            withDestinationPath:
+                String(repeating: "../", count: depth) + "blobs/" + blob)
     }
     try Data(commit.utf8).write(to: URL(fileURLWithPath: repo + "/refs/main"))
     try Data(commit.utf8).write(to: URL(fileURLWithPath: repo + "/refs/v1"))
@@ -46,15 +48,20 @@ struct HubCacheCommandTests {
         #expect(report["layout"]?.stringValue == "pipeline")
         #expect(report["path"]?.stringValue == snapshot)
         // HF_HOME/hub is the next place looked, and a tag resolves like a branch.
-        let tagged = try runAmused(["inspect", "amused/tiny-256", "--revision", "v1"], environment: ["HF_HOME": scratch.path])
+        let tagged = try runAmused(
+            ["inspect", "amused/tiny-256", "--revision", "v1"], environment: ["HF_HOME": scratch.path])
         #expect(tagged.status == 0, "\(tagged.stderr)")
         // verify and generate run from the snapshot, seed for seed with the record made from the same files.
-        let verify = try runAmused(["verify", "amused/tiny-256", "--reference", FixturePaths.path("records/tiny-256")],
-                                   environment: env)
+        let verify = try runAmused(
+            ["verify", "amused/tiny-256", "--reference", FixturePaths.path("records/tiny-256")],
+            environment: env)
         #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
         let image = scratch.path + "/cat.png"
-        let generate = try runAmused(["generate", "--model", "amused/tiny-256", "--prompt", "a photo of a cat",
-                                      "--out", image], environment: env)
+        let generate = try runAmused(
+            [
+                "generate", "--model", "amused/tiny-256", "--prompt", "a photo of a cat",
+                "--out", image,
+            ], environment: env)
         #expect(generate.status == 0 && FileManager.default.fileExists(atPath: image), "\(generate.stderr)")
     }
 
@@ -64,10 +71,12 @@ struct HubCacheCommandTests {
         let env = ["HF_HUB_CACHE": scratch.path + "/hub"]
         let missing = try runAmused(["inspect", "amused/amused-512"], environment: env)
         #expect(missing.status == 1)
-        #expect(missing.stderr.contains("amused/amused-512: not in the Hugging Face cache")
-            && missing.stderr.contains("huggingface-cli download amused/amused-512"), "\(missing.stderr)")
-        let revision = try runAmused(["convert", "amused/tiny-256", "--revision", "v2", "--out", scratch.path + "/x.amused"],
-                                     environment: env)
+        #expect(
+            missing.stderr.contains("amused/amused-512: not in the Hugging Face cache")
+                && missing.stderr.contains("huggingface-cli download amused/amused-512"), "\(missing.stderr)")
+        let revision = try runAmused(
+            ["convert", "amused/tiny-256", "--revision", "v2", "--out", scratch.path + "/x.amused"],
+            environment: env)
         #expect(revision.status == 1)
         #expect(revision.stderr.contains("revision v2 is not in the cache"), "\(revision.stderr)")
         #expect(!FileManager.default.fileExists(atPath: scratch.path + "/x.amused"))

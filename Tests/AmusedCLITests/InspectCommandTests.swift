@@ -9,11 +9,13 @@ import Testing
 /// The `amused` executable built beside the tests (or in .build/debug).
 func amusedBinary() throws -> String {
     let candidates = [
-        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("amused").path,
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("amused")
+            .path,
         FixturePaths.repo + "/.build/debug/amused",
     ]
-    return try #require(candidates.first { FileManager.default.isExecutableFile(atPath: $0) },
-                        "build the amused executable first (swift build)")
+    return try #require(
+        candidates.first { FileManager.default.isExecutableFile(atPath: $0) },
+        "build the amused executable first (swift build)")
 }
 
 /// Runs the `amused` executable with `arguments`; returns its exit status, stdout and stderr.
@@ -46,8 +48,9 @@ struct InspectCommandTests {
         let report = try StrictJSONParser(path: "stdout").parse(Array(result.stdout.utf8))
         #expect(report["layout"]?.stringValue == "pipeline")
         let components = try #require(report["components"]?.arrayValue)
-        #expect(components.compactMap { $0["name"]?.stringValue }.sorted()
-            == ["scheduler", "text_encoder", "tokenizer", "transformer", "vqvae"])
+        #expect(
+            components.compactMap { $0["name"]?.stringValue }.sorted()
+                == ["scheduler", "text_encoder", "tokenizer", "transformer", "vqvae"])
         // Totals agree with the file headers, read independently here.
         let checkpoint = try Checkpoint(path: model, mapData: false)
         let bytes = checkpoint.components.compactMap(\.weights).reduce(0) { $0 + $1.totalBytes }
@@ -96,10 +99,12 @@ struct InspectCommandTests {
     static func mismatchedTransformer(_ scratch: ScratchFolder) throws -> String {
         let folder = scratch.path + "/transformer"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: FixturePaths.path("records/tiny-512/model/transformer/diffusion_pytorch_model.safetensors"),
-                                         toPath: folder + "/diffusion_pytorch_model.safetensors")
-        try FileManager.default.copyItem(atPath: FixturePaths.path("records/tiny-256/model/transformer/config.json"),
-                                         toPath: folder + "/config.json")
+        try FileManager.default.copyItem(
+            atPath: FixturePaths.path("records/tiny-512/model/transformer/diffusion_pytorch_model.safetensors"),
+            toPath: folder + "/diffusion_pytorch_model.safetensors")
+        try FileManager.default.copyItem(
+            atPath: FixturePaths.path("records/tiny-256/model/transformer/config.json"),
+            toPath: folder + "/config.json")
         return folder
     }
 
@@ -108,7 +113,9 @@ struct InspectCommandTests {
         let result = try runAmused(["inspect", "--map", FixturePaths.path("openmuse/tiny-512")])
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.contains("== transformer: map open-muse-transformer"))
-        #expect(result.stdout.contains("ffn.wi_1.weight + transformer_layers.0.ffn.wi_0.weight → transformer_layers.0.ff.net.0.proj.weight"))
+        #expect(
+            result.stdout.contains(
+                "ffn.wi_1.weight + transformer_layers.0.ffn.wi_0.weight → transformer_layers.0.ff.net.0.proj.weight"))
         #expect(result.stdout.contains("dropped: embeddings.position_ids"))
         #expect(result.stdout.contains("missing: 0, unmapped tensors: 0, shape mismatches: 0"))
         // A transformer file under a config that does not fit it: missing and unmapped tensors, exit 1.
@@ -137,11 +144,17 @@ struct InspectCommandTests {
         let old = try runAmused(["convert", openMuse, "--out", scratch.path + "/imported-old"])
         #expect(old.status == 0, "\(old.stderr)")
         #expect(old.stderr.contains("is `amused import` now"))
-        let weights = openMuse + "/transformer/" + (try #require(try FileManager.default
-            .contentsOfDirectory(atPath: openMuse + "/transformer").sorted().first { !$0.hasSuffix(".json") }))
-        let exported = try runAmused(["convert", weights, "--format", "safetensors", "--out", scratch.path + "/w.safetensors"])
+        let weights =
+            openMuse + "/transformer/"
+            + (try #require(
+                try FileManager.default
+                    .contentsOfDirectory(atPath: openMuse + "/transformer").sorted().first { !$0.hasSuffix(".json") }))
+        let exported = try runAmused([
+            "convert", weights, "--format", "safetensors", "--out", scratch.path + "/w.safetensors",
+        ])
         #expect(exported.status == 0 && exported.stderr.contains("is `amused export` now"), "\(exported.stderr)")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path + "/imported-old").sorted()
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: scratch.path + "/imported-old").sorted()
                 == FileManager.default.contentsOfDirectory(atPath: out).sorted())
 
         let folder = try Self.mismatchedTransformer(scratch)

@@ -1,7 +1,7 @@
 // `amused verify` from the command line: exit 0 on parity, 3 when parity fails, 1 on bad input; JSON output.
 
-import AmusedRead
 import AmusedCore
+import AmusedRead
 import AmusedTestSupport
 import CGemm
 import Foundation
@@ -25,13 +25,15 @@ struct VerifyCommandTests {
     }
 
     func expectPass(_ record: String, environment: [String: String] = [:]) throws {
-        let result = try runAmused(["verify", "--reference", FixturePaths.path("records/\(record)"), "--json"],
-                                   environment: environment)
+        let result = try runAmused(
+            ["verify", "--reference", FixturePaths.path("records/\(record)"), "--json"],
+            environment: environment)
         #expect(result.status == 0, "\(result.stderr)")
         let report = try StrictJSONParser(path: "stdout").parse(Array(result.stdout.utf8))
         #expect(report["pass"]?.boolValue == true)
         let cases = try #require(report["cases"]?.arrayValue)
-        #expect(cases.allSatisfy { $0["name"] != nil && $0["kind"] != nil && $0["metrics"] != nil && $0["pass"] != nil })
+        #expect(
+            cases.allSatisfy { $0["name"] != nil && $0["kind"] != nil && $0["metrics"] != nil && $0["pass"] != nil })
         // Every case runs, pipelines included, and they report per-step token agreement.
         #expect(cases.allSatisfy { $0["status"]?.stringValue == "pass" && $0["pass"]?.boolValue == true })
         for c in cases where ["text_to_image", "image_to_image", "inpaint"].contains(c["kind"]?.stringValue ?? "") {
@@ -56,8 +58,10 @@ struct VerifyCommandTests {
         }
         try SafetensorsWriter.write(tensors, metadata: [("format", "pt")], to: path)
         let junit = scratch.path + "/report.xml"
-        let result = try runAmused(["verify", model, "--reference", FixturePaths.path("records/tiny-256"),
-                                    "--junit", junit])
+        let result = try runAmused([
+            "verify", model, "--reference", FixturePaths.path("records/tiny-256"),
+            "--junit", junit,
+        ])
         #expect(result.status == 3)
         #expect(result.stdout.contains("FAIL"))
         #expect(result.stdout.contains("first tensor out of tolerance: transformer_b1/logits"))
@@ -72,22 +76,33 @@ struct VerifyCommandTests {
     @Test func junitReportOfAPassingRecord() throws {
         let scratch = try ScratchFolder()
         let junit = scratch.path + "/report.xml"
-        let result = try runAmused(["verify", "--reference", FixturePaths.path("records/tiny-512"), "--json",
-                                    "--junit", junit])
+        let result = try runAmused([
+            "verify", "--reference", FixturePaths.path("records/tiny-512"), "--json",
+            "--junit", junit,
+        ])
         #expect(result.status == 0, "\(result.stderr)")
         let report = try StrictJSONParser(path: "stdout").parse(Array(result.stdout.utf8))
         let cases = try #require(report["cases"]?.arrayValue)
         let xml = try String(contentsOfFile: junit, encoding: .utf8)
         #expect(JUnitSchema.problems(xml) == [])
-        #expect(xml.contains(#"<testsuite name="\#(FixturePaths.path("records/tiny-512"))" tests="\#(cases.count)" failures="0" errors="0" skipped="0""#))
+        #expect(
+            xml.contains(
+                #"<testsuite name="\#(FixturePaths.path("records/tiny-512"))" tests="\#(cases.count)" failures="0" errors="0" skipped="0""#
+            ))
         for c in cases {
-            #expect(xml.contains(#"<testcase name="\#(c["name"]!.stringValue!)" classname="amused.verify.\#(c["kind"]!.stringValue!)" time=""#))
+            #expect(
+                xml.contains(
+                    #"<testcase name="\#(c["name"]!.stringValue!)" classname="amused.verify.\#(c["kind"]!.stringValue!)" time=""#
+                ))
         }
         #expect(!xml.contains("<failure"))
         // The checker itself refuses what the schema refuses.
         #expect(!JUnitSchema.problems(xml.replacingOccurrences(of: "<testsuite name", with: "<testsuite nom")).isEmpty)
-        #expect(!JUnitSchema.problems(xml.replacingOccurrences(of: "<properties>", with: "<props>")
-            .replacingOccurrences(of: "</properties>", with: "</props>")).isEmpty)
+        #expect(
+            !JUnitSchema.problems(
+                xml.replacingOccurrences(of: "<properties>", with: "<props>")
+                    .replacingOccurrences(of: "</properties>", with: "</props>")
+            ).isEmpty)
         #expect(!JUnitSchema.problems(xml.replacingOccurrences(of: #"time=""#, with: #"time="1s"#)).isEmpty)
     }
 
@@ -104,18 +119,23 @@ struct VerifyCommandTests {
         root.set("cases", .array([first, .object(future)]))
         root.set("model", .string(source + "/model"))
         try scratch.write("record.json", Array(JSONValue.object(root).serialized.utf8))
-        try FileManager.default.createSymbolicLink(atPath: scratch.path + "/record.safetensors",
-                                                   withDestinationPath: source + "/record.safetensors")
+        try FileManager.default.createSymbolicLink(
+            atPath: scratch.path + "/record.safetensors",
+            withDestinationPath: source + "/record.safetensors")
         let strict = try runAmused(["verify", "--reference", scratch.path, "--junit", scratch.path + "/strict.xml"])
         #expect(strict.status == 3, "\(strict.stdout)\(strict.stderr)")
         #expect(strict.stdout.contains("1 passed, 0 failed, 1 skipped"), "\(strict.stdout)")
         // JUnit: a skip that fails the run is a failure there too; an allowed one is <skipped/>.
         let strictXML = try String(contentsOfFile: scratch.path + "/strict.xml", encoding: .utf8)
         #expect(JUnitSchema.problems(strictXML) == [] && strictXML.contains(#"<failure type="skipped""#))
-        let allowed = try runAmused(["verify", "--reference", scratch.path, "--allow-skip", "--json",
-                                     "--junit", scratch.path + "/allowed.xml"])
+        let allowed = try runAmused([
+            "verify", "--reference", scratch.path, "--allow-skip", "--json",
+            "--junit", scratch.path + "/allowed.xml",
+        ])
         let allowedXML = try String(contentsOfFile: scratch.path + "/allowed.xml", encoding: .utf8)
-        #expect(JUnitSchema.problems(allowedXML) == [] && allowedXML.contains("<skipped message=\"not run: unknown case kind"))
+        #expect(
+            JUnitSchema.problems(allowedXML) == []
+                && allowedXML.contains("<skipped message=\"not run: unknown case kind"))
         #expect(allowed.status == 0, "\(allowed.stdout)\(allowed.stderr)")
         let report = try StrictJSONParser(path: "stdout").parse(Array(allowed.stdout.utf8))
         #expect(report["skipped"]?.intValue == 1 && report["skips_allowed"]?.boolValue == true)
@@ -123,23 +143,28 @@ struct VerifyCommandTests {
 
     /// A record is a file strangers may write: a pipeline case with a negative height, an infinite strength or a
     /// billion steps is bad input (exit 1, naming the problem), where a negative height used to trap.
-    @Test(arguments: [("height", JSONValue.number("-32")), ("strength", .number("1e400")), ("steps", .number("1000000000"))])
+    @Test(arguments: [
+        ("height", JSONValue.number("-32")), ("strength", .number("1e400")), ("steps", .number("1000000000")),
+    ])
     func hostilePipelineCaseIsBadInput(_ key: String, _ value: JSONValue) throws {
         let scratch = try ScratchFolder()
         let source = FixturePaths.path("records/tiny-256")
         var root = try FixturePaths.json("records/tiny-256/record.json").objectValue!
-        var i2i = try #require(root["cases"]?.arrayValue?.first { $0["kind"]?.stringValue == "image_to_image" }?.objectValue)
+        var i2i = try #require(
+            root["cases"]?.arrayValue?.first { $0["kind"]?.stringValue == "image_to_image" }?.objectValue)
         i2i.set(key, value)
         if key == "height" { i2i.set("kind", .string("text_to_image")) }
         root.set("cases", .array([.object(i2i)]))
         root.set("model", .string(source + "/model"))
         try scratch.write("record.json", Array(JSONValue.object(root).serialized.utf8))
-        try FileManager.default.createSymbolicLink(atPath: scratch.path + "/record.safetensors",
-                                                   withDestinationPath: source + "/record.safetensors")
+        try FileManager.default.createSymbolicLink(
+            atPath: scratch.path + "/record.safetensors",
+            withDestinationPath: source + "/record.safetensors")
         let result = try runAmused(["verify", "--reference", scratch.path])
         #expect(result.status == 1, "\(key): \(result.stdout)\(result.stderr)")
-        #expect(result.stderr.contains("at most 256 images") || result.stderr.contains("strength within 0…1"),
-                "\(result.stderr)")
+        #expect(
+            result.stderr.contains("at most 256 images") || result.stderr.contains("strength within 0…1"),
+            "\(result.stderr)")
     }
 
     @Test func missingRecordIsBadInput() throws {
@@ -149,7 +174,9 @@ struct VerifyCommandTests {
     }
 
     @Test func unknownProfileIsBadInput() throws {
-        let result = try runAmused(["verify", "--reference", FixturePaths.path("records/tiny-256"), "--profile", "nope"])
+        let result = try runAmused([
+            "verify", "--reference", FixturePaths.path("records/tiny-256"), "--profile", "nope",
+        ])
         #expect(result.status == 1)
         #expect(result.stderr.contains("nope"))
     }

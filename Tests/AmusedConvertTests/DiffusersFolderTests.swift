@@ -4,9 +4,9 @@
 
 import AmusedBind
 import AmusedConvert
+import AmusedCore
 import AmusedModel
 import AmusedRead
-import AmusedCore
 import AmusedTestSupport
 import Foundation
 import Testing
@@ -22,10 +22,12 @@ struct DiffusersFolderTests {
         let out = scratch.path + "/imported"
         let report = try DiffusersExport.write(try Checkpoint(path: FixturePaths.path("openmuse/tiny-512")), to: out)
         #expect(report.layout == .openMuse && report.written == ["transformer": 122, "vqvae": 133, "text_encoder": 37])
-        for file in ["transformer/diffusion_pytorch_model.safetensors", "vqvae/diffusion_pytorch_model.safetensors",
-                     "text_encoder/model.safetensors", "text_encoder/config.json", "tokenizer/vocab.json",
-                     "tokenizer/merges.txt", "tokenizer/special_tokens_map.json", "tokenizer/tokenizer_config.json",
-                     "model_index.json", "scheduler/scheduler_config.json", "vqvae/config.json"] {
+        for file in [
+            "transformer/diffusion_pytorch_model.safetensors", "vqvae/diffusion_pytorch_model.safetensors",
+            "text_encoder/model.safetensors", "text_encoder/config.json", "tokenizer/vocab.json",
+            "tokenizer/merges.txt", "tokenizer/special_tokens_map.json", "tokenizer/tokenizer_config.json",
+            "model_index.json", "scheduler/scheduler_config.json", "vqvae/config.json",
+        ] {
             #expect(try Self.bytes(out + "/" + file) == Self.bytes(Self.diffusers + "/" + file), "\(file)")
         }
         // The transformer config equals diffusers' in every key but sample_size, which open-muse configs do not
@@ -43,10 +45,13 @@ struct DiffusersFolderTests {
     }
 
     /// A copy of the diffusers tiny-256 transformer folder with its tensors edited.
-    static func editedTransformer(_ scratch: ScratchFolder,
-                                  _ edit: ([(name: String, tensor: Tensor)]) throws -> [(name: String, tensor: Tensor)]) throws -> String {
+    static func editedTransformer(
+        _ scratch: ScratchFolder,
+        _ edit: ([(name: String, tensor: Tensor)]) throws -> [(name: String, tensor: Tensor)]
+    ) throws -> String {
         let folder = scratch.path + "/transformer"
-        try FileManager.default.copyItem(atPath: FixturePaths.path("records/tiny-256/model/transformer"), toPath: folder)
+        try FileManager.default.copyItem(
+            atPath: FixturePaths.path("records/tiny-256/model/transformer"), toPath: folder)
         let path = folder + "/diffusion_pytorch_model.safetensors"
         let file = try SafetensorsFile(path: path)
         let tensors = try edit(try file.names.map { ($0, try file.tensor(named: $0).contiguous()) })
@@ -58,7 +63,9 @@ struct DiffusersFolderTests {
     /// and recorded, and the rest is written unchanged.
     @Test func unmappedTensorIsAnErrorUnlessAllowed() throws {
         let scratch = try ScratchFolder()
-        let folder = try Self.editedTransformer(scratch) { $0 + [("transformer_layers.0.attn1.rotary.weight", try Tensor(floats: [1, 2], shape: [2]))] }
+        let folder = try Self.editedTransformer(scratch) {
+            $0 + [("transformer_layers.0.attn1.rotary.weight", try Tensor(floats: [1, 2], shape: [2]))]
+        }
         let out = scratch.path + "/out"
         #expect {
             try DiffusersExport.write(try Checkpoint(path: folder), to: out)
@@ -72,14 +79,19 @@ struct DiffusersFolderTests {
 
         let report = try DiffusersExport.write(try Checkpoint(path: folder), to: out, allowUnmapped: true)
         #expect(report.plans[0].unmapped == ["transformer_layers.0.attn1.rotary.weight"])
-        #expect(try Self.bytes(out + "/transformer/diffusion_pytorch_model.safetensors")
-                == Self.bytes(FixturePaths.path("records/tiny-256/model/transformer/diffusion_pytorch_model.safetensors")))
+        #expect(
+            try Self.bytes(out + "/transformer/diffusion_pytorch_model.safetensors")
+                == Self.bytes(
+                    FixturePaths.path("records/tiny-256/model/transformer/diffusion_pytorch_model.safetensors")))
         let json = try Checkpoint.readJSON(out + "/amused-import.json")
         #expect(json["allow_unmapped"]?.boolValue == true)
-        #expect(json["components"]?.arrayValue?.first?["unmapped_left_out"]?.arrayValue?.first?.stringValue
+        #expect(
+            json["components"]?.arrayValue?.first?["unmapped_left_out"]?.arrayValue?.first?.stringValue
                 == "transformer_layers.0.attn1.rotary.weight")
         // An existing output folder is never overwritten.
-        #expect(throws: ConvertError.self) { try DiffusersExport.write(try Checkpoint(path: folder), to: out, allowUnmapped: true) }
+        #expect(throws: ConvertError.self) {
+            try DiffusersExport.write(try Checkpoint(path: folder), to: out, allowUnmapped: true)
+        }
     }
 
     /// A missing parameter is an error naming the key unless allowed (and then recorded); a shape that does not fit
@@ -96,10 +108,14 @@ struct DiffusersFolderTests {
         #expect(report.plans[0].missing.map(\.key) == ["mlm_layer.conv2.weight"])
         let json = try Checkpoint.readJSON(out + "/amused-import.json")
         #expect(json["allow_missing"]?.boolValue == true)
-        #expect(json["components"]?.arrayValue?.first?["missing"]?.arrayValue?.first?.stringValue == "mlm_layer.conv2.weight")
+        #expect(
+            json["components"]?.arrayValue?.first?["missing"]?.arrayValue?.first?.stringValue
+                == "mlm_layer.conv2.weight")
         let other = try ScratchFolder()
         let misshapen = try Self.editedTransformer(other) { tensors in
-            try tensors.map { $0.name == "encoder_proj.weight" ? ($0.name, try Tensor(floats: [0, 0], shape: [1, 2])) : $0 }
+            try tensors.map {
+                $0.name == "encoder_proj.weight" ? ($0.name, try Tensor(floats: [0, 0], shape: [1, 2])) : $0
+            }
         }
         #expect { try CheckpointImport.check(try Checkpoint(path: misshapen)) } throws: { error in
             (error as? BindError)?.kind == .shape && (error as? BindError)?.key == "encoder_proj.weight"

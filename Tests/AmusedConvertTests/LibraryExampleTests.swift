@@ -19,7 +19,7 @@ import Testing
 func readmeExample(bundlePath: String, pngPath: String) throws {
     // README-EXAMPLE-BEGIN
     Kernels.configureAllocator()  // once, at start-up: large activations stay in the heap (glibc)
-    let bundle = try AmusedBundle(path: bundlePath)        // header, manifest and layout checked; the file is mapped
+    let bundle = try AmusedBundle(path: bundlePath)  // header, manifest and layout checked; the file is mapped
     let components = try AmusedComponents(bundle: bundle)  // every buffer's SHA-256 checked, weights bound strictly
     let pipeline = try AmusedPipeline(components: components)
     let side = pipeline.transformer.config.sampleSize * pipeline.vqvae.config.scaleFactor  // 256 for amused-256
@@ -51,13 +51,17 @@ struct LibraryExampleTests {
     @Test(arguments: [(1, "EXAMPLE"), (2, "CONVERT")])
     func theReadmeShowsThisCode(block index: Int, marker: String) throws {
         let readme = try String(contentsOfFile: FixturePaths.repo + "/README.md", encoding: .utf8)
-        let section = try #require(readme.components(separatedBy: "## Using the library").dropFirst().first?
-            .components(separatedBy: "\n## ").first)
-        let blocks = section.components(separatedBy: "```swift\n").dropFirst().map { $0.components(separatedBy: "```")[0] }
+        let section = try #require(
+            readme.components(separatedBy: "## Using the library").dropFirst().first?
+                .components(separatedBy: "\n## ").first)
+        let blocks = section.components(separatedBy: "```swift\n").dropFirst().map {
+            $0.components(separatedBy: "```")[0]
+        }
         let block = try #require(blocks.count >= index ? blocks[index - 1] : nil)
         let source = try String(contentsOfFile: #filePath, encoding: .utf8)
-        let example = try #require(source.components(separatedBy: "// README-\(marker)-BEGIN\n").dropFirst().first?
-            .components(separatedBy: "    // README-\(marker)-END").first)
+        let example = try #require(
+            source.components(separatedBy: "// README-\(marker)-BEGIN\n").dropFirst().first?
+                .components(separatedBy: "    // README-\(marker)-END").first)
         let readmeLines = block.split(separator: "\n", omittingEmptySubsequences: false)
             .filter { !$0.hasPrefix("import ") && !$0.isEmpty }
         let exampleLines = example.split(separator: "\n").map { $0.dropFirst(4) }
@@ -73,20 +77,26 @@ struct LibraryExampleTests {
         let fm = FileManager.default
         let record = scratch.path + "/record"
         try fm.createDirectory(atPath: record, withIntermediateDirectories: true)
-        try fm.copyItem(atPath: FixturePaths.path("records/tiny-256/record.safetensors"),
-                        toPath: record + "/record.safetensors")
+        try fm.copyItem(
+            atPath: FixturePaths.path("records/tiny-256/record.safetensors"),
+            toPath: record + "/record.safetensors")
         let original = try Checkpoint.readJSON(FixturePaths.path("records/tiny-256/record.json"))
         var json = try #require(original.objectValue)
         let components = ["text_encoder", "transformer", "vq_decode", "vq_encode"]
-        json.set("cases", .array(try #require(original["cases"]?.arrayValue).filter {
-            components.contains($0["kind"]?.stringValue ?? "")
-        }))
+        json.set(
+            "cases",
+            .array(
+                try #require(original["cases"]?.arrayValue).filter {
+                    components.contains($0["kind"]?.stringValue ?? "")
+                }))
         json.set("model", .string(FixturePaths.path("records/tiny-256/model")))
         try Data(JSONValue.object(json).serialized.utf8).write(to: URL(fileURLWithPath: record + "/record.json"))
 
         let good = scratch.path + "/tiny-256-int8.amused"
-        #expect(try readmeConversionExample(checkpointPath: FixturePaths.path("records/tiny-256/model"),
-                                            recordPath: record, bundlePath: good))
+        #expect(
+            try readmeConversionExample(
+                checkpointPath: FixturePaths.path("records/tiny-256/model"),
+                recordPath: record, bundlePath: good))
         let stored = try #require(try AmusedBundle(path: good).manifest["parity"])
         #expect(stored["pass"]?.boolValue == true)
         #expect(stored["model"]?.stringValue == "tiny-256-int8.amused")  // the name only: bundles are reproducible
@@ -111,8 +121,9 @@ struct LibraryExampleTests {
     @Test func theExampleDrawsWhatDiffusersDrew() throws {
         let scratch = try ScratchFolder()
         let bundlePath = scratch.path + "/tiny-256.amused", pngPath = scratch.path + "/cat.png"
-        try BundleConversion.convert(try Checkpoint(path: FixturePaths.path("records/tiny-256/model")), to: bundlePath,
-                                     options: ConversionOptions(policy: try QuantPolicy.preset("fp32")))
+        try BundleConversion.convert(
+            try Checkpoint(path: FixturePaths.path("records/tiny-256/model")), to: bundlePath,
+            options: ConversionOptions(policy: try QuantPolicy.preset("fp32")))
         try readmeExample(bundlePath: bundlePath, pngPath: pngPath)
 
         let record = try ReferenceRecord(path: FixturePaths.path("records/tiny-256"))

@@ -1,7 +1,7 @@
 // PNG decoding and Pillow-compatible resampling against what PIL produced (Fixtures/images, Tools/make_fixtures.py).
 
-import AmusedImage
 import AmusedCore
+import AmusedImage
 import AmusedRead
 import AmusedTestSupport
 import Foundation

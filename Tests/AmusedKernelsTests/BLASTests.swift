@@ -31,7 +31,8 @@ struct TransposeTests {
         var wrong = 0
         for b in 0..<batch {
             for r in 0..<rows {
-                for c in 0..<columns where y[b * rows * columns + c * rows + r] != x[b * rows * columns + r * columns + c] {
+                for c in 0..<columns
+                where y[b * rows * columns + c * rows + r] != x[b * rows * columns + r * columns + c] {
                     wrong += 1
                 }
             }

@@ -19,14 +19,14 @@ struct OwnGEMMTests {
 
     static let cases: [Case] = [
         Case(m: 1, n: 1, k: 1),
-        Case(m: 12, n: 32, k: 256, transB: true),                    // exactly one register tile, one panel
-        Case(m: 13, n: 33, k: 257, transB: true),                    // one past each edge
-        Case(m: 11, n: 31, k: 255, transA: true),                    // one short of each edge
-        Case(m: 193, n: 17, k: 70, transA: true, transB: true),      // two MC blocks
-        Case(m: 7, n: 515, k: 40, alpha: 2, beta: 0.5, pad: 3),      // two NC blocks, C accumulated
+        Case(m: 12, n: 32, k: 256, transB: true),  // exactly one register tile, one panel
+        Case(m: 13, n: 33, k: 257, transB: true),  // one past each edge
+        Case(m: 11, n: 31, k: 255, transA: true),  // one short of each edge
+        Case(m: 193, n: 17, k: 70, transA: true, transB: true),  // two MC blocks
+        Case(m: 7, n: 515, k: 40, alpha: 2, beta: 0.5, pad: 3),  // two NC blocks, C accumulated
         Case(m: 30, n: 100, k: 600, transB: true, alpha: 0.25, beta: 1, pad: 5),  // three KC blocks add up
         Case(m: 200, n: 520, k: 9, transA: true, beta: -1, pad: 1),
-        Case(m: 64, n: 64, k: 0, beta: 0.5),                         // empty sum: C = β·C
+        Case(m: 64, n: 64, k: 0, beta: 0.5),  // empty sum: C = β·C
     ]
 
     @Test(arguments: cases)
@@ -42,8 +42,9 @@ struct OwnGEMMTests {
         if t.beta == 0 {  // with β = 0, C must not be read: fill it with NaN
             c = [Float](repeating: .nan, count: c0.count)
         }
-        let status = amused_sgemm(t.transA ? 1 : 0, t.transB ? 1 : 0, t.m, t.n, t.k, t.alpha, a, lda, b, ldb, t.beta,
-                                  &c, ldc)
+        let status = amused_sgemm(
+            t.transA ? 1 : 0, t.transB ? 1 : 0, t.m, t.n, t.k, t.alpha, a, lda, b, ldb, t.beta,
+            &c, ldc)
         #expect(status == 0)
         var mismatches = 0
         for i in 0..<t.m {

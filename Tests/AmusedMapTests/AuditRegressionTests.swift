@@ -3,10 +3,10 @@
 // shape. Each must now be a typed error.
 
 import AmusedBind
+import AmusedCore
 import AmusedMap
 import AmusedModel
 import AmusedRead
-import AmusedCore
 import AmusedTestSupport
 import Testing
 
@@ -39,10 +39,14 @@ struct MapBindAuditRegressionTests {
     }
 
     @Test func vqConfigOutOfRange() throws {
-        for (text, key) in [("{\"layers_per_block\": -2}", "layers_per_block"),
-                            ("{\"block_out_channels\": [8, -16]}", "block_out_channels"),
-                            ("{\"block_out_channels\": [\(Array(repeating: "8", count: 70).joined(separator: ","))]}",
-                             "block_out_channels")] {
+        for (text, key) in [
+            ("{\"layers_per_block\": -2}", "layers_per_block"),
+            ("{\"block_out_channels\": [8, -16]}", "block_out_channels"),
+            (
+                "{\"block_out_channels\": [\(Array(repeating: "8", count: 70).joined(separator: ","))]}",
+                "block_out_channels"
+            ),
+        ] {
             let error = try #require(throws: BindError.self) { try VQModelConfig(json: try json(text), path: "c.json") }
             #expect(error.key == key)
         }
@@ -50,16 +54,22 @@ struct MapBindAuditRegressionTests {
 
     /// taming's `hidden_channels × channel_mult` was multiplied unchecked in the config reader itself.
     @Test func tamingChannelProductOverflows() throws {
-        for text in ["{\"hidden_channels\": 128, \"channel_mult\": [4611686018427387904]}",
-                     "{\"hidden_channels\": 2048, \"channel_mult\": [1, 1024]}"] {
-            let error = try #require(throws: BindError.self) { try VQModelConfig(taming: try json(text), path: "c.json") }
+        for text in [
+            "{\"hidden_channels\": 128, \"channel_mult\": [4611686018427387904]}",
+            "{\"hidden_channels\": 2048, \"channel_mult\": [1, 1024]}",
+        ] {
+            let error = try #require(throws: BindError.self) {
+                try VQModelConfig(taming: try json(text), path: "c.json")
+            }
             #expect(error.key == "channel_mult")
         }
     }
 
     func map(_ rules: String) throws -> NameMap {
-        try NameMap(json: try json("{\"format\": \"amused-name-map\", \"version\": 1, \"name\": \"t\", "
-                                   + "\"component\": \"transformer\", \"rules\": [\(rules)]}"), source: "t.json")
+        try NameMap(
+            json: try json(
+                "{\"format\": \"amused-name-map\", \"version\": 1, \"name\": \"t\", "
+                    + "\"component\": \"transformer\", \"rules\": [\(rules)]}"), source: "t.json")
     }
 
     /// `{i-k}` subtracted without a check: a map's `-9223372036854775808` overflowed.
@@ -74,7 +84,8 @@ struct MapBindAuditRegressionTests {
     @Test func duplicateSourceNames() throws {
         let t = try Tensor(floats: [1], shape: [1])
         let error = try #require(throws: MapError.self) {
-            try MappedSource(InMemoryTensors([("a.b", t), ("a.b", t)]), map: try map("{\"from\": \"{*}\", \"to\": \"{*}\"}"))
+            try MappedSource(
+                InMemoryTensors([("a.b", t), ("a.b", t)]), map: try map("{\"from\": \"{*}\", \"to\": \"{*}\"}"))
         }
         #expect(error.subject == "a.b")
     }
@@ -83,9 +94,11 @@ struct MapBindAuditRegressionTests {
     @Test func packedTensorsAreNotSplitOrConcatenated() throws {
         let f4 = try Tensor(dtype: .f4, shape: [2, 2], storage: Storage(zeroedByteCount: 2))
         let source = InMemoryTensors([("x.a", f4), ("x.b", f4), ("s", f4)])
-        let mapped = try MappedSource(source, map: try map(
-            "{\"op\": \"concat\", \"from\": [\"x.a\", \"x.b\"], \"to\": \"y\"}, "
-                + "{\"op\": \"split\", \"from\": \"s\", \"to\": [\"s1\", \"s2\"], \"axis\": 0}"))
+        let mapped = try MappedSource(
+            source,
+            map: try map(
+                "{\"op\": \"concat\", \"from\": [\"x.a\", \"x.b\"], \"to\": \"y\"}, "
+                    + "{\"op\": \"split\", \"from\": \"s\", \"to\": [\"s1\", \"s2\"], \"axis\": 0}"))
         for name in ["y", "s1"] {
             let error = try #require(throws: ReadError.self) { try mapped.tensor(named: name) }
             #expect(error.family == .unsupported && error.field == name)
@@ -94,16 +107,20 @@ struct MapBindAuditRegressionTests {
 
     /// `fused` ran its GEMM over the weight it was given: one of another shape than B · A was written past its end.
     @Test func loraFusedIntoAWeightOfAnotherShape() throws {
-        let lora = try LoRA(InMemoryTensors([
-            ("transformer.m.lora_A.weight", try Tensor(floats: [1, 2], shape: [1, 2])),
-            ("transformer.m.lora_B.weight", try Tensor(floats: [1, 2, 3], shape: [3, 1])),
-        ]))
+        let lora = try LoRA(
+            InMemoryTensors([
+                ("transformer.m.lora_A.weight", try Tensor(floats: [1, 2], shape: [1, 2])),
+                ("transformer.m.lora_B.weight", try Tensor(floats: [1, 2, 3], shape: [3, 1])),
+            ]))
         let pair = try #require(lora.pair("m.weight", component: "transformer"))
         let error = try #require(throws: BindError.self) {
             try lora.fused(try Tensor(floats: [0, 0, 0, 0], shape: [2, 2]), pair, component: "transformer", scale: 1)
         }
         #expect(error.kind == .lora)
-        #expect(try lora.fused(try Tensor(floats: [Float](repeating: 0, count: 6), shape: [3, 2]), pair,
-                               component: "transformer", scale: 1).floats() == [1, 2, 2, 4, 3, 6])
+        #expect(
+            try lora.fused(
+                try Tensor(floats: [Float](repeating: 0, count: 6), shape: [3, 2]), pair,
+                component: "transformer", scale: 1
+            ).floats() == [1, 2, 2, 4, 3, 6])
     }
 }

@@ -4,9 +4,9 @@
 
 import AmusedBind
 import AmusedConvert
+import AmusedCore
 import AmusedModel
 import AmusedRead
-import AmusedCore
 import AmusedTestSupport
 import AmusedVerify
 import Foundation
@@ -15,17 +15,22 @@ import Testing
 @Suite("single files, variants and forced layouts")
 struct SingleFileTests {
     static let model = FixturePaths.path("records/tiny-256/model")
-    static let parts = [("transformer", "transformer/diffusion_pytorch_model.safetensors"),
-                        ("vqvae", "vqvae/diffusion_pytorch_model.safetensors"),
-                        ("text_encoder", "text_encoder/model.safetensors")]
+    static let parts = [
+        ("transformer", "transformer/diffusion_pytorch_model.safetensors"),
+        ("vqvae", "vqvae/diffusion_pytorch_model.safetensors"),
+        ("text_encoder", "text_encoder/model.safetensors"),
+    ]
 
     /// Every tensor of the fixture's three component files under its component prefix, plus `extra`.
-    static func singleFile(_ scratch: ScratchFolder, vqPrefix: String = "vqvae", extra: [(String, Tensor)] = []) throws -> String {
+    static func singleFile(_ scratch: ScratchFolder, vqPrefix: String = "vqvae", extra: [(String, Tensor)] = []) throws
+        -> String
+    {
         var tensors: [(name: String, tensor: Tensor)] = []
         for (prefix, file) in parts {
             let source = try SafetensorsFile(path: model + "/" + file)
             for name in source.names {
-                tensors.append(((prefix == "vqvae" ? vqPrefix : prefix) + "." + name, try source.tensor(named: name).contiguous()))
+                tensors.append(
+                    ((prefix == "vqvae" ? vqPrefix : prefix) + "." + name, try source.tensor(named: name).contiguous()))
             }
         }
         tensors += extra.map { ($0.0, $0.1) }
@@ -42,10 +47,12 @@ struct SingleFileTests {
         let file = try Self.singleFile(scratch, vqPrefix: vqPrefix)
         let checkpoint = try Checkpoint(path: file, configs: Self.model)
         #expect(checkpoint.layout == .singleFile)
-        #expect(checkpoint.components.map(\.name) == ["transformer", "vqvae", "text_encoder", "tokenizer", "scheduler"])
+        #expect(
+            checkpoint.components.map(\.name) == ["transformer", "vqvae", "text_encoder", "tokenizer", "scheduler"])
         let record = try ReferenceRecord(path: FixturePaths.path("records/tiny-256"))
-        let verifier = try Verifier(record: record, modelPath: file, profile: try ToleranceProfile.load("fp32"),
-                                    configs: Self.model)
+        let verifier = try Verifier(
+            record: record, modelPath: file, profile: try ToleranceProfile.load("fp32"),
+            configs: Self.model)
         let components = ["text_encoder", "transformer", "vq_decode", "vq_encode"]
         for c in record.cases where vqPrefix == "vqvae" || components.contains(c.kind) {
             let result = try verifier.check(c)
@@ -60,7 +67,8 @@ struct SingleFileTests {
         let out = scratch.path + "/out"
         try DiffusersExport.write(try Checkpoint(path: file, configs: Self.model), to: out)
         for (_, path) in Self.parts {
-            #expect(try Data(contentsOf: URL(fileURLWithPath: out + "/" + path))
+            #expect(
+                try Data(contentsOf: URL(fileURLWithPath: out + "/" + path))
                     == Data(contentsOf: URL(fileURLWithPath: Self.model + "/" + path)), "\(path)")
         }
         #expect(FileManager.default.fileExists(atPath: out + "/tokenizer/vocab.json"))
@@ -87,7 +95,9 @@ struct SingleFileTests {
             (error as? ReadError)?.message.contains("--layout open-muse does not fit") == true
         }
         #expect(throws: ReadError.self) { _ = try Checkpoint(path: Self.model, layout: .singleFile) }
-        #expect(throws: ReadError.self) { _ = try Checkpoint(path: FixturePaths.path("openmuse/tiny-512"), layout: .pipeline) }
+        #expect(throws: ReadError.self) {
+            _ = try Checkpoint(path: FixturePaths.path("openmuse/tiny-512"), layout: .pipeline)
+        }
         #expect(try Checkpoint(path: FixturePaths.path("openmuse/tiny-512"), layout: .openMuse).layout == .openMuse)
         let scratch = try ScratchFolder()
         let file = try Self.singleFile(scratch)
@@ -108,8 +118,12 @@ struct SingleFileTests {
         let scratch = try ScratchFolder()
         try DiffusersExport.write(try Checkpoint(path: Self.model, variant: "fp16"), to: scratch.path + "/out")
         for (_, path) in Self.parts {
-            #expect(try Data(contentsOf: URL(fileURLWithPath: scratch.path + "/out/" + path))
-                    == Data(contentsOf: URL(fileURLWithPath: Self.model + "/" + path.replacingOccurrences(of: ".safetensors", with: ".fp16.safetensors"))), "\(path)")
+            #expect(
+                try Data(contentsOf: URL(fileURLWithPath: scratch.path + "/out/" + path))
+                    == Data(
+                        contentsOf: URL(
+                            fileURLWithPath: Self.model + "/"
+                                + path.replacingOccurrences(of: ".safetensors", with: ".fp16.safetensors"))), "\(path)")
         }
     }
 }

@@ -77,7 +77,9 @@ struct ParameterListTests {
             let ours = Dictionary(uniqueKeysWithValues: specs.map { ($0.key, $0.shape) })
             let theirs = Dictionary(uniqueKeysWithValues: expected.map { ($0.0, $0.1) })
             #expect(ours.count == specs.count, "\(name): duplicate keys")
-            #expect(Set(ours.keys) == Set(theirs.keys), "\(name): \(Set(ours.keys).symmetricDifference(theirs.keys).sorted().prefix(5))")
+            #expect(
+                Set(ours.keys) == Set(theirs.keys),
+                "\(name): \(Set(ours.keys).symmetricDifference(theirs.keys).sorted().prefix(5))")
             for (key, shape) in theirs { #expect(ours[key] == shape, "\(name): \(key)") }
         }
     }

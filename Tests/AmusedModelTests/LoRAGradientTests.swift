@@ -32,8 +32,10 @@ struct FinetuneRecord {
         let c = try #require(textEncoder).config
         var values: [String: (a: [Float], b: [Float])] = [:]
         for t in try LoRAAdapters.targets(c) {
-            values[t.module] = (try floats("\(prefix)/text/\(t.module).lora_A.weight"),
-                                try floats("\(prefix)/text/\(t.module).lora_B.weight"))
+            values[t.module] = (
+                try floats("\(prefix)/text/\(t.module).lora_A.weight"),
+                try floats("\(prefix)/text/\(t.module).lora_B.weight")
+            )
         }
         return try LoRAAdapters(textConfig: c, rank: rank, alpha: alpha, values: values)
     }
@@ -47,8 +49,10 @@ struct FinetuneRecord {
     func adapters(_ prefix: String) throws -> LoRAAdapters {
         var values: [String: (a: [Float], b: [Float])] = [:]
         for t in try LoRAAdapters.targets(config) {
-            values[t.module] = (try floats("\(prefix)/\(t.module).lora_A.weight"),
-                                try floats("\(prefix)/\(t.module).lora_B.weight"))
+            values[t.module] = (
+                try floats("\(prefix)/\(t.module).lora_A.weight"),
+                try floats("\(prefix)/\(t.module).lora_B.weight")
+            )
         }
         return try LoRAAdapters(config: config, rank: rank, alpha: alpha, values: values)
     }
@@ -56,10 +60,11 @@ struct FinetuneRecord {
     /// The batch of training step `step` (1-based).
     func batch(step: Int) throws -> MaskedTokenBatch {
         let ids = try source.tensor(named: "step\(step)/input_ids")
-        return MaskedTokenBatch(batch: ids.shape[0], height: ids.shape[1], width: ids.shape[2],
-                                inputIds: try ids.int64s(), labels: try source.tensor(named: "step\(step)/labels").int64s(),
-                                encoderHiddenStates: try floats("encoder_hidden_states"),
-                                pooledTextEmb: try floats("pooled_text_emb"), microConds: try floats("micro_conds"))
+        return MaskedTokenBatch(
+            batch: ids.shape[0], height: ids.shape[1], width: ids.shape[2],
+            inputIds: try ids.int64s(), labels: try source.tensor(named: "step\(step)/labels").int64s(),
+            encoderHiddenStates: try floats("encoder_hidden_states"),
+            pooledTextEmb: try floats("pooled_text_emb"), microConds: try floats("micro_conds"))
     }
 }
 
@@ -101,7 +106,9 @@ struct LoRAGradientTests {
             #expect(da <= 1e-4, "\(name) \(adapter.module).lora_A: \(da)")
             #expect(db <= 1e-4, "\(name) \(adapter.module).lora_B: \(db)")
         }
-        print("\(name): loss \(loss) (torch \(expectedLoss)); worst gradient error \(worst) over \(lora.adapters.count) adapters")
+        print(
+            "\(name): loss \(loss) (torch \(expectedLoss)); worst gradient error \(worst) over \(lora.adapters.count) adapters"
+        )
     }
 
     /// With the text encoder trained too (train_amused.py --train_text_encoder --text_encoder_use_lora): the loss,
@@ -116,11 +123,14 @@ struct LoRAGradientTests {
         let lora = try r.adapters("init"), textLoRA = try r.textAdapters("init")
         let ids = try r.source.tensor(named: "text_ids").int64s()
         let (loss, grads, textGrads) = try r.transformer.maskedTokenLoss(
-            try r.batch(step: 1), lora: lora, textEncoder: try #require(r.textEncoder), textIds: ids, textLoRA: textLoRA)
+            try r.batch(step: 1), lora: lora, textEncoder: try #require(r.textEncoder), textIds: ids, textLoRA: textLoRA
+        )
         let expectedLoss = try #require(r.meta["losses"]?.arrayValue?.first?.doubleValue)
         #expect(abs(Double(loss) - expectedLoss) <= 1e-5 * expectedLoss, "\(name): loss \(loss) vs \(expectedLoss)")
         var worst: Float = 0
-        for (set, adapters, g, prefix) in [("transformer", lora, grads, "grad/"), ("text encoder", textLoRA, textGrads, "grad/text/")] {
+        for (set, adapters, g, prefix) in [
+            ("transformer", lora, grads, "grad/"), ("text encoder", textLoRA, textGrads, "grad/text/"),
+        ] {
             for (i, adapter) in adapters.adapters.enumerated() {
                 let da = relativeError(g.a[i], try r.floats("\(prefix)\(adapter.module).lora_A.weight"))
                 let db = relativeError(g.b[i], try r.floats("\(prefix)\(adapter.module).lora_B.weight"))
@@ -128,8 +138,9 @@ struct LoRAGradientTests {
                 #expect(da <= 1e-4 && db <= 1e-4, "\(name) \(set) \(adapter.module): A \(da), B \(db)")
             }
         }
-        print("\(name) with the text encoder: worst gradient error \(worst) over \(lora.adapters.count) + "
-              + "\(textLoRA.adapters.count) adapters")
+        print(
+            "\(name) with the text encoder: worst gradient error \(worst) over \(lora.adapters.count) + "
+                + "\(textLoRA.adapters.count) adapters")
     }
 
     /// The same gate fails when the model is wrong: with one adapter's B perturbed by 1%, the gradients of other
@@ -171,8 +182,9 @@ struct LoRAGradientTests {
             }
             let h: Float = 1e-2
             let numeric = (try loss(h) - loss(-h)) / (2 * h)
-            #expect(abs(numeric - analytic) <= 0.02 * max(abs(analytic), 1e-2),
-                    "\(lora.adapters[i].module).\(part): numeric \(numeric), analytic \(analytic)")
+            #expect(
+                abs(numeric - analytic) <= 0.02 * max(abs(analytic), 1e-2),
+                "\(lora.adapters[i].module).\(part): numeric \(numeric), analytic \(analytic)")
         }
     }
 }

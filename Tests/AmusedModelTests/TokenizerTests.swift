@@ -27,6 +27,7 @@ struct TokenizerTests {
 
     @Test func photoOfACat() throws {
         let tokenizer = try #require(Self.tokenizer)
-        #expect(Array(tokenizer.encode("a photo of a cat").prefix(8)) == [49406, 320, 1125, 539, 320, 2368, 49407, 49407])
+        #expect(
+            Array(tokenizer.encode("a photo of a cat").prefix(8)) == [49406, 320, 1125, 539, 320, 2368, 49407, 49407])
     }
 }

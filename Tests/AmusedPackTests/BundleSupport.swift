@@ -1,18 +1,20 @@
 // Helpers for the bundle tests: converting the tiny fixtures, reading a bundle's manifest, and rebuilding a bundle
 // with deliberate damage (a blob's stored bytes replaced, the manifest edited) while keeping or breaking the layout.
 
+import AmusedCore
 import AmusedPack
 import AmusedQuantize
 import AmusedRead
-import AmusedCore
 import AmusedTestSupport
 import Crypto
 import Foundation
 
 /// Converts a tiny fixture model (default tiny-256) into `folder/name` with `preset` (int4 groups of 32, which the
 /// tiny widths divide).
-func makeBundle(_ preset: String, in folder: String, name: String? = nil, model: String = "records/tiny-256/model",
-                compression: Int32? = nil) throws -> String {
+func makeBundle(
+    _ preset: String, in folder: String, name: String? = nil, model: String = "records/tiny-256/model",
+    compression: Int32? = nil
+) throws -> String {
     let path = folder + "/" + (name ?? "\(preset).amused")
     var options = ConversionOptions(policy: try QuantPolicy.preset(preset).withInt4Group(32))
     options.compression = compression
@@ -52,8 +54,10 @@ struct BundleParts {
 
     /// Lays the parts out again (offsets and stored sizes rewritten to fit), applies `edit` to the manifest last,
     /// and writes a file with a correct header unless `header` changes it.
-    func write(to path: String, edit: (inout JSONObject) -> Void = { _ in },
-               header: (inout [UInt8]) -> Void = { _ in }, trailing: [UInt8] = []) throws {
+    func write(
+        to path: String, edit: (inout JSONObject) -> Void = { _ in },
+        header: (inout [UInt8]) -> Void = { _ in }, trailing: [UInt8] = []
+    ) throws {
         var data = [UInt8](repeating: 0, count: 64)
         var offsets: [Int] = []
         for b in blobs {
@@ -73,11 +77,14 @@ struct BundleParts {
         var components: [JSONValue] = []
         for c in m["components"]?.arrayValue ?? [] {
             var co = c.objectValue!
-            co.set("tensors", .array((c["tensors"]?.arrayValue ?? []).map { t in
-                var to = t.objectValue!
-                to.set("buffers", .array((t["buffers"]?.arrayValue ?? []).map(fix)))
-                return .object(to)
-            }))
+            co.set(
+                "tensors",
+                .array(
+                    (c["tensors"]?.arrayValue ?? []).map { t in
+                        var to = t.objectValue!
+                        to.set("buffers", .array((t["buffers"]?.arrayValue ?? []).map(fix)))
+                        return .object(to)
+                    }))
             components.append(.object(co))
         }
         m.set("components", .array(components))
@@ -87,7 +94,10 @@ struct BundleParts {
         let manifestBytes = Array(JSONValue.object(m).serialized.utf8)
         var h = Array("AMUSEDKB".utf8)
         func le<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { h += $0 } }
-        le(UInt32(1)); le(UInt32(0)); le(UInt64(data.count)); le(UInt64(manifestBytes.count))
+        le(UInt32(1))
+        le(UInt32(0))
+        le(UInt64(data.count))
+        le(UInt64(manifestBytes.count))
         h += Array(SHA256.hash(data: manifestBytes))
         header(&h)
         data.replaceSubrange(0..<64, with: h)
@@ -112,11 +122,14 @@ extension JSONObject {
         var components: [JSONValue] = []
         for c in self["components"]?.arrayValue ?? [] {
             var co = c.objectValue!
-            co.set("tensors", .array((c["tensors"]?.arrayValue ?? []).map { t in
-                guard t["key"]?.stringValue == key, var o = t.objectValue else { return t }
-                edit(&o)
-                return .object(o)
-            }))
+            co.set(
+                "tensors",
+                .array(
+                    (c["tensors"]?.arrayValue ?? []).map { t in
+                        guard t["key"]?.stringValue == key, var o = t.objectValue else { return t }
+                        edit(&o)
+                        return .object(o)
+                    }))
             components.append(.object(co))
         }
         set("components", .array(components))

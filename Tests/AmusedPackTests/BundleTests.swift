@@ -3,11 +3,11 @@
 // each precision's tolerance profile (the fp16 preset exactly as diffusers' fp16 variant files do).
 
 import AmusedBind
+import AmusedCore
 import AmusedModel
 import AmusedPack
 import AmusedQuantize
 import AmusedRead
-import AmusedCore
 import AmusedTestSupport
 import AmusedVerify
 import Foundation
@@ -15,8 +15,9 @@ import Testing
 
 @Suite("bundles", .serialized)
 struct BundleTests {
-    @Test("every preset's manifest follows Schemas/bundle-manifest.schema.json",
-          arguments: QuantPolicy.presets)
+    @Test(
+        "every preset's manifest follows Schemas/bundle-manifest.schema.json",
+        arguments: QuantPolicy.presets)
     func manifestFollowsTheSchema(_ preset: String) throws {
         let scratch = try ScratchFolder()
         let path = try makeBundle(preset, in: scratch.path)
@@ -49,17 +50,19 @@ struct BundleTests {
         // Decoded into memory on load (bounded by the declared sizes): the same weights, the same logits, bit for bit.
         let scratch = try ScratchFolder()
         let plain = try AmusedComponents(bundle: try AmusedBundle(path: try makeBundle("int4", in: scratch.path)))
-        let packed = try AmusedComponents(bundle: try AmusedBundle(
-            path: try makeBundle("int4", in: scratch.path, name: "z.amused", compression: 5)))
+        let packed = try AmusedComponents(
+            bundle: try AmusedBundle(
+                path: try makeBundle("int4", in: scratch.path, name: "z.amused", compression: 5)))
         let record = try ReferenceRecord(path: FixturePaths.path("records/tiny-256"))
         let c = try #require(record.cases.first { $0.kind == "transformer" })
         let ids = try record.tensor(c, "input_ids", rank: 3)
         func logits(_ m: AmusedComponents) throws -> [Float] {
             let t = try #require(m.transformer)
-            let cond = try t.conditioning(encoderHiddenStates: try record.tensor(c, "encoder_hidden_states", rank: 3).floats(),
-                                          pooledTextEmb: try record.tensor(c, "pooled_text_emb", rank: 2).floats(),
-                                          microConds: try record.tensor(c, "micro_conds", rank: 2).floats(),
-                                          batch: ids.shape[0])
+            let cond = try t.conditioning(
+                encoderHiddenStates: try record.tensor(c, "encoder_hidden_states", rank: 3).floats(),
+                pooledTextEmb: try record.tensor(c, "pooled_text_emb", rank: 2).floats(),
+                microConds: try record.tensor(c, "micro_conds", rank: 2).floats(),
+                batch: ids.shape[0])
             return try t(try ids.int64s(), height: ids.shape[1], width: ids.shape[2], conditioning: cond)
         }
         #expect(try logits(plain).map(\.bitPattern) == logits(packed).map(\.bitPattern))
@@ -87,13 +90,15 @@ struct BundleTests {
         let scratch = try ScratchFolder()
         let components = try AmusedComponents(bundle: try AmusedBundle(path: try makeBundle("fp16", in: scratch.path)))
         let record = try ReferenceRecord(path: FixturePaths.path("records/tiny-256-fp16"))
-        let report = try Verifier(record: record, components: components, profile: try ToleranceProfile.load("fp32")).run()
+        let report = try Verifier(record: record, components: components, profile: try ToleranceProfile.load("fp32"))
+            .run()
         #expect(report.pass, "\(report.text)")
         #expect(report.cases.allSatisfy { $0.status == .pass })
     }
 
-    @Test("component cases pass each precision's profile and fail the float32 one",
-          arguments: ["fp16", "bf16", "int8", "int4", "mixed"])
+    @Test(
+        "component cases pass each precision's profile and fail the float32 one",
+        arguments: ["fp16", "bf16", "int8", "int4", "mixed"])
     func componentCasesPassTheirProfile(_ preset: String) throws {
         let scratch = try ScratchFolder()
         let components = try AmusedComponents(bundle: try AmusedBundle(path: try makeBundle(preset, in: scratch.path)))
@@ -116,20 +121,23 @@ struct BundleTests {
         let components = try AmusedComponents(bundle: try AmusedBundle(path: try makeBundle(preset, in: scratch.path)))
         let record = try ReferenceRecord(path: FixturePaths.path("records/tiny-256"))
         let baseline = try AmusedComponents(path: record.modelPath)
-        let verifier = Verifier(record: record, components: components, baseline: baseline,
-                                profile: try ToleranceProfile.load(preset))
+        let verifier = Verifier(
+            record: record, components: components, baseline: baseline,
+            profile: try ToleranceProfile.load(preset))
         let c = try #require(record.cases.first { $0.name == "t2i_b2_nocfg" })
         let result = try verifier.check(c)
         let q = try #require(result.quantization)
         #expect(result.status == .pass, "\(result.note ?? "")")
-        #expect(q.klMeanPerStep.count == q.top1PerStep.count && q.top1PerStep.count == result.tokenAgreementPerStep?.count)
+        #expect(
+            q.klMeanPerStep.count == q.top1PerStep.count && q.top1PerStep.count == result.tokenAgreementPerStep?.count)
         // The profile's bounds (checked above through the status) and the ordering of precisions: float16 storage
         // moves the token distributions far less than int8.
         #expect(q.klMean > 0 && q.klMean < (preset == "fp16" ? 1e-3 : 0.2))
         #expect(q.top1 > 0.85 && q.top1 <= 1)
         // The float32 model against itself: zero divergence, identical tokens and images.
-        let same = Verifier(record: record, components: baseline, baseline: baseline,
-                            profile: try ToleranceProfile.load("int8"))
+        let same = Verifier(
+            record: record, components: baseline, baseline: baseline,
+            profile: try ToleranceProfile.load("int8"))
         let identical = try #require(try same.check(c).quantization)
         #expect(identical.klMean == 0 && identical.top1 == 1 && identical.finalTokenAgreement == 1)
         #expect(identical.psnr == .infinity)
@@ -143,7 +151,8 @@ struct BundleTests {
         var parts = try BundleParts(good)
         let objects = BundleParts.blobObjects(.object(parts.manifest))
         var swapped = 0
-        for (i, o) in objects.enumerated() where o["role"]?.stringValue == "scales" && o["dtype"]?.stringValue == "F32" {
+        for (i, o) in objects.enumerated() where o["role"]?.stringValue == "scales" && o["dtype"]?.stringValue == "F32"
+        {
             let n = parts.blobs[i].count / 4
             guard n > 1 else { continue }
             var rows = (0..<n).map { Array(parts.blobs[i][($0 * 4)..<($0 * 4 + 4)]) }
@@ -153,9 +162,11 @@ struct BundleTests {
         }
         #expect(swapped > 10)
         let bad = scratch.path + "/bad.amused"
-        let digests = parts.blobs.map { blob in blob.withUnsafeBytes { raw in
-            SHA256Hex.of(raw)
-        } }
+        let digests = parts.blobs.map { blob in
+            blob.withUnsafeBytes { raw in
+                SHA256Hex.of(raw)
+            }
+        }
         try parts.write(to: bad) { m in
             var k = 0
             func fix(_ j: JSONValue) -> JSONValue {
@@ -167,11 +178,14 @@ struct BundleTests {
             var components: [JSONValue] = []
             for c in m["components"]!.arrayValue! {
                 var co = c.objectValue!
-                co.set("tensors", .array(c["tensors"]!.arrayValue!.map { t in
-                    var to = t.objectValue!
-                    to.set("buffers", .array(t["buffers"]!.arrayValue!.map(fix)))
-                    return .object(to)
-                }))
+                co.set(
+                    "tensors",
+                    .array(
+                        c["tensors"]!.arrayValue!.map { t in
+                            var to = t.objectValue!
+                            to.set("buffers", .array(t["buffers"]!.arrayValue!.map(fix)))
+                            return .object(to)
+                        }))
                 components.append(.object(co))
             }
             m.set("components", .array(components))
@@ -192,15 +206,17 @@ struct BundleTests {
         let loraPath = FixturePaths.path("lora/tiny-256/pytorch_lora_weights.safetensors")
         options.lora = LoRAFusion(try LoRA(path: loraPath), scale: 0.5)
         let path = scratch.path + "/lora.amused"
-        try BundleConversion.convert(try Checkpoint(path: FixturePaths.path("records/tiny-256/model")), to: path,
-                                     options: options)
+        try BundleConversion.convert(
+            try Checkpoint(path: FixturePaths.path("records/tiny-256/model")), to: path,
+            options: options)
         let bundle = try AmusedBundle(path: path)
         #expect(try SchemaValidator().errors(bundle.manifest, schema: "bundle-manifest.schema.json") == [])
         #expect(bundle.manifest["lora"]?["file"]?.stringValue == "pytorch_lora_weights.safetensors")
         #expect(bundle.manifest["lora"]?["scale"]?.doubleValue == 0.5)
         let record = try ReferenceRecord(path: FixturePaths.path("lora/tiny-256/scale-0.5"))
-        let verifier = Verifier(record: record, components: try AmusedComponents(bundle: bundle),
-                                profile: try ToleranceProfile.load("fp32"))
+        let verifier = Verifier(
+            record: record, components: try AmusedComponents(bundle: bundle),
+            profile: try ToleranceProfile.load("fp32"))
         let components = record.cases.filter { ["text_encoder", "transformer"].contains($0.kind) }
         #expect(!components.isEmpty)
         for c in components { #expect(try verifier.check(c).status == .pass, "\(c.name)") }
@@ -211,8 +227,9 @@ struct BundleTests {
         // the record diffusers made with that schedule passes from the bundle (identical tokens at every step).
         let scratch = try ScratchFolder()
         let path = scratch.path + "/variant.amused"
-        try BundleConversion.convert(try Checkpoint(path: FixturePaths.path("records/tiny-variant/model")), to: path,
-                                     options: ConversionOptions(policy: try QuantPolicy.preset("fp32")))
+        try BundleConversion.convert(
+            try Checkpoint(path: FixturePaths.path("records/tiny-variant/model")), to: path,
+            options: ConversionOptions(policy: try QuantPolicy.preset("fp32")))
         let components = try AmusedComponents(bundle: try AmusedBundle(path: path))
         #expect(components.maskingSchedule == .linear)
         let record = try ReferenceRecord(path: FixturePaths.path("records/tiny-variant"))
@@ -231,30 +248,39 @@ struct BundleTests {
         let scratch = try ScratchFolder()
         let model = scratch.path + "/model"
         try FileManager.default.copyItem(atPath: FixturePaths.path("records/tiny-256/model"), toPath: model)
-        let (_, plan) = try BundleConversion.plan(try Checkpoint(path: model),
-                                                  options: ConversionOptions(policy: try QuantPolicy.preset("int8")))
+        let (_, plan) = try BundleConversion.plan(
+            try Checkpoint(path: model),
+            options: ConversionOptions(policy: try QuantPolicy.preset("int8")))
         let victim = try #require(plan.tensors.last { $0.scheme == .int8 })
-        let index = try #require(plan.tensors.firstIndex { $0.spec.key == victim.spec.key && $0.component == victim.component })
+        let index = try #require(
+            plan.tensors.firstIndex { $0.spec.key == victim.spec.key && $0.component == victim.component })
         #expect(index > plan.tensors.count * 3 / 4)
         // Poke a NaN into the first value of that tensor in its safetensors file.
-        let file = model + "/" + victim.component + "/" + (victim.component == "text_encoder" ? "model.safetensors"
-                                                             : "diffusion_pytorch_model.safetensors")
+        let file =
+            model + "/" + victim.component + "/"
+            + (victim.component == "text_encoder"
+                ? "model.safetensors"
+                : "diffusion_pytorch_model.safetensors")
         var bytes = try fileBytes(file)
         let headerLength = Int(bytes[0..<8].withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
         let header = try StrictJSONParser(path: file).parse(bytes[8..<(8 + headerLength)])
         let begin = try #require(header[victim.spec.key]?["data_offsets"]?.arrayValue?.first?.intValue)
-        withUnsafeBytes(of: Float.nan.bitPattern.littleEndian) { bytes.replaceSubrange((8 + headerLength + begin)..<(8 + headerLength + begin + 4), with: $0) }
+        withUnsafeBytes(of: Float.nan.bitPattern.littleEndian) {
+            bytes.replaceSubrange((8 + headerLength + begin)..<(8 + headerLength + begin + 4), with: $0)
+        }
         try Data(bytes).write(to: URL(fileURLWithPath: file))
 
         let out = scratch.path + "/out.amused"
         try Data("old bundle".utf8).write(to: URL(fileURLWithPath: out))
         #expect(throws: BundleError.self) {
-            try BundleConversion.convert(try Checkpoint(path: model), to: out,
-                                         options: ConversionOptions(policy: try QuantPolicy.preset("int8")))
+            try BundleConversion.convert(
+                try Checkpoint(path: model), to: out,
+                options: ConversionOptions(policy: try QuantPolicy.preset("int8")))
         }
         do {
-            try BundleConversion.convert(try Checkpoint(path: model), to: out,
-                                         options: ConversionOptions(policy: try QuantPolicy.preset("int8")))
+            try BundleConversion.convert(
+                try Checkpoint(path: model), to: out,
+                options: ConversionOptions(policy: try QuantPolicy.preset("int8")))
         } catch let e as BundleError {
             #expect(e.field == "\(victim.component)/\(victim.spec.key)")
             #expect(e.message.contains("nan"))
@@ -264,13 +290,17 @@ struct BundleTests {
     }
 
     @Test func aPolicyMustMatchEveryTensor() throws {
-        let json = try StrictJSONParser(path: "p").parse(Array("""
-            {"format": "amused-quant-policy", "version": 1, "name": "partial",
-             "rules": [{"use": ["linear"], "scheme": "int8", "reason": "linears only"}]}
-            """.utf8))
+        let json = try StrictJSONParser(path: "p").parse(
+            Array(
+                """
+                {"format": "amused-quant-policy", "version": 1, "name": "partial",
+                 "rules": [{"use": ["linear"], "scheme": "int8", "reason": "linears only"}]}
+                """.utf8))
         let policy = try QuantPolicy(json: json, path: "partial.json")
         let checkpoint = try Checkpoint(path: FixturePaths.path("records/tiny-256/model"))
-        #expect(throws: QuantizeError.self) { try BundleConversion.plan(checkpoint, options: ConversionOptions(policy: policy)) }
+        #expect(throws: QuantizeError.self) {
+            try BundleConversion.plan(checkpoint, options: ConversionOptions(policy: policy))
+        }
         do {
             _ = try BundleConversion.plan(checkpoint, options: ConversionOptions(policy: policy))
         } catch let e as QuantizeError {
@@ -284,10 +314,12 @@ struct BundleTests {
             try QuantPolicy(json: try StrictJSONParser(path: "p").parse(Array(text.utf8)), path: "p.json")
         }
         let head = #"{"format": "amused-quant-policy", "version": 1, "name": "x", "rules": ["#
-        for (rule, field) in [(#"{"scheme": "int3", "reason": "r"}"#, "rules[0].scheme"),
-                              (#"{"scheme": "int8"}"#, "rules[0].reason"),
-                              (#"{"scheme": "int8", "reason": "r", "colour": 1}"#, "rules[0].colour"),
-                              (#"{"use": ["bias"], "scheme": "int8", "reason": "r"}"#, "rules[0].use")] {
+        for (rule, field) in [
+            (#"{"scheme": "int3", "reason": "r"}"#, "rules[0].scheme"),
+            (#"{"scheme": "int8"}"#, "rules[0].reason"),
+            (#"{"scheme": "int8", "reason": "r", "colour": 1}"#, "rules[0].colour"),
+            (#"{"use": ["bias"], "scheme": "int8", "reason": "r"}"#, "rules[0].use"),
+        ] {
             #expect(throws: QuantizeError.self) { _ = try load(head + rule + "]}") }
             do { _ = try load(head + rule + "]}") } catch let e as QuantizeError { #expect(e.field == field) }
         }
@@ -296,7 +328,8 @@ struct BundleTests {
     @Test func int4FallsBackWhereGroupsDoNotFitAndSaysWhy() throws {
         // Groups of 64 do not divide the tiny model's 32-wide rows: the plan takes the rule's int8 fallback.
         let checkpoint = try Checkpoint(path: FixturePaths.path("records/tiny-256/model"))
-        let (_, plan) = try BundleConversion.plan(checkpoint, options: ConversionOptions(policy: try QuantPolicy.preset("int4")))
+        let (_, plan) = try BundleConversion.plan(
+            checkpoint, options: ConversionOptions(policy: try QuantPolicy.preset("int4")))
         let fallen = plan.tensors.filter { $0.reason.contains("int4g64 → int8") }
         #expect(!fallen.isEmpty)
         #expect(fallen.allSatisfy { $0.scheme == .int8 && $0.spec.use == .linear })

@@ -18,13 +18,16 @@ struct HostileBundleTests {
         scratch = try ScratchFolder()
         // The VQ-GAN alone keeps these bundles small enough to damage byte by byte.
         plain = try makeBundle("int8", in: scratch.path, name: "vq.amused", model: "records/tiny-256/model/vqvae")
-        packed = try makeBundle("int8", in: scratch.path, name: "vqz.amused", model: "records/tiny-256/model/vqvae",
-                                compression: 5)
+        packed = try makeBundle(
+            "int8", in: scratch.path, name: "vqz.amused", model: "records/tiny-256/model/vqvae",
+            compression: 5)
     }
 
-    func damaged(_ source: String, _ name: String, blobs: (inout [[UInt8]]) -> Void = { _ in },
-                 edit: (inout JSONObject) -> Void = { _ in }, header: (inout [UInt8]) -> Void = { _ in },
-                 trailing: [UInt8] = []) throws -> String {
+    func damaged(
+        _ source: String, _ name: String, blobs: (inout [[UInt8]]) -> Void = { _ in },
+        edit: (inout JSONObject) -> Void = { _ in }, header: (inout [UInt8]) -> Void = { _ in },
+        trailing: [UInt8] = []
+    ) throws -> String {
         var parts = try BundleParts(source)
         blobs(&parts.blobs)
         let path = scratch.path + "/" + name
@@ -74,19 +77,23 @@ struct HostileBundleTests {
     @Test("BD-02: a 10 TB buffer claim is refused before anything is allocated")
     func hugeClaim() throws {
         let key = try int8Key(plain)
-        let path = try damaged(plain, "huge.amused", edit: { m in
-            m.editBuffer(key, 0) { b in
-                b.set("bytes", .number("10000000000000"))
-                b.set("stored_bytes", .number("10000000000000"))
-            }
-        })
+        let path = try damaged(
+            plain, "huge.amused",
+            edit: { m in
+                m.editBuffer(key, 0) { b in
+                    b.set("bytes", .number("10000000000000"))
+                    b.set("stored_bytes", .number("10000000000000"))
+                }
+            })
         let e = try #require(bundleError(path))
         #expect(e.family == .limitExceeded)
         #expect(e.field?.contains(key) == true)
         // A manifest length beyond the cap is refused from the header alone.
-        let long = try damaged(plain, "long.amused", header: { h in
-            h.replaceSubrange(24..<32, with: withUnsafeBytes(of: UInt64(1) << 40, Array.init))
-        })
+        let long = try damaged(
+            plain, "long.amused",
+            header: { h in
+                h.replaceSubrange(24..<32, with: withUnsafeBytes(of: UInt64(1) << 40, Array.init))
+            })
         #expect(bundleError(long)?.family == .limitExceeded)
     }
 
@@ -94,9 +101,13 @@ struct HostileBundleTests {
     /// [1, 2^32, 2^32] overflowed before any size check.
     @Test func shapeOverflowIsRefusedByName() throws {
         let key = try int8Key(plain)
-        let path = try damaged(plain, "shape.amused", edit: { m in
-            m.editTensor(key) { t in t.set("shape", .array(["1", "4294967296", "4294967296"].map(JSONValue.number))) }
-        })
+        let path = try damaged(
+            plain, "shape.amused",
+            edit: { m in
+                m.editTensor(key) { t in
+                    t.set("shape", .array(["1", "4294967296", "4294967296"].map(JSONValue.number)))
+                }
+            })
         let e = try #require(bundleError(path))
         #expect(e.family == .arithmeticOverflow, "\(e)")
         #expect(e.field?.contains(key) == true)
@@ -110,9 +121,11 @@ struct HostileBundleTests {
         ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, contentSize ? 1 : 0)
         ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1)
         var out = [UInt8](repeating: 0, count: ZSTD_compressBound(bytes.count))
-        let n = out.withUnsafeMutableBytes { o in bytes.withUnsafeBytes { i in
-            ZSTD_compress2(cctx, o.baseAddress, o.count, i.baseAddress, i.count)
-        } }
+        let n = out.withUnsafeMutableBytes { o in
+            bytes.withUnsafeBytes { i in
+                ZSTD_compress2(cctx, o.baseAddress, o.count, i.baseAddress, i.count)
+            }
+        }
         return Array(out[..<n])
     }
 
@@ -120,7 +133,8 @@ struct HostileBundleTests {
     func firstCompressed() throws -> (index: Int, owner: String, decoded: [UInt8]) {
         let bundle = try AmusedBundle(path: packed)
         let objects = BundleParts.blobObjects(bundle.manifest)
-        let i = try #require(objects.firstIndex { $0["encoding"]?.stringValue == "zstd" && ($0["bytes"]?.intValue ?? 0) > 16 })
+        let i = try #require(
+            objects.firstIndex { $0["encoding"]?.stringValue == "zstd" && ($0["bytes"]?.intValue ?? 0) > 16 })
         let blob = bundle.components.flatMap { $0.tensors.flatMap { $0.buffers.map(\.blob) } }[i]
         let decoded = try bundle.withBytesForTests(blob)
         return (i, blob.owner, decoded)
@@ -152,8 +166,10 @@ struct HostileBundleTests {
         let (i, _, decoded) = try firstCompressed()
         let good = frame(decoded, contentSize: true)
         let skippable: [UInt8] = [0x50, 0x2A, 0x4D, 0x18, 4, 0, 0, 0, 1, 2, 3, 4]
-        for (name, extra) in [("junk", [UInt8](repeating: 7, count: 5)), ("second", frame([1, 2, 3], contentSize: true)),
-                              ("skip", skippable)] {
+        for (name, extra) in [
+            ("junk", [UInt8](repeating: 7, count: 5)), ("second", frame([1, 2, 3], contentSize: true)),
+            ("skip", skippable),
+        ] {
             let path = try damaged(packed, "\(name).amused", blobs: { $0[i] = good + extra })
             #expect(bundleError(path)?.family == .inconsistent, "\(name)")
         }
@@ -170,8 +186,12 @@ struct HostileBundleTests {
         let key = try int8Key(plain)
         let bundle = try AmusedBundle(path: plain)
         let objects = BundleParts.blobObjects(bundle.manifest)
-        let i = try #require(objects.firstIndex { $0["offset"]?.intValue == bundle.components.flatMap(\.tensors)
-            .first { $0.key == key }!.buffers[0].blob.offset })
+        let i = try #require(
+            objects.firstIndex {
+                $0["offset"]?.intValue
+                    == bundle.components.flatMap(\.tensors)
+                    .first { $0.key == key }!.buffers[0].blob.offset
+            })
         let flipped = try damaged(plain, "sha.amused", blobs: { $0[i][0] ^= 0x01 })
         let e = try #require(bundleError(flipped))
         #expect(e.family == .integrity && e.field == "vqvae/\(key) data")
@@ -181,18 +201,24 @@ struct HostileBundleTests {
         #expect(e2.family == .integrity && e2.field == owner)
     }
 
-    @Test("BD-08: file names with paths are forbidden", arguments: ["../../etc/passwd", "/etc/passwd",
-                                                                    "tokenizer/../x.json", "tokenizer\\vocab.json"])
+    @Test(
+        "BD-08: file names with paths are forbidden",
+        arguments: [
+            "../../etc/passwd", "/etc/passwd",
+            "tokenizer/../x.json", "tokenizer\\vocab.json",
+        ])
     func fileNames(_ name: String) throws {
         let parts = try BundleParts(try makeBundle("int8", in: scratch.path, name: "withfiles.amused"))
         let path = scratch.path + "/names.amused"
-        try parts.write(to: path, edit: { m in
-            var files = m["files"]!.arrayValue!
-            var f = files[0].objectValue!
-            f.set("name", .string(name))
-            files[0] = .object(f)
-            m.set("files", .array(files))
-        })
+        try parts.write(
+            to: path,
+            edit: { m in
+                var files = m["files"]!.arrayValue!
+                var f = files[0].objectValue!
+                f.set("name", .string(name))
+                files[0] = .object(f)
+                m.set("files", .array(files))
+            })
         let e = try #require(bundleError(path, verify: false))
         #expect(e.family == .forbidden)
     }
@@ -202,10 +228,16 @@ struct HostileBundleTests {
         let key = try int8Key(plain)
         let cases: [(String, (inout JSONObject) -> Void)] = [
             ("dtype", { m in m.editBuffer(key, 0) { $0.set("dtype", .string("F32")) } }),
-            ("bytes", { m in m.editBuffer(key, 0) { b in b.set("bytes", .number(String(b["bytes"]!.intValue! + 1))) } }),
+            (
+                "bytes",
+                { m in m.editBuffer(key, 0) { b in b.set("bytes", .number(String(b["bytes"]!.intValue! + 1))) } }
+            ),
             ("shape", { m in m.editTensor(key) { t in t.set("shape", .array([.number("3"), .number("5")])) } }),
             ("scheme", { m in m.editTensor(key) { t in t.set("scheme", .string("int4g32")) } }),
-            ("offset", { m in m.editBuffer(key, 0) { b in b.set("offset", .number(String(b["offset"]!.intValue! + 64))) } }),
+            (
+                "offset",
+                { m in m.editBuffer(key, 0) { b in b.set("offset", .number(String(b["offset"]!.intValue! + 64))) } }
+            ),
         ]
         for (name, edit) in cases {
             let path = try damaged(plain, "bd10-\(name).amused", edit: edit)
@@ -222,10 +254,14 @@ struct HostileBundleTests {
         // manifest byte plus its first and last 64 (one SHA-256 in the header covers all of it alike).
         let original = try fileBytes(plain)
         let bundle = try AmusedBundle(path: plain)
-        let blobs = BundleParts.blobObjects(bundle.manifest).map { ($0["offset"]!.intValue!, $0["stored_bytes"]!.intValue!) }
+        let blobs = BundleParts.blobObjects(bundle.manifest).map {
+            ($0["offset"]!.intValue!, $0["stored_bytes"]!.intValue!)
+        }
         let manifestStart = original.count - bundle.manifestBytes
-        var positions = Array(0..<64) + Array(stride(from: manifestStart, to: original.count, by: 7))
-            + Array(manifestStart..<min(original.count, manifestStart + 64)) + Array(max(manifestStart, original.count - 64)..<original.count)
+        var positions =
+            Array(0..<64) + Array(stride(from: manifestStart, to: original.count, by: 7))
+            + Array(manifestStart..<min(original.count, manifestStart + 64))
+            + Array(max(manifestStart, original.count - 64)..<original.count)
         var cursor = 64
         for (o, n) in blobs {
             if o > cursor { positions += [cursor, o - 1] }  // each run of padding: its first and last byte
@@ -244,7 +280,8 @@ struct HostileBundleTests {
                 continue
             }
             let field = e.field ?? ""
-            #expect(field == "header" || field == "manifest" || field.hasPrefix("vqvae/") || field.hasPrefix("file ")
+            #expect(
+                field == "header" || field == "manifest" || field.hasPrefix("vqvae/") || field.hasPrefix("file ")
                     || field.hasPrefix("manifest."), "byte \(p): \(e)")
             if p >= 64 && p < manifestStart { #expect(e.family == .integrity, "byte \(p): \(e)") }
             failures += 1

@@ -2,9 +2,9 @@
 // float16/bfloat16 from torch's .half()/.bfloat16(), int4 groups from numpy by the documented formula. Codes and
 // scales must be identical bytes; dequantized values identical floats.
 
+import AmusedCore
 import AmusedQuantize
 import AmusedRead
-import AmusedCore
 import AmusedTestSupport
 import Testing
 
@@ -19,7 +19,9 @@ struct QuantizationTests {
     func quantize(_ name: String, _ scheme: QuantScheme) throws -> (QuantizedTensor, QuantizationStats) {
         let input = try file.tensor(named: name)
         let values = try input.floats()
-        return try values.withUnsafeBufferPointer { try QuantizedTensor.quantize($0, shape: input.shape, scheme: scheme) }
+        return try values.withUnsafeBufferPointer {
+            try QuantizedTensor.quantize($0, shape: input.shape, scheme: scheme)
+        }
     }
 
     @Test("int8 codes and scales equal torch.quantize_per_channel", arguments: ["linear", "conv", "embedding"])
@@ -30,7 +32,8 @@ struct QuantizationTests {
         // Dequantization is q · s in float32: exactly the reference's product.
         #expect(try q.dequantized().floats() == file.tensor(named: name + ".int8_dequant").floats())
         // The reported error is measured on those values (max |dequantized − original|).
-        let original = try file.tensor(named: name).floats(), back = try file.tensor(named: name + ".int8_dequant").floats()
+        let original = try file.tensor(named: name).floats(),
+            back = try file.tensor(named: name + ".int8_dequant").floats()
         let expected = zip(original, back).map { Double(abs($0 - $1)) }.max() ?? 0
         #expect(abs(error.maxAbs - expected) <= 1e-12)
     }

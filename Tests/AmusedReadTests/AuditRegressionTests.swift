@@ -1,7 +1,7 @@
 // Inputs that trapped before the size audit in the read stage's writers and helpers; each must now be a typed error.
 
-import AmusedRead
 import AmusedCore
+import AmusedRead
 import Testing
 
 @Suite("audit regressions (read)")

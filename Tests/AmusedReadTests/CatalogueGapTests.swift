@@ -1,8 +1,8 @@
 // The catalogue cases (docs/hostile-inputs.md) that had no test, or only part of one: each built here byte by byte
 // (HDF5 through libhdf5) and refused with the stated family, or — where the catalogue says so — accepted as inert.
 
-import AmusedRead
 import AmusedCore
+import AmusedRead
 import AmusedTestSupport
 import CHDF5
 import Foundation
@@ -12,14 +12,18 @@ import Testing
 /// end record whose fields are the ZIP64 sentinels; `recordOffset` overrides where the locator points.
 func zip64(_ zip: [UInt8], entries: UInt64, recordOffset: UInt64? = nil) -> [UInt8] {
     let eocd = zip.count - 22
-    func u32(_ o: Int) -> UInt64 { UInt64(zip[o]) | UInt64(zip[o + 1]) << 8 | UInt64(zip[o + 2]) << 16 | UInt64(zip[o + 3]) << 24 }
+    func u32(_ o: Int) -> UInt64 {
+        UInt64(zip[o]) | UInt64(zip[o + 1]) << 8 | UInt64(zip[o + 2]) << 16 | UInt64(zip[o + 3]) << 24
+    }
     let cdSize = u32(eocd + 12), cdOffset = u32(eocd + 16)
     var out = Array(zip[..<eocd])
     let record = UInt64(out.count)
-    out += le32(0x0606_4B50) + le64(44) + le16(45) + le16(45) + le32(0) + le32(0) + le64(entries) + le64(entries)
+    out +=
+        le32(0x0606_4B50) + le64(44) + le16(45) + le16(45) + le32(0) + le32(0) + le64(entries) + le64(entries)
         + le64(cdSize) + le64(cdOffset)
     out += le32(0x0706_4B50) + le32(0) + le64(recordOffset ?? record) + le32(1)
-    out += le32(0x0605_4B50) + le16(0) + le16(0) + le16(0xFFFF) + le16(0xFFFF) + le32(0xFFFF_FFFF) + le32(0xFFFF_FFFF)
+    out +=
+        le32(0x0605_4B50) + le16(0) + le16(0) + le16(0xFFFF) + le16(0xFFFF) + le32(0xFFFF_FFFF) + le32(0xFFFF_FFFF)
         + le16(0)
     return out
 }
@@ -38,36 +42,60 @@ let catalogueGapCases: [FormatCase] = {
         c.append(FormatCase(id: id, file: file, bytes: bytes, family: family))
     }
     let good = P.stateDict(P.tensor())
-    let members = [Member(name: "archive/data.pkl", data: good),
-                   Member(name: "archive/data/0", data: [UInt8](repeating: 0, count: 16))]
+    let members = [
+        Member(name: "archive/data.pkl", data: good),
+        Member(name: "archive/data/0", data: [UInt8](repeating: 0, count: 16)),
+    ]
     // PT-01: containers that are not zip archives.
     add("PT-01 7z", "a.pt", [0x37, 0x7A, 0xBC, 0xAF, 0x27, 0x1C] + [UInt8](repeating: 0, count: 40), .unsupported)
     add("PT-01 gzip", "a.pt", [0x1F, 0x8B, 0x08, 0x00] + [UInt8](repeating: 0, count: 40), .unsupported)
-    add("PT-01 tar", "a.pt", [UInt8](repeating: 0, count: 257) + Array("ustar\u{0}00".utf8) + [UInt8](repeating: 0, count: 248),
+    add(
+        "PT-01 tar", "a.pt",
+        [UInt8](repeating: 0, count: 257) + Array("ustar\u{0}00".utf8) + [UInt8](repeating: 0, count: 248),
         .unsupported)
     // PT-13: stack underflow.
     add("PT-13 TUPLE2 with one item", "a.pt", torchArchive(P.proto + P.int(1) + [0x86] + P.stop), .malformed)
-    add("PT-13 SETITEMS with an odd count", "a.pt", torchArchive(P.proto + P.orderedDict + P.mark + P.str("w")
-        + P.setitems + P.stop), .malformed)
+    add(
+        "PT-13 SETITEMS with an odd count", "a.pt",
+        torchArchive(
+            P.proto + P.orderedDict + P.mark + P.str("w")
+                + P.setitems + P.stop), .malformed)
     // PT-24: a non-empty tensor metadata dict (the seventh argument).
-    add("PT-24 tensor metadata", "a.pt", torchArchive(P.stateDict(
-        P.global("torch._utils", "_rebuild_tensor_v2") + P.mark + P.storage() + P.int(0) + P.mark + P.int(4) + P.tuple
-            + P.mark + P.int(1) + P.tuple + [0x89] + P.orderedDict + P.orderedDict + P.str("k") + P.int(1) + [0x73]
-            + P.tuple + P.reduce)), .forbidden)
+    add(
+        "PT-24 tensor metadata", "a.pt",
+        torchArchive(
+            P.stateDict(
+                P.global("torch._utils", "_rebuild_tensor_v2") + P.mark + P.storage() + P.int(0) + P.mark + P.int(4)
+                    + P.tuple
+                    + P.mark + P.int(1) + P.tuple + [0x89] + P.orderedDict + P.orderedDict + P.str("k") + P.int(1) + [
+                        0x73
+                    ]
+                    + P.tuple + P.reduce)), .forbidden)
     // PT-27: a key that is not a string.
-    add("PT-27 integer key", "a.pt", torchArchive(P.proto + P.orderedDict + P.mark + P.int(7) + P.tensor() + P.setitems
-        + P.stop), .malformed)
+    add(
+        "PT-27 integer key", "a.pt",
+        torchArchive(
+            P.proto + P.orderedDict + P.mark + P.int(7) + P.tensor() + P.setitems
+                + P.stop), .malformed)
     // PT-28: protocol-5 buffers.
     add("PT-28 BYTEARRAY8", "a.pt", torchArchive([0x80, 4, 0x96] + le64(1) + [0] + P.stop), .unsupported)
     add("PT-28 NEXT_BUFFER", "a.pt", torchArchive([0x80, 4, 0x97] + P.stop), .unsupported)
     // Big-endian records whose elements would need swapping after an untyped storage is given a dtype (v3).
     add("PT big-endian untyped i32", "a.pt", torchArchive(untypedInt32, byteorder: "big"), .unsupported)
     // ZP-06: a compressed storage record (torch.save writes them stored).
-    add("ZP-06 deflated record", "a.pt", zipBytes([members[0], Member(name: "archive/data/0", data: [UInt8](repeating: 0, count: 16),
-                                                                       method: 8, compressed: [0x63, 0x60, 0x20, 0x0D, 0x00, 0x00])]),
+    add(
+        "ZP-06 deflated record", "a.pt",
+        zipBytes([
+            members[0],
+            Member(
+                name: "archive/data/0", data: [UInt8](repeating: 0, count: 16),
+                method: 8, compressed: [0x63, 0x60, 0x20, 0x0D, 0x00, 0x00]),
+        ]),
         .unsupported)
     // ZP-10: the ZIP64 end record outside the file.
-    add("ZP-10 ZIP64 record beyond EOF", "a.pt", zip64(zipBytes(members), entries: 2, recordOffset: 1 << 40), .malformed)
+    add(
+        "ZP-10 ZIP64 record beyond EOF", "a.pt", zip64(zipBytes(members), entries: 2, recordOffset: 1 << 40), .malformed
+    )
     // ZP-11: ten million entries claimed by a ZIP64 end record: refused before any index is built.
     add("ZP-11 ten million entries", "a.pt", zip64(zipBytes(members), entries: 10_000_000), .limitExceeded)
     // ZP-12: a nested archive where data.pkl should be: never opened as an archive, its bytes are no pickle.
@@ -77,16 +105,31 @@ let catalogueGapCases: [FormatCase] = {
     add("GG-02 version 4", "a.gguf", ggufBytes(version: 4), .unsupported)
     // GG-10: a non-ASCII key, a key over 65 535 bytes.
     add("GG-10 non-ASCII key", "a.gguf", ggufBytes(kvCount: 1, kv: ggufString("ключ") + le32(4) + le32(1)), .malformed)
-    add("GG-10 key of 65 536 bytes", "a.gguf", ggufBytes(kvCount: 1, kv: ggufString(String(repeating: "k", count: 65_536))
-        + le32(4) + le32(1)), .malformed)
+    add(
+        "GG-10 key of 65 536 bytes", "a.gguf",
+        ggufBytes(
+            kvCount: 1,
+            kv: ggufString(String(repeating: "k", count: 65_536))
+                + le32(4) + le32(1)), .malformed)
     // GG-13: n_dims 0xFFFFFFFF, refused before any dimension is read.
     add("GG-13 n_dims 2^32-1", "a.gguf", ggufBytes(tensorCount: 1, tensors: ggufString("t") + le32(-1)), .malformed)
     // GG-17: an offset near the top of the range whose end wraps.
-    add("GG-17 end wraps", "a.gguf", ggufBytes(tensorCount: 1, tensors: ggufTensor("t", dims: [1 << 60],
-                                                                               offset: (1 << 62) - 32)), .arithmeticOverflow)
+    add(
+        "GG-17 end wraps", "a.gguf",
+        ggufBytes(
+            tensorCount: 1,
+            tensors: ggufTensor(
+                "t", dims: [1 << 60],
+                offset: (1 << 62) - 32)), .arithmeticOverflow)
     // NP-03: a v2.0 header length of 2^32-1, refused before the header is read.
-    add("NP-03 v2 header length 2^32-1", "a.npz", zipBytes([Member(name: "a.npy", data: [0x93] + Array("NUMPY".utf8)
-        + [2, 0] + le32(-1) + [UInt8](repeating: 0x20, count: 64))]), .limitExceeded)
+    add(
+        "NP-03 v2 header length 2^32-1", "a.npz",
+        zipBytes([
+            Member(
+                name: "a.npy",
+                data: [0x93] + Array("NUMPY".utf8)
+                    + [2, 0] + le32(-1) + [UInt8](repeating: 0x20, count: 64))
+        ]), .limitExceeded)
     return c
 }()
 
@@ -105,9 +148,11 @@ struct CatalogueGapTests {
     /// PT-08's positive control: a genuine `_metadata` BUILD on the state dict still loads.
     @Test func metadataBuildLoads() throws {
         let scratch = try ScratchFolder()
-        let metadata = P.emptyDict + P.str("_metadata") + P.orderedDict + P.str("") + P.emptyDict + P.str("version")
+        let metadata =
+            P.emptyDict + P.str("_metadata") + P.orderedDict + P.str("") + P.emptyDict + P.str("version")
             + P.int(1) + [0x73] + [0x73] + [0x73]
-        let pickle = P.proto + P.orderedDict + P.mark + P.str("w") + P.tensor() + P.setitems + metadata + [0x62] + P.stop
+        let pickle =
+            P.proto + P.orderedDict + P.mark + P.str("w") + P.tensor() + P.setitems + metadata + [0x62] + P.stop
         let checkpoint = try PyTorchCheckpoint(path: try scratch.write("a.pt", torchArchive(pickle)))
         #expect(checkpoint.names == ["w"])
     }
@@ -117,7 +162,8 @@ struct CatalogueGapTests {
     @Test func metadataIsInert() throws {
         let scratch = try ScratchFolder()
         let payload = "{{ ''.__class__.__mro__[1].__subclasses__() }}{% for x in range(10**9) %}{% endfor %}"
-        let kv = ggufString("tokenizer.ggml.scores") + le32(9) + le32(1) + le64(3) + [0xFF, 0x00, 0x7F]
+        let kv =
+            ggufString("tokenizer.ggml.scores") + le32(9) + le32(1) + le64(3) + [0xFF, 0x00, 0x7F]
             + ggufString("tokenizer.chat_template") + le32(8) + ggufString(payload)
         let path = try scratch.write("a.gguf", ggufBytes(kvCount: 2, kv: kv))
         let file = try GGUFFile(path: path)
@@ -148,7 +194,8 @@ struct CatalogueGapTests {
         var zeros = [Int32](repeating: 0, count: 1_000_000)
         #expect(H5Awrite(names, H5T_NATIVE_INT_g, &zeros) >= 0)
         H5Aclose(names)
-        let config = #"{"class_name": "Lambda", "config": {"function": ["4wEAAAAAAAAAAAAAAAEAAAACAAAAQwAAAHMIAAAAdABkAY0BUwApAk4="]}}"#
+        let config =
+            #"{"class_name": "Lambda", "config": {"function": ["4wEAAAAAAAAAAAAAAAEAAAACAAAAQwAAAHMIAAAAdABkAY0BUwApAk4="]}}"#
         let stringType = H5Tcopy(H5T_C_S1_g)
         H5Tset_size(stringType, config.utf8.count)
         let scalar = H5Screate(H5S_SCALAR)

@@ -1,7 +1,7 @@
 // Layout detection over the committed tiny pipelines, strict JSON, and the fixture manifest.
 
-import AmusedRead
 import AmusedCore
+import AmusedRead
 import AmusedTestSupport
 import Crypto
 import Foundation
@@ -15,8 +15,11 @@ struct CheckpointTests {
         #expect(checkpoint.layout == .pipeline)
         #expect(checkpoint.modelIndex?["_class_name"]?.stringValue == "AmusedPipeline")
         let classes = Dictionary(uniqueKeysWithValues: checkpoint.components.map { ($0.name, $0.className ?? "") })
-        #expect(classes == ["scheduler": "AmusedScheduler", "text_encoder": "CLIPTextModelWithProjection",
-                            "tokenizer": "CLIPTokenizer", "transformer": "UVit2DModel", "vqvae": "VQModel"])
+        #expect(
+            classes == [
+                "scheduler": "AmusedScheduler", "text_encoder": "CLIPTextModelWithProjection",
+                "tokenizer": "CLIPTokenizer", "transformer": "UVit2DModel", "vqvae": "VQModel",
+            ])
         #expect(checkpoint.component("tokenizer")?.files.contains("vocab.json") == true)
         #expect(checkpoint.component("tokenizer")?.files.contains("merges.txt") == true)
         #expect(checkpoint.component("scheduler")?.config?["mask_token_id"]?.intValue == 64)
@@ -52,7 +55,8 @@ struct CheckpointTests {
 
     @Test func signaturesWithGarbageBehindThemAreMalformed() throws {
         let scratch = try ScratchFolder()
-        let hdf5 = try scratch.write("weights.h5", [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A] + [UInt8](repeating: 0, count: 32))
+        let hdf5 = try scratch.write(
+            "weights.h5", [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A] + [UInt8](repeating: 0, count: 32))
         let error = try #require(throws: ReadError.self) { try openWeights(path: hdf5) }
         #expect(error.family == .malformed)
         #expect(try WeightFormat.detect(path: hdf5) == .hdf5)
@@ -65,10 +69,13 @@ struct CheckpointTests {
 
 @Suite("strict JSON")
 struct StrictJSONTests {
-    func parse(_ s: String) throws -> JSONValue { try StrictJSONParser(path: "t.json", baseOffset: 100).parse(Array(s.utf8)) }
+    func parse(_ s: String) throws -> JSONValue {
+        try StrictJSONParser(path: "t.json", baseOffset: 100).parse(Array(s.utf8))
+    }
 
     @Test func valuesAndExactNumbers() throws {
-        let v = try parse(#" {"a":[1,-2,3.5e-3,true,false,null],"b":"x\u00e9\ud83d\ude00\n","c":18446744073709551615} "#)
+        let v = try parse(
+            #" {"a":[1,-2,3.5e-3,true,false,null],"b":"x\u00e9\ud83d\ude00\n","c":18446744073709551615} "#)
         #expect(v["a"]?.arrayValue?.count == 6)
         #expect(v["a"]?.arrayValue?[2].doubleValue == 3.5e-3)
         #expect(v["b"]?.stringValue == "xé😀\n")
@@ -76,8 +83,10 @@ struct StrictJSONTests {
         #expect(v["a"]?.arrayValue?[1].uint64Value == nil)
     }
 
-    @Test(arguments: [("{\"a\":1,\"a\":2}", 107), ("{\"a\":01}", 105), ("[1,]", 103), ("{\"a\":1} x", 108),
-                      ("\"\\ud800\"", 101), ("\"\\x\"", 101), ("[1 2]", 103), ("\"a\u{01}\"", 102)])
+    @Test(arguments: [
+        ("{\"a\":1,\"a\":2}", 107), ("{\"a\":01}", 105), ("[1,]", 103), ("{\"a\":1} x", 108),
+        ("\"\\ud800\"", 101), ("\"\\x\"", 101), ("[1 2]", 103), ("\"a\u{01}\"", 102),
+    ])
     func rejectedWithFileOffset(text: String, offset: Int) throws {
         let error = try #require(throws: ReadError.self) { try parse(text) }
         #expect(error.family == .malformed)
@@ -124,7 +133,9 @@ struct FixtureManifestTests {
     /// `models/` has its own budget: at most 20 MB of weights (its issue's limit).
     @Test func fixturesStaySmall() throws {
         let files = try #require(FixturePaths.json("MANIFEST.json")["files"]?.arrayValue)
-        let entries = files.compactMap { f in f["file"]?.stringValue.flatMap { n in f["size"]?.intValue.map { (n, $0) } } }
+        let entries = files.compactMap { f in
+            f["file"]?.stringValue.flatMap { n in f["size"]?.intValue.map { (n, $0) } }
+        }
         #expect(entries.count == files.count)
         let fixtures = entries.filter { !$0.0.hasPrefix("models/") }.map(\.1)
         #expect(fixtures.allSatisfy { $0 < 4 << 20 })

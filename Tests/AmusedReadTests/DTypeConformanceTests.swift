@@ -3,8 +3,8 @@
 // saves it) and bare .npy files (numpy.save) read to the dtype and values the Python readers give; what cannot be
 // read is refused with the reason.
 
-import AmusedRead
 import AmusedCore
+import AmusedRead
 import AmusedTestSupport
 import Foundation
 import Testing

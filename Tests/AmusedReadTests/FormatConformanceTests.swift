@@ -1,8 +1,8 @@
 // PyTorch, NumPy and GGUF readers against files the real Python writers made (Fixtures/formats, from
 // Tools/make_fixtures.py): every tensor decodes to exactly what torch.load, numpy.load and gguf-py read back.
 
-import AmusedRead
 import AmusedCore
+import AmusedRead
 import AmusedTestSupport
 import Testing
 
@@ -22,7 +22,9 @@ struct FormatConformanceTests {
             #expect(ours.shape == theirs.shape, "\(key)")
             if sameDtype { #expect(ours.dtype == theirs.dtype, "\(key): \(ours.dtype) vs \(theirs.dtype)") }
             if ours.dtype == .u64 {
-                #expect(try ours.int64s().map { UInt64(bitPattern: $0) } == theirs.int64s().map { UInt64(bitPattern: $0) }, "\(key)")
+                #expect(
+                    try ours.int64s().map { UInt64(bitPattern: $0) } == theirs.int64s().map { UInt64(bitPattern: $0) },
+                    "\(key)")
             } else if [.i64, .bool, .u8, .i32, .i16, .i8, .u16, .u32].contains(ours.dtype) {
                 #expect(try ours.int64s() == theirs.int64s(), "\(key)")
             } else {
@@ -63,12 +65,16 @@ struct FormatConformanceTests {
     }
 
     @Test func openWeightsDetectsEachFormat() throws {
-        for (file, type) in [("state_dict.pt", "PyTorchCheckpoint"), ("stored.npz", "NumpyArchive"),
-                             ("model.gguf", "GGUFFile")] {
+        for (file, type) in [
+            ("state_dict.pt", "PyTorchCheckpoint"), ("stored.npz", "NumpyArchive"),
+            ("model.gguf", "GGUFFile"),
+        ] {
             let source = try openWeights(path: FixturePaths.path("formats/\(file)"))
             #expect(String(describing: Swift.type(of: source)) == type)
         }
-        let error = try #require(throws: ReadError.self) { try openWeights(path: FixturePaths.path("formats/legacy.pt")) }
+        let error = try #require(throws: ReadError.self) {
+            try openWeights(path: FixturePaths.path("formats/legacy.pt"))
+        }
         #expect(error.family == .unsupported)
     }
 }

@@ -3,9 +3,10 @@
 // middle of an isolated HDF5 read. This test interrupts the reader's read(2) hundreds of times and checks every byte
 // arrives; it did not make Foundation's call trap on demand here, so it checks the replacement, not the old failure.
 
-@testable import AmusedRead
 import Foundation
 import Testing
+
+@testable import AmusedRead
 
 @Suite("HDF5 isolation")
 struct HDF5IsolationTests {

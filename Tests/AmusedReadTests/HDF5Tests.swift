@@ -2,8 +2,8 @@
 // the hostile files made here through libhdf5 itself (links, external storage, virtual datasets, plugin filters,
 // compound types), each refused before any data is read.
 
-import AmusedRead
 import AmusedCore
+import AmusedRead
 import AmusedTestSupport
 import CHDF5
 import Foundation
@@ -47,8 +47,10 @@ struct HDF5Tests {
     }
 
     /// Creates an HDF5 file with one float dataset "w" and lets `configure` add the hostile part.
-    func make(_ path: String, dcpl configure: ((hid_t) -> Void)? = nil, extra: ((hid_t) -> Void)? = nil,
-              type: hid_t? = nil) {
+    func make(
+        _ path: String, dcpl configure: ((hid_t) -> Void)? = nil, extra: ((hid_t) -> Void)? = nil,
+        type: hid_t? = nil
+    ) {
         HDF5File.initializeLibrary()
         let file = H5Fcreate(path, 2 /* H5F_ACC_TRUNC */, 0, 0)
         var dims: [hsize_t] = [4]
@@ -99,23 +101,27 @@ struct HDF5Tests {
     @Test func virtualDatasetIsForbidden() throws {
         let scratch = try ScratchFolder()
         let path = scratch.path + "/a.h5"
-        make(path, dcpl: { dcpl in
-            var dims: [hsize_t] = [4]
-            let space = H5Screate_simple(1, &dims, nil)
-            H5Pset_virtual(dcpl, space, "other.h5", "/w", space)
-            H5Sclose(space)
-        })
+        make(
+            path,
+            dcpl: { dcpl in
+                var dims: [hsize_t] = [4]
+                let space = H5Screate_simple(1, &dims, nil)
+                H5Pset_virtual(dcpl, space, "other.h5", "/w", space)
+                H5Sclose(space)
+            })
         #expect(family(path) == .forbidden)
     }
 
     @Test func pluginFilterIsRefused() throws {
         let scratch = try ScratchFolder()
         let path = scratch.path + "/a.h5"
-        make(path, dcpl: { dcpl in
-            var chunk: [hsize_t] = [4]
-            H5Pset_chunk(dcpl, 1, &chunk)
-            H5Pset_filter(dcpl, 32015, 1 /* H5Z_FLAG_OPTIONAL */, 0, nil)  // Zstandard: a plugin filter
-        })
+        make(
+            path,
+            dcpl: { dcpl in
+                var chunk: [hsize_t] = [4]
+                H5Pset_chunk(dcpl, 1, &chunk)
+                H5Pset_filter(dcpl, 32015, 1 /* H5Z_FLAG_OPTIONAL */, 0, nil)  // Zstandard: a plugin filter
+            })
         #expect(family(path) == .unsupported)
     }
 
@@ -158,8 +164,10 @@ struct HDF5Tests {
 
     /// A file with one chunked float32 dataset "w" of `dims` in chunks of `chunk`, its creation properties set by
     /// `configure`, and `raw` (when given) written as the first chunk's stored bytes, filters bypassed.
-    func makeChunked(_ path: String, dims: [hsize_t], chunk: [hsize_t], configure: (hid_t) -> Void = { _ in },
-                     raw: [UInt8]? = nil) {
+    func makeChunked(
+        _ path: String, dims: [hsize_t], chunk: [hsize_t], configure: (hid_t) -> Void = { _ in },
+        raw: [UInt8]? = nil
+    ) {
         HDF5File.initializeLibrary()
         let file = H5Fcreate(path, 2, 0, 0)
         var dims = dims, chunk = chunk
@@ -193,10 +201,12 @@ struct HDF5Tests {
     @Test func chunkBombBehindFletcherIsRefused() throws {
         let scratch = try ScratchFolder()
         let path = scratch.path + "/a.h5"
-        makeChunked(path, dims: [4], chunk: [4], configure: { dcpl in
-            H5Pset_deflate(dcpl, 6)
-            H5Pset_fletcher32(dcpl)
-        }, raw: deflateBomb(bytes: 4 << 20) + [0, 0, 0, 0])  // the checksum is never reached
+        makeChunked(
+            path, dims: [4], chunk: [4],
+            configure: { dcpl in
+                H5Pset_deflate(dcpl, 6)
+                H5Pset_fletcher32(dcpl)
+            }, raw: deflateBomb(bytes: 4 << 20) + [0, 0, 0, 0])  // the checksum is never reached
         #expect(family(path) == .limitExceeded)
     }
 
@@ -216,19 +226,21 @@ struct HDF5Tests {
     @Test func dottedNameCollisionIsRefused() throws {
         let scratch = try ScratchFolder()
         let path = scratch.path + "/a.h5"
-        make(path, extra: { file in
-            for (group, name) in [("a.b", "c"), ("a", "b.c")] {
-                let g = H5Gcreate2(file, group, 0, 0, 0)
-                var dims: [hsize_t] = [1]
-                let space = H5Screate_simple(1, &dims, nil)
-                let ds = H5Dcreate2(g, name, H5T_IEEE_F32LE_g, space, 0, 0, 0)
-                var value: Float = 1
-                H5Dwrite(ds, H5T_NATIVE_FLOAT_g, 0, 0, 0, &value)
-                H5Dclose(ds)
-                H5Sclose(space)
-                H5Gclose(g)
-            }
-        })
+        make(
+            path,
+            extra: { file in
+                for (group, name) in [("a.b", "c"), ("a", "b.c")] {
+                    let g = H5Gcreate2(file, group, 0, 0, 0)
+                    var dims: [hsize_t] = [1]
+                    let space = H5Screate_simple(1, &dims, nil)
+                    let ds = H5Dcreate2(g, name, H5T_IEEE_F32LE_g, space, 0, 0, 0)
+                    var value: Float = 1
+                    H5Dwrite(ds, H5T_NATIVE_FLOAT_g, 0, 0, 0, &value)
+                    H5Dclose(ds)
+                    H5Sclose(space)
+                    H5Gclose(g)
+                }
+            })
         let error = try #require(throws: ReadError.self) { try HDF5File(path: path) }
         #expect(error.family == .malformed && error.field == "a.b.c", "\(error)")
     }
@@ -238,10 +250,15 @@ struct HDF5Tests {
     @Test func readsFromManyThreadsAtOnce() throws {
         let expected = try SafetensorsFile(path: FixturePaths.path("formats/expected.safetensors"))
         let scratch = try ScratchFolder()
-        let broken = try scratch.write("b.h5", [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A] + [UInt8](repeating: 0xAB, count: 200))
+        let broken = try scratch.write(
+            "b.h5", [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A] + [UInt8](repeating: 0xAB, count: 200))
         var failures: [String] = []
         let lock = NSLock()
-        func fail(_ message: String) { lock.lock(); failures.append(message); lock.unlock() }
+        func fail(_ message: String) {
+            lock.lock()
+            failures.append(message)
+            lock.unlock()
+        }
         DispatchQueue.concurrentPerform(iterations: 12) { i in
             do {
                 if i % 3 == 2 {
@@ -262,7 +279,8 @@ struct HDF5Tests {
 
     @Test func notHDF5IsMalformed() throws {
         let scratch = try ScratchFolder()
-        let path = try scratch.write("a.h5", [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A] + [UInt8](repeating: 0xAB, count: 200))
+        let path = try scratch.write(
+            "a.h5", [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A] + [UInt8](repeating: 0xAB, count: 200))
         #expect(family(path) == .malformed)
     }
 }

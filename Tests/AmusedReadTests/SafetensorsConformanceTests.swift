@@ -1,7 +1,7 @@
 // The reader and writer against files Python's safetensors wrote (Fixtures/, made by Tools/make_fixtures.py).
 
-import AmusedRead
 import AmusedCore
+import AmusedRead
 import AmusedTestSupport
 import Foundation
 import Testing
@@ -57,10 +57,12 @@ struct SafetensorsConformanceTests {
 
     /// The writer reproduces Python's files byte for byte (same order, header and padding), so Python's
     /// safetensors reads what we write exactly as it reads its own files.
-    @Test(arguments: ["safetensors/dtypes.safetensors",
-                      "records/tiny-256/model/transformer/diffusion_pytorch_model.safetensors",
-                      "records/tiny-512/model/vqvae/diffusion_pytorch_model.safetensors",
-                      "records/tiny-256/record.safetensors"])
+    @Test(arguments: [
+        "safetensors/dtypes.safetensors",
+        "records/tiny-256/model/transformer/diffusion_pytorch_model.safetensors",
+        "records/tiny-512/model/vqvae/diffusion_pytorch_model.safetensors",
+        "records/tiny-256/record.safetensors",
+    ])
     func writerIsByteIdenticalToPython(_ relative: String) throws {
         let original = FixturePaths.path(relative)
         let file = try SafetensorsFile(path: original)
@@ -94,9 +96,11 @@ struct ShardedTests {
             "b.weight": Tensor(floats: [5, 6], shape: [2]),
             "c.bias": Tensor(floats: [7], shape: [1]),
         ]
-        try SafetensorsWriter.write([("a.weight", tensors["a.weight"]!)], to: scratch.path + "/m-00001-of-00002.safetensors")
-        try SafetensorsWriter.write([("b.weight", tensors["b.weight"]!), ("c.bias", tensors["c.bias"]!)],
-                                    to: scratch.path + "/m-00002-of-00002.safetensors")
+        try SafetensorsWriter.write(
+            [("a.weight", tensors["a.weight"]!)], to: scratch.path + "/m-00001-of-00002.safetensors")
+        try SafetensorsWriter.write(
+            [("b.weight", tensors["b.weight"]!), ("c.bias", tensors["c.bias"]!)],
+            to: scratch.path + "/m-00002-of-00002.safetensors")
         return tensors
     }
 
@@ -109,10 +113,12 @@ struct ShardedTests {
     @Test func readsThroughTheIndex() throws {
         let scratch = try ScratchFolder()
         let tensors = try shards(scratch)
-        let path = try scratch.write("m.safetensors.index.json", index([
-            "a.weight": "m-00001-of-00002.safetensors", "b.weight": "m-00002-of-00002.safetensors",
-            "c.bias": "m-00002-of-00002.safetensors",
-        ]))
+        let path = try scratch.write(
+            "m.safetensors.index.json",
+            index([
+                "a.weight": "m-00001-of-00002.safetensors", "b.weight": "m-00002-of-00002.safetensors",
+                "c.bias": "m-00002-of-00002.safetensors",
+            ]))
         let sharded = try ShardedSafetensors(indexPath: path)
         #expect(Set(sharded.names) == Set(tensors.keys))
         for (name, t) in tensors { #expect(try sharded.tensor(named: name).floats() == t.floats()) }
@@ -121,9 +127,12 @@ struct ShardedTests {
     @Test func staleIndexMissingATensorIsRejectedByName() throws {
         let scratch = try ScratchFolder()
         _ = try shards(scratch)
-        let path = try scratch.write("m.safetensors.index.json", index([
-            "a.weight": "m-00001-of-00002.safetensors", "b.weight": "m-00002-of-00002.safetensors",
-        ], total: nil))
+        let path = try scratch.write(
+            "m.safetensors.index.json",
+            index(
+                [
+                    "a.weight": "m-00001-of-00002.safetensors", "b.weight": "m-00002-of-00002.safetensors",
+                ], total: nil))
         let error = try #require(throws: ReadError.self) { try ShardedSafetensors(indexPath: path) }
         #expect(error.family == .inconsistent)
         #expect(error.field == "c.bias")
@@ -133,10 +142,13 @@ struct ShardedTests {
     @Test func indexNamingAnAbsentTensorIsRejectedByName() throws {
         let scratch = try ScratchFolder()
         _ = try shards(scratch)
-        let path = try scratch.write("m.safetensors.index.json", index([
-            "a.weight": "m-00001-of-00002.safetensors", "b.weight": "m-00002-of-00002.safetensors",
-            "c.bias": "m-00002-of-00002.safetensors", "d.gone": "m-00001-of-00002.safetensors",
-        ], total: nil))
+        let path = try scratch.write(
+            "m.safetensors.index.json",
+            index(
+                [
+                    "a.weight": "m-00001-of-00002.safetensors", "b.weight": "m-00002-of-00002.safetensors",
+                    "c.bias": "m-00002-of-00002.safetensors", "d.gone": "m-00001-of-00002.safetensors",
+                ], total: nil))
         let error = try #require(throws: ReadError.self) { try ShardedSafetensors(indexPath: path) }
         #expect(error.field == "d.gone")
     }
@@ -144,15 +156,21 @@ struct ShardedTests {
     @Test func tensorInTheWrongShardOrWrongTotalIsRejected() throws {
         let scratch = try ScratchFolder()
         _ = try shards(scratch)
-        let wrongShard = try scratch.write("w.safetensors.index.json", index([
-            "a.weight": "m-00002-of-00002.safetensors", "b.weight": "m-00002-of-00002.safetensors",
-            "c.bias": "m-00002-of-00002.safetensors",
-        ], total: nil))
+        let wrongShard = try scratch.write(
+            "w.safetensors.index.json",
+            index(
+                [
+                    "a.weight": "m-00002-of-00002.safetensors", "b.weight": "m-00002-of-00002.safetensors",
+                    "c.bias": "m-00002-of-00002.safetensors",
+                ], total: nil))
         #expect(throws: ReadError.self) { try ShardedSafetensors(indexPath: wrongShard) }
-        let wrongTotal = try scratch.write("t.safetensors.index.json", index([
-            "a.weight": "m-00001-of-00002.safetensors", "b.weight": "m-00002-of-00002.safetensors",
-            "c.bias": "m-00002-of-00002.safetensors",
-        ], total: 99))
+        let wrongTotal = try scratch.write(
+            "t.safetensors.index.json",
+            index(
+                [
+                    "a.weight": "m-00001-of-00002.safetensors", "b.weight": "m-00002-of-00002.safetensors",
+                    "c.bias": "m-00002-of-00002.safetensors",
+                ], total: 99))
         let error = try #require(throws: ReadError.self) { try ShardedSafetensors(indexPath: wrongTotal) }
         #expect(error.field == "metadata.total_size")
     }

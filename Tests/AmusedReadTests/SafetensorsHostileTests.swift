@@ -1,8 +1,8 @@
 // The safetensors part of docs/hostile-inputs.md (§6.1), one test per case, plus the positive
 // controls of §6.9 that strictness must not break.
 
-import AmusedRead
 import AmusedCore
+import AmusedRead
 import AmusedTestSupport
 import Foundation
 import Testing
@@ -45,84 +45,136 @@ let hostileCases: [HostileCase] = {
     add("ST-02 N = 2^64-1", safetensorsBytes(header: "{}", length: .max), .limitExceeded)
     add("ST-02 N > size-8", safetensorsBytes(header: "{}", length: 3), .truncated)
     add("ST-03 N = 10 GB in a tiny file", safetensorsBytes(header: "{}", length: 10_000_000_000), .limitExceeded)
-    add("ST-05 invalid UTF-8", safetensorsBytes(header: "{\"a\u{FF}\":1}").map { $0 == 0xC3 ? 0xFF : $0 }, .malformed,
+    add(
+        "ST-05 invalid UTF-8", safetensorsBytes(header: "{\"a\u{FF}\":1}").map { $0 == 0xC3 ? 0xFF : $0 }, .malformed,
         "UTF-8")
     for (i, h) in ["not json", "[1,2]", "\"string\"", "{\"a\":", "{", ""].enumerated() {
         add("ST-06 not an object \(i)", safetensorsBytes(header: h), .malformed)
     }
-    for (i, h) in [#"{"a":{"dtype":"F32","shape":[],"data_offsets":[0,4]},}"#, "{/*c*/}", "\u{FEFF}{}",
-                   #"{"__metadata__":{"x":NaN}}"#, #"{"__metadata__":{"x":"\ud800"}}"#,
-                   #"{"__metadata__":{"x":'single'}}"#].enumerated()
-    {
+    for (i, h) in [
+        #"{"a":{"dtype":"F32","shape":[],"data_offsets":[0,4]},}"#, "{/*c*/}", "\u{FEFF}{}",
+        #"{"__metadata__":{"x":NaN}}"#, #"{"__metadata__":{"x":"\ud800"}}"#,
+        #"{"__metadata__":{"x":'single'}}"#,
+    ].enumerated() {
         add("ST-07 lax JSON \(i)", safetensorsBytes(header: h), .malformed)
     }
-    add("ST-08 duplicate tensor", safetensorsBytes(header: "{\"w\":\(f32x2),\"w\":\(f32x2)}", data: .init(repeating: 0, count: 8)),
+    add(
+        "ST-08 duplicate tensor",
+        safetensorsBytes(header: "{\"w\":\(f32x2),\"w\":\(f32x2)}", data: .init(repeating: 0, count: 8)),
         .malformed, "duplicate key \"w\"")
-    add("ST-09 duplicate __metadata__", safetensorsBytes(header: #"{"__metadata__":{},"__metadata__":{}}"#),
+    add(
+        "ST-09 duplicate __metadata__", safetensorsBytes(header: #"{"__metadata__":{},"__metadata__":{}}"#),
         .malformed, "duplicate")
-    add("ST-09 tensor named __metadata__", safetensorsBytes(header: "{\"__metadata__\":\(f32x2)}",
-                                                             data: .init(repeating: 0, count: 8)), .malformed)
+    add(
+        "ST-09 tensor named __metadata__",
+        safetensorsBytes(
+            header: "{\"__metadata__\":\(f32x2)}",
+            data: .init(repeating: 0, count: 8)), .malformed)
     for v in ["1", "{}", "null", "[\"a\"]"] {
         add("ST-10 metadata value \(v)", safetensorsBytes(header: "{\"__metadata__\":{\"k\":\(v)}}"), .malformed)
     }
     for d in ["F128", "f32", ""] {
-        add("ST-11 dtype \(d)", safetensorsBytes(header: "{\"w\":{\"dtype\":\"\(d)\",\"shape\":[2],\"data_offsets\":[0,8]}}",
-                                                 data: .init(repeating: 0, count: 8)), .unsupported, "unsupported dtype")
+        add(
+            "ST-11 dtype \(d)",
+            safetensorsBytes(
+                header: "{\"w\":{\"dtype\":\"\(d)\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+                data: .init(repeating: 0, count: 8)), .unsupported, "unsupported dtype")
     }
     for s in ["-1", "1.5", "1e3", "18446744073709551616", "\"2\"", "null"] {
-        add("ST-12 shape element \(s)", safetensorsBytes(header: "{\"w\":{\"dtype\":\"F32\",\"shape\":[\(s)],\"data_offsets\":[0,4]}}",
-                                                         data: .init(repeating: 0, count: 4)), .malformed)
+        add(
+            "ST-12 shape element \(s)",
+            safetensorsBytes(
+                header: "{\"w\":{\"dtype\":\"F32\",\"shape\":[\(s)],\"data_offsets\":[0,4]}}",
+                data: .init(repeating: 0, count: 4)), .malformed)
     }
     for o in ["[0]", "[0,4,8]", "[0,4.0]", "[\"0\",4]", "4"] {
-        add("ST-13 data_offsets \(o)", safetensorsBytes(header: "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":\(o)}}",
-                                                        data: .init(repeating: 0, count: 4)), .malformed)
+        add(
+            "ST-13 data_offsets \(o)",
+            safetensorsBytes(
+                header: "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":\(o)}}",
+                data: .init(repeating: 0, count: 4)), .malformed)
     }
-    add("ST-14 shape product overflows", safetensorsBytes(
-        header: #"{"w":{"dtype":"F32","shape":[2,9223372036854775808],"data_offsets":[0,4]}}"#,
-        data: .init(repeating: 0, count: 4)), .arithmeticOverflow)
-    add("ST-14 product of fitting dims overflows", safetensorsBytes(
-        header: #"{"w":{"dtype":"U8","shape":[4294967296,4294967296],"data_offsets":[0,4]}}"#,
-        data: .init(repeating: 0, count: 4)), .arithmeticOverflow)
-    add("ST-15 elements × width overflows", safetensorsBytes(
-        header: #"{"w":{"dtype":"F64","shape":[4611686018427387904],"data_offsets":[0,8]}}"#,
-        data: .init(repeating: 0, count: 8)), .arithmeticOverflow)
-    add("ST-16 reversed offsets", safetensorsBytes(
-        header: #"{"w":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}}"#, data: .init(repeating: 0, count: 8)),
+    add(
+        "ST-14 shape product overflows",
+        safetensorsBytes(
+            header: #"{"w":{"dtype":"F32","shape":[2,9223372036854775808],"data_offsets":[0,4]}}"#,
+            data: .init(repeating: 0, count: 4)), .arithmeticOverflow)
+    add(
+        "ST-14 product of fitting dims overflows",
+        safetensorsBytes(
+            header: #"{"w":{"dtype":"U8","shape":[4294967296,4294967296],"data_offsets":[0,4]}}"#,
+            data: .init(repeating: 0, count: 4)), .arithmeticOverflow)
+    add(
+        "ST-15 elements × width overflows",
+        safetensorsBytes(
+            header: #"{"w":{"dtype":"F64","shape":[4611686018427387904],"data_offsets":[0,8]}}"#,
+            data: .init(repeating: 0, count: 8)), .arithmeticOverflow)
+    add(
+        "ST-16 reversed offsets",
+        safetensorsBytes(
+            header: #"{"w":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}}"#, data: .init(repeating: 0, count: 8)),
         .inconsistent, "before begin")
-    add("ST-17 hole at start", safetensorsBytes(
-        header: #"{"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, data: .init(repeating: 0, count: 8)),
+    add(
+        "ST-17 hole at start",
+        safetensorsBytes(
+            header: #"{"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, data: .init(repeating: 0, count: 8)),
         .inconsistent, "hole")
-    add("ST-18 hole between tensors", safetensorsBytes(
-        header: #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#,
-        data: .init(repeating: 0, count: 12)), .inconsistent, "hole")
-    add("ST-18 overlapping tensors", safetensorsBytes(
-        header: #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
-        data: .init(repeating: 0, count: 12)), .inconsistent, "overlaps")
-    add("ST-20 span ≠ elements × size", safetensorsBytes(
-        header: #"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, data: .init(repeating: 0, count: 8)),
+    add(
+        "ST-18 hole between tensors",
+        safetensorsBytes(
+            header:
+                #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#,
+            data: .init(repeating: 0, count: 12)), .inconsistent, "hole")
+    add(
+        "ST-18 overlapping tensors",
+        safetensorsBytes(
+            header:
+                #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+            data: .init(repeating: 0, count: 12)), .inconsistent, "overlaps")
+    add(
+        "ST-20 span ≠ elements × size",
+        safetensorsBytes(
+            header: #"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, data: .init(repeating: 0, count: 8)),
         .inconsistent, "needs 12")
-    add("ST-21 data section short", safetensorsBytes(
-        header: #"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, data: .init(repeating: 0, count: 8)),
+    add(
+        "ST-21 data section short",
+        safetensorsBytes(
+            header: #"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, data: .init(repeating: 0, count: 8)),
         .truncated)
-    add("trailing bytes after the last tensor", safetensorsBytes(
-        header: #"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, data: .init(repeating: 0, count: 8)),
+    add(
+        "trailing bytes after the last tensor",
+        safetensorsBytes(
+            header: #"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, data: .init(repeating: 0, count: 8)),
         .inconsistent, "not described")
-    add("ST-23 F4 count not filling bytes", safetensorsBytes(
-        header: #"{"w":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}"#, data: .init(repeating: 0, count: 2)),
+    add(
+        "ST-23 F4 count not filling bytes",
+        safetensorsBytes(
+            header: #"{"w":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}"#, data: .init(repeating: 0, count: 2)),
         .inconsistent, "whole bytes")
-    add("ST-23 F6 count not filling bytes", safetensorsBytes(
-        header: #"{"w":{"dtype":"F6_E2M3","shape":[3],"data_offsets":[0,3]}}"#, data: .init(repeating: 0, count: 3)),
+    add(
+        "ST-23 F6 count not filling bytes",
+        safetensorsBytes(
+            header: #"{"w":{"dtype":"F6_E2M3","shape":[3],"data_offsets":[0,3]}}"#, data: .init(repeating: 0, count: 3)),
         .inconsistent, "whole bytes")
-    add("ST-24 empty name", safetensorsBytes(header: "{\"\":\(f32x2)}", data: .init(repeating: 0, count: 8)),
+    add(
+        "ST-24 empty name", safetensorsBytes(header: "{\"\":\(f32x2)}", data: .init(repeating: 0, count: 8)),
         .malformed, "empty")
-    add("ST-24 control character", safetensorsBytes(header: "{\"a\\u0000b\":\(f32x2)}", data: .init(repeating: 0, count: 8)),
+    add(
+        "ST-24 control character",
+        safetensorsBytes(header: "{\"a\\u0000b\":\(f32x2)}", data: .init(repeating: 0, count: 8)),
         .malformed, "control")
-    add("ST-24 name over 1 KiB", safetensorsBytes(header: "{\"\(String(repeating: "x", count: 1025))\":\(f32x2)}",
-                                                  data: .init(repeating: 0, count: 8)), .limitExceeded)
+    add(
+        "ST-24 name over 1 KiB",
+        safetensorsBytes(
+            header: "{\"\(String(repeating: "x", count: 1025))\":\(f32x2)}",
+            data: .init(repeating: 0, count: 8)), .limitExceeded)
     let deep = String(repeating: "[", count: 10_000) + String(repeating: "]", count: 10_000)
     add("ST-26 depth 10 000", safetensorsBytes(header: "{\"__metadata__\":{\"k\":\(deep)}}"), .malformed, "deeper")
-    add("unknown tensor field", safetensorsBytes(
-        header: #"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"extra":1}}"#, data: .init(repeating: 0, count: 4)),
+    add(
+        "unknown tensor field",
+        safetensorsBytes(
+            header: #"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"extra":1}}"#,
+            data: .init(repeating: 0, count: 4)),
         .malformed, "unknown field")
     return cases
 }()
@@ -161,13 +213,18 @@ struct SafetensorsHostileTests {
     @Test func truncatedWhileOpenIsAnError() throws {
         let scratch = try ScratchFolder()
         let data = (0..<1024).flatMap { withUnsafeBytes(of: Float($0)) { Array($0) } }
-        let path = try scratch.write("t.safetensors", safetensorsBytes(
-            header: #"{"w":{"dtype":"F32","shape":[1024],"data_offsets":[0,4096]}}"#, data: data))
+        let path = try scratch.write(
+            "t.safetensors",
+            safetensorsBytes(
+                header: #"{"w":{"dtype":"F32","shape":[1024],"data_offsets":[0,4096]}}"#, data: data))
         let file = try SafetensorsFile(path: path)
         #expect(truncate(path, 100) == 0)
         #expect(throws: ReadError.self) { _ = try file.tensor(named: "w") }
-        let fresh = try SafetensorsFile(path: try scratch.write("u.safetensors", safetensorsBytes(
-            header: #"{"w":{"dtype":"F32","shape":[1024],"data_offsets":[0,4096]}}"#, data: data)))
+        let fresh = try SafetensorsFile(
+            path: try scratch.write(
+                "u.safetensors",
+                safetensorsBytes(
+                    header: #"{"w":{"dtype":"F32","shape":[1024],"data_offsets":[0,4096]}}"#, data: data)))
         let tensor = try fresh.tensor(named: "w")
         #expect(truncate(scratch.path + "/u.safetensors", 100) == 0)
         #expect(throws: TensorError.self) { _ = try tensor.floats() }
@@ -177,9 +234,18 @@ struct SafetensorsHostileTests {
     @Test(arguments: [
         ("{}", 0), ("{}      ", 0), ("  \n{}", 0), (#"{"__metadata__":{"format":"pt"}}"#, 0),
         (#"{"s":{"dtype":"F32","shape":[],"data_offsets":[0,4]}}"#, 1),
-        (#"{"z":{"dtype":"F32","shape":[0,3],"data_offsets":[0,0]},"s":{"dtype":"F32","shape":[],"data_offsets":[0,4]}}"#, 2),
-        (#"{"a":{"dtype":"U8","shape":[3],"data_offsets":[0,3]},"b":{"dtype":"F32","shape":[1],"data_offsets":[3,7]}}"#, 2),
-        (#"{"p":{"dtype":"F4","shape":[4],"data_offsets":[0,2]},"q":{"dtype":"F6_E3M2","shape":[4],"data_offsets":[2,5]}}"#, 2),
+        (
+            #"{"z":{"dtype":"F32","shape":[0,3],"data_offsets":[0,0]},"s":{"dtype":"F32","shape":[],"data_offsets":[0,4]}}"#,
+            2
+        ),
+        (
+            #"{"a":{"dtype":"U8","shape":[3],"data_offsets":[0,3]},"b":{"dtype":"F32","shape":[1],"data_offsets":[3,7]}}"#,
+            2
+        ),
+        (
+            #"{"p":{"dtype":"F4","shape":[4],"data_offsets":[0,2]},"q":{"dtype":"F6_E3M2","shape":[4],"data_offsets":[2,5]}}"#,
+            2
+        ),
         (#"{"w/../x":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]}}"#, 1),
     ])
     func accepted(header: String, tensors: Int) throws {

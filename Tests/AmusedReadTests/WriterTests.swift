@@ -1,8 +1,8 @@
 // Export: GGUF written by AmusedKit holds the values (and, for Q8_0, the very bytes) gguf-py produces; conversion
 // through safetensors and GGUF preserves every value the source readers returned.
 
-import AmusedRead
 import AmusedCore
+import AmusedRead
 import AmusedTestSupport
 import Foundation
 import Testing
@@ -48,8 +48,11 @@ struct WriterTests {
     }
 
     func convertWithCLI(_ input: String, format: String, out: String) throws -> Int32 {
-        let candidates = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("amused").path,
-                          FixturePaths.repo + "/.build/debug/amused"]
+        let candidates = [
+            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("amused")
+                .path,
+            FixturePaths.repo + "/.build/debug/amused",
+        ]
         let binary = try #require(candidates.first { FileManager.default.isExecutableFile(atPath: $0) })
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)

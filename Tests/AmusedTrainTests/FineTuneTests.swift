@@ -2,9 +2,9 @@
 // masks from the same seed, AdamW after 1 and 10 steps; the LoRA file and checkpoints.
 
 import AmusedBind
+import AmusedCore
 import AmusedModel
 import AmusedRead
-import AmusedCore
 import AmusedTestSupport
 import AmusedTrain
 import Foundation
@@ -30,11 +30,14 @@ struct StepRecord {
         let c = textEncoder.config
         var values: [String: (a: [Float], b: [Float])] = [:]
         for t in try LoRAAdapters.targets(c) {
-            values[t.module] = (try floats("\(prefix)/text/\(t.module).lora_A.weight"),
-                                try floats("\(prefix)/text/\(t.module).lora_B.weight"))
+            values[t.module] = (
+                try floats("\(prefix)/text/\(t.module).lora_A.weight"),
+                try floats("\(prefix)/text/\(t.module).lora_B.weight")
+            )
         }
-        return try LoRAAdapters(textConfig: c, rank: Int(meta["lora"]!["r"]!.doubleValue!),
-                                alpha: Float(meta["lora"]!["lora_alpha"]!.doubleValue!), values: values)
+        return try LoRAAdapters(
+            textConfig: c, rank: Int(meta["lora"]!["r"]!.doubleValue!),
+            alpha: Float(meta["lora"]!["lora_alpha"]!.doubleValue!), values: values)
     }
 
     func floats(_ name: String) throws -> [Float] { try source.tensor(named: name).floats() }
@@ -44,19 +47,23 @@ struct StepRecord {
         let c = transformer.config
         var values: [String: (a: [Float], b: [Float])] = [:]
         for t in try LoRAAdapters.targets(c) {
-            values[t.module] = (try floats("\(prefix)/\(t.module).lora_A.weight"),
-                                try floats("\(prefix)/\(t.module).lora_B.weight"))
+            values[t.module] = (
+                try floats("\(prefix)/\(t.module).lora_A.weight"),
+                try floats("\(prefix)/\(t.module).lora_B.weight")
+            )
         }
-        return try LoRAAdapters(config: c, rank: Int(meta["lora"]!["r"]!.doubleValue!),
-                                alpha: Float(meta["lora"]!["lora_alpha"]!.doubleValue!), values: values)
+        return try LoRAAdapters(
+            config: c, rank: Int(meta["lora"]!["r"]!.doubleValue!),
+            alpha: Float(meta["lora"]!["lora_alpha"]!.doubleValue!), values: values)
     }
 
     func batch(step: Int) throws -> MaskedTokenBatch {
         let ids = try source.tensor(named: "step\(step)/input_ids")
-        return MaskedTokenBatch(batch: ids.shape[0], height: ids.shape[1], width: ids.shape[2], inputIds: try ids.int64s(),
-                                labels: try ints("step\(step)/labels"),
-                                encoderHiddenStates: try floats("encoder_hidden_states"),
-                                pooledTextEmb: try floats("pooled_text_emb"), microConds: try floats("micro_conds"))
+        return MaskedTokenBatch(
+            batch: ids.shape[0], height: ids.shape[1], width: ids.shape[2], inputIds: try ids.int64s(),
+            labels: try ints("step\(step)/labels"),
+            encoderHiddenStates: try floats("encoder_hidden_states"),
+            pooledTextEmb: try floats("pooled_text_emb"), microConds: try floats("micro_conds"))
     }
 
     var settings: AdamWSettings {

@@ -2,10 +2,10 @@
 // exactly, and refusals that name the file.
 
 import AmusedBind
+import AmusedCore
 import AmusedImage
 import AmusedModel
 import AmusedRead
-import AmusedCore
 import AmusedTestSupport
 import AmusedTrain
 import AmusedVerify
@@ -22,8 +22,9 @@ struct TinyRun {
         components = try AmusedComponents(path: FixturePaths.path("records/tiny-256/model"))
         var pixels = [UInt8](repeating: 0, count: 24 * 16 * 3)
         for i in pixels.indices { pixels[i] = UInt8((i * 37) % 251) }
-        data = try FineTuneData(components: components, image: Image8(width: 24, height: 16, channels: 3, pixels: pixels),
-                                prompt: "a photo in sks style", flip: true)
+        data = try FineTuneData(
+            components: components, image: Image8(width: 24, height: 16, channels: 3, pixels: pixels),
+            prompt: "a photo in sks style", flip: true)
         options.rank = 4
         options.alpha = 8
         options.batch = 2
@@ -31,7 +32,9 @@ struct TinyRun {
         options.optimizer.learningRate = 1e-2
     }
 
-    var tuner: FineTuner { get throws { try FineTuner(transformer: components.transformer!, data: data, options: options) } }
+    var tuner: FineTuner {
+        get throws { try FineTuner(transformer: components.transformer!, data: data, options: options) }
+    }
 }
 
 @Suite("fine-tune files")
@@ -60,7 +63,10 @@ struct LoRAFileTests {
         let metadata = try #require(file.metadataValue("lora_adapter_metadata"))
         #expect(metadata.contains("\"transformer.lora_alpha\": 8") && metadata.contains("\"transformer.r\": 4"))
         let first = state.adapters.adapters[0]
-        #expect(file.infos.contains { $0.name == "transformer.\(first.module).lora_A.weight" && $0.shape == [4, first.inFeatures] })
+        #expect(
+            file.infos.contains {
+                $0.name == "transformer.\(first.module).lora_A.weight" && $0.shape == [4, first.inFeatures]
+            })
         let lora = try LoRA(path: path)
         let pair = try #require(lora.pair(first.module + ".weight", component: "transformer"))
         #expect(pair.alpha == 8 && pair.rank == 4)
@@ -110,8 +116,9 @@ struct LoRAFileTests {
         var run = try TinyRun()
         run.options.trainTextEncoder = true
         let config = run.components.transformer!.config, textConfig = run.components.textEncoder!.config
-        let tuner = try FineTuner(transformer: run.components.transformer!, textEncoder: run.components.textEncoder,
-                                  data: run.data, options: run.options)
+        let tuner = try FineTuner(
+            transformer: run.components.transformer!, textEncoder: run.components.textEncoder,
+            data: run.data, options: run.options)
         var straight = try FineTuneState(config: config, textConfig: textConfig, options: run.options)
         try tuner.run(&straight)
         let text = try #require(straight.text)
@@ -127,15 +134,17 @@ struct LoRAFileTests {
 
         var stopped = run
         stopped.options.steps = 2
-        let first = try FineTuner(transformer: run.components.transformer!, textEncoder: run.components.textEncoder,
-                                  data: run.data, options: stopped.options)
+        let first = try FineTuner(
+            transformer: run.components.transformer!, textEncoder: run.components.textEncoder,
+            data: run.data, options: stopped.options)
         var state = try FineTuneState(config: config, textConfig: textConfig, options: run.options)
         try first.run(&state)
         let identity = LoRAFile.RunIdentity(options: run.options, prompt: "p", imageSHA256: "00")
         let checkpoint = dir.path + "/run.checkpoint.safetensors"
         try LoRAFile.writeCheckpoint(state, identity: identity, to: checkpoint)
-        var resumed = try LoRAFile.readCheckpoint(path: checkpoint, config: config, textConfig: textConfig,
-                                                  identity: identity)
+        var resumed = try LoRAFile.readCheckpoint(
+            path: checkpoint, config: config, textConfig: textConfig,
+            identity: identity)
         try tuner.run(&resumed)
         #expect(resumed.adapters == straight.adapters)
         #expect(resumed.text?.adapters == text.adapters)
@@ -149,7 +158,8 @@ struct LoRAFileTests {
         let identity = LoRAFile.RunIdentity(options: run.options, prompt: "a photo in sks style", imageSHA256: "00")
         let dir = try ScratchFolder()
         let path = dir.path + "/run.checkpoint.safetensors"
-        try LoRAFile.writeCheckpoint(try FineTuneState(config: config, options: run.options), identity: identity, to: path)
+        try LoRAFile.writeCheckpoint(
+            try FineTuneState(config: config, options: run.options), identity: identity, to: path)
         var other = identity
         other.prompt = "something else"
         #expect { try LoRAFile.readCheckpoint(path: path, config: config, identity: other) } throws: { error in
@@ -176,15 +186,20 @@ struct LoRAFileTests {
         let identity = LoRAFile.RunIdentity(options: run.options, prompt: "p", imageSHA256: "00")
         let dir = try ScratchFolder()
         let good = dir.path + "/good.safetensors"
-        try LoRAFile.writeCheckpoint(try FineTuneState(config: config, options: run.options), identity: identity, to: good)
+        try LoRAFile.writeCheckpoint(
+            try FineTuneState(config: config, options: run.options), identity: identity, to: good)
         let file = try SafetensorsFile(path: good)
-        let first = try #require(file.infos.first { $0.name.hasSuffix(".lora_A.weight") && $0.name.hasPrefix("transformer.") })
+        let first = try #require(
+            file.infos.first { $0.name.hasSuffix(".lora_A.weight") && $0.name.hasPrefix("transformer.") })
         let moment = try #require(file.infos.first { $0.name.hasPrefix("optimizer.exp_avg_sq.") })
-        func variant(_ name: String, metadata: [(String, String)]? = nil,
-                     _ change: (String, Tensor) throws -> Tensor) throws -> String {
+        func variant(
+            _ name: String, metadata: [(String, String)]? = nil,
+            _ change: (String, Tensor) throws -> Tensor
+        ) throws -> String {
             let tensors = try file.infos.map { ($0.name, try change($0.name, try file.tensor(named: $0.name))) }
             let path = dir.path + "/" + name
-            try SafetensorsWriter.write(tensors, metadata: metadata ?? file.metadata.map { ($0.key, $0.value) }, to: path)
+            try SafetensorsWriter.write(
+                tensors, metadata: metadata ?? file.metadata.map { ($0.key, $0.value) }, to: path)
             return path
         }
         let transposed = try variant("transposed.safetensors") { name, t in
@@ -200,8 +215,17 @@ struct LoRAFileTests {
             "\(error)".contains(moment.name) && "\(error)".contains("negative")
         }
         let runText = try #require(file.metadataValue(LoRAFile.checkpointKey))
-        let skewed = try variant("skewed.safetensors", metadata: [("format", "pt"), (LoRAFile.checkpointKey,
-            runText.replacingOccurrences(of: "\"optimizerStep\":0", with: "\"optimizerStep\":9223372036854775807"))]) { $1 }
+        let skewed = try variant(
+            "skewed.safetensors",
+            metadata: [
+                ("format", "pt"),
+                (
+                    LoRAFile.checkpointKey,
+                    runText.replacingOccurrences(
+                        of: "\"optimizerStep\":0", with: "\"optimizerStep\":9223372036854775807")
+                ),
+            ]
+        ) { $1 }
         #expect { try LoRAFile.readCheckpoint(path: skewed, config: config, identity: identity) } throws: { error in
             "\(error)".contains("not an AmusedKit fine-tune checkpoint")
         }
@@ -209,9 +233,15 @@ struct LoRAFileTests {
         try LoRAFile.write(try FineTuneState(config: config, options: run.options).adapters, to: lora)
         let loraFile = try SafetensorsFile(path: lora)
         let rslora = dir.path + "/rslora.safetensors"
-        try SafetensorsWriter.write(try loraFile.infos.map { ($0.name, try loraFile.tensor(named: $0.name)) },
-                                    metadata: [("lora_adapter_metadata", #"{"transformer.r": 4, "transformer.lora_alpha": 8, "transformer.use_rslora": true}"#)],
-                                    to: rslora)
+        try SafetensorsWriter.write(
+            try loraFile.infos.map { ($0.name, try loraFile.tensor(named: $0.name)) },
+            metadata: [
+                (
+                    "lora_adapter_metadata",
+                    #"{"transformer.r": 4, "transformer.lora_alpha": 8, "transformer.use_rslora": true}"#
+                )
+            ],
+            to: rslora)
         #expect { try LoRA(path: rslora) } throws: { "\($0)".contains("use_rslora") && "\($0)".contains(rslora) }
         let strip = Image8(width: 200, height: 40, channels: 3, pixels: [UInt8](repeating: 9, count: 200 * 40 * 3))
         #expect { try FineTuneData(components: run.components, image: strip, prompt: "p", flip: true) } throws: {

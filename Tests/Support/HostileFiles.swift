@@ -1,8 +1,8 @@
 // Hostile files built byte by byte: zip archives, torch.save pickles, .npy members and GGUF files, for the tests
 // of every reader (docs/hostile-inputs.md) and for the fuzzers' seed corpora.
 
-import AmusedRead
 import AmusedCore
+import AmusedRead
 
 /// A zip member for `zipBytes`.
 public struct Member {
@@ -15,8 +15,10 @@ public struct Member {
     public var localName: String? = nil
 
     /// A member `name` holding `data` (stored unless `method`/`compressed` say otherwise).
-    public init(name: String, data: [UInt8], method: UInt16 = 0, compressed: [UInt8]? = nil, flags: UInt16 = 0,
-                crc: UInt32? = nil, localName: String? = nil) {
+    public init(
+        name: String, data: [UInt8], method: UInt16 = 0, compressed: [UInt8]? = nil, flags: UInt16 = 0,
+        crc: UInt32? = nil, localName: String? = nil
+    ) {
         self.name = name
         self.data = data
         self.method = method
@@ -41,32 +43,41 @@ public func zipBytes(_ members: [Member], countOverride: Int? = nil) -> [UInt8] 
         let crc = Int(m.crc ?? CRC32.checksum(m.data))
         let offset = out.count
         let localName = Array((m.localName ?? m.name).utf8)
-        out += le32(0x0403_4B50) + le16(20) + le16(Int(m.flags)) + le16(Int(m.method)) + le16(0) + le16(0) + le32(crc)
+        out +=
+            le32(0x0403_4B50) + le16(20) + le16(Int(m.flags)) + le16(Int(m.method)) + le16(0) + le16(0) + le32(crc)
             + le32(payload.count) + le32(m.data.count) + le16(localName.count) + le16(0) + localName + payload
         let name = Array(m.name.utf8)
-        central += le32(0x0201_4B50) + le16(20) + le16(20) + le16(Int(m.flags)) + le16(Int(m.method)) + le16(0) + le16(0)
+        central +=
+            le32(0x0201_4B50) + le16(20) + le16(20) + le16(Int(m.flags)) + le16(Int(m.method)) + le16(0) + le16(0)
             + le32(crc) + le32(payload.count) + le32(m.data.count) + le16(name.count) + le16(0) + le16(0) + le16(0)
             + le16(0) + le32(0) + le32(offset) + name
     }
     let cdOffset = out.count
     out += central
     let count = countOverride ?? members.count
-    out += le32(0x0605_4B50) + le16(0) + le16(0) + le16(min(count, 0xFFFF)) + le16(min(count, 0xFFFF))
+    out +=
+        le32(0x0605_4B50) + le16(0) + le16(0) + le16(min(count, 0xFFFF)) + le16(min(count, 0xFFFF))
         + le32(central.count) + le32(cdOffset) + le16(0)
     return out
 }
 
 /// A torch.save-like archive around `pickle` (protocol 2) with storage records.
-public func torchArchive(_ pickle: [UInt8], records: [String: [UInt8]] = ["0": [UInt8](repeating: 0, count: 16)],
-                  extra: [Member] = [], byteorder: String = "little") -> [UInt8] {
-    var members = [Member(name: "archive/data.pkl", data: pickle), Member(name: "archive/byteorder", data: Array(byteorder.utf8))]
+public func torchArchive(
+    _ pickle: [UInt8], records: [String: [UInt8]] = ["0": [UInt8](repeating: 0, count: 16)],
+    extra: [Member] = [], byteorder: String = "little"
+) -> [UInt8] {
+    var members = [
+        Member(name: "archive/data.pkl", data: pickle), Member(name: "archive/byteorder", data: Array(byteorder.utf8)),
+    ]
     for (k, v) in records.sorted(by: { $0.key < $1.key }) { members.append(Member(name: "archive/data/\(k)", data: v)) }
     return zipBytes(members + extra)
 }
 
 /// Pickle pieces.
 public enum P {
-    public static func global(_ module: String, _ name: String) -> [UInt8] { [0x63] + Array("\(module)\n\(name)\n".utf8) }
+    public static func global(_ module: String, _ name: String) -> [UInt8] {
+        [0x63] + Array("\(module)\n\(name)\n".utf8)
+    }
     public static func str(_ s: String) -> [UInt8] { [0x58] + le32(s.utf8.count) + Array(s.utf8) }
     public static func int(_ v: Int) -> [UInt8] { [0x4A] + le32(v) }
     /// An integer as torch writes it: BININT when it fits in 32 bits, LONG1 (8 bytes) otherwise.
@@ -82,14 +93,18 @@ public enum P {
         mark + str("storage") + global("torch", type) + str(key) + str("cpu") + int(numel) + tuple + [0x51]
     }
     /// _rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict()).
-    public static func tensor(offset: Int = 0, size: [Int] = [4], stride: [Int] = [1], key: String = "0", numel: Int = 4,
-                       hooks: [UInt8] = orderedDict, type: String = "FloatStorage") -> [UInt8] {
+    public static func tensor(
+        offset: Int = 0, size: [Int] = [4], stride: [Int] = [1], key: String = "0", numel: Int = 4,
+        hooks: [UInt8] = orderedDict, type: String = "FloatStorage"
+    ) -> [UInt8] {
         global("torch._utils", "_rebuild_tensor_v2") + mark + storage(key, numel: numel, type: type) + integer(offset)
             + mark + size.flatMap(integer) + tuple + mark + stride.flatMap(integer) + tuple + [0x89] + hooks + tuple
             + reduce
     }
     /// A state dict {"w": body}.
-    public static func stateDict(_ body: [UInt8]) -> [UInt8] { proto + orderedDict + mark + str("w") + body + setitems + stop }
+    public static func stateDict(_ body: [UInt8]) -> [UInt8] {
+        proto + orderedDict + mark + str("w") + body + setitems + stop
+    }
 }
 
 /// A `.npy` array: magic, version, `header` padded as NumPy pads it, then `data`.
@@ -101,8 +116,10 @@ public func npyBytes(header: String, data: [UInt8], version: UInt8 = 1, headerLe
 }
 
 /// A GGUF v3 file: metadata and tensor records given as raw bytes, data aligned to 32.
-public func ggufBytes(version: Int = 3, tensorCount: UInt64 = 0, kvCount: UInt64 = 0, kv: [UInt8] = [], tensors: [UInt8] = [],
-               data: [UInt8] = []) -> [UInt8] {
+public func ggufBytes(
+    version: Int = 3, tensorCount: UInt64 = 0, kvCount: UInt64 = 0, kv: [UInt8] = [], tensors: [UInt8] = [],
+    data: [UInt8] = []
+) -> [UInt8] {
     var out = Array("GGUF".utf8) + le32(version) + le64(tensorCount) + le64(kvCount) + kv + tensors
     out += [UInt8](repeating: 0, count: (32 - out.count % 32) % 32)
     return out + data
@@ -121,27 +138,45 @@ public func ggufTensor(_ name: String, dims: [UInt64], type: Int = 0, offset: UI
 /// sixth, a bundle, is built from a real bundle in the pack tests.
 public let knownCrashes: [(id: String, file: String, bytes: [UInt8], family: ReadError.Family)] = [
     // _rebuild_tensor_v2(storage, 0, (2,), (2**63-1,), False, OrderedDict()): the view's last element overflows.
-    ("crash 1: stride Int.max", "a.pt", torchArchive(P.stateDict(P.tensor(size: [2], stride: [Int.max]))),
-     .inconsistent),
+    (
+        "crash 1: stride Int.max", "a.pt", torchArchive(P.stateDict(P.tensor(size: [2], stride: [Int.max]))),
+        .inconsistent
+    ),
     // sizes (2**31, 2**31), strides (0, 0) over one element: 2^62 float32 elements overflow the byte count.
-    ("crash 2: 2^62 elements of zero stride", "a.pt",
-     torchArchive(P.stateDict(P.tensor(size: [1 << 31, 1 << 31], stride: [0, 0], numel: 1)),
-                  records: ["0": [0, 0, 0, 0]]), .arithmeticOverflow),
+    (
+        "crash 2: 2^62 elements of zero stride", "a.pt",
+        torchArchive(
+            P.stateDict(P.tensor(size: [1 << 31, 1 << 31], stride: [0, 0], numel: 1)),
+            records: ["0": [0, 0, 0, 0]]), .arithmeticOverflow
+    ),
     // size (2**40,), stride (0,): a legal expanded view whose copy would take 4 TB.
-    ("crash 2b: a 4 TB expanded view", "a.pt",
-     torchArchive(P.stateDict(P.tensor(size: [1 << 40], stride: [0], numel: 1)), records: ["0": [0, 0, 0, 0]]),
-     .limitExceeded),
+    (
+        "crash 2b: a 4 TB expanded view", "a.pt",
+        torchArchive(P.stateDict(P.tensor(size: [1 << 40], stride: [0], numel: 1)), records: ["0": [0, 0, 0, 0]]),
+        .limitExceeded
+    ),
     // 10^6 nested one-tuples: freeing them recursed once per level.
-    ("crash 3: 10^6 nested tuples", "a.pt",
-     torchArchive(P.proto + P.emptyTuple + [UInt8](repeating: 0x85, count: 1_000_000) + P.stop), .limitExceeded),
+    (
+        "crash 3: 10^6 nested tuples", "a.pt",
+        torchArchive(P.proto + P.emptyTuple + [UInt8](repeating: 0x85, count: 1_000_000) + P.stop), .limitExceeded
+    ),
     // A Q8_0 tensor [0, 2^61, 2^61]: validated in file order, multiplied in reverse.
-    ("crash 4: GGUF dims [0, 2^61, 2^61]", "a.gguf",
-     ggufBytes(tensorCount: 1, tensors: ggufTensor("t", dims: [0, 1 << 61, 1 << 61], type: 8)), .arithmeticOverflow),
+    (
+        "crash 4: GGUF dims [0, 2^61, 2^61]", "a.gguf",
+        ggufBytes(tensorCount: 1, tensors: ggufTensor("t", dims: [0, 1 << 61, 1 << 61], type: 8)), .arithmeticOverflow
+    ),
     // Fortran order, shape (0, 10**17, 10**17): strides overflowed although the zero let the size check pass.
-    ("crash 5: Fortran (0, 10^17, 10^17)", "a.npz",
-     zipBytes([Member(name: "a.npy", data: npyBytes(
-        header: "{'descr': '<f4', 'fortran_order': True, 'shape': (0, 100000000000000000, 100000000000000000), }",
-        data: []))]), .arithmeticOverflow),
+    (
+        "crash 5: Fortran (0, 10^17, 10^17)", "a.npz",
+        zipBytes([
+            Member(
+                name: "a.npy",
+                data: npyBytes(
+                    header:
+                        "{'descr': '<f4', 'fortran_order': True, 'shape': (0, 100000000000000000, 100000000000000000), }",
+                    data: []))
+        ]), .arithmeticOverflow
+    ),
 ]
 
 /// Raw DEFLATE data for `prefix` (a stored block, when not empty) followed by `zeros` zero bytes (a fixed-Huffman
@@ -163,7 +198,9 @@ public func deflateZeros(_ zeros: Int, after prefix: [UInt8] = []) -> [UInt8] {
             count -= 8
         }
     }
-    func huffman(_ code: Int, _ n: Int) { for i in stride(from: n - 1, through: 0, by: -1) { bits((code >> i) & 1, 1) } }
+    func huffman(_ code: Int, _ n: Int) {
+        for i in stride(from: n - 1, through: 0, by: -1) { bits((code >> i) & 1, 1) }
+    }
     bits(1, 1)  // final block
     bits(1, 2)  // fixed Huffman
     huffman(0x30, 8)  // literal 0

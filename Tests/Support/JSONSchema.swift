@@ -43,14 +43,19 @@ public struct SchemaValidator {
         return (node, target)
     }
 
-    private static let annotations: Set<String> = ["$schema", "$id", "title", "description", "default", "$defs", "$comment"]
+    private static let annotations: Set<String> = [
+        "$schema", "$id", "title", "description", "default", "$defs", "$comment",
+    ]
 
     private func check(_ v: JSONValue, _ s: JSONValue, file: String, at path: String, _ errors: inout [String]) {
         if case .bool(let b) = s {
             if !b { errors.append("\(path): not allowed") }
             return
         }
-        guard let schema = s.objectValue else { errors.append("\(path): schema is not an object"); return }
+        guard let schema = s.objectValue else {
+            errors.append("\(path): schema is not an object")
+            return
+        }
         for (key, rule) in schema.entries {
             switch key {
             case _ where Self.annotations.contains(key): continue
@@ -86,24 +91,38 @@ public struct SchemaValidator {
                     check(value, rule, file: file, at: "\(path).\(name)", &errors)
                 }
             case "items":
-                for (i, item) in (v.arrayValue ?? []).enumerated() { check(item, rule, file: file, at: "\(path)[\(i)]", &errors) }
+                for (i, item) in (v.arrayValue ?? []).enumerated() {
+                    check(item, rule, file: file, at: "\(path)[\(i)]", &errors)
+                }
             case "minItems":
-                if let a = v.arrayValue, a.count < rule.intValue ?? 0 { errors.append("\(path): fewer than \(rule.serialized) items") }
+                if let a = v.arrayValue, a.count < rule.intValue ?? 0 {
+                    errors.append("\(path): fewer than \(rule.serialized) items")
+                }
             case "maxItems":
-                if let a = v.arrayValue, a.count > rule.intValue ?? Int.max { errors.append("\(path): more than \(rule.serialized) items") }
+                if let a = v.arrayValue, a.count > rule.intValue ?? Int.max {
+                    errors.append("\(path): more than \(rule.serialized) items")
+                }
             case "minLength":
-                if let s = v.stringValue, s.count < rule.intValue ?? 0 { errors.append("\(path): shorter than \(rule.serialized)") }
+                if let s = v.stringValue, s.count < rule.intValue ?? 0 {
+                    errors.append("\(path): shorter than \(rule.serialized)")
+                }
             case "minimum":
-                if let d = Self.number(v), d < rule.doubleValue ?? -.infinity { errors.append("\(path): below \(rule.serialized)") }
+                if let d = Self.number(v), d < rule.doubleValue ?? -.infinity {
+                    errors.append("\(path): below \(rule.serialized)")
+                }
             case "maximum":
-                if let d = Self.number(v), d > rule.doubleValue ?? .infinity { errors.append("\(path): above \(rule.serialized)") }
+                if let d = Self.number(v), d > rule.doubleValue ?? .infinity {
+                    errors.append("\(path): above \(rule.serialized)")
+                }
             case "multipleOf":
                 if let d = Self.number(v), let m = rule.doubleValue, d.truncatingRemainder(dividingBy: m) != 0 {
                     errors.append("\(path): not a multiple of \(m)")
                 }
             case "pattern":
                 if let s = v.stringValue, let p = rule.stringValue,
-                   (try? NSRegularExpression(pattern: p))?.firstMatch(in: s, range: NSRange(s.startIndex..., in: s)) == nil {
+                    (try? NSRegularExpression(pattern: p))?.firstMatch(in: s, range: NSRange(s.startIndex..., in: s))
+                        == nil
+                {
                     errors.append("\(path): \(s.prefix(40)) does not match \(p)")
                 }
             case "allOf":
@@ -124,7 +143,9 @@ public struct SchemaValidator {
             case "if":
                 var e: [String] = []
                 check(v, rule, file: file, at: path, &e)
-                if let branch = e.isEmpty ? schema["then"] : schema["else"] { check(v, branch, file: file, at: path, &errors) }
+                if let branch = e.isEmpty ? schema["then"] : schema["else"] {
+                    check(v, branch, file: file, at: path, &errors)
+                }
             case "then", "else": continue
             default:
                 errors.append("\(path): keyword \(key) is not supported by the test validator")

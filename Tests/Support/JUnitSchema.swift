@@ -3,6 +3,7 @@
 // from reading the schema; a document these checks accept is one that schema accepts.
 
 import Foundation
+
 #if canImport(FoundationXML)
 import FoundationXML
 #endif
@@ -18,17 +19,24 @@ public enum JUnitSchema {
 
     static let text: Set<String> = ["system-out", "system-err"]
     static let rules: [String: Rule] = [
-        "testsuites": Rule(children: ["testsuite"], attributes: ["name", "time", "tests", "failures", "errors"],
-                           required: [], timed: true),
-        "testsuite": Rule(children: ["testsuite", "properties", "testcase", "system-out", "system-err"],
-                          attributes: ["name", "tests", "failures", "errors", "group", "time", "skipped", "timestamp",
-                                       "hostname", "id", "package", "file", "log", "url"],
-                          required: ["name", "tests", "failures", "errors"], timed: true),
+        "testsuites": Rule(
+            children: ["testsuite"], attributes: ["name", "time", "tests", "failures", "errors"],
+            required: [], timed: true),
+        "testsuite": Rule(
+            children: ["testsuite", "properties", "testcase", "system-out", "system-err"],
+            attributes: [
+                "name", "tests", "failures", "errors", "group", "time", "skipped", "timestamp",
+                "hostname", "id", "package", "file", "log", "url",
+            ],
+            required: ["name", "tests", "failures", "errors"], timed: true),
         "properties": Rule(children: ["property"], attributes: [], required: [], timed: false),
         "property": Rule(children: [], attributes: ["name", "value"], required: ["name", "value"], timed: false),
-        "testcase": Rule(children: ["skipped", "error", "failure", "rerunFailure", "rerunError", "flakyFailure",
-                                    "flakyError", "system-out", "system-err"],
-                         attributes: ["name", "time", "classname", "group"], required: ["name"], timed: false),
+        "testcase": Rule(
+            children: [
+                "skipped", "error", "failure", "rerunFailure", "rerunError", "flakyFailure",
+                "flakyError", "system-out", "system-err",
+            ],
+            attributes: ["name", "time", "classname", "group"], required: ["name"], timed: false),
         "failure": Rule(children: [], attributes: ["type", "message"], required: [], timed: false),
         "error": Rule(children: [], attributes: ["type", "message"], required: [], timed: false),
         "skipped": Rule(children: [], attributes: ["type", "message"], required: [], timed: false),
@@ -45,7 +53,9 @@ public enum JUnitSchema {
     /// The problems of `xml` (well-formedness first, then the schema's rules from the root down).
     public static func problems(_ xml: String) -> [String] {
         let document: XMLDocument
-        do { document = try XMLDocument(xmlString: xml, options: []) } catch { return ["not well-formed XML: \(error)"] }
+        do { document = try XMLDocument(xmlString: xml, options: []) } catch {
+            return ["not well-formed XML: \(error)"]
+        }
         guard let root = document.rootElement() else { return ["no root element"] }
         guard root.name == "testsuites" || root.name == "testsuite" else { return ["root is <\(root.name ?? "")>"] }
         var problems: [String] = []

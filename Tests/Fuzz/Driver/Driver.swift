@@ -23,9 +23,11 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
 }
 
 @_silgen_name("LLVMFuzzerRunDriver")
-func runFuzzerDriver(_ argc: UnsafeMutablePointer<Int32>,
-                     _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
-                     _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32) -> Int32
+func runFuzzerDriver(
+    _ argc: UnsafeMutablePointer<Int32>,
+    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+    _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32
+) -> Int32
 
 /// SwiftPM links an executable's entry point as `<module>_main`; here it hands over to libFuzzer's driver.
 @_cdecl("amused_fuzz_main")
@@ -53,8 +55,10 @@ struct Replay {
         for arg in args.dropFirst() {
             var isDir: ObjCBool = false
             guard FileManager.default.fileExists(atPath: arg, isDirectory: &isDir) else { continue }
-            let files = isDir.boolValue
-                ? ((try? FileManager.default.contentsOfDirectory(atPath: arg)) ?? []).sorted().map { arg + "/" + $0 } : [arg]
+            let files =
+                isDir.boolValue
+                ? ((try? FileManager.default.contentsOfDirectory(atPath: arg)) ?? []).sorted().map { arg + "/" + $0 }
+                : [arg]
             for file in files {
                 guard let data = FileManager.default.contents(atPath: file) else { continue }
                 data.withUnsafeBytes { target.run($0) }

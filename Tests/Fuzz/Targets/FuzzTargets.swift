@@ -4,13 +4,13 @@
 // only a crash, a sanitizer report, a timeout or a blown memory limit is a finding.
 
 import AmusedBind
+import AmusedCore
 import AmusedImage
 import AmusedMap
 import AmusedModel
 import AmusedPack
 import AmusedQuantize
 import AmusedRead
-import AmusedCore
 import AmusedVerify
 import Foundation
 
@@ -29,7 +29,8 @@ public enum FuzzTargets {
     /// The targets in the order `Tools/fuzz.sh --list` prints them.
     public static let all: [FuzzTarget] = [
         weights("safetensors", ".safetensors", "safetensors header and data"),
-        FuzzTarget(name: "index", summary: "a sharded safetensors index (model.safetensors.index.json) over two shards") {
+        FuzzTarget(name: "index", summary: "a sharded safetensors index (model.safetensors.index.json) over two shards")
+        {
             bytes in Scratch.shared.withIndex(bytes) { path in touch { try ShardedSafetensors(indexPath: path) } }
         },
         FuzzTarget(name: "json", summary: "the strict JSON parser, cross-checked by json-c") { bytes in
@@ -58,21 +59,22 @@ public enum FuzzTargets {
         },
         FuzzTarget(name: "namemap", summary: "a user's name map, applied to the tiny VQ-GAN") { bytes in
             guard let json = try? StrictJSONParser(path: "<fuzz>").parse(UnsafeRawBufferPointer(bytes)),
-                  let map = try? NameMap(json: json, source: "<fuzz>"), let source = Scratch.shared.vqSource,
-                  let mapped = try? MappedSource(source, map: map, allowUnmapped: true)
+                let map = try? NameMap(json: json, source: "<fuzz>"), let source = Scratch.shared.vqSource,
+                let mapped = try? MappedSource(source, map: map, allowUnmapped: true)
             else { return }
             for info in mapped.infos.prefix(8) { _ = try? mapped.tensor(named: info.name).contiguous() }
         },
         FuzzTarget(name: "policy", summary: "a user's quantization policy, planned over the tiny VQ-GAN") { bytes in
             guard let json = try? StrictJSONParser(path: "<fuzz>").parse(UnsafeRawBufferPointer(bytes)),
-                  let policy = try? QuantPolicy(json: json, path: "<fuzz>")
+                let policy = try? QuantPolicy(json: json, path: "<fuzz>")
             else { return }
             _ = try? QuantPlan(policy: policy, components: [("vqvae", Scratch.shared.vqSpecs)]).summary
         },
         FuzzTarget(name: "lora", summary: "a LoRA file (diffusers/PEFT names, ranks, alphas)") { bytes in
             Scratch.shared.withFile(bytes, ext: ".safetensors") { path in _ = try? LoRA(path: path) }
         },
-        FuzzTarget(name: "record", summary: "a reference record's record.json over a fixed record.safetensors") { bytes in
+        FuzzTarget(name: "record", summary: "a reference record's record.json over a fixed record.safetensors") {
+            bytes in
             Scratch.shared.withRecord(bytes) { folder in
                 guard let record = try? ReferenceRecord(path: folder) else { return }
                 for c in record.cases {
@@ -137,8 +139,9 @@ final class Scratch: @unchecked Sendable {
         let model = fixtures + "/records/tiny-256/model"
         vqSource = try? SafetensorsFile(path: model + "/vqvae/diffusion_pytorch_model.safetensors")
         if let json = try? Checkpoint.readJSON(model + "/vqvae/config.json"),
-           let config = try? VQModelConfig(json: json, path: "config.json"),
-           let specs = try? VQModel.parameterSpecs(config) {
+            let config = try? VQModelConfig(json: json, path: "config.json"),
+            let specs = try? VQModel.parameterSpecs(config)
+        {
             vqSpecs = specs
         } else {
             vqSpecs = []
@@ -146,8 +149,9 @@ final class Scratch: @unchecked Sendable {
         tokenizer = try? AmusedComponents.loadTokenizer(folder: model + "/tokenizer")
         // Records: the fuzzed record.json beside the tiny-256 record's tensors.
         try? FileManager.default.removeItem(atPath: folder + "/record/record.safetensors")
-        try? FileManager.default.copyItem(atPath: fixtures + "/records/tiny-256/record.safetensors",
-                                          toPath: folder + "/record/record.safetensors")
+        try? FileManager.default.copyItem(
+            atPath: fixtures + "/records/tiny-256/record.safetensors",
+            toPath: folder + "/record/record.safetensors")
         // Shards for the index target.
         for shard in ["a", "b"] {
             if let t = try? Tensor(floats: [1, 2, 3, 4], shape: [2, 2]) {
