@@ -96,14 +96,17 @@ struct Convert: ParsableCommand {
     @Flag(help: "Print the plan per tensor (tensor, shape, use, scheme, bytes, reason) on stdout.")
     var showPlan = false
 
-    /// The older spellings, as `convert` told them apart before `import` and `export` existed: without a bundle
-    /// output or option, a checkpoint folder (or a file with --configs) was imported as a diffusers folder and a file
-    /// was written in another format.
+    /// The older spellings, as `convert` told them apart before `import` and `export` existed: with an output that
+    /// is not a bundle and no bundle option, a checkpoint folder (or a file with --configs) was imported as a diffusers
+    /// folder and a file was written in another format. With no output at all, `--dry-run` is convert's own.
     var legacy: String? {
         let bundle =
             (out?.hasSuffix(".amused") ?? false) || AmusedBundle.isBundle(input) || quantize != nil
             || policy != nil || verify != nil || compress
         if bundle { return nil }
+        if format != nil { return "export" }
+        if allowUnmapped || allowMissing { return "import" }
+        guard out != nil else { return nil }  // no output at all: convert's own dry run (the bundle plan)
         var dir: ObjCBool = false
         let isFolder =
             (FileManager.default.fileExists(atPath: input, isDirectory: &dir) && dir.boolValue)

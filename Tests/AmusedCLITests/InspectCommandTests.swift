@@ -153,6 +153,9 @@ struct InspectCommandTests {
             "convert", weights, "--format", "safetensors", "--out", scratch.path + "/w.safetensors",
         ])
         #expect(exported.status == 0 && exported.stderr.contains("is `amused export` now"), "\(exported.stderr)")
+        // Without an output, `convert --dry-run` is convert's own: the bundle plan.
+        let plan = try runAmused(["convert", openMuse, "--dry-run"])
+        #expect(plan.status == 0 && plan.stderr.contains("quantization plan (policy int8)"), "\(plan.stderr)")
         #expect(
             try FileManager.default.contentsOfDirectory(atPath: scratch.path + "/imported-old").sorted()
                 == FileManager.default.contentsOfDirectory(atPath: out).sorted())
