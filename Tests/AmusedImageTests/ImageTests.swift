@@ -47,6 +47,11 @@ struct ImageTests {
         let error = try #require(throws: ImageError.self) { try JPEG.decode(Array(data.prefix(300)), path: "cut.jpg") }
         #expect(error.path == "cut.jpg")
         #expect(throws: ImageError.self) { try decodeImage([1, 2, 3, 4], path: "x") }
+        // Cut inside the scan data: libjpeg would fill the rest with gray; Pillow refuses ("image file is truncated").
+        let truncated = try #require(throws: ImageError.self) {
+            try JPEG.decode(Array(data.prefix(data.count * 4 / 5)), path: "cut.jpg")
+        }
+        #expect(truncated.message.contains("Premature end of JPEG file"))
     }
 
     /// 16-bit samples keep their high byte, as PIL does for 16-bit RGB. (PIL clips 16-bit grayscale to 255 instead,

@@ -1,5 +1,7 @@
 // JPEG decoding through libjpeg(-turbo), with libjpeg's fatal errors turned into a return value (setjmp/longjmp,
-// the library's documented way) instead of its default exit().
+// the library's documented way) instead of its default exit(). A file that ends before its last scanline is an
+// error too, as it is for Pillow ("image file is truncated"); libjpeg itself only warns and fills the rest with
+// gray, which let a few hundred bytes claiming a 64-megapixel image cost a full decode.
 
 #include "amused_jpeg.h"
 
@@ -8,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <jpeglib.h>
+#include <jerror.h>
 
 struct amused_error_manager {
     struct jpeg_error_mgr pub;
@@ -21,6 +24,14 @@ static void amused_error_exit(j_common_ptr cinfo) {
 
 static void amused_output_message(j_common_ptr cinfo) { (void)cinfo; }
 
+/// Warnings are ignored (as Pillow ignores them), except the end of the data before the image is complete.
+static void amused_emit_message(j_common_ptr cinfo, int msg_level) {
+    if (msg_level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) {
+        struct amused_error_manager *err = (struct amused_error_manager *)cinfo->err;
+        longjmp(err->jump, 1);
+    }
+}
+
 unsigned char *amused_jpeg_decode(const unsigned char *data, size_t size, size_t max_pixels, int *width, int *height,
                                   char *error, size_t error_size) {
     struct jpeg_decompress_struct cinfo;
@@ -29,6 +40,7 @@ unsigned char *amused_jpeg_decode(const unsigned char *data, size_t size, size_t
     cinfo.err = jpeg_std_error(&jerr.pub);
     jerr.pub.error_exit = amused_error_exit;
     jerr.pub.output_message = amused_output_message;
+    jerr.pub.emit_message = amused_emit_message;
     if (setjmp(jerr.jump)) {
         char message[JMSG_LENGTH_MAX];
         (*cinfo.err->format_message)((j_common_ptr)&cinfo, message);
