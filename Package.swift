@@ -60,7 +60,8 @@ let package = Package(
         // 4 bind: configs onto the graph, strict binding of tensors to parameters, the checked import of a checkpoint
         // in its canonical form, LoRA fusion.
         .target(
-            name: "AmusedBind", dependencies: ["AmusedCore", "AmusedRead", "AmusedMap", "AmusedModel"],
+            name: "AmusedBind",
+            dependencies: ["AmusedCore", "AmusedRead", "AmusedMap", "AmusedModel", "AmusedKernels"],
             path: "Sources/4-Bind"),
         // 5 quantize: policies as data (policies/*.json, Schemas/quant-policy.schema.json), the plan, the encoders.
         .target(
@@ -178,6 +179,10 @@ let package = Package(
                 "AmusedVerify", "AmusedTestSupport",
             ],
             path: "Tests/AmusedMapTests"),
+        .testTarget(
+            name: "AmusedQuantizeTests",
+            dependencies: ["AmusedQuantize", "AmusedRead", "AmusedCore", "AmusedTestSupport"],
+            path: "Tests/AmusedQuantizeTests"),
         .testTarget(
             name: "AmusedPackTests",
             dependencies: [

@@ -5,8 +5,8 @@
 import CZlib
 import Foundation
 
-/// Errors decoding (or encoding) a compressed stream.
-public struct InflateError: Error, LocalizedError, Equatable, Sendable, CustomStringConvertible {
+/// Errors decoding or encoding a zlib or raw DEFLATE stream.
+public struct ZlibError: Error, LocalizedError, Equatable, Sendable, CustomStringConvertible {
     /// What is wrong.
     public let message: String
     /// Byte offset in the compressed input where it was found (as far as zlib had read).
@@ -23,18 +23,18 @@ public struct InflateError: Error, LocalizedError, Equatable, Sendable, CustomSt
 public enum Inflate {
     /// Decodes a zlib stream (2-byte header, DEFLATE data, Adler-32, which zlib checks), producing at most `limit`
     /// bytes.
-    public static func zlib(_ input: [UInt8], limit: Int) throws(InflateError) -> [UInt8] {
+    public static func zlib(_ input: [UInt8], limit: Int) throws(ZlibError) -> [UInt8] {
         try run(input, windowBits: 15, limit: limit, truncating: false).output
     }
 
     /// Decodes raw DEFLATE data, producing at most `limit` bytes; returns the output and the bytes consumed.
-    public static func raw(_ input: [UInt8], limit: Int) throws(InflateError) -> (output: [UInt8], consumed: Int) {
+    public static func raw(_ input: [UInt8], limit: Int) throws(ZlibError) -> (output: [UInt8], consumed: Int) {
         try run(input, windowBits: -15, limit: limit, truncating: false)
     }
 
     /// The first bytes of raw DEFLATE data, up to `count` of them (fewer when the stream is shorter), without
     /// decoding the rest: enough to read a header inside a compressed member without inflating all of it.
-    public static func prefix(_ input: [UInt8], count: Int) throws(InflateError) -> [UInt8] {
+    public static func prefix(_ input: [UInt8], count: Int) throws(ZlibError) -> [UInt8] {
         try run(input, windowBits: -15, limit: count, truncating: true).output
     }
 
@@ -54,26 +54,30 @@ public enum Inflate {
 
     /// Inflates `input` (zlib-wrapped when `windowBits` is 15, raw when -15) into at most `limit` bytes. With
     /// `truncating`, output stops at the limit; otherwise a stream that goes on past it is an error (`pastLimit`).
-    static func run(_ input: [UInt8], windowBits: Int32, limit: Int, truncating: Bool) throws(InflateError)
+    static func run(_ input: [UInt8], windowBits: Int32, limit: Int, truncating: Bool) throws(ZlibError)
         -> (output: [UInt8], consumed: Int)
     {
         var stream = z_stream()
         guard inflateInit2_(&stream, windowBits, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
-            throw InflateError(message: "zlib could not start a decoder (out of memory)", offset: 0)
+            throw ZlibError(message: "zlib could not start a decoder (out of memory)", offset: 0)
         }
         defer { inflateEnd(&stream) }
-        func failure(_ status: Int32) -> InflateError {
+        func failure(_ status: Int32) -> ZlibError {
             let reason =
                 stream.msg.map { String(cString: $0) }
-                ?? (status == Z_BUF_ERROR || status == Z_OK ? "compressed data ends early" : "zlib status \(status)")
-            return InflateError(
+                ?? (status == Z_BUF_ERROR || status == Z_OK
+                    ? "compressed data ends early"
+                    : status == Z_NEED_DICT ? "the stream asks for a preset dictionary" : "zlib status \(status)")
+            return ZlibError(
                 message: windowBits > 0 && status == Z_DATA_ERROR && reason == "incorrect data check"
                     ? "Adler-32 mismatch" : reason, offset: Int(stream.total_in))
         }
-        // The output grows by doubling, starting small: memory follows what the stream produces, not the limit.
-        var out = [UInt8](repeating: 0, count: min(limit, max(1 << 16, min(input.count, 1 << 26) * 4)))
+        guard limit >= 0 else { throw ZlibError(message: "negative output limit \(limit)", offset: 0) }
+        // The output grows by doubling from 64 KiB: memory follows what the stream produces, never the limit (which
+        // often comes from a size the file claims).
+        var out = [UInt8](repeating: 0, count: min(limit, 1 << 16))
         var produced = 0, fed = 0
-        return try input.withUnsafeBufferPointer { inBuffer throws(InflateError) in
+        return try input.withUnsafeBufferPointer { inBuffer throws(ZlibError) in
             while true {
                 if stream.avail_in == 0 && fed < inBuffer.count {
                     let n = min(inBuffer.count - fed, 1 << 30)
@@ -83,7 +87,9 @@ public enum Inflate {
                 }
                 if produced == out.count {
                     if out.count < limit {
-                        out.append(contentsOf: repeatElement(0, count: min(limit - out.count, max(out.count, 1 << 16))))
+                        let grown = min(limit, 2 * out.count)
+                        out.reserveCapacity(grown)  // exactly: append alone may round the capacity up past the limit
+                        out.append(contentsOf: repeatElement(0, count: grown - out.count))
                     } else if truncating {
                         break
                     } else {
@@ -96,7 +102,7 @@ public enum Inflate {
                         }
                         if status == Z_STREAM_END && stream.avail_out == 1 { break }
                         if stream.avail_out == 0 {
-                            var e = InflateError(
+                            var e = ZlibError(
                                 message: "inflates past the limit of \(limit) bytes",
                                 offset: Int(stream.total_in))
                             e.pastLimit = true
@@ -129,7 +135,7 @@ public enum Inflate {
 /// DEFLATE encoding through zlib.
 public enum Deflate {
     /// A zlib stream (RFC 1950) of `input` at zlib's `level` (0–9); the same bytes for the same input and zlib.
-    public static func zlib(_ input: [UInt8], level: Int32 = 6) throws(InflateError) -> [UInt8] {
+    public static func zlib(_ input: [UInt8], level: Int32 = 6) throws(ZlibError) -> [UInt8] {
         var length = compressBound(uLong(input.count))
         var out = [UInt8](repeating: 0, count: Int(length))
         let status = out.withUnsafeMutableBufferPointer { o in
@@ -137,7 +143,7 @@ public enum Deflate {
             }
         }
         guard status == Z_OK else {
-            throw InflateError(message: "zlib could not compress \(input.count) bytes (status \(status))", offset: 0)
+            throw ZlibError(message: "zlib could not compress \(input.count) bytes (status \(status))", offset: 0)
         }
         out.removeLast(out.count - Int(length))
         return out

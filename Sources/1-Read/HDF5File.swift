@@ -340,7 +340,7 @@ extension HDF5File {
                         .integrity, path: path, field: name,
                         "chunk \(index) inflates to \(out.count) bytes, not \(inflated)")
                 }
-            } catch let error as InflateError {
+            } catch let error as ZlibError {
                 throw ReadError(.limitExceeded, path: path, field: name, "chunk \(index): \(error)")
             } catch let error as ReadError {
                 throw error

@@ -16,7 +16,8 @@ import Foundation
 public struct ParityCheck: Sendable {
     /// The reference record (from `Tools/record.py`).
     public var record: ReferenceRecord
-    /// The tolerance profile; nil: the one named like the bundle's quantization policy, else fp32.
+    /// The tolerance profile; nil: the one named like the conversion's quantization policy (a custom policy with no
+    /// profile of its name needs one given here).
     public var profile: String?
     /// A tolerance profiles file to read instead of the shipped one.
     public var profileFile: String?

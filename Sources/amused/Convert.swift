@@ -104,20 +104,35 @@ struct Convert: ParsableCommand {
             (out?.hasSuffix(".amused") ?? false) || AmusedBundle.isBundle(input) || quantize != nil
             || policy != nil || verify != nil || compress
         if bundle { return nil }
-        if format != nil { return "export" }
-        if allowUnmapped || allowMissing { return "import" }
-        guard out != nil else { return nil }  // no output at all: convert's own dry run (the bundle plan)
         var dir: ObjCBool = false
         let isFolder =
             (FileManager.default.fileExists(atPath: input, isDirectory: &dir) && dir.boolValue)
             || layoutOptions.configs != nil || layoutOptions.layout == .singleFile
-        return isFolder ? "import" : "export"
+        if isFolder { return out != nil || allowUnmapped || allowMissing || format != nil ? "import" : nil }
+        // No output and no export option: convert's own dry run (the bundle plan).
+        return out != nil || format != nil ? "export" : nil
     }
 
     mutating func validate() throws {
         // A hub id for the input is resolved in the local Hugging Face cache before anything runs.
         input = try layoutOptions.resolve(input)
-        if legacy != nil { return }  // validated by the command it stands for, when it runs
+        layoutOptions.revision = nil  // resolved: the input is a path now
+        switch legacy {
+        case "export":
+            // As the older convert said it: options of folders do not apply to one file.
+            if dryRun || allowUnmapped || allowMissing || variant != nil || loraOptions.lora != nil {
+                throw ValidationError(
+                    "--dry-run, --allow-unmapped, --allow-missing, --variant and --lora apply to checkpoint folders")
+            }
+            if out == nil { throw ValidationError("--out is required") }
+            return
+        case "import":
+            if let format, format != .safetensors {
+                throw ValidationError("a checkpoint folder is written as safetensors")
+            }
+            return
+        default: break
+        }
         if let quantize, !QuantPolicy.presets.contains(quantize) {
             throw ValidationError("--quantize is one of \(QuantPolicy.presets.joined(separator: ", "))")
         }
@@ -139,7 +154,7 @@ struct Convert: ParsableCommand {
                         .utf8))
             var command = Export()
             command.input = input
-            command.out = out ?? ""
+            command.out = out!  // validate() required it
             command.format = format ?? .safetensors
             command.ggufType = ggufType
             try command.validate()
@@ -182,7 +197,10 @@ struct Convert: ParsableCommand {
                 stage("read: \(input)")
                 let bundle = try AmusedBundle(path: input)
                 try bundle.verifyIntegrity()
-                guard let out else { return }
+                guard let out, !dryRun else {
+                    stage("dry run: every digest of the bundle checked; nothing was written")
+                    return
+                }
                 stage("pack: \(compress ? "compressing" : "decompressing") into \(out)")
                 try BundleConversion.transcode(bundle, to: out, compression: compress ? compressionLevel : nil)
                 stage("wrote \(out)")

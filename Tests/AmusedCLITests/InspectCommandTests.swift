@@ -153,6 +153,11 @@ struct InspectCommandTests {
             "convert", weights, "--format", "safetensors", "--out", scratch.path + "/w.safetensors",
         ])
         #expect(exported.status == 0 && exported.stderr.contains("is `amused export` now"), "\(exported.stderr)")
+        // The older export spelling keeps its checks: folder options refused, --out required (usage errors, 64).
+        #expect(
+            try runAmused(["convert", weights, "--out", scratch.path + "/x.safetensors", "--dry-run"]).status == 64)
+        #expect(try runAmused(["convert", weights, "--format", "gguf"]).status == 64)
+        #expect(try runAmused(["convert", openMuse, "--format", "gguf", "--out", scratch.path + "/y"]).status == 64)
         // Without an output, `convert --dry-run` is convert's own: the bundle plan.
         let plan = try runAmused(["convert", openMuse, "--dry-run"])
         #expect(plan.status == 0 && plan.stderr.contains("quantization plan (policy int8)"), "\(plan.stderr)")
