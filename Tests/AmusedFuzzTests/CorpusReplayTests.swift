@@ -27,9 +27,10 @@ struct CorpusReplayTests {
         #expect(Date().timeIntervalSince(start) < Double(files.count) * 10)
     }
 
-    /// Files the fuzzer found that crash libhdf5 itself (Tests/Fuzz/crashers/hdf5: a SEGV in H5F__accum_read under
-    /// H5G__node_sumup, Debian's libhdf5 1.10.8): read the way every command and library user reads HDF5 — in the
-    /// helper process — each is a `malformed` error and this process lives on.
+    /// Files the fuzzer found that crash libhdf5 itself (Tests/Fuzz/crashers/hdf5, Debian's libhdf5 1.10.8: a SEGV in
+    /// H5F__accum_read under H5G__node_sumup, and from the fork-mode run of hdf5-inprocess the smallest input of each
+    /// signal among its 164 crashes, a SEGV and a floating-point exception): read the way every command and library
+    /// user reads HDF5 — in the helper process — each is a `malformed` error and this process lives on.
     @Test func theHelperAbsorbsLibHDF5Crashes() throws {
         let folder = FixturePaths.repo + "/Tests/Fuzz/crashers/hdf5"
         let files = try FileManager.default.contentsOfDirectory(atPath: folder).sorted()
