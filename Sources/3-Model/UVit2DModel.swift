@@ -555,17 +555,23 @@ struct ConvNextBlock: Sendable {
         condMapper = try Linear(s.child("cond_embeds_mapper"), in: c.hiddenSize, out: 2 * ch, bias: c.useBias)
     }
 
-    func callAsFunction(_ x: [Float], batch: Int, height: Int, width: Int, modulation: [Float]) -> [Float] {
-        let ch = channels, tokens = height * width
+    /// The depthwise 3×3 convolution (with its bias) over NHWC rows: the block's first step, in inference and training.
+    func depthwiseConvolution(_ x: [Float], batch: Int, height: Int, width: Int) -> [Float] {
         var y = [Float](repeating: 0, count: x.count)
         x.withUnsafeBufferPointer { xp in
             y.withUnsafeMutableBufferPointer { yp in
                 Kernels.depthwiseConv3x3NHWC(
                     input: xp.baseAddress!, batch: batch, height: height, width: width,
-                    channels: ch, weight: depthwise.p, bias: depthwiseBias?.p,
+                    channels: channels, weight: depthwise.p, bias: depthwiseBias?.p,
                     output: yp.baseAddress!)
             }
         }
+        return y
+    }
+
+    func callAsFunction(_ x: [Float], batch: Int, height: Int, width: Int, modulation: [Float]) -> [Float] {
+        let ch = channels, tokens = height * width
+        var y = depthwiseConvolution(x, batch: batch, height: height, width: width)
         norm(&y)
         var h = linear1(y, rows: batch * tokens)
         h.withUnsafeMutableBufferPointer { Kernels.gelu($0.baseAddress!, count: $0.count) }

@@ -576,15 +576,7 @@ extension ConvNextBlock {
 
     func trainingForward(_ x: [Float], batch: Int, height: Int, width: Int, modulation: [Float]) -> ([Float], Cache) {
         let ch = channels, tokens = height * width
-        var y = [Float](repeating: 0, count: x.count)
-        x.withUnsafeBufferPointer { xp in
-            y.withUnsafeMutableBufferPointer { yp in
-                Kernels.depthwiseConv3x3NHWC(
-                    input: xp.baseAddress!, batch: batch, height: height, width: width,
-                    channels: ch, weight: depthwise.p, bias: depthwiseBias?.p,
-                    output: yp.baseAddress!)
-            }
-        }
+        let y = depthwiseConvolution(x, batch: batch, height: height, width: width)
         var normed = y
         norm(&normed)
         let pre = linear1(normed, rows: batch * tokens)
