@@ -4,7 +4,7 @@ import AmusedCore
 import Foundation
 
 /// What went wrong while reading a weights file, with the file, the byte offset and the field it concerns.
-public struct ReadError: Error, LocalizedError, Equatable, Sendable {
+public struct ReadError: Error, DescribedError, Equatable {
     /// The error families of `docs/hostile-inputs.md`, stable across versions.
     public enum Family: String, Sendable, Codable {
         /// The file ends before a structure it declares.
@@ -47,17 +47,11 @@ public struct ReadError: Error, LocalizedError, Equatable, Sendable {
         self.message = message
     }
 
-    /// The full message: `file: [at byte N] [field]: message (family). advice`.
-    public var errorDescription: String? {
-        var s = path
-        if let offset { s += " at byte \(offset)" }
-        if let field { s += " [\(field)]" }
-        s += ": \(message) (\(family.rawValue)). "
-        s += advice
-        return s
-    }
+    /// The family's name.
+    public var kindName: String? { family.rawValue }
 
-    private var advice: String {
+    /// What to do, by family.
+    public var advice: String {
         switch family {
         case .truncated: "The file is incomplete: download or copy it again."
         case .limitExceeded: "The file declares more than this reader accepts; it is damaged or not a weights file."

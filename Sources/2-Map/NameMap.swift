@@ -7,7 +7,7 @@ import AmusedRead
 import Foundation
 
 /// The one error type of the map stage.
-public struct MapError: Error, LocalizedError, Equatable, Sendable {
+public struct MapError: Error, DescribedError, Equatable {
     /// The map, file or tensor concerned.
     public let subject: String
     /// What is wrong.
@@ -19,10 +19,10 @@ public struct MapError: Error, LocalizedError, Equatable, Sendable {
         self.message = message
     }
 
-    /// `subject: message`.
-    public var errorDescription: String? {
-        "\(subject): \(message). Check that the checkpoint's layout matches the map (or force one with --layout)."
-    }
+    /// The subject, as the message names it first.
+    public var path: String { subject }
+    /// What to do.
+    public var advice: String { "Check that the checkpoint's layout matches the map (or force one with --layout)." }
 }
 
 /// A name pattern: literal text with placeholders. `{i}` matches digits; `{side:down|up}` one of the listed words;

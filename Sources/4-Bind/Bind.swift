@@ -8,7 +8,7 @@ import AmusedRead
 import Foundation
 
 /// The one error type of the bind stage.
-public struct BindError: Error, LocalizedError, Equatable, Sendable {
+public struct BindError: Error, DescribedError, Equatable {
     /// What kind of mismatch.
     public enum Kind: String, Sendable {
         /// The graph needs a tensor the checkpoint lacks.
@@ -44,22 +44,21 @@ public struct BindError: Error, LocalizedError, Equatable, Sendable {
         self.message = message
     }
 
-    /// `path [key]: message (kind). advice`.
-    public var errorDescription: String? {
-        var s = path
-        if let key { s += " [\(key)]" }
-        s += ": \(message) (\(kind.rawValue)). "
+    /// The key, as the message names it.
+    public var field: String? { key }
+    /// The kind's name.
+    public var kindName: String? { kind.rawValue }
+    /// What to do.
+    public var advice: String {
         switch kind {
         case .missing, .unused, .shape:
-            s += "The checkpoint does not match its config; check that config.json belongs to these weights."
-        case .dtype: s += "Convert the weights to float32, float16 or bfloat16."
-        case .config: s += "Fix the config file or use the one shipped with the checkpoint."
-        case .tokenizer: s += "The tokenizer/ folder needs vocab.json and merges.txt from the same checkpoint."
+            "The checkpoint does not match its config; check that config.json belongs to these weights."
+        case .dtype: "Convert the weights to float32, float16 or bfloat16."
+        case .config: "Fix the config file or use the one shipped with the checkpoint."
+        case .tokenizer: "The tokenizer/ folder needs vocab.json and merges.txt from the same checkpoint."
         case .lora:
-            s +=
-                "Pass the pytorch_lora_weights.safetensors written for this base model by diffusers' save_lora_weights."
+            "Pass the pytorch_lora_weights.safetensors written for this base model by diffusers' save_lora_weights."
         }
-        return s
     }
 }
 

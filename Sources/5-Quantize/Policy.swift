@@ -8,7 +8,7 @@ import AmusedRead
 import Foundation
 
 /// The one error type of the quantize stage.
-public struct QuantizeError: Error, LocalizedError, Equatable, Sendable {
+public struct QuantizeError: Error, DescribedError, Equatable {
     /// The policy file, checkpoint or tensor concerned.
     public let path: String
     /// The rule, field or tensor key concerned.
@@ -23,10 +23,9 @@ public struct QuantizeError: Error, LocalizedError, Equatable, Sendable {
         self.message = message
     }
 
-    /// `path [field]: message. advice`.
-    public var errorDescription: String? {
-        "\(path)" + (field.map { " [\($0)]" } ?? "") + ": \(message). "
-            + "See Schemas/quant-policy.schema.json and the shipped presets in Sources/5-Quantize/policies/."
+    /// What to do.
+    public var advice: String {
+        "See Schemas/quant-policy.schema.json and the shipped presets in Sources/5-Quantize/policies/."
     }
 }
 

@@ -6,7 +6,7 @@ import AmusedRead
 import Foundation
 
 /// The one error type of the verify stage.
-public struct VerifyError: Error, LocalizedError, Sendable {
+public struct VerifyError: Error, DescribedError {
     /// The file concerned.
     public let path: String
     /// The case or tensor concerned.
@@ -21,10 +21,9 @@ public struct VerifyError: Error, LocalizedError, Sendable {
         self.message = message
     }
 
-    /// `path [field]: message`.
-    public var errorDescription: String? {
-        "\(path)\(field.map { " [\($0)]" } ?? ""): \(message). Check that the record was written by Tools/ "
-            + "(format amused-reference-record, version 1) and is complete."
+    /// What to do.
+    public var advice: String {
+        "Check that the record was written by Tools/ (format amused-reference-record, version 1) and is complete."
     }
 }
 

@@ -21,7 +21,7 @@ import Crypto
 import Foundation
 
 /// The one error type of the pack stage: reading, checking and writing bundles.
-public struct BundleError: Error, LocalizedError, Equatable, Sendable {
+public struct BundleError: Error, DescribedError, Equatable {
     /// The hostile-inputs family (`integrity`, `inconsistent`, `limitExceeded`, …).
     public let family: ReadError.Family
     /// The bundle.
@@ -42,20 +42,18 @@ public struct BundleError: Error, LocalizedError, Equatable, Sendable {
         self.message = message
     }
 
-    /// `path [field] at byte N: message (family). advice`.
-    public var errorDescription: String? {
-        var s = path + (field.map { " [\($0)]" } ?? "") + (offset.map { " at byte \($0)" } ?? "")
-        s += ": \(message) (\(family.rawValue)). "
+    /// The family's name.
+    public var kindName: String? { family.rawValue }
+    /// What to do, by family.
+    public var advice: String {
         switch family {
-        case .integrity: s += "The bundle is damaged; copy it again or re-run amused convert."
+        case .integrity: "The bundle is damaged; copy it again or re-run amused convert."
         case .io:
-            s +=
-                "Check the path, the permissions, the free space and any file-size limit; a bundle being "
+            "Check the path, the permissions, the free space and any file-size limit; a bundle being "
                 + "written is left as it was."
-        case .unsupported: s += "Convert the checkpoint again with this version of amused."
-        default: s += "This is not a valid .amused bundle; re-run amused convert to make one."
+        case .unsupported: "Convert the checkpoint again with this version of amused."
+        default: "This is not a valid .amused bundle; re-run amused convert to make one."
         }
-        return s
     }
 }
 

@@ -63,15 +63,13 @@ extension AmusedComponents {
                 try bundle.fileBytes("tokenizer/" + name)
             }
         }
-        let scheduler = bundle.manifest["scheduler"]
+        let scheduler = bundle.manifest.scheduler
         self.init(
             source: bundle.path, textEncoder: textEncoder, transformer: transformer, vqvae: vqvae,
             tokenizer: tokenizer, maskTokenId: scheduler?["mask_token_id"]?.intValue,
             maskingSchedule: try AmusedComponents.maskingSchedule(
                 scheduler?["masking_schedule"],
                 path: at + " [manifest scheduler]"),
-            samplingDefaults: try bundle.manifest["sampling"].flatMap { v throws(BindError) in
-                v == .null ? nil : try SamplingDefaults(json: v, path: at + " [manifest sampling]")
-            })
+            samplingDefaults: bundle.manifest.sampling)
     }
 }

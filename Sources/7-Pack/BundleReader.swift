@@ -13,18 +13,21 @@ import Foundation
 public struct BundleBlob: Sendable {
     /// What it belongs to (`transformer/embed.embeddings.weight data`, `file tokenizer/vocab.json`).
     public let owner: String
-    /// First byte in the bundle.
-    public let offset: Int
-    /// Bytes stored in the bundle.
-    public let storedBytes: Int
-    /// Bytes once decoded.
-    public let bytes: Int
-    /// `raw`, `zstd` or `zstd-planes` (byte planes of `width`-byte elements, then zstd).
-    public let encoding: String
-    /// Element width for `zstd-planes`.
+    /// Its place in the file, sizes, encoding and digest, as the manifest gives them.
+    public let location: BundleManifest.Location
+    /// Element width (the byte planes of `zstd-planes`).
     public let width: Int
+
+    /// First byte in the bundle.
+    public var offset: Int { location.offset }
+    /// Bytes stored in the bundle.
+    public var storedBytes: Int { location.storedBytes }
+    /// Bytes once decoded.
+    public var bytes: Int { location.bytes }
+    /// How the stored bytes are encoded.
+    public var encoding: BundleManifest.Encoding { location.encoding }
     /// SHA-256 of the decoded bytes, hex.
-    public let sha256: String
+    public var sha256: String { location.sha256 }
 }
 
 /// One tensor of a bundle.
@@ -56,7 +59,7 @@ public final class AmusedBundle: @unchecked Sendable {
     /// The file.
     public let path: String
     /// The manifest.
-    public let manifest: JSONValue
+    public let manifest: BundleManifest
     /// Bytes of the manifest.
     public let manifestBytes: Int
     /// Model components.
@@ -132,140 +135,77 @@ public final class AmusedBundle: @unchecked Sendable {
         guard digest == Array(header[32..<64]) else {
             throw fail(.integrity, "manifest", mOffset, "the manifest's SHA-256 does not match the header")
         }
-        let manifest: JSONValue
-        do { manifest = try StrictJSONParser(path: path, baseOffset: mOffset).parse(manifestRaw) } catch {
+        let json: JSONValue
+        do { json = try StrictJSONParser(path: path, baseOffset: mOffset).parse(manifestRaw) } catch {
             throw fail(.malformed, "manifest", mOffset, error.errorDescription ?? "\(error)")
         }
+        let manifest = try BundleManifest(json, path: path)
         self.manifest = manifest
         self.manifestBytes = mLength
-        guard manifest["format"]?.stringValue == "amused-bundle" else {
-            throw fail(.malformed, "manifest", nil, "format is not \"amused-bundle\"")
-        }
-        guard manifest["version"]?.intValue == Int(BundleFormat.version) else {
-            throw fail(
-                .unsupported, "manifest", nil, "manifest version \(manifest["version"]?.serialized ?? "missing")")
-        }
-        guard let codec = manifest["compression"]?["codec"]?.stringValue, ["none", "zstd"].contains(codec) else {
-            throw fail(.malformed, "manifest.compression", nil, "codec must be none or zstd")
-        }
-        let isCompressed = codec == "zstd"
-        compressed = isCompressed
+        compressed = manifest.compression != .none
 
         // Every buffer, with its declared sizes checked against its dtype and shape.
         var blobs: [BundleBlob] = []
-        func blob(_ j: JSONValue?, owner: String, dtype: DType, shape: [Int]) throws(BundleError) -> BundleBlob {
-            guard let j, let offset = j["offset"]?.intValue, let stored = j["stored_bytes"]?.intValue,
-                let bytes = j["bytes"]?.intValue, let encoding = j["encoding"]?.stringValue,
-                let sha = j["sha256"]?.stringValue, sha.count == 64,
-                sha.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) })
-            else {
+        func blob(_ l: BundleManifest.Location, owner: String, dtype: DType, shape: [Int]) throws(BundleError)
+            -> BundleBlob
+        {
+            guard l.bytes <= BundleFormat.maxBufferBytes, l.storedBytes <= BundleFormat.maxBufferBytes else {
                 throw fail(
-                    .malformed, owner, nil, "buffer needs offset, stored_bytes, bytes, encoding and a hex sha256")
-            }
-            guard offset >= 0, stored >= 0, bytes >= 0 else {
-                throw fail(.malformed, owner, nil, "negative size or offset")
-            }
-            guard bytes <= BundleFormat.maxBufferBytes, stored <= BundleFormat.maxBufferBytes else {
-                throw fail(
-                    .limitExceeded, owner, offset,
-                    "buffer of \(max(bytes, stored)) bytes (limit \(BundleFormat.maxBufferBytes))")
+                    .limitExceeded, owner, l.offset,
+                    "buffer of \(max(l.bytes, l.storedBytes)) bytes (limit \(BundleFormat.maxBufferBytes))")
             }
             guard let count = SizeMath.product(shape), let expected = SizeMath.byteCount(elements: count, dtype: dtype),
-                expected == bytes
+                expected == l.bytes
             else {
-                throw fail(.inconsistent, owner, offset, "\(bytes) bytes for \(dtype.rawValue) \(describeShape(shape))")
+                throw fail(
+                    .inconsistent, owner, l.offset, "\(l.bytes) bytes for \(dtype.rawValue) \(describeShape(shape))")
             }
-            switch encoding {
-            case "raw":
-                guard stored == bytes else {
-                    throw fail(
-                        .inconsistent, owner, offset, "a raw buffer stores \(stored) bytes but declares \(bytes)")
-                }
-            case "zstd", "zstd-planes":
-                guard isCompressed else {
-                    throw fail(.inconsistent, owner, offset, "zstd buffer in an uncompressed bundle")
-                }
-            default: throw fail(.unsupported, owner, offset, "unknown encoding \(encoding)")
+            guard l.encoding != .raw || l.storedBytes == l.bytes else {
+                throw fail(
+                    .inconsistent, owner, l.offset, "a raw buffer stores \(l.storedBytes) bytes but declares \(l.bytes)"
+                )
             }
-            let b = BundleBlob(
-                owner: owner, offset: offset, storedBytes: stored, bytes: bytes, encoding: encoding,
-                width: max(1, dtype.bitWidth / 8), sha256: sha)
+            let b = BundleBlob(owner: owner, location: l, width: max(1, dtype.bitWidth / 8))
             blobs.append(b)
             return b
         }
         var parsedComponents: [BundleComponent] = []
-        guard let componentList = manifest["components"]?.arrayValue else {
-            throw fail(.malformed, "manifest.components", nil, "missing")
-        }
-        for c in componentList {
-            guard let name = c["name"]?.stringValue, ["transformer", "text_encoder", "vqvae"].contains(name),
-                let config = c["config"], config.objectValue != nil, let tensors = c["tensors"]?.arrayValue
-            else {
-                throw fail(
-                    .malformed, "manifest.components", nil, "a component needs a known name, a config and tensors")
-            }
+        for c in manifest.components {
+            let name = c.part.rawValue
             guard !parsedComponents.contains(where: { $0.name == name }) else {
                 throw fail(.inconsistent, "manifest.components", nil, "component \(name) appears twice")
             }
             var list: [BundleTensor] = []
             var seen = Set<String>()
-            for t in tensors {
-                guard let key = t["key"]?.stringValue, let shapeJSON = t["shape"]?.arrayValue,
-                    let schemeName = t["scheme"]?.stringValue, let buffers = t["buffers"]?.arrayValue
-                else { throw fail(.malformed, name, nil, "a tensor needs key, shape, scheme and buffers") }
-                let owner = "\(name)/\(key)"
-                guard seen.insert(key).inserted else { throw fail(.inconsistent, owner, nil, "tensor appears twice") }
-                let shape = shapeJSON.compactMap(\.intValue)
-                guard shape.count == shapeJSON.count, shape.allSatisfy({ $0 >= 0 }), shape.count <= 8 else {
-                    throw fail(.malformed, owner, nil, "shape must be a list of non-negative integers")
-                }
-                // A correct SHA-256 proves nothing about the sizes: anyone can compute one.
-                guard SizeMath.byteCount(shape: shape, dtype: .f32) != nil else {
-                    throw fail(.arithmeticOverflow, owner, nil, "shape \(describeShape(shape)) overflows 64 bits")
-                }
-                guard let scheme = QuantScheme(name: schemeName) else {
-                    throw fail(.unsupported, owner, nil, "unknown scheme \(schemeName)")
-                }
-                guard let layout = scheme.buffers(for: shape), layout.count == buffers.count else {
+            for t in c.tensors {
+                let owner = "\(name)/\(t.key)"
+                guard seen.insert(t.key).inserted else { throw fail(.inconsistent, owner, nil, "tensor appears twice") }
+                guard let layout = t.scheme.buffers(for: t.shape), layout.count == t.buffers.count else {
                     throw fail(
                         .inconsistent, owner, nil,
-                        "scheme \(scheme) and shape \(describeShape(shape)) need other buffers")
+                        "scheme \(t.scheme) and shape \(describeShape(t.shape)) need other buffers")
                 }
                 var parsed: [(String, DType, [Int], BundleBlob)] = []
-                for (want, j) in zip(layout, buffers) {
-                    guard j["role"]?.stringValue == want.role, j["dtype"]?.stringValue == want.dtype.rawValue,
-                        j["shape"]?.arrayValue?.compactMap(\.intValue) == want.shape
-                    else {
+                for (want, b) in zip(layout, t.buffers) {
+                    guard b.role == want.role, b.dtype == want.dtype, b.shape == want.shape else {
                         throw fail(
                             .inconsistent, owner, nil,
                             "\(want.role) buffer must be \(want.dtype.rawValue) \(describeShape(want.shape)) "
-                                + "for \(scheme) \(describeShape(shape))")
+                                + "for \(t.scheme) \(describeShape(t.shape))")
                     }
-                    parsed.append(
-                        (
-                            want.role, want.dtype, want.shape,
-                            try blob(j, owner: "\(owner) \(want.role)", dtype: want.dtype, shape: want.shape)
-                        ))
+                    let owned = try blob(
+                        b.location, owner: "\(owner) \(want.role)", dtype: want.dtype, shape: want.shape)
+                    parsed.append((want.role, want.dtype, want.shape, owned))
                 }
                 list.append(
-                    BundleTensor(
-                        key: key, shape: shape, scheme: scheme, use: t["use"]?.stringValue ?? "other",
-                        buffers: parsed))
+                    BundleTensor(key: t.key, shape: t.shape, scheme: t.scheme, use: t.use.rawValue, buffers: parsed))
             }
-            parsedComponents.append(BundleComponent(name: name, config: config, tensors: list))
+            parsedComponents.append(BundleComponent(name: name, config: .object(c.config), tensors: list))
         }
         var files: [String: BundleBlob] = [:]
-        for f in manifest["files"]?.arrayValue ?? [] {
-            guard let name = f["name"]?.stringValue else {
-                throw fail(.malformed, "manifest.files", nil, "a file needs a name")
-            }
-            guard Self.fileNames.contains(name) else {
-                throw fail(
-                    .forbidden, "file \(name)", nil,
-                    "file names are limited to \(Self.fileNames.joined(separator: ", "))")
-            }
-            guard files[name] == nil else { throw fail(.inconsistent, "file \(name)", nil, "appears twice") }
-            files[name] = try blob(f, owner: "file \(name)", dtype: .u8, shape: [f["bytes"]?.intValue ?? -1])
+        for f in manifest.files {
+            guard files[f.name] == nil else { throw fail(.inconsistent, "file \(f.name)", nil, "appears twice") }
+            files[f.name] = try blob(f.location, owner: "file \(f.name)", dtype: .u8, shape: [f.location.bytes])
         }
         // Exact tiling: buffers in order from byte 64, each at the next multiple of 64, the manifest after the last.
         var cursor = BundleFormat.alignment
@@ -325,7 +265,7 @@ public final class AmusedBundle: @unchecked Sendable {
     {
         do { try file.checkIntact() } catch { throw BundleError(.io, path: path, "\(error)") }
         let stored = UnsafeRawBufferPointer(start: file.pointer(at: blob.offset), count: blob.storedBytes)
-        if blob.encoding == "raw" { return try body(stored) }
+        if blob.encoding == .raw { return try body(stored) }
         let storage = try decode(blob, stored)
         return try body(UnsafeRawBufferPointer(start: storage.baseAddress, count: blob.bytes))
     }
@@ -333,7 +273,7 @@ public final class AmusedBundle: @unchecked Sendable {
     func decode(_ blob: BundleBlob, _ stored: UnsafeRawBufferPointer) throws(BundleError) -> Storage {
         try BundleFormat.checkFrame(stored, expected: blob.bytes, path: path, field: blob.owner, offset: blob.offset)
         let out = Storage(zeroedByteCount: blob.bytes)
-        if blob.encoding == "zstd-planes" {
+        if blob.encoding == .zstdPlanes {
             let planes = Storage(zeroedByteCount: blob.bytes)
             try BundleFormat.decompress(
                 stored, expected: blob.bytes, into: planes.mutableBaseAddress!, path: path,
@@ -356,7 +296,7 @@ public final class AmusedBundle: @unchecked Sendable {
         for b in t.buffers {
             do {
                 let storage: Storage
-                if b.blob.encoding == "raw" {
+                if b.blob.encoding == .raw {
                     storage = try Storage(file: file, offset: b.blob.offset, byteCount: b.blob.bytes)
                 } else {
                     storage = try decode(
@@ -387,7 +327,7 @@ public final class AmusedBundle: @unchecked Sendable {
     }
 
     /// The name of the quantization policy the bundle was made with.
-    public var policyName: String? { manifest["quantization"]?["policy"]?["name"]?.stringValue }
+    public var policyName: String { manifest.quantization.policy.name }
 
     /// Total bytes of the file.
     public var byteCount: Int { file.byteCount }

@@ -27,22 +27,22 @@ final class BundleWriter {
     /// The path being written.
     var temporaryPath: String { out.temporaryPath }
 
-    /// Appends `bytes` (elements of `width` bytes) at the next aligned offset; returns the buffer's manifest fields.
-    func append(_ bytes: UnsafeRawBufferPointer, width: Int) throws(BundleError) -> JSONObject {
+    /// Appends `bytes` (elements of `width` bytes) at the next aligned offset; returns where they went.
+    func append(_ bytes: UnsafeRawBufferPointer, width: Int) throws(BundleError) -> BundleManifest.Location {
         let sha = BundleFormat.sha256(bytes)
-        var encoding = "raw"
+        var encoding = BundleManifest.Encoding.raw
         var stored: [UInt8]? = nil
         if let level = compression, bytes.count > 0 {
             // Byte planes help when elements are wider than a byte (exponents line up); kept only where they help.
             let plain = BundleFormat.compress(bytes, level: level)
             stored = plain
-            encoding = "zstd"
+            encoding = .zstd
             if width > 1 {
                 let planes = BundleFormat.planes(bytes, width: width)
                 let split = planes.withUnsafeBytes { BundleFormat.compress($0, level: level) }
                 if split.count < plain.count {
                     stored = split
-                    encoding = "zstd-planes"
+                    encoding = .zstdPlanes
                 }
             }
         }
@@ -51,18 +51,14 @@ final class BundleWriter {
             if offset > out.position { try out.write([UInt8](repeating: 0, count: offset - out.position)) }
             if let stored { try out.write(stored) } else { try out.write(bytes) }
         } catch { throw BundleError(.io, path: destination, error.summary) }
-        var o = JSONObject()
-        o.insert("offset", .number(String(offset)))
-        o.insert("stored_bytes", .number(String(stored?.count ?? bytes.count)))
-        o.insert("bytes", .number(String(bytes.count)))
-        o.insert("encoding", .string(encoding))
-        o.insert("sha256", .string(sha))
-        return o
+        return BundleManifest.Location(
+            offset: offset, storedBytes: stored?.count ?? bytes.count, bytes: bytes.count, encoding: encoding,
+            sha256: sha)
     }
 
     /// Writes `manifest` and the header, and leaves the complete file at the temporary path (not yet renamed).
-    func finish(manifest: JSONValue) throws(BundleError) {
-        let bytes = Array(manifest.serialized.utf8)
+    func finish(manifest: BundleManifest) throws(BundleError) {
+        let bytes = Array(manifest.json.serialized.utf8)
         guard bytes.count <= BundleFormat.maxManifestBytes else {
             throw BundleError(.limitExceeded, path: destination, field: "manifest", "manifest of \(bytes.count) bytes")
         }

@@ -93,11 +93,11 @@ public enum BundleConversion {
         let (imports, plan) = try self.plan(checkpoint, options: options)
         AtomicFileWriter.removeStale(for: destination)
         log("digest: hashing the source files")
-        let sourceJSON = try sourceSection(checkpoint, imports)
+        let source = try sourceSection(checkpoint, imports)
 
         // Pass 1: the whole bundle, uncompressed, at a temporary path.
         let writer = try BundleWriter(destination: destination, compression: nil)
-        var components: [JSONValue] = []
+        var components: [BundleManifest.Component] = []
         var uvit: UVit2DConfig?
         var done = 0
         var totals = QuantizationStats()
@@ -105,68 +105,41 @@ public enum BundleConversion {
         for p in imports {
             if case .transformer(let u) = p.graph.config { uvit = u }
             let source = CheckpointImport.source(p, lora: options.lora)
-            let planned = plan.tensors.filter { $0.component == p.part.rawValue }
-            var tensors: [JSONValue] = []
-            for t in planned {
-                let entry = try pack(t, from: source, into: writer, totals: &totals)
-                tensors.append(entry)
+            var tensors: [BundleManifest.Tensor] = []
+            for t in plan.tensors where t.component == p.part.rawValue {
+                tensors.append(try pack(t, from: source, into: writer, totals: &totals))
                 done += 1
                 progress?(done, plan.tensors.count)
             }
             let (config, className, _) = CheckpointImport.canonicalConfig(p, checkpoint)
-            var c = JSONObject()
-            c.insert("name", .string(p.part.rawValue))
-            c.insert("class", .string(className))
-            c.insert("map", .string(p.map))
-            c.insert("config", config)
-            c.insert("tensors", .array(tensors))
-            components.append(.object(c))
+            guard let config = config.objectValue else { preconditionFailure("canonical configs are objects") }
+            components.append(
+                BundleManifest.Component(
+                    part: p.part, className: className, map: p.map, config: config, tensors: tensors))
         }
-        var files: [JSONValue] = []
+        var files: [BundleManifest.File] = []
         if let folder = CheckpointImport.tokenizerFolder(checkpoint) {
             for name in CheckpointImport.tokenizerFiles
             where FileManager.default.fileExists(atPath: folder + "/" + name) {
                 let bytes = try ReadOnlyFile(path: folder + "/" + name).readAll()
-                let blob = try bytes.withUnsafeBytes { raw throws(BundleError) in try writer.append(raw, width: 1) }
-                var f = JSONObject()
-                f.insert("name", .string("tokenizer/" + name))
-                for (k, v) in blob.entries { f.insert(k, v) }
-                files.append(.object(f))
+                let location = try bytes.withUnsafeBytes { raw throws(BundleError) in try writer.append(raw, width: 1) }
+                files.append(BundleManifest.File(name: "tokenizer/" + name, location: location))
             }
         }
-        var m = JSONObject()
-        m.insert("format", .string("amused-bundle"))
-        m.insert("version", .number(String(BundleFormat.version)))
-        var toolkit = JSONObject()
-        toolkit.insert("name", .string("AmusedKit"))
-        toolkit.insert("version", .string(BundleFormat.toolkitVersion))
-        m.insert("toolkit", .object(toolkit))
-        m.insert("source", sourceJSON)
-        m.insert(
-            "lora",
-            try options.lora.map { l in
-                var o = JSONObject()
-                o.insert("file", .string((l.lora.path as NSString).lastPathComponent))
-                o.insert("sha256", .string(try BundleFormat.sha256(file: l.lora.path).hex))
-                o.insert("scale", .number(String(l.scale)))
-                return .object(o)
-            } ?? .null)
-        var q = JSONObject()
-        q.insert("policy", options.policy.json)
-        q.insert("bytes", .number(String(plan.bytes)))
-        q.insert("float32_bytes", .number(String(plan.float32Bytes)))
-        q.insert("fp16_overflows", .number(String(totals.overflows)))
-        q.insert("underflows", .number(String(totals.underflows)))
-        m.insert("quantization", .object(q))
-        var compression = JSONObject()
-        compression.insert("codec", .string("none"))
-        m.insert("compression", .object(compression))
-        m.insert("components", .array(components))
-        m.insert("files", .array(files))
-        m.insert("scheduler", CheckpointImport.schedulerConfig(checkpoint, transformer: uvit) ?? .null)
-        m.insert("sampling", try CheckpointImport.samplingDefaults(checkpoint)?.json ?? .null)
-        m.insert("parity", .null)
-        try writer.finish(manifest: .object(m))
+        let manifest = BundleManifest(
+            source: source,
+            lora: try options.lora.map { l in
+                BundleManifest.LoRA(
+                    file: (l.lora.path as NSString).lastPathComponent,
+                    sha256: try BundleFormat.sha256(file: l.lora.path).hex, scale: l.scale)
+            },
+            quantization: BundleManifest.Quantization(
+                policy: options.policy, bytes: plan.bytes, float32Bytes: plan.float32Bytes,
+                fp16Overflows: totals.overflows, underflows: totals.underflows),
+            compression: .none, components: components, files: files,
+            scheduler: CheckpointImport.schedulerConfig(checkpoint, transformer: uvit)?.objectValue,
+            sampling: try CheckpointImport.samplingDefaults(checkpoint), parity: nil)
+        try writer.finish(manifest: manifest)
 
         var outcome: ParityOutcome? = nil
         // The written bundle, read back once when it is verified or re-encoded.
@@ -184,7 +157,8 @@ public enum BundleConversion {
         log("pack: writing \(destination)")
         if let written {
             // Pass 2: the verified bytes again, with the parity report in the manifest and compressed if asked.
-            try transcode(written, to: destination, compression: options.compression, parity: outcome?.report)
+            try transcode(
+                written, to: destination, compression: options.compression, parity: outcome?.report.objectValue)
         } else {
             try writer.commit()
         }
@@ -202,35 +176,21 @@ public enum BundleConversion {
     static func pack(
         _ t: PlannedTensor, from source: any TensorSource, into writer: BundleWriter,
         totals: inout QuantizationStats
-    ) throws -> JSONValue {
+    ) throws -> BundleManifest.Tensor {
         let raw = try source.tensor(named: t.spec.key)
         let f32 = raw.dtype == .f32 && raw.isContiguous ? raw : try raw.converted(to: .f32)
         defer { raw.storage.releasePages() }
-        var entry = JSONObject()
-        entry.insert("key", .string(t.spec.key))
-        entry.insert("shape", .array(t.spec.shape.map { .number(String($0)) }))
-        entry.insert("use", .string(t.spec.use.rawValue))
-        entry.insert("scheme", .string(t.scheme.description))
-        entry.insert("reason", .string(t.reason))
         let layout = t.scheme.buffers(for: t.spec.shape)!
-        var buffers: [JSONValue] = []
+        var buffers: [BundleManifest.Buffer] = []
         var error = QuantizationStats()
-        func describe(_ role: String, _ dtype: DType, _ shape: [Int], _ blob: JSONObject) -> JSONValue {
-            var b = JSONObject()
-            b.insert("role", .string(role))
-            b.insert("dtype", .string(dtype.rawValue))
-            b.insert("shape", .array(shape.map { .number(String($0)) }))
-            for (k, v) in blob.entries { b.insert(k, v) }
-            return .object(b)
-        }
         if t.scheme == .f32 {
             // Float32 tensors are copied as they are (no second copy in memory).
-            let blob = try f32.withUnsafeBytes { raw in try writer.append(raw, width: 4) }
-            buffers.append(describe("data", .f32, t.spec.shape, blob))
+            let location = try f32.withUnsafeBytes { raw in try writer.append(raw, width: 4) }
+            buffers.append(BundleManifest.Buffer(role: "data", dtype: .f32, shape: t.spec.shape, location: location))
         } else {
-            let (q, e): (QuantizedTensor, QuantizationStats)
+            let q: QuantizedTensor
             do {
-                (q, e) = try f32.withUnsafeBytes { raw in
+                (q, error) = try f32.withUnsafeBytes { raw in
                     try QuantizedTensor.quantize(raw.bindMemory(to: Float.self), shape: t.spec.shape, scheme: t.scheme)
                 }
             } catch {
@@ -239,76 +199,50 @@ public enum BundleConversion {
                     .unsupported, path: source.path, field: "\(t.component)/\(t.spec.key)",
                     "cannot store as \(t.scheme): \(error)")
             }
-            error = e
             for (l, buffer) in zip(layout, q.buffers) {
-                let blob = try buffer.withUnsafeBytes { raw in
+                let location = try buffer.withUnsafeBytes { raw in
                     try writer.append(raw, width: max(1, l.dtype.bitWidth / 8))
                 }
-                buffers.append(describe(l.role, l.dtype, l.shape, blob))
+                buffers.append(BundleManifest.Buffer(role: l.role, dtype: l.dtype, shape: l.shape, location: location))
             }
         }
         totals.overflows += error.overflows
         totals.underflows += error.underflows
         totals.subnormals += error.subnormals
-        var e = JSONObject()
-        e.insert("max_abs", number(error.maxAbs))
-        e.insert("rms", number(error.rms))
-        e.insert("relative_rms", number(error.relativeRMS))
-        e.insert("overflows", .number(String(error.overflows)))
-        e.insert("underflows", .number(String(error.underflows)))
-        e.insert("subnormals", .number(String(error.subnormals)))
-        entry.insert("error", .object(e))
-        entry.insert("buffers", .array(buffers))
-        return .object(entry)
+        return BundleManifest.Tensor(
+            key: t.spec.key, shape: t.spec.shape, use: t.spec.use, scheme: t.scheme, reason: t.reason,
+            error: BundleManifest.ErrorMeasures(error), buffers: buffers)
     }
 
     /// Rewrites `bundle` as `destination` with every buffer re-encoded (`compression` nil: raw, memory-mappable) and
     /// `parity` stored in the manifest when given; the decoded bytes and their digests are unchanged.
     public static func transcode(
         _ bundle: AmusedBundle, to destination: String, compression: Int32?,
-        parity: JSONValue? = nil
+        parity: JSONObject? = nil
     ) throws {
         AtomicFileWriter.removeStale(for: destination)
         let writer = try BundleWriter(destination: destination, compression: compression)
-        guard var m = bundle.manifest.objectValue else { throw BundleError(.malformed, path: bundle.path, "manifest") }
         var next = 0
-        /// The buffer object `j` (the manifest lists them in file order) with the fields of its copy in the new file.
-        func rewrite(_ j: JSONValue) throws -> JSONValue {
+        // Every buffer in file order, re-encoded; its location in the new file replaces the old one.
+        var m = try bundle.manifest.relocated { _ throws(BundleError) in
             let blob = bundle.blobs[next]
             next += 1
-            let fields = try bundle.withBytes(blob) { raw throws(BundleError) in
+            let location = try bundle.withBytes(blob) { raw throws(BundleError) in
                 try writer.append(raw, width: blob.width)
             }
             bundle.releasePages(blob)
-            guard var o = j.objectValue else { return j }
-            for (k, v) in fields.entries { o.set(k, v) }
-            return .object(o)
+            return location
         }
-        var components: [JSONValue] = []
-        for c in m["components"]?.arrayValue ?? [] {
-            guard var co = c.objectValue else { continue }
-            var tensors: [JSONValue] = []
-            for t in c["tensors"]?.arrayValue ?? [] {
-                guard var to = t.objectValue else { continue }
-                to.set("buffers", .array(try (t["buffers"]?.arrayValue ?? []).map(rewrite)))
-                tensors.append(.object(to))
-            }
-            co.set("tensors", .array(tensors))
-            components.append(.object(co))
-        }
-        m.set("components", .array(components))
-        m.set("files", .array(try (m["files"]?.arrayValue ?? []).map(rewrite)))
-        var c = JSONObject()
-        c.insert("codec", .string(compression == nil ? "none" : "zstd"))
-        if let compression { c.insert("level", .number(String(compression))) }
-        m.set("compression", .object(c))
-        if let parity { m.set("parity", parity) }
-        try writer.finish(manifest: .object(m))
+        m.compression = BundleManifest.Compression(level: compression)
+        if let parity { m.parity = parity }
+        try writer.finish(manifest: m)
         try writer.commit()
     }
 
     /// The `source` section: the checkpoint's name and layout and the SHA-256 of every file the import reads.
-    static func sourceSection(_ checkpoint: Checkpoint, _ imports: [ComponentImportPlan]) throws -> JSONValue {
+    static func sourceSection(_ checkpoint: Checkpoint, _ imports: [ComponentImportPlan]) throws
+        -> BundleManifest.Source
+    {
         var paths: [String] = []
         for p in imports {
             guard let c = checkpoint.component(p.component) else { continue }
@@ -324,25 +258,14 @@ public enum BundleConversion {
         }
         var seen = Set<String>()
         let root = checkpoint.path.hasSuffix("/") ? checkpoint.path : checkpoint.path + "/"
-        var files: [JSONValue] = []
+        var files: [(path: String, bytes: Int, sha256: String)] = []
         for path in paths where seen.insert(path).inserted {
             let (hex, bytes) = try BundleFormat.sha256(file: path)
-            var f = JSONObject()
-            f.insert(
-                "path",
-                .string(
-                    path.hasPrefix(root) ? String(path.dropFirst(root.count)) : (path as NSString).lastPathComponent))
-            f.insert("bytes", .number(String(bytes)))
-            f.insert("sha256", .string(hex))
-            files.append(.object(f))
+            let relative =
+                path.hasPrefix(root) ? String(path.dropFirst(root.count)) : (path as NSString).lastPathComponent
+            files.append((relative, bytes, hex))
         }
-        var s = JSONObject()
-        s.insert("name", .string((checkpoint.path as NSString).lastPathComponent))
-        s.insert("layout", .string(checkpoint.layout.rawValue))
-        s.insert("files", .array(files))
-        return .object(s)
+        return BundleManifest.Source(
+            name: (checkpoint.path as NSString).lastPathComponent, layout: checkpoint.layout, files: files)
     }
-
-    /// Measurements in manifests: six significant digits.
-    static func number(_ d: Double) -> JSONValue { JSONValue.numeric(d, digits: 6) }
 }

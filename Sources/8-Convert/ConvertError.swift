@@ -2,10 +2,11 @@
 // input surfaces as the earlier stages' errors (ReadError, MapError, BindError, QuantizeError, VerifyError,
 // BundleError), each naming its file and key.
 
+import AmusedCore
 import Foundation
 
 /// The one error type of the convert stage.
-public struct ConvertError: Error, LocalizedError, Equatable, Sendable {
+public struct ConvertError: Error, DescribedError, Equatable {
     /// What kind of problem.
     public enum Kind: String, Sendable {
         /// The output path exists already, or cannot be created, written or moved into place.
@@ -26,11 +27,12 @@ public struct ConvertError: Error, LocalizedError, Equatable, Sendable {
         self.message = message
     }
 
-    /// `path: message (kind). advice`.
-    public var errorDescription: String? {
+    /// The kind's name.
+    public var kindName: String? { kind.rawValue }
+    /// What to do.
+    public var advice: String {
         switch kind {
-        case .output:
-            "\(path): \(message) (output). Choose a new output path in a writable folder; nothing was written."
+        case .output: "Choose a new output path in a writable folder; nothing was written."
         }
     }
 }

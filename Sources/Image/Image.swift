@@ -1,10 +1,11 @@
 // 8-bit images for the pipelines: PNG in and out, grayscale conversion and Lanczos resampling as Pillow does them
 // (the reference pipelines preprocess with PIL), so that resized inputs give the same pixels as diffusers.
 
+import AmusedCore
 import Foundation
 
 /// Errors reading or writing an image.
-public struct ImageError: Error, LocalizedError, Equatable, Sendable, CustomStringConvertible {
+public struct ImageError: Error, DescribedError, Equatable, CustomStringConvertible {
     /// The file or source concerned.
     public let path: String
     /// What is wrong.
@@ -19,14 +20,13 @@ public struct ImageError: Error, LocalizedError, Equatable, Sendable, CustomStri
         self.message = message
     }
 
-    /// `path [at byte N]: message`.
-    public var description: String {
-        "\(path)\(offset.map { " at byte \($0)" } ?? ""): \(message). Use a PNG (8 or 16 bits; grayscale, RGB or "
-            + "palette, with or without alpha) or a JPEG."
+    /// What to do.
+    public var advice: String {
+        "Use a PNG (8 or 16 bits; grayscale, RGB or palette, with or without alpha) or a JPEG."
     }
 
-    /// The same as `description`.
-    public var errorDescription: String? { description }
+    /// The same as `errorDescription`.
+    public var description: String { errorDescription ?? message }
 }
 
 /// An 8-bit image, row-major, interleaved channels (1 = grayscale "L", 3 = RGB).

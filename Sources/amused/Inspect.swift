@@ -71,17 +71,17 @@ struct Inspect: ParsableCommand {
             let bundle = try AmusedBundle(path: path)
             if check { try bundle.verifyIntegrity() }
             if json {
-                emit(bundle.manifest.serialized + "\n")
+                emit(bundle.manifest.json.serialized + "\n")
             } else if plan {
                 var out = "tensor\tshape\tscheme\tbytes\trelative_rms\tmax_abs\treason\n"
-                for c in bundle.manifest["components"]?.arrayValue ?? [] {
-                    for t in c["tensors"]?.arrayValue ?? [] {
-                        let bytes = (t["buffers"]?.arrayValue ?? []).reduce(0) { $0 + ($1["bytes"]?.intValue ?? 0) }
+                for c in bundle.manifest.components {
+                    for t in c.tensors {
+                        let bytes = t.buffers.reduce(0) { $0 + $1.location.bytes }
+                        // The manifest's own spellings of the shape and the measures.
+                        let entry = t.json, error = t.error.json
                         out +=
-                            "\(c["name"]?.stringValue ?? "")/\(t["key"]?.stringValue ?? "")\t"
-                            + "\(t["shape"]?.serialized ?? "")\t\(t["scheme"]?.stringValue ?? "")\t\(bytes)\t"
-                            + "\(t["error"]?["relative_rms"]?.serialized ?? "")\t\(t["error"]?["max_abs"]?.serialized ?? "")\t"
-                            + "\(t["reason"]?.stringValue ?? "")\n"
+                            "\(c.part.rawValue)/\(t.key)\t\(entry["shape"]?.serialized ?? "")\t\(t.scheme)\t\(bytes)\t"
+                            + "\(error["relative_rms"]?.serialized ?? "")\t\(error["max_abs"]?.serialized ?? "")\t\(t.reason)\n"
                     }
                 }
                 emit(out)
@@ -100,20 +100,17 @@ struct Inspect: ParsableCommand {
     static func bundleReport(_ b: AmusedBundle) -> String {
         let m = b.manifest
         var out =
-            "bundle: \(b.path) (\(b.byteCount) bytes, format version \(m["version"]?.serialized ?? "?"), "
-            + "made by AmusedKit \(m["toolkit"]?["version"]?.stringValue ?? "?"))\n"
+            "bundle: \(b.path) (\(b.byteCount) bytes, format version \(BundleFormat.version), "
+            + "made by AmusedKit \(m.toolkitVersion))\n"
         out +=
-            "source: \(m["source"]?["name"]?.stringValue ?? "?") (\(m["source"]?["layout"]?.stringValue ?? "?") layout, "
-            + "\(m["source"]?["files"]?.arrayValue?.count ?? 0) files with SHA-256)\n"
-        if let lora = m["lora"], lora != .null {
-            out += "lora: \(lora["file"]?.stringValue ?? "?") at scale \(lora["scale"]?.serialized ?? "?") (baked in)\n"
-        }
-        let q = m["quantization"]
+            "source: \(m.source.name) (\(m.source.layout.rawValue) layout, \(m.source.files.count) files with SHA-256)\n"
+        if let lora = m.lora { out += "lora: \(lora.file) at scale \(lora.scale) (baked in)\n" }
+        let q = m.quantization
         out +=
-            "quantization: policy \(q?["policy"]?["name"]?.stringValue ?? "?"), \(q?["bytes"]?.serialized ?? "?") tensor bytes "
-            + "for \(q?["float32_bytes"]?.serialized ?? "?") float32 bytes; float16 overflows \(q?["fp16_overflows"]?.serialized ?? "0")\n"
+            "quantization: policy \(q.policy.name), \(q.bytes) tensor bytes for \(q.float32Bytes) float32 bytes; "
+            + "float16 overflows \(q.fp16Overflows)\n"
         out +=
-            "compression: \(m["compression"]?["codec"]?.stringValue ?? "?")"
+            "compression: \(b.compressed ? "zstd" : "none")"
             + (b.compressed ? " (decoded into memory when loaded)\n" : " (memory-mappable)\n")
         for c in b.components {
             var schemes: [String: (Int, Int)] = [:]
@@ -130,7 +127,7 @@ struct Inspect: ParsableCommand {
             out += "  \(c.name) (\(className)): \(c.tensors.count) tensors; " + parts.joined(separator: ", ") + "\n"
         }
         out += "files: " + b.files.keys.sorted().joined(separator: ", ") + "\n"
-        if let parity = m["parity"], parity != .null {
+        if let parity = m.parity.map(JSONValue.object) {
             let cases = parity["cases"]?.arrayValue ?? []
             let passed = cases.filter { $0["status"]?.stringValue == "pass" }.count
             out +=

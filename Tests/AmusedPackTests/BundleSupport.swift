@@ -117,6 +117,13 @@ func bundleError(_ path: String, verify: Bool = true) -> BundleError? {
 }
 
 extension JSONObject {
+    /// The object without `key`.
+    func removing(_ key: String) -> JSONObject {
+        var o = JSONObject()
+        for (k, v) in entries where k != key { o.insert(k, v) }
+        return o
+    }
+
     /// Edits the first tensor's entry named `key` in any component.
     mutating func editTensor(_ key: String, _ edit: (inout JSONObject) -> Void) {
         var components: [JSONValue] = []

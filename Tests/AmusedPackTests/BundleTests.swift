@@ -23,7 +23,7 @@ struct BundleTests {
         let path = try makeBundle(preset, in: scratch.path)
         let validator = try SchemaValidator()
         let bundle = try AmusedBundle(path: path)
-        #expect(validator.errors(bundle.manifest, schema: "bundle-manifest.schema.json") == [])
+        #expect(validator.errors(bundle.manifest.json, schema: "bundle-manifest.schema.json") == [])
         #expect(validator.errors(try QuantPolicy.preset(preset).json, schema: "quant-policy.schema.json") == [])
         try bundle.verifyIntegrity()
         // Every tensor of the graph, as the plan said.
@@ -37,11 +37,11 @@ struct BundleTests {
         let packed = try makeBundle("int8", in: scratch.path, name: "z.amused", compression: 9)
         let bundle = try AmusedBundle(path: packed)
         #expect(bundle.compressed)
-        #expect(try SchemaValidator().errors(bundle.manifest, schema: "bundle-manifest.schema.json") == [])
+        #expect(try SchemaValidator().errors(bundle.manifest.json, schema: "bundle-manifest.schema.json") == [])
         try bundle.verifyIntegrity()
         #expect(try fileBytes(packed).count < fileBytes(plain).count)
         // Byte planes are chosen where they compress better: some float buffers use them.
-        #expect(BundleParts.blobObjects(bundle.manifest).contains { $0["encoding"]?.stringValue == "zstd-planes" })
+        #expect(BundleParts.blobObjects(bundle.manifest.json).contains { $0["encoding"]?.stringValue == "zstd-planes" })
         try BundleConversion.transcode(bundle, to: scratch.path + "/back.amused", compression: nil)
         #expect(try fileBytes(scratch.path + "/back.amused") == fileBytes(plain))
     }
@@ -210,9 +210,9 @@ struct BundleTests {
             try Checkpoint(path: FixturePaths.path("records/tiny-256/model")), to: path,
             options: options)
         let bundle = try AmusedBundle(path: path)
-        #expect(try SchemaValidator().errors(bundle.manifest, schema: "bundle-manifest.schema.json") == [])
-        #expect(bundle.manifest["lora"]?["file"]?.stringValue == "pytorch_lora_weights.safetensors")
-        #expect(bundle.manifest["lora"]?["scale"]?.doubleValue == 0.5)
+        #expect(try SchemaValidator().errors(bundle.manifest.json, schema: "bundle-manifest.schema.json") == [])
+        #expect(bundle.manifest.lora?.file == "pytorch_lora_weights.safetensors")
+        #expect(bundle.manifest.lora?.scale == 0.5)
         let record = try ReferenceRecord(path: FixturePaths.path("lora/tiny-256/scale-0.5"))
         let verifier = Verifier(
             record: record, components: try AmusedComponents(bundle: bundle),

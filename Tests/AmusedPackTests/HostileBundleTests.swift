@@ -74,6 +74,63 @@ struct HostileBundleTests {
         #expect(bundleError(tiny)?.family == .truncated)
     }
 
+    @Test("BD-01: a manifest that is JSON but not of the manifest's shape is refused, naming where")
+    func manifestShape() throws {
+        let key = try int8Key(plain)
+        let cases: [(String, String, (inout JSONObject) -> Void)] = [
+            ("unknown top-level key", "manifest", { m in m.set("extra", .bool(true)) }),
+            ("toolkit missing", "manifest", { m in m = m.removing("toolkit") }),
+            ("quantization not an object", "manifest.quantization", { m in m.set("quantization", .array([])) }),
+            (
+                "policy broken", "manifest.quantization",
+                { m in
+                    var q = m["quantization"]!.objectValue!
+                    q.set("policy", .object(JSONObject()))
+                    m.set("quantization", .object(q))
+                }
+            ),
+            (
+                "source layout unknown", "manifest.source",
+                { m in
+                    var s = m["source"]!.objectValue!
+                    s.set("layout", .string("zip"))
+                    m.set("source", .object(s))
+                }
+            ),
+            (
+                "zstd without a level", "manifest.compression",
+                { m in
+                    var c = JSONObject()
+                    c.set("codec", .string("zstd"))
+                    m.set("compression", .object(c))
+                }
+            ),
+            ("unknown key in a tensor", "vqvae/\(key)", { m in m.editTensor(key) { $0.set("note", .string("hi")) } }),
+            ("use unknown", "vqvae/\(key)", { m in m.editTensor(key) { $0.set("use", .string("lut")) } }),
+            (
+                "error measure negative", "vqvae/\(key).error",
+                { m in
+                    m.editTensor(key) { t in
+                        var e = t["error"]!.objectValue!
+                        e.set("rms", .number("-1"))
+                        t.set("error", .object(e))
+                    }
+                }
+            ),
+            ("sha256 not hex", "vqvae/\(key) data", { m in m.editBuffer(key, 0) { $0.set("sha256", .string("XYZ")) } }),
+            (
+                "negative offset", "vqvae/\(key) data",
+                { m in m.editBuffer(key, 0) { $0.set("offset", .number("-64")) } }
+            ),
+        ]
+        for (name, field, edit) in cases {
+            let path = try damaged(plain, "shape-\(name.replacingOccurrences(of: " ", with: "-")).amused", edit: edit)
+            let e = try #require(bundleError(path), "\(name)")
+            #expect(e.family == .malformed, "\(name): \(e)")
+            #expect(e.field == field, "\(name): \(e)")
+        }
+    }
+
     @Test("BD-02: a 10 TB buffer claim is refused before anything is allocated")
     func hugeClaim() throws {
         let key = try int8Key(plain)
@@ -132,7 +189,7 @@ struct HostileBundleTests {
     /// The index and decoded bytes of the first zstd buffer in `packed`.
     func firstCompressed() throws -> (index: Int, owner: String, decoded: [UInt8]) {
         let bundle = try AmusedBundle(path: packed)
-        let objects = BundleParts.blobObjects(bundle.manifest)
+        let objects = BundleParts.blobObjects(bundle.manifest.json)
         let i = try #require(
             objects.firstIndex { $0["encoding"]?.stringValue == "zstd" && ($0["bytes"]?.intValue ?? 0) > 16 })
         let blob = bundle.components.flatMap { $0.tensors.flatMap { $0.buffers.map(\.blob) } }[i]
@@ -185,7 +242,7 @@ struct HostileBundleTests {
     func digests() throws {
         let key = try int8Key(plain)
         let bundle = try AmusedBundle(path: plain)
-        let objects = BundleParts.blobObjects(bundle.manifest)
+        let objects = BundleParts.blobObjects(bundle.manifest.json)
         let i = try #require(
             objects.firstIndex {
                 $0["offset"]?.intValue
@@ -254,7 +311,7 @@ struct HostileBundleTests {
         // manifest byte plus its first and last 64 (one SHA-256 in the header covers all of it alike).
         let original = try fileBytes(plain)
         let bundle = try AmusedBundle(path: plain)
-        let blobs = BundleParts.blobObjects(bundle.manifest).map {
+        let blobs = BundleParts.blobObjects(bundle.manifest.json).map {
             ($0["offset"]!.intValue!, $0["stored_bytes"]!.intValue!)
         }
         let manifestStart = original.count - bundle.manifestBytes
