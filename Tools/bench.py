@@ -7,7 +7,12 @@ FlopCounterMode: matmul/conv/bmm, 2 per multiply-add, as in docs/model-notes.md 
 
     swift build -c release
     Tools/.venv/bin/python Tools/bench.py [--model .fullsize/amused-256/model] [--runs 3] [--threads 2] [--pipeline]
-        [--no-blas-rows] [--train-step]
+        [--no-blas-rows] [--train-step] [--bundles int8,bf16]
+
+--bundles converts the model to those presets (once, into /tmp/amused-bench-bundles) and adds a row per bundle to
+every part and to the pipeline, with its time against PyTorch's float32 and against the Swift float32 row ("vs f32"),
+and the pipeline's peak RSS per Swift run. On a CPU with AVX-512 VNNI an int8 bundle's linear layers multiply in
+int8 (activations quantized per row); AMUSED_COMPUTE=f32 widens them, as on CPUs without it.
 
 --train-step adds one LoRA fine-tuning step at batch 1 (rank 16, alpha 32 on every to_q/to_k/to_v, every other token
 masked; forward, cross-entropy, backward, AdamW): PEFT + torch autograd against `amused bench --part train-step`,
@@ -63,6 +68,7 @@ def main() -> None:
     ap.add_argument("--pipeline", action="store_true",
                     help="also time a full 12-step guided text-to-image generation (diffusers vs amused generate)")
     ap.add_argument("--train-step", action="store_true", help="time one LoRA fine-tuning step instead")
+    ap.add_argument("--bundles", default="", help="comma-separated presets to convert and time beside float32")
     ap.add_argument("--no-blas-rows", action="store_true",
                     help="skip the AMUSED_GEMM=blas comparison rows (time the default build only)")
     args = ap.parse_args()
@@ -114,28 +120,57 @@ def main() -> None:
         results["text_encoder"] = {"torch": timed(encode, args.runs), "flops": flops(encode)}
         del te
 
-    def swift_bench(env=None):
-        return json.loads(subprocess.run([str(binary), "bench", str(model), "--batch", str(args.batch), "--runs",
+    def swift_bench(env=None, path=model):
+        return json.loads(subprocess.run([str(binary), "bench", str(path), "--batch", str(args.batch), "--runs",
                                           str(args.runs), "--json"], check=True, capture_output=True, text=True,
                                          env=env).stdout)
 
     swift = swift_bench()
     rows = [] if args.no_blas_rows else alternatives()
     others = [(label, swift_bench(env)) for label, env in rows]
+    bundles = make_bundles(model, binary, [p for p in args.bundles.split(",") if p])
+    others += [(f"  {preset} bundle", swift_bench(path=path)) for preset, path in bundles]
     print(f"model {model}, {args.threads} threads, torch {torch.__version__}, best of {args.runs} runs after a warm-up")
     print(f"Swift products: {swift['products']}")
-    print(f"{'part':<38}{'PyTorch s':>11}{'Swift s':>10}{'ratio':>8}{'GFLOP':>9}{'torch GF/s':>12}{'Swift GF/s':>12}"
-          f"{'Swift peak RSS':>16}")
+    print(f"{'part':<38}{'PyTorch s':>11}{'Swift s':>10}{'ratio':>8}{'vs f32':>8}{'GFLOP':>9}{'torch GF/s':>12}"
+          f"{'Swift GF/s':>12}{'Swift peak RSS':>16}")
     for name, label in (("transformer", f"transformer forward, batch {args.batch}"), ("vq_decode", "VQ decode 256×256"),
                         ("text_encoder", f"text encoder, {args.batch} × 77 tokens")):
         tt = min(results[name]["torch"])
         gf = results[name]["flops"] / 1e9
+        f32 = float(swift[name]["best_seconds"])
         for row_label, run in [(label, swift)] + others:
             st = float(run[name]["best_seconds"])
-            print(f"{row_label:<38}{tt:>11.2f}{st:>10.2f}{st / tt:>8.2f}{gf:>9.1f}{gf / tt:>12.1f}{gf / st:>12.1f}"
-                  f"{run[name]['peak_rss_mib']:>12} MiB")
+            print(f"{row_label:<38}{tt:>11.2f}{st:>10.2f}{st / tt:>8.2f}{st / f32:>8.2f}{gf:>9.1f}{gf / tt:>12.1f}"
+                  f"{gf / st:>12.1f}{run[name]['peak_rss_mib']:>12} MiB")
     if args.pipeline:
-        bench_pipeline(model, binary, args.threads, rows)
+        bench_pipeline(model, binary, args.threads, rows, bundles)
+
+
+def make_bundles(model: Path, binary: Path, presets: list[str]) -> list[tuple[str, Path]]:
+    """Converts `model` to each preset (kept between runs: a bundle is reused when it exists)."""
+    out = Path("/tmp/amused-bench-bundles")
+    out.mkdir(exist_ok=True)
+    made = []
+    for preset in presets:
+        path = out / f"{model.parent.name}-{preset}.amused"
+        if not path.exists():
+            subprocess.run([str(binary), "convert", str(model), "--out", str(path), "--quantize", preset],
+                           check=True, capture_output=True)
+        made.append((preset, path))
+    return made
+
+
+def run_with_peak_rss(cmd: list[str], env=None) -> tuple[str, float]:
+    """Runs cmd; returns its stderr and its own peak RSS in MiB (os.wait4, so no other process is counted)."""
+    import subprocess as sp
+    p = sp.Popen(cmd, stdout=sp.DEVNULL, stderr=sp.PIPE, text=True, env=env)
+    err = p.stderr.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed: {err}")
+    return err, usage.ru_maxrss / 1024
 
 
 def bench_train_step(model: Path, binary: Path, args) -> None:
@@ -183,7 +218,8 @@ def bench_train_step(model: Path, binary: Path, args) -> None:
           f"{swift['train_step']['peak_rss_mib']:>12} MiB")
 
 
-def bench_pipeline(model: Path, binary: Path, threads: int, rows: list[tuple[str, dict[str, str]]]) -> None:
+def bench_pipeline(model: Path, binary: Path, threads: int, rows: list[tuple[str, dict[str, str]]],
+                   bundles: list[tuple[str, Path]]) -> None:
     """A whole 12-step, guidance-10 text-to-image generation at the model's size, seed 0: diffusers' AmusedPipeline
     against `amused generate` (each timed end to end after loading; the Swift figure is its own summary line)."""
     from diffusers import AmusedPipeline
@@ -197,14 +233,15 @@ def bench_pipeline(model: Path, binary: Path, threads: int, rows: list[tuple[str
         pipe(prompt, num_inference_steps=12, guidance_scale=10.0, generator=torch.Generator().manual_seed(0))
     torch_seconds = time.perf_counter() - t0
     del pipe
-    def swift_generate(env=None):
-        return subprocess.run([str(binary), "generate", "--model", str(model), "--prompt", prompt, "--seed", "0",
-                               "--out", "/tmp/amused-bench.png"], check=True, capture_output=True, text=True,
-                              env=env).stderr
+    def swift_generate(env=None, path=model):
+        return run_with_peak_rss([str(binary), "generate", "--model", str(path), "--prompt", prompt, "--seed", "0",
+                                  "--out", "/tmp/amused-bench.png"], env)
 
-    report(torch_seconds, swift_generate(), "12-step guided text-to-image")
+    f32 = report(torch_seconds, *swift_generate(), "12-step guided text-to-image")
     for label, env in rows:
-        report(torch_seconds, swift_generate(env), label)
+        report(torch_seconds, *swift_generate(env), label, f32)
+    for preset, path in bundles:
+        report(torch_seconds, *swift_generate(path=path), f"  {preset} bundle", f32)
 
 
 def alternatives() -> list[tuple[str, dict[str, str]]]:
@@ -220,15 +257,19 @@ def alternatives() -> list[tuple[str, dict[str, str]]]:
     return rows
 
 
-def report(torch_seconds: float, out: str, label: str) -> None:
+def report(torch_seconds: float, out: str, rss_mib: float, label: str, f32: tuple[float, float] | None = None
+           ) -> tuple[float, float]:
     # "generated 1 image(s) 256×256 in T s: 12 steps at S s/step, text+VQ V s → …"; the load time is excluded by
     # taking steps × S + V.
     parts = out.split("steps at ")[1]
     per_step = float(parts.split(" s/step")[0])
     other = float(parts.split("text+VQ ")[1].split(" s")[0])
     swift_seconds = 12 * per_step + other
-    print(f"{label:<38}{torch_seconds:>11.2f}{swift_seconds:>10.2f}"
-          f"{swift_seconds / torch_seconds:>8.2f}   (Swift: {per_step:.2f} s/step + {other:.2f} s text/VQ)")
+    base = f32 or (swift_seconds, rss_mib)
+    print(f"{label:<38}{torch_seconds:>11.2f}{swift_seconds:>10.2f}{swift_seconds / torch_seconds:>8.2f}"
+          f"{swift_seconds / base[0]:>8.2f}   (Swift: {per_step:.2f} s/step + {other:.2f} s text/VQ; peak RSS "
+          f"{rss_mib:.0f} MiB, {rss_mib / base[1]:.2f}× float32's)")
+    return swift_seconds, rss_mib
 
 
 if __name__ == "__main__":

@@ -127,6 +127,13 @@ public struct QuantizedTensor: Sendable {
         self.buffers = buffers
     }
 
+    /// For the int8 scheme, the stored values ([rows, columns] row-major) and per-row scales; nil for other schemes.
+    public var int8Storage: (values: UnsafePointer<Int8>, scales: UnsafePointer<Float>)? {
+        guard scheme == .int8 else { return nil }
+        let base = buffers.map { $0.storage.baseAddress + $0.byteOffset }
+        return (base[0].assumingMemoryBound(to: Int8.self), base[1].assumingMemoryBound(to: Float.self))
+    }
+
     /// Number of logical elements.
     public var elementCount: Int { rows * columns }
 

@@ -54,7 +54,15 @@ struct Linear: Sendable {
     /// Writes `rows` outputs into `y` with row stride `ldy` (so several projections can fill one wide buffer).
     func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, ldy: Int) {
         guard rows > 0 else { return }
-        // A quantized weight is widened into a pooled buffer for the product, so it stays small in memory.
+        // An int8 weight multiplies in int8 where the CPU has integer dot products (activations quantized per row, exact
+        // int32 sums; Kernels.int8Compute), the bias added in the same pass.
+        if let (values, scales) = weight.quantized?.int8Storage, Kernels.int8Compute != .widened {
+            Kernels.int8Linear(
+                m: rows, n: outFeatures, k: inFeatures, x: x, weight: values, scales: scales, bias: bias?.p, y: y,
+                ldy: ldy)
+            return
+        }
+        // Otherwise a quantized weight is widened into a pooled buffer for the product, so it stays small in memory.
         weight.withFloats { w in
             Kernels.sgemm(
                 m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, b: w, ldb: inFeatures,

@@ -23,6 +23,13 @@ public struct PlannedTensor: Sendable {
     public let bytes: Int
     /// Bytes it takes as float32.
     public var float32Bytes: Int { spec.shape.reduce(1, *) * 4 }
+
+    /// How its products are computed: int8 weights of linear layers (rank 2: `Linear`; 1×1 convolutions are rank 4)
+    /// multiply in int8 against activations quantized per row where the CPU has integer dot products
+    /// (`Kernels.int8Compute`; widened to float32 elsewhere); every other weight computes in float32.
+    public var products: String {
+        scheme == .int8 && spec.use == .linear && spec.shape.count == 2 ? "int8·int8→int32" : "f32"
+    }
 }
 
 /// The plan of a whole conversion.
@@ -87,13 +94,13 @@ public struct QuantPlan: Sendable {
     /// Total float32 bytes of the tensors.
     public var float32Bytes: Int { tensors.reduce(0) { $0 + $1.float32Bytes } }
 
-    /// The plan per tensor: component/key, shape, use, scheme, bytes, reason.
+    /// The plan per tensor: component/key, shape, use, scheme, products, bytes, reason.
     public var table: String {
-        var out = "tensor\tshape\tuse\tscheme\tbytes\treason\n"
+        var out = "tensor\tshape\tuse\tscheme\tproducts\tbytes\treason\n"
         for t in tensors {
             out +=
                 "\(t.component)/\(t.spec.key)\t\(describeShape(t.spec.shape))\t\(t.spec.use.rawValue)\t\(t.scheme)\t"
-                + "\(t.bytes)\t\(t.reason)\n"
+                + "\(t.products)\t\(t.bytes)\t\(t.reason)\n"
         }
         return out
     }

@@ -113,7 +113,13 @@ public enum Kernels {
         let blas = String(cString: openblas_get_config())
         #endif
         let products = ownGEMM ? "AmusedKit AVX-512 SGEMM (set AMUSED_GEMM=blas for \(blas))" : blas
-        return products + ", single-threaded calls split over \(Parallel.width) cores"
+        let int8: String =
+            switch int8Compute {
+            case .vnni: "int8 weights: int8 × int8 → int32 (AVX-512 VNNI; AMUSED_COMPUTE=f32 widens)"
+            case .portable: "int8 weights: int8 × int8 → int32 (portable C, AMUSED_COMPUTE=int8)"
+            case .widened: "int8 weights: widened to float32"
+            }
+        return products + ", single-threaded calls split over \(Parallel.width) cores; " + int8
     }
 
     #if canImport(Accelerate)

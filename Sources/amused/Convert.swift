@@ -93,7 +93,7 @@ struct Convert: ParsableCommand {
     @Option(help: "Zstd level for --compress.")
     var compressionLevel: Int32 = 9
 
-    @Flag(help: "Print the plan per tensor (tensor, shape, use, scheme, bytes, reason) on stdout.")
+    @Flag(help: "Print the plan per tensor (tensor, shape, use, scheme, products, bytes, reason) on stdout.")
     var showPlan = false
 
     /// The older spellings, as `convert` told them apart before `import` and `export` existed: with an output that

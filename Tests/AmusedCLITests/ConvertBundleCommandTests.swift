@@ -141,8 +141,10 @@ struct ConvertBundleCommandTests {
         let out = scratch.path + "/never.amused"
         let result = try runAmused(["convert", model, "--out", out, "--quantize", "mixed", "--dry-run"])
         #expect(result.status == 0, "\(result.stderr)")
-        #expect(result.stdout.hasPrefix("tensor\tshape\tuse\tscheme\tbytes\treason\n"))
-        #expect(result.stdout.contains("transformer/transformer_layers.0.attn1.to_q.weight\t[32, 32]\tlinear\tint8"))
+        #expect(result.stdout.hasPrefix("tensor\tshape\tuse\tscheme\tproducts\tbytes\treason\n"))
+        #expect(
+            result.stdout.contains(
+                "transformer/transformer_layers.0.attn1.to_q.weight\t[32, 32]\tlinear\tint8\tint8·int8→int32\t"))
         #expect(result.stdout.contains("int4g64 → int8: rows of 32 inputs do not split into groups of 64"))
         #expect(!FileManager.default.fileExists(atPath: out))
     }

@@ -1,6 +1,8 @@
 #ifndef AMUSED_GEMM_H
 #define AMUSED_GEMM_H
 
+#include <stdint.h>
+
 /// 1 when `amused_sgemm` may be called on this machine: an x86-64 CPU with AVX-512F, in an optimised build (the
 /// kernel is written with intrinsics, which run about 30 times slower unoptimised than BLAS does; debug builds
 /// therefore use BLAS, and the tests call the kernel directly).
@@ -16,5 +18,33 @@ int amused_sgemm_cpu_supported(void);
 /// falls back to BLAS). Call only when `amused_sgemm_cpu_supported()` is 1.
 int amused_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
                  const float *b, long ldb, float beta, float *c, long ldc);
+
+/// 1 when the CPU has AVX-512 VNNI (with F and BW): `amused_igemm_u8s8` may be called.
+int amused_igemm_cpu_supported(void);
+
+/// C[m×n] = rowscale[i] · colscale[j] · Σ_p (a[i,p] − rowzero[i])·b[j,p] + bias[j] (bias may be NULL): A holds
+/// activations quantized by `amused_quantize_rows_u8` (m×k bytes, row stride lda, readable up to k rounded up to 4),
+/// B int8 weights stored n×k (a PyTorch Linear weight, row stride ldb). `pack` is scratch of 32 · 4·⌈k/4⌉ bytes.
+/// Single-threaded; exact int32 accumulation (|Σ| < 2^31 for k < 66 000). Call only when
+/// `amused_igemm_cpu_supported()` is 1.
+void amused_igemm_u8s8(long m, long n, long k, const uint8_t *a, long lda, const int8_t *b, long ldb,
+                       const float *rowscale, const int32_t *rowzero, const float *colscale, const float *bias,
+                       float *c, long ldc, int8_t *pack);
+
+/// `amused_igemm_u8s8` in portable C with bit-identical results: for CPUs without VNNI and tests.
+void amused_igemm_u8s8_portable(long m, long n, long k, const uint8_t *a, long lda, const int8_t *b, long ldb,
+                                const float *rowscale, const int32_t *rowzero, const float *colscale,
+                                const float *bias, float *c, long ldc);
+
+/// Quantizes m rows of x (k values, row stride ldx) to bytes, asymmetrically per row: with lo = min(0, min x[i,·])
+/// and hi = max(0, max x[i,·]), scale[i] = (hi − lo) / 255 (1 when that is below 1e-30 or infinite), zero[i] =
+/// round(−lo / scale[i]), q[i,p] = clamp(round(x[i,p] / scale[i]) + zero[i], 0, 255) (NaN → zero[i]); bytes from k to
+/// 4·⌈k/4⌉ (within ldq) are set to zero[i]. Rounding is to nearest even; the AVX-512 path is bit-identical.
+void amused_quantize_rows_u8(long m, long k, const float *x, long ldx, uint8_t *q, long ldq, float *scale,
+                             int32_t *zero);
+
+/// `amused_quantize_rows_u8` without the AVX-512 path (what CPUs without AVX-512 run; for tests).
+void amused_quantize_rows_u8_portable(long m, long k, const float *x, long ldx, uint8_t *q, long ldq, float *scale,
+                                      int32_t *zero);
 
 #endif

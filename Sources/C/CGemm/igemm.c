@@ -1,0 +1,242 @@
+// int8 products with AVX-512 VNNI: activations quantized per row to unsigned bytes (asymmetric: a step and a zero
+// point per row, so the 256 levels span the row's own range — after GELU or a ReLU that range is lopsided) times int8
+// weights stored per output channel (the bundle's int8 scheme, [out, in] row-major, as PyTorch's Linear keeps them),
+// int32 accumulation, rescaled to float32. VPDPBUSD multiplies unsigned by signed bytes, which is what the zero point
+// needs: zero[i] · Σ_k w[j,k] is subtracted once per output. An 8×32 tile of
+// C is accumulated from 32-column panels of the weights, packed per call (32 × k bytes at a time), against 4 activation
+// bytes broadcast per step — no horizontal sums.
+
+#include "amused_gemm.h"
+
+#include <math.h>
+
+/// The step and zero point of a row spanning [lo, hi] (both widened to include 0, so 0 is exact): 256 levels.
+static void row_range(float lo, float hi, float *step, int32_t *zero) {
+    lo = lo < 0 ? lo : 0;
+    hi = hi > 0 ? hi : 0;
+    float s = (hi - lo) / 255.0f;
+    // A row within 1e-30 of zero (or holding infinities or NaN only) quantizes to its zero point.
+    if (!(s >= 1e-30f) || s == INFINITY) s = 1.0f;
+    float z = nearbyintf(-lo / s);
+    *step = s;
+    *zero = (int32_t)(z > 255.0f ? 255.0f : z < 0.0f ? 0.0f : z == z ? z : 0.0f);
+}
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#include <immintrin.h>
+
+int amused_igemm_cpu_supported(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                   __builtin_cpu_supports("avx512vnni")
+               ? 1
+               : 0;
+}
+
+#define VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
+
+enum { IMR = 8, INR = 32 };  // register tile: 8 rows × 32 columns = 16 zmm accumulators
+
+/// Packs columns j..j+nr (nr ≤ 32) of B (n×k, row stride ldb) for the kernel: for each 4 bytes of depth, 32 columns ×
+/// 4 bytes (two 64-byte vectors), zero past nr and past k; sums[0..<nr] = Σ_p b[j+c, p].
+static void pack_b(long nr, long k, const int8_t *b, long ldb, int8_t *out, int32_t *sums) {
+    long k4 = (k + 3) / 4, whole = k / 4;
+    for (long c = 0; c < INR; c++) {
+        int32_t *dst = (int32_t *)out + c;
+        if (c >= nr) {
+            for (long q = 0; q < k4; q++) dst[q * INR] = 0;
+            continue;
+        }
+        const int8_t *row = b + c * ldb;
+        // Four bytes of depth at a time (memcpy: the row need not be aligned); a ragged end padded with zeros.
+        for (long q = 0; q < whole; q++) __builtin_memcpy(dst + q * INR, row + 4 * q, 4);
+        if (whole < k4) {
+            int8_t last[4] = {0, 0, 0, 0};
+            for (long p = 4 * whole; p < k; p++) last[p - 4 * whole] = row[p];
+            __builtin_memcpy(dst + whole * INR, last, 4);
+        }
+        int32_t sum = 0;
+        for (long p = 0; p < k; p++) sum += row[p];
+        sums[c] = sum;
+    }
+}
+
+/// C rows i..i+mr (mr ≤ 8), columns j..j+nr (nr ≤ 32) from the packed panel: VPDPBUSD of 4 activation bytes
+/// broadcast against 32 columns × 4 weight bytes per step, no horizontal sums; then the rescale, in the portable
+/// loop's order (dot · row scale, then · column scale, then + bias), in separate statements so nothing is fused.
+VNNI static void kernel_i8(long mr, long nr, long k4, const uint8_t *a, long lda, const int8_t *panel,
+                           const float *rowscale, const int32_t *rowzero, const float *colscale,
+                           const int32_t *colsum, const float *bias, float *c, long ldc) {
+    __m512i acc0[IMR], acc1[IMR];
+    for (int r = 0; r < IMR; r++) acc0[r] = acc1[r] = _mm512_setzero_si512();
+    if (mr == IMR) {
+        for (long q = 0; q < k4; q++) {
+            __m512i w0 = _mm512_loadu_si512(panel + q * 128), w1 = _mm512_loadu_si512(panel + q * 128 + 64);
+#pragma GCC unroll 8
+            for (int r = 0; r < IMR; r++) {
+                __m512i x = _mm512_set1_epi32(*(const int32_t *)(a + r * lda + 4 * q));
+                acc0[r] = _mm512_dpbusd_epi32(acc0[r], x, w0);
+                acc1[r] = _mm512_dpbusd_epi32(acc1[r], x, w1);
+            }
+        }
+    } else {
+        for (long q = 0; q < k4; q++) {
+            __m512i w0 = _mm512_loadu_si512(panel + q * 128), w1 = _mm512_loadu_si512(panel + q * 128 + 64);
+            for (long r = 0; r < mr; r++) {
+                __m512i x = _mm512_set1_epi32(*(const int32_t *)(a + r * lda + 4 * q));
+                acc0[r] = _mm512_dpbusd_epi32(acc0[r], x, w0);
+                acc1[r] = _mm512_dpbusd_epi32(acc1[r], x, w1);
+            }
+        }
+    }
+    __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+    __mmask16 m1 = nr <= 16 ? 0 : nr >= 32 ? 0xffff : (__mmask16)((1u << (nr - 16)) - 1);
+    __m512i sum0 = _mm512_maskz_loadu_epi32(m0, colsum), sum1 = _mm512_maskz_loadu_epi32(m1, colsum + 16);
+    __m512 s0 = _mm512_maskz_loadu_ps(m0, colscale), s1 = _mm512_maskz_loadu_ps(m1, colscale + 16);
+    __m512 b0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+    __m512 b1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+    for (long r = 0; r < mr; r++) {
+        __m512 rs = _mm512_set1_ps(rowscale[r]);
+        __m512i z = _mm512_set1_epi32(rowzero[r]);
+        __m512 v0 = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc0[r], _mm512_mullo_epi32(sum0, z)));
+        __m512 v1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc1[r], _mm512_mullo_epi32(sum1, z)));
+        v0 = _mm512_mul_ps(v0, rs);
+        v1 = _mm512_mul_ps(v1, rs);
+        v0 = _mm512_mul_ps(v0, s0);
+        v1 = _mm512_mul_ps(v1, s1);
+        if (bias) {
+            v0 = _mm512_add_ps(v0, b0);
+            v1 = _mm512_add_ps(v1, b1);
+        }
+        _mm512_mask_storeu_ps(c + r * ldc, m0, v0);
+        _mm512_mask_storeu_ps(c + r * ldc + 16, m1, v1);
+    }
+}
+
+VNNI void amused_igemm_u8s8(long m, long n, long k, const uint8_t *a, long lda, const int8_t *b, long ldb,
+                            const float *rowscale, const int32_t *rowzero, const float *colscale, const float *bias,
+                            float *c, long ldc, int8_t *pack) {
+    long k4 = (k + 3) / 4;
+    int32_t sums[INR];
+    // One panel of 32 columns at a time (32 × k bytes, within L2 for the model's depths) swept by every row.
+    for (long j = 0; j < n; j += INR) {
+        long nr = n - j < INR ? n - j : INR;
+        pack_b(nr, k, b + j * ldb, ldb, pack, sums);
+        for (long i = 0; i < m; i += IMR) {
+            long mr = m - i < IMR ? m - i : IMR;
+            kernel_i8(mr, nr, k4, a + i * lda, lda, pack, rowscale + i, rowzero + i, colscale + j, sums,
+                      bias ? bias + j : 0,
+                      c + i * ldc + j, ldc);
+        }
+    }
+}
+
+/// `amused_quantize_rows_u8` with AVX-512, bit-identical: the same product x · (1/s), rounded to nearest even
+/// (VRNDSCALEPS, as nearbyintf), plus the zero point, NaN replaced by the zero point, clamped to 0…255.
+__attribute__((target("avx512f,avx512bw"))) static void quantize_rows_avx512(long m, long k, const float *x, long ldx,
+                                                                             uint8_t *q, long ldq, float *scale,
+                                                                             int32_t *zero) {
+    for (long i = 0; i < m; i++) {
+        const float *row = x + i * ldx;
+        __m512 vlo = _mm512_setzero_ps(), vhi = _mm512_setzero_ps();
+        long p = 0;
+        for (; p + 16 <= k; p += 16) {
+            // min/max(v, acc) return acc when v is NaN, as the portable comparisons ignore NaN.
+            __m512 v = _mm512_loadu_ps(row + p);
+            vlo = _mm512_min_ps(v, vlo);
+            vhi = _mm512_max_ps(v, vhi);
+        }
+        float lo = _mm512_reduce_min_ps(vlo), hi = _mm512_reduce_max_ps(vhi);
+        for (; p < k; p++) {
+            lo = row[p] < lo ? row[p] : lo;
+            hi = row[p] > hi ? row[p] : hi;
+        }
+        float s;
+        int32_t z;
+        row_range(lo, hi, &s, &z);
+        float inv = 1.0f / s, zf = (float)z;
+        const __m512 vinv = _mm512_set1_ps(inv), vz = _mm512_set1_ps(zf), top = _mm512_set1_ps(255.0f);
+        uint8_t *out = q + i * ldq;
+        for (p = 0; p + 16 <= k; p += 16) {
+            __m512 v = _mm512_mul_ps(_mm512_loadu_ps(row + p), vinv);
+            v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            v = _mm512_add_ps(v, vz);
+            v = _mm512_mask_mov_ps(vz, _mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);
+            v = _mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), top);
+            _mm_storeu_si128((__m128i *)(out + p), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
+        }
+        for (; p < k; p++) {
+            float v = nearbyintf(row[p] * inv) + zf;
+            v = v > 255.0f ? 255.0f : v < 0.0f ? 0.0f : v == v ? v : zf;
+            out[p] = (uint8_t)v;
+        }
+        for (long pad = k; pad < ((k + 3) & ~3L) && pad < ldq; pad++) out[pad] = (uint8_t)z;  // read to 4·⌈k/4⌉
+        scale[i] = s;
+        zero[i] = z;
+    }
+}
+
+#else
+
+int amused_igemm_cpu_supported(void) { return 0; }
+
+void amused_igemm_u8s8(long m, long n, long k, const uint8_t *a, long lda, const int8_t *b, long ldb,
+                       const float *rowscale, const int32_t *rowzero, const float *colscale, const float *bias,
+                       float *c, long ldc, int8_t *pack) {
+    (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb, (void)rowscale, (void)rowzero, (void)colscale,
+        (void)bias, (void)c, (void)ldc, (void)pack;
+}
+
+#endif
+
+/// The same arithmetic in portable C, exact like the VNNI kernel (integer sums do not depend on their order), so a
+/// CPU without VNNI — or a test — gets bit-identical results, only slower.
+void amused_igemm_u8s8_portable(long m, long n, long k, const uint8_t *a, long lda, const int8_t *b, long ldb,
+                                const float *rowscale, const int32_t *rowzero, const float *colscale,
+                                const float *bias, float *c, long ldc) {
+    for (long i = 0; i < m; i++) {
+        for (long j = 0; j < n; j++) {
+            int32_t dot = 0;
+            for (long p = 0; p < k; p++) dot += ((int32_t)a[i * lda + p] - rowzero[i]) * (int32_t)b[j * ldb + p];
+            float v = (float)dot * rowscale[i] * colscale[j];
+            c[i * ldc + j] = bias ? v + bias[j] : v;
+        }
+    }
+}
+
+/// Every platform quantizes activations the same way (the AVX-512 loop above is bit-identical to this one).
+void amused_quantize_rows_u8(long m, long k, const float *x, long ldx, uint8_t *q, long ldq, float *scale,
+                             int32_t *zero) {
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+    if (amused_igemm_cpu_supported()) {
+        quantize_rows_avx512(m, k, x, ldx, q, ldq, scale, zero);
+        return;
+    }
+#endif
+    amused_quantize_rows_u8_portable(m, k, x, ldx, q, ldq, scale, zero);
+}
+
+void amused_quantize_rows_u8_portable(long m, long k, const float *x, long ldx, uint8_t *q, long ldq, float *scale,
+                                      int32_t *zero) {
+    for (long i = 0; i < m; i++) {
+        const float *row = x + i * ldx;
+        float lo = 0, hi = 0;
+        for (long p = 0; p < k; p++) {
+            lo = row[p] < lo ? row[p] : lo;
+            hi = row[p] > hi ? row[p] : hi;
+        }
+        float s;
+        int32_t z;
+        row_range(lo, hi, &s, &z);
+        float inv = 1.0f / s, zf = (float)z;
+        uint8_t *out = q + i * ldq;
+        for (long p = 0; p < k; p++) {
+            float v = nearbyintf(row[p] * inv) + zf;
+            v = v > 255.0f ? 255.0f : v < 0.0f ? 0.0f : v == v ? v : zf;  // NaN → the zero point, never UB
+            out[p] = (uint8_t)v;
+        }
+        for (long pad = k; pad < ((k + 3) & ~3L) && pad < ldq; pad++) out[pad] = (uint8_t)z;  // read to 4·⌈k/4⌉
+        scale[i] = s;
+        zero[i] = z;
+    }
+}

@@ -1,0 +1,178 @@
+// int8 products (Sources/C/CGemm/igemm.c, Kernels.int8Linear) against their definition: activations quantized per
+// row (256 levels over [min(0, min x), max(0, max x)] with a zero point, round half to even), an exact integer dot product with the int8 weights,
+// rescaled as float(dot) · row scale · column scale + bias. Integer sums are exact, so both kernels must give
+// results *equal* to the definition, over shapes that cross every edge of the VNNI kernel (4×4 tiles, 64-byte steps,
+// 64-column blocks, the split between threads). A second test bounds the error against the float32 product by what
+// rounding the activations can cost, and shows that bound catches a kernel fed the wrong scales.
+
+import AmusedKernels
+import CGemm
+import Testing
+
+@Suite("int8 products")
+struct Int8Tests {
+    struct Case: CustomTestStringConvertible, Sendable {
+        var m: Int, n: Int, k: Int, bias = true
+        var testDescription: String { "\(m)×\(n)×\(k)\(bias ? " + bias" : "")" }
+    }
+
+    static let cases: [Case] = [
+        Case(m: 1, n: 1, k: 1),
+        Case(m: 4, n: 4, k: 64),  // one full tile, one step
+        Case(m: 5, n: 5, k: 65, bias: false),  // one past each edge
+        Case(m: 3, n: 63, k: 63),  // one short of each edge
+        Case(m: 17, n: 130, k: 200),  // three column blocks, ragged tiles, a masked tail
+        Case(m: 9, n: 64, k: 1024, bias: false),  // the model's depth
+        Case(m: 64, n: 300, k: 128),  // large enough to run on two threads
+    ]
+
+    /// Deterministic values in [-1, 1) with an outlier per row, like transformer activations.
+    static func activations(_ m: Int, _ k: Int) -> [Float] {
+        (0..<m * k).map { i in i % k == (i / k) % max(k, 1) ? 6.5 : Float((i * 37 + 11) % 101) / 50.5 - 1 }
+    }
+
+    /// The definition: per-row symmetric quantization and exact integer sums.
+    static func definition(_ t: Case, x: [Float], w: [Int8], scales: [Float], bias: [Float]?) -> [Float] {
+        var y = [Float](repeating: 0, count: t.m * t.n)
+        for i in 0..<t.m {
+            let row = x[(i * t.k)..<((i + 1) * t.k)]
+            let lo = min(0, row.min() ?? 0), hi = max(0, row.max() ?? 0)
+            var s = (hi - lo) / 255
+            if !(s >= 1e-30) || s == .infinity { s = 1 }
+            let z = max(0, min(255, (-lo / s).rounded(.toNearestOrEven)))
+            let inv = 1 / s
+            let q = row.map { v -> Int in Int(max(0, min(255, (v * inv).rounded(.toNearestOrEven) + z))) - Int(z) }
+            for j in 0..<t.n {
+                var dot = 0
+                for p in 0..<t.k { dot += q[p] * Int(w[j * t.k + p]) }
+                let v = Float(Int32(dot)) * s * scales[j]
+                y[i * t.n + j] = bias.map { v + $0[j] } ?? v
+            }
+        }
+        return y
+    }
+
+    static func inputs(_ t: Case) -> (x: [Float], w: [Int8], scales: [Float], bias: [Float]?) {
+        let x = activations(t.m, t.k)
+        let w = (0..<t.n * t.k).map { Int8(truncatingIfNeeded: ($0 * 29 + 7) % 255 - 127) }
+        let scales = (0..<t.n).map { Float($0 % 7 + 1) / 300 }
+        let bias = t.bias ? (0..<t.n).map { Float($0 % 5) - 2 } : nil
+        return (x, w, scales, bias)
+    }
+
+    static func run(_ t: Case, mode: Kernels.Int8Compute, scales override: [Float]? = nil) -> [Float] {
+        let (x, w, scales, bias) = inputs(t)
+        var y = [Float](repeating: .nan, count: t.m * t.n)
+        let s = override ?? scales
+        x.withUnsafeBufferPointer { xp in
+            w.withUnsafeBufferPointer { wp in
+                s.withUnsafeBufferPointer { sp in
+                    y.withUnsafeMutableBufferPointer { yp in
+                        if let bias {
+                            bias.withUnsafeBufferPointer { bp in
+                                Kernels.int8Linear(
+                                    m: t.m, n: t.n, k: t.k, x: xp.baseAddress!, weight: wp.baseAddress!,
+                                    scales: sp.baseAddress!, bias: bp.baseAddress!, y: yp.baseAddress!, ldy: t.n,
+                                    mode: mode)
+                            }
+                        } else {
+                            Kernels.int8Linear(
+                                m: t.m, n: t.n, k: t.k, x: xp.baseAddress!, weight: wp.baseAddress!,
+                                scales: sp.baseAddress!, bias: nil, y: yp.baseAddress!, ldy: t.n, mode: mode)
+                        }
+                    }
+                }
+            }
+        }
+        return y
+    }
+
+    @Test(arguments: cases)
+    func thePortableKernelEqualsTheDefinition(_ t: Case) {
+        let (x, w, scales, bias) = Self.inputs(t)
+        #expect(Self.run(t, mode: .portable) == Self.definition(t, x: x, w: w, scales: scales, bias: bias))
+    }
+
+    @Test(
+        .enabled(if: Kernels.hasVNNI, "the CPU has no AVX-512 VNNI; the portable kernel is tested alone"),
+        arguments: cases)
+    func theVNNIKernelEqualsTheDefinition(_ t: Case) {
+        let (x, w, scales, bias) = Self.inputs(t)
+        #expect(Self.run(t, mode: .vnni) == Self.definition(t, x: x, w: w, scales: scales, bias: bias))
+    }
+
+    /// |y − x·Wᵀ| ≤ (row step / 2) · Σ_p |W[j,p]| per element (each activation is off by at most half its step), plus
+    /// float32 rounding of the sums (a relative 1e-5 of the magnitudes involved).
+    @Test func theErrorAgainstFloat32IsWhatRoundingActivationsCosts() {
+        let t = Case(m: 17, n: 130, k: 200)
+        let (x, w, scales, bias) = Self.inputs(t)
+        func violations(_ y: [Float]) -> Int {
+            var bad = 0
+            for i in 0..<t.m {
+                let row = x[(i * t.k)..<((i + 1) * t.k)]
+                let step = (max(0, row.max() ?? 0) - min(0, row.min() ?? 0)) / 255
+                for j in 0..<t.n {
+                    var exact: Double = Double(bias![j]), magnitude = 0.0, weightSum = 0.0
+                    for p in 0..<t.k {
+                        let wv = Double(w[j * t.k + p]) * Double(scales[j])
+                        exact += Double(row[row.startIndex + p]) * wv
+                        magnitude += abs(Double(row[row.startIndex + p]) * wv)
+                        weightSum += abs(wv)
+                    }
+                    let bound = Double(step) / 2 * weightSum + 1e-5 * (magnitude + abs(exact))
+                    if abs(Double(y[i * t.n + j]) - exact) > bound { bad += 1 }
+                }
+            }
+            return bad
+        }
+        #expect(violations(Self.run(t, mode: .portable)) == 0)
+        // The gate: the same kernel given each column's scale one column late (an indexing bug) breaks the bound (in
+        // about a fifth of the outputs: the bound is loose where scales are close).
+        let shifted = [scales.last!] + scales.dropLast()
+        #expect(violations(Self.run(t, mode: .portable, scales: shifted)) > t.m * t.n / 10)
+    }
+
+    /// Both quantizers (the AVX-512 one runs where the CPU has it) give the definition's bytes, scales and zero points,
+    /// including rows with NaN, infinities, all zeros and values below the 1e-30 floor.
+    @Test func bothActivationQuantizersEqualTheDefinition() {
+        let k = 37
+        var x = Self.activations(6, k)
+        x[3] = .nan
+        x[k + 5] = .infinity
+        for p in 0..<k { x[2 * k + p] = 0 }
+        for p in 0..<k { x[3 * k + p] = Float(p) * 1e-33 }
+        x[4 * k + 2] = -.infinity
+        // Definition.
+        var want: [UInt8] = [], wantScale: [Float] = [], wantZero: [Int32] = []
+        for i in 0..<6 {
+            let row = x[(i * k)..<((i + 1) * k)]
+            let lo = min(0, row.filter { !$0.isNaN }.min() ?? 0), hi = max(0, row.filter { !$0.isNaN }.max() ?? 0)
+            var s = (hi - lo) / 255
+            if !(s >= 1e-30) || s == .infinity { s = 1 }
+            let zr = (-lo / s).rounded(.toNearestOrEven)
+            let z = zr.isNaN ? 0 : max(0, min(255, zr))
+            let inv = 1 / s
+            for v in row {
+                let r = (v * inv).rounded(.toNearestOrEven) + z
+                want.append(UInt8(r.isNaN ? z : max(0, min(255, r))))
+            }
+            want += [UInt8](repeating: UInt8(z), count: 3)  // padding to 40 bytes
+            wantScale.append(s)
+            wantZero.append(Int32(z))
+        }
+        for quantize in [amused_quantize_rows_u8, amused_quantize_rows_u8_portable] {
+            var q = [UInt8](repeating: 7, count: 6 * 40), scale = [Float](repeating: 0, count: 6)
+            var zero = [Int32](repeating: -1, count: 6)
+            quantize(6, k, x, k, &q, 40, &scale, &zero)
+            #expect(q == want)
+            #expect(scale == wantScale)
+            #expect(zero == wantZero)
+        }
+    }
+
+    @Test func theEnvironmentChoosesTheComputeMode() {
+        #expect(Kernels.int8Compute(environment: "f32") == .widened)
+        #expect(Kernels.int8Compute(environment: "int8") == (Kernels.hasVNNI ? .vnni : .portable))
+        #expect(Kernels.int8Compute(environment: nil) == (Kernels.hasVNNI ? .vnni : .widened))
+    }
+}
