@@ -127,6 +127,12 @@ public struct QuantizedTensor: Sendable {
         self.buffers = buffers
     }
 
+    /// For the bf16 scheme, the stored values ([rows, columns] row-major); nil for other schemes.
+    public var bf16Storage: UnsafePointer<UInt16>? {
+        guard scheme == .bf16 else { return nil }
+        return (buffers[0].storage.baseAddress + buffers[0].byteOffset).assumingMemoryBound(to: UInt16.self)
+    }
+
     /// For the int8 scheme, the stored values ([rows, columns] row-major) and per-row scales; nil for other schemes.
     public var int8Storage: (values: UnsafePointer<Int8>, scales: UnsafePointer<Float>)? {
         guard scheme == .int8 else { return nil }

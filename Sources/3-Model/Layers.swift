@@ -62,6 +62,13 @@ struct Linear: Sendable {
                 ldy: ldy)
             return
         }
+        // A bfloat16 weight multiplies in bfloat16 where the CPU has AVX512_BF16 (activations rounded to bfloat16,
+        // float32 sums; Kernels.bf16Compute).
+        if let values = weight.quantized?.bf16Storage, Kernels.bf16Compute {
+            Kernels.bf16Linear(
+                m: rows, n: outFeatures, k: inFeatures, x: x, weight: values, bias: bias?.p, y: y, ldy: ldy)
+            return
+        }
         // Otherwise a quantized weight is widened into a pooled buffer for the product, so it stays small in memory.
         weight.withFloats { w in
             Kernels.sgemm(

@@ -24,11 +24,19 @@ public struct PlannedTensor: Sendable {
     /// Bytes it takes as float32.
     public var float32Bytes: Int { spec.shape.reduce(1, *) * 4 }
 
-    /// How its products are computed: int8 weights of linear layers (rank 2: `Linear`; 1×1 convolutions are rank 4)
-    /// multiply in int8 against activations quantized per row where the CPU has integer dot products
-    /// (`Kernels.int8Compute`; widened to float32 elsewhere); every other weight computes in float32.
+    /// How its products are computed: int8 weights of linear layers (`Linear`: the text encoder's and transformer's
+    /// linear weights and the transformer's 1×1 convolutions) multiply in int8 against activations quantized per row where the CPU has integer dot products
+    /// (`Kernels.int8Compute`), bfloat16 ones in bfloat16 where it has AVX512_BF16 (`Kernels.bf16Compute`) — widened
+    /// to float32 elsewhere; every other weight computes in float32.
     public var products: String {
-        scheme == .int8 && spec.use == .linear && spec.shape.count == 2 ? "int8·int8→int32" : "f32"
+        // Linear weights and the transformer's 1×1 convolutions run through `Linear`; the VQ-GAN's convolutions,
+        // 1×1 ones included, through `Conv2d`, which widens.
+        guard spec.use == .linear, component != "vqvae" else { return "f32" }
+        switch scheme {
+        case .int8: return "int8·int8→int32"
+        case .bf16: return "bf16·bf16→f32"
+        default: return "f32"
+        }
     }
 }
 

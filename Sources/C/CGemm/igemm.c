@@ -240,3 +240,117 @@ void amused_quantize_rows_u8_portable(long m, long k, const float *x, long ldx, 
         zero[i] = z;
     }
 }
+
+// bfloat16 products with AVX512_BF16: weights stored as bfloat16 [n, k] (the bundle's bf16 scheme) times activations
+// rounded to bfloat16 per call (nearest even, as VCVTNE2PS2BF16 does), float32 accumulation by VDPBF16PS (pairs of
+// products, denormal inputs read as zero). The same panel layout and 8×32 tile as the int8 kernel, with pairs of
+// depth instead of quadruples.
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+
+#define BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
+
+int amused_bf16gemm_cpu_supported(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                   __builtin_cpu_supports("avx512bf16")
+               ? 1
+               : 0;
+}
+
+/// Packs columns j..j+nr (nr ≤ 32) of B (n×k bfloat16, row stride ldb): for each pair of depth, 32 columns × 2 values
+/// (two 64-byte vectors), zero past nr and past k.
+static void pack_bf16(long nr, long k, const uint16_t *b, long ldb, uint16_t *out) {
+    long k2 = (k + 1) / 2, whole = k / 2;
+    for (long c = 0; c < INR; c++) {
+        uint32_t *dst = (uint32_t *)out + c;
+        if (c >= nr) {
+            for (long q = 0; q < k2; q++) dst[q * INR] = 0;
+            continue;
+        }
+        const uint16_t *row = b + c * ldb;
+        for (long q = 0; q < whole; q++) __builtin_memcpy(dst + q * INR, row + 2 * q, 4);
+        if (whole < k2) dst[whole * INR] = row[k - 1];
+    }
+}
+
+BF16 static void kernel_bf16(long mr, long nr, long k2, const uint16_t *a, long lda, const uint16_t *panel,
+                             const float *bias, float *c, long ldc) {
+    __m512 acc0[IMR], acc1[IMR];
+    for (int r = 0; r < IMR; r++) acc0[r] = acc1[r] = _mm512_setzero_ps();
+    if (mr == IMR) {
+        for (long q = 0; q < k2; q++) {
+            __m512bh w0 = (__m512bh)_mm512_loadu_si512(panel + q * 64);
+            __m512bh w1 = (__m512bh)_mm512_loadu_si512(panel + q * 64 + 32);
+#pragma GCC unroll 8
+            for (int r = 0; r < IMR; r++) {
+                __m512bh x = (__m512bh)_mm512_set1_epi32(*(const int32_t *)(a + r * lda + 2 * q));
+                acc0[r] = _mm512_dpbf16_ps(acc0[r], x, w0);
+                acc1[r] = _mm512_dpbf16_ps(acc1[r], x, w1);
+            }
+        }
+    } else {
+        for (long q = 0; q < k2; q++) {
+            __m512bh w0 = (__m512bh)_mm512_loadu_si512(panel + q * 64);
+            __m512bh w1 = (__m512bh)_mm512_loadu_si512(panel + q * 64 + 32);
+            for (long r = 0; r < mr; r++) {
+                __m512bh x = (__m512bh)_mm512_set1_epi32(*(const int32_t *)(a + r * lda + 2 * q));
+                acc0[r] = _mm512_dpbf16_ps(acc0[r], x, w0);
+                acc1[r] = _mm512_dpbf16_ps(acc1[r], x, w1);
+            }
+        }
+    }
+    __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+    __mmask16 m1 = nr <= 16 ? 0 : nr >= 32 ? 0xffff : (__mmask16)((1u << (nr - 16)) - 1);
+    __m512 b0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+    __m512 b1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+    for (long r = 0; r < mr; r++) {
+        _mm512_mask_storeu_ps(c + r * ldc, m0, _mm512_add_ps(acc0[r], b0));
+        _mm512_mask_storeu_ps(c + r * ldc + 16, m1, _mm512_add_ps(acc1[r], b1));
+    }
+}
+
+BF16 void amused_bf16_rows(long m, long k, const float *x, long ldx, uint16_t *out, long ldo) {
+    for (long i = 0; i < m; i++) {
+        const float *row = x + i * ldx;
+        uint16_t *dst = out + i * ldo;
+        long p = 0;
+        for (; p + 32 <= k; p += 32) {
+            __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(row + p + 16), _mm512_loadu_ps(row + p));
+            _mm512_storeu_si512(dst + p, (__m512i)v);
+        }
+        if (p < k) {
+            __mmask16 lo = (__mmask16)(k - p >= 16 ? 0xffff : (1u << (k - p)) - 1);
+            __mmask16 hi = (__mmask16)(k - p <= 16 ? 0 : (1u << (k - p - 16)) - 1);
+            __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, row + p + 16), _mm512_maskz_loadu_ps(lo, row + p));
+            _mm512_mask_storeu_epi16(dst + p, ((__mmask32)hi << 16) | lo, (__m512i)v);
+        }
+        if (k % 2) dst[k] = 0;  // the kernel reads pairs
+    }
+}
+
+BF16 void amused_bf16gemm(long m, long n, long k, const uint16_t *a, long lda, const uint16_t *b, long ldb,
+                          const float *bias, float *c, long ldc, uint16_t *pack) {
+    long k2 = (k + 1) / 2;
+    for (long j = 0; j < n; j += INR) {
+        long nr = n - j < INR ? n - j : INR;
+        pack_bf16(nr, k, b + j * ldb, ldb, pack);
+        for (long i = 0; i < m; i += IMR) {
+            long mr = m - i < IMR ? m - i : IMR;
+            kernel_bf16(mr, nr, k2, a + i * lda, lda, pack, bias ? bias + j : 0, c + i * ldc + j, ldc);
+        }
+    }
+}
+
+#else
+
+int amused_bf16gemm_cpu_supported(void) { return 0; }
+void amused_bf16_rows(long m, long k, const float *x, long ldx, uint16_t *out, long ldo) {
+    (void)m, (void)k, (void)x, (void)ldx, (void)out, (void)ldo;
+}
+void amused_bf16gemm(long m, long n, long k, const uint16_t *a, long lda, const uint16_t *b, long ldb,
+                     const float *bias, float *c, long ldc, uint16_t *pack) {
+    (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb, (void)bias, (void)c, (void)ldc, (void)pack;
+}
+
+#endif

@@ -47,4 +47,18 @@ void amused_quantize_rows_u8(long m, long k, const float *x, long ldx, uint8_t *
 void amused_quantize_rows_u8_portable(long m, long k, const float *x, long ldx, uint8_t *q, long ldq, float *scale,
                                       int32_t *zero);
 
+/// 1 when the CPU has AVX512_BF16 (with F and BW): `amused_bf16_rows` and `amused_bf16gemm` may be called.
+int amused_bf16gemm_cpu_supported(void);
+
+/// Rounds m rows of x (k floats, row stride ldx) to bfloat16, nearest even (NaN stays NaN), into out (row stride ldo
+/// ≥ k rounded up to 2; a padding element is zeroed). Requires `amused_bf16gemm_cpu_supported()`.
+void amused_bf16_rows(long m, long k, const float *x, long ldx, uint16_t *out, long ldo);
+
+/// C[m×n] = Σ_p a[i,p]·b[j,p] + bias[j] (bias may be NULL) with A bfloat16 m×k (from `amused_bf16_rows`, row stride
+/// lda) and B bfloat16 n×k (a Linear weight, row stride ldb), float32 accumulation by VDPBF16PS (pairs of products,
+/// denormal inputs as zero). `pack` is scratch of 32 · 2·⌈k/2⌉ values. Single-threaded. Requires
+/// `amused_bf16gemm_cpu_supported()`.
+void amused_bf16gemm(long m, long n, long k, const uint16_t *a, long lda, const uint16_t *b, long ldb,
+                     const float *bias, float *c, long ldc, uint16_t *pack);
+
 #endif
