@@ -335,11 +335,16 @@ struct AdaLayerNormContinuous: Sendable {
     func callAsFunction(_ x: [Float], batch: Int, tokens: Int, modulation: [Float]) -> [Float] {
         var y = x
         if let rms { rms(&y) } else { layer!(&y) }
-        for b in 0..<batch {
-            let scale = b * 2 * dim, shift = scale + dim
-            for t in 0..<tokens {
-                let row = (b * tokens + t) * dim
-                for i in 0..<dim { y[row + i] = y[row + i] * (1 + modulation[scale + i]) + modulation[shift + i] }
+        // Rows split over the cores (each element's arithmetic as before, so the result is bit-identical).
+        y.withUnsafeMutableBufferPointer { yp in
+            modulation.withUnsafeBufferPointer { m in
+                let y = yp.baseAddress!, m = m.baseAddress!
+                Parallel.chunks(batch * tokens, cost: 2 * dim) { rows in
+                    for r in rows {
+                        let scale = (r / tokens) * 2 * dim, shift = scale + dim, row = y + r * dim
+                        for i in 0..<dim { row[i] = row[i] * (1 + m[scale + i]) + m[shift + i] }
+                    }
+                }
             }
         }
         return y
@@ -596,25 +601,39 @@ extension ConvNextBlock {
     func responseNormalize(_ h: inout [Float], batch: Int, tokens: Int) -> (norms: [[Float]], means: [Float]) {
         let wide = 4 * channels
         var norms: [[Float]] = [], means: [Float] = []
-        for b in 0..<batch {
-            var g = [Float](repeating: 0, count: wide)
-            for t in 0..<tokens {
-                let row = (b * tokens + t) * wide
-                for i in 0..<wide { g[i] += h[row + i] * h[row + i] }
-            }
-            var mean: Float = 0
-            for i in 0..<wide {
-                g[i] = g[i].squareRoot()
-                mean += g[i]
-            }
-            mean /= Float(wide)
-            norms.append(g)
-            means.append(mean)
-            for t in 0..<tokens {
-                let row = (b * tokens + t) * wide
+        h.withUnsafeMutableBufferPointer { hp in
+            let h = hp.baseAddress!
+            for b in 0..<batch {
+                var g = [Float](repeating: 0, count: wide)
+                // Channels split over the cores; each channel still sums its tokens in order (bit-identical).
+                g.withUnsafeMutableBufferPointer { gp in
+                    let g = gp.baseAddress!
+                    Parallel.chunks(wide, cost: 2 * tokens) { channels in
+                        for t in 0..<tokens {
+                            let row = h + (b * tokens + t) * wide
+                            for i in channels { g[i] += row[i] * row[i] }
+                        }
+                    }
+                }
+                var mean: Float = 0
                 for i in 0..<wide {
-                    let v = h[row + i]
-                    h[row + i] = grnGamma.p[i] * (v * (g[i] / (mean + 1e-6))) + grnBeta.p[i] + v
+                    g[i] = g[i].squareRoot()
+                    mean += g[i]
+                }
+                mean /= Float(wide)
+                norms.append(g)
+                means.append(mean)
+                g.withUnsafeBufferPointer { gp in
+                    let g = gp.baseAddress!, gamma = grnGamma.p, beta = grnBeta.p
+                    Parallel.chunks(tokens, cost: 4 * wide) { rows in
+                        for t in rows {
+                            let row = h + (b * tokens + t) * wide
+                            for i in 0..<wide {
+                                let v = row[i]
+                                row[i] = gamma[i] * (v * (g[i] / (mean + 1e-6))) + beta[i] + v
+                            }
+                        }
+                    }
                 }
             }
         }
