@@ -2,6 +2,8 @@
 // uniform/exponential/multinomial kernels), torch 2.9.1 — exactly the draws docs/model-notes.md §5.6 lists, in
 // the same order.
 
+import AmusedKernels
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -86,21 +88,38 @@ public struct TorchGenerator: SamplerRandomness, Sendable {
     public mutating func uniform(count: Int) -> [Float] { (0..<count).map { _ in nextUniform() } }
 
     /// multinomial(p, 1) as torch's CPU kernel computes it for one sample: q ~ Exp(1) for every element (drawn row
-    /// by row, in order), then the first argmax of p / q per row (float32 division).
+    /// by row, in order), then the first argmax of p / q per row (float32 division). The draws are taken in order, a
+    /// block of rows at a time; the exponentials and the argmax of each row then run on the cores (bit-identical).
     public mutating func multinomial(_ p: UnsafePointer<Float>, rows: Int, columns: Int) -> [Int] {
         var out = [Int](repeating: 0, count: rows)
-        for r in 0..<rows {
-            let row = p + r * columns
-            var best = 0
-            var bestValue = -Float.infinity
-            for c in 0..<columns {
-                let v = row[c] / nextExponential()
-                if v > bestValue || (bestValue.isNaN == false && v.isNaN) {
-                    bestValue = v
-                    best = c
+        let block = max(1, min(rows, (1 << 19) / max(columns, 1)))
+        var draws = [UInt64](repeating: 0, count: block * columns)
+        var first = 0
+        while first < rows {
+            let count = min(block, rows - first)
+            for i in 0..<(count * columns) { draws[i] = next64() }
+            draws.withUnsafeBufferPointer { d in
+                out.withUnsafeMutableBufferPointer { o in
+                    let d = d.baseAddress!, o = o.baseAddress!, start = first
+                    Parallel.chunks(count, cost: 40 * columns) { range in
+                        for r in range {
+                            let row = p + (start + r) * columns, bits = d + r * columns
+                            var best = 0
+                            var bestValue = -Float.infinity
+                            for c in 0..<columns {
+                                let u = Double(bits[c] & ((1 << 53) - 1)) * 0x1p-53
+                                let v = row[c] / Float(-log1p(-u))
+                                if v > bestValue || (bestValue.isNaN == false && v.isNaN) {
+                                    bestValue = v
+                                    best = c
+                                }
+                            }
+                            o[start + r] = best
+                        }
+                    }
                 }
             }
-            out[r] = best
+            first += count
         }
         return out
     }
