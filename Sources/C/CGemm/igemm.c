@@ -37,26 +37,34 @@ int amused_igemm_cpu_supported(void) {
 
 enum { IMR = 8, INR = 32 };  // register tile: 8 rows × 32 columns = 16 zmm accumulators
 
-/// Packs columns j..j+nr (nr ≤ 32) of B (n×k, row stride ldb) for the kernel: for each 4 bytes of depth, 32 columns ×
-/// 4 bytes (two 64-byte vectors), zero past nr and past k; sums[0..<nr] = Σ_p b[j+c, p].
-static void pack_b(long nr, long k, const int8_t *b, long ldb, int8_t *out, int32_t *sums) {
-    long k4 = (k + 3) / 4, whole = k / 4;
+/// Packs columns j..j+nr (nr ≤ 32) of a row-major matrix for the kernels: rows of `bytes` bytes (row stride `ldb`
+/// bytes) cut into 4-byte words (four int8 values or two bfloat16 ones), and for each word of depth the 32 columns'
+/// words side by side (two 64-byte vectors); zero past nr and past the row's end.
+static void pack_words(long nr, long bytes, const uint8_t *b, long ldb, uint32_t *out) {
+    long words = (bytes + 3) / 4, whole = bytes / 4;
     for (long c = 0; c < INR; c++) {
-        int32_t *dst = (int32_t *)out + c;
+        uint32_t *dst = out + c;
         if (c >= nr) {
-            for (long q = 0; q < k4; q++) dst[q * INR] = 0;
+            for (long q = 0; q < words; q++) dst[q * INR] = 0;
             continue;
         }
-        const int8_t *row = b + c * ldb;
-        // Four bytes of depth at a time (memcpy: the row need not be aligned); a ragged end padded with zeros.
+        const uint8_t *row = b + c * ldb;
+        // A word at a time (memcpy: the row need not be aligned); a ragged end padded with zeros.
         for (long q = 0; q < whole; q++) __builtin_memcpy(dst + q * INR, row + 4 * q, 4);
-        if (whole < k4) {
-            int8_t last[4] = {0, 0, 0, 0};
-            for (long p = 4 * whole; p < k; p++) last[p - 4 * whole] = row[p];
+        if (whole < words) {
+            uint8_t last[4] = {0, 0, 0, 0};
+            for (long p = 4 * whole; p < bytes; p++) last[p - 4 * whole] = row[p];
             __builtin_memcpy(dst + whole * INR, last, 4);
         }
+    }
+}
+
+/// The int8 panel of columns j..j+nr of B (n×k, row stride ldb) and sums[0..<nr] = Σ_p b[j+c, p].
+static void pack_b(long nr, long k, const int8_t *b, long ldb, int8_t *out, int32_t *sums) {
+    pack_words(nr, k, (const uint8_t *)b, ldb, (uint32_t *)out);
+    for (long c = 0; c < nr; c++) {
         int32_t sum = 0;
-        for (long p = 0; p < k; p++) sum += row[p];
+        for (long p = 0; p < k; p++) sum += b[c * ldb + p];
         sums[c] = sum;
     }
 }
@@ -258,22 +266,6 @@ int amused_bf16gemm_cpu_supported(void) {
                : 0;
 }
 
-/// Packs columns j..j+nr (nr ≤ 32) of B (n×k bfloat16, row stride ldb): for each pair of depth, 32 columns × 2 values
-/// (two 64-byte vectors), zero past nr and past k.
-static void pack_bf16(long nr, long k, const uint16_t *b, long ldb, uint16_t *out) {
-    long k2 = (k + 1) / 2, whole = k / 2;
-    for (long c = 0; c < INR; c++) {
-        uint32_t *dst = (uint32_t *)out + c;
-        if (c >= nr) {
-            for (long q = 0; q < k2; q++) dst[q * INR] = 0;
-            continue;
-        }
-        const uint16_t *row = b + c * ldb;
-        for (long q = 0; q < whole; q++) __builtin_memcpy(dst + q * INR, row + 2 * q, 4);
-        if (whole < k2) dst[whole * INR] = row[k - 1];
-    }
-}
-
 BF16 static void kernel_bf16(long mr, long nr, long k2, const uint16_t *a, long lda, const uint16_t *panel,
                              const float *bias, float *c, long ldc) {
     __m512 acc0[IMR], acc1[IMR];
@@ -334,7 +326,7 @@ BF16 void amused_bf16gemm(long m, long n, long k, const uint16_t *a, long lda, c
     long k2 = (k + 1) / 2;
     for (long j = 0; j < n; j += INR) {
         long nr = n - j < INR ? n - j : INR;
-        pack_bf16(nr, k, b + j * ldb, ldb, pack);
+        pack_words(nr, 2 * k, (const uint8_t *)(b + j * ldb), 2 * ldb, (uint32_t *)pack);
         for (long i = 0; i < m; i += IMR) {
             long mr = m - i < IMR ? m - i : IMR;
             kernel_bf16(mr, nr, k2, a + i * lda, lda, pack, bias ? bias + j : 0, c + i * ldc + j, ldc);
