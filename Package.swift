@@ -192,7 +192,8 @@ let package = Package(
             ],
             path: "Tests/AmusedPackTests"),
         .testTarget(
-            name: "AmusedFuzzTests", dependencies: ["AmusedFuzzTargets", "AmusedRead", "AmusedTestSupport"],
+            name: "AmusedFuzzTests",
+            dependencies: ["AmusedCore", "AmusedFuzzTargets", "AmusedRead", "AmusedTestSupport"],
             path: "Tests/AmusedFuzzTests"),
         .testTarget(
             name: "AmusedKernelsTests", dependencies: ["AmusedKernels", "CGemm"],

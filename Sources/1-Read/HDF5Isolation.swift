@@ -1,14 +1,16 @@
 // HDF5 files are parsed by libhdf5, a large C library with a long list of crash CVEs, so by default they are read
-// in a child process: the helper (`amused hdf5-helper IN OUT`) converts the file to a temporary safetensors file and
-// this process only ever parses safetensors. A helper that crashes is reported as a malformed file, never a crash.
+// in a child process: the helper (`amused hdf5-helper`, started once per process and kept) reads each file in a fresh
+// fork of itself and converts it to a temporary safetensors file; this process only ever parses safetensors. A copy
+// that crashes is reported as a malformed file, never a crash, and the next file gets a fresh copy.
 // In-process parsing happens only when asked for by name (`HDF5File(path:)`, or `HDF5Reading.inProcess`).
 
 import AmusedCore
+import CHDF5
 import Foundation
 
 /// How HDF5 files are parsed.
 public enum HDF5Reading: Sendable {
-    /// In a child process running `helper hdf5-helper IN OUT` (the `amused` executable); `nil` finds it (see
+    /// In a child process running `helper hdf5-helper` (the `amused` executable); `nil` finds it (see
     /// `HDF5Isolation.helper`).
     case isolated(helper: String?)
     /// In this process, through libhdf5 directly.
@@ -34,8 +36,9 @@ public enum HDF5Isolation {
         return candidates.first { fm.isExecutableFile(atPath: $0) }
     }
 
-    /// Runs the helper on `path` and opens its safetensors output, presented as the HDF5 file it came from (the
-    /// temporary file is deleted once mapped: the mapping keeps it alive).
+    /// Reads `path` through the helper (one persistent helper per executable, started on first use) and opens its
+    /// safetensors output, presented as the HDF5 file it came from (the temporary file is deleted once mapped: the
+    /// mapping keeps it alive).
     public static func open(path: String, helper: String? = nil) throws(ReadError) -> any TensorSource {
         guard let helper = helper ?? Self.helper() else {
             throw ReadError(
@@ -46,35 +49,20 @@ public enum HDF5Isolation {
         }
         let output = NSTemporaryDirectory() + "amused-hdf5-\(UUID().uuidString).safetensors"
         defer { unlink(output) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: helper)
-        process.arguments = ["hdf5-helper", path, output]
-        // A crash in the child is reported by the parent; Swift's backtrace printer would only add noise.
-        process.environment = ProcessInfo.processInfo.environment.merging(["SWIFT_BACKTRACE": "enable=no"]) { $1 }
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
-        do { try process.run() } catch {
-            throw ReadError(.io, path: path, "cannot start the HDF5 helper \(helper): \(error)")
-        }
-        let message = String(decoding: Self.readToEnd(errors.fileHandleForReading.fileDescriptor), as: UTF8.self)
-        process.waitUntilExit()
-        if process.terminationReason == .uncaughtSignal {
+        let answer = try HelperConnection.connection(to: helper).request(input: path, output: output)
+        let parts = answer.split(separator: "\t", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
+        switch (parts.first, parts.count) {
+        case ("ok", 1): return IsolatedHDF5(path: path, converted: try SafetensorsFile(path: output))
+        case ("crashed", 2):
             throw ReadError(
                 .malformed, path: path,
-                "libhdf5 crashed reading this file (signal \(process.terminationStatus)); it is damaged or hostile")
+                "libhdf5 crashed reading this file (signal \(parts[1])); it is damaged or hostile")
+        case (let family?, 3):
+            throw ReadError(
+                ReadError.Family(rawValue: family) ?? .malformed, path: path, field: parts[1].isEmpty ? nil : parts[1],
+                parts[2])
+        default: throw ReadError(.malformed, path: path, "the HDF5 helper failed: \(answer)")
         }
-        guard process.terminationStatus == 0 else {
-            let parts =
-                message.split(separator: "\n").last.map {
-                    $0.split(separator: "\t", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
-                } ?? []
-            if parts.count == 3, let family = ReadError.Family(rawValue: parts[0]) {
-                throw ReadError(family, path: path, field: parts[1].isEmpty ? nil : parts[1], parts[2])
-            }
-            throw ReadError(.malformed, path: path, "the HDF5 helper failed: \(message)")
-        }
-        return IsolatedHDF5(path: path, converted: try SafetensorsFile(path: output))
     }
 
     /// Everything `fd` yields until end of file (the last 64 KiB of it), read with read(2) and retried when a signal
@@ -95,18 +83,193 @@ public enum HDF5Isolation {
         }
     }
 
-    /// The helper's side: reads `input` in this process and writes it as safetensors to `output`; a refusal is
-    /// written to stderr as one line the parent turns back into the same `ReadError`.
-    public static func serve(input: String, output: String) -> Bool {
+    /// Writes all of `bytes` to `fd`, through signal interruptions; false when the other end is gone.
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
+            if n > 0 {
+                done += n
+            } else if !(n < 0 && errno == EINTR) {
+                return false
+            }
+        }
+        return true
+    }
+
+    /// The helper's side (`amused hdf5-helper`): answers requests on standard input until it ends. A request is the
+    /// input path and the output path, each ended by a NUL byte; the answer is one line: `ok`, `crashed<TAB>SIGNAL`,
+    /// or a refusal as `family<TAB>field<TAB>message` that the parent turns back into the same `ReadError`. Each file
+    /// is read in a fresh `fork` of this process, so a crash costs only that copy and no state left by one hostile
+    /// file reaches the next. `beforeEach` runs in the copy first (a test hook).
+    public static func serveRequests(beforeEach: () -> Void = {}) {
+        signal(SIGPIPE, SIG_IGN)  // a parent that went away ends the loop through a failed write, not a signal
+        HDF5File.initializeLibrary()  // once, before forking: each copy starts from an initialised library
+        var pending: [UInt8] = []
+        while let (input, output) = nextRequest(&pending) {
+            let answer = readForked(input: input, output: output, beforeEach: beforeEach)
+            guard writeAll(1, Array((answer + "\n").utf8)) else { return }
+        }
+    }
+
+    /// Longest request accepted (two paths).
+    static let maxRequest = 1 << 16
+
+    /// The next `input NUL output NUL` request from standard input; nil at its end (or on a malformed request).
+    static func nextRequest(_ pending: inout [UInt8]) -> (String, String)? {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while pending.count(where: { $0 == 0 }) < 2 {
+            guard pending.count <= maxRequest else { return nil }
+            let n = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
+            if n > 0 {
+                pending += buffer[..<n]
+            } else if !(n < 0 && errno == EINTR) {
+                return nil
+            }
+        }
+        let first = pending.firstIndex(of: 0)!, second = pending[(first + 1)...].firstIndex(of: 0)!
+        defer { pending.removeFirst(second + 1) }
+        return (
+            String(decoding: pending[..<first], as: UTF8.self),
+            String(decoding: pending[(first + 1)..<second], as: UTF8.self)
+        )
+    }
+
+    /// Reads `input` into `output` in a forked copy of this process and returns the answer line.
+    static func readForked(input: String, output: String, beforeEach: () -> Void) -> String {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { return "io\t\tthe HDF5 helper cannot make a pipe (errno \(errno))" }
+        let child = amused_fork()
+        if child == 0 {
+            close(fds[0])
+            beforeEach()
+            _ = writeAll(fds[1], Array(readInThisProcess(input: input, output: output).utf8))
+            _exit(0)  // no atexit handlers: the parent's libhdf5 and files are not this copy's to close
+        }
+        close(fds[1])
+        guard child > 0 else {
+            close(fds[0])
+            return "io\t\tthe HDF5 helper cannot fork (errno \(errno))"
+        }
+        let answer = String(decoding: readToEnd(fds[0]), as: UTF8.self)
+        close(fds[0])
+        var status: Int32 = 0
+        while waitpid(child, &status, 0) < 0 && errno == EINTR {}
+        let signal = status & 0x7F  // WTERMSIG; 0 is a normal exit, 0x7F a stopped child
+        if signal != 0 && signal != 0x7F { return "crashed\t\(signal)" }
+        return answer.isEmpty ? "malformed\t\tthe HDF5 reader ended without an answer (status \(status))" : answer
+    }
+
+    /// Reads `input` in this process and writes it as safetensors to `output`: `ok`, or the refusal as one line.
+    static func readInThisProcess(input: String, output: String) -> String {
         do {
             let file = try HDF5File(path: input)
             try SafetensorsWriter.write(source: file, to: output)
-            return true
+            return "ok"
         } catch {
             let e = error as? ReadError ?? ReadError(.io, path: input, "\(error)")
-            let line = [e.family.rawValue, e.field ?? "", e.message].joined(separator: "\t")
-            FileHandle.standardError.write(Data((line + "\n").utf8))
-            return false
+            return [e.family.rawValue, e.field ?? "", e.message].map { $0.replacing("\n", with: " ") }
+                .map { $0.replacing("\t", with: " ") }.joined(separator: "\t")
+        }
+    }
+}
+
+/// The parent's end of one persistent helper: started on first use, asked one file at a time, started again when it
+/// has gone away.
+final class HelperConnection: @unchecked Sendable {
+    private static let registry = Lock()
+    nonisolated(unsafe) private static var connections: [String: HelperConnection] = [:]
+
+    /// The connection to `helper`, made once per process.
+    static func connection(to helper: String) -> HelperConnection {
+        registry.withLock {
+            if let existing = connections[helper] { return existing }
+            let made = HelperConnection(helper: helper)
+            connections[helper] = made
+            return made
+        }
+    }
+
+    let helper: String
+    private let lock = Lock()
+    private var process: Process?
+    private var socket: Int32 = -1
+    private var received: [UInt8] = []
+
+    private init(helper: String) { self.helper = helper }
+
+    /// Asks the helper to read `input` into `output` and returns its answer line. A helper that has gone away between
+    /// requests is started again, once.
+    func request(input: String, output: String) throws(ReadError) -> String {
+        try lock.withLock { () throws(ReadError) -> String in
+            for _ in 0..<2 {
+                if process == nil { try start(path: input) }
+                if send(Array(input.utf8) + [0] + Array(output.utf8) + [0]), let line = receiveLine() { return line }
+                stop()
+            }
+            throw ReadError(.io, path: input, "the HDF5 helper \(helper) stopped answering")
+        }
+    }
+
+    private func start(path: String) throws(ReadError) {
+        // One socket for both directions; SOCK_CLOEXEC keeps it out of every other child this process starts (the
+        // helper must see its input end when this process goes away).
+        var fds: [Int32] = [0, 0]
+        guard amused_socketpair(&fds) == 0 else {
+            throw ReadError(.io, path: path, "cannot make a socket for the HDF5 helper (errno \(errno))")
+        }
+        let theirs = FileHandle(fileDescriptor: fds[1], closeOnDealloc: false)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: helper)
+        process.arguments = ["hdf5-helper"]
+        // A crash in a child is reported by the parent; Swift's backtrace printer would only add noise.
+        process.environment = ProcessInfo.processInfo.environment.merging(["SWIFT_BACKTRACE": "enable=no"]) { $1 }
+        process.standardInput = theirs
+        process.standardOutput = theirs
+        process.standardError = FileHandle.nullDevice
+        do { try process.run() } catch {
+            close(fds[0])
+            close(fds[1])
+            throw ReadError(.io, path: path, "cannot start the HDF5 helper \(helper): \(error)")
+        }
+        close(fds[1])
+        (self.process, socket, received) = (process, fds[0], [])
+    }
+
+    private func stop() {
+        if socket >= 0 { close(socket) }  // the helper reads the end of its input and exits
+        process?.waitUntilExit()
+        (process, socket, received) = (nil, -1, [])
+    }
+
+    private func send(_ bytes: [UInt8]) -> Bool {
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { amused_send(socket, $0.baseAddress! + done, UInt($0.count - done)) }
+            if n > 0 {
+                done += n
+            } else if !(n < 0 && errno == EINTR) {
+                return false
+            }
+        }
+        return true
+    }
+
+    /// The next answer line (without its newline); nil when the helper has gone away.
+    private func receiveLine() -> String? {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            if let end = received.firstIndex(of: UInt8(ascii: "\n")) {
+                defer { received.removeFirst(end + 1) }
+                return String(decoding: received[..<end], as: UTF8.self)
+            }
+            guard received.count <= HDF5Isolation.maxRequest else { return nil }
+            let n = buffer.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, 0) }
+            if n > 0 {
+                received += buffer[..<n]
+            } else if !(n < 0 && errno == EINTR) {
+                return nil
+            }
         }
     }
 }

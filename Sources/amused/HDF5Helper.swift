@@ -1,5 +1,6 @@
-// `amused hdf5-helper IN OUT`: the child process HDF5 files are read in (see AmusedRead's HDF5Isolation). The parent
-// only ever parses the safetensors file this writes.
+// `amused hdf5-helper`: the child process HDF5 files are read in (see AmusedRead's HDF5Isolation). It answers the
+// parent's requests on standard input, reading each file in a fresh fork of itself; the parent only ever parses the
+// safetensors files this writes.
 
 import AmusedRead
 import ArgumentParser
@@ -7,16 +8,13 @@ import Foundation
 
 struct HDF5Helper: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "hdf5-helper", abstract: "Internal: read an HDF5 file in isolation.", shouldDisplay: false)
-
-    @Argument var input: String
-    @Argument var output: String
+        commandName: "hdf5-helper", abstract: "Internal: read HDF5 files in isolation.", shouldDisplay: false)
 
     func run() throws {
-        // Test hook: crash the way a libhdf5 memory-safety bug would, to exercise the parent's handling.
-        if ProcessInfo.processInfo.environment["AMUSED_HDF5_HELPER_SIMULATE_CRASH"] == "1" {
-            UnsafeMutablePointer<Int>(bitPattern: 0x10)!.pointee = 1  // a real invalid write, as a C bug makes
+        let simulateCrash = ProcessInfo.processInfo.environment["AMUSED_HDF5_HELPER_SIMULATE_CRASH"] == "1"
+        HDF5Isolation.serveRequests {
+            // Test hook: crash the way a libhdf5 memory-safety bug would, to exercise the parent's handling.
+            if simulateCrash { UnsafeMutablePointer<Int>(bitPattern: 0x10)!.pointee = 1 }  // a real invalid write
         }
-        guard HDF5Isolation.serve(input: input, output: output) else { throw ExitCode(ExitCodes.badInput) }
     }
 }

@@ -1,1 +1,35 @@
 #include <hdf5.h>
+
+// What the HDF5 isolation (AmusedRead's HDF5Isolation.swift) needs from the OS, one spelling on Linux and macOS:
+// Swift's Darwin overlay marks fork() unavailable, and the no-SIGPIPE and close-on-exec flags differ.
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+// fork(2): the HDF5 helper reads each file in a fresh copy of itself (it is single-threaded when it forks).
+static inline pid_t amused_fork(void) { return fork(); }
+
+// A connected pair of stream sockets, both close-on-exec, that never raise SIGPIPE on a send; 0 or -1 (errno set).
+static inline int amused_socketpair(int fds[2]) {
+#ifdef SOCK_CLOEXEC
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return -1;
+#else
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds) != 0) return -1;
+    fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+    fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+#endif
+#ifdef SO_NOSIGPIPE
+    int one = 1;
+    setsockopt(fds[0], SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
+    return 0;
+}
+
+// send(2) that reports a closed peer as EPIPE instead of raising SIGPIPE.
+static inline long amused_send(int fd, const void *bytes, unsigned long count) {
+#ifdef MSG_NOSIGNAL
+    return send(fd, bytes, count, MSG_NOSIGNAL);
+#else
+    return send(fd, bytes, count, 0);
+#endif
+}
