@@ -49,7 +49,10 @@ let package = Package(
         .target(name: "AmusedCore", dependencies: ["CZlib"], path: "Sources/0-Core"),
         // 1 read: the weight formats (safetensors, PyTorch zip + pickle, NumPy, GGUF, HDF5 in a helper process), strict
         // JSON, checkpoint layouts, the Hugging Face cache; the safetensors and GGUF writers.
-        .target(name: "AmusedRead", dependencies: ["AmusedCore", "CJSONC", "CHDF5"], path: "Sources/1-Read"),
+        .target(
+            name: "AmusedRead",
+            dependencies: ["AmusedCore", "CJSONC", "CHDF5", .product(name: "Crypto", package: "swift-crypto")],
+            path: "Sources/1-Read"),
         // 2 map: name maps as data (maps/*.json, Schemas/name-map.schema.json) and a ledger of every tensor.
         .target(
             name: "AmusedMap", dependencies: ["AmusedCore", "AmusedRead"], path: "Sources/2-Map",
@@ -126,7 +129,10 @@ let package = Package(
         .executableTarget(name: "amused-fuzz", dependencies: ["AmusedFuzzTargets"], path: "Tests/Fuzz/Driver"),
 
         // Fixture paths and temporary folders shared by the test targets.
-        .target(name: "AmusedTestSupport", dependencies: ["AmusedCore", "AmusedRead"], path: "Tests/Support"),
+        .target(
+            name: "AmusedTestSupport",
+            dependencies: ["AmusedCore", "AmusedRead", .product(name: "Crypto", package: "swift-crypto")],
+            path: "Tests/Support"),
         .testTarget(
             name: "AmusedCoreTests", dependencies: ["AmusedCore", "AmusedTestSupport"],
             path: "Tests/AmusedCoreTests"),

@@ -207,3 +207,17 @@ private func Glibc_write(_ fd: Int32, _ p: UnsafeRawPointer, _ n: Int) -> Int {
     return Darwin.write(fd, p, n)
     #endif
 }
+
+/// Writes all of `bytes` to `fd`, through signal interruptions and short writes; false on an error (errno says which).
+public func writeFully(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
+    var done = 0
+    while done < bytes.count {
+        let n = Glibc_write(fd, bytes.baseAddress! + done, bytes.count - done)
+        if n > 0 {
+            done += n
+        } else if !(n < 0 && errno == EINTR) {
+            return false
+        }
+    }
+    return true
+}

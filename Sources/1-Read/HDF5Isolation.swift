@@ -83,19 +83,8 @@ public enum HDF5Isolation {
         }
     }
 
-    /// Writes all of `bytes` to `fd`, through signal interruptions; false when the other end is gone.
-    static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
-            if n > 0 {
-                done += n
-            } else if !(n < 0 && errno == EINTR) {
-                return false
-            }
-        }
-        return true
-    }
+    /// Writes all of `bytes` to `fd` (see `writeFully`).
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool { bytes.withUnsafeBytes { writeFully(fd, $0) } }
 
     /// The helper's side (`amused hdf5-helper`): answers requests on standard input until it ends. A request is the
     /// input path and the output path, each ended by a NUL byte; the answer is one line: `ok`, `crashed<TAB>SIGNAL`,
@@ -222,8 +211,11 @@ final class HelperConnection: @unchecked Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: helper)
         process.arguments = ["hdf5-helper"]
-        // A crash in a child is reported by the parent; Swift's backtrace printer would only add noise.
-        process.environment = ProcessInfo.processInfo.environment.merging(["SWIFT_BACKTRACE": "enable=no"]) { $1 }
+        // A crash in a child is reported by the parent; Swift's backtrace printer would only add noise. The helper
+        // multiplies no matrices: one OpenBLAS thread means no idle worker threads started beside it at load (and none
+        // present when it forks).
+        process.environment = ProcessInfo.processInfo.environment.merging(
+            ["SWIFT_BACKTRACE": "enable=no", "OPENBLAS_NUM_THREADS": "1"]) { $1 }
         process.standardInput = theirs
         process.standardOutput = theirs
         process.standardError = FileHandle.nullDevice

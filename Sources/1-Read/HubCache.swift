@@ -1,6 +1,6 @@
 // Checkpoints where diffusers users already have them: the local Hugging Face cache, as huggingface_hub leaves it
 // (`<cache>/models--<org>--<name>/refs/<revision>` holding a commit, `snapshots/<commit>/…` whose files are symlinks
-// into `blobs/`). Offline only: AmusedKit never downloads.
+// into `blobs/`). Reading is offline; `HubDownload` (`amused download`) fills the same layout.
 
 import AmusedCore
 import Foundation
@@ -46,16 +46,14 @@ public enum HubCache {
         -> String
     {
         let fm = FileManager.default
-        let repo = root + "/models--" + id.replacingOccurrences(of: "/", with: "--")
+        let repo = repositoryFolder(id, root: root)
         let fetch =
-            "fetch it first (with huggingface_hub: `huggingface-cli download \(id)` or diffusers' "
-            + "from_pretrained), or point HF_HUB_CACHE / HF_HOME at the cache that has it; AmusedKit never downloads"
+            "fetch it first (`amused download \(id)`, huggingface_hub's `huggingface-cli download \(id)` or "
+            + "diffusers' from_pretrained), or point HF_HUB_CACHE / HF_HOME at the cache that has it"
         guard fm.fileExists(atPath: repo) else {
             throw ReadError(.io, path: id, "not in the Hugging Face cache (\(repo) does not exist): \(fetch)")
         }
-        guard !revision.isEmpty, !revision.split(separator: "/").contains(where: { $0 == ".." || $0 == "." }),
-            revision.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_./".contains($0)) })
-        else { throw ReadError(.malformed, path: id, field: "revision", "\"\(revision)\" is not a revision name") }
+        try checkRevisionName(revision, id: id)
         var commit = revision
         let isHash = revision.count == 40 && revision.allSatisfy(\.isHexDigit)
         if !isHash {
@@ -78,5 +76,34 @@ public enum HubCache {
                 "the cache names commit \(commit) but has no snapshot of it (\(snapshot)): \(fetch)")
         }
         return snapshot
+    }
+
+    /// `<root>/models--<org>--<name>`: where the cache keeps `id`.
+    public static func repositoryFolder(_ id: String, root: String) -> String {
+        root + "/models--" + id.replacingOccurrences(of: "/", with: "--")
+    }
+
+    /// Refuses a revision that is not a branch, tag or commit name (one that could leave `refs/`).
+    static func checkRevisionName(_ revision: String, id: String) throws(ReadError) {
+        guard !revision.isEmpty, revision.utf8.count <= 256,
+            !revision.split(separator: "/", omittingEmptySubsequences: false).contains(where: {
+                $0.isEmpty || $0 == ".." || $0 == "."
+            }),
+            revision.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_./".contains($0)) })
+        else { throw ReadError(.malformed, path: id, field: "revision", "\"\(revision)\" is not a revision name") }
+    }
+
+    /// Creates `folder` and its parents when missing.
+    static func ensureFolder(_ folder: String, id: String) throws(ReadError) {
+        do {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        } catch { throw ReadError(.io, path: folder, "cannot create the folder for \(id): \(error)") }
+    }
+
+    /// The size of the regular file at `path` (links not followed), or nil.
+    static func fileSize(_ path: String) -> Int? {
+        var info = stat()
+        guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return Int(info.st_size)
     }
 }

@@ -26,7 +26,7 @@ struct Amused: ParsableCommand {
         version: AmusedVersion.toolkit,
         subcommands: [
             Convert.self, Verify.self, Generate.self, Finetune.self, Import.self, Export.self, Inspect.self,
-            Bench.self, Version.self, HDF5Helper.self,
+            Bench.self, Download.self, Version.self, HDF5Helper.self,
         ]
     )
 

@@ -1,6 +1,6 @@
 // A model named by its hub id resolves from the local Hugging Face cache, laid out as huggingface_hub leaves it
 // (refs/<revision> → snapshots/<commit>/… symlinks into blobs/), for every command; what is missing is named with
-// how to fetch it. Offline: nothing is downloaded.
+// how to fetch it; `amused download` fills that cache from a hub (here a stand-in on loopback).
 
 import AmusedRead
 import AmusedTestSupport
@@ -18,7 +18,7 @@ func makeHubCache(_ root: String) throws -> String {
     try fm.createDirectory(atPath: repo + "/refs", withIntermediateDirectories: true)
     for case let relative as String in fm.enumerator(atPath: model)! {
         var isDirectory: ObjCBool = false
-        fm.fileExists(atPath: model + "/" + relative, isDirectory: &isDirectory)
+        _ = fm.fileExists(atPath: model + "/" + relative, isDirectory: &isDirectory)
         if isDirectory.boolValue { continue }
         let data = try Data(contentsOf: URL(fileURLWithPath: model + "/" + relative))
         let blob = "blob-" + relative.replacingOccurrences(of: "/", with: "-")
@@ -80,5 +80,35 @@ struct HubCacheCommandTests {
         #expect(revision.status == 1)
         #expect(revision.stderr.contains("revision v2 is not in the cache"), "\(revision.stderr)")
         #expect(!FileManager.default.fileExists(atPath: scratch.path + "/x.amused"))
+    }
+
+    /// `amused download` fills the cache from the hub HF_ENDPOINT names, prints the snapshot folder, and every
+    /// command then runs the model by its id; a file whose bytes do not match the hub's checksum fails the command
+    /// (exit 1, naming the file) and leaves nothing in the snapshot.
+    @Test func downloadFillsTheCacheEveryCommandReads() throws {
+        let scratch = try ScratchFolder()
+        let hub = try LocalHub(id: "someone/tiny", folder: FixturePaths.path("records/tiny-256/model"))
+        let env = ["HF_ENDPOINT": hub.endpoint, "HF_HUB_CACHE": scratch.path + "/hub"]
+        let download = try runAmused(["download", "someone/tiny"], environment: env)
+        #expect(download.status == 0, "\(download.stderr)")
+        let snapshot = scratch.path + "/hub/models--someone--tiny/snapshots/" + hub.commit
+        #expect(download.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == snapshot)
+        let verify = try runAmused(
+            ["verify", "someone/tiny", "--reference", FixturePaths.path("records/tiny-256")], environment: env)
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+
+        let broken = try LocalHub(id: "someone/other", folder: FixturePaths.path("records/tiny-256/model"))
+        broken.corrupt("vqvae/diffusion_pytorch_model.safetensors")
+        let failed = try runAmused(
+            ["download", "someone/other"],
+            environment: ["HF_ENDPOINT": broken.endpoint, "HF_HUB_CACHE": scratch.path + "/hub"])
+        #expect(failed.status == 1)
+        #expect(
+            failed.stderr.contains("vqvae/diffusion_pytorch_model.safetensors")
+                && failed.stderr.contains("SHA-256"), "\(failed.stderr)")
+        #expect(
+            !FileManager.default.fileExists(
+                atPath: scratch.path + "/hub/models--someone--other/snapshots/" + hub.commit
+                    + "/vqvae/diffusion_pytorch_model.safetensors"))
     }
 }
