@@ -172,9 +172,10 @@ public final class AtomicFileWriter {
         return fsync(fd)
     }
 
-    /// Makes the file durable and puts it in place of the destination.
-    public func commit() throws(TensorError) {
-        guard Self.sync(fd, "file") == 0 else {
+    /// Makes the file durable and puts it in place of the destination. `durable: false` skips the two fsyncs (for a
+    /// scratch file read back at once and deleted, where waiting for the disk buys nothing).
+    public func commit(durable: Bool = true) throws(TensorError) {
+        guard !durable || Self.sync(fd, "file") == 0 else {
             throw .write(path: temporaryPath, message: "fsync failed (\(MappedFile.errnoText()))")
         }
         close(fd)
@@ -183,6 +184,7 @@ public final class AtomicFileWriter {
             throw .write(path: destination, message: "rename failed (\(MappedFile.errnoText()))")
         }
         committed = true
+        guard durable else { return }
         let dfd = open(AtomicFileWriter.folder(of: destination), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dfd >= 0 {
             defer { close(dfd) }

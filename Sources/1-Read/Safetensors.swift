@@ -278,10 +278,12 @@ public enum SafetensorsWriter {
 
     /// Writes every tensor of `source` to `path`, loading one tensor at a time (memory stays near the largest tensor
     /// even when the source decodes into memory), atomically.
-    public static func write(source: any TensorSource, metadata: [(String, String)] = [], to path: String) throws {
+    public static func write(
+        source: any TensorSource, metadata: [(String, String)] = [], to path: String, durable: Bool = true
+    ) throws {
         let (header, order) = try plan(entries: source.infos.map { ($0.name, $0.dtype, $0.shape) }, metadata: metadata)
         let infos = Dictionary(uniqueKeysWithValues: source.infos.map { ($0.name, $0) })
-        try write(header: header, order: order, to: path) { name in
+        try write(header: header, order: order, to: path, durable: durable) { name in
             let t = try source.tensor(named: name)
             guard t.dtype == infos[name]!.dtype, t.shape == infos[name]!.shape else {
                 throw ReadError(.inconsistent, path: source.path, field: name, "tensor differs from its description")
@@ -306,7 +308,9 @@ public enum SafetensorsWriter {
         }
     }
 
-    static func write(header: [UInt8], order: [String], to path: String, tensor: (String) throws -> Tensor) throws {
+    static func write(
+        header: [UInt8], order: [String], to path: String, durable: Bool = true, tensor: (String) throws -> Tensor
+    ) throws {
         do {
             let out = try AtomicFileWriter(destination: path)
             var length = UInt64(header.count).littleEndian
@@ -323,7 +327,7 @@ public enum SafetensorsWriter {
                     throw ReadError(.io, path: path, field: name, "\(error)")
                 }
             }
-            try out.commit()
+            try out.commit(durable: durable)
         } catch let error as ReadError {
             throw error
         } catch let error as TensorError {
