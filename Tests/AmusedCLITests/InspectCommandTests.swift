@@ -92,6 +92,15 @@ struct InspectCommandTests {
         #expect(crashed.status == 1)
         #expect(crashed.stderr.contains("libhdf5 crashed"))
         #expect(crashed.stderr.contains("(malformed)"))
+        // The helper's scratch output is never fsynced (fuzzing timed out on reads stalled behind a build's disk
+        // writes): with every file fsync failing, HDF5 still reads; a file the command itself commits still fails.
+        let noSync = try runAmused(["inspect", file], environment: ["AMUSED_TEST_FAIL_FSYNC": "file"])
+        #expect(noSync.status == 0, "\(noSync.stderr)")
+        let scratch = try ScratchFolder()
+        let export = try runAmused(
+            ["export", file, "--format", "safetensors", "--out", scratch.path + "/w.safetensors"],
+            environment: ["AMUSED_TEST_FAIL_FSYNC": "file"])
+        #expect(export.status == 1 && export.stderr.contains("fsync"), "\(export.stderr)")
     }
 
     /// A transformer folder holding the tiny-512 weights under the tiny-256 config (which has no down/up-sampling):
