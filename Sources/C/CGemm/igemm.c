@@ -22,6 +22,30 @@ static void row_range(float lo, float hi, float *step, int32_t *zero) {
     *zero = (int32_t)(z > 255.0f ? 255.0f : z < 0.0f ? 0.0f : z == z ? z : 0.0f);
 }
 
+/// Widens [*lo, *hi] over row[from..<k] (comparisons ignore NaN): the portable quantizer's whole row, the AVX-512
+/// one's ragged end.
+static void widen_range(const float *row, long from, long k, float *lo, float *hi) {
+    for (long p = from; p < k; p++) {
+        *lo = row[p] < *lo ? row[p] : *lo;
+        *hi = row[p] > *hi ? row[p] : *hi;
+    }
+}
+
+/// Quantizes row[from..<k] with step 1/inv and zero point zf: nearest even, NaN → the zero point (never UB), clamped
+/// to 0…255.
+static void quantize_span(const float *row, long from, long k, float inv, float zf, uint8_t *out) {
+    for (long p = from; p < k; p++) {
+        float v = nearbyintf(row[p] * inv) + zf;
+        v = v > 255.0f ? 255.0f : v < 0.0f ? 0.0f : v == v ? v : zf;
+        out[p] = (uint8_t)v;
+    }
+}
+
+/// Fills a quantized row past k with its zero point up to 4·⌈k/4⌉ (the kernels read depth in fours), within ldq.
+static void pad_row(uint8_t *out, long k, long ldq, int32_t z) {
+    for (long pad = k; pad < ((k + 3) & ~3L) && pad < ldq; pad++) out[pad] = (uint8_t)z;
+}
+
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
 #include <immintrin.h>
 
@@ -155,10 +179,7 @@ __attribute__((target("avx512f,avx512bw"))) static void quantize_rows_avx512(lon
             vhi = _mm512_max_ps(v, vhi);
         }
         float lo = _mm512_reduce_min_ps(vlo), hi = _mm512_reduce_max_ps(vhi);
-        for (; p < k; p++) {
-            lo = row[p] < lo ? row[p] : lo;
-            hi = row[p] > hi ? row[p] : hi;
-        }
+        widen_range(row, p, k, &lo, &hi);
         float s;
         int32_t z;
         row_range(lo, hi, &s, &z);
@@ -173,12 +194,8 @@ __attribute__((target("avx512f,avx512bw"))) static void quantize_rows_avx512(lon
             v = _mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), top);
             _mm_storeu_si128((__m128i *)(out + p), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
         }
-        for (; p < k; p++) {
-            float v = nearbyintf(row[p] * inv) + zf;
-            v = v > 255.0f ? 255.0f : v < 0.0f ? 0.0f : v == v ? v : zf;
-            out[p] = (uint8_t)v;
-        }
-        for (long pad = k; pad < ((k + 3) & ~3L) && pad < ldq; pad++) out[pad] = (uint8_t)z;  // read to 4·⌈k/4⌉
+        quantize_span(row, p, k, inv, zf, out);
+        pad_row(out, k, ldq, z);
         scale[i] = s;
         zero[i] = z;
     }
@@ -229,21 +246,13 @@ void amused_quantize_rows_u8_portable(long m, long k, const float *x, long ldx, 
     for (long i = 0; i < m; i++) {
         const float *row = x + i * ldx;
         float lo = 0, hi = 0;
-        for (long p = 0; p < k; p++) {
-            lo = row[p] < lo ? row[p] : lo;
-            hi = row[p] > hi ? row[p] : hi;
-        }
+        widen_range(row, 0, k, &lo, &hi);
         float s;
         int32_t z;
         row_range(lo, hi, &s, &z);
-        float inv = 1.0f / s, zf = (float)z;
         uint8_t *out = q + i * ldq;
-        for (long p = 0; p < k; p++) {
-            float v = nearbyintf(row[p] * inv) + zf;
-            v = v > 255.0f ? 255.0f : v < 0.0f ? 0.0f : v == v ? v : zf;  // NaN → the zero point, never UB
-            out[p] = (uint8_t)v;
-        }
-        for (long pad = k; pad < ((k + 3) & ~3L) && pad < ldq; pad++) out[pad] = (uint8_t)z;  // read to 4·⌈k/4⌉
+        quantize_span(row, 0, k, 1.0f / s, (float)z, out);
+        pad_row(out, k, ldq, z);
         scale[i] = s;
         zero[i] = z;
     }
