@@ -128,9 +128,16 @@ public enum HDF5Isolation {
     static func readForked(input: String, output: String, beforeEach: () -> Void) -> String {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { return "io\t\tthe HDF5 helper cannot make a pipe (errno \(errno))" }
+        let budget = ReaderBudget(fileSize: HubCache.fileSize(input) ?? 0)
         let child = amused_fork()
         if child == 0 {
             close(fds[0])
+            // libhdf5 can loop on a hostile file, allocating as it goes (fuzzing found one that grows past 20 GB in
+            // under a minute): this copy gets a budget of memory and CPU time that any real file of its size fits.
+            guard amused_limit_reader(budget.memoryBytes, budget.cpuSeconds) == 0 else {
+                _ = writeAll(fds[1], Array("io\t\tthe HDF5 helper cannot limit its reader (errno \(errno))".utf8))
+                _exit(0)
+            }
             beforeEach()
             _ = writeAll(fds[1], Array(readInThisProcess(input: input, output: output).utf8))
             _exit(0)  // no atexit handlers: the parent's libhdf5 and files are not this copy's to close
@@ -145,8 +152,29 @@ public enum HDF5Isolation {
         var status: Int32 = 0
         while waitpid(child, &status, 0) < 0 && errno == EINTR {}
         let signal = status & 0x7F  // WTERMSIG; 0 is a normal exit, 0x7F a stopped child
+        if signal == SIGXCPU || signal == SIGKILL {
+            return "limitExceeded\t\tlibhdf5 was stopped after \(budget.cpuSeconds) s of CPU time reading this file "
+                + "(the budget is \(ReaderBudget.baseSeconds) s + 1 s per 25 MB); it is damaged or hostile"
+        }
         if signal != 0 && signal != 0x7F { return "crashed\t\(signal)" }
         return answer.isEmpty ? "malformed\t\tthe HDF5 reader ended without an answer (status \(status))" : answer
+    }
+
+    /// What a forked reader of one file may use: address space of twice the file plus 512 MiB beyond what the helper
+    /// maps (libhdf5 copies a dataset at a time; the safetensors output is streamed), and CPU time of
+    /// `baseSeconds` plus one second per 25 MB (libhdf5 reads a real file at well over 100 MB/s).
+    struct ReaderBudget {
+        /// CPU seconds every file gets: `AMUSED_HDF5_CPU_SECONDS` when set (tests), else 20.
+        static let baseSeconds: UInt =
+            ProcessInfo.processInfo.environment["AMUSED_HDF5_CPU_SECONDS"].flatMap { UInt($0) } ?? 20
+        let memoryBytes: UInt64
+        let cpuSeconds: UInt
+
+        init(fileSize: Int) {
+            let size = UInt64(max(fileSize, 0))
+            memoryBytes = size.multipliedReportingOverflow(by: 2).partialValue + (512 << 20)
+            cpuSeconds = Self.baseSeconds + UInt(size / (25 << 20))
+        }
     }
 
     /// Reads `input` in this process and writes it as safetensors to `output`: `ok`, or the refusal as one line.

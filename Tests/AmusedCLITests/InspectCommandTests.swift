@@ -103,6 +103,19 @@ struct InspectCommandTests {
         #expect(export.status == 1 && export.stderr.contains("fsync"), "\(export.stderr)")
     }
 
+    /// A 13 KB file fuzzing found on which libhdf5 1.10.8 loops, allocating as it goes (in-process: 20 GB and 53 s
+    /// before it gives up): the helper's reader has a budget (address space 2 × the file + 512 MiB, CPU 20 s + 1 s per
+    /// 25 MB), so the command ends with an error naming the file, well within it. The CPU budget is lowered here so
+    /// that the memory cap is what stops it or, failing that, the CPU cap within seconds.
+    @Test func hdf5ReadsHaveABudget() throws {
+        let file = FixturePaths.repo + "/Tests/Fuzz/crashers/hdf5-budget/libhdf5-grows-without-bound.h5"
+        let started = Date()
+        let result = try runAmused(["inspect", file], environment: ["AMUSED_HDF5_CPU_SECONDS": "5"])
+        #expect(result.status == 1 && result.stderr.contains("libhdf5-grows-without-bound.h5"), "\(result.stderr)")
+        #expect(result.stderr.contains("(malformed)") || result.stderr.contains("(limit"), "\(result.stderr)")
+        #expect(Date().timeIntervalSince(started) < 30, "the reader's CPU budget (5 s here) did not hold")
+    }
+
     /// A transformer folder holding the tiny-512 weights under the tiny-256 config (which has no down/up-sampling):
     /// the down/up-sample tensors have no parameter to fill.
     static func mismatchedTransformer(_ scratch: ScratchFolder) throws -> String {

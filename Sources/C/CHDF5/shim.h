@@ -33,3 +33,27 @@ static inline long amused_send(int fd, const void *bytes, unsigned long count) {
     return send(fd, bytes, count, 0);
 #endif
 }
+
+#include <stdio.h>
+#include <sys/resource.h>
+
+// Caps this process — a forked reader of one file — at `extra` bytes of address space beyond what it maps now and at
+// `cpu_seconds` of CPU time: past the first, allocations fail; past the second, SIGXCPU ends it (SIGKILL a second
+// later). 0, or -1 when a limit could not be set. The address-space cap is Linux's (macOS does not enforce
+// RLIMIT_AS); the CPU cap holds everywhere.
+static inline int amused_limit_reader(unsigned long long extra, unsigned long cpu_seconds) {
+    struct rlimit cpu = {cpu_seconds, cpu_seconds + 1};
+    if (setrlimit(RLIMIT_CPU, &cpu) != 0) return -1;
+#ifdef __linux__
+    unsigned long long pages = 0;
+    FILE *statm = fopen("/proc/self/statm", "r");
+    if (!statm) return -1;
+    int read = fscanf(statm, "%llu", &pages);
+    fclose(statm);
+    if (read != 1) return -1;
+    unsigned long long cap = pages * (unsigned long long)sysconf(_SC_PAGESIZE) + extra;
+    struct rlimit memory = {cap, cap};
+    if (setrlimit(RLIMIT_AS, &memory) != 0) return -1;
+#endif
+    return 0;
+}
