@@ -59,7 +59,11 @@ let package = Package(
             resources: [.copy("maps")]),
         // 3 model: the canonical aMUSEd graph (diffusers names), tokenizer, scheduler, torch's RNG, the pipeline, and
         // the backward passes fine-tuning needs. Never imports a file format.
-        .target(name: "AmusedModel", dependencies: ["AmusedCore", "AmusedKernels"], path: "Sources/3-Model"),
+        // ftfy/ftfy-data.json: the tables and patterns ftfy builds at import time, for the tokenizer's text cleaning
+        // (written by Tools/ftfy_data.py).
+        .target(
+            name: "AmusedModel", dependencies: ["AmusedCore", "AmusedKernels"], path: "Sources/3-Model",
+            resources: [.copy("ftfy")]),
         // 4 bind: configs onto the graph, strict binding of tensors to parameters, the checked import of a checkpoint
         // in its canonical form, LoRA fusion.
         .target(

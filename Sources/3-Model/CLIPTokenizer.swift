@@ -2,9 +2,9 @@
 
 import Foundation
 
-/// CLIP's byte-level BPE tokenizer, as the aMUSEd pipelines call it: text cleaned like ftfy.fix_text, whitespace
-/// collapsed, lower-cased, split by CLIP's pattern, BPE-merged; then `<|startoftext|>` … `<|endoftext|>`,
-/// truncated to 77 and padded with `<|endoftext|>`.
+/// CLIP's byte-level BPE tokenizer, as the aMUSEd pipelines call it: text cleaned by ftfy.fix_text (ported exactly in
+/// FTFY.swift), whitespace collapsed, lower-cased as Python does, split by CLIP's pattern, BPE-merged; then
+/// `<|startoftext|>` … `<|endoftext|>`, truncated to 77 and padded with `<|endoftext|>`.
 public struct CLIPTokenizer: Sendable {
     /// Token → id.
     let encoder: [String: Int]
@@ -21,8 +21,11 @@ public struct CLIPTokenizer: Sendable {
     /// Sequence length (77).
     public let maxLength: Int
 
+    /// Two adjacent symbols a merge joins.
     struct Pair: Hashable, Sendable {
+        /// The left symbol.
         let a: String
+        /// The right symbol.
         let b: String
     }
 
@@ -88,7 +91,7 @@ public struct CLIPTokenizer: Sendable {
             switch piece {
             case .special(let id): ids.append(id)
             case .text(let s):
-                let cleaned = TextCleaner.whitespaceClean(TextCleaner.fixText(s)).lowercased()
+                let cleaned = TextCleaner.lower(TextCleaner.whitespaceClean(TextCleaner.fixText(s)))
                 for token in CLIPTokenizer.pretokenize(cleaned) {
                     if token == "<|startoftext|>" || token == "<|endoftext|>" {
                         ids.append(encoder[token]!)
@@ -102,11 +105,15 @@ public struct CLIPTokenizer: Sendable {
         return ids
     }
 
+    /// A piece of the raw text: a special token, or text between them.
     enum Piece {
+        /// `<|startoftext|>` or `<|endoftext|>`, by id.
         case special(Int)
+        /// Text to clean and tokenize.
         case text(String)
     }
 
+    /// The raw text split on the special tokens, as transformers splits it before cleaning.
     func splitOnSpecialTokens(_ text: String) -> [Piece] {
         var pieces: [Piece] = []
         var rest = Substring(text)
@@ -126,7 +133,10 @@ public struct CLIPTokenizer: Sendable {
     }
 
     /// CLIP's pattern `<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+`
-    /// (IGNORECASE), applied left to right over Unicode scalars as the `regex` module applies it.
+    /// (IGNORECASE), applied left to right over Unicode scalars as the `regex` module applies it. Two effects of
+    /// IGNORECASE in the `regex` module (2025.10.23) beyond ASCII case: 'ſ' (U+017F) matches the 's' of `'s` and
+    /// `<|startoftext|>`, and U+0345 COMBINING GREEK YPOGEGRAMMENI, whose case partner Ι is a letter, falls outside
+    /// `[^\s\p{L}\p{N}]` while not being in `[\p{L}]` either: no alternative matches it, and findall skips it.
     static func pretokenize(_ text: String) -> [String] {
         let scalars = Array(text.unicodeScalars)
         var tokens: [String] = []
@@ -136,15 +146,21 @@ public struct CLIPTokenizer: Sendable {
             guard i + target.count <= scalars.count else { return false }
             for (k, t) in target.enumerated() {
                 let c = scalars[i + k]
-                if c != t && !(t.properties.isLowercase && String(c).lowercased() == String(t)) { return false }
+                if c != t && !(t.properties.isLowercase && String(c).lowercased() == String(t))
+                    && !(t == "s" && c == "\u{17F}")
+                {
+                    return false
+                }
             }
             return true
         }
         while i < scalars.count {
             let c = scalars[i]
             if let special = ["<|startoftext|>", "<|endoftext|>"].first(where: startsWith) {
-                tokens.append(special)
-                i += special.unicodeScalars.count
+                // The text matched (only an exact match is a special token afterwards; "<|ſtartoftext|>" is BPE'd).
+                let count = special.unicodeScalars.count
+                tokens.append(String(String.UnicodeScalarView(scalars[i..<(i + count)])))
+                i += count
                 continue
             }
             if let contraction = ["'s", "'t", "'re", "'ve", "'m", "'ll", "'d"].first(where: startsWith) {
@@ -157,11 +173,13 @@ public struct CLIPTokenizer: Sendable {
                 while j < scalars.count, isLetter(scalars[j]) { j += 1 }
             } else if isNumber(c) {
                 // a single digit
-            } else if isWhitespace(c) {
+            } else if isWhitespace(c) || c == "\u{345}" {
                 i += 1
                 continue
             } else {
-                while j < scalars.count, !isWhitespace(scalars[j]), !isLetter(scalars[j]), !isNumber(scalars[j]) {
+                while j < scalars.count, !isWhitespace(scalars[j]), !isLetter(scalars[j]), !isNumber(scalars[j]),
+                    scalars[j] != "\u{345}"
+                {
                     j += 1
                 }
             }
@@ -171,6 +189,7 @@ public struct CLIPTokenizer: Sendable {
         return tokens
     }
 
+    /// `\p{L}`.
     static func isLetter(_ c: Unicode.Scalar) -> Bool {
         switch c.properties.generalCategory {
         case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter: true
@@ -178,6 +197,7 @@ public struct CLIPTokenizer: Sendable {
         }
     }
 
+    /// `\p{N}`.
     static func isNumber(_ c: Unicode.Scalar) -> Bool {
         switch c.properties.generalCategory {
         case .decimalNumber, .letterNumber, .otherNumber: true
@@ -219,45 +239,18 @@ public struct CLIPTokenizer: Sendable {
     }
 }
 
-/// The parts of `ftfy.fix_text` (ftfy 6.3) that change prompts in practice, then CLIP's `whitespace_clean`.
-/// Implemented: HTML entity decoding when the text has no '<' (numeric references and the common named ones),
-/// terminal escape removal, Windows-1252/Latin-1 mojibake repair of whole texts, Latin ligatures, full- and
-/// half-width forms, curly quotes, control characters, NFC. Not implemented: ftfy's per-segment mojibake heuristics
-/// beyond whole-text recoding, and the full HTML5 entity table (rare named entities stay as written).
+/// CLIP's text cleaning, as transformers' slow CLIPTokenizer does it with ftfy installed:
+/// `whitespace_clean(ftfy.fix_text(text)).lower()`.
+/// - `fixText` is `ftfy.fix_text` (ftfy 6.3.1, default configuration) exactly, ported in FTFY.swift: per-line
+///   segments, HTML entities (the full HTML5 table, numeric references as html.unescape reads them, the "auto" rule
+///   that stops unescaping from the first line with a '<'), mojibake in the ten single-byte encodings ftfy tries
+///   (judged by its badness pattern, with restore_byte_a0, replace_lossy_sequences, the utf-8-variants decoder for
+///   CESU-8 and Java's NUL, decode_inconsistent_utf8 for partly mojibaked text, C1 controls), ligatures, widths,
+///   quotes, line breaks, terminal escapes, control characters, NFC, repeated until nothing changes.
+/// - `whitespaceClean` is `re.sub(r"\s+", " ", text).strip()`; `lower` is Python's `str.lower()`.
 enum TextCleaner {
-    static func fixText(_ input: String) -> String {
-        var text = input
-        if !text.contains("<") { text = unescapeHTML(text) }
-        text = removeTerminalEscapes(text)
-        text = fixMojibake(text)
-        var out = String.UnicodeScalarView()
-        for s in text.unicodeScalars {
-            if let lig = ligatures[s.value] {
-                out.append(contentsOf: lig.unicodeScalars)
-                continue
-            }
-            if s.value == 0x3000 {
-                out.append(" ")
-                continue
-            }
-            if (0xFF01...0xFFEF).contains(s.value) {
-                let nfkc = String(s).precomposedStringWithCompatibilityMapping
-                out.append(contentsOf: nfkc.unicodeScalars)
-                continue
-            }
-            if s.value == 0x02BC || (0x2018...0x201B).contains(s.value) {
-                out.append("'")
-                continue
-            }
-            if (0x201C...0x201F).contains(s.value) {
-                out.append("\"")
-                continue
-            }
-            if isRemovedControl(s.value) { continue }
-            out.append(s)
-        }
-        return String(out).precomposedStringWithCanonicalMapping
-    }
+    /// `ftfy.fix_text(input)`.
+    static func fixText(_ input: String) -> String { FTFY.fixText(input) }
 
     /// `re.sub(r"\s+", " ", text).strip()` with the `regex` module's Unicode `\s`.
     static func whitespaceClean(_ text: String) -> String {
@@ -275,105 +268,29 @@ enum TextCleaner {
         return String(out)
     }
 
-    static let ligatures: [UInt32: String] = [
-        0x132: "IJ", 0x133: "ij", 0x149: "ʼn", 0x1F1: "DZ", 0x1F2: "Dz", 0x1F3: "dz", 0x1C4: "DŽ", 0x1C5: "Dž",
-        0x1C6: "dž", 0x1C7: "LJ", 0x1C8: "Lj", 0x1C9: "lj", 0x1CA: "NJ", 0x1CB: "Nj", 0x1CC: "nj", 0xFB00: "ff",
-        0xFB01: "fi", 0xFB02: "fl", 0xFB03: "ffi", 0xFB04: "ffl", 0xFB05: "ſt", 0xFB06: "st",
-    ]
-
-    static func isRemovedControl(_ v: UInt32) -> Bool {
-        v <= 0x08 || v == 0x0B || (0x0E...0x1F).contains(v) || v == 0x7F || (0x206A...0x206F).contains(v)
-            || v == 0xFEFF || (0xFFF9...0xFFFC).contains(v)
-    }
-
-    static let namedEntities: [String: String] = [
-        "amp": "&", "lt": "<", "gt": ">", "quot": "\"", "apos": "'", "nbsp": "\u{A0}", "copy": "©", "reg": "®",
-        "trade": "™", "hellip": "…", "mdash": "—", "ndash": "–", "lsquo": "‘", "rsquo": "’", "ldquo": "“",
-        "rdquo": "”", "laquo": "«", "raquo": "»", "deg": "°", "euro": "€", "pound": "£", "yen": "¥", "cent": "¢",
-        "times": "×", "divide": "÷", "middot": "·", "bull": "•", "sect": "§", "para": "¶", "micro": "µ",
-        "eacute": "é", "egrave": "è", "ecirc": "ê", "aacute": "á", "agrave": "à", "acirc": "â", "auml": "ä",
-        "ouml": "ö", "uuml": "ü", "szlig": "ß", "ccedil": "ç", "ntilde": "ñ", "oacute": "ó", "iacute": "í",
-        "uacute": "ú", "Eacute": "É", "Auml": "Ä", "Ouml": "Ö", "Uuml": "Ü", "hearts": "♥", "larr": "←",
-        "rarr": "→", "uarr": "↑", "darr": "↓", "frac12": "½", "frac14": "¼", "frac34": "¾", "sup2": "²", "sup3": "³",
-    ]
-
-    /// Decodes `&name;`, `&#NNN;` and `&#xHH;` (the semicolon-terminated forms ftfy decodes).
-    static func unescapeHTML(_ text: String) -> String {
-        guard text.contains("&") else { return text }
-        var out = ""
-        var rest = Substring(text)
-        while let amp = rest.firstIndex(of: "&") {
-            out += rest[..<amp]
-            let after = rest[rest.index(after: amp)...]
-            if let semi = after.prefix(26).firstIndex(of: ";") {
-                let body = after[..<semi]
-                var decoded: String? = nil
-                if body.hasPrefix("#x") || body.hasPrefix("#X") {
-                    decoded = UInt32(body.dropFirst(2), radix: 16).flatMap(Unicode.Scalar.init).map { String($0) }
-                } else if body.hasPrefix("#") {
-                    decoded = UInt32(body.dropFirst(1)).flatMap(Unicode.Scalar.init).map { String($0) }
-                } else if !body.isEmpty, body.count <= 24 {
-                    decoded = namedEntities[String(body)]
-                }
-                if let decoded {
-                    out += decoded
-                    rest = after[after.index(after: semi)...]
-                    continue
-                }
-            }
-            out += "&"
-            rest = after
-        }
-        return out + rest
-    }
-
-    /// Removes ANSI terminal escapes (`ESC [ … m` and similar).
-    static func removeTerminalEscapes(_ text: String) -> String {
-        guard text.unicodeScalars.contains("\u{1B}") else { return text }
+    /// Python's `str.lower()`: each character's full lower-case mapping (İ → i̇), except that Σ becomes final ς
+    /// where CPython's Final_Sigma rule says so (a cased letter before it, skipping case-ignorable ones, and none
+    /// after it), which Swift's `lowercased()` does not do.
+    static func lower(_ text: String) -> String {
+        let scalars = Array(text.unicodeScalars)
         var out = String.UnicodeScalarView()
-        var scalars = text.unicodeScalars.makeIterator()
-        while let s = scalars.next() {
-            guard s == "\u{1B}" else {
-                out.append(s)
-                continue
+        for (i, s) in scalars.enumerated() {
+            if s.value == 0x3A3 {
+                out.append(isFinalSigma(scalars, at: i) ? "\u{3C2}" : "\u{3C3}")
+            } else {
+                out.append(contentsOf: s.properties.lowercaseMapping.unicodeScalars)
             }
-            guard let open = scalars.next() else { break }
-            guard open == "[" else {
-                out.append(s)
-                out.append(open)
-                continue
-            }
-            while let t = scalars.next(), !(0x40...0x7E).contains(t.value) {}
         }
         return String(out)
     }
 
-    /// UTF-8 that was decoded as Windows-1252 (or Latin-1) and re-encoded: when every character maps back to one
-    /// byte and those bytes are valid UTF-8 with at least one multi-byte sequence, the text is recoded.
-    static func fixMojibake(_ text: String) -> String {
-        var bytes: [UInt8] = []
-        var sawHigh = false
-        for s in text.unicodeScalars {
-            if s.value < 0x80 {
-                bytes.append(UInt8(s.value))
-            } else if let b = windows1252Reverse[s.value] {
-                bytes.append(b)
-                sawHigh = true
-            } else if (0x80...0xFF).contains(s.value) {
-                bytes.append(UInt8(s.value))
-                sawHigh = true
-            } else {
-                return text
-            }
-        }
-        guard sawHigh, let decoded = String(validating: bytes, as: UTF8.self), decoded != text else { return text }
-        return decoded
+    /// CPython's `handle_capital_sigma`: `\p{cased} \p{case-ignorable}* Σ !(\p{case-ignorable}* \p{cased})`.
+    static func isFinalSigma(_ scalars: [Unicode.Scalar], at i: Int) -> Bool {
+        var j = i - 1
+        while j >= 0 && scalars[j].properties.isCaseIgnorable { j -= 1 }
+        guard j >= 0 && scalars[j].properties.isCased else { return false }
+        j = i + 1
+        while j < scalars.count && scalars[j].properties.isCaseIgnorable { j += 1 }
+        return j == scalars.count || !scalars[j].properties.isCased
     }
-
-    static let windows1252Reverse: [UInt32: UInt8] = [
-        0x20AC: 0x80, 0x201A: 0x82, 0x0192: 0x83, 0x201E: 0x84, 0x2026: 0x85, 0x2020: 0x86, 0x2021: 0x87,
-        0x02C6: 0x88, 0x2030: 0x89, 0x0160: 0x8A, 0x2039: 0x8B, 0x0152: 0x8C, 0x017D: 0x8E, 0x2018: 0x91,
-        0x2019: 0x92, 0x201C: 0x93, 0x201D: 0x94, 0x2022: 0x95, 0x2013: 0x96, 0x2014: 0x97, 0x02DC: 0x98,
-        0x2122: 0x99, 0x0161: 0x9A, 0x203A: 0x9B, 0x0153: 0x9C, 0x017E: 0x9E, 0x0178: 0x9F,
-    ]
 }
