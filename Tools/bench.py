@@ -132,8 +132,11 @@ def main() -> None:
     others += [(f"  {preset} bundle", swift_bench(path=path)) for preset, path in bundles]
     print(f"model {model}, {args.threads} threads, torch {torch.__version__}, best of {args.runs} runs after a warm-up")
     print(f"Swift products: {swift['products']}")
+    # The cores' float32 FMA peak, measured by the binary: what both sides' GFLOP/s are a fraction of.
+    peak = float(swift.get("fma_peak_gflops_per_core", 0)) * args.threads
+    print(f"peak float32 FMA, measured: {peak:.0f} GFLOP/s on {args.threads} cores" if peak else "peak: not measured")
     print(f"{'part':<38}{'PyTorch s':>11}{'Swift s':>10}{'ratio':>8}{'vs f32':>8}{'GFLOP':>9}{'torch GF/s':>12}"
-          f"{'Swift GF/s':>12}{'Swift peak RSS':>16}")
+          f"{'Swift GF/s':>12}{'Swift peak RSS':>16}{'torch/Swift of peak':>21}")
     for name, label in (("transformer", f"transformer forward, batch {args.batch}"), ("vq_decode", "VQ decode 256×256"),
                         ("text_encoder", f"text encoder, {args.batch} × 77 tokens")):
         tt = min(results[name]["torch"])
@@ -141,8 +144,9 @@ def main() -> None:
         f32 = float(swift[name]["best_seconds"])
         for row_label, run in [(label, swift)] + others:
             st = float(run[name]["best_seconds"])
+            share = f"{100 * gf / tt / peak:>10.0f}% / {100 * gf / st / peak:.0f}%" if peak else ""
             print(f"{row_label:<38}{tt:>11.2f}{st:>10.2f}{st / tt:>8.2f}{st / f32:>8.2f}{gf:>9.1f}{gf / tt:>12.1f}"
-                  f"{gf / st:>12.1f}{run[name]['peak_rss_mib']:>12} MiB")
+                  f"{gf / st:>12.1f}{run[name]['peak_rss_mib']:>12} MiB{share}")
     if args.pipeline:
         bench_pipeline(model, binary, args.threads, rows, bundles)
 

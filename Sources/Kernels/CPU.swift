@@ -1,6 +1,8 @@
 // The CPU the kernels run on, for benchmark reports: the same machine kind comes with different CPUs (AMD Zen 3,
 // Zen 4, Zen 5 seen), and which kernels run — and how fast — depends on it.
 
+import CGemm
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -40,6 +42,14 @@ extension Kernels {
         sysctlbyname("machdep.cpu.brand_string", &buffer, &size, nil, 0)
         return String(cString: buffer)
         #endif
+    }
+}
+
+extension Kernels {
+    /// One core's peak float32 FMA rate in GFLOP/s, measured now (about half a second; the best of three rounds):
+    /// what a benchmark's GFLOP/s is a fraction of. 0 on CPUs without AVX2+FMA or AVX-512.
+    public static func measuredFMAPeak() -> Double {
+        (0..<3).map { _ in amused_fma_peak_gflops(100_000_000) }.max() ?? 0
     }
 }
 

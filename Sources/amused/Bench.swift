@@ -187,13 +187,17 @@ struct Bench: ParsableCommand {
             }
             results.insert("gradients", o)
         }
+        // Measured after the runs, on a core the benchmark has warmed up: what its GFLOP/s are a fraction of.
+        let peak = Kernels.measuredFMAPeak()
         if json {
             var document = results
             document.insert("products", .string(Kernels.blasDescription))
             document.insert("cpu", .string(Kernels.cpuDescription))
+            document.insert("fma_peak_gflops_per_core", .number(String(format: "%.1f", peak)))
             emit(JSONValue.object(document).serialized + "\n")
         } else {
             emit("cpu: \(Kernels.cpuDescription)\nproducts: \(Kernels.blasDescription)\n")
+            emit(String(format: "peak float32 FMA: %.1f GFLOP/s per core (measured)\n", peak))
             for (name, value) in results.entries {
                 emit(
                     "\(name): best \(value["best_seconds"]!.serialized) s, median \(value["median_seconds"]!.serialized) s, "

@@ -19,6 +19,10 @@ int amused_sgemm_cpu_supported(void);
 int amused_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
                  const float *b, long ldb, float beta, float *c, long ldc);
 
+/// The calling core's peak float32 FMA rate in GFLOP/s, measured: twelve independent FMA chains for `iterations`
+/// rounds (zmm with AVX-512F, else ymm with FMA; 0 on other CPUs). 10^8 rounds take about half a second.
+double amused_fma_peak_gflops(long iterations);
+
 /// 1 when the CPU has AVX-512 VNNI (with F and BW): `amused_igemm_u8s8` may be called.
 int amused_igemm_cpu_supported(void);
 
