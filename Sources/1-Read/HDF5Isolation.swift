@@ -67,10 +67,19 @@ public enum HDF5Isolation {
 
     /// Everything `fd` yields until end of file (the last 64 KiB of it), read with read(2) and retried when a signal
     /// interrupts it: Foundation's readDataToEndOfFile() traps on EINTR (fuzzing found it: libFuzzer's SIGALRM).
-    static func readToEnd(_ fd: Int32) -> [UInt8] {
+    /// With `seconds`, nil once that much wall-clock time has passed without the end.
+    static func readToEnd(_ fd: Int32, seconds: Double? = nil) -> [UInt8]? {
         var out: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
+        let deadline = seconds.map { Date().addingTimeInterval($0) }
         while true {
+            if let deadline {
+                let left = deadline.timeIntervalSinceNow
+                guard left > 0 else { return nil }
+                var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                let ready = poll(&poller, 1, Int32(min(left * 1000, 60_000)) + 1)
+                if ready == 0 || (ready < 0 && errno == EINTR) { continue }
+            }
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n > 0 {
                 out += buffer[..<n]
@@ -93,6 +102,7 @@ public enum HDF5Isolation {
     /// file reaches the next. `beforeEach` runs in the copy first (a test hook).
     public static func serveRequests(beforeEach: () -> Void = {}) {
         signal(SIGPIPE, SIG_IGN)  // a parent that went away ends the loop through a failed write, not a signal
+        signal(SIGCHLD, SIG_DFL)  // an embedding app's SIG_IGN would make waitpid lose every child's status
         HDF5File.initializeLibrary()  // once, before forking: each copy starts from an initialised library
         var pending: [UInt8] = []
         while let (input, output) = nextRequest(&pending) {
@@ -128,10 +138,13 @@ public enum HDF5Isolation {
     static func readForked(input: String, output: String, beforeEach: () -> Void) -> String {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { return "io\t\tthe HDF5 helper cannot make a pipe (errno \(errno))" }
-        let budget = ReaderBudget(fileSize: HubCache.fileSize(input) ?? 0)
+        // The budget follows links (a hub-cache snapshot file is a link to its blob).
+        var info = stat()
+        let budget = ReaderBudget(fileSize: stat(input, &info) == 0 ? Int(info.st_size) : 0)
         let child = amused_fork()
         if child == 0 {
             close(fds[0])
+            amused_detach_stdio()  // it answers through the pipe, never on the socket it inherited
             // libhdf5 can loop on a hostile file, allocating as it goes (fuzzing found one that grows past 20 GB in
             // under a minute): this copy gets a budget of memory and CPU time that any real file of its size fits.
             guard amused_limit_reader(budget.memoryBytes, budget.cpuSeconds) == 0 else {
@@ -147,10 +160,17 @@ public enum HDF5Isolation {
             close(fds[0])
             return "io\t\tthe HDF5 helper cannot fork (errno \(errno))"
         }
-        let answer = String(decoding: readToEnd(fds[0]), as: UTF8.self)
+        // CPU time bounds a reader that computes; wall-clock time bounds one that waits (a FIFO, a hung mount).
+        let bytes = readToEnd(fds[0], seconds: budget.wallSeconds)
         close(fds[0])
+        if bytes == nil { kill(child, SIGKILL) }
         var status: Int32 = 0
         while waitpid(child, &status, 0) < 0 && errno == EINTR {}
+        if bytes == nil {
+            return "limitExceeded\t\tlibhdf5 did not finish reading this file within \(Int(budget.wallSeconds)) s "
+                + "(wall clock); it is damaged, hostile or not a regular file"
+        }
+        let answer = String(decoding: bytes ?? [], as: UTF8.self)
         let signal = status & 0x7F  // WTERMSIG; 0 is a normal exit, 0x7F a stopped child
         if signal == SIGXCPU || signal == SIGKILL {
             return "limitExceeded\t\tlibhdf5 was stopped after \(budget.cpuSeconds) s of CPU time reading this file "
@@ -169,6 +189,8 @@ public enum HDF5Isolation {
             ProcessInfo.processInfo.environment["AMUSED_HDF5_CPU_SECONDS"].flatMap { UInt($0) } ?? 20
         let memoryBytes: UInt64
         let cpuSeconds: UInt
+        /// Wall-clock seconds: the CPU budget and ten more.
+        var wallSeconds: Double { Double(cpuSeconds) + 10 }
 
         init(fileSize: Int) {
             let size = UInt64(max(fileSize, 0))
@@ -187,9 +209,20 @@ public enum HDF5Isolation {
             return "ok"
         } catch {
             let e = error as? ReadError ?? ReadError(.io, path: input, "\(error)")
-            return [e.family.rawValue, e.field ?? "", e.message].map { $0.replacing("\n", with: " ") }
-                .map { $0.replacing("\t", with: " ") }.joined(separator: "\t")
+            return [e.family.rawValue, e.field ?? "", e.message].map(oneLine).joined(separator: "\t")
         }
+    }
+
+    /// `text` safe inside one answer line: every control or line-breaking scalar (a link name in a file may hold
+    /// "\r\n", which Swift counts as one Character) becomes a space, and at most 1024 scalars are kept.
+    static func oneLine(_ text: String) -> String {
+        var out = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars.prefix(1024) {
+            let v = scalar.value
+            let breaks = v < 0x20 || v == 0x7F || (0x80...0x9F).contains(v) || v == 0x2028 || v == 0x2029
+            out.append(breaks ? " " : scalar)
+        }
+        return String(out)
     }
 }
 
@@ -220,10 +253,19 @@ final class HelperConnection: @unchecked Sendable {
     /// Asks the helper to read `input` into `output` and returns its answer line. A helper that has gone away between
     /// requests is started again, once.
     func request(input: String, output: String) throws(ReadError) -> String {
-        try lock.withLock { () throws(ReadError) -> String in
+        guard !input.utf8.contains(0), !output.utf8.contains(0) else {
+            throw ReadError(.malformed, path: input, "a path with a NUL byte cannot be read")
+        }
+        let absolute = input.hasPrefix("/") ? input : FileManager.default.currentDirectoryPath + "/" + input
+        return try lock.withLock { () throws(ReadError) -> String in
             for _ in 0..<2 {
                 if process == nil { try start(path: input) }
-                if send(Array(input.utf8) + [0] + Array(output.utf8) + [0]), let line = receiveLine() { return line }
+                if send(Array(absolute.utf8) + [0] + Array(output.utf8) + [0]), let line = receiveLine() {
+                    // One request, one line: anything more means the helper's answers can no longer be trusted to
+                    // belong to their requests; a fresh helper serves the next file.
+                    if !received.isEmpty { stop() }
+                    return line
+                }
                 stop()
             }
             throw ReadError(.io, path: input, "the HDF5 helper \(helper) stopped answering")
@@ -244,8 +286,10 @@ final class HelperConnection: @unchecked Sendable {
         // A crash in a child is reported by the parent; Swift's backtrace printer would only add noise. The helper
         // multiplies no matrices: one OpenBLAS thread means no idle worker threads started beside it at load (and none
         // present when it forks).
-        process.environment = ProcessInfo.processInfo.environment.merging(
+        var environment = ProcessInfo.processInfo.environment.merging(
             ["SWIFT_BACKTRACE": "enable=no", "OPENBLAS_NUM_THREADS": "1"]) { $1 }
+        environment["AMUSED_PEAK_RSS_FILE"] = nil  // the parent's peak is the parent's to record
+        process.environment = environment
         process.standardInput = theirs
         process.standardOutput = theirs
         process.standardError = FileHandle.nullDevice

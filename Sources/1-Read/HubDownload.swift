@@ -62,6 +62,8 @@ public enum HubDownload {
 
     /// Largest API answer read (the file list of a repository).
     static let maxListing = 16 << 20
+    /// Largest file size believed from the hub (256 TiB): sums of sizes can then never overflow.
+    static let maxFileSize = 1 << 48
 
     /// Downloads `id` at `options.revision` into the cache and returns the snapshot folder. `progress` is called with
     /// bytes done, bytes in all and the file being fetched.
@@ -98,8 +100,10 @@ public enum HubDownload {
             progress(done, total, file.path)
         }
         if options.revision != commit {
-            try HubCache.ensureFolder(repo + "/refs", id: id)
-            try writeAtomically(Array(commit.utf8), to: repo + "/refs/" + options.revision, id: id)
+            // A branch may hold slashes (refs/pr/1): its file sits in folders under refs/, as huggingface_hub puts it.
+            let ref = repo + "/refs/" + options.revision
+            try HubCache.ensureFolder((ref as NSString).deletingLastPathComponent, id: id)
+            try writeAtomically(Array(commit.utf8), to: ref, id: id)
         }
         return repo + "/snapshots/" + commit
     }
@@ -143,7 +147,7 @@ public enum HubDownload {
 
     /// The files to fetch: those matching `include` (all when empty), with weights (`.safetensors`, `.bin`) chosen
     /// as diffusers chooses them — the `variant`'s file where one exists (`model.fp16.safetensors` for `fp16`), else
-    /// the plain one; without a variant, the plain file where one exists; safetensors over `.bin` for the same weights.
+    /// the plain one; without a variant, the plain file where one exists; no `.bin` in a folder with safetensors.
     public static func select(_ paths: [String], variant: String?, include: [String]) -> [String] {
         let all = Set(paths)
         func parts(_ path: String) -> (plain: String, variant: String?, ext: String)? {
@@ -169,12 +173,11 @@ public enum HubDownload {
             let stem = path.dropLast(p.ext.count)
             return !all.contains(stem + "." + variant + p.ext)
         }
-        let keptSet = Set(kept)
+        func folder(_ path: String) -> Substring { path.lastIndex(of: "/").map { path[..<$0] } ?? "" }
+        let safetensorsFolders = Set(kept.filter { $0.hasSuffix(".safetensors") }.map(folder))
         return kept.filter { path in
-            if path.hasSuffix(".bin") {
-                // The same weights as safetensors (plain or variant) make the .bin redundant.
-                if keptSet.contains(path.dropLast(4) + ".safetensors") { return false }
-            }
+            // A component with safetensors weights needs no .bin (diffusers and transformers load the safetensors).
+            if path.hasSuffix(".bin") && safetensorsFolders.contains(folder(path)) { return false }
             return include.isEmpty || include.contains { fnmatch($0, path, 0) == 0 }
         }
     }
@@ -207,7 +210,7 @@ public enum HubDownload {
                     "the hub gave no checksum this can check (\"\(raw)\"); nothing was written")
             }
             guard let sizeText = response.header("x-linked-size") ?? response.header("content-length"),
-                let size = Int(sizeText), size >= 0
+                let size = Int(sizeText), size >= 0, size <= maxFileSize
             else {
                 throw ReadError(.malformed, path: url, field: "X-Linked-Size", "the hub gave no size for \(path)")
             }
@@ -234,7 +237,7 @@ public enum HubDownload {
         try HubCache.ensureFolder(repo + "/blobs", id: id)
         let locks = options.root + "/.locks/" + (repo.split(separator: "/").last.map(String.init) ?? "")
         try HubCache.ensureFolder(locks, id: id)
-        let lock = open(locks + "/" + file.etag + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        let lock = open(locks + "/" + file.etag + ".lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
         guard lock >= 0 else { throw ReadError(.io, path: locks, "cannot create a lock file (errno \(errno))") }
         defer { close(lock) }
         while flock(lock, LOCK_EX) != 0 && errno == EINTR {}
@@ -243,13 +246,16 @@ public enum HubDownload {
         let url =
             client.options.endpoint + "/" + id + "/resolve/" + commit + "/" + percentEncoded(file.path, keepSlash: true)
         var lastFailure = ""
-        for _ in 0..<max(options.attempts, 1) {
-            let fd = open(partial, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        for attempt in 0..<max(options.attempts, 1) {
+            if attempt > 0 { usleep(UInt32(min(attempt, 4)) * 500_000) }  // a moment for a brief outage to pass
+            // Never through a link planted in a shared cache.
+            let fd = open(partial, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
             guard fd >= 0 else { throw ReadError(.io, path: partial, "cannot open (errno \(errno))") }
             defer { close(fd) }
             var have = Int(lseek(fd, 0, SEEK_END))
             if have > file.size {
                 ftruncate(fd, 0)
+                lseek(fd, 0, SEEK_SET)
                 have = 0
             }
             if have < file.size || file.size == 0 {
@@ -257,6 +263,7 @@ public enum HubDownload {
                 let range = have > 0 ? ["Range": "bytes=\(have)-"] : [:]
                 var written = have
                 var overrun = false
+                var writeError: Int32 = 0
                 let response = client.stream(url, path: file.path, headers: range) { status, chunk in
                     if status == 200 && written == have && have > 0 {
                         // The server ignored the Range: start over from byte 0.
@@ -269,10 +276,19 @@ public enum HubDownload {
                         overrun = true
                         return false
                     }
-                    let ok = chunk.withUnsafeBytes { writeFully(fd, $0) }
+                    guard chunk.withUnsafeBytes({ writeFully(fd, $0) }) else {
+                        writeError = errno
+                        return false
+                    }
                     written += chunk.count
                     progress(written)
-                    return ok
+                    return true
+                }
+                if writeError != 0 {
+                    throw ReadError(
+                        .io, path: partial,
+                        "cannot write the download of \(file.path) (\(String(cString: strerror(writeError)))); what "
+                            + "arrived is kept: free space (or raise the file-size limit) and run the command again")
                 }
                 if overrun {
                     unlink(partial)
@@ -374,8 +390,8 @@ public enum HubDownload {
         case 401, 403:
             throw ReadError(
                 .forbidden, path: url,
-                "the hub refused \(what) (HTTP \(response.status)): \(id) is gated or private — accept its terms on "
-                    + "the hub and set HF_TOKEN to a token that may read it")
+                "the hub refused \(what) (HTTP \(response.status)): \(id) does not exist (check the id), or it is gated "
+                    + "or private — accept its terms on the hub and set HF_TOKEN to a token that may read it")
         case 404:
             throw ReadError(
                 .io, path: url, "the hub has no \(what) (HTTP 404): check the id, --revision and the file name")
@@ -473,11 +489,14 @@ final class HTTPClient: Sendable {
         request.httpMethod = method
         request.timeoutInterval = options.timeout
         request.setValue(options.userAgent, forHTTPHeaderField: "User-Agent")
+        // The bytes as stored: sizes and ranges then mean what the hub's checksums cover (a transparently gzipped
+        // answer would not), as huggingface_hub asks.
+        request.setValue("identity", forHTTPHeaderField: "Accept-Encoding")
         if let token = options.token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
         for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
         // The sink is called only until the task completes, which this waits for: it never outlives this call.
         let (transfer, task) = withoutActuallyEscaping(sink) { sink in
-            let transfer = Transfer(followRedirects: followRedirects, host: target.host, sink: sink)
+            let transfer = Transfer(followRedirects: followRedirects, origin: Transfer.origin(target), sink: sink)
             let configuration = URLSessionConfiguration.ephemeral
             configuration.timeoutIntervalForRequest = options.timeout
             configuration.requestCachePolicy = .reloadIgnoringLocalCacheData
@@ -509,15 +528,21 @@ final class HTTPClient: Sendable {
 /// redirect to another host (a CDN).
 private final class Transfer: NSObject, URLSessionDataDelegate, @unchecked Sendable {
     let followRedirects: Bool
-    let host: String?
+    /// Scheme, host and port of the first request: the token goes nowhere else.
+    let origin: String
     private var sink: ((Int, Data) -> Bool)?
     let done = DispatchSemaphore(value: 0)
     var error: Error?
     var stoppedBySink = false
     private var status = 0
 
-    init(followRedirects: Bool, host: String?, sink: @escaping (Int, Data) -> Bool) {
-        (self.followRedirects, self.host, self.sink) = (followRedirects, host, sink)
+    init(followRedirects: Bool, origin: String, sink: @escaping (Int, Data) -> Bool) {
+        (self.followRedirects, self.origin, self.sink) = (followRedirects, origin, sink)
+    }
+
+    /// `scheme://host:port` of `url`.
+    static func origin(_ url: URL?) -> String {
+        "\(url?.scheme ?? "")://\(url?.host ?? ""):\(url?.port ?? (url?.scheme == "https" ? 443 : 80))"
     }
 
     /// Drops the sink once the task has completed (a late callback finds none).
@@ -529,7 +554,7 @@ private final class Transfer: NSObject, URLSessionDataDelegate, @unchecked Senda
     ) {
         guard followRedirects else { return completionHandler(nil) }
         var next = request
-        if next.url?.host != host { next.setValue(nil, forHTTPHeaderField: "Authorization") }
+        if Self.origin(next.url) != origin { next.setValue(nil, forHTTPHeaderField: "Authorization") }
         completionHandler(next)
     }
 

@@ -135,6 +135,32 @@ struct HDF5Tests {
         #expect(family(path) == .unsupported)
     }
 
+    /// A refusal whose field holds a line break ("\r\n" in a group's name, which Swift counts as one Character) comes
+    /// back through the helper on one line, with the breaks as spaces, and the next file through the same helper
+    /// gets its own answer (one answer per request: the answers stay in step).
+    @Test func lineBreaksInNamesKeepTheHelperInStep() throws {
+        let scratch = try ScratchFolder()
+        let path = scratch.path + "/crlf.h5"
+        let compound = H5Tcreate(H5T_COMPOUND, 8)
+        H5Tinsert(compound, "a", 0, H5T_IEEE_F32LE_g)
+        H5Tinsert(compound, "b", 4, H5T_IEEE_F32LE_g)
+        make(
+            path,
+            extra: { file in
+                let group = H5Gcreate2(file, "a\r\nb\nc", 0, 0, 0)
+                var dims: [hsize_t] = [2]
+                let space = H5Screate_simple(1, &dims, nil)
+                let ds = H5Dcreate2(group, "w", compound, space, 0, 0, 0)
+                H5Dclose(ds)
+                H5Sclose(space)
+                H5Gclose(group)
+            })
+        let error = try #require(throws: ReadError.self) { try openWeights(path: path) }
+        #expect(error.family == .unsupported && error.field == "a  b c/w", "\(error)")
+        let good = try openWeights(path: FixturePaths.path("formats/weights.h5"))
+        #expect(good.names.contains("model_weights.dense.kernel:0"), "\(good.names)")
+    }
+
     /// H5-07: a contiguous dataset declaring 2^40 elements in a tiny file is refused before anything is read.
     @Test func hugeDeclaredDatasetIsRefused() throws {
         let scratch = try ScratchFolder()

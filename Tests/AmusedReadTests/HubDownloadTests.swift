@@ -83,15 +83,13 @@ struct HubDownloadTests {
             HubDownload.select(listing, variant: nil, include: [])
                 == [
                     "model_index.json", "text_encoder/config.json", "text_encoder/model.safetensors",
-                    "text_encoder/pytorch_model.bin", "vqvae/diffusion_pytorch_model.bin",
-                    "unet/only.fp16.safetensors", "README.md",
+                    "vqvae/diffusion_pytorch_model.bin", "unet/only.fp16.safetensors", "README.md",
                 ])
         #expect(
             HubDownload.select(listing, variant: "fp16", include: [])
                 == [
                     "model_index.json", "text_encoder/config.json", "text_encoder/model.fp16.safetensors",
-                    "text_encoder/pytorch_model.bin", "vqvae/diffusion_pytorch_model.fp16.bin",
-                    "unet/only.fp16.safetensors", "README.md",
+                    "vqvae/diffusion_pytorch_model.fp16.bin", "unet/only.fp16.safetensors", "README.md",
                 ])
         #expect(
             HubDownload.select(listing, variant: nil, include: ["*.json"]) == [
@@ -162,6 +160,41 @@ struct HubDownloadTests {
         options = HubDownload.Options(
             environment: ["HF_ENDPOINT": hub.endpoint, "HF_HUB_CACHE": scratch.path, "HF_TOKEN": "hf_secret"])
         try HubDownload.download("someone/tiny", options: options)
+    }
+
+    /// The token goes to the hub, never to a CDN on another origin the hub redirects to.
+    @Test func theTokenStaysWithTheHub() throws {
+        let hub = try LocalHub(id: "someone/tiny", folder: Self.model)
+        hub.requireToken("hf_secret")
+        hub.cdnHost = "localhost"
+        let scratch = try ScratchFolder()
+        var options = HubDownload.Options(
+            environment: ["HF_ENDPOINT": hub.endpoint, "HF_HUB_CACHE": scratch.path, "HF_TOKEN": "hf_secret"])
+        options.include = [Self.weights]
+        let snapshot = try HubDownload.download("someone/tiny", options: options)
+        #expect(FileManager.default.fileExists(atPath: snapshot + "/" + Self.weights))
+        let cdn = cdnRequests(hub), api = hub.log.filter { $0.hasPrefix("GET /api/") }
+        #expect(!cdn.isEmpty && cdn.allSatisfy { !$0.hasSuffix(" auth") }, "\(hub.log)")
+        #expect(!api.isEmpty && api.allSatisfy { $0.hasSuffix(" auth") }, "\(hub.log)")
+    }
+
+    /// A branch with slashes (a pull request's refs/pr/1) is written where huggingface_hub writes it; a partial file
+    /// longer than the file (left by another version of it) is started over from byte 0.
+    @Test func branchesWithSlashesAndStalePartials() throws {
+        let hub = try LocalHub(id: "someone/tiny", folder: Self.model)
+        hub.branches = ["main", "refs/pr/1"]
+        let file = try #require(hub.files.first { $0.path == Self.weights })
+        let scratch = try ScratchFolder()
+        let repo = scratch.path + "/models--someone--tiny"
+        try FileManager.default.createDirectory(atPath: repo + "/blobs", withIntermediateDirectories: true)
+        try Data(repeating: 7, count: file.bytes.count + 100).write(
+            to: URL(fileURLWithPath: repo + "/blobs/" + file.etag + ".incomplete"))
+        var options = options(hub, scratch)
+        options.revision = "refs/pr/1"
+        let snapshot = try HubDownload.download("someone/tiny", options: options)
+        #expect(try String(contentsOfFile: repo + "/refs/refs/pr/1", encoding: .utf8) == hub.commit)
+        #expect(Array(try Data(contentsOf: URL(fileURLWithPath: snapshot + "/" + Self.weights))) == file.bytes)
+        #expect(try HubCache.resolve("someone/tiny", revision: "refs/pr/1", root: scratch.path) == snapshot)
     }
 
     @Test func aHostileFileListWritesNothing() throws {

@@ -49,7 +49,21 @@ public final class LocalHub: @unchecked Sendable {
     private var _extraListing: [String] = []
     private var listener: Int32 = -1
 
-    /// Every request so far: `METHOD path` plus ` range=<Range>` when one was sent.
+    /// Branches and tags that name `commit` (besides the commit itself).
+    public var branches: Set<String> {
+        get { lock.withLock { _branches } }
+        set { lock.withLock { _branches = newValue } }
+    }
+    private var _branches: Set<String> = ["main"]
+    /// The host LFS redirects point at ("localhost" makes the CDN another origin than the hub's 127.0.0.1).
+    public var cdnHost: String {
+        get { lock.withLock { _cdnHost } }
+        set { lock.withLock { _cdnHost = newValue } }
+    }
+    private var _cdnHost = "127.0.0.1"
+
+    /// Every request so far: `METHOD path`, plus ` range=<Range>` when one was sent and ` auth` when it carried an
+    /// Authorization header.
     public var log: [String] { lock.withLock { _log } }
 
     /// Serves the files of `folder` (every regular file under it) as `id` at a fixed commit.
@@ -137,7 +151,11 @@ public final class LocalHub: @unchecked Sendable {
             headers[parts[0].lowercased()] = parts.count > 1 ? parts[1].trimmingCharacters(in: .whitespaces) : ""
         }
         let range = headers["range"]
-        lock.withLock { _log.append("\(method) \(target)" + (range.map { " range=\($0)" } ?? "")) }
+        lock.withLock {
+            _log.append(
+                "\(method) \(target)" + (range.map { " range=\($0)" } ?? "")
+                    + (headers["authorization"] != nil ? " auth" : ""))
+        }
         let (token, extra, corrupt) = lock.withLock { (_token, _extraListing, _corrupt) }
         if let token, headers["authorization"] != "Bearer \(token)", !target.hasPrefix("/cdn/") {
             return respond(connection, 401, body: Array(#"{"error":"Access to model \#(id) is restricted."}"#.utf8))
@@ -145,7 +163,7 @@ public final class LocalHub: @unchecked Sendable {
         let apiPrefix = "/api/models/\(id)/revision/"
         if method == "GET", target.hasPrefix(apiPrefix) {
             let revision = String(target.dropFirst(apiPrefix.count))
-            guard revision == "main" || revision == commit else {
+            guard branches.contains(revision) || revision == commit else {
                 return respond(connection, 404, body: Array(#"{"error":"Invalid rev id"}"#.utf8))
             }
             let names = files.map(\.path) + extra
@@ -158,12 +176,14 @@ public final class LocalHub: @unchecked Sendable {
             let rest = target.dropFirst(resolvePrefix.count)
             guard let slash = rest.firstIndex(of: "/") else { return respond(connection, 404, body: []) }
             let revision = rest[..<slash], path = String(rest[rest.index(after: slash)...])
-            guard revision == "main" || revision == commit, let file = files.first(where: { $0.path == path }) else {
+            guard branches.contains(String(revision)) || revision == commit,
+                let file = files.first(where: { $0.path == path })
+            else {
                 return respond(connection, 404, body: Array("Entry not found".utf8))
             }
             var extraHeaders = ["X-Repo-Commit": commit]
             if file.lfs {
-                extraHeaders["Location"] = endpoint + "/cdn/" + file.etag
+                extraHeaders["Location"] = "http://\(cdnHost):\(port)/cdn/" + file.etag
                 extraHeaders["X-Linked-Etag"] = "\"\(file.etag)\""
                 extraHeaders["X-Linked-Size"] = "\(file.bytes.count)"
                 extraHeaders["ETag"] = "\"0123abcd-git-pointer\""

@@ -42,7 +42,15 @@ static inline long amused_send(int fd, const void *bytes, unsigned long count) {
 // later). 0, or -1 when a limit could not be set. The address-space cap is Linux's (macOS does not enforce
 // RLIMIT_AS); the CPU cap holds everywhere.
 static inline int amused_limit_reader(unsigned long long extra, unsigned long cpu_seconds) {
-    struct rlimit cpu = {cpu_seconds, cpu_seconds + 1};
+    // Never above the limits the process already has (ulimit -t / -v under a batch system): lowering is allowed.
+    struct rlimit old;
+    struct rlimit none = {0, 0};
+    setrlimit(RLIMIT_CORE, &none);  // a reader killed by a signal dumps no core
+    if (getrlimit(RLIMIT_CPU, &old) != 0) return -1;
+    rlim_t soft = cpu_seconds, hard = cpu_seconds + 1;
+    if (old.rlim_max != RLIM_INFINITY && hard > old.rlim_max) hard = old.rlim_max;
+    if (soft > hard) soft = hard;
+    struct rlimit cpu = {soft, hard};
     if (setrlimit(RLIMIT_CPU, &cpu) != 0) return -1;
 #ifdef __linux__
     unsigned long long pages = 0;
@@ -52,8 +60,20 @@ static inline int amused_limit_reader(unsigned long long extra, unsigned long cp
     fclose(statm);
     if (read != 1) return -1;
     unsigned long long cap = pages * (unsigned long long)sysconf(_SC_PAGESIZE) + extra;
+    if (getrlimit(RLIMIT_AS, &old) != 0) return -1;
+    if (old.rlim_max != RLIM_INFINITY && cap > old.rlim_max) cap = old.rlim_max;
     struct rlimit memory = {cap, cap};
     if (setrlimit(RLIMIT_AS, &memory) != 0) return -1;
 #endif
     return 0;
+}
+
+// Points standard input and output at /dev/null (a forked reader answers through its own pipe: nothing it prints may
+// reach the socket its parent inherited on fds 0 and 1).
+static inline void amused_detach_stdio(void) {
+    int null = open("/dev/null", O_RDWR);
+    if (null < 0) return;
+    dup2(null, 0);
+    dup2(null, 1);
+    if (null > 1) close(null);
 }
