@@ -7,12 +7,17 @@ import Foundation
 
 /// Resolves Hugging Face hub ids (`amused/amused-256`) to snapshot folders in the local cache.
 public enum HubCache {
-    /// The cache folder: `HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub` (huggingface_hub's order).
+    /// The cache folder, in huggingface_hub's order: `HF_HUB_CACHE`, else the older `HUGGINGFACE_HUB_CACHE`, else
+    /// `HF_HOME/hub`, else `XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub` (a leading `~` expanded).
     public static func root(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
-        if let cache = environment["HF_HUB_CACHE"], !cache.isEmpty { return cache }
-        if let home = environment["HF_HOME"], !home.isEmpty { return home + "/hub" }
         let user = environment["HOME"] ?? NSHomeDirectory()
-        return user + "/.cache/huggingface/hub"
+        func value(_ name: String) -> String? {
+            guard let v = environment[name], !v.isEmpty else { return nil }
+            return v == "~" ? user : v.hasPrefix("~/") ? user + v.dropFirst() : v
+        }
+        if let cache = value("HF_HUB_CACHE") ?? value("HUGGINGFACE_HUB_CACHE") { return cache }
+        if let home = value("HF_HOME") { return home + "/hub" }
+        return (value("XDG_CACHE_HOME") ?? user + "/.cache") + "/huggingface/hub"
     }
 
     /// True when `text` reads as a hub model id (`org/name`, no other slashes) rather than a path.

@@ -211,6 +211,17 @@ struct HubDownloadTests {
         }
     }
 
+    /// The cache is where huggingface_hub (and so diffusers) looks for it, variable by variable.
+    @Test func theCacheIsWhereHuggingFaceHubLooks() {
+        let home = ["HOME": "/u"]
+        #expect(HubCache.root(home) == "/u/.cache/huggingface/hub")
+        #expect(HubCache.root(home.merging(["XDG_CACHE_HOME": "/x"]) { $1 }) == "/x/huggingface/hub")
+        #expect(HubCache.root(home.merging(["XDG_CACHE_HOME": "/x", "HF_HOME": "~/hf"]) { $1 }) == "/u/hf/hub")
+        #expect(HubCache.root(home.merging(["HF_HOME": "/h", "HUGGINGFACE_HUB_CACHE": "/old"]) { $1 }) == "/old")
+        #expect(
+            HubCache.root(home.merging(["HUGGINGFACE_HUB_CACHE": "/old", "HF_HUB_CACHE": "/new"]) { $1 }) == "/new")
+    }
+
     @Test func unknownRepositoriesAndRevisionsSayWhatIsMissing() throws {
         let hub = try LocalHub(id: "someone/tiny", folder: Self.model)
         let scratch = try ScratchFolder()
