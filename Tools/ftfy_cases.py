@@ -48,6 +48,7 @@ import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from amused_reference import REPO, clip_tokenizer  # noqa: E402
+from ftfy_data import dump_lines  # noqa: E402  (one JSON layout for both ftfy files)
 
 SEED = 20251202
 COMMAND = "Tools/.venv/bin/python Tools/ftfy_cases.py"
@@ -128,25 +129,6 @@ QUIRKS = [
     "it'ſ a test", "IT'S", "aç\u0345e", "x \u0345 y", "\u0345", "!\u0345!", "α\u0345", "<|ſtartoftext|>",
     "&lt;|endoftext|&gt;", "a&lt;|startoftext|&gt;b",
 ]
-
-
-def dump_lines(doc: dict, ensure_ascii: bool) -> str:
-    """JSON with one top-level key per line, and one element per line inside top-level lists and objects."""
-    def one(v: object) -> str:
-        return json.dumps(v, ensure_ascii=ensure_ascii, separators=(",", ":"))
-
-    lines = []
-    for key, value in doc.items():
-        head = one(key) + ":"
-        if isinstance(value, list) and value:
-            body = ",\n".join(one(v) for v in value)
-            lines.append(f"{head}[\n{body}\n]")
-        elif isinstance(value, dict) and value and key != "provenance":
-            body = ",\n".join(one(k) + ":" + one(v) for k, v in value.items())
-            lines.append(f"{head}{{\n{body}\n}}")
-        else:
-            lines.append(head + one(value))
-    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 def doc_examples() -> list[str]:

@@ -579,33 +579,26 @@ final class PatternMatcher: @unchecked Sendable {
     func sub(_ text: [Unicode.Scalar], _ replace: (ArraySlice<Unicode.Scalar>) -> [Unicode.Scalar])
         -> [Unicode.Scalar]
     {
-        let spans = spans(text)
-        guard !spans.isEmpty else { return text }
-        var out: [Unicode.Scalar] = []
-        out.reserveCapacity(text.count)
-        var last = 0
-        for span in spans {
-            out += text[last..<span.lowerBound]
-            out += replace(text[span])
-            last = span.upperBound
-        }
-        out += text[last...]
-        return out
+        Self.splice(text, spans(text), replace)
     }
 
     /// `sub` over bytes.
     func sub(bytes: [UInt8], _ replace: (ArraySlice<UInt8>) -> [UInt8]) -> [UInt8] {
-        let spans = spans(bytes.map { Unicode.Scalar($0) })
-        guard !spans.isEmpty else { return bytes }
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count)
+        Self.splice(bytes, spans(bytes.map { Unicode.Scalar($0) }), replace)
+    }
+
+    /// `elements` with each of `spans` (in order, not overlapping) replaced by what `replace` makes of it.
+    static func splice<E>(_ elements: [E], _ spans: [Range<Int>], _ replace: (ArraySlice<E>) -> [E]) -> [E] {
+        guard !spans.isEmpty else { return elements }
+        var out: [E] = []
+        out.reserveCapacity(elements.count)
         var last = 0
         for span in spans {
-            out += bytes[last..<span.lowerBound]
-            out += replace(bytes[span])
+            out += elements[last..<span.lowerBound]
+            out += replace(elements[span])
             last = span.upperBound
         }
-        out += bytes[last...]
+        out += elements[last...]
         return out
     }
 }

@@ -125,13 +125,19 @@ struct HDF5Tests {
         #expect(family(path) == .unsupported)
     }
 
-    @Test func compoundTypeIsRefused() throws {
-        let scratch = try ScratchFolder()
-        let path = scratch.path + "/a.h5"
+    /// A compound type of two float32 fields (a class the reader refuses).
+    func compoundType() -> hid_t {
+        HDF5File.initializeLibrary()
         let compound = H5Tcreate(H5T_COMPOUND, 8)
         H5Tinsert(compound, "a", 0, H5T_IEEE_F32LE_g)
         H5Tinsert(compound, "b", 4, H5T_IEEE_F32LE_g)
-        make(path, type: compound)
+        return compound
+    }
+
+    @Test func compoundTypeIsRefused() throws {
+        let scratch = try ScratchFolder()
+        let path = scratch.path + "/a.h5"
+        make(path, type: compoundType())
         #expect(family(path) == .unsupported)
     }
 
@@ -141,9 +147,7 @@ struct HDF5Tests {
     @Test func lineBreaksInNamesKeepTheHelperInStep() throws {
         let scratch = try ScratchFolder()
         let path = scratch.path + "/crlf.h5"
-        let compound = H5Tcreate(H5T_COMPOUND, 8)
-        H5Tinsert(compound, "a", 0, H5T_IEEE_F32LE_g)
-        H5Tinsert(compound, "b", 4, H5T_IEEE_F32LE_g)
+        let compound = compoundType()
         make(
             path,
             extra: { file in
