@@ -28,12 +28,16 @@ public enum HDF5Isolation {
         let environment = ProcessInfo.processInfo.environment
         if let explicit = environment["AMUSED_HDF5_HELPER"], !explicit.isEmpty { return explicit }
         let fm = FileManager.default
-        let selfPath = (try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let selfPath = Bundle.main.executablePath ?? CommandLine.arguments[0]
         let folder = URL(fileURLWithPath: selfPath).deletingLastPathComponent().path
         let candidates =
             [selfPath].filter { $0.hasSuffix("/amused") } + [folder + "/amused"]
             + (environment["PATH"] ?? "").split(separator: ":").map { $0 + "/amused" }
-        return candidates.first { fm.isExecutableFile(atPath: $0) }
+        return candidates.first { path in
+            var isDirectory: ObjCBool = false
+            return fm.fileExists(atPath: path, isDirectory: &isDirectory) && !isDirectory.boolValue
+                && fm.isExecutableFile(atPath: path)  // a folder named amused (Sources/amused) is not it
+        }
     }
 
     /// Reads `path` through the helper (one persistent helper per executable, started on first use) and opens its
@@ -166,6 +170,8 @@ public enum HDF5Isolation {
         if bytes == nil { kill(child, SIGKILL) }
         var status: Int32 = 0
         while waitpid(child, &status, 0) < 0 && errno == EINTR {}
+        // A reader killed while writing leaves its temporary file (named with its pid) beside the output: removed.
+        if bytes == nil || (status & 0x7F) != 0 { AtomicFileWriter.removeStale(for: output) }
         if bytes == nil {
             return "limitExceeded\t\tlibhdf5 did not finish reading this file within \(Int(budget.wallSeconds)) s "
                 + "(wall clock); it is damaged, hostile or not a regular file"

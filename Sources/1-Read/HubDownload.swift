@@ -246,6 +246,8 @@ public enum HubDownload {
         let url =
             client.options.endpoint + "/" + id + "/resolve/" + commit + "/" + percentEncoded(file.path, keepSlash: true)
         var lastFailure = ""
+        // What an earlier run left: if it turns out not to match the checksum, it is fetched again once, from 0.
+        var startedFromEarlierBytes = (HubCache.fileSize(partial) ?? 0) > 0
         for attempt in 0..<max(options.attempts, 1) {
             if attempt > 0 { usleep(UInt32(min(attempt, 4)) * 500_000) }  // a moment for a brief outage to pass
             // Never through a link planted in a shared cache.
@@ -301,6 +303,10 @@ public enum HubDownload {
                     lastFailure = "broke off at byte \(written) of \(file.size) (\(message))"
                     continue
                 }
+                if case .status(let status, _) = response, status == 429 || status >= 500 {
+                    lastFailure = "was refused with HTTP \(status) at byte \(written) of \(file.size)"
+                    continue  // busy or failing for a moment: the next attempt resumes
+                }
                 if case .status(let status, let message) = response, status != 200 && status != 206 {
                     try check(
                         HTTPClient.Response(status: status, headers: [:], body: Array(message.utf8)), id: id,
@@ -311,7 +317,13 @@ public enum HubDownload {
                     continue
                 }
             }
-            try verify(fd: fd, file: file, url: url, partial: partial)
+            do {
+                try verify(fd: fd, file: file, url: url, partial: partial)
+            } catch  where startedFromEarlierBytes && error.family == .integrity {
+                startedFromEarlierBytes = false  // verify removed them: this attempt's successor starts from 0
+                lastFailure = "did not match its checksum with the bytes an earlier run left"
+                continue
+            }
             guard fsync(fd) == 0, rename(partial, blob) == 0 else {
                 throw ReadError(.io, path: blob, "cannot move the downloaded file into place (errno \(errno))")
             }

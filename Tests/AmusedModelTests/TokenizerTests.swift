@@ -41,8 +41,10 @@ struct TokenizerTests {
         return try cases.map { c in
             var ids = try #require(c["ids"]?.arrayValue).map { Int64($0.intValue!) }
             while ids.count < 77 { ids.append(49407) }
-            return FTFYCase(
-                prompt: try #require(c["prompt"]?.stringValue), fixed: try #require(c["fixed"]?.stringValue), ids: ids)
+            let prompt = try #require(c["prompt"]?.stringValue)
+            // "fixed" is recorded only where ftfy changed the prompt.
+            let fixed = try c["fixed"].map { try #require($0.stringValue) } ?? prompt
+            return FTFYCase(prompt: prompt, fixed: fixed, ids: ids)
         }
     }
 

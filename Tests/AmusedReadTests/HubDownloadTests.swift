@@ -178,6 +178,24 @@ struct HubDownloadTests {
         #expect(!api.isEmpty && api.allSatisfy { $0.hasSuffix(" auth") }, "\(hub.log)")
     }
 
+    /// A CDN that is busy for a moment (503, then 429) is asked again; a partial file an earlier run left complete but
+    /// wrong is fetched again from byte 0 in the same run.
+    @Test func busyServersAndWrongPartialsAreRetried() throws {
+        let hub = try LocalHub(id: "someone/tiny", folder: Self.model)
+        let file = try #require(hub.files.first { $0.path == Self.weights })
+        hub.refuseDownloads(of: Self.weights, status: 503, times: 1)
+        let scratch = try ScratchFolder()
+        let repo = scratch.path + "/models--someone--tiny"
+        try FileManager.default.createDirectory(atPath: repo + "/blobs", withIntermediateDirectories: true)
+        let vq = try #require(hub.files.first { $0.path == "vqvae/diffusion_pytorch_model.safetensors" })
+        try Data(repeating: 1, count: vq.bytes.count).write(
+            to: URL(fileURLWithPath: repo + "/blobs/" + vq.etag + ".incomplete"))
+        let snapshot = try HubDownload.download("someone/tiny", options: options(hub, scratch))
+        #expect(Array(try Data(contentsOf: URL(fileURLWithPath: snapshot + "/" + Self.weights))) == file.bytes)
+        #expect(Array(try Data(contentsOf: URL(fileURLWithPath: snapshot + "/" + vq.path))) == vq.bytes)
+        #expect(cdnRequests(hub).filter { $0.contains(file.etag) }.count == 2)
+    }
+
     /// A branch with slashes (a pull request's refs/pr/1) is written where huggingface_hub writes it; a partial file
     /// longer than the file (left by another version of it) is started over from byte 0.
     @Test func branchesWithSlashesAndStalePartials() throws {

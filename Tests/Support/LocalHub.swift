@@ -91,6 +91,12 @@ public final class LocalHub: @unchecked Sendable {
         lock.withLock { _breaks[path] = (after, times) }
     }
 
+    /// The next `times` downloads of `path` are answered with `status` (a 503, a 429) and no body.
+    public func refuseDownloads(of path: String, status: Int, times: Int) {
+        lock.withLock { _refusals[path] = (status, times) }
+    }
+    private var _refusals: [String: (status: Int, times: Int)] = [:]
+
     /// `path` is served with one byte changed (its ETag still that of the true bytes).
     public func corrupt(_ path: String) { lock.withLock { _ = _corrupt.insert(path) } }
 
@@ -193,6 +199,12 @@ public final class LocalHub: @unchecked Sendable {
             return respond(connection, 200, headers: extraHeaders, body: file.bytes, head: method == "HEAD")
         }
         if target.hasPrefix("/cdn/"), let file = files.first(where: { $0.lfs && "/cdn/" + $0.etag == target }) {
+            let refusal: Int? = lock.withLock {
+                guard let r = _refusals[file.path], r.times > 0 else { return nil }
+                _refusals[file.path] = (r.status, r.times - 1)
+                return r.status
+            }
+            if let refusal { return respond(connection, refusal, body: Array("busy".utf8)) }
             var body = file.bytes
             if corrupt.contains(file.path), !body.isEmpty { body[body.count / 2] ^= 0x5A }
             var start = 0
