@@ -2,11 +2,13 @@
 """Writes Fixtures/tokenizer/ftfy-prompts.json: prompts aimed at ftfy's text cleaning, with what ftfy.fix_text (6.3.1,
 default configuration) returns for each and the 77 input_ids transformers' slow CLIPTokenizer (ftfy installed,
 loaded as Tools/make_fixtures.py loads it) gives with padding="max_length", truncation=True, max_length=77.
-Deterministic (fixed seed), no network:
+Deterministic (fixed seed); the one download is ftfy's own source release from PyPI (for its test cases):
 
     Tools/.venv/bin/python Tools/ftfy_cases.py
 
 The prompts:
+- ftfy's own test cases: tests/test_cases.json of the pinned release's source distribution (each original text and
+  what ftfy's tests expect it fixed to);
 - every string in the doctest examples of ftfy's docstrings (inputs and printed outputs; byte strings both as
   bytes→Latin-1 and bytes→Windows-1252 mojibake), and the examples its docstrings and comments give in prose;
 - mojibake: phrases in many languages encoded as UTF-8 and decoded as each encoding ftfy tries (Latin-1,
@@ -156,6 +158,21 @@ def doc_examples() -> list[str]:
     return out
 
 
+def upstream_test_cases() -> list[str]:
+    """ftfy's own test cases (tests/test_cases.json of the pinned release's source distribution, fetched from PyPI with
+    pip into a temporary folder): every case's original text and what ftfy's tests expect it fixed to."""
+    import subprocess
+    import tarfile
+    with tempfile.TemporaryDirectory() as folder:
+        subprocess.run([sys.executable, "-m", "pip", "download", f"ftfy=={ftfy.__version__}", "--no-binary", ":all:",
+                        "--no-deps", "--quiet", "--dest", folder], check=True)
+        archive = next(Path(folder).glob("ftfy-*.tar.gz"))
+        with tarfile.open(archive) as tar:
+            member = next(m for m in tar.getmembers() if m.name.endswith("/tests/test_cases.json"))
+            cases = json.load(tar.extractfile(member))
+    return [text for case in cases for text in (case["original"], case["fixed"])]
+
+
 def mojibake(text: str, encoding: str, how: str = "replace") -> str:
     """UTF-8 bytes of `text` decoded as `encoding`: undefined bytes as U+FFFD, '?', or sloppily (as Latin-1)."""
     data = text.encode("utf-8")
@@ -281,7 +298,7 @@ def random_unicode(rng: random.Random) -> list[str]:
         list(range(0x300, 0x370)),
     ]
     out = []
-    for _ in range(150):
+    for _ in range(70):
         pool = rng.choice(pools[1:]) + pools[0]
         n = rng.randint(1, 14)
         out.append("".join(chr(rng.choice(pool)) for _ in range(n)))
@@ -290,7 +307,7 @@ def random_unicode(rng: random.Random) -> list[str]:
 
 def mixtures(rng: random.Random, fragments: list[str]) -> list[str]:
     out = []
-    for _ in range(150):
+    for _ in range(80):
         parts = rng.sample(fragments, rng.randint(2, 4))
         out.append(rng.choice([" ", "\n", "\r\n", "", ", ", " | "]).join(parts))
     return out
@@ -298,7 +315,7 @@ def mixtures(rng: random.Random, fragments: list[str]) -> list[str]:
 
 def prompts() -> list[str]:
     rng = random.Random(SEED)
-    docs = doc_examples()
+    docs = doc_examples() + upstream_test_cases()
     moj = mojibake_prompts(rng)
     htm = html_prompts(rng)
     ctl = control_prompts(rng)

@@ -64,8 +64,8 @@ struct TokenizerTests {
         return out
     }
 
-    /// Every prompt of Fixtures/tokenizer/ftfy-prompts.json (2402 prompts from Tools/ftfy_cases.py: ftfy's docstring
-    /// examples, mojibake of many languages in the ten encodings ftfy tries, once, twice and in part, HTML entities,
+    /// Every prompt of Fixtures/tokenizer/ftfy-prompts.json (2517 prompts from Tools/ftfy_cases.py: ftfy's own test
+    /// cases and docstring examples, mojibake of many languages in the ten encodings ftfy tries, once, twice and in part, HTML entities,
     /// control characters, terminal escapes, line breaks, CESU-8, widths, ligatures, quotes, NFC/NFD, mixtures) is
     /// cleaned exactly as `ftfy.fix_text` cleans it and gets exactly transformers' ids.
     @Test func everyFTFYPromptMatches() throws {
