@@ -28,6 +28,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "purple": (130, 40, 180),
 }
 SHAPES = ("circle", "square", "triangle")
+# The object's bounding box as a fraction of the image side, drawn uniformly from this range.
+SIZES = (0.45, 0.75)
 
 # (colour, shape) pairs never drawn in training: the evaluation measures how well colour and shape compose.
 HELD_OUT: frozenset[tuple[str, str]] = frozenset({
@@ -95,7 +97,7 @@ def draw(rng: np.random.Generator, *, allow_held_out: bool = False):
     background = names[rng.integers(len(names))]
     while background == colour:
         background = names[rng.integers(len(names))]
-    size = float(rng.uniform(0.45, 0.75) * SIZE)
+    size = float(rng.uniform(*SIZES) * SIZE)
     margin = size / 2 + 2
     cx = float(rng.uniform(margin, SIZE - margin))
     cy = float(rng.uniform(margin, SIZE - margin))

@@ -145,6 +145,13 @@ public enum HDF5Isolation {
         // The budget follows links (a hub-cache snapshot file is a link to its blob).
         var info = stat()
         let budget = ReaderBudget(fileSize: stat(input, &info) == 0 ? Int(info.st_size) : 0)
+        let threads = amused_thread_count()
+        guard threads == 1 else {
+            close(fds[0])
+            close(fds[1])
+            return "io\t\tthe HDF5 helper runs \(threads) threads and forks only single-threaded (a copy of a threaded "
+                + "process can inherit a held lock); run it as `amused hdf5-helper`, not inside another program"
+        }
         let child = amused_fork()
         if child == 0 {
             close(fds[0])

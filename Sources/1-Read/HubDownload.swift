@@ -193,9 +193,9 @@ public enum HubDownload {
         for _ in 0..<5 {
             let response = try client.head(url, path: path)
             if (300..<400).contains(response.status), let location = response.header("location"),
-                location.hasPrefix("/")
+                let next = sameHostTarget(location, from: url)
             {
-                url = client.options.endpoint + location
+                url = next
                 continue
             }
             guard (200..<400).contains(response.status) else {
@@ -217,6 +217,17 @@ public enum HubDownload {
             return RemoteFile(path: path, etag: etag, size: size)
         }
         throw ReadError(.io, path: url, "too many redirects asking for \(path)")
+    }
+
+    /// Where a relative redirect (no scheme, no host: `/id/resolve/…` or `resolve/…`) from `url` points, as
+    /// RFC 3986 resolves it; nil for a redirect to another host, which `describe` does not follow (huggingface_hub's
+    /// `follow_relative_redirects` does the same: an LFS file's HEAD answers with a redirect to its CDN, and the
+    /// checksum is in that answer's headers).
+    static func sameHostTarget(_ location: String, from url: String) -> String? {
+        guard !location.isEmpty, !location.contains("://"), !location.hasPrefix("//"),
+            let base = URL(string: url), let target = URL(string: location, relativeTo: base)
+        else { return nil }
+        return target.absoluteURL.absoluteString
     }
 
     /// An ETag as huggingface_hub normalises it: no weak prefix, no quotes, lower-case.

@@ -10,6 +10,21 @@ import Testing
 
 @Suite("HDF5 isolation")
 struct HDF5IsolationTests {
+    /// The helper forks only while it is alone: here, inside the threaded test runner (one more thread kept waiting to
+    /// be sure), it refuses with the reason instead of forking. `amused hdf5-helper` itself is single-threaded: every
+    /// HDF5 test reads through it.
+    @Test func forksOnlyWhenSingleThreaded() {
+        let hold = DispatchSemaphore(value: 0), started = DispatchSemaphore(value: 0)
+        Thread {
+            started.signal()
+            hold.wait()
+        }.start()
+        started.wait()
+        defer { hold.signal() }
+        let answer = HDF5Isolation.readForked(input: "/nonexistent.h5", output: "/nonexistent.st", beforeEach: {})
+        #expect(answer.hasPrefix("io\t\t") && answer.contains("threads"), "\(answer)")
+    }
+
     @Test func helperOutputIsReadThroughSignals() throws {
         // SIGUSR2 with a handler and no SA_RESTART: each one that lands in read(2) makes it return EINTR.
         var action = sigaction()

@@ -4,10 +4,11 @@
 // the variant choice diffusers makes.
 
 import AmusedCore
-import AmusedRead
 import AmusedTestSupport
 import Foundation
 import Testing
+
+@testable import AmusedRead
 
 @Suite("hub download")
 struct HubDownloadTests {
@@ -238,6 +239,35 @@ struct HubDownloadTests {
         #expect(HubCache.root(home.merging(["HF_HOME": "/h", "HUGGINGFACE_HUB_CACHE": "/old"]) { $1 }) == "/old")
         #expect(
             HubCache.root(home.merging(["HUGGINGFACE_HUB_CACHE": "/old", "HF_HUB_CACHE": "/new"]) { $1 }) == "/new")
+    }
+
+    /// A renamed repository answers with relative redirects; both RFC 3986 forms are followed to the same bytes.
+    @Test(arguments: [false, true]) func renamedRepositoriesAreFollowed(dotRelative: Bool) throws {
+        let hub = try LocalHub(id: "someone/tiny", folder: Self.model)
+        hub.renamed(from: "someone/old-name", dotRelative: dotRelative)
+        let scratch = try ScratchFolder()
+        let snapshot = try HubDownload.download("someone/old-name", options: options(hub, scratch))
+        let got = try Data(contentsOf: URL(fileURLWithPath: snapshot + "/" + Self.weights))
+        let want = try Data(contentsOf: URL(fileURLWithPath: Self.model + "/" + Self.weights))
+        #expect(got == want)
+        #expect(hub.log.contains { $0.hasPrefix("HEAD /someone/tiny/resolve/") })
+    }
+
+    /// Relative redirects resolve as RFC 3986 says (its section 5.4 examples' forms); another host is not followed.
+    @Test func relativeRedirectTargets() {
+        let from = "https://hub.example/org/old/resolve/c0ffee/unet/config.json"
+        #expect(
+            HubDownload.sameHostTarget("/org/new/resolve/c0ffee/unet/config.json", from: from)
+                == "https://hub.example/org/new/resolve/c0ffee/unet/config.json")
+        #expect(
+            HubDownload.sameHostTarget("other.json", from: from)
+                == "https://hub.example/org/old/resolve/c0ffee/unet/other.json")
+        #expect(
+            HubDownload.sameHostTarget("../../../../new/resolve/c0ffee/a", from: from)
+                == "https://hub.example/org/new/resolve/c0ffee/a")
+        for away in ["https://cdn.example/x", "//cdn.example/x", ""] {
+            #expect(HubDownload.sameHostTarget(away, from: from) == nil, "\(away)")
+        }
     }
 
     @Test func unknownRepositoriesAndRevisionsSayWhatIsMissing() throws {

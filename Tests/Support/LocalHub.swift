@@ -106,6 +106,14 @@ public final class LocalHub: @unchecked Sendable {
     /// Adds names to the file list the API gives (for hostile listings).
     public func list(_ extra: String) { lock.withLock { _extraListing.append(extra) } }
 
+    /// The repository's name before it was renamed: requests naming it are redirected (307) to `id`, as the hub
+    /// does — the API with a path-absolute `Location`, file requests with one relative to the request's folder
+    /// (`../../…`) when `dotRelative` is set.
+    public func renamed(from old: String, dotRelative: Bool) {
+        lock.withLock { _renamedFrom = (old, dotRelative) }
+    }
+    private var _renamedFrom: (old: String, dotRelative: Bool)?
+
     private func startListening() throws {
         listener = socket(AF_INET, streamSocket, 0)
         var one: Int32 = 1
@@ -165,6 +173,18 @@ public final class LocalHub: @unchecked Sendable {
         let (token, extra, corrupt) = lock.withLock { (_token, _extraListing, _corrupt) }
         if let token, headers["authorization"] != "Bearer \(token)", !target.hasPrefix("/cdn/") {
             return respond(connection, 401, body: Array(#"{"error":"Access to model \#(id) is restricted."}"#.utf8))
+        }
+        if let (old, dotRelative) = lock.withLock({ _renamedFrom }) {
+            if target.hasPrefix("/api/models/\(old)/") {
+                let location = "/api/models/\(id)/" + target.dropFirst("/api/models/\(old)/".count)
+                return respond(connection, 307, headers: ["Location": location], body: [], head: method == "HEAD")
+            }
+            if target.hasPrefix("/\(old)/resolve/") {
+                let rest = "\(id)/resolve/" + target.dropFirst("/\(old)/resolve/".count)
+                let depth = target.split(separator: "/").count - 1
+                let location = dotRelative ? String(repeating: "../", count: depth) + rest : "/" + rest
+                return respond(connection, 307, headers: ["Location": location], body: [], head: method == "HEAD")
+            }
         }
         let apiPrefix = "/api/models/\(id)/revision/"
         if method == "GET", target.hasPrefix(apiPrefix) {

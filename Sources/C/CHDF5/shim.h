@@ -3,11 +3,39 @@
 // What the HDF5 isolation (AmusedRead's HDF5Isolation.swift) needs from the OS, one spelling on Linux and macOS:
 // Swift's Darwin overlay marks fork() unavailable, and the no-SIGPIPE and close-on-exec flags differ.
 #include <fcntl.h>
+#include <stdio.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 // fork(2): the HDF5 helper reads each file in a fresh copy of itself (it is single-threaded when it forks).
 static inline pid_t amused_fork(void) { return fork(); }
+
+#ifdef __APPLE__
+#include <mach/mach.h>
+#endif
+
+// The number of threads this process runs, or -1 when it cannot be told. A forked copy of a threaded process may
+// find a lock (malloc's, the Swift runtime's) held by a thread that does not exist in the copy: the helper forks only
+// while it is alone.
+static inline int amused_thread_count(void) {
+#ifdef __APPLE__
+    thread_act_array_t threads;
+    mach_msg_type_number_t count = 0;
+    if (task_threads(mach_task_self(), &threads, &count) != KERN_SUCCESS) return -1;
+    for (mach_msg_type_number_t i = 0; i < count; i++) mach_port_deallocate(mach_task_self(), threads[i]);
+    vm_deallocate(mach_task_self(), (vm_address_t)threads, count * sizeof(thread_act_t));
+    return (int)count;
+#else
+    FILE *status = fopen("/proc/self/status", "r");
+    if (!status) return -1;
+    char line[256];
+    int count = -1;
+    while (fgets(line, sizeof line, status))
+        if (sscanf(line, "Threads: %d", &count) == 1) break;
+    fclose(status);
+    return count;
+#endif
+}
 
 // A connected pair of stream sockets, both close-on-exec, that never raise SIGPIPE on a send; 0 or -1 (errno set).
 static inline int amused_socketpair(int fds[2]) {
