@@ -30,6 +30,9 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 SHAPES = ("circle", "square", "triangle")
 # The object's bounding box as a fraction of the image side, drawn uniformly from this range.
 SIZES = (0.45, 0.75)
+# 0: size and position continuous. N > 0: the bounding box's side and corners on multiples of N pixels, at least N
+# from the image's edge.
+GRID = 0
 
 # (colour, shape) pairs never drawn in training: the evaluation measures how well colour and shape compose.
 HELD_OUT: frozenset[tuple[str, str]] = frozenset({
@@ -97,10 +100,17 @@ def draw(rng: np.random.Generator, *, allow_held_out: bool = False):
     background = names[rng.integers(len(names))]
     while background == colour:
         background = names[rng.integers(len(names))]
-    size = float(rng.uniform(*SIZES) * SIZE)
-    margin = size / 2 + 2
-    cx = float(rng.uniform(margin, SIZE - margin))
-    cy = float(rng.uniform(margin, SIZE - margin))
+    if GRID:
+        sides = [n for n in range(GRID, SIZE, GRID) if SIZES[0] * SIZE <= n <= SIZES[1] * SIZE]
+        size = float(sides[rng.integers(len(sides))])
+        corners = list(range(GRID, SIZE - GRID - int(size) + 1, GRID))
+        cx = corners[rng.integers(len(corners))] + size / 2
+        cy = corners[rng.integers(len(corners))] + size / 2
+    else:
+        size = float(rng.uniform(*SIZES) * SIZE)
+        margin = size / 2 + 2
+        cx = float(rng.uniform(margin, SIZE - margin))
+        cy = float(rng.uniform(margin, SIZE - margin))
     image = render(shape, colour, background, cx, cy, size)
     text = "" if rng.random() < P_EMPTY else caption(rng, colour, shape, background)
     return image, text, {"colour": colour, "shape": shape, "background": background, "cx": cx, "cy": cy, "size": size}

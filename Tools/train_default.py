@@ -280,7 +280,12 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--images", type=int, default=24000)
     ap.add_argument("--vq-from", help="reuse the VQ of an earlier run's folder instead of training one")
+    ap.add_argument("--object-sizes", type=float, nargs=2, default=list(shapes.SIZES), metavar=("LO", "HI"),
+                    help="the object's side as a fraction of the image (experiments; docs/trained-default.md)")
+    ap.add_argument("--grid", type=int, default=shapes.GRID,
+                    help="put the object's box on multiples of N pixels (0: anywhere; experiments)")
     args = ap.parse_args()
+    shapes.SIZES, shapes.GRID = tuple(args.object_sizes), args.grid
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     logs = out / "training"
