@@ -153,7 +153,7 @@ let package = Package(
         .testTarget(
             name: "AmusedModelTests",
             dependencies: [
-                "AmusedModel", "AmusedBind", "AmusedVerify", "AmusedRead", "AmusedCore",
+                "AmusedModel", "AmusedBind", "AmusedVerify", "AmusedRead", "AmusedCore", "AmusedKernels",
                 "AmusedTestSupport",
             ],
             path: "Tests/AmusedModelTests"),

@@ -140,6 +140,43 @@ public struct QuantizedTensor: Sendable {
         return (base[0].assumingMemoryBound(to: Int8.self), base[1].assumingMemoryBound(to: Float.self))
     }
 
+    /// int8's rule (`QuantScheme.int8`) for one row of `columns` values: writes the codes to `q` and returns the
+    /// row's scale. The quantizer and `int4AsInt8()` share it.
+    public static func int8Row(_ row: UnsafePointer<Float>, columns: Int, into q: UnsafeMutablePointer<Int8>) -> Float {
+        var peak: Float = 0
+        for c in 0..<columns { peak = max(peak, abs(row[c])) }
+        // An all-zero row keeps scale 1 so that dequantization never divides or multiplies by zero twice.
+        let s: Float = peak > 0 ? peak / 127 : 1
+        // torch multiplies by the float32 reciprocal of the scale rather than dividing (ties can differ).
+        let inverse = 1 / s
+        for c in 0..<columns { q[c] = Int8(max(-127, min(127, (row[c] * inverse).rounded(.toNearestOrEven)))) }
+        return s
+    }
+
+    /// An int4 weight re-expressed as int8 per output channel, so that it computes through the int8 kernel: each row
+    /// dequantized exactly (q · s + m per group) and quantized again by int8's rule. That moves a value by at most
+    /// half the row's int8 step, max|w| / 254 — less than half the int4 step of any group whose range is more than
+    /// 12% of the row's largest magnitude. Nil for the other schemes.
+    public func int4AsInt8() -> QuantizedTensor? {
+        guard case .int4 = scheme else { return nil }
+        let values = Storage(zeroedByteCount: rows * columns), scales = Storage(zeroedByteCount: rows * 4)
+        let q = values.mutableBaseAddress!.assumingMemoryBound(to: Int8.self)
+        let s = scales.mutableBaseAddress!.assumingMemoryBound(to: Float.self)
+        let row = UnsafeMutablePointer<Float>.allocate(capacity: columns)
+        defer { row.deallocate() }
+        for r in 0..<rows {
+            dequantizeRows(r..<(r + 1), into: row)
+            s[r] = Self.int8Row(row, columns: columns, into: q + r * columns)
+        }
+        // The shapes are int8's for this tensor's own (valid) shape, so the wrapping cannot fail.
+        return try! QuantizedTensor(
+            scheme: .int8, shape: shape,
+            buffers: [
+                try! Tensor(dtype: .i8, shape: [rows, columns], storage: values),
+                try! Tensor(dtype: .f32, shape: [rows], storage: scales),
+            ])
+    }
+
     /// Number of logical elements.
     public var elementCount: Int { rows * columns }
 

@@ -1,6 +1,7 @@
 // The building blocks every component shares: linear, convolution, norms, attention. Activations are row-major
 // float32 arrays; transformer-side tensors are [rows, features], VQ-side images are NCHW.
 
+import AmusedCore
 import AmusedKernels
 
 /// Named intermediate activations recorded during a forward pass, for layer bisection (`verify --trace`).
@@ -25,6 +26,9 @@ struct Linear: Sendable {
     let bias: Param?
     let inFeatures: Int
     let outFeatures: Int
+    /// An int4 weight re-expressed as int8 per output channel, made once at binding when products run in int8
+    /// (`QuantizedTensor.int4AsInt8`): int4 computes through the int8 kernel.
+    let int4AsInt8: QuantizedTensor?
 
     init(_ scope: ParameterScope, in inFeatures: Int, out outFeatures: Int, bias: Bool) throws(ModelError) {
         self.init(
@@ -38,6 +42,7 @@ struct Linear: Sendable {
         self.bias = bias
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
+        self.int4AsInt8 = Kernels.int8Compute != .widened ? weight.quantized?.int4AsInt8() : nil
     }
 
     /// Applies the layer to `rows` rows of `x`.
@@ -54,9 +59,12 @@ struct Linear: Sendable {
     /// Writes `rows` outputs into `y` with row stride `ldy` (so several projections can fill one wide buffer).
     func apply(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, ldy: Int) {
         guard rows > 0 else { return }
-        // An int8 weight multiplies in int8 where the CPU has integer dot products (activations quantized per row, exact
-        // int32 sums; Kernels.int8Compute), the bias added in the same pass.
-        if let (values, scales) = weight.quantized?.int8Storage, Kernels.int8Compute != .widened {
+        // An int8 weight (or an int4 one, re-expressed as int8 at binding) multiplies in int8 where the CPU has integer
+        // dot products (activations quantized per row, exact int32 sums; Kernels.int8Compute), the bias added in the
+        // same pass.
+        if let (values, scales) = weight.quantized?.int8Storage ?? int4AsInt8?.int8Storage,
+            Kernels.int8Compute != .widened
+        {
             Kernels.int8Linear(
                 m: rows, n: outFeatures, k: inFeatures, x: x, weight: values, scales: scales, bias: bias?.p, y: y,
                 ldy: ldy)

@@ -69,18 +69,9 @@ extension QuantizedTensor {
         case .int8:
             let q = out[0].assumingMemoryBound(to: Int8.self), scales = out[1].assumingMemoryBound(to: Float.self)
             for r in 0..<rows {
-                let row = src + r * columns
-                var peak: Float = 0
-                for c in 0..<columns { peak = max(peak, abs(row[c])) }
-                // An all-zero row keeps scale 1 so that dequantization never divides or multiplies by zero twice.
-                let s: Float = peak > 0 ? peak / 127 : 1
+                let s = int8Row(src + r * columns, columns: columns, into: q + r * columns)
                 // The test hook stores each row's scale one row down (an off-by-one), the values staying right.
                 scales[Self.brokenScales ? (r + 1) % rows : r] = s
-                // torch multiplies by the float32 reciprocal of the scale rather than dividing (ties can differ).
-                let inverse = 1 / s
-                for c in 0..<columns {
-                    q[r * columns + c] = Int8(max(-127, min(127, (row[c] * inverse).rounded(.toNearestOrEven))))
-                }
             }
         case .int4(let g):
             let q = out[0].assumingMemoryBound(to: UInt8.self)

@@ -79,6 +79,36 @@ struct QuantizationTests {
         }
     }
 
+    /// int4 computes through the int8 kernel: its weight re-expressed as int8 is int8's rule (the torch-checked one
+    /// above) applied to numpy's dequantized int4 values, and each row moves by at most half its int8 step.
+    @Test("int4 re-expressed as int8", arguments: ["linear", "embedding"])
+    func int4AsInt8(_ name: String) throws {
+        let (q, _) = try quantize(name, .int4(group: 32))
+        let twin = try #require(q.int4AsInt8())
+        let exact = try file.tensor(named: name + ".int4g32_dequant")
+        let values = try exact.floats()
+        let (want, _) = try values.withUnsafeBufferPointer {
+            try QuantizedTensor.quantize($0, shape: exact.shape, scheme: .int8)
+        }
+        #expect(twin.scheme == .int8 && twin.shape == q.shape)
+        #expect(try bytes(twin.buffers[0]) == bytes(want.buffers[0]))
+        #expect(try bytes(twin.buffers[1]) == bytes(want.buffers[1]))
+        // The bound, and a gate: the same rows one row out of step break it.
+        let back = try twin.dequantized().floats()
+        func within(_ shift: Int) -> Bool {
+            (0..<q.rows).allSatisfy { r in
+                let row = values[(r * q.columns)..<((r + 1) * q.columns)]
+                let other = ((r + shift) % q.rows) * q.columns
+                let bound = (row.map(abs).max() ?? 0) / 254 * (1 + 1e-6)
+                return row.indices.allSatisfy { abs(back[other + $0 - r * q.columns] - row[$0]) <= bound }
+            }
+        }
+        #expect(within(0))
+        #expect(!within(1))
+        let (int8, _) = try quantize(name, .int8)
+        #expect(int8.int4AsInt8() == nil)
+    }
+
     @Test func rowsDequantizeIndependently() throws {
         // A layer widens a band of output channels at a time: any band equals the same rows of the whole.
         let (q, _) = try quantize("linear", .int4(group: 32))
