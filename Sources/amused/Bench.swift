@@ -27,7 +27,11 @@ struct Bench: ParsableCommand {
             --part train-step (not part of `all`) times one LoRA fine-tuning step instead: rank 16, alpha 32 on every \
             to_q/to_k/to_v, --batch images with every other token masked, loss, gradients and an AdamW update. \
             --part gradients --reference DIR compares the first step's LoRA gradients with a record of \
-            Tools/lora_grad_records.py (for a full-size model, where a test would be too slow).
+            Tools/lora_grad_records.py (for a full-size model, where a test would be too slow). \
+            --part conv times a 3×3 convolution of the VQ decoder's widest full-resolution kind (C → C channels at \
+            128×128) as it runs (float32 Winograd), against the products alone of the same convolution as im2col \
+            would compute them (M = pixels, K = 9·C, N = C) in float32, int8 and bfloat16: whether reduced-precision \
+            convolutions would pay.
             """)
 
     enum Part: String, ExpressibleByArgument, CaseIterable {
@@ -37,6 +41,7 @@ struct Bench: ParsableCommand {
         case all
         case trainStep = "train-step"
         case gradients
+        case conv
     }
 
     @Argument(
@@ -44,7 +49,7 @@ struct Bench: ParsableCommand {
     var model: String
 
     @Option(
-        help: "What to time: transformer, vq-decode, text-encoder, all, train-step, or gradients (with --reference).")
+        help: "What to time: transformer, vq-decode, text-encoder, all, train-step, conv, or gradients (with --reference).")
     var part: Part = .all
 
     @Option(help: "Batch size of the transformer forward (2 = one guided sampling step).")
@@ -99,6 +104,52 @@ struct Bench: ParsableCommand {
             let ids = (0..<(grid * grid)).map { Int64(($0 * 7919) % vq.config.numVqEmbeddings) }
             let times = try measure { _ = try vq.decode(ids, batch: 1, height: grid, width: grid) }
             results.insert("vq_decode", report(times, extra: ["batch": 1, "pixels": grid * vq.config.scaleFactor]))
+        }
+        if part == .conv {
+            let components = try load([.vqvae])
+            guard let vq = components.vqvae, let c = vq.config.blockOutChannels.first else {
+                throw ValidationError("\(model) has no VQ model")
+            }
+            let side = 128, m = 128 * 128, k = 9 * c
+            let image = (0..<(c * m)).map { Float(sin(Double($0) * 0.37)) }
+            let weights = (0..<(c * k)).map { Float(cos(Double($0) * 0.11)) / 20 }
+            var output = [Float](repeating: 0, count: c * m)
+            let winograd = try measure {
+                Kernels.conv2d(
+                    input: image, channels: c, height: side, width: side, weight: weights, outChannels: c, kernel: 3,
+                    stride: 1, padding: .same(1), bias: nil, output: &output)
+            }
+            let extra = ["channels": c, "pixels": side]
+            results.insert("conv3x3_winograd_f32", report(winograd, extra: extra))
+            // The products of an im2col convolution alone (gathering the columns not counted): a lower bound.
+            let columns = (0..<(m * k)).map { Float(sin(Double($0) * 0.013)) }
+            let f32 = try measure {
+                Kernels.sgemm(
+                    m: m, n: c, k: k, a: columns, lda: k, b: weights, ldb: k, transposeB: true, c: &output, ldc: c)
+            }
+            results.insert("conv3x3_im2col_products_f32", report(f32, extra: extra))
+            if Kernels.int8Compute != .widened {
+                var codes = [Int8](repeating: 0, count: c * k), scales = [Float](repeating: 0, count: c)
+                for r in 0..<c {
+                    scales[r] = weights.withUnsafeBufferPointer { w in
+                        codes.withUnsafeMutableBufferPointer {
+                            QuantizedTensor.int8Row(w.baseAddress! + r * k, columns: k, into: $0.baseAddress! + r * k)
+                        }
+                    }
+                }
+                let int8 = try measure {
+                    Kernels.int8Linear(
+                        m: m, n: c, k: k, x: columns, weight: codes, scales: scales, bias: nil, y: &output, ldy: c)
+                }
+                results.insert("conv3x3_im2col_products_int8", report(int8, extra: extra))
+            }
+            if Kernels.bf16Compute {
+                let halves = weights.map(FloatBits.floatToBFloat)
+                let bf16 = try measure {
+                    Kernels.bf16Linear(m: m, n: c, k: k, x: columns, weight: halves, bias: nil, y: &output, ldy: c)
+                }
+                results.insert("conv3x3_im2col_products_bf16", report(bf16, extra: extra))
+            }
         }
         if part == .trainStep {
             let components = try load([.transformer])
