@@ -24,14 +24,18 @@ public struct PlannedTensor: Sendable {
     /// Bytes it takes as float32.
     public var float32Bytes: Int { spec.shape.reduce(1, *) * 4 }
 
-    /// How its products are computed: int8 weights of linear layers (int4 ones re-expressed as int8 at binding) (`Linear`: the text encoder's and transformer's
-    /// linear weights and the transformer's 1×1 convolutions) multiply in int8 against activations quantized per row where the CPU has integer dot products
+    /// How its products are computed: int8 weights of linear layers (`Linear`: the text encoder's and transformer's
+    /// linear weights and the transformer's 1×1 convolutions; int4 ones re-expressed as int8 at binding) multiply in
+    /// int8 against activations quantized per row where the CPU has integer dot products
     /// (`Kernels.int8Compute`), bfloat16 ones in bfloat16 where it has AVX512_BF16 (`Kernels.bf16Compute`) — widened
     /// to float32 elsewhere; every other weight computes in float32.
-    public var products: String {
+    public var products: String { Self.products(component: component, use: spec.use, scheme: scheme) }
+
+    /// The `products` of a tensor of `component` used as `use` and stored as `scheme` (bundle manifests record it).
+    public static func products(component: String, use: ParameterUse, scheme: QuantScheme) -> String {
         // Linear weights and the transformer's 1×1 convolutions run through `Linear`; the VQ-GAN's convolutions,
         // 1×1 ones included, through `Conv2d`, which widens.
-        guard spec.use == .linear, component != "vqvae" else { return "f32" }
+        guard use == .linear, component != "vqvae" else { return "f32" }
         switch scheme {
         case .int8: return "int8·int8→int32"
         case .int4: return "int8·int8→int32 (int4 re-expressed as int8)"

@@ -407,7 +407,7 @@ public struct BundleManifest: Sendable {
                 guard let key = t["key"]?.stringValue else {
                     throw r.fail("tensors", .malformed, "a tensor needs a key")
                 }
-                return try Tensor(r.nested(t, nil, field: "\(name)/\(key)"), compression: compression)
+                return try Tensor(r.nested(t, nil, field: "\(name)/\(key)"), compression: compression, component: part)
             }
             try r.noOtherKeys(["name", "class", "map", "config", "tensors"])
         }
@@ -440,11 +440,15 @@ public struct BundleManifest: Sendable {
         public var error: ErrorMeasures
         /// Its buffers, in `scheme.buffers(for:)` order.
         public var buffers: [Buffer]
+        /// How its products are computed where the CPU has the instructions (`PlannedTensor.products`: for example
+        /// `int8·int8→int32`; `f32` for weights that widen). Derived from the component, use and scheme; recorded
+        /// for readers of the manifest. Bundles written before it existed lack it, and read as the derivation.
+        public var products: String
 
-        /// A tensor entry.
+        /// A tensor entry of `component` (`transformer`, `text_encoder`, `vqvae`).
         public init(
-            key: String, shape: [Int], use: ParameterUse, scheme: QuantScheme, reason: String,
-            error: ErrorMeasures, buffers: [Buffer]
+            component: String, key: String, shape: [Int], use: ParameterUse, scheme: QuantScheme,
+            reason: String, error: ErrorMeasures, buffers: [Buffer]
         ) {
             self.key = key
             self.shape = shape
@@ -453,9 +457,10 @@ public struct BundleManifest: Sendable {
             self.reason = reason
             self.error = error
             self.buffers = buffers
+            products = PlannedTensor.products(component: component, use: use, scheme: scheme)
         }
 
-        init(_ r: ManifestReader, compression: Compression) throws(BundleError) {
+        init(_ r: ManifestReader, compression: Compression, component: AmusedComponents.Part) throws(BundleError) {
             key = try r.string("key")
             shape = try r.shape("shape")
             let u = try r.string("use")
@@ -470,7 +475,17 @@ public struct BundleManifest: Sendable {
                 let role = b["role"]?.stringValue ?? "?"
                 return try Buffer(r.nested(b, nil, field: "\(r.field) \(role)"), compression: compression)
             }
-            try r.noOtherKeys(["key", "shape", "use", "scheme", "reason", "error", "buffers"])
+            products = PlannedTensor.products(component: component.rawValue, use: use, scheme: scheme)
+            if r.has("products") {
+                let recorded = try r.string("products")
+                guard recorded == products else {
+                    throw r.fail(
+                        "products", .malformed,
+                        "says \(recorded) but a \(scheme) \(use.rawValue) weight of the \(component.rawValue) computes as "
+                            + "\(products); the manifest was edited or written by an incompatible tool")
+                }
+            }
+            try r.noOtherKeys(["key", "shape", "use", "scheme", "reason", "error", "buffers", "products"])
         }
 
         /// This part as the manifest writes it.
@@ -483,6 +498,7 @@ public struct BundleManifest: Sendable {
             t.insert("reason", .string(reason))
             t.insert("error", error.json)
             t.insert("buffers", .array(buffers.map(\.json)))
+            t.insert("products", .string(products))
             return .object(t)
         }
     }
@@ -647,6 +663,9 @@ struct ManifestReader {
         guard let v = object[key] else { throw fail(key, .malformed, "missing") }
         return v == .null ? nil : try nested(v, key)
     }
+
+    /// Whether the object has `key` (for keys older manifests lack).
+    func has(_ key: String) -> Bool { object[key] != nil }
 
     func string(_ key: String) throws(BundleError) -> String {
         guard let s = object[key]?.stringValue else { throw fail(key, .malformed, "expected a string") }

@@ -210,7 +210,8 @@ public enum BundleConversion {
         totals.underflows += error.underflows
         totals.subnormals += error.subnormals
         return BundleManifest.Tensor(
-            key: t.spec.key, shape: t.spec.shape, use: t.spec.use, scheme: t.scheme, reason: t.reason,
+            component: t.component, key: t.spec.key, shape: t.spec.shape, use: t.spec.use, scheme: t.scheme,
+            reason: t.reason,
             error: BundleManifest.ErrorMeasures(error), buffers: buffers)
     }
 

@@ -108,6 +108,10 @@ struct HostileBundleTests {
             ("unknown key in a tensor", "vqvae/\(key)", { m in m.editTensor(key) { $0.set("note", .string("hi")) } }),
             ("use unknown", "vqvae/\(key)", { m in m.editTensor(key) { $0.set("use", .string("lut")) } }),
             (
+                "products not what the tensor computes as", "vqvae/\(key)",
+                { m in m.editTensor(key) { $0.set("products", .string("int8·int8→int32")) } }
+            ),
+            (
                 "error measure negative", "vqvae/\(key).error",
                 { m in
                     m.editTensor(key) { t in
@@ -129,6 +133,10 @@ struct HostileBundleTests {
             #expect(e.family == .malformed, "\(name): \(e)")
             #expect(e.field == field, "\(name): \(e)")
         }
+        // Bundles written before `products` was recorded lack it, and are read as before.
+        let older = try damaged(
+            plain, "no-products.amused", edit: { m in m.editTensor(key) { $0 = $0.removing("products") } })
+        #expect(bundleError(older) == nil)
     }
 
     @Test("BD-02: a 10 TB buffer claim is refused before anything is allocated")
