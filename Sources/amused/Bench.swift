@@ -49,7 +49,9 @@ struct Bench: ParsableCommand {
     var model: String
 
     @Option(
-        help: "What to time: transformer, vq-decode, text-encoder, all, train-step, conv, or gradients (with --reference).")
+        help:
+            "What to time: transformer, vq-decode, text-encoder, all, train-step, conv, or gradients (with --reference)."
+    )
     var part: Part = .all
 
     @Option(help: "Batch size of the transformer forward (2 = one guided sampling step).")
