@@ -61,6 +61,37 @@ def score(items: list[dict]) -> dict:
             for name, g in groups.items()}
 
 
+@torch.no_grad()
+def completion(model: str, count: int = 120) -> dict:
+    """How well the transformer completes a real image's tokens, apart from the sampler: `count` rendered images
+    (held-out pairs included) are tokenised, a random fraction of their tokens masked, every masked token filled by
+    the argmax of one forward pass (text-conditioned, no guidance), and the decoded image scored by the checker."""
+    import train_default as td
+    from diffusers import AmusedPipeline
+    pipe = AmusedPipeline.from_pretrained(model)
+    vq, tr, te, tok = pipe.vqvae, pipe.transformer, pipe.text_encoder, pipe.tokenizer
+    images, _, attrs = shapes.dataset(123, count, allow_held_out=True)
+    texts = [shapes.MAIN_TEMPLATE.format(c=a["colour"], s=a["shape"], b=a["background"]) for a in attrs]
+    ids = td.encode_tokens(vq, images)
+    b, h, w = ids.shape
+    t_ids = tok(texts, padding="max_length", truncation=True, max_length=77, return_tensors="pt").input_ids
+    out = te(t_ids, return_dict=True, output_hidden_states=True)
+    micro = torch.tensor([td.MICRO_CONDS]).repeat(b, 1)
+    gen = torch.Generator().manual_seed(0)
+    report = {}
+    for r in (0.0, 0.5, 0.8, 0.95, 1.0):
+        flat = ids.reshape(b, -1)
+        mask = torch.rand(flat.shape, generator=gen) < r
+        inp = torch.where(mask, torch.full_like(flat, tr.config.vocab_size - 1), flat).reshape_as(ids)
+        pred = tr(inp, out.hidden_states[-2], out.text_embeds, micro).argmax(1).reshape(b, -1)
+        filled = torch.where(mask, pred, flat).reshape_as(ids)
+        recon = vq.decode(filled, force_not_quantize=True, shape=(b, h, w, vq.config.vq_embed_dim)).sample.clamp(0, 1)
+        got = [shapes.classify(p) for p in (recon.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)]
+        report[f"masked {r:.2f}"] = {k: round(float(np.mean([g[k] == a[k] for g, a in zip(got, attrs)])), 3)
+                                     for k in ("colour", "background", "shape")}
+    return report
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
@@ -72,8 +103,16 @@ def main() -> None:
     ap.add_argument("--images", help="score PNGs from this folder (s{seed}-{index}.png) instead of generating")
     ap.add_argument("--list-prompts", action="store_true", help="print the prompts, one per line, and stop")
     ap.add_argument("--save", help="write the generated PNGs into this folder")
+    ap.add_argument("--completion", action="store_true",
+                    help="score one-pass completions of masked real images instead (the model apart from the sampler)")
     args = ap.parse_args()
     torch.set_num_threads(2)
+    if args.completion:
+        result = completion(args.model)
+        print(json.dumps(result, indent=1))
+        if args.out:
+            Path(args.out).write_text(json.dumps({"model": args.model, "completion": result}, indent=1) + "\n")
+        return
     from PIL import Image
     items = prompts()
     if args.list_prompts:

@@ -57,13 +57,15 @@ def vq_config() -> dict:
     )
 
 
-def transformer_config(vq: dict, text: CLIPTextConfig) -> dict:
+def transformer_config(vq: dict, text: CLIPTextConfig, downsample: bool = True) -> dict:
+    # downsample/upsample on: the amused-512 layout, where every block runs on a grid of half the tokens' resolution
+    # (8×8 here); off: amused-256's, on the tokens' own 16×16 grid.
     codes = vq["num_vq_embeddings"]
     return dict(
         hidden_size=128, use_bias=False, hidden_dropout=0.0, cond_embed_dim=text.projection_dim,
         micro_cond_encode_dim=16, micro_cond_embed_dim=80, encoder_hidden_size=text.hidden_size,
         vocab_size=codes + 1, codebook_size=codes, in_channels=64, block_out_channels=128, num_res_blocks=2,
-        downsample=True, upsample=True, block_num_heads=4, num_hidden_layers=3, num_attention_heads=4,
+        downsample=downsample, upsample=downsample, block_num_heads=4, num_hidden_layers=3, num_attention_heads=4,
         attention_dropout=0.0, intermediate_size=256, layer_norm_eps=1e-6, ln_elementwise_affine=True,
         sample_size=shapes.SIZE // 4,
     )
@@ -189,7 +191,7 @@ def evaluate_vq(vq: VQModel, seed: int) -> dict:
 def train_transformer(args, vq: VQModel, tok, log: Path):
     torch.manual_seed(args.seed + 10)
     text = text_config()
-    tcfg = transformer_config(dict(vq.config), text)
+    tcfg = transformer_config(dict(vq.config), text, args.downsample)
     transformer = UVit2DModel(**tcfg)
     text_encoder = CLIPTextModelWithProjection(text)
     images, texts, _ = shapes.dataset(args.seed + 3, args.images)
@@ -282,6 +284,8 @@ def main() -> None:
     ap.add_argument("--vq-from", help="reuse the VQ of an earlier run's folder instead of training one")
     ap.add_argument("--object-sizes", type=float, nargs=2, default=list(shapes.SIZES), metavar=("LO", "HI"),
                     help="the object's side as a fraction of the image (experiments; docs/trained-default.md)")
+    ap.add_argument("--downsample", action=argparse.BooleanOptionalAction, default=True,
+                    help="run the U-ViT's blocks at half the token grid (amused-512's layout) or not (amused-256's)")
     ap.add_argument("--grid", type=int, default=shapes.GRID,
                     help="put the object's box on multiples of N pixels (0: anywhere; experiments)")
     args = ap.parse_args()
