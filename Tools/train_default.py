@@ -64,7 +64,7 @@ def transformer_config(vq: dict, text: CLIPTextConfig, downsample: bool = True) 
     return dict(
         hidden_size=128, use_bias=False, hidden_dropout=0.0, cond_embed_dim=text.projection_dim,
         micro_cond_encode_dim=16, micro_cond_embed_dim=80, encoder_hidden_size=text.hidden_size,
-        vocab_size=codes + 1, codebook_size=codes, in_channels=64, block_out_channels=128, num_res_blocks=2,
+        vocab_size=codes + 1, codebook_size=codes, in_channels=64, block_out_channels=128, num_res_blocks=4,
         downsample=downsample, upsample=downsample, block_num_heads=4, num_hidden_layers=3, num_attention_heads=4,
         attention_dropout=0.0, intermediate_size=256, layer_norm_eps=1e-6, ln_elementwise_affine=True,
         sample_size=shapes.SIZE // 4,
@@ -277,7 +277,7 @@ def main() -> None:
     ap.add_argument("--vq-batch", type=int, default=16)
     ap.add_argument("--vq-lr", type=float, default=2e-3)
     ap.add_argument("--vq-images", type=int, default=3000)
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=1800)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--images", type=int, default=24000)
@@ -308,8 +308,10 @@ def main() -> None:
         tok = clip_tokenizer(Path(scratch))
         transformer, text_encoder, mask_id = train_transformer(args, vq, tok, logs / "loss-transformer.tsv")
         scheduler = AmusedScheduler(mask_token_id=mask_id, masking_schedule="cosine")
-        pipe = AmusedPipeline(vqvae=vq, tokenizer=tok, text_encoder=text_encoder, transformer=transformer,
-                              scheduler=scheduler)
+        # Stored as float16, as the released fp16 variants are, to keep the committed files within 20 MB (in float32
+        # they would be 27 MB); diffusers' and transformers' from_pretrained load them as float32.
+        pipe = AmusedPipeline(vqvae=vq.half(), tokenizer=tok, text_encoder=text_encoder.half(),
+                              transformer=transformer.half(), scheduler=scheduler)
         save_pipeline(pipe, out)
     index = json.loads((out / "model_index.json").read_text())
     index["_amused_defaults"] = DEFAULTS

@@ -234,26 +234,42 @@ public final class AmusedBundle: @unchecked Sendable {
     /// Checks every buffer's SHA-256 (decoding compressed ones) and that all padding is zero. Throws an `integrity`
     /// error naming the first damaged tensor, file or padding.
     public func verifyIntegrity() throws(BundleError) {
+        // The buffers are hashed on all cores (a full-size bundle is hundreds of megabytes); the outcomes are then read
+        // in file order with the padding checks, so the error names the first damage, as a sequential pass would.
+        let outcomes = hashAll()
         var cursor = BundleFormat.alignment
         let manifestOffset = file.byteCount - manifestBytes
-        for b in blobs + [nil] as [BundleBlob?] {
+        for (i, b) in (blobs + [nil] as [BundleBlob?]).enumerated() {
             let next = b?.offset ?? manifestOffset
             let padding = UnsafeRawBufferPointer(start: file.pointer(at: cursor), count: next - cursor)
-            if let i = padding.firstIndex(where: { $0 != 0 }) {
+            if let z = padding.firstIndex(where: { $0 != 0 }) {
                 throw BundleError(
-                    .integrity, path: path, field: b?.owner ?? "manifest", offset: cursor + i,
+                    .integrity, path: path, field: b?.owner ?? "manifest", offset: cursor + z,
                     "padding byte is not zero")
             }
             guard let b else { break }
-            try withBytes(b) { bytes throws(BundleError) in
-                guard BundleFormat.sha256(bytes) == b.sha256 else {
-                    throw BundleError(.integrity, path: path, field: b.owner, offset: b.offset, "SHA-256 mismatch")
-                }
-            }
-            // Hashing paged the buffer in; let it go again, so checking a bundle does not hold it all in memory.
-            releasePages(b)
+            if let failure = outcomes[i] { throw failure }
             cursor = b.offset + b.storedBytes
         }
+    }
+
+    /// For each buffer, nil when its decoded bytes have the manifest's SHA-256, else the error to report. Buffers are
+    /// taken one at a time by as many workers as there are cores (compressed ones are decoded one per worker).
+    func hashAll() -> [BundleError?] {
+        let outcomes = IntegrityOutcomes(count: blobs.count)
+        DispatchQueue.concurrentPerform(iterations: blobs.count) { i in
+            let b = blobs[i]
+            do throws(BundleError) {
+                try withBytes(b) { bytes throws(BundleError) in
+                    guard BundleFormat.sha256(bytes) == b.sha256 else {
+                        throw BundleError(.integrity, path: path, field: b.owner, offset: b.offset, "SHA-256 mismatch")
+                    }
+                }
+            } catch { outcomes.set(i, error) }
+            // Hashing paged the buffer in; let it go again, so checking a bundle does not hold it all in memory.
+            releasePages(b)
+        }
+        return outcomes.values
     }
 
     /// Drops the mapped pages of `blob` from this process's memory (read again from the file if touched).
@@ -331,4 +347,12 @@ public final class AmusedBundle: @unchecked Sendable {
 
     /// Total bytes of the file.
     public var byteCount: Int { file.byteCount }
+}
+
+/// The per-buffer results of a parallel integrity check: each worker writes only its own slots.
+private final class IntegrityOutcomes: @unchecked Sendable {
+    private(set) var values: [BundleError?]
+    private let lock = NSLock()
+    init(count: Int) { values = Array(repeating: nil, count: count) }
+    func set(_ i: Int, _ error: BundleError) { lock.withLock { values[i] = error } }
 }

@@ -129,8 +129,9 @@ struct FixtureManifestTests {
         #expect(Set(onDisk) == listed)
     }
 
-    /// Each committed test fixture stays small (under 4 MiB each, 30 MiB in all); the trained default model under
-    /// `models/` has its own budget: at most 20 MB of weights (its issue's limit).
+    /// Each committed test fixture stays small (under 4 MiB each, 32 MiB in all: 30 until the trained default grew to
+    /// four res blocks a side, whose LoRA records have 24 more adapters); the trained default model under `models/`
+    /// has its own budget: at most 20 MB of weights (its issue's limit).
     @Test func fixturesStaySmall() throws {
         let files = try #require(FixturePaths.json("MANIFEST.json")["files"]?.arrayValue)
         let entries = files.compactMap { f in
@@ -139,7 +140,7 @@ struct FixtureManifestTests {
         #expect(entries.count == files.count)
         let fixtures = entries.filter { !$0.0.hasPrefix("models/") }.map(\.1)
         #expect(fixtures.allSatisfy { $0 < 4 << 20 })
-        #expect(fixtures.reduce(0, +) < 30 << 20)
+        #expect(fixtures.reduce(0, +) < 32 << 20)
         let weights = entries.filter { $0.0.hasPrefix("models/") && $0.0.hasSuffix(".safetensors") }.map(\.1)
         #expect(!weights.isEmpty && weights.reduce(0, +) <= 20_000_000)
     }
