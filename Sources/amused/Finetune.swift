@@ -16,13 +16,13 @@ struct Finetune: ParsableCommand {
             + "q_proj/k_proj/v_proj too), as train_amused.py --use_lora does.",
         discussion: """
             The output is a diffusers/PEFT LoRA file with its alpha recorded in the header (diffusers' \
-            lora_adapter_metadata), so `amused generate --lora` and diffusers' load_lora_weights both apply \
-            alpha / rank. With --checkpoint-every N a resumable checkpoint (adapters, AdamW moments, generator) is \
+            lora_adapter_metadata), so `amused generate --lora` and diffusers' loader (AmusedLoraLoaderMixin: \
+            lora_state_dict, then load_lora_into_transformer) both apply alpha / rank. With --checkpoint-every N a resumable checkpoint (adapters, AdamW moments, generator) is \
             written atomically to --checkpoint every N steps; --resume continues from one. Ctrl-C leaves the last \
             complete checkpoint. The same --seed gives the same run.
             """)
 
-    @Option(help: "The model: a diffusers pipeline folder (float32 weights; a bundle cannot be trained).")
+    @Option(help: "The model: a diffusers pipeline folder (float32 or float16 weights; a bundle cannot be trained).")
     var model: String
 
     @Option(help: "The image whose style to learn (PNG or JPEG).")
