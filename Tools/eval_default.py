@@ -61,6 +61,12 @@ def score(items: list[dict]) -> dict:
             for name, g in groups.items()}
 
 
+def confusion(items: list[dict]) -> dict:
+    """For each asked shape, how many images the checker read as each shape (None: no object found)."""
+    return {s: {str(t): sum(i["shape"] == s and i["got"]["shape"] == t for i in items)
+                for t in (*shapes.SHAPES, None)} for s in shapes.SHAPES}
+
+
 @torch.no_grad()
 def completion(model: str, count: int = 120) -> dict:
     """How well the transformer completes a real image's tokens, apart from the sampler: `count` rendered images
@@ -142,8 +148,8 @@ def main() -> None:
                 Image.fromarray(img).save(Path(args.save) / f"s{seed}-{k}.png")
             results.append({**p, "seed": seed, "got": shapes.classify(img), "image": img})
     report = {"model": args.model, "steps": args.steps, "guidance": args.guidance, "seeds": args.seeds,
-              "prompts": len(items), "scores": score(results)}
-    print(json.dumps(report["scores"], indent=1))
+              "prompts": len(items), "scores": score(results), "shape_confusion": confusion(results)}
+    print(json.dumps({k: report[k] for k in ("scores", "shape_confusion")}, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     if args.gallery:

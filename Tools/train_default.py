@@ -287,7 +287,7 @@ def main() -> None:
     ap.add_argument("--downsample", action=argparse.BooleanOptionalAction, default=True,
                     help="run the U-ViT's blocks at half the token grid (amused-512's layout) or not (amused-256's)")
     ap.add_argument("--grid", type=int, default=shapes.GRID,
-                    help="put the object's box on multiples of N pixels (0: anywhere; experiments)")
+                    help="put the object's box on multiples of N pixels (0: anywhere; default: the 4-pixel token cells)")
     args = ap.parse_args()
     shapes.SIZES, shapes.GRID = tuple(args.object_sizes), args.grid
     torch.set_num_threads(args.threads)
