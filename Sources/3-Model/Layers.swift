@@ -47,13 +47,14 @@ struct Linear: Sendable {
 
     /// Applies the layer to `rows` rows of `x`.
     func callAsFunction(_ x: [Float], rows: Int) -> [Float] {
-        var y = [Float](repeating: 0, count: rows * outFeatures)
-        x.withUnsafeBufferPointer { xp in
-            y.withUnsafeMutableBufferPointer { yp in
-                apply(xp.baseAddress!, rows: rows, into: yp.baseAddress!, ldy: outFeatures)
+        // Every path of `apply` writes every output (the products store with beta = 0), so the array is not zeroed
+        // first: for the output layer that was a 16 MB memset per guided step.
+        [Float](unsafeUninitializedCapacity: rows * outFeatures) { y, count in
+            if let out = y.baseAddress {
+                x.withUnsafeBufferPointer { xp in apply(xp.baseAddress!, rows: rows, into: out, ldy: outFeatures) }
             }
+            count = rows * outFeatures
         }
-        return y
     }
 
     /// Writes `rows` outputs into `y` with row stride `ldy` (so several projections can fill one wide buffer).

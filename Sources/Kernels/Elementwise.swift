@@ -1,5 +1,6 @@
 // Row-wise and element-wise float32 kernels: norms, activations, softmax. Rows are split across the cores.
 
+import CGemm
 import Dispatch
 
 #if canImport(Glibc)
@@ -55,6 +56,30 @@ public struct SharedPointer: @unchecked Sendable {
 }
 
 extension Kernels {
+    /// Σ f(row[i]) over sixteen running sums (lane l adds f of elements l, l+16, …; a ragged tail's missing lanes add
+    /// nothing), their halves then added pairwise: sixteen independent chains where one sum would wait on every add.
+    /// The norms' statistics use it; the order differs from a left-to-right sum by float32 rounding only.
+    @inline(__always)
+    static func laneSum(
+        _ row: UnsafePointer<Float>, _ dim: Int, _ f: (SIMD16<Float>) -> SIMD16<Float>
+    ) -> Float {
+        var lanes = SIMD16<Float>(repeating: 0)
+        var i = 0
+        while i + 16 <= dim {
+            lanes += f(UnsafeRawPointer(row + i).loadUnaligned(as: SIMD16<Float>.self))
+            i += 16
+        }
+        if i < dim {
+            var tail = SIMD16<Float>(repeating: 0)
+            for k in 0..<(dim - i) { tail[k] = row[i + k] }
+            var mapped = f(tail)
+            for k in (dim - i)..<16 { mapped[k] = 0 }
+            lanes += mapped
+        }
+        let h8 = lanes.lowHalf + lanes.highHalf, h4 = h8.lowHalf + h8.highHalf, h2 = h4.lowHalf + h4.highHalf
+        return h2[0] + h2[1]
+    }
+
     /// RMSNorm over the last dimension, in place: x · rsqrt(mean(x²) + eps) · weight (weight optional).
     public static func rmsNorm(
         _ x: UnsafeMutablePointer<Float>, rows: Int, dim: Int, eps: Float,
@@ -64,8 +89,7 @@ extension Kernels {
         Parallel.chunks(rows, cost: dim * 3) { range in
             for r in range {
                 let row = xs.p + r * dim
-                var sum: Float = 0
-                for i in 0..<dim { sum += row[i] * row[i] }
+                let sum = laneSum(row, dim) { $0 * $0 }
                 let inv = 1 / (sum / Float(dim) + eps).squareRoot()
                 if let weight {
                     for i in 0..<dim { row[i] = row[i] * inv * weight[i] }
@@ -85,14 +109,9 @@ extension Kernels {
         Parallel.chunks(rows, cost: dim * 4) { range in
             for r in range {
                 let row = xs.p + r * dim
-                var mean: Float = 0
-                for i in 0..<dim { mean += row[i] }
-                mean /= Float(dim)
-                var variance: Float = 0
-                for i in 0..<dim {
-                    let d = row[i] - mean
-                    variance += d * d
-                }
+                let mean = laneSum(row, dim) { $0 } / Float(dim)
+                let centre = SIMD16<Float>(repeating: mean)
+                let variance = laneSum(row, dim) { ($0 - centre) * ($0 - centre) }
                 let inv = 1 / (variance / Float(dim) + eps).squareRoot()
                 for i in 0..<dim {
                     var v = (row[i] - mean) * inv
@@ -180,12 +199,29 @@ extension Kernels {
 
     @inline(__always)
     static func softmaxRow(_ row: UnsafeMutablePointer<Float>, _ dim: Int) {
+        if FastMath.vectorized { amused_softmax_row(row, dim) } else { softmaxRowPortable(row, dim) }
+    }
+
+    /// The softmax in Swift, bit-identical to its AVX-512 twin (`amused_softmax_row`): the maximum ignoring NaN,
+    /// e^(x − max), the sum over sixteen running sums (lane l adds elements l, l+16, …) whose halves are then added
+    /// pairwise — an order both paths can keep, and 16 chains instead of one — then each value times 1/sum.
+    public static func softmaxRowPortable(_ row: UnsafeMutablePointer<Float>, _ dim: Int) {
         var maxValue = -Float.infinity
         for i in 0..<dim where row[i] > maxValue { maxValue = row[i] }
-        FastMath.apply(row, dim, .expShifted(maxValue))
-        var sum: Float = 0
-        for i in 0..<dim { sum += row[i] }
-        let inv = 1 / sum
+        FastMath.applyPortable(row, dim, .expShifted(maxValue))
+        var lanes = SIMD16<Float>(repeating: 0)
+        var i = 0
+        while i + 16 <= dim {
+            lanes += UnsafeRawPointer(row + i).loadUnaligned(as: SIMD16<Float>.self)
+            i += 16
+        }
+        if i < dim {
+            var tail = SIMD16<Float>(repeating: 0)
+            for k in 0..<(dim - i) { tail[k] = row[i + k] }
+            lanes += tail
+        }
+        let h8 = lanes.lowHalf + lanes.highHalf, h4 = h8.lowHalf + h8.highHalf, h2 = h4.lowHalf + h4.highHalf
+        let inv = 1 / (h2[0] + h2[1])
         for i in 0..<dim { row[i] *= inv }
     }
 

@@ -1,6 +1,11 @@
 // Vectorised exp and erf for the activation and softmax passes, which would otherwise spend more time in libm
 // than the matrix products spend on the same data. Accuracy: exp within 2 ulp over the float range used here;
 // erf within 1.5e-7 absolute (Abramowitz & Stegun 7.1.26), far inside the 1e-4 parity tolerances.
+//
+// Swift compiles this module for the baseline x86-64 (SSE2: 4 lanes, no FMA), so on CPUs with AVX-512 `apply` hands
+// the loop to its C twin (elementwise.c: the same operations lane by lane, 16 lanes, bit-identical results).
+
+import CGemm
 
 /// SIMD math helpers.
 public enum FastMath {
@@ -84,8 +89,24 @@ public enum FastMath {
         }
     }
 
-    /// Applies `f` to `count` floats at `p` in place, eight at a time (the tail through a padded vector).
+    /// Whether `apply` and the softmax run their AVX-512 C twins (this CPU has AVX-512F): bit-identical results,
+    /// four times the lanes of the baseline build.
+    public static let vectorized = amused_elementwise_cpu_supported() == 1
+
+    /// Applies `f` to `count` floats at `p` in place: sixteen lanes at a time in C where the CPU has AVX-512,
+    /// otherwise `applyPortable`; the results are the same bits.
     public static func apply(_ p: UnsafeMutablePointer<Float>, _ count: Int, _ f: Function) {
+        guard vectorized else { return applyPortable(p, count, f) }
+        switch f {
+        case .gelu: amused_apply(Int32(AMUSED_GELU), 0, p, count)
+        case .silu: amused_apply(Int32(AMUSED_SILU), 0, p, count)
+        case .quickGelu: amused_apply(Int32(AMUSED_QUICK_GELU), 0, p, count)
+        case .expShifted(let m): amused_apply(Int32(AMUSED_EXP_SHIFTED), m, p, count)
+        }
+    }
+
+    /// `apply` in Swift, eight lanes at a time (the tail through a padded vector): what CPUs without AVX-512 run.
+    public static func applyPortable(_ p: UnsafeMutablePointer<Float>, _ count: Int, _ f: Function) {
         switch f {
         case .gelu: loop(p, count) { gelu($0) }
         case .silu: loop(p, count) { $0 / (1 + exp(-$0)) }

@@ -65,4 +65,19 @@ void amused_bf16_rows(long m, long k, const float *x, long ldx, uint16_t *out, l
 void amused_bf16gemm(long m, long n, long k, const uint16_t *a, long lda, const uint16_t *b, long ldb,
                      const float *bias, float *c, long ldc, uint16_t *pack);
 
+/// The functions `amused_apply` evaluates (FastMath.Function's cases).
+enum { AMUSED_GELU = 0, AMUSED_SILU = 1, AMUSED_QUICK_GELU = 2, AMUSED_EXP_SHIFTED = 3 };
+
+/// 1 when the CPU has AVX-512F: `amused_apply` and `amused_softmax_row` may be called.
+int amused_elementwise_cpu_supported(void);
+
+/// p[i] = f(p[i]) for i < count, sixteen lanes at a time (f: exact GELU, SiLU, quick-GELU, or e^(x − shift)),
+/// bit-identical to FastMath.apply's Swift loop. Requires `amused_elementwise_cpu_supported()`.
+void amused_apply(int function, float shift, float *p, long count);
+
+/// Softmax of one row in place: the maximum (NaN ignored), e^(x − max), their sum over sixteen running sums added
+/// pairwise, then each value times 1/sum; bit-identical to Kernels.softmaxRowPortable. Requires
+/// `amused_elementwise_cpu_supported()`.
+void amused_softmax_row(float *row, long dim);
+
 #endif

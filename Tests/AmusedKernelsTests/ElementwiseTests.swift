@@ -1,0 +1,85 @@
+// The AVX-512 element-wise passes (Sources/C/CGemm/elementwise.c) against their Swift twins (FastMath.applyPortable,
+// Kernels.softmaxRowPortable), which CPUs without AVX-512 run and which the parity records were checked through: the
+// two must give the same bits on every input — ordinary values, both zeros, the exponential's cut-offs, denormals,
+// infinities and NaN — at lengths that cross the 16-lane and 8-lane edges. The softmax is also held to its
+// definition, computed in Double.
+
+import AmusedKernels
+import CGemm
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+@Suite("element-wise passes", .enabled(if: FastMath.vectorized, "needs AVX-512F for the C twins"))
+struct ElementwiseTests {
+    static let lengths = [1, 7, 8, 9, 15, 16, 17, 33, 77, 256, 1000]
+
+    /// Values over the range a forward meets, with the special ones spread through (the row index shifts them, so
+    /// every special value lands in the vector body and in the tail at some length).
+    static func values(_ count: Int, shift: Int = 0) -> [Float] {
+        let special: [Float] = [
+            0, -0.0, 88.7, 88.71, -87.3, -87.31, 1e-40, -1e-40, .infinity, -.infinity, .nan, 100, -100, 3.4e38,
+        ]
+        return (0..<count).map { i in
+            (i + shift) % 5 == 0 ? special[((i + shift) / 5) % special.count] : Float((i * 7919 + shift) % 2001) / 40 - 25
+        }
+    }
+
+    /// Positions where the two arrays differ in their bits (any NaN equals any NaN).
+    static func mismatches(_ a: [Float], _ b: [Float]) -> [Int] {
+        a.indices.filter { a[$0].bitPattern != b[$0].bitPattern && !(a[$0].isNaN && b[$0].isNaN) }
+    }
+
+    @Test(arguments: [FastMath.Function.gelu, .silu, .quickGelu, .expShifted(1.5), .expShifted(-.infinity)])
+    func applyIsBitIdenticalToTheSwiftLoop(_ f: FastMath.Function) {
+        for count in Self.lengths {
+            for shift in 0..<5 {
+                var fast = Self.values(count, shift: shift), portable = fast
+                FastMath.apply(&fast, count, f)
+                FastMath.applyPortable(&portable, count, f)
+                #expect(Self.mismatches(fast, portable).isEmpty, "\(f) at length \(count), shift \(shift)")
+            }
+        }
+    }
+
+    @Test func softmaxIsBitIdenticalToTheSwiftTwinAndMatchesItsDefinition() {
+        for dim in Self.lengths {
+            // Finite scores (a causal row's −inf tail included) and a row that is all −inf but one.
+            var rows: [[Float]] = [
+                (0..<dim).map { Float(($0 * 37 + dim) % 97) / 9 - 5 },
+                (0..<dim).map { $0 < (dim + 1) / 2 ? Float($0 % 13) / 3 : -.infinity },
+                (0..<dim).map { $0 == dim / 2 ? 2 : -.infinity },
+            ]
+            rows.append(Self.values(dim))  // NaN and infinities: only the bits are compared
+            for (r, row) in rows.enumerated() {
+                var fast = row, portable = row
+                fast.withUnsafeMutableBufferPointer { amused_softmax_row($0.baseAddress!, dim) }
+                Kernels.softmaxRowPortable(&portable, dim)
+                #expect(Self.mismatches(fast, portable).isEmpty, "row \(r) of length \(dim)")
+                guard r < 3 else { continue }
+                // The definition in Double; 4e-6 relative covers the exponential's 2 ulp and float32 sums of up to
+                // 1000 terms (each value ≤ 1, so the sum's relative error stays below ~dim·2^-24 / 16 lanes).
+                let top = row.max()!
+                let e = row.map { exp(Double($0) - Double(top)) }
+                let total = e.reduce(0, +)
+                for i in 0..<dim {
+                    let want = e[i] / total
+                    #expect(abs(Double(fast[i]) - want) <= 4e-6 * max(want, 1e-30), "row \(r)[\(i)] of \(dim)")
+                }
+            }
+        }
+    }
+
+    @Test func theBitComparisonCatchesAOneUlpDifference() {
+        var fast = Self.values(77), portable = fast
+        FastMath.apply(&fast, 77, .gelu)
+        FastMath.applyPortable(&portable, 77, .gelu)
+        let i = fast.indices.first { fast[$0].isFinite && fast[$0] != 0 }!
+        fast[i] = fast[i].nextUp
+        #expect(Self.mismatches(fast, portable) == [i])
+    }
+}
