@@ -74,8 +74,8 @@ public enum Kernels {
         beta: Float
     ) {
         if ownGEMM
-            && amused_sgemm(
-                transposeA ? 1 : 0, transposeB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c,
+            && amused_sgemm_with(
+                gemmWidth, transposeA ? 1 : 0, transposeB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c,
                 ldc) == 0
         {
             return
@@ -85,18 +85,28 @@ public enum Kernels {
             blasInt(m), blasInt(n), blasInt(k), alpha, a, blasInt(lda), b, blasInt(ldb), beta, c, blasInt(ldc))
     }
 
-    /// Whether products use AmusedKit's AVX-512 SGEMM (`Sources/C/CGemm`) rather than BLAS: on x86-64 CPUs with
-    /// AVX-512F in optimised builds, unless `AMUSED_GEMM=blas` is set; `AMUSED_GEMM=own` forces it into debug builds
-    /// too. Debian's OpenBLAS is pinned to its AVX2 kernels on such machines (`OPENBLAS_CORETYPE=Haswell`), and the
-    /// kernel runs the model's shapes about 1.6 times faster.
-    public static let ownGEMM: Bool = {
-        switch getenv("AMUSED_GEMM").map({ String(cString: $0) }) {
-        case "blas": return false
+    /// Whether products use AmusedKit's own SGEMM (`Sources/C/CGemm`) rather than BLAS.
+    public static var ownGEMM: Bool { gemmWidth != 0 }
+
+    /// The register width of AmusedKit's SGEMM that does the products, 0 when BLAS does: 512 on x86-64 CPUs with
+    /// AVX-512F in optimised builds, unless `AMUSED_GEMM=blas` is set; `AMUSED_GEMM=own` forces the CPU's widest
+    /// kernel into debug builds too, `AMUSED_GEMM=avx2` the AVX2 one (6×16 tile; on AVX2-only CPUs it is opt-in, as
+    /// it measured level with OpenBLAS's AVX2 kernels on the transformer's shapes, not faster). Debian's OpenBLAS is
+    /// pinned to its AVX2 kernels on AVX-512 machines (`OPENBLAS_CORETYPE=Haswell`), and the AVX-512 kernel runs the
+    /// model's shapes up to 1.6 times faster.
+    public static let gemmWidth: Int32 = gemmWidth(environment: getenv("AMUSED_GEMM").map { String(cString: $0) })
+
+    /// The choice `AMUSED_GEMM=value` makes on this CPU in this build (nil: unset).
+    public static func gemmWidth(environment value: String?) -> Int32 {
+        let cpu = amused_sgemm_width()
+        switch value {
+        case "blas"?: return 0
         // Also in a debug build (slow: the intrinsics unoptimised), so that tests can run the model through it.
-        case "own": return amused_sgemm_cpu_supported() == 1
-        default: return amused_sgemm_available() == 1
+        case "own"?: return cpu
+        case "avx2"?: return cpu >= 256 ? 256 : 0
+        default: return amused_sgemm_available() == 1 ? cpu : 0
         }
-    }()
+    }
 
     /// BLAS runs on the calling thread only; AmusedKit splits the work itself (set once, on first use).
     static let singleThreadedBLAS: Void = {
@@ -112,7 +122,12 @@ public enum Kernels {
         #else
         let blas = String(cString: openblas_get_config())
         #endif
-        let products = ownGEMM ? "AmusedKit AVX-512 SGEMM (set AMUSED_GEMM=blas for \(blas))" : blas
+        let products =
+            switch gemmWidth {
+            case 512: "AmusedKit AVX-512 SGEMM (set AMUSED_GEMM=blas for \(blas))"
+            case 256: "AmusedKit AVX2 SGEMM (AMUSED_GEMM=avx2; unset for \(blas))"
+            default: blas
+            }
         let int8: String =
             switch int8Compute {
             case .vnni: "int8 weights: int8 × int8 → int32 (AVX-512 VNNI; AMUSED_COMPUTE=f32 widens)"

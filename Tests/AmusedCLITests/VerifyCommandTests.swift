@@ -14,14 +14,23 @@ struct VerifyCommandTests {
         try expectPass(record)
     }
 
-    /// The same through AmusedKit's own AVX-512 SGEMM, which release builds use on such CPUs: `AMUSED_GEMM=own`
-    /// forces it into this debug build (BLAS otherwise does the products here), so every layer and the sampler run
-    /// through it against the PyTorch record.
-    @Test(.enabled(if: amused_sgemm_cpu_supported() == 1, "the CPU has no AVX-512F; BLAS does every product"))
+    /// The same through AmusedKit's own SGEMM, which release builds use on AVX-512 CPUs: `AMUSED_GEMM=own` forces
+    /// the CPU's widest kernel into this debug build (BLAS otherwise does the products here), so every layer and the
+    /// sampler run through it against the PyTorch record.
+    @Test(.enabled(if: amused_sgemm_width() != 0, "the CPU has neither AVX-512F nor AVX2; BLAS does every product"))
     func passesThroughTheOwnSGEMM() throws {
         let version = try runAmused(["version"], environment: ["AMUSED_GEMM": "own"])
-        #expect(version.stdout.contains("AmusedKit AVX-512 SGEMM"), "\(version.stdout)")
+        let name = amused_sgemm_width() == 512 ? "AmusedKit AVX-512 SGEMM" : "AmusedKit AVX2 SGEMM"
+        #expect(version.stdout.contains(name), "\(version.stdout)")
         try expectPass("tiny-256", environment: ["AMUSED_GEMM": "own"])
+    }
+
+    /// And through the AVX2 kernel (`AMUSED_GEMM=avx2`, opt-in; AVX-512 CPUs run it too).
+    @Test(.enabled(if: amused_sgemm_width() != 0, "the CPU has no AVX2"))
+    func passesThroughTheAVX2SGEMM() throws {
+        let version = try runAmused(["version"], environment: ["AMUSED_GEMM": "avx2"])
+        #expect(version.stdout.contains("AmusedKit AVX2 SGEMM"), "\(version.stdout)")
+        try expectPass("tiny-256", environment: ["AMUSED_GEMM": "avx2"])
     }
 
     func expectPass(_ record: String, environment: [String: String] = [:]) throws {

@@ -1,14 +1,15 @@
-// AmusedKit's AVX-512 SGEMM (Sources/C/CGemm) against the definition of a matrix product, over shapes that cross
-// every blocking boundary of the kernel (MR = 12 rows, NR = 32 columns, KC = 256 depth, MC = 192, NC = 512), all four
-// transposition cases, padded strides, and alpha/beta. Inputs are small integers, so every sum is exact in float32
+// AmusedKit's SGEMM (Sources/C/CGemm), both kernels the CPU has — AVX-512 and AVX2 — against the definition of a
+// matrix product, over shapes that cross every blocking boundary (MR = 12 or 6 rows, NR = 32 or 16 columns, KC = 256
+// depth, MC = 192, NC = 512), all four transposition cases, padded strides, and alpha/beta. Inputs are small integers, so every sum is exact in float32
 // (|sum| < 2^24) whatever the order of the additions: the results must be *equal* to the integer products.
 // Debug builds run the kernel unoptimised (release builds are what use it; `Kernels.ownGEMM`), which is slow, hence
 // the moderate sizes.
 
+import AmusedKernels
 import CGemm
 import Testing
 
-@Suite("Own SGEMM", .enabled(if: amused_sgemm_cpu_supported() == 1, "the CPU has no AVX-512F; BLAS does every product"))
+@Suite("Own SGEMM", .enabled(if: amused_sgemm_width() != 0, "the CPU has neither AVX-512F nor AVX2; BLAS does every product"))
 struct OwnGEMMTests {
     struct Case: CustomTestStringConvertible, Sendable {
         var m: Int, n: Int, k: Int, transA = false, transB = false, alpha: Float = 1, beta: Float = 0, pad = 0
@@ -21,6 +22,8 @@ struct OwnGEMMTests {
         Case(m: 1, n: 1, k: 1),
         Case(m: 12, n: 32, k: 256, transB: true),  // exactly one register tile, one panel
         Case(m: 13, n: 33, k: 257, transB: true),  // one past each edge
+        Case(m: 6, n: 16, k: 8, transB: true),  // one AVX2 tile, one 8-deep transpose
+        Case(m: 7, n: 17, k: 9, transB: true, beta: 1),  // one past each AVX2 edge, C read back
         Case(m: 11, n: 31, k: 255, transA: true),  // one short of each edge
         Case(m: 193, n: 17, k: 70, transA: true, transB: true),  // two MC blocks
         Case(m: 7, n: 515, k: 40, alpha: 2, beta: 0.5, pad: 3),  // two NC blocks, C accumulated
@@ -29,8 +32,11 @@ struct OwnGEMMTests {
         Case(m: 64, n: 64, k: 0, beta: 0.5),  // empty sum: C = β·C
     ]
 
-    @Test(arguments: cases)
-    func matchesTheDefinition(_ t: Case) {
+    /// The kernels this CPU can run: 512 (AVX-512F) and 256 (AVX2 + FMA; AVX-512 CPUs have it too).
+    static let widths: [Int32] = amused_sgemm_width() == 512 ? [512, 256] : amused_sgemm_width() == 256 ? [256] : []
+
+    @Test(arguments: widths, cases)
+    func matchesTheDefinition(_ width: Int32, _ t: Case) {
         // op(A) is m×k; A is stored m×k (or k×m when transposed) with `pad` extra columns per row, B likewise.
         let aRows = t.transA ? t.k : t.m, aCols = t.transA ? t.m : t.k, lda = aCols + t.pad
         let bRows = t.transB ? t.n : t.k, bCols = t.transB ? t.k : t.n, ldb = bCols + t.pad
@@ -42,8 +48,8 @@ struct OwnGEMMTests {
         if t.beta == 0 {  // with β = 0, C must not be read: fill it with NaN
             c = [Float](repeating: .nan, count: c0.count)
         }
-        let status = amused_sgemm(
-            t.transA ? 1 : 0, t.transB ? 1 : 0, t.m, t.n, t.k, t.alpha, a, lda, b, ldb, t.beta,
+        let status = amused_sgemm_with(
+            width, t.transA ? 1 : 0, t.transB ? 1 : 0, t.m, t.n, t.k, t.alpha, a, lda, b, ldb, t.beta,
             &c, ldc)
         #expect(status == 0)
         var mismatches = 0
@@ -64,6 +70,18 @@ struct OwnGEMMTests {
                 if got != want { mismatches += 1 }
             }
         }
-        #expect(mismatches == 0, "\(mismatches) of \(t.m * t.n) entries differ from the integer product")
+        #expect(mismatches == 0, "\(mismatches) of \(t.m * t.n) entries differ from the integer product (\(width)-bit)")
+    }
+
+    @Test func aWidthWithoutAKernelIsRefused() {
+        var c: [Float] = [0]
+        #expect(amused_sgemm_with(128, 0, 0, 1, 1, 1, 1, [1], 1, [1], 1, 0, &c, 1) == -1)
+        #expect(c == [0])
+    }
+
+    @Test func theEnvironmentChoosesTheKernel() {
+        #expect(Kernels.gemmWidth(environment: "blas") == 0)
+        #expect(Kernels.gemmWidth(environment: "own") == amused_sgemm_width())
+        #expect(Kernels.gemmWidth(environment: "avx2") == 256)
     }
 }

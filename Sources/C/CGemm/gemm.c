@@ -2,7 +2,9 @@
 // into KC×NR panels that stay in L1, A into MR×KC panels from a block that stays in L2, and a 12×32 tile of C is
 // accumulated in 24 zmm registers. Debian's OpenBLAS is pinned here to its AVX2 (Haswell) kernels
 // (OPENBLAS_CORETYPE), which reach about 120 GFLOP/s per core at the model's shapes; this kernel reaches 180–220 on
-// the same core. Other CPUs and platforms keep BLAS (AmusedKernels decides; see BLAS.swift).
+// the same core. CPUs with AVX2 and FMA but no AVX-512 (Zen 3, most client CPUs) get the same algorithm with a 6×16
+// tile in 12 ymm accumulators (`amused_sgemm_width`); other CPUs and platforms keep BLAS (AmusedKernels decides;
+// see BLAS.swift).
 
 #include "amused_gemm.h"
 
@@ -53,14 +55,17 @@ static struct buffers *thread_buffers(void) {
     return bufs;
 }
 
-int amused_sgemm_cpu_supported(void) {
+int amused_sgemm_width(void) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") ? 1 : 0;
+    if (__builtin_cpu_supports("avx512f")) return 512;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 256 : 0;
 }
+
+int amused_sgemm_cpu_supported(void) { return amused_sgemm_width() != 0; }
 
 int amused_sgemm_available(void) {
 #if defined(__OPTIMIZE__)
-    return amused_sgemm_cpu_supported();
+    return amused_sgemm_width() == 512;
 #else
     return 0;
 #endif
@@ -205,33 +210,195 @@ static void pack_b(int trans, const float *b, long ldb, long j0, long nc, long p
     }
 }
 
-int amused_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
-                 const float *b, long ldb, float beta, float *c, long ldc) {
+// The AVX2 + FMA variant: the same blocking with a 6×16 register tile (12 ymm accumulators, 2 B vectors and a
+// broadcast within the 16 ymm registers AVX2 has), 8×8 transposes in the packers.
+
+enum {
+    MR2 = 6,   // rows of the AVX2 register tile
+    NR2 = 16,  // columns: two ymm
+};
+
+/// The mask of the first `count` (0…8) lanes, for AVX2's masked loads and stores.
+__attribute__((target("avx2,fma"))) static inline __m256i lanes_mask(long count) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/// C tile (mr ≤ 6 rows, nr ≤ 16 columns) = alpha · Σ_p a[p]·b[p] + beta · C, as `kernel` does with zmm.
+__attribute__((target("avx2,fma")))
+static void kernel_avx2(long kc, const float *restrict a, const float *restrict b, float *c, long ldc, long mr,
+                        long nr, float alpha, float beta) {
+    __m256 x[MR2], y[MR2];
+    for (int r = 0; r < MR2; r++) {
+        x[r] = _mm256_setzero_ps();
+        y[r] = _mm256_setzero_ps();
+    }
+    for (long p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+#pragma GCC unroll 6
+        for (int r = 0; r < MR2; r++) {
+            __m256 ar = _mm256_broadcast_ss(a + r);
+            x[r] = _mm256_fmadd_ps(ar, b0, x[r]);
+            y[r] = _mm256_fmadd_ps(ar, b1, y[r]);
+        }
+        a += MR2;
+        b += NR2;
+    }
+    __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    if (nr == NR2) {  // whole rows: plain loads and stores (AMD runs VMASKMOVPS stores as slow microcode)
+#pragma GCC unroll 6
+        for (int r = 0; r < MR2; r++) {
+            if (r >= mr) break;
+            float *row = c + r * ldc;
+            __m256 u = _mm256_mul_ps(x[r], va), v = _mm256_mul_ps(y[r], va);
+            if (beta != 0) {  // beta == 0 must not read C (BLAS semantics)
+                u = _mm256_fmadd_ps(_mm256_loadu_ps(row), vb, u);
+                v = _mm256_fmadd_ps(_mm256_loadu_ps(row + 8), vb, v);
+            }
+            _mm256_storeu_ps(row, u);
+            _mm256_storeu_ps(row + 8, v);
+        }
+        return;
+    }
+    __m256i m0 = lanes_mask(nr >= 8 ? 8 : nr), m1 = lanes_mask(nr > 8 ? nr - 8 : 0);
+#pragma GCC unroll 6
+    for (int r = 0; r < MR2; r++) {
+        if (r >= mr) break;
+        float *row = c + r * ldc;
+        __m256 u = _mm256_mul_ps(x[r], va), v = _mm256_mul_ps(y[r], va);
+        if (beta != 0) {
+            u = _mm256_fmadd_ps(_mm256_maskload_ps(row, m0), vb, u);
+            v = _mm256_fmadd_ps(_mm256_maskload_ps(row + 8, m1), vb, v);
+        }
+        _mm256_maskstore_ps(row, m0, u);
+        _mm256_maskstore_ps(row + 8, m1, v);
+    }
+}
+
+/// Transposes the 8×8 block held in r[0..7] in place: afterwards r[j] holds column j.
+__attribute__((target("avx2,fma"), always_inline)) static inline void transpose8(__m256 r[8]) {
+    __m256 t[8], s[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        s[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
+    }
+}
+
+/// `pack_a` for the 6-row tile: row-major A transposed 8 depths at a time (6 rows and 2 of zeros).
+__attribute__((target("avx2,fma")))
+static void pack_a_avx2(int trans, const float *a, long lda, long i0, long mc, long p0, long kc, float *dst) {
+    __m256i six = lanes_mask(MR2);
+    for (long ir = 0; ir < mc; ir += MR2) {
+        long mr = mc - ir < MR2 ? mc - ir : MR2;
+        if (!trans) {
+            long p = 0;
+            if (mr == MR2) {
+                const float *src = a + (i0 + ir) * lda + p0;
+                for (; p + 8 <= kc; p += 8) {
+                    __m256 r[8];
+                    for (int q = 0; q < 8; q++) r[q] = q < MR2 ? _mm256_loadu_ps(src + q * lda + p) : _mm256_setzero_ps();
+                    transpose8(r);
+                    // Eight lanes stored where six belong: each store's two extra lanes are overwritten by the
+                    // next; only the last is masked (it would spill past the panel).
+                    for (int q = 0; q < 7; q++) _mm256_storeu_ps(dst + (p + q) * MR2, r[q]);
+                    _mm256_maskstore_ps(dst + (p + 7) * MR2, six, r[7]);
+                }
+            }
+            for (; p < kc; p++) {
+                long r = 0;
+                for (; r < mr; r++) dst[p * MR2 + r] = a[(i0 + ir + r) * lda + p0 + p];
+                for (; r < MR2; r++) dst[p * MR2 + r] = 0;
+            }
+        } else {
+            for (long p = 0; p < kc; p++) copy_padded(dst + p * MR2, a + (p0 + p) * lda + i0 + ir, mr, MR2);
+        }
+        dst += MR2 * kc;
+    }
+}
+
+/// `pack_b` for the 16-column tile: a transposed B (a Linear weight) transposed 8×8 in registers.
+__attribute__((target("avx2,fma")))
+static void pack_b_avx2(int trans, const float *b, long ldb, long j0, long nc, long p0, long kc, float *dst) {
+    for (long jr = 0; jr < nc; jr += NR2) {
+        long nr = nc - jr < NR2 ? nc - jr : NR2;
+        if (trans) {
+            for (long half = 0; half < NR2; half += 8) {
+                long p = 0;
+                if (nr == NR2) {
+                    const float *src = b + (j0 + jr + half) * ldb + p0;
+                    for (; p + 8 <= kc; p += 8) {
+                        __m256 r[8];
+                        for (int q = 0; q < 8; q++) r[q] = _mm256_loadu_ps(src + q * ldb + p);
+                        transpose8(r);
+                        for (int q = 0; q < 8; q++) _mm256_store_ps(dst + (p + q) * NR2 + half, r[q]);
+                    }
+                }
+                for (; p < kc; p++)
+                    for (long j = half; j < half + 8; j++)
+                        dst[p * NR2 + j] = j < nr ? b[(j0 + jr + j) * ldb + p0 + p] : 0;
+            }
+        } else {
+            for (long p = 0; p < kc; p++) copy_padded(dst + p * NR2, b + (p0 + p) * ldb + j0 + jr, nr, NR2);
+        }
+        dst += NR2 * kc;
+    }
+}
+
+/// One register tile's kernel and its packers.
+struct isa {
+    long mr, nr;
+    void (*pack_a)(int, const float *, long, long, long, long, long, float *);
+    void (*pack_b)(int, const float *, long, long, long, long, long, float *);
+    void (*kernel)(long, const float *restrict, const float *restrict, float *, long, long, long, float, float);
+};
+
+static const struct isa isa512 = {MR, NR, pack_a, pack_b, kernel};
+static const struct isa isa256 = {MR2, NR2, pack_a_avx2, pack_b_avx2, kernel_avx2};
+
+int amused_sgemm_with(int width, int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a,
+                      long lda, const float *b, long ldb, float beta, float *c, long ldc) {
     if (m <= 0 || n <= 0) return 0;
     if (k <= 0) {  // an empty sum: C = beta · C
         for (long i = 0; i < m; i++)
             for (long j = 0; j < n; j++) c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j];
         return 0;
     }
+    const struct isa *t = width == 512 ? &isa512 : width == 256 ? &isa256 : 0;
+    if (!t) return -1;
     struct buffers *bufs = thread_buffers();
     if (!bufs) return -1;
     for (long jc = 0; jc < n; jc += NC) {
         long nc = n - jc < NC ? n - jc : NC;
         for (long pc = 0; pc < k; pc += KC) {
             long kc = k - pc < KC ? k - pc : KC;
-            pack_b(trans_b, b, ldb, jc, nc, pc, kc, bufs->b);
+            t->pack_b(trans_b, b, ldb, jc, nc, pc, kc, bufs->b);
             float panel_beta = pc == 0 ? beta : 1;  // later depth blocks add to what the first one stored
             for (long ic = 0; ic < m; ic += MC) {
                 long mc = m - ic < MC ? m - ic : MC;
-                pack_a(trans_a, a, lda, ic, mc, pc, kc, bufs->a);
-                for (long jr = 0; jr < nc; jr += NR)
-                    for (long ir = 0; ir < mc; ir += MR)
-                        kernel(kc, bufs->a + ir * kc, bufs->b + jr * kc, c + (ic + ir) * ldc + jc + jr, ldc,
-                               mc - ir < MR ? mc - ir : MR, nc - jr < NR ? nc - jr : NR, alpha, panel_beta);
+                t->pack_a(trans_a, a, lda, ic, mc, pc, kc, bufs->a);
+                for (long jr = 0; jr < nc; jr += t->nr)
+                    for (long ir = 0; ir < mc; ir += t->mr)
+                        t->kernel(kc, bufs->a + ir * kc, bufs->b + jr * kc, c + (ic + ir) * ldc + jc + jr, ldc,
+                                  mc - ir < t->mr ? mc - ir : t->mr, nc - jr < t->nr ? nc - jr : t->nr, alpha,
+                                  panel_beta);
             }
         }
     }
     return 0;
+}
+
+int amused_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
+                 const float *b, long ldb, float beta, float *c, long ldc) {
+    return amused_sgemm_with(amused_sgemm_width(), trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 /// Twelve independent chains of float32 FMAs for `iterations` rounds (zmm here, ymm below); returns the floating-point
@@ -286,8 +453,14 @@ double amused_fma_peak_gflops(long iterations) {
     return 0;
 }
 
+int amused_sgemm_width(void) { return 0; }
 int amused_sgemm_cpu_supported(void) { return 0; }
 int amused_sgemm_available(void) { return 0; }
+int amused_sgemm_with(int width, int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a,
+                      long lda, const float *b, long ldb, float beta, float *c, long ldc) {
+    (void)width;
+    return amused_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
 int amused_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
                  const float *b, long ldb, float beta, float *c, long ldc) {
     (void)trans_a; (void)trans_b; (void)m; (void)n; (void)k; (void)alpha; (void)a; (void)lda; (void)b; (void)ldb;

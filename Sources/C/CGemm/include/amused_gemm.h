@@ -3,18 +3,28 @@
 
 #include <stdint.h>
 
-/// 1 when `amused_sgemm` may be called on this machine: an x86-64 CPU with AVX-512F, in an optimised build (the
+/// 1 when products should go to `amused_sgemm` by default: an x86-64 CPU with AVX-512F, in an optimised build (the
 /// kernel is written with intrinsics, which run about 30 times slower unoptimised than BLAS does; debug builds
-/// therefore use BLAS, and the tests call the kernel directly).
+/// therefore use BLAS, and the tests call the kernel directly). On AVX2-only CPUs the AVX2 kernel is opt-in
+/// (`AMUSED_GEMM=avx2`): on the transformer's shapes it measured level with OpenBLAS's AVX2 kernels, not faster.
 int amused_sgemm_available(void);
 
-/// 1 when the CPU has AVX-512F, whatever the build; lets tests run the kernel in a debug build.
+/// 1 when the CPU has AVX-512F, or AVX2 and FMA, whatever the build; lets tests run the kernel in a debug build.
 int amused_sgemm_cpu_supported(void);
 
+/// The register width of the kernel `amused_sgemm` runs on this CPU: 512 (AVX-512F: 12×32 tile), 256 (AVX2 and FMA:
+/// 6×16 tile) or 0 (neither; BLAS does the products).
+int amused_sgemm_width(void);
+
+/// `amused_sgemm` with the kernel of the given width (512 or 256; the CPU must have it): for tests, benchmarks and
+/// `AMUSED_GEMM=avx2`. Returns -1 for another width.
+int amused_sgemm_with(int width, int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a,
+                      long lda, const float *b, long ldb, float beta, float *c, long ldc);
+
 /// C[m×n] = alpha · op(A) · op(B) + beta · C, row-major, single-threaded, with an AVX-512 micro-kernel (12×32
-/// register tile) over packed panels. op(A) is A (m×k, row stride lda) or, with trans_a, the transpose of A stored
-/// k×m; op(B) is B (k×n) or, with trans_b, the transpose of B stored n×k (a PyTorch Linear weight). With beta == 0,
-/// C is never read. Returns 0, or -1 when its packing buffers could not be allocated (nothing was written; the caller
+/// register tile; 6×16 on AVX2-only CPUs) over packed panels. op(A) is A (m×k, row stride lda) or, with trans_a, the
+/// transpose of A stored k×m; op(B) is B (k×n) or, with trans_b, the transpose of B stored n×k (a PyTorch Linear
+/// weight). With beta == 0, C is never read. Returns 0, or -1 when its packing buffers could not be allocated (nothing was written; the caller
 /// falls back to BLAS). Call only when `amused_sgemm_cpu_supported()` is 1.
 int amused_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a, long lda,
                  const float *b, long ldb, float beta, float *c, long ldc);
