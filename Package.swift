@@ -32,7 +32,8 @@ let package = Package(
             providers: [.apt(["libhdf5-dev"]), .brew(["hdf5"])]),
         // JPEG decoding through libjpeg-turbo (libjpeg-dev), the decoder Pillow uses.
         .target(name: "CJPEG", path: "Sources/C/CJPEG", linkerSettings: [.linkedLibrary("jpeg")]),
-        // AmusedKit's own AVX-512 SGEMM (x86-64), used in optimised builds on CPUs that have AVX-512F; BLAS otherwise.
+        // AmusedKit's own C kernels (x86-64): the SGEMM (AVX-512 in optimised builds on CPUs with AVX-512F, AVX2 on
+        // request; BLAS otherwise), the int8 and bf16 products, and the element-wise passes at AVX-512 width.
         .target(name: "CGemm", path: "Sources/C/CGemm"),
         .systemLibrary(
             name: "CZlib", path: "Sources/C/CZlib", pkgConfig: "zlib",

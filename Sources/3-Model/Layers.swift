@@ -84,12 +84,7 @@ struct Linear: Sendable {
                 m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, b: w, ldb: inFeatures,
                 transposeB: true, c: y, ldc: ldy)
         }
-        if let bias {
-            for r in 0..<rows {
-                let row = y + r * ldy
-                for i in 0..<outFeatures { row[i] += bias.p[i] }
-            }
-        }
+        if let bias { Kernels.addBias(y, rows: rows, dim: outFeatures, ldy: ldy, bias: bias.p) }
     }
 }
 

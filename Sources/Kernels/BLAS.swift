@@ -1,5 +1,5 @@
-// The one door to matrix products: AmusedKit's AVX-512 SGEMM (Sources/C/CGemm) where it runs, else BLAS — OpenBLAS on
-// Linux, Accelerate on Apple platforms. Everything else calls these.
+// The one door to matrix products: AmusedKit's SGEMM (Sources/C/CGemm: AVX-512, or AVX2 on request) where it runs,
+// else BLAS — OpenBLAS on Linux, Accelerate on Apple platforms. Everything else calls these.
 
 import CGemm
 
@@ -65,7 +65,7 @@ public enum Kernels {
             c: c, ldc: ldc, alpha: alpha, beta: beta)
     }
 
-    /// One single-threaded product: the AVX-512 SGEMM when `ownGEMM`, BLAS otherwise (or if the kernel could not
+    /// One single-threaded product: AmusedKit's SGEMM (of `gemmWidth`) when `ownGEMM`, BLAS otherwise (or if the kernel could not
     /// allocate its packing buffers).
     @inline(__always)
     static func gemmCall(

@@ -232,9 +232,20 @@ extension Kernels {
 
     /// Adds `bias[c]` to every row of `rows × dim`.
     public static func addBias(_ y: UnsafeMutablePointer<Float>, rows: Int, dim: Int, bias: UnsafePointer<Float>) {
-        for r in 0..<rows {
-            let row = y + r * dim
-            for i in 0..<dim { row[i] += bias[i] }
+        addBias(y, rows: rows, dim: dim, ldy: dim, bias: bias)
+    }
+
+    /// Adds `bias[c]` to the first `dim` values of every row of `y` (row stride `ldy`), rows split over the cores.
+    public static func addBias(
+        _ y: UnsafeMutablePointer<Float>, rows: Int, dim: Int, ldy: Int, bias: UnsafePointer<Float>
+    ) {
+        let ys = SharedPointer(y), bs = UncheckedSendable(bias)
+        Parallel.chunks(rows, cost: dim) { range in
+            let bias = bs.value
+            for r in range {
+                let row = ys.p + r * ldy
+                for i in 0..<dim { row[i] += bias[i] }
+            }
         }
     }
 }

@@ -26,6 +26,7 @@ struct OwnGEMMTests {
         Case(m: 7, n: 17, k: 9, transB: true, beta: 1),  // one past each AVX2 edge, C read back
         Case(m: 11, n: 31, k: 255, transA: true),  // one short of each edge
         Case(m: 193, n: 17, k: 70, transA: true, transB: true),  // two MC blocks
+        Case(m: 192, n: 16, k: 256),  // a full MC × KC block of row-major A: packing ends at the buffer's end
         Case(m: 7, n: 515, k: 40, alpha: 2, beta: 0.5, pad: 3),  // two NC blocks, C accumulated
         Case(m: 30, n: 100, k: 600, transB: true, alpha: 0.25, beta: 1, pad: 5),  // three KC blocks add up
         Case(m: 200, n: 520, k: 9, transA: true, beta: -1, pad: 1),
@@ -83,5 +84,6 @@ struct OwnGEMMTests {
         #expect(Kernels.gemmWidth(environment: "blas") == 0)
         #expect(Kernels.gemmWidth(environment: "own") == amused_sgemm_width())
         #expect(Kernels.gemmWidth(environment: "avx2") == 256)
+        #expect(Kernels.gemmWidth(environment: nil) == (amused_sgemm_available() == 1 ? 512 : 0))
     }
 }

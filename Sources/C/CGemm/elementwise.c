@@ -2,14 +2,22 @@
 // AVX-512, sixteen lanes at a time. Swift compiles AmusedKernels for the baseline x86-64 (SSE2: four lanes, no FMA), so
 // its SIMD8 FastMath ran at a quarter of the width these CPUs have; measured on a Zen 4, the int8 bundle's step spent
 // about a sixth of its time here. Every function is bit-identical to its Swift twin in FastMath.swift: the same IEEE
-// operations in the same order, lane by lane (no FMA contraction — the pragma below), so which path runs never
-// changes a result, and the tests compare the two bit for bit.
+// operations in the same order, lane by lane (no FMA contraction — the pragma below; negation flips the sign bit, as
+// Swift's prefix minus does), so which path runs never changes a result (a NaN stays a NaN, though which of two NaN
+// operands an instruction passes on is the compiler's choice), and the tests compare the two bit for bit.
 
 #include "amused_gemm.h"
 
+#if defined(__FAST_MATH__)
+#error "elementwise.c must be bit-identical to FastMath.swift: build it without -ffast-math"
+#endif
+
+// Clang honours this pragma (SwiftPM compiles C with clang; -ffp-contract=fast on the command line would override it,
+// so do not build this file with it). GCC ignores it and fuses by default, so other compilers get the stubs below
+// and the Swift loops run.
 #pragma clang fp contract(off)
 
-#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#if defined(__x86_64__) && defined(__clang__)
 #include <immintrin.h>
 
 int amused_elementwise_cpu_supported(void) {
@@ -18,6 +26,11 @@ int amused_elementwise_cpu_supported(void) {
 }
 
 #define AVX512 __attribute__((target("avx512f")))
+
+/// −x, by flipping the sign bit (as Swift's prefix minus: 0 − x would differ for NaN and for −0).
+AVX512 static inline __m512 neg16(__m512 x) {
+    return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u)));
+}
 
 /// FastMath.exp: x = n·ln2 + r by the 1.5·2^23 rounding trick, a degree-6 polynomial for e^r, 2^n through the
 /// exponent bits; lanes above 88.7 give +inf, below −87.3 give 0.
@@ -46,7 +59,7 @@ AVX512 static inline __m512 exp16(__m512 x) {
 AVX512 static inline __m512 erf16(__m512 x) {
     __m512 zero = _mm512_setzero_ps();
     __mmask16 negative = _mm512_cmp_ps_mask(x, zero, _CMP_LT_OQ);
-    __m512 a = _mm512_mask_mov_ps(x, negative, _mm512_sub_ps(zero, x));
+    __m512 a = _mm512_mask_mov_ps(x, negative, neg16(x));
     __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f),
                              _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_mul_ps(_mm512_set1_ps(0.3275911f), a)));
     __m512 p = _mm512_set1_ps(1.061405429f);
@@ -55,20 +68,20 @@ AVX512 static inline __m512 erf16(__m512 x) {
     p = _mm512_sub_ps(_mm512_mul_ps(p, t), _mm512_set1_ps(0.284496736f));
     p = _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_set1_ps(0.254829592f));
     p = _mm512_mul_ps(p, t);
-    __m512 y = _mm512_sub_ps(_mm512_set1_ps(1.0f), _mm512_mul_ps(p, exp16(_mm512_sub_ps(zero, _mm512_mul_ps(a, a)))));
-    return _mm512_mask_mov_ps(y, negative, _mm512_sub_ps(zero, y));
+    __m512 y = _mm512_sub_ps(_mm512_set1_ps(1.0f), _mm512_mul_ps(p, exp16(neg16(_mm512_mul_ps(a, a)))));
+    return _mm512_mask_mov_ps(y, negative, neg16(y));
 }
 
 /// One function of FastMath.Function on sixteen lanes.
 AVX512 static inline __m512 evaluate16(int function, __m512 v, __m512 shift) {
-    __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
+    __m512 one = _mm512_set1_ps(1.0f);
     switch (function) {
     case AMUSED_GELU: {  // 0.5·x·(1 + erf(x·(1/√2)))
         __m512 e = erf16(_mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752f)));
         return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), _mm512_add_ps(one, e));
     }
     case AMUSED_SILU:  // x / (1 + e^(−x))
-        return _mm512_div_ps(v, _mm512_add_ps(one, exp16(_mm512_sub_ps(zero, v))));
+        return _mm512_div_ps(v, _mm512_add_ps(one, exp16(neg16(v))));
     case AMUSED_QUICK_GELU:  // x / (1 + e^(−1.702·x))
         return _mm512_div_ps(v, _mm512_add_ps(one, exp16(_mm512_mul_ps(_mm512_set1_ps(-1.702f), v))));
     default:  // e^(x − shift)

@@ -2,8 +2,9 @@
 // into KC×NR panels that stay in L1, A into MR×KC panels from a block that stays in L2, and a 12×32 tile of C is
 // accumulated in 24 zmm registers. Debian's OpenBLAS is pinned here to its AVX2 (Haswell) kernels
 // (OPENBLAS_CORETYPE), which reach about 120 GFLOP/s per core at the model's shapes; this kernel reaches 180–220 on
-// the same core. CPUs with AVX2 and FMA but no AVX-512 (Zen 3, most client CPUs) get the same algorithm with a 6×16
-// tile in 12 ymm accumulators (`amused_sgemm_width`); other CPUs and platforms keep BLAS (AmusedKernels decides;
+// the same core. The same algorithm with a 6×16 tile in 12 ymm accumulators runs on CPUs with AVX2 and FMA (Zen 3,
+// most client CPUs) when asked for (`amused_sgemm_with(256, …)`, AMUSED_GEMM=avx2): it measured level with
+// OpenBLAS's AVX2 kernels, so BLAS stays their default. Other CPUs and platforms keep BLAS (AmusedKernels decides;
 // see BLAS.swift).
 
 #include "amused_gemm.h"
@@ -366,14 +367,14 @@ static const struct isa isa256 = {MR2, NR2, pack_a_avx2, pack_b_avx2, kernel_avx
 
 int amused_sgemm_with(int width, int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a,
                       long lda, const float *b, long ldb, float beta, float *c, long ldc) {
+    const struct isa *t = width == 512 ? &isa512 : width == 256 ? &isa256 : 0;
+    if (!t) return -1;
     if (m <= 0 || n <= 0) return 0;
     if (k <= 0) {  // an empty sum: C = beta · C
         for (long i = 0; i < m; i++)
             for (long j = 0; j < n; j++) c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j];
         return 0;
     }
-    const struct isa *t = width == 512 ? &isa512 : width == 256 ? &isa256 : 0;
-    if (!t) return -1;
     struct buffers *bufs = thread_buffers();
     if (!bufs) return -1;
     for (long jc = 0; jc < n; jc += NC) {
