@@ -26,7 +26,8 @@ struct ElementwiseTests {
             100, -100, 3.4e38,
         ]
         return (0..<count).map { i in
-            (i + shift) % 5 == 0 ? special[((i + shift) / 5) % special.count] : Float((i * 7919 + shift) % 2001) / 40 - 25
+            (i + shift) % 5 == 0
+                ? special[((i + shift) / 5) % special.count] : Float((i * 7919 + shift) % 2001) / 40 - 25
         }
     }
 
@@ -44,7 +45,9 @@ struct ElementwiseTests {
     }
 
     // expShifted(0) puts the exponential's cut-offs (88.7, −87.3) themselves among the inputs.
-    @Test(arguments: [FastMath.Function.gelu, .silu, .quickGelu, .expShifted(0), .expShifted(1.5), .expShifted(-.infinity)])
+    @Test(arguments: [
+        FastMath.Function.gelu, .silu, .quickGelu, .expShifted(0), .expShifted(1.5), .expShifted(-.infinity),
+    ])
     func applyIsBitIdenticalToTheSwiftLoop(_ f: FastMath.Function) {
         for count in Self.lengths {
             for shift in 0..<5 {

@@ -9,7 +9,9 @@ import AmusedKernels
 import CGemm
 import Testing
 
-@Suite("Own SGEMM", .enabled(if: amused_sgemm_width() != 0, "the CPU has neither AVX-512F nor AVX2; BLAS does every product"))
+@Suite(
+    "Own SGEMM",
+    .enabled(if: amused_sgemm_width() != 0, "the CPU has neither AVX-512F nor AVX2; BLAS does every product"))
 struct OwnGEMMTests {
     struct Case: CustomTestStringConvertible, Sendable {
         var m: Int, n: Int, k: Int, transA = false, transB = false, alpha: Float = 1, beta: Float = 0, pad = 0
