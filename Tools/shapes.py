@@ -34,7 +34,7 @@ SIZES = (0.45, 0.75)
 # from the image's edge. 4 — the VQ-GAN's token cells — is the default: a square's edges then fall between tokens, so
 # every token of a square is pure object or pure background, and the sampler (which draws each token on its own)
 # cannot leave a square's edge ragged. Trained on continuous positions, the default drew squares as ragged blobs the
-# checker took for circles (0 of 56 squares right, docs/trained-default.md).
+# checker took for circles (1 of 144 squares right, docs/trained-default.md).
 GRID = 4
 
 # (colour, shape) pairs never drawn in training: the evaluation measures how well colour and shape compose.
