@@ -65,8 +65,8 @@ public enum Kernels {
             c: c, ldc: ldc, alpha: alpha, beta: beta)
     }
 
-    /// One single-threaded product: AmusedKit's SGEMM (of `gemmWidth`) when `ownGEMM`, BLAS otherwise (or if the kernel could not
-    /// allocate its packing buffers).
+    /// One single-threaded product: AmusedKit's SGEMM (of `gemmWidth`) when `ownGEMM`, BLAS otherwise (or if the
+    /// kernel could not allocate its packing buffers).
     @inline(__always)
     static func gemmCall(
         m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,

@@ -58,7 +58,8 @@ public struct SharedPointer: @unchecked Sendable {
 extension Kernels {
     /// Σ f(row[i]) over sixteen running sums (lane l adds f of elements l, l+16, …; a ragged tail's missing lanes add
     /// nothing), their halves then added pairwise: sixteen independent chains where one sum would wait on every add.
-    /// The norms' statistics use it; the order differs from a left-to-right sum by float32 rounding only.
+    /// The norms' statistics and the portable softmax use it (the AVX-512 softmax sums in the same order); the order
+    /// differs from a left-to-right sum by float32 rounding only.
     @inline(__always)
     static func laneSum(
         _ row: UnsafePointer<Float>, _ dim: Int, _ f: (SIMD16<Float>) -> SIMD16<Float>
@@ -209,19 +210,7 @@ extension Kernels {
         var maxValue = -Float.infinity
         for i in 0..<dim where row[i] > maxValue { maxValue = row[i] }
         FastMath.applyPortable(row, dim, .expShifted(maxValue))
-        var lanes = SIMD16<Float>(repeating: 0)
-        var i = 0
-        while i + 16 <= dim {
-            lanes += UnsafeRawPointer(row + i).loadUnaligned(as: SIMD16<Float>.self)
-            i += 16
-        }
-        if i < dim {
-            var tail = SIMD16<Float>(repeating: 0)
-            for k in 0..<(dim - i) { tail[k] = row[i + k] }
-            lanes += tail
-        }
-        let h8 = lanes.lowHalf + lanes.highHalf, h4 = h8.lowHalf + h8.highHalf, h2 = h4.lowHalf + h4.highHalf
-        let inv = 1 / (h2[0] + h2[1])
+        let inv = 1 / laneSum(row, dim) { $0 }
         for i in 0..<dim { row[i] *= inv }
     }
 
