@@ -103,6 +103,8 @@ def main() -> None:
     ap.add_argument("--model", required=True)
     ap.add_argument("--guidance", type=float, default=4.0)
     ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--temperature", type=float, nargs=2, default=[2.0, 0.0], metavar=("START", "END"),
+                    help="the sampler's Gumbel temperature for choosing which tokens stay, start and end (diffusers' default 2 0)")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--out", help="JSON report")
     ap.add_argument("--gallery", help="PNG of the first images")
@@ -137,7 +139,7 @@ def main() -> None:
                 chunk = [p["prompt"] for p in items[i:i + 64]]
                 g = torch.Generator().manual_seed(seed * 1000 + i)
                 out = pipe(chunk, num_inference_steps=args.steps, guidance_scale=args.guidance, generator=g,
-                           output_type="np").images
+                           temperature=tuple(args.temperature), output_type="np").images
                 pics += [(x * 255).round().astype(np.uint8) for x in out]
         else:
             pics = [np.asarray(Image.open(Path(args.images) / f"s{seed}-{k}.png").convert("RGB"))
@@ -147,7 +149,8 @@ def main() -> None:
                 Path(args.save).mkdir(parents=True, exist_ok=True)
                 Image.fromarray(img).save(Path(args.save) / f"s{seed}-{k}.png")
             results.append({**p, "seed": seed, "got": shapes.classify(img), "image": img})
-    report = {"model": args.model, "steps": args.steps, "guidance": args.guidance, "seeds": args.seeds,
+    report = {"model": args.model, "steps": args.steps, "guidance": args.guidance,
+              "temperature": args.temperature, "seeds": args.seeds,
               "prompts": len(items), "scores": score(results), "shape_confusion": confusion(results)}
     print(json.dumps({k: report[k] for k in ("scores", "shape_confusion")}, indent=1))
     if args.out:

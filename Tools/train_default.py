@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -277,8 +278,8 @@ def main() -> None:
     ap.add_argument("--vq-batch", type=int, default=16)
     ap.add_argument("--vq-lr", type=float, default=2e-3)
     ap.add_argument("--vq-images", type=int, default=3000)
-    ap.add_argument("--steps", type=int, default=1800)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--images", type=int, default=24000)
     ap.add_argument("--vq-from", help="reuse the VQ of an earlier run's folder instead of training one")
@@ -297,8 +298,16 @@ def main() -> None:
     began = time.time()
     if args.vq_from:
         vq = VQModel.from_pretrained(Path(args.vq_from) / "vqvae").eval()
+        # from_pretrained notes where it read from; drop that so the saved config is the one command's, byte for byte.
+        vq._internal_dict = type(vq.config)({k: v for k, v in vq.config.items() if k != "_name_or_path"})
+        earlier_log = Path(args.vq_from) / "training" / "loss-vq.tsv"
+        if earlier_log.exists():  # the VQ's own loss curve travels with it (and into losses.png)
+            shutil.copyfile(earlier_log, logs / "loss-vq.tsv")
     else:
-        vq = train_vq(args, logs / "loss-vq.tsv")
+        # The transformer learns the tokens of the VQ as it is saved and shipped, float16-rounded (below), not of
+        # the float32 weights training ended with: the two encode a few tokens differently, and with the rounding
+        # here the one command and `--vq-from` its own output train the same transformer, bit for bit.
+        vq = train_vq(args, logs / "loss-vq.tsv").half().float()
     vq_eval = evaluate_vq(vq, args.seed + 100)
     print("vq held-out:", vq_eval, flush=True)
     (logs / "vq-eval.json").write_text(json.dumps(vq_eval, indent=1) + "\n")
