@@ -104,7 +104,8 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=4.0)
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--temperature", type=float, nargs=2, default=[2.0, 0.0], metavar=("START", "END"),
-                    help="the sampler's Gumbel temperature for choosing which tokens stay, start and end (diffusers' default 2 0)")
+                    help="the sampler's Gumbel temperature for choosing which tokens stay, start and end "
+                         "(diffusers' default: 2 0)")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--out", help="JSON report")
     ap.add_argument("--gallery", help="PNG of the first images")
