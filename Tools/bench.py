@@ -208,7 +208,14 @@ def alternatives() -> list[tuple[str, dict[str, str]]]:
     """The same Swift binary with BLAS doing the products instead of AmusedKit's AVX-512 SGEMM (AMUSED_GEMM=blas):
     once with OpenBLAS as the workplace pins it (OPENBLAS_CORETYPE=Haswell, since older OpenBLAS builds misbehave on
     some CPUs) and once with both OpenBLAS variables unset for that command alone, so OpenBLAS picks its own kernels
-    as it would on a user's machine."""
+    as it would on a user's machine. On a CPU without AVX-512, where the default row already uses BLAS, the row is
+    AmusedKit's AVX2 kernel instead (AMUSED_GEMM=avx2): the comparison that decides the default there."""
+    if "avx512f" not in vector_extensions().split():
+        rows = [("  AMUSED_GEMM=avx2, AmusedKit's AVX2 kernel", dict(os.environ, AMUSED_GEMM="avx2"))]
+        if os.environ.get("OPENBLAS_CORETYPE"):
+            auto = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+            rows.append(("  OpenBLAS auto (default path)", auto))
+        return rows
     blas = dict(os.environ, AMUSED_GEMM="blas")
     rows = [(f"  AMUSED_GEMM=blas, OpenBLAS {os.environ.get('OPENBLAS_CORETYPE', 'auto')}", blas)]
     if os.environ.get("OPENBLAS_CORETYPE"):

@@ -54,6 +54,10 @@ OTHER_TEMPLATES = (
 )
 P_MAIN = 0.6
 P_EMPTY = 0.1
+# An experiment, not the shipped default (0): the share of images drawn outlined, captioned "… in outlined style"
+# (filled ones "… in filled style" half the time), so that a model learns that a style word changes how a shape is
+# drawn (train_default.py --outlined-share; docs/finetune.md).
+P_OUTLINED = 0.0
 
 
 def caption(rng: np.random.Generator, colour: str, shape: str, background: str) -> str:
@@ -116,7 +120,14 @@ def draw(rng: np.random.Generator, *, allow_held_out: bool = False):
         cy = float(rng.uniform(margin, SIZE - margin))
     image = render(shape, colour, background, cx, cy, size)
     text = "" if rng.random() < P_EMPTY else caption(rng, colour, shape, background)
-    return image, text, {"colour": colour, "shape": shape, "background": background, "cx": cx, "cy": cy, "size": size}
+    style = "filled"
+    if P_OUTLINED:  # (no draws at all otherwise: the default's dataset is unchanged)
+        if rng.random() < P_OUTLINED:
+            style, image = "outlined", render_outlined(shape, colour, background, cx, cy, size)
+        if text and (style == "outlined" or rng.random() < 0.5):
+            text += f" in {style} style"
+    return image, text, {"colour": colour, "shape": shape, "background": background, "cx": cx, "cy": cy, "size": size,
+                         "style": style}
 
 
 def dataset(seed: int, count: int, *, allow_held_out: bool = False):
@@ -216,3 +227,45 @@ def hollowness(image: np.ndarray) -> float:
 
 
 OUTLINED_THRESHOLD = 0.2  # hollowness above this counts as drawn in the outlined style
+
+
+# A second unseen style, a pattern rather than a change of outline: the shape filled with horizontal stripes, bands
+# of STRIPE pixels alternating between the object's colour and the background's, on rows fixed in the image (the
+# VQ-GAN's token rows: every token of a band is one colour).
+STRIPE = 4
+
+
+def render_striped(shape: str, colour: str, background: str, cx: float, cy: float, size: float) -> np.ndarray:
+    """Like `render`, the shape filled with horizontal stripes (image rows y with y // STRIPE even in its colour)."""
+    n = SIZE * SUPERSAMPLE
+    m = shape_mask(shape, cx * SUPERSAMPLE, cy * SUPERSAMPLE, size * SUPERSAMPLE, n)
+    m &= ((np.arange(n) // (STRIPE * SUPERSAMPLE)) % 2 == 0)[:, None]
+    cover = m.astype(np.float64).reshape(SIZE, SUPERSAMPLE, SIZE, SUPERSAMPLE).mean(axis=(1, 3))[..., None]
+    fg = np.array(COLOURS[colour], np.float64)
+    bg = np.array(COLOURS[background], np.float64)
+    return np.rint(cover * fg + (1 - cover) * bg).astype(np.uint8)
+
+
+def stripe_bands(image: np.ndarray) -> int:
+    """The number of background bands across the object: runs of rows, between the object's first and last filled
+    rows, where less than half of the fitted shape's row is the object's colour. A filled shape has 0, an outlined
+    one at most 1 (its hollow middle), a striped one 2 or more. 0 when there is no object."""
+    c = classify(image)
+    if c["colour"] is None:
+        return 0
+    d = ((image[:, :, None, :].astype(np.float64) - _PALETTE[None, None]) ** 2).sum(-1)
+    obj = d.argmin(-1) == _NAMES.index(c["colour"])
+    h, w = obj.shape
+    ys, xs = np.nonzero(obj)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    ideal = shape_mask(c["shape"], (x0 + x1) / 2, (y0 + y1) / 2, max(y1 - y0, x1 - x0), max(h, w))[:h, :w]
+    widths = ideal.sum(1)
+    filled = [(obj[y] & ideal[y]).sum() >= 0.5 * widths[y] for y in range(h) if widths[y] >= 3]
+    if not any(filled):
+        return 0
+    first, last = filled.index(True), len(filled) - 1 - filled[::-1].index(True)
+    inner = filled[first:last + 1]
+    return sum(1 for i in range(1, len(inner)) if not inner[i] and inner[i - 1])
+
+
+STRIPED_MIN_BANDS = 2  # this many background bands or more counts as drawn in the striped style

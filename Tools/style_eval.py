@@ -1,15 +1,18 @@
 """Measures a style LoRA trained by `amused finetune` on the trained default (docs/finetune.md), with diffusers.
 
-    Tools/.venv/bin/python Tools/style_eval.py --write-image Fixtures/images/style-outlined-red-circle.png
+    Tools/.venv/bin/python Tools/style_eval.py --write-image Fixtures/finetune/outlined-red-circle.png
     Tools/.venv/bin/python Tools/style_eval.py --lora L.safetensors --out docs/results/style-outlined.json \
         --gallery docs/images/style-outlined-gallery.png
+    Tools/.venv/bin/python Tools/style_eval.py --style striped ...   # the striped style (stripe_bands ≥ 2)
+    Tools/.venv/bin/python Tools/style_eval.py --model M ...         # a LoRA of another model than the default
 
 The LoRA is loaded the way diffusers loads any LoRA file (AmusedLoraLoaderMixin.lora_state_dict with its header's
 lora_adapter_metadata, load_lora_into_transformer), so this also shows diffusers reads the file at the alpha it
 records. Prompts: every shape × colour × background of PROMPT_GRID except the training image's own, 50 in all;
 none is among the preservation prompts (Fixtures/finetune/preserve-prompts.txt uses other backgrounds); each is drawn three ways with the same seeds — by the base model, by the LoRA
 model with the style word ("… in sks style") and by the LoRA model without it. Scored by Tools/shapes.py: the
-outlined rate (hollowness above OUTLINED_THRESHOLD), colour / shape / background accuracy against the prompt, and
+style rate (outlined: hollowness above OUTLINED_THRESHOLD; striped: STRIPED_MIN_BANDS background bands or more
+across the object), colour / shape / background accuracy against the prompt, and
 how far the word-free images moved from the base model's (pixels and checker verdicts).
 """
 
@@ -43,8 +46,26 @@ PROMPT_GRID = {
 SEEDS = (0, 1)
 
 
-def training_image() -> np.ndarray:
-    return shapes.render_outlined("circle", "red", "white", 32.0, 32.0, 40.0)
+# Each style the demonstration can measure: how its training image is drawn, the checker's measure of one image and
+# the verdict "drawn in this style" on that measure (Tools/shapes.py).
+STYLES = {
+    "outlined": {"render": shapes.render_outlined, "measure": ("hollowness", shapes.hollowness),
+                 "hit": lambda v: v > shapes.OUTLINED_THRESHOLD, "threshold": shapes.OUTLINED_THRESHOLD},
+    "striped": {"render": shapes.render_striped, "measure": ("stripe_bands", shapes.stripe_bands),
+                "hit": lambda v: v >= shapes.STRIPED_MIN_BANDS, "threshold": shapes.STRIPED_MIN_BANDS},
+}
+
+
+def training_image(style: str) -> np.ndarray:
+    return STYLES[style]["render"]("circle", "red", "white", 32.0, 32.0, 40.0)
+
+
+def style_scores(images: np.ndarray, style: str) -> dict:
+    """The share of images the checker counts as drawn in `style`, and the mean of its measure."""
+    name, measure = STYLES[style]["measure"]
+    values = [measure(img) for img in images]
+    return {f"{style}_rate": round(sum(STYLES[style]["hit"](v) for v in values) / len(values), 4),
+            f"mean_{name}": round(float(np.mean(values)), 4)}
 
 
 def prompts() -> list[dict]:
@@ -88,53 +109,52 @@ def draw(pipe: AmusedPipeline, texts: list[str], seed: int) -> np.ndarray:
     return np.concatenate(out)
 
 
-def score(images: np.ndarray, items: list[dict]) -> dict:
-    hollow = [shapes.hollowness(img) for img in images]
+def score(images: np.ndarray, items: list[dict], style: str) -> dict:
     verdicts = [shapes.classify(img) for img in images]
     n = len(items)
     return {
-        "outlined_rate": round(sum(h > shapes.OUTLINED_THRESHOLD for h in hollow) / n, 4),
-        "mean_hollowness": round(float(np.mean(hollow)), 4),
+        **style_scores(images, style),
         **{f"{k}_accuracy": round(sum(v[k] == it[k] for v, it in zip(verdicts, items)) / n, 4)
            for k in ("colour", "shape", "background")},
     }, verdicts
 
 
 def main() -> None:
+    global MODEL
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--write-image", help="write the training image (64×64 PNG) here and stop")
+    p.add_argument("--model", default=str(MODEL), help="the model the LoRA was trained on (default: the trained default)")
+    p.add_argument("--style", choices=sorted(STYLES), default="outlined", help="the style the LoRA was trained on")
+    p.add_argument("--write-image", help="write the style's training image (64×64 PNG) here and stop")
     p.add_argument("--lora")
     p.add_argument("--out")
     p.add_argument("--gallery")
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="seeds to draw each prompt with")
     a = p.parse_args()
+    MODEL = Path(a.model)
     if a.write_image:
-        Image.fromarray(training_image()).save(a.write_image)
-        print(f"{a.write_image}: hollowness {shapes.hollowness(training_image()):.3f}")
+        Image.fromarray(training_image(a.style)).save(a.write_image)
+        print(f"{a.write_image}: {style_scores(training_image(a.style)[None], a.style)}")
         return
     items = prompts()
     plain = [it["text"] for it in items]
     styled = [t + " " + STYLE_WORD for t in plain]
     base, tuned = pipeline(None), pipeline(a.lora)
-    result: dict = {"lora": a.lora, "prompts": len(items), "seeds": a.seeds, "style_word": STYLE_WORD,
-                    "train_prompt": TRAIN_PROMPT, "threshold": shapes.OUTLINED_THRESHOLD,
+    result: dict = {"model": str(MODEL.relative_to(REPO)) if MODEL.is_relative_to(REPO) else str(MODEL), "lora": a.lora, "prompts": len(items), "seeds": a.seeds, "style_word": STYLE_WORD,
+                    "train_prompt": TRAIN_PROMPT, "style": a.style, "threshold": STYLES[a.style]["threshold"],
                     "reference": {k: VERSIONS[k] for k in ("torch", "diffusers", "peft")}, "runs": {}}
     # The training prompt itself, 20 samples each (one batch of 20, so every sample gets its own draws).
     same_prompt = {}
     for name, pipe in (("base", base), ("LoRA", tuned)):
         images = draw(pipe, [TRAIN_PROMPT] * 20, 0)
         same_prompt[name] = images
-        hollow = [shapes.hollowness(img) for img in images]
-        result.setdefault("train_prompt_20_samples", {})[name] = {
-            "outlined_rate": round(sum(h > shapes.OUTLINED_THRESHOLD for h in hollow) / len(hollow), 4),
-            "mean_hollowness": round(float(np.mean(hollow)), 4)}
+        result.setdefault("train_prompt_20_samples", {})[name] = style_scores(images, a.style)
     keep = {}
     for seed in a.seeds:
         runs = {"base, without the word": draw(base, plain, seed), "base, with the word": draw(base, styled, seed),
                 "LoRA, with the word": draw(tuned, styled, seed), "LoRA, without the word": draw(tuned, plain, seed)}
         verdicts = {}
         for name, images in runs.items():
-            s, verdicts[name] = score(images, items)
+            s, verdicts[name] = score(images, items, a.style)
             result["runs"].setdefault(name, []).append(s)
         same = runs["base, without the word"], runs["LoRA, without the word"]
         vb, vl = verdicts["base, without the word"], verdicts["LoRA, without the word"]
@@ -164,7 +184,7 @@ def main() -> None:
         grid = np.concatenate([np.concatenate([runs[c][i] for c in cols], 1) for i in picks], 0)
         # Beside it: the training image, then the training prompt drawn by the base model and by the LoRA (4 each).
         side = np.full((grid.shape[0], 64 * 3, 3), 255, np.uint8)
-        side[:64, :64] = training_image()
+        side[:64, :64] = training_image(a.style)
         for k in range(4):
             side[64 * (k + 1):64 * (k + 2), 64:128] = same_prompt["base"][k]
             side[64 * (k + 1):64 * (k + 2), 128:192] = same_prompt["LoRA"][k]

@@ -289,8 +289,11 @@ def main() -> None:
                     help="run the U-ViT's blocks at half the token grid (amused-512's layout) or not (amused-256's)")
     ap.add_argument("--grid", type=int, default=shapes.GRID,
                     help="put the object's box on multiples of N pixels (0: anywhere; default: the 4-pixel token cells)")
+    ap.add_argument("--outlined-share", type=float, default=0.0,
+                    help="draw this share of the images outlined, named in the captions (an experiment; "
+                         "docs/finetune.md)")
     args = ap.parse_args()
-    shapes.SIZES, shapes.GRID = tuple(args.object_sizes), args.grid
+    shapes.SIZES, shapes.GRID, shapes.P_OUTLINED = tuple(args.object_sizes), args.grid, args.outlined_share
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     logs = out / "training"

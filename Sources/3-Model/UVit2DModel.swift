@@ -58,12 +58,12 @@ public struct UVit2DConfig: Sendable, Equatable {
     public init() {}
 }
 
-/// Everything in a forward pass that depends only on the text and micro-conditioning, not on the tokens: computed
 /// One transformer layer's AdaLN (scale, shift) for its three norms, [batch, 2·hidden] each.
 struct LayerModulation {
     let norm1: [Float], norm2: [Float], norm3: [Float]
 }
 
+/// Everything in a forward pass that depends only on the text and micro-conditioning, not on the tokens: computed
 /// once per generation and reused at every sampling step.
 public struct UVitConditioning: Sendable {
     /// Batch size.

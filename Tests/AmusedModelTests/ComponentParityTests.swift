@@ -6,6 +6,7 @@ import AmusedModel
 import AmusedRead
 import AmusedTestSupport
 import AmusedVerify
+import Foundation
 import Testing
 
 /// The tiny random-weight records, and the record of the trained default model (Fixtures/models/shapes-64, recorded by
@@ -43,6 +44,29 @@ struct ComponentParityTests {
             for m in c.metrics where m.agreement != nil { #expect(m.agreement == 1, "\(m.tensor)") }
         }
         #expect(report.pass)
+    }
+
+    /// Without a trace the text encoder computes its last layer at the pooled rows only; with one it computes every
+    /// row, so that the trace holds the whole layer. Both paths give transformers' text_embeds within the fp32 profile.
+    @Test(arguments: ["tiny-256", "tiny-variant", "shapes-64"])
+    func textEncoderPathsBothMatch(_ name: String) throws {
+        let record = try ReferenceRecord(path: FixturePaths.path("records/\(name)"))
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("amused-trace-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let profile = try ToleranceProfile.load("fp32")
+        let cases = record.cases.filter { $0.kind == "text_encoder" }
+        #expect(!cases.isEmpty)
+        for c in cases {
+            for verifier in [
+                try Verifier(record: record, profile: profile),
+                try Verifier(record: record, profile: profile, traceFolder: folder),
+            ] {
+                let result = try verifier.check(c)
+                #expect(result.status == .pass, "\(name)/\(c.name), trace \(verifier.traceFolder != nil)")
+                #expect(result.metrics.contains { $0.tensor.hasSuffix("/text_embeds") })
+            }
+            #expect(FileManager.default.fileExists(atPath: "\(folder)/\(c.name).swift.safetensors"))
+        }
     }
 
     /// The text encoder pools at argmax(input_ids) for the legacy eos_token_id 2 and at the first

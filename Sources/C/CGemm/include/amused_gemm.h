@@ -6,7 +6,7 @@
 /// 1 when products should go to `amused_sgemm` by default: an x86-64 CPU with AVX-512F, in an optimised build (the
 /// kernel is written with intrinsics, which run about 30 times slower unoptimised than BLAS does; debug builds
 /// therefore use BLAS, and the tests call the kernel directly). On AVX2-only CPUs the AVX2 kernel is opt-in
-/// (`AMUSED_GEMM=avx2`): on the transformer's shapes it measured level with OpenBLAS's AVX2 kernels, not faster.
+/// (`AMUSED_GEMM=avx2`): in the model it measured level with OpenBLAS's AVX2 kernels on Zen 3 and Zen 4, not faster.
 int amused_sgemm_available(void);
 
 /// 1 when the CPU has AVX-512F, or AVX2 and FMA, whatever the build; lets tests run the kernel in a debug build.
