@@ -5,7 +5,7 @@
 // the same core. The same algorithm with a 6×16 tile in 12 ymm accumulators runs on CPUs with AVX2 and FMA (Zen 3,
 // most client CPUs) when asked for (`amused_sgemm_with(256, …)`, AMUSED_GEMM=avx2): it measured level with
 // OpenBLAS's AVX2 kernels — on a Zen 4 running AVX2 code and on a Zen 3, in the model (interleaved A/B, Zen 3:
-// transformer forward 2.84 s against OpenBLAS's 2.81, a generation 1.7% slower; docs/results/
+// transformer forward 2.84 s against OpenBLAS's 2.81, a generation 1.9% slower; docs/results/
 // gemm-avx2-vs-openblas-zen3-20261203.txt) — so BLAS stays their default. Other CPUs and platforms keep BLAS
 // (AmusedKernels decides; see BLAS.swift).
 
