@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--train-step", action="store_true", help="time one LoRA fine-tuning step instead")
     ap.add_argument("--bundles", default="", help="comma-separated presets to convert and time beside float32")
     ap.add_argument("--no-blas-rows", action="store_true",
-                    help="skip the AMUSED_GEMM=blas comparison rows (time the default build only)")
+                    help="skip the comparison rows (AMUSED_GEMM=blas; avx2 on AVX2-only CPUs): time the default build only")
     args = ap.parse_args()
     model = Path(args.model)
     if not (model / "transformer").exists():
@@ -210,7 +210,8 @@ def alternatives() -> list[tuple[str, dict[str, str]]]:
     some CPUs) and once with both OpenBLAS variables unset for that command alone, so OpenBLAS picks its own kernels
     as it would on a user's machine. On a CPU without AVX-512, where the default row already uses BLAS, the row is
     AmusedKit's AVX2 kernel instead (AMUSED_GEMM=avx2): the comparison that decides the default there."""
-    if "avx512f" not in vector_extensions().split():
+    flags = vector_extensions().split()
+    if "avx512f" not in flags and {"avx2", "fma"} <= set(flags):
         rows = [("  AMUSED_GEMM=avx2, AmusedKit's AVX2 kernel", dict(os.environ, AMUSED_GEMM="avx2"))]
         if os.environ.get("OPENBLAS_CORETYPE"):
             auto = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}

@@ -7,8 +7,9 @@ circle of Tools/style_eval.py with the 55 preservation prompts (the base model's
 4), 300 steps — the recipe of `amused finetune`, in torch — and optionally:
 
   --ti                also learns the style word's token embedding ("sks"; textual inversion, so LoRA + TI is
-                      "pivotal tuning"): on the trained default the word otherwise moves the text encoder's output by
-                      under a tenth, whatever its embedding (the small CLIP only learned the dataset's ~20 words)
+                      "pivotal tuning"): on the trained default the word otherwise moves the pooled text embedding by
+                      under a tenth (hidden_states[-2] by 10–16%), whatever its embedding (the small CLIP only
+                      learned the dataset's ~20 words)
   --class-images N    adds N preservation images of the training prompt without the word (DreamBooth's class prompt)
 
 Then draws the style_eval grid (every other of its 50 prompts, seeds 0 and 1) with and without "in sks style", and
@@ -38,6 +39,8 @@ ap.add_argument("--style", default="striped", choices=sorted(style_eval.STYLES))
 ap.add_argument("--out")
 ap.add_argument("--images", help="write the two grids (with, without the word) here, as PREFIX-with.png / -without.png")
 a = ap.parse_args()
+if not (a.lora or a.ti):
+    ap.error("train something: --lora, --ti or both")
 M = str(REPO / "Fixtures" / "models" / "shapes-64")
 pipe = AmusedPipeline.from_pretrained(M); pipe.set_progress_bar_config(disable=True)
 tok, te, tr, vq = pipe.tokenizer, pipe.text_encoder, pipe.transformer, pipe.vqvae

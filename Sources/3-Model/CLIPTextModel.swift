@@ -136,7 +136,7 @@ public struct CLIPTextModel: Sendable {
             if i == layers.count - 1 {
                 penultimate = x
                 // Of the last layer only the pooled rows are read (aMUSEd conditions on hidden_states[-2] and the
-                // pooled projection), so without a trace only those rows are computed: about a twelfth of the work.
+                // pooled projection), so without a trace only those rows are computed: 1/L of the work for L layers.
                 if trace == nil {
                     pooledRows = layer.output(at: positions, x, batch: batch, length: length)
                     break

@@ -1,7 +1,8 @@
 // The text encoder's backward pass, for LoRA on its q_proj/k_proj/v_proj (train_amused.py --train_text_encoder
 // --text_encoder_use_lora): from the gradients of the two outputs the transformer reads — hidden_states[-2] and
 // text_embeds — back through the causal self-attention, LayerNorms and quick_gelu MLPs to the first layer's adapters.
-// The forward is the inference forward of CLIPTextModel.swift with the adapters added and each layer's input kept.
+// The forward is the inference forward of CLIPTextModel.swift with the adapters added and each layer's input kept
+// (every row of the last layer too: the inference forward computes only its pooled rows).
 // The embeddings are frozen and below every adapter: nothing is propagated into them.
 
 import AmusedKernels
