@@ -178,6 +178,52 @@ def run_with_peak_rss(cmd: list[str], env=None) -> tuple[str, float]:
         return r.stderr, float(Path(f.name).read_text().split()[0]) / 1024
 
 
+def bench_train_step(model: Path, binary: Path, args) -> None:
+    """One LoRA training step at batch 1, both sides on the same deterministic inputs. (PyTorch's peak RSS is this
+    process's own ru_maxrss: nothing has been spawned yet when it is read.)"""
+    import resource
+
+    from diffusers import UVit2DModel
+    from peft import LoraConfig
+
+    t = UVit2DModel.from_pretrained(str(model / "transformer"))
+    t.requires_grad_(False)
+    t.add_adapter(LoraConfig(r=16, lora_alpha=32, target_modules=["to_q", "to_k", "to_v"]))
+    t.train()
+    c = t.config
+    grid, b = c.sample_size, 1
+    tokens = (torch.arange(b * grid * grid) * 7919 % c.codebook_size).reshape(b, grid * grid)
+    masked = torch.arange(grid * grid) % 2 == 0
+    ids = torch.where(masked, c.vocab_size - 1, tokens).reshape(b, grid, grid)
+    labels = torch.where(masked, tokens, -100).reshape(-1)
+    text = torch.sin(torch.arange(b * 77 * c.encoder_hidden_size, dtype=torch.float64)).float().reshape(b, 77, -1)
+    pooled = torch.cos(torch.arange(b * c.cond_embed_dim, dtype=torch.float64)).float().reshape(b, -1)
+    micro = torch.tensor([[grid * 16, grid * 16, 0, 0, 6.0]] * b)
+    params = [p for p in t.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=3e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+
+    def step():
+        logits = t(ids, micro_conds=micro, pooled_text_emb=pooled, encoder_hidden_states=text)
+        logits = logits.reshape(b, c.codebook_size, -1).permute(0, 2, 1).reshape(-1, c.codebook_size)
+        loss = torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    torch_times = timed(step, args.runs)
+    torch_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    del t, opt, params
+    swift = json.loads(subprocess.run([str(binary), "bench", str(model), "--part", "train-step", "--batch", "1",
+                                       "--runs", str(args.runs), "--json"], check=True, capture_output=True,
+                                      text=True).stdout)
+    st, tt = float(swift["train_step"]["best_seconds"]), min(torch_times)
+    print(f"model {model}, {args.threads} threads, torch {torch.__version__}, best of {args.runs} runs after a warm-up")
+    print(f"Swift products: {swift['products']}")
+    print(f"{'part':<38}{'PyTorch s':>11}{'Swift s':>10}{'ratio':>8}{'torch peak RSS':>16}{'Swift peak RSS':>16}")
+    print(f"{'LoRA training step, batch 1, r 16':<38}{tt:>11.2f}{st:>10.2f}{st / tt:>8.2f}{torch_rss:>12.0f} MiB"
+          f"{swift['train_step']['peak_rss_mib']:>12} MiB")
+
+
 def bench_pipeline(model: Path, binary: Path, threads: int, rows: list[tuple[str, dict[str, str]]],
                    bundles: list[tuple[str, Path]]) -> None:
     """A whole 12-step, guidance-10 text-to-image generation at the model's size, seed 0: diffusers' AmusedPipeline
