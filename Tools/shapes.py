@@ -86,14 +86,18 @@ def shape_mask(shape: str, cx: float, cy: float, size: float, n: int) -> np.ndar
     return (y >= top) & (y <= bottom) & (np.abs(x - cx) <= t * half)
 
 
-def render(shape: str, colour: str, background: str, cx: float, cy: float, size: float) -> np.ndarray:
-    """A 64×64×3 uint8 image (cx, cy, size in output pixels)."""
-    n = SIZE * SUPERSAMPLE
-    m = shape_mask(shape, cx * SUPERSAMPLE, cy * SUPERSAMPLE, size * SUPERSAMPLE, n).astype(np.float64)
-    cover = m.reshape(SIZE, SUPERSAMPLE, SIZE, SUPERSAMPLE).mean(axis=(1, 3))[..., None]
+def paint(mask: np.ndarray, colour: str, background: str) -> np.ndarray:
+    """A 64×64×3 uint8 image from a mask at SUPERSAMPLE× resolution, box-filtered down (anti-aliased edges)."""
+    cover = mask.astype(np.float64).reshape(SIZE, SUPERSAMPLE, SIZE, SUPERSAMPLE).mean(axis=(1, 3))[..., None]
     fg = np.array(COLOURS[colour], np.float64)
     bg = np.array(COLOURS[background], np.float64)
     return np.rint(cover * fg + (1 - cover) * bg).astype(np.uint8)
+
+
+def render(shape: str, colour: str, background: str, cx: float, cy: float, size: float) -> np.ndarray:
+    """A 64×64×3 uint8 image (cx, cy, size in output pixels)."""
+    n = SIZE * SUPERSAMPLE
+    return paint(shape_mask(shape, cx * SUPERSAMPLE, cy * SUPERSAMPLE, size * SUPERSAMPLE, n), colour, background)
 
 
 def draw(rng: np.random.Generator, *, allow_held_out: bool = False):
@@ -193,23 +197,27 @@ def render_outlined(shape: str, colour: str, background: str, cx: float, cy: flo
     """Like `render`, the shape as an outline."""
     n = SIZE * SUPERSAMPLE
     stroke = max(6.0, 0.15 * size)
-    m = outline_mask(shape, cx * SUPERSAMPLE, cy * SUPERSAMPLE, size * SUPERSAMPLE, n,
-                     stroke * SUPERSAMPLE).astype(np.float64)
-    cover = m.reshape(SIZE, SUPERSAMPLE, SIZE, SUPERSAMPLE).mean(axis=(1, 3))[..., None]
-    fg = np.array(COLOURS[colour], np.float64)
-    bg = np.array(COLOURS[background], np.float64)
-    return np.rint(cover * fg + (1 - cover) * bg).astype(np.uint8)
+    m = outline_mask(shape, cx * SUPERSAMPLE, cy * SUPERSAMPLE, size * SUPERSAMPLE, n, stroke * SUPERSAMPLE)
+    return paint(m, colour, background)
+
+
+def object_mask(image: np.ndarray) -> tuple[dict, np.ndarray] | None:
+    """The checker's verdict on `image` and the pixels of the object's colour; None when there is no object."""
+    c = classify(image)
+    if c["colour"] is None:
+        return None
+    d = ((image[:, :, None, :].astype(np.float64) - _PALETTE[None, None]) ** 2).sum(-1)
+    return c, d.argmin(-1) == _NAMES.index(c["colour"])
 
 
 def hollowness(image: np.ndarray) -> float:
     """The share of the object's filled area that is not the object's colour: the enclosed pixels (not reachable
     from the border without crossing the object) over enclosed + object. A filled shape scores ~0, an outlined one
     0.4–0.7. 0 when there is no object."""
-    c = classify(image)
-    if c["colour"] is None:
+    found = object_mask(image)
+    if found is None:
         return 0.0
-    d = ((image[:, :, None, :].astype(np.float64) - _PALETTE[None, None]) ** 2).sum(-1)
-    obj = d.argmin(-1) == _NAMES.index(c["colour"])
+    _, obj = found
     h, w = obj.shape
     reached = np.zeros_like(obj)
     stack = [(y, x) for y in range(h) for x in (0, w - 1)] + [(y, x) for x in range(w) for y in (0, h - 1)]
@@ -240,21 +248,17 @@ def render_striped(shape: str, colour: str, background: str, cx: float, cy: floa
     n = SIZE * SUPERSAMPLE
     m = shape_mask(shape, cx * SUPERSAMPLE, cy * SUPERSAMPLE, size * SUPERSAMPLE, n)
     m &= ((np.arange(n) // (STRIPE * SUPERSAMPLE)) % 2 == 0)[:, None]
-    cover = m.astype(np.float64).reshape(SIZE, SUPERSAMPLE, SIZE, SUPERSAMPLE).mean(axis=(1, 3))[..., None]
-    fg = np.array(COLOURS[colour], np.float64)
-    bg = np.array(COLOURS[background], np.float64)
-    return np.rint(cover * fg + (1 - cover) * bg).astype(np.uint8)
+    return paint(m, colour, background)
 
 
 def stripe_bands(image: np.ndarray) -> int:
     """The number of background bands across the object: runs of rows, between the object's first and last filled
     rows, where less than half of the fitted shape's row is the object's colour. A filled shape has 0, an outlined
     one at most 1 (its hollow middle), a striped one 2 or more. 0 when there is no object."""
-    c = classify(image)
-    if c["colour"] is None:
+    found = object_mask(image)
+    if found is None:
         return 0
-    d = ((image[:, :, None, :].astype(np.float64) - _PALETTE[None, None]) ** 2).sum(-1)
-    obj = d.argmin(-1) == _NAMES.index(c["colour"])
+    c, obj = found
     h, w = obj.shape
     ys, xs = np.nonzero(obj)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
