@@ -210,18 +210,18 @@ struct CLIPEncoderLayer: Sendable {
     /// keys and values of positions 0…p, so only those are projected, and the rest of the layer runs on one row.
     func output(at positions: [Int], _ x: [Float], batch: Int, length: Int) -> [Float] {
         let d = x.count / (batch * length)
-        var attended = [Float]()
+        var attended = [Float](), residual = [Float]()
         attended.reserveCapacity(batch * d)
+        residual.reserveCapacity(batch * d)
         for (b, p) in positions.enumerated() {
-            var h = Array(x[(b * length * d)..<((b * length + p + 1) * d)])
+            let rows = (b * length * d)..<((b * length + p + 1) * d)
+            var h = Array(x[rows])
             layerNorm1(&h)
             let (k, v) = attention.keysAndValues(h, rows: p + 1)
             // The one query is the last of the keys, so no mask is needed.
             attended += attention(Array(h[(p * d)...]), batch: 1, queries: 1, k: k, v: v, keys: p + 1)
+            residual += x[(rows.upperBound - d)..<rows.upperBound]
         }
-        var residual = [Float]()
-        residual.reserveCapacity(batch * d)
-        for (b, p) in positions.enumerated() { residual += x[((b * length + p) * d)..<((b * length + p + 1) * d)] }
         Ops.add(&attended, residual)
         return withMLP(attended, rows: batch)
     }

@@ -91,9 +91,9 @@ public enum Kernels {
     /// The register width of AmusedKit's SGEMM that does the products, 0 when BLAS does: 512 on x86-64 CPUs with
     /// AVX-512F in optimised builds, unless `AMUSED_GEMM=blas` is set; `AMUSED_GEMM=own` forces the CPU's widest
     /// kernel into debug builds too, `AMUSED_GEMM=avx2` the AVX2 one (6×16 tile; on AVX2-only CPUs it is opt-in, as
-    /// in the model it measured level with OpenBLAS's AVX2 kernels on a Zen 3 and a Zen 4, not faster). Debian's OpenBLAS is
-    /// pinned to its AVX2 kernels on AVX-512 machines (`OPENBLAS_CORETYPE=Haswell`), and the AVX-512 kernel runs the
-    /// model's shapes up to 1.6 times faster.
+    /// in the model it measured level with OpenBLAS's AVX2 kernels on a Zen 3 and a Zen 4, not faster). Debian's
+    /// OpenBLAS is pinned to its AVX2 kernels on AVX-512 machines (`OPENBLAS_CORETYPE=Haswell`), and the AVX-512
+    /// kernel runs the model's shapes up to 1.6 times faster.
     public static let gemmWidth: Int32 = gemmWidth(environment: getenv("AMUSED_GEMM").map { String(cString: $0) })
 
     /// The choice `AMUSED_GEMM=value` makes on this CPU in this build (nil: unset).
