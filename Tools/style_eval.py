@@ -132,14 +132,16 @@ def main() -> None:
     a = p.parse_args()
     MODEL = Path(a.model)
     if a.write_image:
-        Image.fromarray(training_image(a.style)).save(a.write_image)
-        print(f"{a.write_image}: {style_scores(training_image(a.style)[None], a.style)}")
+        image = training_image(a.style)
+        Image.fromarray(image).save(a.write_image)
+        print(f"{a.write_image}: {style_scores(image[None], a.style)}")
         return
     items = prompts()
     plain = [it["text"] for it in items]
     styled = [t + " " + STYLE_WORD for t in plain]
     base, tuned = pipeline(None), pipeline(a.lora)
-    result: dict = {"model": str(MODEL.relative_to(REPO)) if MODEL.is_relative_to(REPO) else str(MODEL), "lora": a.lora, "prompts": len(items), "seeds": a.seeds, "style_word": STYLE_WORD,
+    model = str(MODEL.relative_to(REPO)) if MODEL.is_relative_to(REPO) else str(MODEL)
+    result: dict = {"model": model, "lora": a.lora, "prompts": len(items), "seeds": a.seeds, "style_word": STYLE_WORD,
                     "train_prompt": TRAIN_PROMPT, "style": a.style, "threshold": STYLES[a.style]["threshold"],
                     "reference": {k: VERSIONS[k] for k in ("torch", "diffusers", "peft")}, "runs": {}}
     # The training prompt itself, 20 samples each (one batch of 20, so every sample gets its own draws).

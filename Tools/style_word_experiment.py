@@ -17,7 +17,6 @@ the training prompt itself 8 times with and without the word, and scores them wi
 """
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -27,10 +26,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import style_eval  # noqa: E402
 from amused_reference import REPO, VERSIONS  # noqa: E402
+from lora_grad_records import mask_batch  # noqa: E402  (train_amused.py's masking)
+from train_default import encode_tokens  # noqa: E402
 from diffusers import AmusedPipeline
 from peft import LoraConfig
 from PIL import Image
-torch.set_num_threads(2)
+torch.set_num_threads(2)  # (after lora_grad_records' import, which sets 1)
 ap = argparse.ArgumentParser()
 ap.add_argument("--ti", action="store_true"); ap.add_argument("--steps", type=int, default=300)
 ap.add_argument("--lr", type=float, default=1e-3); ap.add_argument("--ti-lr", type=float, default=5e-3)
@@ -46,14 +47,8 @@ pipe = AmusedPipeline.from_pretrained(M); pipe.set_progress_bar_config(disable=T
 tok, te, tr, vq = pipe.tokenizer, pipe.text_encoder, pipe.transformer, pipe.vqvae
 PROMPT = "a red circle on a white background in sks style"
 def ids_of(texts): return tok(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-def encode_tokens(img):  # uint8 HxWx3 -> [h*w]
-    x = torch.from_numpy(img).float().permute(2, 0, 1)[None] / 255
-    with torch.no_grad():
-        h = vq.encode(x).latents
-        _, _, (_, _, idx) = vq.quantize(h)
-    return idx.reshape(-1)
 img = style_eval.training_image(a.style)
-views = [encode_tokens(img), encode_tokens(img[:, ::-1].copy())]
+views = [encode_tokens(vq, view[None]).reshape(-1) for view in (img, img[:, ::-1].copy())]
 # preservation: the base model's own drawings of the 55 prompts (+ class images of the prompt without the word)
 pres = [l.rstrip("\n") for l in open(REPO / "Fixtures" / "finetune" / "preserve-prompts.txt")]
 pres += ["a red circle on a white background"] * a.class_images  # (CLASS)
@@ -111,9 +106,7 @@ for step in range(a.steps):
     j = torch.randint(0, len(pres), (2,), generator=gen)
     texts = [PROMPT, PROMPT] + [pres[k] for k in j]
     toks = torch.stack([views[0], views[1], pres_tokens[j[0]], pres_tokens[j[1]]])
-    t = torch.rand(4, generator=gen); n = (256 * torch.cos(t * math.pi / 2)).round().clamp(min=1)
-    mask = torch.rand(4, 256, generator=gen).argsort(-1) < n[:, None]
-    inp = torch.where(mask, mask_id, toks); lab = torch.where(mask, toks, -100)
+    inp, lab = mask_batch(toks, mask_id, gen)
     out = te(ids_of(texts), output_hidden_states=True)
     logits = tr(inp.reshape(4, 16, 16), encoder_hidden_states=out.hidden_states[-2], micro_conds=micro, pooled_text_emb=out.text_embeds)
     loss = torch.nn.functional.cross_entropy(logits.reshape(4, logits.shape[1], -1).permute(0, 2, 1).reshape(-1, logits.shape[1]), lab.reshape(-1), ignore_index=-100)
