@@ -70,7 +70,8 @@ def main() -> None:
     ap.add_argument("--train-step", action="store_true", help="time one LoRA fine-tuning step instead")
     ap.add_argument("--bundles", default="", help="comma-separated presets to convert and time beside float32")
     ap.add_argument("--no-blas-rows", action="store_true",
-                    help="skip the comparison rows (AMUSED_GEMM=blas; avx2 on AVX2-only CPUs): time the default build only")
+                    help="skip the comparison rows (AMUSED_GEMM=blas; avx2 on AVX2-only CPUs): time the default "
+                         "build only")
     args = ap.parse_args()
     model = Path(args.model)
     if not (model / "transformer").exists():

@@ -122,7 +122,8 @@ def score(images: np.ndarray, items: list[dict], style: str) -> dict:
 def main() -> None:
     global MODEL
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=str(MODEL), help="the model the LoRA was trained on (default: the trained default)")
+    p.add_argument("--model", default=str(MODEL),
+                   help="the model the LoRA was trained on (default: the trained default)")
     p.add_argument("--style", choices=sorted(STYLES), default="outlined", help="the style the LoRA was trained on")
     p.add_argument("--write-image", help="write the style's training image (64×64 PNG) here and stop")
     p.add_argument("--lora")

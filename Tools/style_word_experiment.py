@@ -46,7 +46,8 @@ M = str(REPO / "Fixtures" / "models" / "shapes-64")
 pipe = AmusedPipeline.from_pretrained(M); pipe.set_progress_bar_config(disable=True)
 tok, te, tr, vq = pipe.tokenizer, pipe.text_encoder, pipe.transformer, pipe.vqvae
 PROMPT = "a red circle on a white background in sks style"
-def ids_of(texts): return tok(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+def ids_of(texts):
+    return tok(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
 img = style_eval.training_image(a.style)
 views = [encode_tokens(vq, view[None]).reshape(-1) for view in (img, img[:, ::-1].copy())]
 # preservation: the base model's own drawings of the 55 prompts (+ class images of the prompt without the word)
@@ -56,7 +57,8 @@ g = torch.Generator().manual_seed(0)
 with torch.no_grad():
     lat = []
     for i in range(0, len(pres), 16):
-        lat.append(pipe(pres[i:i+16], num_inference_steps=12, guidance_scale=2.0, generator=g, output_type="latent").images)
+        lat.append(pipe(pres[i:i + 16], num_inference_steps=12, guidance_scale=2.0, generator=g,
+                        output_type="latent").images)
 pres_tokens = torch.cat([l.reshape(l.shape[0], -1) for l in lat])
 print("preservation tokens", pres_tokens.shape, flush=True)
 sks = ids_of([PROMPT])[0][9].item()
@@ -108,8 +110,11 @@ for step in range(a.steps):
     toks = torch.stack([views[0], views[1], pres_tokens[j[0]], pres_tokens[j[1]]])
     inp, lab = mask_batch(toks, mask_id, gen)
     out = te(ids_of(texts), output_hidden_states=True)
-    logits = tr(inp.reshape(4, 16, 16), encoder_hidden_states=out.hidden_states[-2], micro_conds=micro, pooled_text_emb=out.text_embeds)
-    loss = torch.nn.functional.cross_entropy(logits.reshape(4, logits.shape[1], -1).permute(0, 2, 1).reshape(-1, logits.shape[1]), lab.reshape(-1), ignore_index=-100)
+    logits = tr(inp.reshape(4, 16, 16), encoder_hidden_states=out.hidden_states[-2], micro_conds=micro,
+                pooled_text_emb=out.text_embeds)
+    codes = logits.shape[1]
+    loss = torch.nn.functional.cross_entropy(logits.reshape(4, codes, -1).permute(0, 2, 1).reshape(-1, codes),
+                                             lab.reshape(-1), ignore_index=-100)
     opt.zero_grad(); loss.backward()
     if a.ti:
         keep = torch.zeros_like(E.grad[:, :1]); keep[sks] = 1; E.grad *= keep
@@ -127,14 +132,17 @@ for mode in ("with", "without"):
     ims = []
     for seed in (0, 1):
         with torch.no_grad():
-            ims.append((pipe(texts, num_inference_steps=12, guidance_scale=2.0, generator=torch.Generator().manual_seed(seed), output_type="np").images * 255).round().astype(np.uint8))
+            ims.append((pipe(texts, num_inference_steps=12, guidance_scale=2.0,
+                             generator=torch.Generator().manual_seed(seed), output_type="np").images * 255
+                        ).round().astype(np.uint8))
     ims = np.concatenate(ims)
     res[mode] = style_eval.score(ims, items + items, a.style)[0]
     if a.images:
         grid = np.concatenate([np.concatenate(list(ims[r * 12:(r + 1) * 12]), 1) for r in range(4)], 0)
         Image.fromarray(grid).resize((1536, 512), Image.NEAREST).save(f"{a.images}-{mode}.png")
 with torch.no_grad():
-    tp = (pipe([PROMPT] * 8 + ["a red circle on a white background"] * 8, num_inference_steps=12, guidance_scale=2.0, generator=torch.Generator().manual_seed(5), output_type="np").images * 255).round().astype(np.uint8)
+    tp = (pipe([PROMPT] * 8 + [CLASS] * 8, num_inference_steps=12, guidance_scale=2.0,
+               generator=torch.Generator().manual_seed(5), output_type="np").images * 255).round().astype(np.uint8)
 res["train prompt with/without"] = [style_eval.style_scores(tp[:8], a.style), style_eval.style_scores(tp[8:], a.style)]
 result = {"options": vars(a), "prompts": len(items), "seeds": [0, 1],
           "text_encoder_probe_before_training": probe, "word_moves_text_encoder_after_training": after,
