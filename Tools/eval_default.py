@@ -9,7 +9,9 @@ The prompts: every "a {colour} {shape} on a {colour} background" (8 colours × 3
 the held-out (colour, shape) pairs among them), plus 48 in the other caption templates; each with --seeds seeds.
 --images DIR scores PNGs made elsewhere instead, named s{seed}-{index}.png: what
 `amused generate --model M --prompt P0 --prompt P1 … --seed S --out DIR/sS.png` writes for the prompts in order
-(`--list-prompts` prints them, one per line).
+(`--list-prompts` prints them, one per line). --suffix " in outlined style" appends a style phrase to every prompt (the
+default is trained with outlined shapes named that way); every report counts the images the outline checker reads as
+outlined (Tools/shapes.py hollowness).
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ def prompts() -> list[dict]:
     return out
 
 
+def checked(prompt: dict, seed: int, image: np.ndarray) -> dict:
+    """One image's entry for `score`: the prompt's fields, the checker's verdict and the outline measure."""
+    return {**prompt, "seed": seed, "got": shapes.classify(image), "hollowness": shapes.hollowness(image)}
+
+
 def score(items: list[dict]) -> dict:
     def acc(sel, key):
         sel = list(sel)
@@ -56,6 +63,7 @@ def score(items: list[dict]) -> dict:
               "main template": [i for i in items if i["template"] == "main"]}
     return {name: {"images": len(g), "object_colour": acc(g, "colour"), "background": acc(g, "background"),
                    "shape": acc(g, "shape"),
+                   "outlined": round(sum(i["hollowness"] > shapes.OUTLINED_THRESHOLD for i in g) / max(1, len(g)), 4),
                    "all_three": round(sum(all(i["got"][k] == i[k] for k in ("colour", "background", "shape"))
                                           for i in g) / max(1, len(g)), 4)}
             for name, g in groups.items()}
@@ -110,6 +118,7 @@ def main() -> None:
     ap.add_argument("--out", help="JSON report")
     ap.add_argument("--gallery", help="PNG of the first images")
     ap.add_argument("--images", help="score PNGs from this folder (s{seed}-{index}.png) instead of generating")
+    ap.add_argument("--suffix", default="", help="append this to every prompt (e.g. ' in outlined style')")
     ap.add_argument("--list-prompts", action="store_true", help="print the prompts, one per line, and stop")
     ap.add_argument("--save", help="write the generated PNGs into this folder")
     ap.add_argument("--completion", action="store_true",
@@ -124,6 +133,8 @@ def main() -> None:
         return
     from PIL import Image
     items = prompts()
+    for p in items:
+        p["prompt"] += args.suffix
     if args.list_prompts:
         print("\n".join(p["prompt"] for p in items))
         return
@@ -149,8 +160,8 @@ def main() -> None:
             if args.save:
                 Path(args.save).mkdir(parents=True, exist_ok=True)
                 Image.fromarray(img).save(Path(args.save) / f"s{seed}-{k}.png")
-            results.append({**p, "seed": seed, "got": shapes.classify(img), "image": img})
-    report = {"model": args.model, "steps": args.steps, "guidance": args.guidance,
+            results.append({**checked(p, seed, img), "image": img})
+    report = {"model": args.model, "suffix": args.suffix, "steps": args.steps, "guidance": args.guidance,
               "temperature": args.temperature, "seeds": args.seeds,
               "prompts": len(items), "scores": score(results), "shape_confusion": confusion(results)}
     print(json.dumps({k: report[k] for k in ("scores", "shape_confusion")}, indent=1))

@@ -24,7 +24,6 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import eval_default  # noqa: E402
-import shapes  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 GALLERY_COLUMNS = ("fp32", "int8", "int4 g64")
@@ -93,7 +92,7 @@ def main() -> None:
                 subprocess.run(cmd, check=True, capture_output=True)
                 for k, p in enumerate(items):
                     img = np.asarray(Image.open(images / f"s{seed}-{k}.png").convert("RGB"))
-                    results.append({**p, "seed": seed, "got": shapes.classify(img)})
+                    results.append(eval_default.checked(p, seed, img))
             scores = eval_default.score(results)
             rows.append({"variant": name, "bytes": bundle.stat().st_size, "verify_pass": report["pass"],
                          "parity": parity, "task": scores})

@@ -54,9 +54,10 @@ OTHER_TEMPLATES = (
 )
 P_MAIN = 0.6
 P_EMPTY = 0.1
-# An experiment, not the shipped default (0): the share of images drawn outlined, captioned "… in outlined style"
-# (filled ones "… in filled style" half the time), so that a model learns that a style word changes how a shape is
-# drawn (train_default.py --outlined-share; docs/finetune.md).
+# The share of images drawn outlined, captioned "… in outlined style" (filled ones "… in filled style" half the
+# time), so that a model learns that a style word changes how a shape is drawn. train_default.py sets it for the
+# transformer's images (--outlined-share, 0.3 by default; docs/trained-default.md); 0 here, so every other user of the
+# dataset — the VQ's data, the evaluations — draws filled shapes with unchanged captions.
 P_OUTLINED = 0.0
 
 

@@ -1,6 +1,10 @@
-"""Why the one-image style does not carry over on the trained default: an experiment in PyTorch (docs/finetune.md).
+"""Why the one-image style did not carry over on the earlier, filled-only default: an experiment in PyTorch
+(docs/finetune.md, "On the earlier, filled-only default").
 
-    Tools/.venv/bin/python Tools/style_word_experiment.py --lora [--ti] [--class-images 20] [--out R.json]
+    Tools/.venv/bin/python Tools/style_word_experiment.py --lora [--ti] [--class-images 20] [--model DIR] [--out R.json]
+
+Its committed results (docs/results/filled-default-style-word-*.json) were made on that default, which
+`Tools/train_default.py --outlined-share 0` trains; --model defaults to the shipped default.
 
 Trains train_amused.py's LoRA (rank 16, alpha 32, to_q/to_k/to_v, masked-token loss, AdamW) on the striped red
 circle of Tools/style_eval.py with the 55 preservation prompts (the base model's own drawings, half of every batch of
@@ -37,12 +41,13 @@ ap.add_argument("--ti", action="store_true"); ap.add_argument("--steps", type=in
 ap.add_argument("--lr", type=float, default=1e-3); ap.add_argument("--ti-lr", type=float, default=5e-3)
 ap.add_argument("--lora", action="store_true"); ap.add_argument("--class-images", type=int, default=0)
 ap.add_argument("--style", default="striped", choices=sorted(style_eval.STYLES))
+ap.add_argument("--model", default=str(REPO / "Fixtures" / "models" / "shapes-64"))
 ap.add_argument("--out")
 ap.add_argument("--images", help="write the two grids (with, without the word) here, as PREFIX-with.png / -without.png")
 a = ap.parse_args()
 if not (a.lora or a.ti):
     ap.error("train something: --lora, --ti or both")
-M = str(REPO / "Fixtures" / "models" / "shapes-64")
+M = a.model
 pipe = AmusedPipeline.from_pretrained(M); pipe.set_progress_bar_config(disable=True)
 tok, te, tr, vq = pipe.tokenizer, pipe.text_encoder, pipe.transformer, pipe.vqvae
 PROMPT = "a red circle on a white background in sks style"

@@ -262,13 +262,13 @@ struct LoRAFileTests {
         #expect { try o.validate() } throws: { "\($0)".contains("--cond-dropout") }
     }
 
-    /// A LoRA `amused finetune` wrote (Fixtures/finetune/outlined-sks.safetensors), loaded by diffusers through the
+    /// A LoRA `amused finetune` wrote (Fixtures/finetune/striped-sks.safetensors), loaded by diffusers through the
     /// LoraConfig its header records (scaling 2.0), gives the transformer logits and the tokens of every sampling step
     /// that `amused generate --lora` gives at --lora-scale 1 (record made by Tools/record.py). At scale 0.5 the
     /// same record fails: the check sees the scale.
     @Test func finetunedLoRAMatchesDiffusers() throws {
         let record = try ReferenceRecord(path: FixturePaths.path("finetune/record"))
-        let lora = try LoRA(path: FixturePaths.path("finetune/outlined-sks.safetensors"))
+        let lora = try LoRA(path: FixturePaths.path("finetune/striped-sks.safetensors"))
         #expect(lora.hasAlpha)
         let profile = try ToleranceProfile.load("fp32")
         let report = try Verifier(record: record, profile: profile, lora: LoRAFusion(lora, scale: 1)).run()
