@@ -61,10 +61,11 @@ def training_image(style: str) -> np.ndarray:
     return STYLES[style]["render"]("circle", "red", "white", 32.0, 32.0, 40.0)
 
 
-def style_scores(images: np.ndarray, style: str) -> dict:
-    """The share of images the checker counts as drawn in `style`, and the mean of its measure."""
+def style_scores(images: np.ndarray, style: str, values: list | None = None) -> dict:
+    """The share of images the checker counts as drawn in `style`, and the mean of its measure (`values`, when the
+    caller has measured them already)."""
     name, measure = STYLES[style]["measure"]
-    values = [measure(img) for img in images]
+    values = [measure(img) for img in images] if values is None else values
     hit = [STYLES[style]["hit"](v) for v in values]
     out = {f"{style}_rate": round(sum(hit) / len(values), 4), f"mean_{name}": round(float(np.mean(values)), 4)}
     if style != "outlined":
@@ -138,10 +139,11 @@ def score(images: np.ndarray, items: list[dict], style: str) -> dict:
     # The style with the prompt's colours: a picture that dissolves into coloured noise can cross the stripe
     # checker's rows often enough to count as striped, but not with the object and background it was asked for.
     _, measure = STYLES[style]["measure"]
-    clean = sum(STYLES[style]["hit"](measure(img)) and v["colour"] == it["colour"]
-                and v["background"] == it["background"] for img, v, it in zip(images, verdicts, items))
+    values = [measure(img) for img in images]
+    clean = sum(STYLES[style]["hit"](m) and v["colour"] == it["colour"] and v["background"] == it["background"]
+                for m, v, it in zip(values, verdicts, items))
     return {
-        **style_scores(images, style),
+        **style_scores(images, style, values),
         f"{style}_with_right_colours_rate": round(clean / n, 4),
         **{f"{k}_accuracy": round(sum(v[k] == it[k] for v, it in zip(verdicts, items)) / n, 4)
            for k in ("colour", "shape", "background")},
