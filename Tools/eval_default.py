@@ -81,15 +81,15 @@ def completion(model: str, count: int = 120) -> dict:
     (held-out pairs included) are tokenised, a random fraction of their tokens masked, every masked token filled by
     the argmax of one forward pass (text-conditioned, no guidance), and the decoded image scored by the checker."""
     import train_default as td
+    from amused_reference import encode_prompts
     from diffusers import AmusedPipeline
     pipe = AmusedPipeline.from_pretrained(model)
-    vq, tr, te, tok = pipe.vqvae, pipe.transformer, pipe.text_encoder, pipe.tokenizer
+    vq, tr = pipe.vqvae, pipe.transformer
     images, _, attrs = shapes.dataset(123, count, allow_held_out=True)
     texts = [shapes.MAIN_TEMPLATE.format(c=a["colour"], s=a["shape"], b=a["background"]) for a in attrs]
     ids = td.encode_tokens(vq, images)
     b, h, w = ids.shape
-    t_ids = tok(texts, padding="max_length", truncation=True, max_length=77, return_tensors="pt").input_ids
-    out = te(t_ids, return_dict=True, output_hidden_states=True)
+    _, hidden, pooled = encode_prompts(pipe, texts)
     micro = torch.tensor([td.MICRO_CONDS]).repeat(b, 1)
     gen = torch.Generator().manual_seed(0)
     report = {}
@@ -97,7 +97,7 @@ def completion(model: str, count: int = 120) -> dict:
         flat = ids.reshape(b, -1)
         mask = torch.rand(flat.shape, generator=gen) < r
         inp = torch.where(mask, torch.full_like(flat, tr.config.vocab_size - 1), flat).reshape_as(ids)
-        pred = tr(inp, out.hidden_states[-2], out.text_embeds, micro).argmax(1).reshape(b, -1)
+        pred = tr(inp, hidden, pooled, micro).argmax(1).reshape(b, -1)
         filled = torch.where(mask, pred, flat).reshape_as(ids)
         recon = vq.decode(filled, force_not_quantize=True, shape=(b, h, w, vq.config.vq_embed_dim)).sample.clamp(0, 1)
         got = [shapes.classify(p) for p in (recon.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)]

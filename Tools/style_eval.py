@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import shapes  # noqa: E402
-from amused_reference import REPO, VERSIONS  # noqa: E402
+from amused_reference import REPO, VERSIONS, encode_prompts  # noqa: E402
 from diffusers import AmusedPipeline  # noqa: E402
 from diffusers.loaders import AmusedLoraLoaderMixin  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -124,11 +124,7 @@ def word_moves_text(pipe: AmusedPipeline, plain: list[str], styled: list[str]) -
     """How far appending the style word moves the text encoder's outputs (relative L2 distance, the mean over the
     prompts): the pooled embedding, which drives every AdaLN modulation, and hidden_states[-2], the cross-attention's
     keys and values."""
-    def encode(texts):
-        ids = pipe.tokenizer(texts, padding="max_length", truncation=True, max_length=77, return_tensors="pt").input_ids
-        out = pipe.text_encoder(ids, output_hidden_states=True)
-        return out.text_embeds, out.hidden_states[-2]
-    (p0, h0), (p1, h1) = encode(plain), encode(styled)
+    (_, h0, p0), (_, h1, p1) = encode_prompts(pipe, plain), encode_prompts(pipe, styled)
     rel = lambda a, b: float(((b - a).flatten(1).norm(dim=1) / a.flatten(1).norm(dim=1)).mean())
     return {"pooled": round(rel(p0, p1), 4), "hidden_states[-2]": round(rel(h0, h1), 4)}
 
