@@ -27,7 +27,6 @@ public enum Kernels {
         b: UnsafePointer<Float>, ldb: Int, transposeB: Bool, transposeA: Bool = false,
         c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float = 1, beta: Float = 0
     ) {
-        _ = singleThreadedBLAS
         let pieces = Parallel.width
         if pieces > 1 && m * n * k >= 1 << 22 && max(m, n) >= 64 * pieces {
             let out = SharedPointer(c)
@@ -73,6 +72,10 @@ public enum Kernels {
         transposeB: Bool, transposeA: Bool, c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float,
         beta: Float
     ) {
+        // Here, not only in `sgemm`: attention calls this directly, and with every linear layer computing in int8 it
+        // can be a process's first product — OpenBLAS's own threads then spun beside ours (an int8 forward on a
+        // Zen 3 took twice as long).
+        _ = singleThreadedBLAS
         if ownGEMM
             && amused_sgemm_with(
                 gemmWidth, transposeA ? 1 : 0, transposeB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c,
@@ -131,6 +134,7 @@ public enum Kernels {
         let int8: String =
             switch int8Compute {
             case .vnni: "int8 weights: int8 × int8 → int32 (AVX-512 VNNI; AMUSED_COMPUTE=f32 widens)"
+            case .avx2: "int8 weights: int8 × int8 → int32 (AVX2, 16-bit pairs; AMUSED_COMPUTE=f32 widens)"
             case .portable: "int8 weights: int8 × int8 → int32 (portable C, AMUSED_COMPUTE=int8)"
             case .widened: "int8 weights: widened to float32"
             }

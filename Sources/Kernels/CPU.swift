@@ -51,6 +51,12 @@ extension Kernels {
     public static func measuredFMAPeak() -> Double {
         (0..<3).map { _ in amused_fma_peak_gflops(100_000_000) }.max() ?? 0
     }
+
+    /// The calling core's int16 multiply-add rate in GOP/s (VPMADDWD + VPADDD; 0 without AVX2), best of three: the
+    /// ceiling of the AVX2 int8 kernel, as `measuredFMAPeak` is the float32 one's.
+    public static func measuredInt16Peak() -> Double {
+        (0..<3).map { _ in amused_int16_peak_gops(100_000_000) }.max() ?? 0
+    }
 }
 
 extension Substring {

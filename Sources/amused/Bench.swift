@@ -242,15 +242,26 @@ struct Bench: ParsableCommand {
         }
         // Measured after the runs, on a core the benchmark has warmed up: what its GFLOP/s are a fraction of.
         let peak = Kernels.measuredFMAPeak()
+        // Without VNNI, int8 products are VPMADDWD's: its rate says how much faster than float32 they can be here.
+        let int16Peak = Kernels.int8Compute == .avx2 ? Kernels.measuredInt16Peak() : 0
         if json {
             var document = results
             document.insert("products", .string(Kernels.blasDescription))
             document.insert("cpu", .string(Kernels.cpuDescription))
             document.insert("fma_peak_gflops_per_core", .number(String(format: "%.1f", peak)))
+            if int16Peak > 0 {
+                document.insert("int16_peak_gops_per_core", .number(String(format: "%.1f", int16Peak)))
+            }
             emit(JSONValue.object(document).serialized + "\n")
         } else {
             emit("cpu: \(Kernels.cpuDescription)\nproducts: \(Kernels.blasDescription)\n")
             emit(String(format: "peak float32 FMA: %.1f GFLOP/s per core (measured)\n", peak))
+            if int16Peak > 0 {
+                emit(
+                    String(
+                        format: "peak int16 multiply-add (the AVX2 int8 path): %.1f GOP/s per core (measured)\n",
+                        int16Peak))
+            }
             for (name, value) in results.entries {
                 emit(
                     "\(name): best \(value["best_seconds"]!.serialized) s, median \(value["median_seconds"]!.serialized) s, "

@@ -2,7 +2,7 @@
 // row (256 levels over [min(0, min x), max(0, max x)] with a zero point, round half to even), an exact integer dot product with the int8 weights,
 // rescaled as float(dot) · row scale · column scale + bias. Integer sums are exact, so both kernels must give
 // results *equal* to the definition, over shapes that cross every edge of the VNNI kernel (4×4 tiles, 64-byte steps,
-// 64-column blocks, the split between threads). A second test bounds the error against the float32 product by what
+// 64-column blocks, the split between threads) and of the AVX2 one (6×16 tiles, odd depths). A second test bounds the error against the float32 product by what
 // rounding the activations can cost, and shows that bound catches a kernel fed the wrong scales.
 
 import AmusedKernels
@@ -24,6 +24,7 @@ struct Int8Tests {
         Case(m: 17, n: 130, k: 200),  // three column blocks, ragged tiles, a masked tail
         Case(m: 9, n: 64, k: 1024, bias: false),  // the model's depth
         Case(m: 64, n: 300, k: 128),  // large enough to run on two threads
+        Case(m: 12, n: 48, k: 33),  // whole 6×16 tiles of the AVX2 kernel, an odd depth (a padded pair)
     ]
 
     /// Deterministic values in [-1, 1) with an outlier per row, like transformer activations.
@@ -101,6 +102,14 @@ struct Int8Tests {
         #expect(Self.run(t, mode: .vnni) == Self.definition(t, x: x, w: w, scales: scales, bias: bias))
     }
 
+    @Test(
+        .enabled(if: Kernels.hasAVX2Int8, "the CPU has no AVX2"),
+        arguments: cases)
+    func theAVX2KernelEqualsTheDefinition(_ t: Case) {
+        let (x, w, scales, bias) = Self.inputs(t)
+        #expect(Self.run(t, mode: .avx2) == Self.definition(t, x: x, w: w, scales: scales, bias: bias))
+    }
+
     /// |y − x·Wᵀ| ≤ (row step / 2) · Σ_p |W[j,p]| per element (each activation is off by at most half its step), plus
     /// float32 rounding of the sums (a relative 1e-5 of the magnitudes involved).
     @Test func theErrorAgainstFloat32IsWhatRoundingActivationsCosts() {
@@ -132,9 +141,10 @@ struct Int8Tests {
         #expect(violations(Self.run(t, mode: .portable, scales: shifted)) > t.m * t.n / 10)
     }
 
-    /// Both quantizers (the AVX-512 one runs where the CPU has it) give the definition's bytes, scales and zero points,
-    /// including rows with NaN, infinities, all zeros and values below the 1e-30 floor.
-    @Test func bothActivationQuantizersEqualTheDefinition() {
+    /// Every quantizer (the AVX-512 one runs where the CPU has it; the AVX2 one writes 16-bit levels) gives the
+    /// definition's levels, scales and zero points, including rows with NaN, infinities, all zeros and values below
+    /// the 1e-30 floor.
+    @Test func everyActivationQuantizerEqualsTheDefinition() {
         let k = 37
         var x = Self.activations(6, k)
         x[3] = .nan
@@ -168,11 +178,23 @@ struct Int8Tests {
             #expect(scale == wantScale)
             #expect(zero == wantZero)
         }
+        if Kernels.hasAVX2Int8 {
+            // 16-bit levels: the row's 37 values, the zero point for the odd row's padded pair, the rest untouched.
+            var q = [UInt16](repeating: 7, count: 6 * 40), scale = [Float](repeating: 0, count: 6)
+            var zero = [Int32](repeating: -1, count: 6)
+            amused_quantize_rows_u16(6, k, x, k, &q, 40, &scale, &zero)
+            var want16: [UInt16] = []
+            for i in 0..<6 { want16 += want[(i * 40)..<(i * 40 + k + 1)].map { UInt16($0) } + [7, 7] }
+            #expect(q == want16)
+            #expect(scale == wantScale)
+            #expect(zero == wantZero)
+        }
     }
 
     @Test func theEnvironmentChoosesTheComputeMode() {
         #expect(Kernels.int8Compute(environment: "f32") == .widened)
-        #expect(Kernels.int8Compute(environment: "int8") == (Kernels.hasVNNI ? .vnni : .portable))
-        #expect(Kernels.int8Compute(environment: nil) == (Kernels.hasVNNI ? .vnni : .widened))
+        let fast: Kernels.Int8Compute? = Kernels.hasVNNI ? .vnni : Kernels.hasAVX2Int8 ? .avx2 : nil
+        #expect(Kernels.int8Compute(environment: "int8") == fast ?? .portable)
+        #expect(Kernels.int8Compute(environment: nil) == fast ?? .widened)
     }
 }

@@ -45,6 +45,26 @@ void amused_igemm_u8s8(long m, long n, long k, const uint8_t *a, long lda, const
                        const float *rowscale, const int32_t *rowzero, const float *colscale, const float *bias,
                        float *c, long ldc, int8_t *pack);
 
+/// 1 when the CPU has AVX2: `amused_quantize_rows_u16` and `amused_igemm_u16s8_avx2` may be called.
+int amused_igemm_avx2_cpu_supported(void);
+
+/// `amused_quantize_rows_u8` with AVX2, bit-identical, each level written as 16 bits (row stride ldo ≥ 2·⌈k/2⌉; an odd
+/// row's padding element is set to its zero point) for `amused_igemm_u16s8_avx2`. Requires
+/// `amused_igemm_avx2_cpu_supported()`.
+void amused_quantize_rows_u16(long m, long k, const float *x, long ldx, uint16_t *out, long ldo, float *scale,
+                              int32_t *zero);
+
+/// `amused_igemm_u8s8` on AVX2 without VNNI, bit-identical: A the rows from `amused_quantize_rows_u16` (row stride lda
+/// in elements), products by VPMADDWD on 16-bit pairs. `pack` is scratch of 32 · ⌈k/2⌉ int16. Single-threaded.
+/// Requires `amused_igemm_avx2_cpu_supported()`.
+void amused_igemm_u16s8_avx2(long m, long n, long k, const uint16_t *a, long lda, const int8_t *b, long ldb,
+                             const float *rowscale, const int32_t *rowzero, const float *colscale, const float *bias,
+                             float *c, long ldc, int16_t *pack);
+
+/// The calling core's int16 multiply-add rate in GOP/s, measured: twelve independent VPMADDWD + VPADDD chains for
+/// `iterations` rounds (0 without AVX2) — the AVX2 int8 path's ceiling, beside `amused_fma_peak_gflops`.
+double amused_int16_peak_gops(long iterations);
+
 /// `amused_igemm_u8s8` in portable C with bit-identical results: for CPUs without VNNI and tests.
 void amused_igemm_u8s8_portable(long m, long n, long k, const uint8_t *a, long lda, const int8_t *b, long ldb,
                                 const float *rowscale, const int32_t *rowzero, const float *colscale,
