@@ -203,7 +203,7 @@ extension Kernels {
         if FastMath.vectorized { amused_softmax_row(row, dim) } else { softmaxRowPortable(row, dim) }
     }
 
-    /// The softmax in Swift, bit-identical to its AVX-512 twin (`amused_softmax_row`): the maximum ignoring NaN,
+    /// The softmax in Swift, bit-identical to its C twin (`amused_softmax_row`): the maximum ignoring NaN,
     /// e^(x − max), the sum over sixteen running sums (lane l adds elements l, l+16, …) whose halves are then added
     /// pairwise — an order both paths can keep, and 16 chains instead of one — then each value times 1/sum.
     public static func softmaxRowPortable(_ row: UnsafeMutablePointer<Float>, _ dim: Int) {

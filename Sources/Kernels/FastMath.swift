@@ -90,11 +90,11 @@ public enum FastMath {
         }
     }
 
-    /// Whether `apply` and the softmax run their AVX-512 C twins (this CPU has AVX-512F): bit-identical results,
-    /// four times the lanes of the baseline build.
+    /// Whether `apply` and the softmax run their C twins (this CPU has AVX-512F or AVX2): bit-identical results, four
+    /// or two times the lanes of the baseline build.
     public static let vectorized = amused_elementwise_cpu_supported() == 1
 
-    /// Applies `f` to `count` floats at `p` in place: sixteen lanes at a time in C where the CPU has AVX-512,
+    /// Applies `f` to `count` floats at `p` in place: sixteen lanes at a time in C where the CPU has AVX-512 or AVX2,
     /// otherwise `applyPortable`; the results are the same bits.
     public static func apply(_ p: UnsafeMutablePointer<Float>, _ count: Int, _ f: Function) {
         guard vectorized else { return applyPortable(p, count, f) }
@@ -106,7 +106,7 @@ public enum FastMath {
         }
     }
 
-    /// `apply` in Swift, eight lanes at a time (the tail through a padded vector): what CPUs without AVX-512 run.
+    /// `apply` in Swift, eight lanes at a time (the tail through a padded vector): what CPUs without AVX2 run.
     public static func applyPortable(_ p: UnsafeMutablePointer<Float>, _ count: Int, _ f: Function) {
         switch f {
         case .gelu: loop(p, count) { gelu($0) }

@@ -1,5 +1,6 @@
-// The AVX-512 element-wise passes (Sources/C/CGemm/elementwise.c) against their Swift twins (FastMath.applyPortable,
-// Kernels.softmaxRowPortable), which CPUs without AVX-512 run and which the parity records were checked through: the
+// The C element-wise passes (Sources/C/CGemm/elementwise.c; this CPU's build of them, AVX-512 or AVX2) against their
+// Swift twins (FastMath.applyPortable, Kernels.softmaxRowPortable), which other CPUs run and which the parity records
+// were first checked through: the
 // two must give the same bits on every input — ordinary values, both zeros, the exponential's cut-offs, denormals,
 // infinities and NaN — at lengths that cross the 16-lane and 8-lane edges. The softmax is also held to its
 // definition, computed in Double.
@@ -14,7 +15,7 @@ import Glibc
 import Darwin
 #endif
 
-@Suite("element-wise passes", .enabled(if: FastMath.vectorized, "needs AVX-512F for the C twins"))
+@Suite("element-wise passes", .enabled(if: FastMath.vectorized, "needs AVX-512F or AVX2 for the C twins"))
 struct ElementwiseTests {
     static let lengths = [1, 7, 8, 9, 15, 16, 17, 33, 77, 256, 1000]
 
