@@ -138,7 +138,11 @@ public enum Kernels {
             case .portable: "int8 weights: int8 × int8 → int32 (portable C, AMUSED_COMPUTE=int8)"
             case .widened: "int8 weights: widened to float32"
             }
-        return products + ", single-threaded calls split over \(Parallel.width) cores; " + int8
+        let bf16 =
+            bf16Compute
+            ? "bf16 weights: bf16 × bf16 → f32 (AVX512_BF16; AMUSED_COMPUTE=f32 widens)"
+            : "bf16 weights: widened to float32"
+        return products + ", single-threaded calls split over \(Parallel.width) cores; " + int8 + "; " + bf16
     }
 
     #if canImport(Accelerate)
