@@ -1,9 +1,8 @@
-// The C element-wise passes (Sources/C/CGemm/elementwise.c; this CPU's build of them, AVX-512 or AVX2) against their
-// Swift twins (FastMath.applyPortable, Kernels.softmaxRowPortable), which other CPUs run and which the parity records
-// were first checked through: the
-// two must give the same bits on every input — ordinary values, both zeros, the exponential's cut-offs, denormals,
-// infinities and NaN — at lengths that cross the 16-lane and 8-lane edges. The softmax is also held to its
-// definition, computed in Double.
+// The C element-wise passes (Sources/C/CGemm/elementwise.c; every build of them this CPU runs: AVX2, and AVX-512 where
+// it has it) against their Swift twins (FastMath.applyPortable, Kernels.softmaxRowPortable), which other CPUs run and
+// which the parity records were first checked through: the two must give the same bits on every input — ordinary
+// values, both zeros, the exponential's cut-offs, denormals, infinities and NaN — at lengths that cross the 16-lane
+// and 8-lane edges. The softmax is also held to its definition, computed in Double.
 
 import AmusedKernels
 import CGemm
@@ -18,6 +17,22 @@ import Darwin
 @Suite("element-wise passes", .enabled(if: FastMath.vectorized, "needs AVX-512F or AVX2 for the C twins"))
 struct ElementwiseTests {
     static let lengths = [1, 7, 8, 9, 15, 16, 17, 33, 77, 256, 1000]
+
+    /// Every build of the C twins this CPU can run: an AVX-512 CPU checks the AVX2 build as well.
+    static let widths: [Int32] = amused_elementwise_width() == 512 ? [512, 256] : [256]
+
+    /// `FastMath.apply` through the C build of `width`.
+    static func apply(_ p: inout [Float], _ f: FastMath.Function, width: Int32) {
+        let count = p.count
+        let (code, shift): (Int32, Float) =
+            switch f {
+            case .gelu: (Int32(AMUSED_GELU), 0)
+            case .silu: (Int32(AMUSED_SILU), 0)
+            case .quickGelu: (Int32(AMUSED_QUICK_GELU), 0)
+            case .expShifted(let m): (Int32(AMUSED_EXP_SHIFTED), m)
+            }
+        p.withUnsafeMutableBufferPointer { amused_apply_with(width, code, shift, $0.baseAddress!, count) }
+    }
 
     /// Values over the range a forward meets, with the special ones spread through (the row index shifts them, so
     /// every special value lands in the vector body and in the tail at some length).
@@ -52,10 +67,15 @@ struct ElementwiseTests {
     func applyIsBitIdenticalToTheSwiftLoop(_ f: FastMath.Function) {
         for count in Self.lengths {
             for shift in 0..<5 {
-                var fast = Self.values(count, shift: shift), portable = fast
-                FastMath.apply(&fast, count, f)
+                var portable = Self.values(count, shift: shift), dispatched = portable
                 FastMath.applyPortable(&portable, count, f)
-                #expect(Self.mismatches(fast, portable).isEmpty, "\(f) at length \(count), shift \(shift)")
+                FastMath.apply(&dispatched, count, f)
+                #expect(Self.mismatches(dispatched, portable).isEmpty, "\(f) at length \(count), shift \(shift)")
+                for width in Self.widths {
+                    var fast = Self.values(count, shift: shift)
+                    Self.apply(&fast, f, width: width)
+                    #expect(Self.mismatches(fast, portable).isEmpty, "\(f), width \(width), length \(count)")
+                }
             }
         }
     }
@@ -77,6 +97,11 @@ struct ElementwiseTests {
                 fast.withUnsafeMutableBufferPointer { amused_softmax_row($0.baseAddress!, dim) }
                 Kernels.softmaxRowPortable(&portable, dim)
                 #expect(Self.mismatches(fast, portable).isEmpty, "row \(r) of length \(dim)")
+                for width in Self.widths {
+                    var other = row
+                    other.withUnsafeMutableBufferPointer { amused_softmax_row_with(width, $0.baseAddress!, dim) }
+                    #expect(Self.mismatches(other, portable).isEmpty, "row \(r) of length \(dim), width \(width)")
+                }
                 guard r < 5 else { continue }
                 // The definition in Double; 4e-6 relative covers the exponential's 2 ulp and float32 sums of up to
                 // 1000 terms (each value ≤ 1, so the sum's relative error stays below ~dim·2^-24 / 16 lanes).

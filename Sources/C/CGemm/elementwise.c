@@ -175,19 +175,30 @@ __attribute__((target("avx2"))) static void apply_avx2(int function, float shift
 __attribute__((target("avx512f"))) static void softmax_row_avx512(float *row, long dim) { softmax_row(row, dim); }
 __attribute__((target("avx2"))) static void softmax_row_avx2(float *row, long dim) { softmax_row(row, dim); }
 
-void amused_apply(int function, float shift, float *p, long count) {
-    if (width() == 512) apply_avx512(function, shift, p, count);
+int amused_elementwise_width(void) { return width(); }
+
+void amused_apply_with(int w, int function, float shift, float *p, long count) {
+    if (w == 512) apply_avx512(function, shift, p, count);
     else apply_avx2(function, shift, p, count);
 }
 
-void amused_softmax_row(float *row, long dim) {
-    if (width() == 512) softmax_row_avx512(row, dim);
+void amused_softmax_row_with(int w, float *row, long dim) {
+    if (w == 512) softmax_row_avx512(row, dim);
     else softmax_row_avx2(row, dim);
 }
+
+void amused_apply(int function, float shift, float *p, long count) { amused_apply_with(width(), function, shift, p, count); }
+
+void amused_softmax_row(float *row, long dim) { amused_softmax_row_with(width(), row, dim); }
 
 #else
 
 int amused_elementwise_cpu_supported(void) { return 0; }
+int amused_elementwise_width(void) { return 0; }
+void amused_apply_with(int w, int function, float shift, float *p, long count) {
+    (void)w, (void)function, (void)shift, (void)p, (void)count;
+}
+void amused_softmax_row_with(int w, float *row, long dim) { (void)w, (void)row, (void)dim; }
 void amused_apply(int function, float shift, float *p, long count) { (void)function, (void)shift, (void)p, (void)count; }
 void amused_softmax_row(float *row, long dim) { (void)row, (void)dim; }
 

@@ -98,11 +98,21 @@ void amused_bf16gemm(long m, long n, long k, const uint16_t *a, long lda, const 
 /// The functions `amused_apply` evaluates (FastMath.Function's cases).
 enum { AMUSED_GELU = 0, AMUSED_SILU = 1, AMUSED_QUICK_GELU = 2, AMUSED_EXP_SHIFTED = 3 };
 
-/// 1 when the CPU has AVX-512F: `amused_apply` and `amused_softmax_row` may be called.
+/// 1 when the CPU has AVX-512F or AVX2: `amused_apply` and `amused_softmax_row` may be called.
 int amused_elementwise_cpu_supported(void);
 
+/// The build of the element-wise passes this CPU runs: 512 (AVX-512F), 256 (AVX2) or 0 (neither).
+int amused_elementwise_width(void);
+
+/// `amused_apply` through the build of the given width (512 or 256; the CPU must have it), for tests: an AVX-512 CPU
+/// can check the AVX2 build too.
+void amused_apply_with(int width, int function, float shift, float *p, long count);
+
+/// `amused_softmax_row` through the build of the given width (512 or 256; the CPU must have it), for tests.
+void amused_softmax_row_with(int width, float *row, long dim);
+
 /// p[i] = f(p[i]) for i < count, sixteen lanes at a time (f: exact GELU, SiLU, quick-GELU, or e^(x − shift)),
-/// bit-identical to FastMath.apply's Swift loop. Requires `amused_elementwise_cpu_supported()`.
+/// bit-identical to FastMath.apply's Swift loop, in this CPU's build. Requires `amused_elementwise_cpu_supported()`.
 void amused_apply(int function, float shift, float *p, long count);
 
 /// Softmax of one row in place: the maximum (NaN ignored), e^(x − max), their sum over sixteen running sums added
