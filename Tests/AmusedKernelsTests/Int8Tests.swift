@@ -88,26 +88,15 @@ struct Int8Tests {
         return y
     }
 
+    /// Every integer kernel this CPU can run: the portable one always, VNNI and AVX2 where it has them.
+    static let modes: [Kernels.Int8Compute] =
+        [.portable] + (Kernels.hasVNNI ? [.vnni] : []) + (Kernels.hasAVX2Int8 ? [.avx2] : [])
+
     @Test(arguments: cases)
-    func thePortableKernelEqualsTheDefinition(_ t: Case) {
+    func everyIntegerKernelEqualsTheDefinition(_ t: Case) {
         let (x, w, scales, bias) = Self.inputs(t)
-        #expect(Self.run(t, mode: .portable) == Self.definition(t, x: x, w: w, scales: scales, bias: bias))
-    }
-
-    @Test(
-        .enabled(if: Kernels.hasVNNI, "the CPU has no AVX-512 VNNI; the portable kernel is tested alone"),
-        arguments: cases)
-    func theVNNIKernelEqualsTheDefinition(_ t: Case) {
-        let (x, w, scales, bias) = Self.inputs(t)
-        #expect(Self.run(t, mode: .vnni) == Self.definition(t, x: x, w: w, scales: scales, bias: bias))
-    }
-
-    @Test(
-        .enabled(if: Kernels.hasAVX2Int8, "the CPU has no AVX2"),
-        arguments: cases)
-    func theAVX2KernelEqualsTheDefinition(_ t: Case) {
-        let (x, w, scales, bias) = Self.inputs(t)
-        #expect(Self.run(t, mode: .avx2) == Self.definition(t, x: x, w: w, scales: scales, bias: bias))
+        let want = Self.definition(t, x: x, w: w, scales: scales, bias: bias)
+        for mode in Self.modes { #expect(Self.run(t, mode: mode) == want, "\(mode)") }
     }
 
     /// |y − x·Wᵀ| ≤ (row step / 2) · Σ_p |W[j,p]| per element (each activation is off by at most half its step), plus
