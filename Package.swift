@@ -33,7 +33,8 @@ let package = Package(
         // JPEG decoding through libjpeg-turbo (libjpeg-dev), the decoder Pillow uses.
         .target(name: "CJPEG", path: "Sources/C/CJPEG", linkerSettings: [.linkedLibrary("jpeg")]),
         // AmusedKit's own C kernels (x86-64): the SGEMM (AVX-512 in optimised builds on CPUs with AVX-512F, AVX2 on
-        // request; BLAS otherwise), the int8 and bf16 products, and the element-wise passes at AVX-512 width.
+        // request; BLAS otherwise), the int8 (VNNI or AVX2) and bf16 products, and the element-wise passes at AVX-512
+        // or AVX2 width.
         .target(name: "CGemm", path: "Sources/C/CGemm"),
         .systemLibrary(
             name: "CZlib", path: "Sources/C/CZlib", pkgConfig: "zlib",

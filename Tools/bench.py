@@ -12,7 +12,8 @@ FlopCounterMode: matmul/conv/bmm, 2 per multiply-add, as in docs/model-notes.md 
 --bundles converts the model to those presets (once, into /tmp/amused-bench-bundles) and adds a row per bundle to
 every part and to the pipeline, with its time against PyTorch's float32 and against the Swift float32 row ("vs f32"),
 and the pipeline's peak RSS per Swift run. An int8 bundle's linear layers multiply in int8 (activations quantized per
-row) with AVX-512 VNNI, or AVX2's VPMADDWD on CPUs without it; AMUSED_COMPUTE=f32 widens them to float32.
+row) with AVX-512 VNNI, or AVX2's VPMADDWD on CPUs with AVX2 and no AVX-512; AMUSED_COMPUTE=f32 widens them to
+float32.
 
 --train-step adds one LoRA fine-tuning step at batch 1 (rank 16, alpha 32 on every to_q/to_k/to_v, every other token
 masked; forward, cross-entropy, backward, AdamW): PEFT + torch autograd against `amused bench --part train-step`,
@@ -138,7 +139,7 @@ def main() -> None:
     print(f"peak float32 FMA, measured: {peak:.0f} GFLOP/s on {args.threads} cores" if peak else "peak: not measured")
     # Without VNNI the int8 bundles multiply with AVX2's VPMADDWD: its measured rate bounds how far they can gain.
     int16 = float(swift.get("int16_peak_gops_per_core", 0)) * args.threads
-    if int16:
+    if int16 and peak:
         print(f"peak int16 multiply-add (the AVX2 int8 path), measured: {int16:.0f} GOP/s on {args.threads} cores, "
               f"{int16 / peak:.2f}x the float32 peak")
     print(f"{'part':<38}{'PyTorch s':>11}{'Swift s':>10}{'ratio':>8}{'vs f32':>8}{'GFLOP':>9}{'torch GF/s':>12}"

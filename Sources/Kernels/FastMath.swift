@@ -2,9 +2,9 @@
 // than the matrix products spend on the same data. Accuracy: exp within 2 ulp over the float range used here;
 // erf within 1.5e-7 absolute (Abramowitz & Stegun 7.1.26), far inside the 1e-4 parity tolerances.
 //
-// Swift compiles this module for the baseline x86-64 (SSE2: 4 lanes, no FMA), so on CPUs with AVX-512 `apply` hands
-// the loop to its C twin (elementwise.c: the same operations lane by lane, 16 lanes, bit-identical results; a NaN
-// stays a NaN).
+// Swift compiles this module for the baseline x86-64 (SSE2: 4 lanes, no FMA), so on CPUs with AVX-512 or AVX2 `apply`
+// hands the loop to its C twin (elementwise.c: the same operations lane by lane, 16 lanes, bit-identical results; a
+// NaN stays a NaN).
 
 import CGemm
 

@@ -33,18 +33,23 @@ extension Kernels {
     /// Whether this CPU has AVX2, which the integer kernel for CPUs without VNNI needs.
     public static let hasAVX2Int8 = amused_igemm_avx2_cpu_supported() == 1
 
-    /// The choice for this process: `AMUSED_COMPUTE=f32` widens; unset or `int8`, integer products run with VNNI,
-    /// else AVX2, else — only when `int8` asks — in portable C; unset on a CPU with neither, weights are widened.
+    /// Whether that kernel is the default here: AVX2 without AVX-512F. VPMADDWD's rate is 1.54× the float32 FMA's on a
+    /// Zen 3 (measured), but on an AVX-512 CPU without VNNI (Skylake-SP and kin) the float32 kernel's 512-bit FMAs
+    /// match it before the quantizing is paid for, so there the weights are widened unless AMUSED_COMPUTE=int8.
+    public static let prefersAVX2Int8 = hasAVX2Int8 && amused_sgemm_width() < 512
+
+    /// The choice for this process: `AMUSED_COMPUTE=f32` widens; `int8` runs integer products with VNNI, else AVX2,
+    /// else in portable C; unset, with VNNI, else with AVX2 where there is no AVX-512F (`prefersAVX2Int8`), else the
+    /// weights are widened.
     public static let int8Compute: Int8Compute = int8Compute(
         environment: getenv("AMUSED_COMPUTE").map { String(cString: $0) })
 
     /// The choice `AMUSED_COMPUTE=value` makes on this CPU (nil: unset).
     public static func int8Compute(environment value: String?) -> Int8Compute {
-        let fast: Int8Compute? = hasVNNI ? .vnni : hasAVX2Int8 ? .avx2 : nil
         return switch value {
         case "f32"?: .widened
-        case "int8"?: fast ?? .portable
-        default: fast ?? .widened
+        case "int8"?: hasVNNI ? .vnni : hasAVX2Int8 ? .avx2 : .portable
+        default: hasVNNI ? .vnni : prefersAVX2Int8 ? .avx2 : .widened
         }
     }
 

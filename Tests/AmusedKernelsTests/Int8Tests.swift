@@ -55,7 +55,8 @@ struct Int8Tests {
 
     static func inputs(_ t: Case) -> (x: [Float], w: [Int8], scales: [Float], bias: [Float]?) {
         let x = activations(t.m, t.k)
-        let w = (0..<t.n * t.k).map { Int8(truncatingIfNeeded: ($0 * 29 + 7) % 255 - 127) }
+        // −128…127: the pair extreme (level 255 against −128) is reached, though the bundle's scheme stops at −127.
+        let w = (0..<t.n * t.k).map { Int8(truncatingIfNeeded: ($0 * 29 + 7) % 256 - 128) }
         let scales = (0..<t.n).map { Float($0 % 7 + 1) / 300 }
         let bias = t.bias ? (0..<t.n).map { Float($0 % 5) - 2 } : nil
         return (x, w, scales, bias)
@@ -133,17 +134,25 @@ struct Int8Tests {
     /// Every quantizer (the AVX-512 one runs where the CPU has it; the AVX2 one writes 16-bit levels) gives the
     /// definition's levels, scales and zero points, including rows with NaN, infinities, all zeros and values below
     /// the 1e-30 floor.
-    @Test func everyActivationQuantizerEqualsTheDefinition() {
-        let k = 37
-        var x = Self.activations(6, k)
+    /// At depths that leave the vector loops a tail (37), none (32, 40 for the 8-wide range pass) or no vector body at
+    /// all (5); specials sit in the body and in the tail, and one row is built for exact ties (step 1).
+    @Test(arguments: [5, 32, 37, 40])
+    func everyActivationQuantizerEqualsTheDefinition(_ k: Int) {
+        let rows = 7, ldq = 44
+        var x = Self.activations(rows, k)
         x[3] = .nan
-        x[k + 5] = .infinity
+        x[k - 1] = .nan
+        x[k + 5 % k] = .infinity
+        x[2 * k - 1] = .infinity
         for p in 0..<k { x[2 * k + p] = 0 }
         for p in 0..<k { x[3 * k + p] = Float(p) * 1e-33 }
         x[4 * k + 2] = -.infinity
+        x[5 * k - 1] = -.infinity
+        // Range [0, 255] with −0 in it: step 1, so the halves are exact ties (round half to even).
+        for p in 0..<k { x[6 * k + p] = p == 0 ? 255 : p % 4 == 1 ? -0.0 : Float(p % 9) + 0.5 }
         // Definition.
-        var want: [UInt8] = [], wantScale: [Float] = [], wantZero: [Int32] = []
-        for i in 0..<6 {
+        var want: [[Int]] = [], wantScale: [Float] = [], wantZero: [Int32] = []
+        for i in 0..<rows {
             let row = x[(i * k)..<((i + 1) * k)]
             let lo = min(0, row.filter { !$0.isNaN }.min() ?? 0), hi = max(0, row.filter { !$0.isNaN }.max() ?? 0)
             var s = (hi - lo) / 255
@@ -151,29 +160,40 @@ struct Int8Tests {
             let zr = (-lo / s).rounded(.toNearestOrEven)
             let z = zr.isNaN ? 0 : max(0, min(255, zr))
             let inv = 1 / s
-            for v in row {
-                let r = (v * inv).rounded(.toNearestOrEven) + z
-                want.append(UInt8(r.isNaN ? z : max(0, min(255, r))))
-            }
-            want += [UInt8](repeating: UInt8(z), count: 3)  // padding to 40 bytes
+            want.append(
+                row.map { v in
+                    let r = (v * inv).rounded(.toNearestOrEven) + z
+                    return Int(r.isNaN ? z : max(0, min(255, r)))
+                })
             wantScale.append(s)
             wantZero.append(Int32(z))
         }
+        // Bytes: each row, its zero point up to 4·⌈k/4⌉, the rest of the row's 44 untouched.
+        var want8: [UInt8] = []
+        for i in 0..<rows {
+            let padded = (k + 3) / 4 * 4
+            want8 += want[i].map { UInt8($0) } + [UInt8](repeating: UInt8(wantZero[i]), count: padded - k)
+            want8 += [UInt8](repeating: 7, count: ldq - padded)
+        }
         for quantize in [amused_quantize_rows_u8, amused_quantize_rows_u8_portable] {
-            var q = [UInt8](repeating: 7, count: 6 * 40), scale = [Float](repeating: 0, count: 6)
-            var zero = [Int32](repeating: -1, count: 6)
-            quantize(6, k, x, k, &q, 40, &scale, &zero)
-            #expect(q == want)
+            var q = [UInt8](repeating: 7, count: rows * ldq), scale = [Float](repeating: 0, count: rows)
+            var zero = [Int32](repeating: -1, count: rows)
+            quantize(rows, k, x, k, &q, ldq, &scale, &zero)
+            #expect(q == want8)
             #expect(scale == wantScale)
             #expect(zero == wantZero)
         }
         if Kernels.hasAVX2Int8 {
-            // 16-bit levels: the row's 37 values, the zero point for the odd row's padded pair, the rest untouched.
-            var q = [UInt16](repeating: 7, count: 6 * 40), scale = [Float](repeating: 0, count: 6)
-            var zero = [Int32](repeating: -1, count: 6)
-            amused_quantize_rows_u16(6, k, x, k, &q, 40, &scale, &zero)
+            // 16-bit levels: each row, its zero point for an odd row's padded pair, the rest untouched.
             var want16: [UInt16] = []
-            for i in 0..<6 { want16 += want[(i * 40)..<(i * 40 + k + 1)].map { UInt16($0) } + [7, 7] }
+            for i in 0..<rows {
+                let padded = (k + 1) / 2 * 2
+                want16 += want[i].map { UInt16($0) } + [UInt16](repeating: UInt16(wantZero[i]), count: padded - k)
+                want16 += [UInt16](repeating: 7, count: ldq - padded)
+            }
+            var q = [UInt16](repeating: 7, count: rows * ldq), scale = [Float](repeating: 0, count: rows)
+            var zero = [Int32](repeating: -1, count: rows)
+            amused_quantize_rows_u16(rows, k, x, k, &q, ldq, &scale, &zero)
             #expect(q == want16)
             #expect(scale == wantScale)
             #expect(zero == wantZero)
@@ -182,8 +202,9 @@ struct Int8Tests {
 
     @Test func theEnvironmentChoosesTheComputeMode() {
         #expect(Kernels.int8Compute(environment: "f32") == .widened)
-        let fast: Kernels.Int8Compute? = Kernels.hasVNNI ? .vnni : Kernels.hasAVX2Int8 ? .avx2 : nil
-        #expect(Kernels.int8Compute(environment: "int8") == fast ?? .portable)
-        #expect(Kernels.int8Compute(environment: nil) == fast ?? .widened)
+        let forced: Kernels.Int8Compute = Kernels.hasVNNI ? .vnni : Kernels.hasAVX2Int8 ? .avx2 : .portable
+        #expect(Kernels.int8Compute(environment: "int8") == forced)
+        let unset: Kernels.Int8Compute = Kernels.hasVNNI ? .vnni : Kernels.prefersAVX2Int8 ? .avx2 : .widened
+        #expect(Kernels.int8Compute(environment: nil) == unset)
     }
 }

@@ -30,12 +30,14 @@ typedef int vi __attribute__((ext_vector_type(16)));
 
 /// Which of the two builds runs: 512 (AVX-512F), 256 (AVX2), 0 (neither; the Swift loops run).
 static int width(void) {
-    static int cached = -1;
-    if (cached < 0) {
+    static int cached = -1;  // relaxed atomics: threads racing to fill it store the same value
+    int w = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (w < 0) {
         __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx512f") ? 512 : __builtin_cpu_supports("avx2") ? 256 : 0;
+        w = __builtin_cpu_supports("avx512f") ? 512 : __builtin_cpu_supports("avx2") ? 256 : 0;
+        __atomic_store_n(&cached, w, __ATOMIC_RELAXED);
     }
-    return cached;
+    return w;
 }
 
 int amused_elementwise_cpu_supported(void) { return width() != 0; }
@@ -177,28 +179,38 @@ __attribute__((target("avx2"))) static void softmax_row_avx2(float *row, long di
 
 int amused_elementwise_width(void) { return width(); }
 
-void amused_apply_with(int w, int function, float shift, float *p, long count) {
+int amused_apply_with(int w, int function, float shift, float *p, long count) {
     if (w == 512) apply_avx512(function, shift, p, count);
-    else apply_avx2(function, shift, p, count);
+    else if (w == 256) apply_avx2(function, shift, p, count);
+    else return -1;
+    return 0;
 }
 
-void amused_softmax_row_with(int w, float *row, long dim) {
+int amused_softmax_row_with(int w, float *row, long dim) {
     if (w == 512) softmax_row_avx512(row, dim);
-    else softmax_row_avx2(row, dim);
+    else if (w == 256) softmax_row_avx2(row, dim);
+    else return -1;
+    return 0;
 }
 
-void amused_apply(int function, float shift, float *p, long count) { amused_apply_with(width(), function, shift, p, count); }
+void amused_apply(int function, float shift, float *p, long count) {
+    (void)amused_apply_with(width(), function, shift, p, count);
+}
 
-void amused_softmax_row(float *row, long dim) { amused_softmax_row_with(width(), row, dim); }
+void amused_softmax_row(float *row, long dim) { (void)amused_softmax_row_with(width(), row, dim); }
 
 #else
 
 int amused_elementwise_cpu_supported(void) { return 0; }
 int amused_elementwise_width(void) { return 0; }
-void amused_apply_with(int w, int function, float shift, float *p, long count) {
+int amused_apply_with(int w, int function, float shift, float *p, long count) {
     (void)w, (void)function, (void)shift, (void)p, (void)count;
+    return -1;
 }
-void amused_softmax_row_with(int w, float *row, long dim) { (void)w, (void)row, (void)dim; }
+int amused_softmax_row_with(int w, float *row, long dim) {
+    (void)w, (void)row, (void)dim;
+    return -1;
+}
 void amused_apply(int function, float shift, float *p, long count) { (void)function, (void)shift, (void)p, (void)count; }
 void amused_softmax_row(float *row, long dim) { (void)row, (void)dim; }
 

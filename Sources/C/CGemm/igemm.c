@@ -9,6 +9,20 @@
 #include "amused_gemm.h"
 
 #include <math.h>
+
+#if defined(__FAST_MATH__)
+#error "igemm.c must be bit-identical to its portable loops: build it without -ffast-math"
+#endif
+
+// The rescales are written mul, mul, add, as the portable loop computes them; fusing them into FMAs would change bits.
+#pragma clang fp contract(off)
+
+/// Four bytes at p (any alignment) as one int32: the word the kernels broadcast.
+static inline int32_t word_at(const void *p) {
+    int32_t w;
+    __builtin_memcpy(&w, p, sizeof w);
+    return w;
+}
 #include <time.h>
 
 /// The step and zero point of a row spanning [lo, hi] (both widened to include 0, so 0 is exact): 256 levels.
@@ -107,7 +121,7 @@ VNNI static void kernel_i8(long mr, long nr, long k4, const uint8_t *a, long lda
             __m512i w0 = _mm512_loadu_si512(panel + q * 128), w1 = _mm512_loadu_si512(panel + q * 128 + 64);
 #pragma GCC unroll 8
             for (int r = 0; r < IMR; r++) {
-                __m512i x = _mm512_set1_epi32(*(const int32_t *)(a + r * lda + 4 * q));
+                __m512i x = _mm512_set1_epi32(word_at(a + r * lda + 4 * q));
                 acc0[r] = _mm512_dpbusd_epi32(acc0[r], x, w0);
                 acc1[r] = _mm512_dpbusd_epi32(acc1[r], x, w1);
             }
@@ -116,7 +130,7 @@ VNNI static void kernel_i8(long mr, long nr, long k4, const uint8_t *a, long lda
         for (long q = 0; q < k4; q++) {
             __m512i w0 = _mm512_loadu_si512(panel + q * 128), w1 = _mm512_loadu_si512(panel + q * 128 + 64);
             for (long r = 0; r < mr; r++) {
-                __m512i x = _mm512_set1_epi32(*(const int32_t *)(a + r * lda + 4 * q));
+                __m512i x = _mm512_set1_epi32(word_at(a + r * lda + 4 * q));
                 acc0[r] = _mm512_dpbusd_epi32(acc0[r], x, w0);
                 acc1[r] = _mm512_dpbusd_epi32(acc1[r], x, w1);
             }
@@ -209,7 +223,7 @@ __attribute__((target("avx512f,avx512bw"))) static void quantize_rows_avx512(lon
 // multiply bytes directly but saturates at 16 bits, which 255 × 127 pairs overflow.) On a Zen 3 core VPMADDWD + VPADDD
 // sustain about 1.6 times the FMA unit's float32 rate (`amused_int16_peak_gops`); a 6×16 tile of C lives in 12 ymm.
 
-#define AVX2 __attribute__((target("avx2,fma")))
+#define AVX2 __attribute__((target("avx2")))  // no "fma": nothing here may fuse
 
 enum { WMR = 6, WNR = 16 };
 
@@ -310,7 +324,7 @@ AVX2 static void kernel_i16(long mr, long nr, long k2, const uint16_t *a, long l
             __m256i w1 = _mm256_loadu_si256((const __m256i *)(panel + q * 32 + 16));
 #pragma GCC unroll 6
             for (int r = 0; r < WMR; r++) {
-                __m256i x = _mm256_set1_epi32(*(const int32_t *)(a + r * lda + 2 * q));
+                __m256i x = _mm256_set1_epi32(word_at(a + r * lda + 2 * q));
                 acc0[r] = _mm256_add_epi32(acc0[r], _mm256_madd_epi16(x, w0));
                 acc1[r] = _mm256_add_epi32(acc1[r], _mm256_madd_epi16(x, w1));
             }
@@ -320,7 +334,7 @@ AVX2 static void kernel_i16(long mr, long nr, long k2, const uint16_t *a, long l
             __m256i w0 = _mm256_loadu_si256((const __m256i *)(panel + q * 32));
             __m256i w1 = _mm256_loadu_si256((const __m256i *)(panel + q * 32 + 16));
             for (long r = 0; r < mr; r++) {
-                __m256i x = _mm256_set1_epi32(*(const int32_t *)(a + r * lda + 2 * q));
+                __m256i x = _mm256_set1_epi32(word_at(a + r * lda + 2 * q));
                 acc0[r] = _mm256_add_epi32(acc0[r], _mm256_madd_epi16(x, w0));
                 acc1[r] = _mm256_add_epi32(acc1[r], _mm256_madd_epi16(x, w1));
             }
@@ -485,7 +499,7 @@ BF16 static void kernel_bf16(long mr, long nr, long k2, const uint16_t *a, long 
             __m512bh w1 = (__m512bh)_mm512_loadu_si512(panel + q * 64 + 32);
 #pragma GCC unroll 8
             for (int r = 0; r < IMR; r++) {
-                __m512bh x = (__m512bh)_mm512_set1_epi32(*(const int32_t *)(a + r * lda + 2 * q));
+                __m512bh x = (__m512bh)_mm512_set1_epi32(word_at(a + r * lda + 2 * q));
                 acc0[r] = _mm512_dpbf16_ps(acc0[r], x, w0);
                 acc1[r] = _mm512_dpbf16_ps(acc1[r], x, w1);
             }
@@ -495,7 +509,7 @@ BF16 static void kernel_bf16(long mr, long nr, long k2, const uint16_t *a, long 
             __m512bh w0 = (__m512bh)_mm512_loadu_si512(panel + q * 64);
             __m512bh w1 = (__m512bh)_mm512_loadu_si512(panel + q * 64 + 32);
             for (long r = 0; r < mr; r++) {
-                __m512bh x = (__m512bh)_mm512_set1_epi32(*(const int32_t *)(a + r * lda + 2 * q));
+                __m512bh x = (__m512bh)_mm512_set1_epi32(word_at(a + r * lda + 2 * q));
                 acc0[r] = _mm512_dpbf16_ps(acc0[r], x, w0);
                 acc1[r] = _mm512_dpbf16_ps(acc1[r], x, w1);
             }

@@ -55,8 +55,9 @@ void amused_quantize_rows_u16(long m, long k, const float *x, long ldx, uint16_t
                               int32_t *zero);
 
 /// `amused_igemm_u8s8` on AVX2 without VNNI, bit-identical: A the rows from `amused_quantize_rows_u16` (row stride lda
-/// in elements), products by VPMADDWD on 16-bit pairs. `pack` is scratch of 32 · ⌈k/2⌉ int16. Single-threaded.
-/// Requires `amused_igemm_avx2_cpu_supported()`.
+/// in elements, each readable up to 2·⌈k/2⌉), products by VPMADDWD on 16-bit pairs, exact int32 accumulation (|Σ| <
+/// 2^31 for k < 66 000). `pack` is scratch of 32 · ⌈k/2⌉ int16. Single-threaded. Requires
+/// `amused_igemm_avx2_cpu_supported()`.
 void amused_igemm_u16s8_avx2(long m, long n, long k, const uint16_t *a, long lda, const int8_t *b, long ldb,
                              const float *rowscale, const int32_t *rowzero, const float *colscale, const float *bias,
                              float *c, long ldc, int16_t *pack);
@@ -105,11 +106,12 @@ int amused_elementwise_cpu_supported(void);
 int amused_elementwise_width(void);
 
 /// `amused_apply` through the build of the given width (512 or 256; the CPU must have it), for tests: an AVX-512 CPU
-/// can check the AVX2 build too.
-void amused_apply_with(int width, int function, float shift, float *p, long count);
+/// can check the AVX2 build too. Returns 0, or -1 (nothing done) for another width.
+int amused_apply_with(int width, int function, float shift, float *p, long count);
 
-/// `amused_softmax_row` through the build of the given width (512 or 256; the CPU must have it), for tests.
-void amused_softmax_row_with(int width, float *row, long dim);
+/// `amused_softmax_row` through the build of the given width (512 or 256; the CPU must have it), for tests. Returns
+/// 0, or -1 (nothing done) for another width.
+int amused_softmax_row_with(int width, float *row, long dim);
 
 /// p[i] = f(p[i]) for i < count, sixteen lanes at a time (f: exact GELU, SiLU, quick-GELU, or e^(x − shift)),
 /// bit-identical to FastMath.apply's Swift loop, in this CPU's build. Requires `amused_elementwise_cpu_supported()`.
