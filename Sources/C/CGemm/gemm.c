@@ -16,6 +16,8 @@
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
 #include <immintrin.h>
 #include <pthread.h>
+
+#include "transpose8.h"
 #include <time.h>
 
 enum {
@@ -274,25 +276,6 @@ static void kernel_avx2(long kc, const float *restrict a, const float *restrict 
         }
         _mm256_maskstore_ps(row, m0, u);
         _mm256_maskstore_ps(row + 8, m1, v);
-    }
-}
-
-/// Transposes the 8×8 block held in r[0..7] in place: afterwards r[j] holds column j.
-__attribute__((target("avx2,fma"), always_inline)) static inline void transpose8(__m256 r[8]) {
-    __m256 t[8], s[8];
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 8; i += 4) {
-        s[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-        s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
-        s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-        s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
-        r[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
     }
 }
 

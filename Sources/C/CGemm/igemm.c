@@ -225,6 +225,8 @@ __attribute__((target("avx512f,avx512bw"))) static void quantize_rows_avx512(lon
 
 #define AVX2 __attribute__((target("avx2")))  // no "fma": nothing here may fuse
 
+#include "transpose8.h"
+
 enum { WMR = 6, WNR = 16 };
 
 int amused_igemm_avx2_cpu_supported(void) {
@@ -286,28 +288,46 @@ AVX2 void amused_quantize_rows_u16(long m, long k, const float *x, long ldx, uin
 }
 
 /// Columns j..j+nr (nr ≤ 16) of B (n×k int8, row stride ldb) as 16-bit pairs of depth, the 16 columns' pairs side by
-/// side (two 32-byte vectors per pair), zero past nr and past k; sums[c] = Σ_p b[j+c, p].
-static void pack_b_pairs(long nr, long k, const int8_t *b, long ldb, int16_t *out, int32_t *sums) {
-    long k2 = (k + 1) / 2;
-    for (long c = 0; c < WNR; c++) {
-        int16_t *dst = out + 2 * c;
-        if (c >= nr) {
-            for (long q = 0; q < k2; q++) dst[q * 2 * WNR] = dst[q * 2 * WNR + 1] = 0;
-            continue;
+/// side (two 32-byte vectors per pair), zero past nr and past k; sums[c] = Σ_p b[j+c, p] for c < nr. Eight columns at
+/// a time, sixteen bytes of each: sign-extended to eight pairs, transposed 8×8 in registers, summed by VPMADDWD
+/// against ones (a scalar loop packed at about a sixth of the kernel's time).
+AVX2 static void pack_b_pairs(long nr, long k, const int8_t *b, long ldb, int16_t *out, int32_t *sums) {
+    long k2 = (k + 1) / 2, whole = k / 16;
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (long half = 0; half < WNR; half += 8) {
+        __m256i sum[8];
+        for (int c = 0; c < 8; c++) sum[c] = _mm256_setzero_si256();
+        for (long q8 = 0; q8 < whole; q8++) {
+            __m256 r[8];
+            for (int c = 0; c < 8; c++) {
+                __m256i v = half + c < nr
+                                ? _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + (half + c) * ldb + 16 * q8)))
+                                : _mm256_setzero_si256();
+                sum[c] = _mm256_add_epi32(sum[c], _mm256_madd_epi16(v, ones));
+                r[c] = _mm256_castsi256_ps(v);
+            }
+            transpose8(r);  // r[q] now holds pair 8·q8 + q of the eight columns
+            for (int q = 0; q < 8; q++)
+                _mm256_storeu_ps((float *)(out + ((8 * q8 + q) * WNR + half) * 2), r[q]);
         }
-        const int8_t *row = b + c * ldb;
-        int32_t sum = 0;
-        for (long q = 0; q < k / 2; q++) {
-            dst[q * 2 * WNR] = row[2 * q];
-            dst[q * 2 * WNR + 1] = row[2 * q + 1];
-            sum += row[2 * q] + row[2 * q + 1];
+        for (int c = 0; c < 8; c++) {
+            int16_t *dst = out + 2 * (half + c);
+            int32_t lanes[8], total = 0;
+            _mm256_storeu_si256((__m256i *)lanes, sum[c]);
+            for (int l = 0; l < 8; l++) total += lanes[l];
+            const int8_t *row = b + (half + c) * ldb;
+            for (long q = 8 * whole; q < k2; q++) {
+                int16_t lo = 0, hi = 0;
+                if (half + c < nr) {
+                    lo = row[2 * q];
+                    hi = 2 * q + 1 < k ? row[2 * q + 1] : 0;
+                    total += lo + hi;
+                }
+                dst[q * 2 * WNR] = lo;
+                dst[q * 2 * WNR + 1] = hi;
+            }
+            if (half + c < nr) sums[half + c] = total;
         }
-        if (k % 2) {
-            dst[(k2 - 1) * 2 * WNR] = row[k - 1];
-            dst[(k2 - 1) * 2 * WNR + 1] = 0;
-            sum += row[k - 1];
-        }
-        sums[c] = sum;
     }
 }
 
