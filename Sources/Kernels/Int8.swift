@@ -23,7 +23,8 @@ extension Kernels {
         case vnni
         /// int8 × int8 → int32 with AVX2 (16-bit pairs, VPMADDWD), bit-identical to `vnni`, on CPUs without VNNI.
         case avx2
-        /// int8 × int8 → int32 in portable C, bit-identical to `vnni` (`AMUSED_COMPUTE=int8` on a CPU without VNNI).
+        /// int8 × int8 → int32 in portable C, bit-identical to `vnni` (`AMUSED_COMPUTE=int8` on a CPU without VNNI or
+        /// AVX2).
         case portable
     }
 

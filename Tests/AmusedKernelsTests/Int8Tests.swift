@@ -168,13 +168,15 @@ struct Int8Tests {
             wantScale.append(s)
             wantZero.append(Int32(z))
         }
-        // Bytes: each row, its zero point up to 4·⌈k/4⌉, the rest of the row's 44 untouched.
-        var want8: [UInt8] = []
-        for i in 0..<rows {
-            let padded = (k + 3) / 4 * 4
-            want8 += want[i].map { UInt8($0) } + [UInt8](repeating: UInt8(wantZero[i]), count: padded - k)
-            want8 += [UInt8](repeating: 7, count: ldq - padded)
+        // Each row's levels, its zero point up to `padded`, the rest of the row's 44 untouched (7).
+        func expected(padded: Int) -> [Int] {
+            (0..<rows).flatMap { i in
+                want[i] + [Int](repeating: Int(wantZero[i]), count: padded - k)
+                    + [Int](repeating: 7, count: ldq - padded)
+            }
         }
+        // Bytes, padded to 4·⌈k/4⌉ (the VNNI kernel reads depth in fours).
+        let want8 = expected(padded: (k + 3) / 4 * 4).map { UInt8($0) }
         for quantize in [amused_quantize_rows_u8, amused_quantize_rows_u8_portable] {
             var q = [UInt8](repeating: 7, count: rows * ldq), scale = [Float](repeating: 0, count: rows)
             var zero = [Int32](repeating: -1, count: rows)
@@ -184,13 +186,8 @@ struct Int8Tests {
             #expect(zero == wantZero)
         }
         if Kernels.hasAVX2Int8 {
-            // 16-bit levels: each row, its zero point for an odd row's padded pair, the rest untouched.
-            var want16: [UInt16] = []
-            for i in 0..<rows {
-                let padded = (k + 1) / 2 * 2
-                want16 += want[i].map { UInt16($0) } + [UInt16](repeating: UInt16(wantZero[i]), count: padded - k)
-                want16 += [UInt16](repeating: 7, count: ldq - padded)
-            }
+            // 16-bit levels, padded to 2·⌈k/2⌉ (an odd row's last pair).
+            let want16 = expected(padded: (k + 1) / 2 * 2).map { UInt16($0) }
             var q = [UInt16](repeating: 7, count: rows * ldq), scale = [Float](repeating: 0, count: rows)
             var zero = [Int32](repeating: -1, count: rows)
             amused_quantize_rows_u16(rows, k, x, k, &q, ldq, &scale, &zero)

@@ -16,9 +16,9 @@
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
 #include <immintrin.h>
 #include <pthread.h>
+#include <time.h>
 
 #include "transpose8.h"
-#include <time.h>
 
 enum {
     MR = 12,   // rows of the register tile: 12 × 2 accumulators + 2 B vectors + 1 broadcast fit in 32 zmm
