@@ -89,3 +89,31 @@ struct OwnGEMMTests {
         #expect(Kernels.gemmWidth(environment: nil) == (amused_sgemm_available() == 1 ? 512 : 0))
     }
 }
+
+/// The measured peak rates that benchmarks divide by (`Sources/C/CGemm/peak.c`, assembly loops): no round asked for
+/// means no loop run (the loop counts down to zero and would otherwise run 2^64 rounds), and a measurement leaves the
+/// registers the compiler relies on intact — values computed across it, and the kernel's products after it, are exact.
+@Suite("Peak rates")
+struct PeakRateTests {
+    @Test func noRoundsMeasureNothing() {
+        #expect(amused_fma_peak_gflops(0) == 0)
+        #expect(amused_fma_peak_gflops(-1) == 0)
+        #expect(amused_int16_peak_gops(0) == 0)
+        #expect(amused_int16_peak_gops(-5) == 0)
+    }
+
+    @Test func aMeasurementIsPositiveAndDisturbsNothing() {
+        let x: [Float] = (0..<40).map { Float($0 % 7) - 3 }
+        let before = x.reduce(0, +)
+        let fma = amused_fma_peak_gflops(1_000_000), int16 = amused_int16_peak_gops(1_000_000)
+        #expect(x.reduce(0, +) == before)
+        if amused_sgemm_width() != 0 { #expect(fma > 0 && fma.isFinite) } else { #expect(fma == 0) }
+        if amused_igemm_avx2_cpu_supported() == 1 { #expect(int16 > 0 && int16.isFinite) } else { #expect(int16 == 0) }
+        // x (2×3) · Wᵀ, W 4×3, small integers: exact, as BLASTests checks it.
+        var y = [Float](repeating: -1, count: 8)
+        Kernels.sgemm(
+            m: 2, n: 4, k: 3, a: [1, 2, 3, 4, 5, 6], lda: 3, b: [1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 1, 1], ldb: 3,
+            transposeB: true, c: &y, ldc: 4)
+        #expect(y == [1, 2, 3, 6, 4, 5, 6, 15])
+    }
+}

@@ -16,7 +16,6 @@
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
 #include <immintrin.h>
 #include <pthread.h>
-#include <time.h>
 
 #include "transpose8.h"
 
@@ -387,57 +386,7 @@ int amused_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, 
     return amused_sgemm_with(amused_sgemm_width(), trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-/// Twelve independent chains of float32 FMAs for `iterations` rounds (zmm here, ymm below); returns the floating-point
-/// operations done. `amused_fma_peak_gflops` times them: the core's peak rate, for benchmarks to report against.
-__attribute__((target("avx512f"))) static double fma_peak_zmm(long iterations) {
-    __m512 acc[12], b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
-    for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_ps((float)i);
-    for (long k = 0; k < iterations; k++) {
-#pragma GCC unroll 12
-        for (int i = 0; i < 12; i++) acc[i] = _mm512_fmadd_ps(acc[i], b, c);
-        __asm__ volatile("" : "+v"(acc[0]));  // keeps the loop from being folded away
-    }
-    float sink = 0;
-    for (int i = 0; i < 12; i++) sink += _mm512_reduce_add_ps(acc[i]);
-    __asm__ volatile("" ::"x"(sink));
-    return (double)iterations * 12 * 16 * 2;
-}
-
-__attribute__((target("avx2,fma"))) static double fma_peak_ymm(long iterations) {
-    __m256 acc[12], b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
-    for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_ps((float)i);
-    for (long k = 0; k < iterations; k++) {
-#pragma GCC unroll 12
-        for (int i = 0; i < 12; i++) acc[i] = _mm256_fmadd_ps(acc[i], b, c);
-        __asm__ volatile("" : "+x"(acc[0]));
-    }
-    float lanes[8], sink = 0;
-    for (int i = 0; i < 12; i++) {
-        _mm256_storeu_ps(lanes, acc[i]);
-        for (int j = 0; j < 8; j++) sink += lanes[j];
-    }
-    __asm__ volatile("" ::"x"(sink));
-    return (double)iterations * 12 * 8 * 2;
-}
-
-double amused_fma_peak_gflops(long iterations) {
-    __builtin_cpu_init();
-    int zmm = __builtin_cpu_supports("avx512f"), ymm = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (!zmm && !ymm) return 0;
-    struct timespec t0, t1;  // timed here, around either loop (the call costs nothing beside 10^8 rounds)
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    double flops = zmm ? fma_peak_zmm(iterations) : fma_peak_ymm(iterations);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
-    return seconds > 0 ? flops / seconds / 1e9 : 0;
-}
-
 #else  // not x86-64: BLAS does every product
-
-double amused_fma_peak_gflops(long iterations) {
-    (void)iterations;
-    return 0;
-}
 
 int amused_sgemm_width(void) { return 0; }
 int amused_sgemm_cpu_supported(void) { return 0; }

@@ -23,7 +23,6 @@ static inline int32_t word_at(const void *p) {
     __builtin_memcpy(&w, p, sizeof w);
     return w;
 }
-#include <time.h>
 
 /// The step and zero point of a row spanning [lo, hi] (both widened to include 0, so 0 is exact): 256 levels.
 static void row_range(float lo, float hi, float *step, int32_t *zero) {
@@ -403,26 +402,6 @@ AVX2 void amused_igemm_u16s8_avx2(long m, long n, long k, const uint16_t *a, lon
     }
 }
 
-/// Twelve independent VPMADDWD + VPADDD chains for `iterations` rounds: the calling core's int16 multiply-add rate,
-/// in GOP/s (two operations per multiply-add), as `amused_fma_peak_gflops` measures float32.
-AVX2 double amused_int16_peak_gops(long iterations) {
-    __m256i acc[12];
-    for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_epi32(i);
-    const __m256i y = _mm256_set1_epi16(3);
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (long it = 0; it < iterations; it++) {
-#pragma GCC unroll 12
-        for (int i = 0; i < 12; i++) acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(acc[i], y));
-    }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    int32_t sink = 0;
-    for (int i = 0; i < 12; i++) sink ^= _mm256_extract_epi32(acc[i], 0);
-    __asm__ volatile("" : : "r"(sink));
-    double seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-    return seconds > 0 ? (double)iterations * 12 * 32 / seconds / 1e9 : 0;
-}
-
 #else
 
 int amused_igemm_cpu_supported(void) { return 0; }
@@ -437,7 +416,6 @@ void amused_igemm_u16s8_avx2(long m, long n, long k, const uint16_t *a, long lda
     (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb, (void)rowscale, (void)rowzero, (void)colscale,
         (void)bias, (void)c, (void)ldc, (void)pack;
 }
-double amused_int16_peak_gops(long iterations) { (void)iterations; return 0; }
 
 void amused_igemm_u8s8(long m, long n, long k, const uint8_t *a, long lda, const int8_t *b, long ldb,
                        const float *rowscale, const int32_t *rowzero, const float *colscale, const float *bias,
