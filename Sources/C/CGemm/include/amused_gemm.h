@@ -30,7 +30,8 @@ int amused_sgemm(int trans_a, int trans_b, long m, long n, long k, float alpha, 
                  const float *b, long ldb, float beta, float *c, long ldc);
 
 /// The calling core's peak float32 FMA rate in GFLOP/s, measured: twelve independent FMA chains for `iterations`
-/// rounds (zmm with AVX-512F, else ymm with FMA; 0 on other CPUs). 10^8 rounds take about half a second.
+/// rounds (zmm with AVX-512F, else ymm with FMA; 0 on other CPUs or for iterations ≤ 0). 10^8 rounds take about half
+/// a second in any build (the loops are assembly: Sources/C/CGemm/peak.c).
 double amused_fma_peak_gflops(long iterations);
 
 /// 1 when the CPU has AVX-512 VNNI (with F and BW): `amused_igemm_u8s8` may be called.
@@ -63,7 +64,8 @@ void amused_igemm_u16s8_avx2(long m, long n, long k, const uint16_t *a, long lda
                              float *c, long ldc, int16_t *pack);
 
 /// The calling core's int16 multiply-add rate in GOP/s, measured: twelve independent VPMADDWD + VPADDD chains for
-/// `iterations` rounds (0 without AVX2) — the AVX2 int8 path's ceiling, beside `amused_fma_peak_gflops`.
+/// `iterations` rounds (0 without AVX2 or for iterations ≤ 0) — the AVX2 int8 path's ceiling, beside
+/// `amused_fma_peak_gflops`.
 double amused_int16_peak_gops(long iterations);
 
 /// `amused_igemm_u8s8` in portable C with bit-identical results: for CPUs without VNNI and tests.
