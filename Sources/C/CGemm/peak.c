@@ -33,33 +33,25 @@ static double now_seconds(void) {
 static const float fma_b = 0.999999f, fma_c = 1e-7f;
 static const short madd_y = 3;
 
-/// `iterations` (> 0) rounds of twelve zmm FMAs.
-__attribute__((target("avx512f"))) static void fma_chains_zmm(long iterations) {
-    __asm__ volatile("vbroadcastss %[b], %%zmm12\n\t"
-                     "vbroadcastss %[c], %%zmm13\n\t" ZERO12 "1:\n\t" FMA12("zmm") "dec %[n]\n\t"
-                     "jnz 1b\n\t"
-                     "vzeroupper"
-                     : [n] "+r"(iterations)
-                     : [b] "m"(fma_b), [c] "m"(fma_c)
-                     : CLOBBERS);
-}
+// The loop every measurement runs: zeroed accumulators, then `body` for %[n] (> 0) rounds.
+#define ROUNDS(body) ZERO12 "1:\n\t" body "dec %[n]\n\t" "jnz 1b\n\t" "vzeroupper"
 
-/// `iterations` (> 0) rounds of twelve ymm FMAs.
-__attribute__((target("avx2,fma"))) static void fma_chains_ymm(long iterations) {
-    __asm__ volatile("vbroadcastss %[b], %%ymm12\n\t"
-                     "vbroadcastss %[c], %%ymm13\n\t" ZERO12 "1:\n\t" FMA12("ymm") "dec %[n]\n\t"
-                     "jnz 1b\n\t"
-                     "vzeroupper"
-                     : [n] "+r"(iterations)
-                     : [b] "m"(fma_b), [c] "m"(fma_c)
-                     : CLOBBERS);
-}
+/// `iterations` (> 0) rounds of twelve FMAs on registers `r` ("ymm" or "zmm"), in a function for target `isa`.
+#define FMA_CHAINS(name, isa, r)                                                                      \
+    __attribute__((target(isa))) static void name(long iterations) {                                  \
+        __asm__ volatile("vbroadcastss %[b], %%" r "12\n\t"                                           \
+                         "vbroadcastss %[c], %%" r "13\n\t" ROUNDS(FMA12(r))                          \
+                         : [n] "+r"(iterations)                                                        \
+                         : [b] "m"(fma_b), [c] "m"(fma_c)                                              \
+                         : CLOBBERS);                                                                  \
+    }
+
+FMA_CHAINS(fma_chains_zmm, "avx512f", "zmm")
+FMA_CHAINS(fma_chains_ymm, "avx2,fma", "ymm")
 
 /// `iterations` (> 0) rounds of twelve VPMADDWD + VPADDD pairs.
 __attribute__((target("avx2"))) static void madd_chains_ymm(long iterations) {
-    __asm__ volatile("vpbroadcastw %[y], %%ymm12\n\t" ZERO12 "1:\n\t" MADD12 "dec %[n]\n\t"
-                     "jnz 1b\n\t"
-                     "vzeroupper"
+    __asm__ volatile("vpbroadcastw %[y], %%ymm12\n\t" ROUNDS(MADD12)
                      : [n] "+r"(iterations)
                      : [y] "m"(madd_y)
                      : CLOBBERS);
