@@ -89,7 +89,7 @@ public enum Inflate {
                     if out.count < limit {
                         // Exactly `grown` (appending may round the capacity up past the limit), by memcpy and memset:
                         // `append(contentsOf: repeatElement(0, …))` went byte by byte through generic iterators in
-                        // unoptimised builds — two minutes for the 268 MB member a test inflates.
+                        // unoptimised builds — the test inflating a 268 MB member took 112 s (15 s now).
                         let grown = min(limit, 2 * out.count)
                         out = out.withUnsafeBytes { old in
                             [UInt8](unsafeUninitializedCapacity: grown) { buffer, initialized in
